@@ -1,0 +1,103 @@
+"""Command-line plumbing shared by the flows: arguments, parameter models, clean errors, summaries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import pydantic
+
+from data_checks import ValidationConfig, ValidationFailed
+from models.split import PROTOCOLS, SplitConfig
+from readers import InputError
+from readers.spec import FORMATS
+from tasks.ingest import IngestConfig
+from tasks.store import WorkspaceBusy
+
+
+def prepare_parser(description: str | None) -> argparse.ArgumentParser:
+    """Arguments of the prepare stage (also accepted by ``flows.full``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--data", help="dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)")
+    data.add_argument("--format", choices=FORMATS, help="input format (default: detected from the path)")
+    data.add_argument("--items", help="item metadata file, e.g. an Amazon meta_*.json.gz")
+    data.add_argument("--users", help="user attributes file, e.g. MovieLens 100K u.user")
+    data.add_argument("--tags", help="MovieLens tags.csv")
+    data.add_argument("--map", dest="mapping", metavar="FIELD=COLUMN,...",
+                      help="tabular input: canonical field to input column, e.g. "
+                           "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body'")
+    data.add_argument("--rating-scale", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                      help="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)")
+    data.add_argument("--delimiter", default=",", help="tabular CSV field delimiter (default ',')")
+    data.add_argument("--name", help="dataset name (default: from the path); names the default workspace")
+    data.add_argument("--workspace", help="folder holding reclab.duckdb and run outputs "
+                                          "(default: workspace/<dataset name> in the project folder)")
+    ingest = parser.add_argument_group("ingest and validation")
+    ingest.add_argument("--duplicate-policy", choices=("latest", "first", "error"), default="latest",
+                        help="repeated (user, item) pairs: keep the latest (default), the first, or stop")
+    ingest.add_argument("--max-quarantine", type=float, default=0.01, metavar="FRACTION",
+                        help="stop when more than this share of a file's records is quarantined (default 0.01)")
+    ingest.add_argument("--min-item-coverage", type=float, default=1.0, metavar="FRACTION",
+                        help="with item metadata: share of interactions whose item must be in it (default 1.0)")
+    ingest.add_argument("--no-data-docs", action="store_true", help="skip writing GX Data Docs HTML")
+    split = parser.add_argument_group("split")
+    split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    split.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
+                       help="splits to make (default: all)")
+    split.add_argument("--fractions", nargs=3, type=float, default=(0.8, 0.1, 0.1),
+                       metavar=("TRAIN", "VALIDATION", "TEST"), help="random split shares (default 0.8 0.1 0.1)")
+    split.add_argument("--cold-item-fraction", type=float, default=0.1,
+                       help="share of items held out by the cold_items split (default 0.1)")
+    split.add_argument("--kcore", type=int, default=None, help="k-core filter before splitting (default: none)")
+    return parser
+
+
+def prepare_params(args: argparse.Namespace):
+    """The prepare flow's validated parameter model from parsed arguments."""
+    from flows.prepare import PrepareParams
+
+    return PrepareParams(
+        data=args.data or PrepareParams.model_fields["data"].default,
+        format=args.format, items=args.items, users=args.users, tags=args.tags, mapping=args.mapping,
+        rating_scale=tuple(args.rating_scale) if args.rating_scale else None, delimiter=args.delimiter,
+        name=args.name, workspace=args.workspace,
+        ingest=IngestConfig(duplicate_policy=args.duplicate_policy),
+        validation=ValidationConfig(max_quarantine_fraction=args.max_quarantine,
+                                    min_item_coverage=args.min_item_coverage, data_docs=not args.no_data_docs),
+        split=SplitConfig(protocols=tuple(args.protocols), seed=args.seed, fractions=tuple(args.fractions),
+                          cold_item_fraction=args.cold_item_fraction, kcore=args.kcore),
+    )  # fmt: skip
+
+
+def run_cli(body: Callable[[], object]) -> int:
+    """Run ``body``; turn the errors a user can cause into one clear message and exit status 2."""
+    try:
+        body()
+    except (InputError, ValidationFailed, WorkspaceBusy) as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 2
+    except pydantic.ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        print(f"\nerror: invalid parameters: {problems}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_prepare_summary(summary: dict) -> None:
+    """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
+    print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
+    print(f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}")
+    for role, a in summary["accounting"].items():
+        print(f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
+              f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}")
+    t = summary["tables"]
+    print(f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
+          f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
+          f"tags {t['tags']:,}")
+    print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
+    for split_id, sizes in summary["splits"].items():
+        print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
+    if summary.get("data_docs"):
+        print(f"\nGX Data Docs: {summary['data_docs']}")

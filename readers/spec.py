@@ -1,0 +1,210 @@
+"""Which files make up a dataset, in which format, and how to find them from one path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from readers.schema import INTERACTIONS, ITEMS, ROLES, TAGS, USERS
+
+# The embedded default dataset shipped with the project (see data/README.md for source and citation).
+DEFAULT_DATASET = Path(__file__).resolve().parents[1] / "data" / "amazon-musical-instruments-5core"
+
+Format = Literal["amazon", "movielens-100k", "movielens", "tabular"]
+FORMATS: tuple[str, ...] = ("amazon", "movielens-100k", "movielens", "tabular")
+
+# Declared rating scale of each known format (inclusive bounds).
+RATING_SCALES: dict[str, tuple[float, float]] = {
+    "amazon": (1.0, 5.0),
+    "movielens-100k": (1.0, 5.0),
+    "movielens": (0.5, 5.0),
+    "tabular": (1.0, 5.0),
+}
+
+
+class InputError(ValueError):
+    """Bad user input (a path, a format, a file's layout), with a message that names the culprit."""
+
+
+class ColumnMapping(BaseModel):
+    """For generic CSV/Parquet: which input column holds each canonical field.
+
+    ``timestamp``, ``review_text`` and ``summary`` are optional; leave them ``None`` when the file has
+    no such column (a dataset without timestamps cannot use the temporal split).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    rating: str = "rating"
+    timestamp: str | None = "timestamp"
+    review_text: str | None = None
+    summary: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ColumnMapping:
+        """Build from ``"user_id=reviewer,item_id=product,rating=stars"`` (unnamed fields keep defaults)."""
+        pairs = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise InputError(f"column mapping {part!r} is not of the form canonical=column")
+            pairs[key.strip()] = value.strip() or None
+        unknown = set(pairs) - set(cls.model_fields)
+        if unknown:
+            raise InputError(
+                f"column mapping names unknown field(s) {sorted(unknown)}; "
+                f"known: {sorted(cls.model_fields)}"
+            )
+        return cls(**pairs)
+
+
+class DatasetSpec(BaseModel):
+    """A dataset: its name, format, one file per role, and its declared rating scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    format: Format
+    files: dict[str, Path] = Field(description="role -> file; 'interactions' is required")
+    rating_scale: tuple[float, float]
+    mapping: ColumnMapping | None = None  # tabular only
+    delimiter: str = ","  # tabular CSV only
+
+    @field_validator("files")
+    @classmethod
+    def _known_roles(cls, files: dict[str, Path]) -> dict[str, Path]:
+        unknown = set(files) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {list(ROLES)}")
+        if INTERACTIONS not in files:
+            raise ValueError("a dataset needs an interactions file")
+        return files
+
+    @model_validator(mode="after")
+    def _scale_ordered(self) -> DatasetSpec:
+        lo, hi = self.rating_scale
+        if not lo < hi:
+            raise ValueError(f"rating scale ({lo}, {hi}) must have low < high")
+        return self
+
+
+def _exists(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    return path
+
+
+def _dataset_name(path: Path) -> str:
+    stem = path.name
+    for suffix in (".gz", ".json", ".jsonl", ".csv", ".tsv", ".parquet"):
+        stem = stem.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "dataset"
+
+
+def detect_format(path: Path) -> str:
+    """Guess a dataset's format from its path (a GroupLens folder, Amazon JSON lines, CSV/Parquet)."""
+    if path.is_dir():
+        if (path / "u.data").exists():
+            return "movielens-100k"
+        if (path / "ratings.csv").exists():
+            return "movielens"
+        if _amazon_files(path)[0] is not None:
+            return "amazon"
+        raise InputError(
+            f"cannot tell the format of folder {path}: expected u.data (MovieLens 100K), ratings.csv "
+            "(MovieLens latest) or Amazon review JSON lines (*.json / *.json.gz); pass --format"
+        )
+    name = path.name.lower()
+    if name == "u.data":
+        return "movielens-100k"
+    if re.search(r"\.(json|jsonl)(\.gz)?$", name):
+        return "amazon"
+    if re.search(r"\.(csv|tsv|parquet)(\.gz)?$", name):
+        return "movielens" if name == "ratings.csv" else "tabular"
+    raise InputError(
+        f"cannot tell the format of {path} from its name; pass --format one of {', '.join(FORMATS)}"
+    )
+
+
+def _amazon_files(folder: Path) -> tuple[Path | None, Path | None]:
+    jsons = sorted(p for p in folder.iterdir() if re.search(r"\.(json|jsonl)(\.gz)?$", p.name))
+    meta = [p for p in jsons if p.name.startswith("meta_")]
+    reviews = [p for p in jsons if not p.name.startswith("meta_")]
+    if len(reviews) > 1:
+        raise InputError(
+            f"folder {folder} holds several review files ({', '.join(p.name for p in reviews)}); "
+            "pass the one to ingest as the path"
+        )
+    return (reviews[0] if reviews else None), (meta[0] if len(meta) == 1 else None)
+
+
+def resolve_dataset(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    items: str | Path | None = None,
+    users: str | Path | None = None,
+    tags: str | Path | None = None,
+    mapping: ColumnMapping | None = None,
+    rating_scale: tuple[float, float] | None = None,
+    delimiter: str = ",",
+    name: str | None = None,
+) -> DatasetSpec:
+    """Turn a user's path (file or folder) into a :class:`DatasetSpec`.
+
+    Folders are searched for the files their format defines (``u.data``/``u.item``/``u.user``;
+    ``ratings.csv``/``movies.csv``/``tags.csv``; one review JSON file plus an optional ``meta_*``
+    file); explicit ``items``/``users``/``tags`` paths override what is found.
+    """
+    path = _exists(Path(path), "dataset path")
+    fmt = format or detect_format(path)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    files: dict[str, Path] = {}
+    folder = path if path.is_dir() else path.parent
+    if fmt == "movielens-100k":
+        files[INTERACTIONS] = path / "u.data" if path.is_dir() else path
+        for role, fname in ((ITEMS, "u.item"), (USERS, "u.user")):
+            if (folder / fname).exists():
+                files[role] = folder / fname
+    elif fmt == "movielens":
+        files[INTERACTIONS] = path / "ratings.csv" if path.is_dir() else path
+        for role, fname in ((ITEMS, "movies.csv"), (TAGS, "tags.csv")):
+            if (folder / fname).exists():
+                files[role] = folder / fname
+    elif fmt == "amazon":
+        if path.is_dir():
+            reviews, meta = _amazon_files(path)
+            if reviews is None:
+                raise InputError(f"folder {path} holds no Amazon review file (*.json / *.json.gz)")
+            files[INTERACTIONS] = reviews
+            if meta is not None:
+                files[ITEMS] = meta
+        else:
+            files[INTERACTIONS] = path
+    else:  # tabular
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; tabular input must be one CSV or Parquet file")
+        files[INTERACTIONS] = path
+    for role, extra in ((ITEMS, items), (USERS, users), (TAGS, tags)):
+        if extra is not None:
+            files[role] = _exists(Path(extra), f"{role} file")
+    for role, file in files.items():
+        _exists(file, f"{role} file")
+        if file.is_dir():
+            raise InputError(f"{role} path {file} is a folder, not a file")
+    if fmt == "tabular" and mapping is None:
+        mapping = ColumnMapping()
+    return DatasetSpec(
+        name=name or _dataset_name(path),
+        format=fmt,
+        files=files,
+        rating_scale=rating_scale or RATING_SCALES[fmt],
+        mapping=mapping,
+        delimiter=delimiter,
+    )

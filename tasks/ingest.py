@@ -1,0 +1,307 @@
+"""Ingest: input files -> immutable raw tables -> canonical tables, quarantine and duplicate records.
+
+The accounting identity holds for every role and is asserted: raw records = canonical rows + quarantined
++ exact duplicates collapsed + superseded (user, item) repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel, ConfigDict
+from tqdm.auto import tqdm
+
+from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
+from readers.parse import layout_for
+from readers.records import read_header
+from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
+from tasks import tables
+from tasks.store import connect, ensure
+
+CHUNK = 50_000  # records per insert: bounds memory whatever the file size
+
+_ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(), "BLOB": pa.binary()}
+
+
+class IngestConfig(BaseModel):
+    """How ingest resolves repeated records."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Repeated (user, item) pairs that are not exact duplicates: keep the latest by timestamp (ties: the
+    # later line), keep the earliest, or stop with an error listing them.
+    duplicate_policy: Literal["latest", "first", "error"] = "latest"
+
+
+def _arrow_schema(table: str) -> pa.Schema:
+    return pa.schema([(name, _ARROW[dtype]) for name, dtype in tables.SCHEMAS[table].items()])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], schema: pa.Schema) -> None:
+    if rows:
+        batch = pa.Table.from_pylist(rows, schema=schema)  # noqa: F841 (read by DuckDB by name)
+        con.execute(f"INSERT INTO {table} SELECT * FROM batch")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- raw layer ---------------------------------------------------------------------------------------
+
+
+def load_raw_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[str, int]:
+    """Copy every record of every file of ``spec`` into its ``raw_<role>`` table, once.
+
+    A raw table is written once and never changed: if it already holds the same file (same sha256) it is
+    reused; if it holds a different file, ingest stops rather than mix or overwrite inputs.
+    Returns records per role.
+    """
+    ensure(con, tables.SOURCES)
+    loaded = {}
+    for role, path in spec.files.items():
+        digest = sha256_of(path)
+        previous = con.execute(
+            f"SELECT path, sha256, records FROM {tables.SOURCES} WHERE role = ?", [role]
+        ).fetchone()
+        if previous is not None:
+            if previous[1] != digest:
+                raise InputError(
+                    f"this workspace already holds raw {role} from {previous[0]} (sha256 {previous[1][:12]}…), "
+                    f"and {path} differs (sha256 {digest[:12]}…); raw tables are immutable: "
+                    "use another --workspace for a different input"
+                )
+            loaded[role] = previous[2]
+            continue
+        raw_table = tables.RAW[role]
+        layout = layout_for(spec, role)
+        schema = _arrow_schema(raw_table)
+        con.begin()
+        try:
+            con.execute(tables.ddl(raw_table, replace=True))
+            count, rows = 0, []
+            progress = tqdm(desc=f"read {path.name}", unit=" records", mininterval=1.0, disable=None)
+            for record in iter_records(path, layout):
+                rows.append({"source_file": str(path), "line_no": record.line_no, "raw": record.raw})
+                if len(rows) >= CHUNK:
+                    _insert(con, raw_table, rows, schema)
+                    count += len(rows)
+                    progress.update(len(rows))
+                    rows = []
+            _insert(con, raw_table, rows, schema)
+            count += len(rows)
+            progress.update(len(rows))
+            progress.close()
+            header = read_header(path) if layout == "csv" else None
+            con.execute(
+                f"INSERT INTO {tables.SOURCES} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [role, str(path), spec.format, digest, path.stat().st_size, count, header,
+                 datetime.now(timezone.utc).replace(tzinfo=None)],
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        loaded[role] = count
+    if loaded.get(INTERACTIONS, 0) == 0:
+        raise InputError(f"{spec.files[INTERACTIONS]} holds no data records")
+    return loaded
+
+
+def input_fingerprint(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> str:
+    """One sha256 over the sha256 of every input file of ``spec`` (by role)."""
+    rows = con.execute(f"SELECT role, sha256 FROM {tables.SOURCES} ORDER BY role").fetchall()
+    wanted = "\n".join(f"{role}:{sha}" for role, sha in rows if role in spec.files)
+    return hashlib.sha256(wanted.encode()).hexdigest()
+
+
+# --- canonical layer ---------------------------------------------------------------------------------
+
+
+def _stage_role(con, spec: DatasetSpec, role: str, now: int) -> None:
+    """Parse ``raw_<role>`` into ``_stage_<role>``; rejects go to ``_stage_quarantine``."""
+    header = con.execute(f"SELECT header FROM {tables.SOURCES} WHERE role = ?", [role]).fetchone()[0]
+    parse = parser_for(spec, role, header, now)
+    stage = f"_stage_{role}"
+    con.execute(tables.ddl(tables.CANONICAL[role], temp_name=stage))
+    schema = _arrow_schema(tables.CANONICAL[role])
+    qschema = _arrow_schema(tables.QUARANTINE)
+    reader = con.cursor()
+    result = reader.execute(f"SELECT source_file, line_no, raw FROM {tables.RAW[role]} ORDER BY line_no")
+    while batch := result.fetchmany(CHUNK):
+        good, bad = [], []
+        for source_file, line_no, raw in batch:
+            try:
+                row = parse(raw)
+            except Reject as rej:
+                bad.append({
+                    "role": role, "source_file": source_file, "line_no": line_no, "reason": rej.reason,
+                    "column_name": rej.column, "raw_content": raw.decode("utf-8", errors="replace"),
+                })  # fmt: skip
+                continue
+            row["source_file"], row["line_no"] = source_file, line_no
+            good.append(row)
+        _insert(con, stage, good, schema)
+        _insert(con, "_stage_quarantine", bad, qschema)
+    reader.close()
+
+
+def _resolve_duplicates(con, role: str, policy: str, source_file: str) -> None:
+    """Mark each staged row kept / exact duplicate / superseded in ``_ranked_<role>``."""
+    cols = ", ".join(f'"{c}"' for c in COLUMNS[role])
+    keys = ", ".join(f'"{c}"' for c in KEYS[role])
+    order_col = ORDER_BY[role]
+    direction = "ASC" if policy == "first" else "DESC"
+    order = (f'"{order_col}" {direction} NULLS LAST, ' if order_col else "") + f"line_no {direction}"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _exact AS
+        SELECT *, row_number() OVER w AS exact_rank, first_value(line_no) OVER w AS exact_of
+        FROM _stage_{role} WINDOW w AS (PARTITION BY {cols} ORDER BY line_no)""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _ranked_{role} AS
+        SELECT *, row_number() OVER w AS key_rank, first_value(line_no) OVER w AS key_of
+        FROM _exact WHERE exact_rank = 1 WINDOW w AS (PARTITION BY {keys} ORDER BY {order})""")
+    if policy == "error":
+        repeated = con.execute(f"""
+            SELECT {keys}, list(line_no ORDER BY line_no) FROM _ranked_{role}
+            GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys} LIMIT 5""").fetchall()
+        if repeated:
+            n = con.execute(f"SELECT count(*) FROM _ranked_{role} WHERE key_rank > 1").fetchone()[0]
+            examples = "; ".join(f"{r[:-1]} at lines {r[-1]}" for r in repeated)
+            raise InputError(
+                f"{source_file}: {n} repeated {'/'.join(KEYS[role])} record(s) and duplicate_policy='error'; "
+                f"e.g. {examples}"
+            )
+    con.execute(f"""
+        INSERT INTO _stage_duplicates
+        SELECT '{role}', source_file, line_no, 'exact', exact_of FROM _exact WHERE exact_rank > 1
+        UNION ALL
+        SELECT '{role}', source_file, line_no, 'superseded', key_of FROM _ranked_{role} WHERE key_rank > 1""")
+
+
+def build_canonical_tables(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, config: IngestConfig, now: int | None = None
+) -> dict[str, dict[str, int]]:
+    """Rebuild the canonical tables, ``quarantine``, ``duplicates`` and ``ingest_counts`` from raw.
+
+    Roles without a file get a table anyway: ``items``/``users`` list the ids seen in interactions
+    (other columns NULL), ``tags`` is empty. Returns the accounting per role (raw, kept, quarantined,
+    exact_duplicates, superseded) and raises if the identity does not hold.
+    """
+    now = int(time.time()) if now is None else now
+    con.execute(tables.ddl(tables.QUARANTINE, temp_name="_stage_quarantine"))
+    con.execute(tables.ddl(tables.DUPLICATES, temp_name="_stage_duplicates"))
+    accounting: dict[str, dict[str, int]] = {}
+    for role in ROLES:
+        if role not in spec.files:
+            continue
+        _stage_role(con, spec, role, now)
+        source_file = str(spec.files[role])
+        _resolve_duplicates(con, role, config.duplicate_policy, source_file)
+        raw = con.execute(f"SELECT count(*) FROM {tables.RAW[role]}").fetchone()[0]
+        kept = con.execute(f"SELECT count(*) FROM _ranked_{role} WHERE key_rank = 1").fetchone()[0]
+        counts = dict(con.execute(
+            "SELECT kind, count(*) FROM _stage_duplicates WHERE role = ? GROUP BY kind", [role]).fetchall())
+        quarantined = con.execute(
+            "SELECT count(*) FROM _stage_quarantine WHERE role = ?", [role]).fetchone()[0]
+        accounting[role] = {
+            "raw": raw, "kept": kept, "quarantined": quarantined,
+            "exact_duplicates": counts.get("exact", 0), "superseded": counts.get("superseded", 0),
+        }  # fmt: skip
+        a = accounting[role]
+        if a["raw"] != a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"]:
+            raise AssertionError(f"ingest lost records of {source_file}: {a}")
+        if kept == 0:
+            examples = con.execute(
+                "SELECT line_no, reason FROM _stage_quarantine WHERE role = ? ORDER BY line_no LIMIT 3", [role]
+            ).fetchall()
+            raise InputError(
+                f"{source_file}: none of its {raw} records is usable; e.g. "
+                + "; ".join(f"line {n}: {reason}" for n, reason in examples)
+            )
+
+    # Write every canonical table in one transaction: readers see the old set or the new one.
+    con.begin()
+    try:
+        _write_canonical(con, spec, accounting)
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+    return accounting
+
+
+def _write_canonical(con, spec: DatasetSpec, accounting: dict[str, dict[str, int]]) -> None:
+    for role in ROLES:
+        table = tables.CANONICAL[role]
+        cols = ", ".join(f'"{c}"' for c in tables.SCHEMAS[table])
+        keys = ", ".join(f'"{c}"' for c in KEYS[role])
+        con.execute(tables.ddl(table, replace=True))
+        if role in spec.files:
+            con.execute(f"INSERT INTO {table} SELECT {cols} FROM _ranked_{role} WHERE key_rank = 1 ORDER BY {keys}")
+        elif role in (ITEMS, USERS):
+            key = KEYS[role][0]
+            con.execute(
+                f'INSERT INTO {table} ("{key}") SELECT DISTINCT "{key}" FROM {tables.CANONICAL[INTERACTIONS]} '
+                f'ORDER BY "{key}"'
+            )
+    con.execute(tables.ddl(tables.QUARANTINE, replace=True))
+    con.execute(f"INSERT INTO {tables.QUARANTINE} SELECT * FROM _stage_quarantine ORDER BY role, line_no")
+    con.execute(tables.ddl(tables.DUPLICATES, replace=True))
+    con.execute(f"INSERT INTO {tables.DUPLICATES} SELECT * FROM _stage_duplicates ORDER BY role, line_no")
+    con.execute(tables.ddl(tables.INGEST_COUNTS, replace=True))
+    for role, a in accounting.items():
+        con.execute(
+            f"INSERT INTO {tables.INGEST_COUNTS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [role, str(spec.files[role]), a["raw"], a["kept"], a["quarantined"], a["exact_duplicates"], a["superseded"]],
+        )
+
+
+# --- Prefect tasks -----------------------------------------------------------------------------------
+
+
+@task(cache_policy=NONE)
+def load_raw(db: Path, spec: DatasetSpec) -> dict[str, int]:
+    """Copy input files into immutable raw tables (reused when the same file is already there)."""
+    with connect(db) as con:
+        return load_raw_tables(con, spec)
+
+
+@task(cache_policy=NONE)
+def build_canonical(db: Path, spec: DatasetSpec, config: IngestConfig) -> dict[str, dict[str, int]]:
+    """Parse raw records into canonical tables; quarantine and collapse with full accounting."""
+    with connect(db) as con:
+        return build_canonical_tables(con, spec, config)
+
+
+@task(cache_policy=NONE)
+def fingerprint_inputs(db: Path, spec: DatasetSpec) -> str:
+    """The sha256 fingerprint of the run's input files."""
+    with connect(db, read_only=True) as con:
+        return input_fingerprint(con, spec)
+
+
+
+@task(cache_policy=NONE)
+def count_tables(db: Path) -> dict[str, int]:
+    """Rows of each canonical table plus distinct users and items with interactions."""
+    with connect(db, read_only=True) as con:
+        counts = {
+            role: con.execute(f"SELECT count(*) FROM {tables.CANONICAL[role]}").fetchone()[0] for role in ROLES
+        }
+        users, items = con.execute(
+            f"SELECT count(DISTINCT user_id), count(DISTINCT item_id) FROM {tables.CANONICAL[INTERACTIONS]}"
+        ).fetchone()
+    return {**counts, "users_with_ratings": users, "items_with_ratings": items}

@@ -1,0 +1,104 @@
+"""Split: seeded fold assignments per protocol, and the training-only review table later stages read."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models.split import SplitConfig, split
+from tasks import tables
+from tasks.store import connect, ensure
+
+log = logging.getLogger(__name__)
+
+
+def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict[str, dict[str, int]]:
+    """Write ``splits`` and ``split_assignments`` for each protocol of ``config``.
+
+    Re-running with the same seed rewrites identical rows; other seeds' splits are kept. Returns fold
+    sizes per split id.
+    """
+    frame = con.execute(
+        f"SELECT user_id, item_id, timestamp FROM {tables.CANONICAL['interactions']} ORDER BY user_id, item_id"
+    ).df()
+    ensure(con, tables.SPLITS)
+    ensure(con, tables.SPLIT_ASSIGNMENTS)
+    sizes: dict[str, dict[str, int]] = {}
+    for protocol in config.protocols:
+        if protocol == "temporal" and frame["timestamp"].isna().any():
+            log.warning("skipping the temporal split: this dataset has interactions without a timestamp")
+            continue
+        split_id = config.split_id(protocol)
+        folds = split(frame, protocol, config)
+        assigned = pd.DataFrame(
+            {"split_id": split_id, "user_id": frame["user_id"], "item_id": frame["item_id"], "fold": folds}
+        ).dropna(subset=["fold"])  # noqa: F841 (read by DuckDB by name)
+        counts = {fold: int((assigned["fold"] == fold).sum()) for fold in tables.FOLDS}
+        params = config.model_dump(mode="json", exclude={"protocols"})
+        con.begin()
+        con.execute(f"DELETE FROM {tables.SPLITS} WHERE split_id = ?", [split_id])
+        con.execute(f"DELETE FROM {tables.SPLIT_ASSIGNMENTS} WHERE split_id = ?", [split_id])
+        con.execute(
+            f"INSERT INTO {tables.SPLITS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [split_id, protocol, config.seed, json.dumps(params), counts["train"], counts["validation"],
+             counts["test"], datetime.now(timezone.utc).replace(tzinfo=None)],
+        )
+        con.execute(
+            f"INSERT INTO {tables.SPLIT_ASSIGNMENTS} SELECT split_id, user_id, item_id, fold FROM assigned "
+            "ORDER BY user_id, item_id"
+        )
+        con.commit()
+        sizes[split_id] = counts
+    return sizes
+
+
+def training_reviews(con: duckdb.DuckDBPyConnection, split_id: str) -> pd.DataFrame:
+    """The training fold's interactions with their review text and summary, for ``split_id``.
+
+    This is the only sanctioned way to get review text for building user/item profiles: it can never
+    return the text of a validation or test interaction. Columns: user_id, item_id, rating, timestamp,
+    summary, review_text; sorted by (user_id, item_id).
+    """
+    known = con.execute(f"SELECT count(*) FROM {tables.SPLITS} WHERE split_id = ?", [split_id]).fetchone()[0]
+    if not known:
+        raise KeyError(f"no split {split_id!r} in this workspace; run the prepare flow first")
+    return con.execute(
+        f"""SELECT i.user_id, i.item_id, i.rating, i.timestamp, i.summary, i.review_text
+            FROM {tables.SPLIT_ASSIGNMENTS} a
+            JOIN {tables.CANONICAL['interactions']} i USING (user_id, item_id)
+            WHERE a.split_id = ? AND a.fold = 'train'
+            ORDER BY i.user_id, i.item_id""",
+        [split_id],
+    ).df()
+
+
+def write_training_reviews(con: duckdb.DuckDBPyConnection) -> int:
+    """Rebuild ``train_reviews`` from :func:`training_reviews` for every split in the workspace."""
+    con.execute(tables.ddl(tables.TRAIN_REVIEWS, replace=True))
+    split_ids = [r[0] for r in con.execute(f"SELECT split_id FROM {tables.SPLITS} ORDER BY split_id").fetchall()]
+    for split_id in split_ids:
+        reviews = training_reviews(con, split_id)  # noqa: F841 (read by DuckDB by name)
+        cols = ", ".join(c for c in tables.SCHEMAS[tables.TRAIN_REVIEWS] if c != "split_id")
+        con.execute(f"INSERT INTO {tables.TRAIN_REVIEWS} SELECT ? AS split_id, {cols} FROM reviews", [split_id])
+    return con.execute(f"SELECT count(*) FROM {tables.TRAIN_REVIEWS}").fetchone()[0]
+
+
+@task(cache_policy=NONE)
+def split_interactions(db: Path, config: SplitConfig) -> dict[str, dict[str, int]]:
+    """Assign every interaction to a fold under each requested protocol."""
+    with connect(db) as con:
+        return split_workspace(con, config)
+
+
+@task(cache_policy=NONE)
+def collect_training_reviews(db: Path) -> int:
+    """Materialise the training folds' review text (the only text later stages may read)."""
+    with connect(db) as con:
+        return write_training_reviews(con)

@@ -1,0 +1,85 @@
+"""The DuckDB workspace: where the database file lives and how tasks open it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from tasks import tables
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WORKSPACES = PROJECT_ROOT / "workspace"
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another process holds the workspace database's write lock for longer than we wait."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A folder holding one DuckDB database (``reclab.duckdb``) and one sub-folder per run."""
+
+    root: Path
+
+    @classmethod
+    def for_dataset(cls, name: str, root: str | Path | None = None) -> Workspace:
+        """``root`` as given, else ``<project>/workspace/<dataset name>``."""
+        return cls(Path(root) if root is not None else DEFAULT_WORKSPACES / name)
+
+    @property
+    def db(self) -> Path:
+        return self.root / "reclab.duckdb"
+
+    def run_dir(self, run_id: str) -> Path:
+        path = self.root / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@contextmanager
+def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the workspace database, waiting up to ``wait_s`` for another writer to let go of it.
+
+    DuckDB allows one writing process per file; a second one fails at once with a lock error, which we
+    turn into a wait and then a clear message.
+    """
+    db = Path(db)
+    if not read_only:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=read_only)
+            break
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise WorkspaceBusy(
+                    f"workspace database {db} is in use by another process (waited {wait_s:.0f} s): "
+                    "wait for that run to finish or pass another --workspace"
+                ) from None
+            time.sleep(0.5)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        ).fetchone()[0]
+    )
+
+
+def ensure(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Create a registered table if it does not exist yet."""
+    if not table_exists(con, table):
+        con.execute(tables.ddl(table))

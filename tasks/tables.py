@@ -1,0 +1,122 @@
+"""The one registry of DuckDB tables: every table's name, columns and layer, and who writes it.
+
+Layers: ``raw_*`` tables hold every input record exactly as read and are never modified once written;
+canonical tables (``interactions``, ``items``, ``users``, ``tags``) are rebuilt from raw by one task;
+``split_*`` and ``train_reviews`` are derived by the split stage; ``sources``, ``ingest_counts`` and
+``runs`` record provenance. No other module spells a table name in SQL: use these constants.
+"""
+
+from __future__ import annotations
+
+from readers.schema import COLUMNS, INTERACTIONS, ITEMS, ROLES, TAGS, USERS
+
+# --- provenance --------------------------------------------------------------------------------------
+SOURCES = "sources"  # one row per ingested file: role, path, sha256, size, record count (tasks.ingest)
+INGEST_COUNTS = "ingest_counts"  # the accounting identity per role (tasks.ingest)
+RUNS = "runs"  # one row per flow run (tasks.runs)
+VALIDATIONS = "validations"  # one row per expectation checked, per run (tasks.validate)
+
+# --- raw layer (immutable) ---------------------------------------------------------------------------
+RAW = {role: f"raw_{role}" for role in ROLES}  # (tasks.ingest.load_raw)
+
+# --- canonical layer (tasks.ingest.build_canonical) --------------------------------------------------
+CANONICAL = {INTERACTIONS: "interactions", ITEMS: "items", USERS: "users", TAGS: "tags"}
+QUARANTINE = "quarantine"  # rejected records with their reason
+DUPLICATES = "duplicates"  # collapsed records and the line that was kept instead
+
+# --- split layer (tasks.split) -----------------------------------------------------------------------
+SPLITS = "splits"  # one row per split: protocol, seed, parameters, fold sizes
+SPLIT_ASSIGNMENTS = "split_assignments"  # (split_id, user_id, item_id) -> fold
+TRAIN_REVIEWS = "train_reviews"  # the only text later stages may read: training folds' reviews
+
+FOLDS = ("train", "validation", "test")
+
+PROVENANCE = {"source_file": "VARCHAR", "line_no": "BIGINT"}
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    SOURCES: {
+        "role": "VARCHAR",
+        "path": "VARCHAR",
+        "format": "VARCHAR",
+        "sha256": "VARCHAR",
+        "bytes": "BIGINT",
+        "records": "BIGINT",
+        "header": "BLOB",
+        "ingested_at": "TIMESTAMP",
+    },
+    INGEST_COUNTS: {
+        "role": "VARCHAR",
+        "source_file": "VARCHAR",
+        "raw": "BIGINT",
+        "kept": "BIGINT",
+        "quarantined": "BIGINT",
+        "exact_duplicates": "BIGINT",
+        "superseded": "BIGINT",
+    },
+    RUNS: {
+        "run_id": "VARCHAR",
+        "flow": "VARCHAR",
+        "parameters": "JSON",
+        "code_version": "VARCHAR",
+        "input_fingerprint": "VARCHAR",
+        "started_at": "TIMESTAMP",
+        "finished_at": "TIMESTAMP",
+        "status": "VARCHAR",
+        "summary": "JSON",
+    },
+    VALIDATIONS: {
+        "run_id": "VARCHAR",
+        "table_name": "VARCHAR",
+        "expectation": "VARCHAR",
+        "column_name": "VARCHAR",
+        "success": "BOOLEAN",
+        "observed": "VARCHAR",
+        "examples": "VARCHAR",
+    },
+    **{RAW[role]: {**PROVENANCE, "raw": "BLOB"} for role in ROLES},
+    **{CANONICAL[role]: {**COLUMNS[role], **PROVENANCE} for role in ROLES},
+    QUARANTINE: {
+        "role": "VARCHAR",
+        **PROVENANCE,
+        "reason": "VARCHAR",
+        "column_name": "VARCHAR",
+        "raw_content": "VARCHAR",
+    },
+    DUPLICATES: {"role": "VARCHAR", **PROVENANCE, "kind": "VARCHAR", "kept_line_no": "BIGINT"},
+    SPLITS: {
+        "split_id": "VARCHAR",
+        "protocol": "VARCHAR",
+        "seed": "INTEGER",
+        "parameters": "JSON",
+        "n_train": "BIGINT",
+        "n_validation": "BIGINT",
+        "n_test": "BIGINT",
+        "created_at": "TIMESTAMP",
+    },
+    SPLIT_ASSIGNMENTS: {"split_id": "VARCHAR", "user_id": "VARCHAR", "item_id": "VARCHAR", "fold": "VARCHAR"},
+    TRAIN_REVIEWS: {
+        "split_id": "VARCHAR",
+        "user_id": "VARCHAR",
+        "item_id": "VARCHAR",
+        "rating": "DOUBLE",
+        "timestamp": "BIGINT",
+        "summary": "VARCHAR",
+        "review_text": "VARCHAR",
+    },
+}
+
+# Tables that hold every interaction's text, whatever its fold. Everything else is "training side":
+# it must never contain text from a validation or test interaction (tests/test_leakage.py checks all).
+ALL_FOLDS_TEXT = {*RAW.values(), CANONICAL[INTERACTIONS], CANONICAL[TAGS], QUARANTINE, DUPLICATES}
+
+
+def ddl(table: str, *, replace: bool = False, temp_name: str | None = None) -> str:
+    """``CREATE TABLE`` statement for a registered table (or a temporary table of its layout)."""
+    columns = ", ".join(f'"{name}" {dtype}' for name, dtype in SCHEMAS[table].items())
+    verb = "CREATE OR REPLACE" if replace or temp_name else "CREATE"
+    target = f"TEMP TABLE {temp_name}" if temp_name else f"TABLE {table}"
+    return f"{verb} {target} ({columns})"
+
+
+def columns(table: str) -> list[str]:
+    return list(SCHEMAS[table])
