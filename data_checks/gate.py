@@ -49,15 +49,15 @@ def run_suites(
         )
     source = context.data_sources.add_pandas("reclab")
     definitions = []
-    for table, frame in frames.items():
+    for table in frames:
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(SUITES[table](facts[table]))
-        definitions.append(context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite)))
+        definitions.append(
+            context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+        )
     results: list[CheckResult] = []
     for definition in definitions:
-        outcome = definition.run(
-            batch_parameters={"dataframe": frames[definition.name]}, result_format="SUMMARY"
-        )
+        outcome = definition.run(batch_parameters={"dataframe": frames[definition.name]}, result_format="SUMMARY")
         for item in outcome.results:
             config = item.expectation_config
             result = item.result or {}
@@ -82,8 +82,12 @@ def run_suites(
     return results
 
 
-def quarantine_problems(accounting: dict[str, dict], examples: dict[str, list[tuple[int, str]]],
-                        sources: dict[str, str], max_fraction: float) -> list[str]:
+def quarantine_problems(
+    accounting: dict[str, dict],
+    examples: dict[str, list[tuple[int, str]]],
+    sources: dict[str, str],
+    max_fraction: float,
+) -> list[str]:
     """Messages for every role whose quarantined share of raw records exceeds ``max_fraction``."""
     problems = []
     for role, counts in accounting.items():

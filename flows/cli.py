@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 
@@ -25,31 +26,67 @@ def prepare_parser(description: str | None) -> argparse.ArgumentParser:
     data.add_argument("--items", help="item metadata file, e.g. an Amazon meta_*.json.gz")
     data.add_argument("--users", help="user attributes file, e.g. MovieLens 100K u.user")
     data.add_argument("--tags", help="MovieLens tags.csv")
-    data.add_argument("--map", dest="mapping", metavar="FIELD=COLUMN,...",
-                      help="tabular input: canonical field to input column, e.g. "
-                           "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body'")
-    data.add_argument("--rating-scale", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                      help="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)")
+    data.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="FIELD=COLUMN,...",
+        help="tabular input: canonical field to input column, e.g. "
+        "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body'",
+    )
+    data.add_argument(
+        "--rating-scale",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)",
+    )
     data.add_argument("--delimiter", default=",", help="tabular CSV field delimiter (default ',')")
     data.add_argument("--name", help="dataset name (default: from the path); names the default workspace")
-    data.add_argument("--workspace", help="folder holding reclab.duckdb and run outputs "
-                                          "(default: workspace/<dataset name> in the project folder)")
+    data.add_argument(
+        "--workspace",
+        help="folder holding reclab.duckdb and run outputs (default: workspace/<dataset name> in the project folder)",
+    )
     ingest = parser.add_argument_group("ingest and validation")
-    ingest.add_argument("--duplicate-policy", choices=("latest", "first", "error"), default="latest",
-                        help="repeated (user, item) pairs: keep the latest (default), the first, or stop")
-    ingest.add_argument("--max-quarantine", type=float, default=0.01, metavar="FRACTION",
-                        help="stop when more than this share of a file's records is quarantined (default 0.01)")
-    ingest.add_argument("--min-item-coverage", type=float, default=1.0, metavar="FRACTION",
-                        help="with item metadata: share of interactions whose item must be in it (default 1.0)")
+    ingest.add_argument(
+        "--duplicate-policy",
+        choices=("latest", "first", "error"),
+        default="latest",
+        help="repeated (user, item) pairs: keep the latest (default), the first, or stop",
+    )
+    ingest.add_argument(
+        "--max-quarantine",
+        type=float,
+        default=0.01,
+        metavar="FRACTION",
+        help="stop when more than this share of a file's records is quarantined (default 0.01)",
+    )
+    ingest.add_argument(
+        "--min-item-coverage",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="with item metadata: share of interactions whose item must be in it (default 1.0)",
+    )
     ingest.add_argument("--no-data-docs", action="store_true", help="skip writing GX Data Docs HTML")
     split = parser.add_argument_group("split")
     split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    split.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
-                       help="splits to make (default: all)")
-    split.add_argument("--fractions", nargs=3, type=float, default=(0.8, 0.1, 0.1),
-                       metavar=("TRAIN", "VALIDATION", "TEST"), help="random split shares (default 0.8 0.1 0.1)")
-    split.add_argument("--cold-item-fraction", type=float, default=0.1,
-                       help="share of items held out by the cold_items split (default 0.1)")
+    split.add_argument(
+        "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="splits to make (default: all)"
+    )
+    split.add_argument(
+        "--fractions",
+        nargs=3,
+        type=float,
+        default=(0.8, 0.1, 0.1),
+        metavar=("TRAIN", "VALIDATION", "TEST"),
+        help="random split shares (default 0.8 0.1 0.1)",
+    )
+    split.add_argument(
+        "--cold-item-fraction",
+        type=float,
+        default=0.1,
+        help="share of items held out by the cold_items split (default 0.1)",
+    )
     split.add_argument("--kcore", type=int, default=None, help="k-core filter before splitting (default: none)")
     return parser
 
@@ -71,11 +108,30 @@ def prepare_params(args: argparse.Namespace):
     )  # fmt: skip
 
 
-def run_cli(body: Callable[[], object]) -> int:
-    """Run ``body``; turn the errors a user can cause into one clear message and exit status 2."""
+USER_ERRORS = (InputError, ValidationFailed, WorkspaceBusy)
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task's or flow's traceback; for errors in the user's input the message alone
+    says what to fix, so drop the traceback from those records (other errors keep theirs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def run_cli(body: Callable[[], object], check: Callable[[], object] | None = None) -> int:
+    """Run ``check`` (fast input checks, before any Prefect server starts), then ``body``; turn the errors
+    a user can cause into one clear message and exit status 2."""
+    quiet = _NoTracebackForUserErrors()
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(quiet)
     try:
+        if check is not None:
+            check()
         body()
-    except (InputError, ValidationFailed, WorkspaceBusy) as err:
+    except USER_ERRORS as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
     except pydantic.ValidationError as err:
@@ -90,12 +146,16 @@ def print_prepare_summary(summary: dict) -> None:
     print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
     print(f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}")
     for role, a in summary["accounting"].items():
-        print(f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
-              f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}")
+        print(
+            f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
+            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}"
+        )
     t = summary["tables"]
-    print(f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
-          f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
-          f"tags {t['tags']:,}")
+    print(
+        f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
+        f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
+        f"tags {t['tags']:,}"
+    )
     print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
     for split_id, sizes in summary["splits"].items():
         print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")

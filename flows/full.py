@@ -35,11 +35,16 @@ def full(params: FullParams = FullParams()) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli import prepare_parser, prepare_params, print_prepare_summary, run_cli
-    from flows.full import FullParams, full as full_flow  # the importable module's copies, not __main__'s
+    from flows.cli import prepare_params, prepare_parser, print_prepare_summary, run_cli
+    from flows.full import FullParams  # the importable module's copies, not __main__'s
+    from flows.full import full as full_flow
 
     args = prepare_parser(__doc__).parse_args(argv)
-    return run_cli(lambda: print_prepare_summary(full_flow(FullParams(prepare=prepare_params(args)))["prepare"]))
+    params = []
+    return run_cli(
+        check=lambda: params.append(FullParams(prepare=prepare_params(args))) or params[0].prepare.dataset(),
+        body=lambda: print_prepare_summary(full_flow(params[0])["prepare"]),
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Prepare: ingest -> validate -> split, on the embedded default dataset unless told otherwise.
 
-    python -m flows.prepare                        # embedded Amazon Musical Instruments 5-core
-    python -m flows.prepare --data ../shared/data/movielens-latest-small
-    python -m flows.prepare --help
+python -m flows.prepare                        # embedded Amazon Musical Instruments 5-core
+python -m flows.prepare --data ../shared/data/movielens-latest-small
+python -m flows.prepare --help
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from data_checks import ValidationConfig
 from models.split import SplitConfig
 from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
 from readers.spec import Format
-from tasks.ingest import IngestConfig, build_canonical, count_tables, fingerprint_inputs, load_raw
-from tasks.runs import finish_run, record_outcome, start_run
+from tasks.ingest import IngestConfig, build_canonical, count_tables, load_raw
+from tasks.runs import finish_run, record_inputs, record_outcome, start_run
 from tasks.split import collect_training_reviews, split_interactions
 from tasks.store import Workspace
 from tasks.validate import validate_tables
@@ -73,7 +73,7 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
 
     # ingest: files -> immutable raw tables -> canonical tables (+ quarantine, duplicates, accounting)
     raw = load_raw(workspace.db, spec)
-    fingerprint = fingerprint_inputs(workspace.db, spec)
+    fingerprint = record_inputs(workspace.db, run_id, spec)
     accounting = build_canonical(workspace.db, spec, params.ingest)
 
     # validate: GX suites per canonical table and the quarantine threshold; Data Docs in the run folder
@@ -88,6 +88,7 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
         "workspace": str(workspace.root),
         "database": str(workspace.db),
         "run_id": run_id,
+        "input_fingerprint": fingerprint,
         "raw_records": raw,
         "accounting": accounting,
         "tables": count_tables(workspace.db),
@@ -97,19 +98,23 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
         if params.validation.data_docs
         else None,
     }
-    finish_run(workspace.db, run_id, summary, fingerprint)
+    finish_run(workspace.db, run_id, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli import prepare_parser, prepare_params, print_prepare_summary, run_cli
+    from flows.cli import prepare_params, prepare_parser, print_prepare_summary, run_cli
 
     # Under `python -m` this file is __main__; use the importable module's flow and parameter model
     # (the ones prepare_params builds), not __main__'s copies.
     from flows.prepare import prepare as prepare_flow
 
     args = prepare_parser(__doc__).parse_args(argv)
-    return run_cli(lambda: print_prepare_summary(prepare_flow(prepare_params(args))))
+    params = []
+    return run_cli(
+        check=lambda: params.append(prepare_params(args)) or params[0].dataset(),
+        body=lambda: print_prepare_summary(prepare_flow(params[0])),
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from readers.schema import INTERACTIONS, ITEMS, TAGS, USERS
@@ -96,7 +96,7 @@ def to_timestamp(value: object, column: str, now: int) -> int:
         except ValueError:
             raise Reject(f"{column} {value!r} is neither Unix seconds nor an ISO date", column) from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         seconds = parsed.timestamp()
     if not math.isfinite(seconds):
         raise Reject(f"{column} is {seconds}", column)
@@ -151,7 +151,7 @@ def _json_object(raw: bytes) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise Reject(f"invalid JSON: {err.msg} at character {err.pos}") from None
+        raise Reject(f"invalid JSON: {err.msg} (character {err.pos})") from None
     if not isinstance(value, dict):
         raise Reject(f"a JSON {type(value).__name__}, expected an object")
     return value
@@ -209,9 +209,7 @@ def _header_columns(header: bytes | None, delimiter: str, source: Path) -> list[
 def _require_columns(available: list[str], needed: dict[str, str | None], source: Path) -> None:
     missing = [col for col in needed.values() if col is not None and col not in available]
     if missing:
-        raise InputError(
-            f"{source}: required column(s) {missing} are missing; the header has {available}"
-        )
+        raise InputError(f"{source}: required column(s) {missing} are missing; the header has {available}")
 
 
 # --- parsers per format and role ---------------------------------------------------------------------
@@ -244,7 +242,7 @@ def parser_for(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> 
                 ts = obj.get("unixReviewTime")
                 if ts is None and isinstance(obj.get("reviewTime"), str):
                     try:
-                        ts = datetime.strptime(obj["reviewTime"], "%m %d, %Y").replace(tzinfo=timezone.utc).timestamp()
+                        ts = datetime.strptime(obj["reviewTime"], "%m %d, %Y").replace(tzinfo=UTC).timestamp()
                     except ValueError:
                         raise Reject(f"reviewTime {obj['reviewTime']!r} is not 'MM DD, YYYY'", "reviewTime") from None
                 return {
@@ -426,4 +424,3 @@ def _parquet_columns(path: Path) -> list[str]:
         return list(pq.read_schema(path).names)
     except Exception as err:
         raise InputError(f"{path} is not a readable Parquet file: {err}") from None
-

@@ -51,9 +51,7 @@ def _physical_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             for line_no, line in enumerate(handle, start=1):  # noqa: B007
                 yield line_no, line.rstrip(b"\r\n")
         except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-            raise InputError(
-                f"{path}: the gzip stream is truncated or corrupt after line {line_no} ({err})"
-            ) from None
+            raise InputError(f"{path}: the gzip stream is truncated or corrupt after line {line_no} ({err})") from None
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -57,8 +57,7 @@ class ColumnMapping(BaseModel):
         unknown = set(pairs) - set(cls.model_fields)
         if unknown:
             raise InputError(
-                f"column mapping names unknown field(s) {sorted(unknown)}; "
-                f"known: {sorted(cls.model_fields)}"
+                f"column mapping names unknown field(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}"
             )
         return cls(**pairs)
 
@@ -126,9 +125,7 @@ def detect_format(path: Path) -> str:
         return "amazon"
     if re.search(r"\.(csv|tsv|parquet)(\.gz)?$", name):
         return "movielens" if name == "ratings.csv" else "tabular"
-    raise InputError(
-        f"cannot tell the format of {path} from its name; pass --format one of {', '.join(FORMATS)}"
-    )
+    raise InputError(f"cannot tell the format of {path} from its name; pass --format one of {', '.join(FORMATS)}")
 
 
 def _amazon_files(folder: Path) -> tuple[Path | None, Path | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,13 @@ from tasks.store import connect, ensure
 
 CHUNK = 50_000  # records per insert: bounds memory whatever the file size
 
-_ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(), "BLOB": pa.binary()}
+_ARROW = {
+    "VARCHAR": pa.string(),
+    "DOUBLE": pa.float64(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "BLOB": pa.binary(),
+}
 
 
 class IngestConfig(BaseModel):
@@ -73,9 +79,7 @@ def load_raw_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[s
     loaded = {}
     for role, path in spec.files.items():
         digest = sha256_of(path)
-        previous = con.execute(
-            f"SELECT path, sha256, records FROM {tables.SOURCES} WHERE role = ?", [role]
-        ).fetchone()
+        previous = con.execute(f"SELECT path, sha256, records FROM {tables.SOURCES} WHERE role = ?", [role]).fetchone()
         if previous is not None:
             if previous[1] != digest:
                 raise InputError(
@@ -107,8 +111,16 @@ def load_raw_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[s
             header = read_header(path) if layout == "csv" else None
             con.execute(
                 f"INSERT INTO {tables.SOURCES} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [role, str(path), spec.format, digest, path.stat().st_size, count, header,
-                 datetime.now(timezone.utc).replace(tzinfo=None)],
+                [
+                    role,
+                    str(path),
+                    spec.format,
+                    digest,
+                    path.stat().st_size,
+                    count,
+                    header,
+                    datetime.now(UTC).replace(tzinfo=None),
+                ],
             )
             con.commit()
         except BaseException:
@@ -212,10 +224,10 @@ def build_canonical_tables(
         _resolve_duplicates(con, role, config.duplicate_policy, source_file)
         raw = con.execute(f"SELECT count(*) FROM {tables.RAW[role]}").fetchone()[0]
         kept = con.execute(f"SELECT count(*) FROM _ranked_{role} WHERE key_rank = 1").fetchone()[0]
-        counts = dict(con.execute(
-            "SELECT kind, count(*) FROM _stage_duplicates WHERE role = ? GROUP BY kind", [role]).fetchall())
-        quarantined = con.execute(
-            "SELECT count(*) FROM _stage_quarantine WHERE role = ?", [role]).fetchone()[0]
+        counts = dict(
+            con.execute("SELECT kind, count(*) FROM _stage_duplicates WHERE role = ? GROUP BY kind", [role]).fetchall()
+        )
+        quarantined = con.execute("SELECT count(*) FROM _stage_quarantine WHERE role = ?", [role]).fetchone()[0]
         accounting[role] = {
             "raw": raw, "kept": kept, "quarantined": quarantined,
             "exact_duplicates": counts.get("exact", 0), "superseded": counts.get("superseded", 0),
@@ -265,7 +277,15 @@ def _write_canonical(con, spec: DatasetSpec, accounting: dict[str, dict[str, int
     for role, a in accounting.items():
         con.execute(
             f"INSERT INTO {tables.INGEST_COUNTS} VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [role, str(spec.files[role]), a["raw"], a["kept"], a["quarantined"], a["exact_duplicates"], a["superseded"]],
+            [
+                role,
+                str(spec.files[role]),
+                a["raw"],
+                a["kept"],
+                a["quarantined"],
+                a["exact_duplicates"],
+                a["superseded"],
+            ],
         )
 
 
@@ -287,20 +307,10 @@ def build_canonical(db: Path, spec: DatasetSpec, config: IngestConfig) -> dict[s
 
 
 @task(cache_policy=NONE)
-def fingerprint_inputs(db: Path, spec: DatasetSpec) -> str:
-    """The sha256 fingerprint of the run's input files."""
-    with connect(db, read_only=True) as con:
-        return input_fingerprint(con, spec)
-
-
-
-@task(cache_policy=NONE)
 def count_tables(db: Path) -> dict[str, int]:
     """Rows of each canonical table plus distinct users and items with interactions."""
     with connect(db, read_only=True) as con:
-        counts = {
-            role: con.execute(f"SELECT count(*) FROM {tables.CANONICAL[role]}").fetchone()[0] for role in ROLES
-        }
+        counts = {role: con.execute(f"SELECT count(*) FROM {tables.CANONICAL[role]}").fetchone()[0] for role in ROLES}
         users, items = con.execute(
             f"SELECT count(DISTINCT user_id), count(DISTINCT item_id) FROM {tables.CANONICAL[INTERACTIONS]}"
         ).fetchone()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
 
+from readers import DatasetSpec
 from tasks import tables
+from tasks.ingest import input_fingerprint
 from tasks.store import PROJECT_ROOT, connect, ensure
 
 
@@ -26,8 +28,11 @@ def code_version() -> str:
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True,
-            text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return base
@@ -37,7 +42,7 @@ def code_version() -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @task(cache_policy=NONE)
@@ -53,18 +58,26 @@ def start_run(db: Path, run_id: str, flow: str, parameters: dict) -> None:
         )
 
 
-def record_outcome(db: Path, run_id: str, status: str, summary: dict, fingerprint: str | None = None) -> None:
-    """Mark a run finished (``completed`` or ``failed``) with its summary and input fingerprint."""
+@task(cache_policy=NONE)
+def record_inputs(db: Path, run_id: str, spec: DatasetSpec) -> str:
+    """Record the sha256 fingerprint of the run's input files (as soon as they are read)."""
+    with connect(db) as con:
+        fingerprint = input_fingerprint(con, spec)
+        con.execute(f"UPDATE {tables.RUNS} SET input_fingerprint = ? WHERE run_id = ?", [fingerprint, run_id])
+    return fingerprint
+
+
+def record_outcome(db: Path, run_id: str, status: str, summary: dict) -> None:
+    """Mark a run finished (``completed`` or ``failed``) with its summary."""
     with connect(db) as con:
         ensure(con, tables.RUNS)
         con.execute(
-            f"UPDATE {tables.RUNS} SET status = ?, finished_at = ?, summary = ?, "
-            "input_fingerprint = coalesce(?, input_fingerprint) WHERE run_id = ?",
-            [status, _now(), json.dumps(summary, default=str), fingerprint, run_id],
+            f"UPDATE {tables.RUNS} SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",
+            [status, _now(), json.dumps(summary, default=str), run_id],
         )
 
 
 @task(cache_policy=NONE)
-def finish_run(db: Path, run_id: str, summary: dict, fingerprint: str) -> None:
-    """Record that a run completed, with its summary and input fingerprint."""
-    record_outcome(db, run_id, "completed", summary, fingerprint)
+def finish_run(db: Path, run_id: str, summary: dict) -> None:
+    """Record that a run completed, with its summary."""
+    record_outcome(db, run_id, "completed", summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -47,8 +47,16 @@ def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict
         con.execute(f"DELETE FROM {tables.SPLIT_ASSIGNMENTS} WHERE split_id = ?", [split_id])
         con.execute(
             f"INSERT INTO {tables.SPLITS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [split_id, protocol, config.seed, json.dumps(params), counts["train"], counts["validation"],
-             counts["test"], datetime.now(timezone.utc).replace(tzinfo=None)],
+            [
+                split_id,
+                protocol,
+                config.seed,
+                json.dumps(params),
+                counts["train"],
+                counts["validation"],
+                counts["test"],
+                datetime.now(UTC).replace(tzinfo=None),
+            ],
         )
         con.execute(
             f"INSERT INTO {tables.SPLIT_ASSIGNMENTS} SELECT split_id, user_id, item_id, fold FROM assigned "
@@ -72,7 +80,7 @@ def training_reviews(con: duckdb.DuckDBPyConnection, split_id: str) -> pd.DataFr
     return con.execute(
         f"""SELECT i.user_id, i.item_id, i.rating, i.timestamp, i.summary, i.review_text
             FROM {tables.SPLIT_ASSIGNMENTS} a
-            JOIN {tables.CANONICAL['interactions']} i USING (user_id, item_id)
+            JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
             WHERE a.split_id = ? AND a.fold = 'train'
             ORDER BY i.user_id, i.item_id""",
         [split_id],

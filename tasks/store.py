@@ -73,9 +73,7 @@ def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) ->
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchone()[0]
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
     )
 
 

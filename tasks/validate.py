@@ -18,8 +18,12 @@ from tasks.store import connect, ensure
 
 
 def validate_workspace(
-    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, config: ValidationConfig, run_id: str,
-    docs_dir: Path | None = None, now: int | None = None,
+    con: duckdb.DuckDBPyConnection,
+    spec: DatasetSpec,
+    config: ValidationConfig,
+    run_id: str,
+    docs_dir: Path | None = None,
+    now: int | None = None,
 ) -> dict[str, int]:
     """Check every canonical table; record each expectation's outcome in ``validations``; raise
     :class:`data_checks.ValidationFailed` on failure. Returns {table: rows checked}."""
@@ -29,16 +33,16 @@ def validate_workspace(
     now = int(time.time()) if now is None else now
     accounting = {
         role: dict(zip(("raw", "kept", "quarantined"), counts, strict=True))
-        for role, *counts in con.execute(
-            f"SELECT role, raw, kept, quarantined FROM {tables.INGEST_COUNTS}"
-        ).fetchall()
+        for role, *counts in con.execute(f"SELECT role, raw, kept, quarantined FROM {tables.INGEST_COUNTS}").fetchall()
     }
     examples = {
         role: [(line, reason) for _, line, reason in rows]
         for role in accounting
-        if (rows := con.execute(
-            f"SELECT role, line_no, reason FROM {tables.QUARANTINE} WHERE role = ? ORDER BY line_no LIMIT 3",
-            [role]).fetchall())
+        if (
+            rows := con.execute(
+                f"SELECT role, line_no, reason FROM {tables.QUARANTINE} WHERE role = ? ORDER BY line_no LIMIT 3", [role]
+            ).fetchall()
+        )
     }
     sources = {role: str(path) for role, path in spec.files.items()}
     problems = quarantine_problems(accounting, examples, sources, config.max_quarantine_fraction)
@@ -66,15 +70,19 @@ def validate_workspace(
     con.execute(f"DELETE FROM {tables.VALIDATIONS} WHERE run_id = ?", [run_id])
     con.executemany(
         f"INSERT INTO {tables.VALIDATIONS} VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [[run_id, r.table, r.expectation, r.column, r.success, r.observed, json.dumps(r.examples, default=str)]
-         for r in results],
+        [
+            [run_id, r.table, r.expectation, r.column, r.success, r.observed, json.dumps(r.examples, default=str)]
+            for r in results
+        ],
     )
     enforce(results, problems, {role: sources.get(role, tables.CANONICAL[role]) for role in ROLES})
     return {role: len(frame) for role, frame in frames.items()}
 
 
 @task(cache_policy=NONE)
-def validate_tables(db: Path, spec: DatasetSpec, config: ValidationConfig, run_id: str, docs_dir: Path) -> dict[str, int]:
+def validate_tables(
+    db: Path, spec: DatasetSpec, config: ValidationConfig, run_id: str, docs_dir: Path
+) -> dict[str, int]:
     """Run the GX suites and the quarantine gate; fail the flow with a clear message if either fails."""
     with connect(db) as con:
         return validate_workspace(con, spec, config, run_id, docs_dir)

@@ -18,8 +18,16 @@ NOW = 1_800_000_000  # a fixed "now" (2027-01-15) so timestamp plausibility is d
 
 def review(user: str, item: str, rating: float = 5.0, ts: int = 1_400_000_000, text: str = "fine", **extra) -> dict:
     """One Amazon 2014-style review record."""
-    return {"reviewerID": user, "asin": item, "overall": rating, "unixReviewTime": ts, "reviewText": text,
-            "summary": f"{user} on {item}", "reviewerName": user, **extra}
+    return {
+        "reviewerID": user,
+        "asin": item,
+        "overall": rating,
+        "unixReviewTime": ts,
+        "reviewText": text,
+        "summary": f"{user} on {item}",
+        "reviewerName": user,
+        **extra,
+    }
 
 
 def write_lines(path: Path, lines: list[str | bytes | dict], gz: bool = False) -> Path:

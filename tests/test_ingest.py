@@ -18,7 +18,9 @@ def rows(con, sql, *params):
 
 
 def identity_holds(accounting):
-    return all(a["raw"] == a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"] for a in accounting.values())
+    return all(
+        a["raw"] == a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"] for a in accounting.values()
+    )
 
 
 def test_raw_keeps_every_record_with_file_and_line(tmp_path, ingest):
@@ -27,7 +29,9 @@ def test_raw_keeps_every_record_with_file_and_line(tmp_path, ingest):
     assert rows(con, f"SELECT line_no, raw FROM {tables.RAW['interactions']} ORDER BY line_no")[1] == (2, b"not json")
     assert rows(con, f"SELECT DISTINCT source_file FROM {tables.RAW['interactions']}") == [(str(path),)]
     assert accounting["interactions"] == {"raw": 3, "kept": 2, "quarantined": 1, "exact_duplicates": 0, "superseded": 0}
-    assert rows(con, f"SELECT line_no, reason FROM {tables.QUARANTINE}") == [(2, "invalid JSON: Expecting value at character 0")]
+    assert rows(con, f"SELECT line_no, reason FROM {tables.QUARANTINE}") == [
+        (2, "invalid JSON: Expecting value (character 0)")
+    ]
 
 
 def test_exact_duplicates_collapse_and_latest_pair_wins(tmp_path, ingest):
@@ -36,13 +40,18 @@ def test_exact_duplicates_collapse_and_latest_pair_wins(tmp_path, ingest):
     path = write_lines(tmp_path / "r.json", [a, a, later, review("u2", "i1"), a])
     con, accounting = ingest(resolve_dataset(path))
     assert accounting["interactions"] == {"raw": 5, "kept": 2, "quarantined": 0, "exact_duplicates": 2, "superseded": 1}
-    assert rows(con, "SELECT user_id, rating, line_no FROM interactions ORDER BY user_id") == [("u1", 5.0, 3), ("u2", 5.0, 4)]
+    assert rows(con, "SELECT user_id, rating, line_no FROM interactions ORDER BY user_id") == [
+        ("u1", 5.0, 3),
+        ("u2", 5.0, 4),
+    ]
     dup = sorted(rows(con, f"SELECT line_no, kind, kept_line_no FROM {tables.DUPLICATES}"))
     assert dup == [(1, "superseded", 3), (2, "exact", 1), (5, "exact", 1)]
 
 
 def test_first_policy_keeps_the_earliest(tmp_path, ingest):
-    path = write_lines(tmp_path / "r.json", [review("u1", "i1", 5.0, ts=1_500_000_000), review("u1", "i1", 2.0, ts=1_400_000_000)])
+    path = write_lines(
+        tmp_path / "r.json", [review("u1", "i1", 5.0, ts=1_500_000_000), review("u1", "i1", 2.0, ts=1_400_000_000)]
+    )
     con, accounting = ingest(resolve_dataset(path), policy="first")
     assert rows(con, "SELECT rating FROM interactions") == [(2.0,)]
     assert accounting["interactions"]["superseded"] == 1
@@ -77,15 +86,19 @@ def test_raw_is_immutable_reused_or_refused(tmp_path, ingest):
 
 
 def test_items_and_users_derived_when_no_files(tmp_path, ingest):
-    con, _ = ingest(resolve_dataset(write_lines(tmp_path / "r.json", [review("b", "x"), review("a", "x"), review("a", "y")])))
+    con, _ = ingest(
+        resolve_dataset(write_lines(tmp_path / "r.json", [review("b", "x"), review("a", "x"), review("a", "y")]))
+    )
     assert rows(con, "SELECT item_id, title FROM items") == [("x", None), ("y", None)]
     assert rows(con, "SELECT user_id FROM users") == [("a",), ("b",)]
 
 
 def test_metadata_duplicates_are_counted(tmp_path, ingest):
     meta = {"asin": "i1", "title": "T"}
-    spec = resolve_dataset(write_lines(tmp_path / "r.json", [review("u", "i1")]),
-                           items=write_lines(tmp_path / "meta_x.json", [meta, meta, {"asin": "i1", "title": "T2"}]))
+    spec = resolve_dataset(
+        write_lines(tmp_path / "r.json", [review("u", "i1")]),
+        items=write_lines(tmp_path / "meta_x.json", [meta, meta, {"asin": "i1", "title": "T2"}]),
+    )
     con, accounting = ingest(spec)
     assert accounting["items"] == {"raw": 3, "kept": 1, "quarantined": 0, "exact_duplicates": 1, "superseded": 1}
     assert rows(con, "SELECT title FROM items") == [("T2",)]
@@ -154,7 +167,10 @@ def test_every_row_bad_is_a_clear_error(tmp_path, ingest):
 
 def test_movielens_wrong_separator_quarantines_with_reason(tmp_path, ingest):
     (tmp_path / "u.data").write_text("1,2,3,881250949\n")
-    with pytest.raises(InputError, match="u.data: none of its 1 records is usable; e.g. line 1: expected 4 tab-separated fields, found 1"):
+    with pytest.raises(
+        InputError,
+        match="u.data: none of its 1 records is usable; e.g. line 1: expected 4 tab-separated fields, found 1",
+    ):
         ingest(resolve_dataset(tmp_path))
 
 
@@ -179,5 +195,14 @@ def test_sql_metacharacters_in_ids_are_data(tmp_path, ingest):
 def test_all_layers_live_in_one_database(tmp_path, ingest):
     con, _ = ingest(resolve_dataset(write_lines(tmp_path / "r.json", [review("u", "i")])))
     names = {r[0] for r in rows(con, "SELECT table_name FROM information_schema.tables")}
-    assert {"raw_interactions", "interactions", "items", "users", "tags", "quarantine", "duplicates",
-            "ingest_counts", "sources"} <= names
+    assert {
+        "raw_interactions",
+        "interactions",
+        "items",
+        "users",
+        "tags",
+        "quarantine",
+        "duplicates",
+        "ingest_counts",
+        "sources",
+    } <= names

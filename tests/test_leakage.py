@@ -15,7 +15,9 @@ CANARY = "zqxcanaryjv"
 
 @pytest.mark.parametrize("protocol", ["random", "temporal", "cold_items"])
 def test_canary_in_test_reviews_never_reaches_training_side(tmp_path, ingest, protocol):
-    records = [review(f"u{i % 9}", f"i{i % 17}", 1 + i % 5, ts=1_400_000_000 + i * 61, text=f"review {i}") for i in range(150)]
+    records = [
+        review(f"u{i % 9}", f"i{i % 17}", 1 + i % 5, ts=1_400_000_000 + i * 61, text=f"review {i}") for i in range(150)
+    ]
     spec = resolve_dataset(write_lines(tmp_path / "r.json", records))
     con, _ = ingest(spec)
     split_workspace(con, SplitConfig(seed=0, protocols=(protocol,)))
@@ -34,12 +36,21 @@ def test_canary_in_test_reviews_never_reaches_training_side(tmp_path, ingest, pr
     assert not reviews["summary"].str.contains(CANARY).any()
 
     # Every table outside the registry's all-folds text tables is training side: scan all their text.
-    for (table,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall():
+    for (table,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall():
         if table in tables.ALL_FOLDS_TEXT:
             continue
-        cols = [c for c, t in con.execute(f"SELECT column_name, data_type FROM information_schema.columns "
-                                          f"WHERE table_name = '{table}'").fetchall() if t in ("VARCHAR", "JSON", "BLOB")]
+        cols = [
+            c
+            for c, t in con.execute(
+                f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}'"
+            ).fetchall()
+            if t in ("VARCHAR", "JSON", "BLOB")
+        ]
         for col in cols:
-            hits = con.execute(f'SELECT count(*) FROM {table} WHERE CAST("{col}" AS VARCHAR) LIKE ?', [f"%{CANARY}%"]).fetchone()[0]
+            hits = con.execute(
+                f'SELECT count(*) FROM {table} WHERE CAST("{col}" AS VARCHAR) LIKE ?', [f"%{CANARY}%"]
+            ).fetchone()[0]
             assert hits == 0, f"canary leaked into {table}.{col}"
     assert con.execute(f"SELECT count(*) FROM {tables.TRAIN_REVIEWS}").fetchone()[0] == len(reviews)

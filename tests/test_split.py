@@ -25,9 +25,13 @@ def frame(n_users=20, n_items=15, per_user=6, seed=0):
 
 
 def test_temporal_leave_last_out_by_hand():
-    df = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b", "b", "c"],
-                       "item_id": ["x", "y", "z", "w", "x", "y", "x"],
-                       "timestamp": [10, 40, 30, 20, 5, 6, 1]})
+    df = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b", "b", "c"],
+            "item_id": ["x", "y", "z", "w", "x", "y", "x"],
+            "timestamp": [10, 40, 30, 20, 5, 6, 1],
+        }
+    )
     folds = temporal_split(df, seed=0)
     # a: x(10) w(20) z(30) y(40) -> y test, z validation; b and c have < 3 interactions: all train
     assert folds.tolist() == ["train", "test", "validation", "train", "train", "train", "train"]
@@ -90,5 +94,7 @@ def test_same_seed_same_split_byte_for_byte(tmp_path, ingest):
         a, b = _export(con_a, f"{protocol}_s7"), _export(con_b, f"{protocol}_s7")
         assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest()
         assert _export(con_a, f"{protocol}_s8") != a
-    params = con_a.execute("SELECT split_id, seed, n_train + n_validation + n_test FROM splits ORDER BY split_id").fetchall()
+    params = con_a.execute(
+        "SELECT split_id, seed, n_train + n_validation + n_test FROM splits ORDER BY split_id"
+    ).fetchall()
     assert ("random_s7", 7, len({(f"u{i % 11}", f"i{i % 13}") for i in range(120)})) in params

@@ -55,8 +55,11 @@ def test_gx_gate_fails_on_a_broken_table(tmp_path, ingest, tamper, expectation):
 def test_quarantine_gate_names_file_counts_and_examples(tmp_path, ingest):
     spec = resolve_dataset(write_lines(tmp_path / "r.json", [*good_reviews(9), "{oops"]))
     con, _ = ingest(spec)
-    with pytest.raises(ValidationFailed, match=r"r.json: 1 of 10 records \(10.0%\) were quarantined, above the 1.0% "
-                                              r"threshold .*line 10: invalid JSON"):
+    with pytest.raises(
+        ValidationFailed,
+        match=r"r.json: 1 of 10 records \(10.0%\) were quarantined, above the 1.0% "
+        r"threshold .*line 10: invalid JSON",
+    ):
         validate(con, spec, tmp_path)
     assert validate(con, spec, tmp_path, max_quarantine_fraction=0.2)["interactions"] == 9
 
@@ -74,8 +77,17 @@ def test_suites_accept_pandas_string_dtype():
     from data_checks.gate import run_suites
     from data_checks.suites import TableFacts
 
-    frame = pd.DataFrame({"item_id": pd.array(["a", "b"], dtype="str"), "title": pd.array(["x", None], dtype="str"),
-                          "description": None, "brand": None, "category": None, "genres": None, "price": [1.0, None]})
+    frame = pd.DataFrame(
+        {
+            "item_id": pd.array(["a", "b"], dtype="str"),
+            "title": pd.array(["x", None], dtype="str"),
+            "description": None,
+            "brand": None,
+            "category": None,
+            "genres": None,
+            "price": [1.0, None],
+        }
+    )
     results = run_suites({"items": frame}, {"items": TableFacts(expected_rows=2)})
     assert all(r.success for r in results), [r for r in results if not r.success]
     results = run_suites({"items": frame.assign(title=[1, 2])}, {"items": TableFacts(expected_rows=2)})
