@@ -54,6 +54,10 @@ def _physical_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             raise InputError(f"{path}: the gzip stream is truncated or corrupt after line {line_no} ({err})") from None
 
 
+# A quoted CSV field may span lines, but a stray quote would otherwise swallow the rest of the file.
+MAX_RECORD_LINES = 1_000
+
+
 def _csv_records(path: Path) -> Iterator[tuple[int, bytes]]:
     """Group physical lines into CSV records: a record ends where its double quotes are balanced."""
     start, parts, quotes = 0, [], 0
@@ -65,6 +69,11 @@ def _csv_records(path: Path) -> Iterator[tuple[int, bytes]]:
         if quotes % 2 == 0:
             yield start, b"\n".join(parts)
             parts, quotes = [], 0
+        elif len(parts) > MAX_RECORD_LINES:
+            raise InputError(
+                f"{path} line {start}: a double quote opens a field that is still open {MAX_RECORD_LINES} lines "
+                "later; fix the unbalanced quote (or quote the field) in that line"
+            )
     if parts:  # an unbalanced quote ran to the end of the file: still a record, the parser rejects it
         yield start, b"\n".join(parts)
 

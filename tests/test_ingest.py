@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import review, write_lines
 
-from readers import InputError, resolve_dataset
+from readers import ColumnMapping, InputError, resolve_dataset
 from tasks import tables
 from tasks.ingest import load_raw_tables
 
@@ -206,3 +206,28 @@ def test_all_layers_live_in_one_database(tmp_path, ingest):
         "ingest_counts",
         "sources",
     } <= names
+
+
+def test_unbalanced_csv_quote_is_a_clear_error(tmp_path, ingest, monkeypatch):
+    import readers.records
+
+    monkeypatch.setattr(readers.records, "MAX_RECORD_LINES", 5)
+    lines = ["user_id,item_id,rating,timestamp", 'u0,"i0,4,1400000000'] + [
+        f"u{i},i{i},4,1400000000" for i in range(1, 20)
+    ]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        InputError, match=r"x.csv line 2: a double quote opens a field that is still open 5 lines later"
+    ):
+        ingest(resolve_dataset(tmp_path / "x.csv"))
+
+
+def test_multiline_quoted_field_within_limit_is_one_record(tmp_path, ingest):
+    text = 'user_id,item_id,rating,timestamp,body\nu1,i1,4,1400000000,"line one\nline two"\nu2,i1,3,1400000001,x\n'
+    (tmp_path / "x.csv").write_text(text)
+    con, accounting = ingest(resolve_dataset(tmp_path / "x.csv", mapping=ColumnMapping.parse("review_text=body")))
+    assert accounting["interactions"]["kept"] == 2
+    assert rows(con, "SELECT review_text, line_no FROM interactions ORDER BY user_id") == [
+        ("line one\nline two", 2),
+        ("x", 4),
+    ]
