@@ -161,3 +161,40 @@ def print_prepare_summary(summary: dict) -> None:
         print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
     if summary.get("data_docs"):
         print(f"\nGX Data Docs: {summary['data_docs']}")
+
+
+RATING_COLUMNS = ("rmse", "mae")
+RANKING_COLUMNS = ("ndcg", "recall", "map", "mrr", "auc", "diversity", "novelty")
+
+
+def print_evaluation(summary: dict) -> None:
+    """Each split's models x headline metrics, value [95% CI], segment 'all'."""
+    for split_id, split in summary["splits"].items():
+        results = split["results"]
+        overall = results[results["segment"] == "all"]
+        print(f"\n{split_id} ({split['protocol']}), test set; 95% bootstrap CIs over users")
+        for title, metrics in (("rating", RATING_COLUMNS), ("ranking", RANKING_COLUMNS)):
+            table = overall[overall["metric"].isin(metrics)]
+            if table.empty:
+                continue
+            k = int(table["k"].max())
+            head = "model".ljust(16) + "".join(
+                (f"{m}@{k}" if title == "ranking" else m).rjust(24) for m in metrics if m in set(table["metric"])
+            )
+            print(f"  {head}")
+            for model, rows in table.groupby("model", sort=False):
+                by_metric = rows.set_index("metric")
+                cells = "".join(
+                    f"{by_metric.at[m, 'value']:.4f} [{by_metric.at[m, 'ci_low']:.3f},{by_metric.at[m, 'ci_high']:.3f}]".rjust(
+                        24
+                    )
+                    if m in by_metric.index
+                    else "".rjust(24)
+                    for m in metrics
+                    if m in set(table["metric"])
+                )
+                print(f"  {model.ljust(16)}{cells}")
+    print(
+        f"\nper-user values, metrics and paired tests are in {summary['database']} "
+        "(eval_per_user, eval_results, eval_tests)"
+    )

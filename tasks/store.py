@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from readers import InputError
 from tasks import tables
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,17 @@ class Workspace:
     def for_dataset(cls, name: str, root: str | Path | None = None) -> Workspace:
         """``root`` as given, else ``<project>/workspace/<dataset name>``."""
         return cls(Path(root) if root is not None else DEFAULT_WORKSPACES / name)
+
+    @classmethod
+    def existing(cls, root: str | Path) -> Workspace:
+        """A workspace that prepare has already filled; a clear error otherwise."""
+        workspace = cls(Path(root))
+        if not workspace.db.exists():
+            raise InputError(
+                f"no prepared workspace at {workspace.root} (no {workspace.db.name}); "
+                "run `python -m flows.prepare` for that dataset first, or pass --workspace"
+            )
+        return workspace
 
     @property
     def db(self) -> Path:

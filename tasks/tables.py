@@ -29,6 +29,12 @@ SPLITS = "splits"  # one row per split: protocol, seed, parameters, fold sizes
 SPLIT_ASSIGNMENTS = "split_assignments"  # (split_id, user_id, item_id) -> fold
 TRAIN_REVIEWS = "train_reviews"  # the only text later stages may read: training folds' reviews
 
+# --- model and evaluation layer (tasks.train, tasks.evaluate) ----------------------------------------
+MODEL_FITS = "model_fits"  # one row per (run, split, model): chosen hyperparameters, fit seconds (tasks.train)
+EVAL_PER_USER = "eval_per_user"  # per-user metric sums: the unit of bootstrap and paired tests (tasks.evaluate)
+EVAL_RESULTS = "eval_results"  # aggregated metric values with 95% CIs per segment (tasks.evaluate)
+EVAL_TESTS = "eval_tests"  # paired t / Wilcoxon tests between models, Holm-corrected (tasks.evaluate)
+
 FOLDS = ("train", "validation", "test")
 
 PROVENANCE = {"source_file": "VARCHAR", "line_no": "BIGINT"}
@@ -94,6 +100,53 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "created_at": "TIMESTAMP",
     },
     SPLIT_ASSIGNMENTS: {"split_id": "VARCHAR", "user_id": "VARCHAR", "item_id": "VARCHAR", "fold": "VARCHAR"},
+    MODEL_FITS: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "model": "VARCHAR",
+        "params": "JSON",
+        "fit_seconds": "DOUBLE",
+        "eval_seconds": "DOUBLE",
+        "extras": "JSON",
+    },
+    EVAL_PER_USER: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "model": "VARCHAR",
+        "metric": "VARCHAR",
+        "k": "INTEGER",
+        "user_id": "VARCHAR",
+        "user_segment": "VARCHAR",
+        "item_segment": "VARCHAR",
+        "num": "DOUBLE",
+        "den": "DOUBLE",
+    },
+    EVAL_RESULTS: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "model": "VARCHAR",
+        "metric": "VARCHAR",
+        "k": "INTEGER",
+        "segment": "VARCHAR",
+        "value": "DOUBLE",
+        "ci_low": "DOUBLE",
+        "ci_high": "DOUBLE",
+        "n_users": "BIGINT",
+    },
+    EVAL_TESTS: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "metric": "VARCHAR",
+        "k": "INTEGER",
+        "model_a": "VARCHAR",
+        "model_b": "VARCHAR",
+        "mean_diff": "DOUBLE",
+        "n_users": "BIGINT",
+        "t_p": "DOUBLE",
+        "wilcoxon_p": "DOUBLE",
+        "t_p_holm": "DOUBLE",
+        "wilcoxon_p_holm": "DOUBLE",
+    },
     TRAIN_REVIEWS: {
         "split_id": "VARCHAR",
         "user_id": "VARCHAR",

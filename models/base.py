@@ -1,0 +1,126 @@
+"""The one contract every recommender in reclab shares.
+
+A model is fitted on a training DataFrame (``user_id``, ``item_id``, ``rating``; text columns when the model
+reads text) and may use a validation DataFrame for tuning and calibration, never for anything else. Then:
+
+- ``predict(users, items) -> ratings``: one rating per (user, item) pair, float64, shape (n,).
+- ``score(users) -> scores``: one row per user over the whole catalogue ``model.item_ids``, shape
+  (n_users, n_items); higher is better. Only the order within a row matters.
+- ``recommend(users, k, exclude_seen=True) -> (item ids, scores)``: each user's top ``k`` items, best first,
+  shapes (n_users, k), excluding the user's training items.
+
+Cold start (users or items unseen in training), unless a model documents better: ``predict`` falls back to
+the training mean plus whatever bias is known; ``score`` ranks the catalogue by training popularity for an
+unknown user. Items of the catalogue without training interactions get each model's "no evidence" score.
+
+The catalogue is the union of the training items and the ids of the ``items`` DataFrame given to ``fit``
+(pass the whole dataset's items so that cold items can be recommended).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+Ids = np.ndarray | list | pd.Series
+
+
+class Recommender:
+    """Base class: id indexing, seen-item masks, top-K. Subclasses implement ``fit``, ``predict``, ``score``."""
+
+    name: ClassVar[str] = "recommender"
+    # What the model is for: "rating" (predict) and/or "ranking" (score/recommend).
+    tasks: ClassVar[tuple[str, ...]] = ("rating", "ranking")
+
+    # --- fitted state shared by every model ----------------------------------------------------------------
+    user_ids: np.ndarray  # training users, sorted
+    item_ids: np.ndarray  # the catalogue, sorted
+    item_counts: np.ndarray  # training interactions per catalogue item
+    global_mean: float  # training mean rating
+
+    def fit(
+        self, train: pd.DataFrame, validation: pd.DataFrame | None = None, *, items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> Recommender:  # fmt: skip
+        raise NotImplementedError
+
+    def predict(self, users: Ids, items: Ids) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} does not predict ratings; use score/recommend")
+
+    def score(self, users: Ids) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} does not rank items; use predict")
+
+    def recommend(self, users: Ids, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` catalogue items per user, best first, as (item ids, scores), each of shape (n_users, k)."""
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        scores = self.score(users)
+        if exclude_seen:
+            scores = mask_seen(scores, self.seen_matrix(users))
+        top = top_k(scores, min(k, scores.shape[1]))
+        return self.item_ids[top], np.take_along_axis(scores, top, axis=1)
+
+    # --- helpers for subclasses ----------------------------------------------------------------------------
+    def _index(self, train: pd.DataFrame, items: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+        """Set ``user_ids``/``item_ids``/``global_mean`` and the training matrix; return (u, i) indices of
+        ``train`` rows."""
+        if len(train) == 0:
+            raise ValueError("cannot fit on an empty training set")
+        self.user_ids = np.sort(train["user_id"].astype(str).unique())
+        catalogue = train["item_id"].astype(str).unique()
+        if items is not None:
+            catalogue = np.union1d(catalogue, items["item_id"].astype(str).unique())
+        self.item_ids = np.sort(catalogue)
+        self._user_pos = pd.Index(self.user_ids)
+        self._item_pos = pd.Index(self.item_ids)
+        u = self._user_pos.get_indexer(train["user_id"].astype(str))
+        i = self._item_pos.get_indexer(train["item_id"].astype(str))
+        self.global_mean = float(train["rating"].mean()) if "rating" in train else 0.0
+        self._seen = sp.csr_matrix(
+            (np.ones(len(u), dtype=np.float32), (u, i)), shape=(len(self.user_ids), len(self.item_ids))
+        )
+        self.item_counts = np.asarray(self._seen.sum(axis=0)).ravel()
+        return u, i
+
+    def user_index(self, users: Ids) -> np.ndarray:
+        """Positions of ``users`` in ``user_ids``; -1 for users unseen in training."""
+        return self._user_pos.get_indexer(pd.Index(np.asarray(users, dtype=str)))
+
+    def item_index(self, items: Ids) -> np.ndarray:
+        """Positions of ``items`` in the catalogue ``item_ids``; -1 for items outside it."""
+        return self._item_pos.get_indexer(pd.Index(np.asarray(items, dtype=str)))
+
+    def seen_matrix(self, users: Ids) -> sp.csr_matrix:
+        """Training interactions of ``users`` (rows) over the catalogue; empty rows for unknown users."""
+        idx = self.user_index(users)
+        known = idx >= 0
+        out = sp.lil_matrix((len(idx), len(self.item_ids)), dtype=np.float32)
+        if known.any():
+            out[np.flatnonzero(known)] = self._seen[idx[known]]
+        return out.tocsr()
+
+    def popularity_scores(self, n_users: int) -> np.ndarray:
+        """The cold-start ranking: training interaction counts, one identical row per user."""
+        return np.broadcast_to(self.item_counts.astype(np.float64), (n_users, len(self.item_ids))).copy()
+
+
+def mask_seen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+    """A copy of ``scores`` with each user's seen items set to -inf (never recommended)."""
+    out = np.array(scores, dtype=np.float64, copy=True)
+    rows, cols = seen.nonzero()
+    out[rows, cols] = -np.inf
+    return out
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` highest scores, best first (within them, ties by lower index)."""
+    if k >= scores.shape[1]:
+        part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    else:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    return np.take_along_axis(part, order, axis=1)

@@ -1,0 +1,175 @@
+"""The evaluation harness: fitted models in, per-user values and aggregated rows with CIs out.
+
+Rating metrics (RMSE, MSE, MAE) on every test pair; ranking metrics at ``k`` over the full catalogue minus
+each user's training items (for the cold-item protocol: over the items without training interactions,
+since ranking cold items among warm ones measures nothing else than popularity); beyond-accuracy metrics
+of each user's top-``k`` list. Every value is kept per user so that CIs (bootstrap over users) and paired
+tests between models (same users) can be computed, overall and per segment:
+
+- user activity (training ratings: ≤3, 4-10, 11-25, >25), for every metric;
+- item popularity of the test pair's item (head / tail / cold), for rating metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.base import Recommender, mask_seen, top_k
+from models.metrics import (
+    catalogue_coverage,
+    intra_list_diversity,
+    item_popularity,
+    novelty,
+    popularity_bias,
+    ranking_metrics,
+    squared_and_absolute_errors,
+)
+from models.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
+
+PER_USER_COLUMNS = ["model", "metric", "k", "user_id", "user_segment", "item_segment", "num", "den"]
+
+
+class EvalConfig(BaseModel):
+    """How models are evaluated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(10, ge=1)  # ranking cut-off
+    n_boot: int = Field(1000, ge=100)  # bootstrap resamples for 95% CIs
+    seed: int = 0  # bootstrap seed
+    head_share: float = Field(0.2, gt=0, lt=1)  # share of items (by training popularity) in the head
+
+
+def rating_rows(model: Recommender, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Per-user sums of squared and absolute errors, overall and per item segment."""
+    users = test["user_id"].astype(str).to_numpy()
+    items = test["item_id"].astype(str).to_numpy()
+    pred = model.predict(users, items)
+    lo, hi = train["rating"].min(), train["rating"].max()
+    se, ae = squared_and_absolute_errors(test["rating"].to_numpy(), np.clip(pred, lo, hi))
+    catalogue_counts = train["item_id"].astype(str).value_counts().reindex(model.item_ids, fill_value=0)
+    segment_of = pd.Series(popularity_segment(catalogue_counts.to_numpy()), index=model.item_ids)
+    item_segment = pd.Series(items).map(segment_of).fillna("cold").to_numpy()
+    frame = pd.DataFrame({"user_id": users, "item_segment": item_segment, "se": se, "ae": ae, "n": 1.0})
+    parts = [frame.assign(item_segment="all"), frame]
+    grouped = pd.concat(parts).groupby(["user_id", "item_segment"], as_index=False)[["se", "ae", "n"]].sum()
+    rows = []
+    for metric, column in (("mse", "se"), ("mae", "ae")):
+        rows.append(
+            pd.DataFrame(
+                {
+                    "metric": metric,
+                    "k": 0,
+                    "user_id": grouped["user_id"],
+                    "item_segment": grouped["item_segment"],
+                    "num": grouped[column],
+                    "den": grouped["n"],
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candidates: bool = False,
+                 item_vectors: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
+    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage)."""
+    train_counts = model.item_counts
+    # Candidate items: the catalogue, or only items without training interactions (cold-item protocol).
+    cols = np.flatnonzero(train_counts == 0) if cold_candidates else np.arange(len(model.item_ids))
+    users = np.unique(test["user_id"].astype(str))
+    row = pd.Index(users).get_indexer(test["user_id"].astype(str))
+    col = pd.Index(cols).get_indexer(model.item_index(test["item_id"].astype(str)))
+    keep = col >= 0
+    relevant = sp.csr_matrix((np.ones(keep.sum()), (row[keep], col[keep])), shape=(len(users), len(cols)))
+    exclude = model.seen_matrix(users)[:, cols]
+    candidates = relevant - relevant.multiply(exclude > 0)
+    has_relevant = np.asarray((candidates > 0).sum(axis=1)).ravel() > 0
+    users, relevant, exclude = users[has_relevant], relevant[has_relevant], exclude[has_relevant]
+    scores = model.score(users)[:, cols]
+    values = ranking_metrics(scores, relevant, exclude, k)
+    top = cols[top_k(mask_seen(scores, exclude), min(k, len(cols)))]
+    popularity = item_popularity(train_counts, len(model.user_ids))
+    values["novelty"] = novelty(top, popularity)
+    values["popularity_bias"] = popularity_bias(top, popularity)
+    if item_vectors is not None:
+        values["diversity"] = intra_list_diversity(top, item_vectors)
+    frame = pd.concat(
+        [pd.DataFrame({"metric": name, "k": k, "user_id": users, "item_segment": "all", "num": v, "den": 1.0})
+         for name, v in values.items()],
+        ignore_index=True,
+    )  # fmt: skip
+    return frame, {"coverage": catalogue_coverage(top, len(cols))}
+
+
+def per_user_values(model: Recommender, label: str, train: pd.DataFrame, test: pd.DataFrame, config: EvalConfig,
+                    *, cold_candidates: bool = False, item_vectors: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """All of a model's per-user values on ``test`` (columns ``PER_USER_COLUMNS``) and its global figures."""
+    parts, extras = [], {}
+    if "rating" in model.tasks:
+        parts.append(rating_rows(model, train, test))
+    if "ranking" in model.tasks:
+        frame, extras = ranking_rows(model, test, config.k, cold_candidates=cold_candidates, item_vectors=item_vectors)
+        parts.append(frame)
+    values = pd.concat(parts, ignore_index=True)
+    activity = train["user_id"].astype(str).value_counts()
+    values["user_segment"] = activity_segment(values["user_id"].map(activity).fillna(0).to_numpy())
+    values["model"] = label
+    return values[PER_USER_COLUMNS], extras
+
+
+def aggregate(values: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+    """One row per (model, metric, k, segment): value = Σnum/Σden with its 95% bootstrap CI over users.
+
+    Segments: ``all``, ``users:<bucket>`` and, for rating metrics, ``items:<head|tail|cold>``. RMSE rows are
+    derived from MSE sums (square root of the ratio and of its CI bounds).
+    """
+    rows = []
+    overall_items = values[values["item_segment"] == "all"]
+    groups = [("all", overall_items)]
+    groups += [(f"users:{s}", g) for s, g in overall_items.groupby("user_segment")]
+    groups += [(f"items:{s}", g) for s, g in values[values["item_segment"] != "all"].groupby("item_segment")]
+    for segment, frame in groups:
+        for (model, metric, k), g in frame.groupby(["model", "metric", "k"]):
+            num, den = g["num"].to_numpy(), g["den"].to_numpy()
+            keep = np.isfinite(num)
+            value = float(num[keep].sum() / den[keep].sum()) if keep.any() else float("nan")
+            lo, hi = bootstrap_ci(num, den, n_boot=config.n_boot, seed=config.seed)
+            rows.append((model, metric, int(k), segment, value, lo, hi, int(keep.sum())))
+            if metric == "mse":
+                rows.append(
+                    (
+                        model,
+                        "rmse",
+                        int(k),
+                        segment,
+                        float(np.sqrt(value)),
+                        float(np.sqrt(lo)),
+                        float(np.sqrt(hi)),
+                        int(keep.sum()),
+                    )
+                )
+    return pd.DataFrame(rows, columns=["model", "metric", "k", "segment", "value", "ci_low", "ci_high", "n_users"])
+
+
+def significance(values: pd.DataFrame) -> pd.DataFrame:
+    """Paired tests between every pair of models on per-user values (segment ``all``), Holm-corrected per
+    (metric, k) across the pairs compared. Rating metrics compare per-user mean errors."""
+    overall = values[values["item_segment"] == "all"].assign(value=lambda f: f["num"] / f["den"])
+    rows = []
+    for (metric, k), g in overall.groupby(["metric", "k"]):
+        table = g.pivot_table(index="user_id", columns="model", values="value", aggfunc="first")
+        pairs = list(itertools.combinations(sorted(table.columns), 2))
+        results = [paired_tests(table[a].to_numpy(), table[b].to_numpy()) for a, b in pairs]
+        if not results:
+            continue
+        t_holm = holm([r["t_p"] for r in results])
+        w_holm = holm([r["wilcoxon_p"] for r in results])
+        for (a, b), r, th, wh in zip(pairs, results, t_holm, w_holm, strict=True):
+            rows.append((metric, int(k), a, b, r["mean_diff"], r["n"], r["t_p"], r["wilcoxon_p"], float(th), float(wh)))
+    return pd.DataFrame(rows, columns=["metric", "k", "model_a", "model_b", "mean_diff", "n_users", "t_p",
+                                       "wilcoxon_p", "t_p_holm", "wilcoxon_p_holm"])  # fmt: skip

@@ -1,0 +1,138 @@
+"""Metrics, as pure vectorised functions returning one value per user (aggregate with ``mean`` or a ratio).
+
+Ranking metrics are computed over the full catalogue, with each user's excluded items (their training
+items) removed from both the ranking and the candidates, and binary relevance (the user's held-out items).
+Definitions, for a user with relevant set R, top-K list L (best first), hits h_j = [L_j ∈ R]:
+
+- precision@K = Σ h_j / K;   recall@K = Σ h_j / |R|;   hit rate@K = [Σ h_j > 0]
+- NDCG@K = Σ h_j / log2(j + 1)  /  Σ_{j ≤ min(|R|, K)} 1 / log2(j + 1)          (j from 1)
+- MAP@K (average precision) = Σ_j h_j · precision@j  /  min(|R|, K)
+- MRR@K = 1 / (rank of the first hit), 0 when no hit in the top K
+- AUC = P(score of a relevant item > score of a non-relevant candidate), ties counting one half
+
+Beyond accuracy: catalogue coverage (share of items recommended to anyone), intra-list diversity (mean
+pairwise cosine distance of a list's item vectors), novelty (mean self-information −log2 p(i) of the
+recommended items, p(i) = share of training users who interacted with i, smoothed), popularity bias
+(average recommended item popularity, as that share).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import rankdata
+
+from models.base import mask_seen, top_k
+
+RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "auc")
+RATING_METRICS = ("rmse", "mse", "mae")
+CHUNK_USERS = 2048  # users scored at once: bounds memory at CHUNK_USERS x catalogue floats
+
+
+def squared_and_absolute_errors(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    err = np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)
+    return err**2, np.abs(err)
+
+
+def rating_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MSE and MAE over all pairs."""
+    se, ae = squared_and_absolute_errors(y_true, y_pred)
+    return {"rmse": float(np.sqrt(se.mean())), "mse": float(se.mean()), "mae": float(ae.mean())}
+
+
+def ranking_metrics(
+    scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix | None, k: int
+) -> dict[str, np.ndarray]:
+    """Per-user ranking metrics at ``k``.
+
+    Parameters
+    ----------
+    scores : (n_users, n_items) float array; higher ranks first.
+    relevant : (n_users, n_items) sparse; nonzero = held-out relevant item. Every row needs one.
+    exclude : (n_users, n_items) sparse or None; nonzero = not a candidate (the user's training items).
+    k : cut-off.
+
+    Returns
+    -------
+    dict of metric name -> (n_users,) float64 array, names as in ``RANKING_METRICS``.
+    """
+    relevant = sp.csr_matrix(relevant)
+    exclude = sp.csr_matrix(scores.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
+    out = {name: [] for name in RANKING_METRICS}
+    for start in range(0, scores.shape[0], CHUNK_USERS):
+        rows = slice(start, start + CHUNK_USERS)
+        for name, values in _ranking_chunk(scores[rows], relevant[rows], exclude[rows], k).items():
+            out[name].append(values)
+    return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in out.items()}
+
+
+def _ranking_chunk(scores, relevant, exclude, k) -> dict[str, np.ndarray]:
+    allowed = np.ones(scores.shape, dtype=bool)
+    allowed[exclude.nonzero()] = False
+    rel = relevant.toarray() > 0
+    rel &= allowed
+    n_rel = rel.sum(axis=1)
+    if (n_rel == 0).any():
+        raise ValueError("every evaluated user needs at least one relevant candidate item")
+    masked = mask_seen(scores, exclude)
+    k = min(k, scores.shape[1])
+    top = top_k(masked, k)
+    hits = np.take_along_axis(rel, top, axis=1) & np.isfinite(np.take_along_axis(masked, top, axis=1))
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    n_hits = hits.sum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(n_rel, k) - 1]
+    precision_at_j = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
+
+    # AUC from ranks among candidates: excluded items are -inf, so they take the lowest ranks.
+    n_excluded = (~allowed).sum(axis=1)
+    ranks = rankdata(masked, axis=1, method="average") - n_excluded[:, None]
+    n_neg = allowed.sum(axis=1) - n_rel
+    pos_rank_sum = np.where(rel, ranks, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos_rank_sum - n_rel * (n_rel + 1) / 2) / (n_rel * n_neg)
+    return {
+        "precision": n_hits / k,
+        "recall": n_hits / n_rel,
+        "ndcg": (hits * discounts).sum(axis=1) / ideal,
+        "map": (precision_at_j * hits).sum(axis=1) / np.minimum(n_rel, k),
+        "hit_rate": (n_hits > 0).astype(np.float64),
+        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+        "auc": np.where(n_neg > 0, auc, np.nan),
+    }
+
+
+def catalogue_coverage(top: np.ndarray, n_items: int) -> float:
+    """Share of the catalogue that appears in at least one list. ``top``: (n_users, k) item positions."""
+    return float(np.unique(top).size / n_items)
+
+
+def intra_list_diversity(top: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
+    """Per list: mean pairwise cosine distance (1 − cosine similarity) of its items' vectors."""
+    norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
+    unit = np.divide(item_vectors, norms, out=np.zeros_like(item_vectors, dtype=np.float64), where=norms > 0)
+    k = top.shape[1]
+    if k < 2:
+        return np.zeros(top.shape[0])
+    out = np.empty(top.shape[0])
+    for start in range(0, top.shape[0], CHUNK_USERS):
+        v = unit[top[start : start + CHUNK_USERS]]
+        gram = np.einsum("nkd,njd->nkj", v, v)
+        off_diagonal = gram.sum(axis=(1, 2)) - np.trace(gram, axis1=1, axis2=2)
+        out[start : start + CHUNK_USERS] = 1.0 - off_diagonal / (k * (k - 1))
+    return out
+
+
+def item_popularity(train_counts: np.ndarray, n_users: int) -> np.ndarray:
+    """Smoothed share of training users who interacted with each item: (count + 1) / (n_users + 1)."""
+    return (np.asarray(train_counts, dtype=np.float64) + 1.0) / (n_users + 1.0)
+
+
+def novelty(top: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Per list: mean self-information −log2 p(i) of its items (higher = less popular, more novel)."""
+    return (-np.log2(popularity[top])).mean(axis=1)
+
+
+def popularity_bias(top: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Per list: average popularity p(i) of its items (ARP; higher = more popularity-biased)."""
+    return popularity[top].mean(axis=1)

@@ -1,0 +1,89 @@
+"""Uncertainty and significance: user-level bootstrap CIs, paired tests, Holm correction, segments."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def bootstrap_ci(numerator: np.ndarray, denominator: np.ndarray | None = None, *, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95, sqrt: bool = False) -> tuple[float, float]:  # fmt: skip
+    """Percentile CI of Σ numerator / Σ denominator, resampling users (rows) with replacement.
+
+    With ``denominator`` None the statistic is the mean of per-user values. ``sqrt=True`` gives the CI of
+    the square root (RMSE from per-user squared-error sums and counts).
+    """
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.ones_like(num) if denominator is None else np.asarray(denominator, dtype=np.float64)
+    keep = np.isfinite(num)
+    num, den = num[keep], den[keep]
+    n = len(num)
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for start in range(0, n_boot, 200):  # (200, n) resampling counts at a time
+        size = min(200, n_boot - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
+        draws[start : start + size] = (counts @ num) / (counts @ den)
+    if sqrt:
+        draws = np.sqrt(draws)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(draws, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Paired t-test and Wilcoxon signed-rank test on per-user values of two models (same users, same order).
+
+    Returns the mean difference (a − b), both p-values and the number of users. Users where either value
+    is missing are dropped; identical samples give p = 1.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    diff = a - b
+    if len(diff) < 2 or np.allclose(diff, 0):
+        return {
+            "mean_diff": float(diff.mean()) if len(diff) else float("nan"),
+            "t_p": 1.0,
+            "wilcoxon_p": 1.0,
+            "n": int(len(diff)),
+        }
+    t_p = stats.ttest_rel(a, b).pvalue
+    w_p = stats.wilcoxon(a, b, zero_method="wilcox").pvalue if np.any(diff != 0) else 1.0
+    return {"mean_diff": float(diff.mean()), "t_p": float(t_p), "wilcoxon_p": float(w_p), "n": int(len(diff))}
+
+
+def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (family-wise error control), same order as given."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p)
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+ACTIVITY_EDGES = (3, 10, 25)
+
+
+def activity_segment(train_counts: np.ndarray, edges: tuple[int, ...] = ACTIVITY_EDGES) -> np.ndarray:
+    """User activity bucket from the number of training ratings: '≤3', '4-10', '11-25', '>25' (defaults)."""
+    counts = np.asarray(train_counts)
+    labels = [f"≤{edges[0]}"] + [f"{lo + 1}-{hi}" for lo, hi in zip(edges, edges[1:], strict=False)] + [f">{edges[-1]}"]
+    return np.asarray(labels, dtype=object)[np.searchsorted(np.asarray(edges), counts, side="left")]
+
+
+def popularity_segment(train_counts: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Item segment: 'head' (the most-interacted ``head_share`` of items with training data), 'tail', or
+    'cold' (no training interactions)."""
+    counts = np.asarray(train_counts)
+    warm = counts > 0
+    out = np.where(warm, "tail", "cold").astype(object)
+    if warm.any():
+        n_head = max(1, int(round(warm.sum() * head_share)))
+        threshold = np.sort(counts[warm])[::-1][n_head - 1]
+        out[warm & (counts >= threshold)] = "head"
+    return out

@@ -1,0 +1,145 @@
+"""Train: fit the baselines and the LightFM hybrid on one split and compute their per-user test values.
+
+Models receive DataFrames only: the training fold *with* its review text (from ``training_reviews``), and
+validation/test folds *without* any text, so no model can read a held-out review.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from tasks import tables
+from tasks.split import training_reviews
+from tasks.store import connect, ensure
+
+MODELS = ("global_mean", "bias_als", "biased_mf", "popularity", "lightfm_cf", "lightfm_hybrid")
+
+
+class TrainConfig(BaseModel):
+    """Which traditional models to train and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[Literal[MODELS], ...] = MODELS  # type: ignore[valid-type]
+    lightfm_loss: Literal["warp", "bpr", "logistic"] = "warp"
+    lightfm_threads: int = Field(1, ge=1)  # >1 is faster but not exactly reproducible
+    lightfm_trials: int = Field(2, ge=0)  # random configurations tried on validation besides the default
+    lightfm_max_epochs: int = Field(30, ge=5)
+    seed: int = 0
+
+
+def load_split(con: duckdb.DuckDBPyConnection, split_id: str) -> dict[str, pd.DataFrame]:
+    """Train (with text), validation and test (without text) folds, items (with training-pair tags), users."""
+    held_out = {
+        fold: con.execute(
+            f"""SELECT i.user_id, i.item_id, i.rating, i.timestamp
+                FROM {tables.SPLIT_ASSIGNMENTS} a JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
+                WHERE a.split_id = ? AND a.fold = ? ORDER BY i.user_id, i.item_id""",
+            [split_id, fold],
+        ).df()
+        for fold in ("validation", "test")
+    }
+    items = con.execute(
+        f"""SELECT it.*, t.tags FROM {tables.CANONICAL["items"]} it
+            LEFT JOIN (
+                SELECT tg.item_id, string_agg(tg.tag, '|' ORDER BY tg.tag) AS tags
+                FROM {tables.CANONICAL["tags"]} tg
+                JOIN {tables.SPLIT_ASSIGNMENTS} a USING (user_id, item_id)
+                WHERE a.split_id = ? AND a.fold = 'train' GROUP BY tg.item_id
+            ) t USING (item_id) ORDER BY it.item_id""",
+        [split_id],
+    ).df()
+    users = con.execute(f"SELECT * FROM {tables.CANONICAL['users']} ORDER BY user_id").df()
+    return {"train": training_reviews(con, split_id), **held_out, "items": items, "users": users}
+
+
+def build_model(name: str, config: TrainConfig, protocol: str):
+    """A fresh, unfitted model by name."""
+    from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
+    from models.lightfm_hybrid import LightFMHybrid
+
+    lightfm = dict(loss=config.lightfm_loss, num_threads=config.lightfm_threads, search_trials=config.lightfm_trials,
+                   max_epochs=config.lightfm_max_epochs, seed=config.seed, cold_validation=protocol == "cold_items")  # fmt: skip
+    return {
+        "global_mean": GlobalMean,
+        "bias_als": BiasALS,
+        "biased_mf": lambda: BiasedMF(seed=config.seed),
+        "popularity": Popularity,
+        "lightfm_cf": lambda: LightFMHybrid(content=False, **lightfm),
+        "lightfm_hybrid": lambda: LightFMHybrid(content=True, **lightfm),
+    }[name]()
+
+
+def _params(model) -> dict:
+    """The fitted model's chosen hyperparameters (attributes ending in '_', as scikit-learn names them)."""
+    out = {}
+    for key, value in vars(model).items():
+        if (
+            key.endswith("_")
+            and not key.startswith("_")
+            and isinstance(value, (int, float, str, dict, np.floating, np.integer))
+        ):
+            out[key] = value.item() if isinstance(value, (np.floating, np.integer)) else value
+    return out
+
+
+def fit_and_evaluate(con: duckdb.DuckDBPyConnection, split_id: str, config: TrainConfig, eval_config) -> dict:
+    """Fit every configured model on ``split_id`` and compute its per-user test values.
+
+    Returns {"per_user": DataFrame, "fits": list of dicts (model, params, seconds, extras)}.
+    """
+    from models.evaluation import per_user_values
+    from models.features import item_vectors, metadata_tokens, review_terms
+
+    protocol = con.execute(f"SELECT protocol FROM {tables.SPLITS} WHERE split_id = ?", [split_id]).fetchone()[0]
+    data = load_split(con, split_id)
+    tokens = metadata_tokens(data["items"])
+    for key, terms in review_terms(data["train"], "item_id").items():
+        tokens.setdefault(key, []).extend(terms)
+    catalogue = np.sort(np.union1d(data["train"]["item_id"].astype(str).unique(), data["items"]["item_id"].astype(str)))
+    vectors = pd.DataFrame(item_vectors(catalogue, tokens, seed=config.seed), index=catalogue)
+    parts, fits = [], []
+    for name in tqdm(config.models, desc=f"models on {split_id}", disable=None):
+        model = build_model(name, config, protocol)
+        start = time.perf_counter()
+        model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+        fitted = time.perf_counter()
+        values, extras = per_user_values(
+            model, name, data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items",
+            item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
+        )  # fmt: skip
+        parts.append(values)
+        fits.append({"model": name, "params": _params(model), "fit_seconds": fitted - start,
+                     "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
+    return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol}
+
+
+def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits: list[dict]) -> None:
+    ensure(con, tables.MODEL_FITS)
+    con.execute(f"DELETE FROM {tables.MODEL_FITS} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
+    con.executemany(
+        f"INSERT INTO {tables.MODEL_FITS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [[run_id, split_id, f["model"], json.dumps(f["params"], default=str), f["fit_seconds"], f["eval_seconds"],
+          json.dumps(f["extras"])] for f in fits],
+    )  # fmt: skip
+
+
+@task(cache_policy=NONE)
+def train_models(db: Path, run_id: str, split_id: str, config: TrainConfig, eval_config) -> dict:
+    """Fit the baselines and LightFM on one split; record their fits; return per-user test values."""
+    with connect(db, read_only=True) as con:
+        result = fit_and_evaluate(con, split_id, config, eval_config)
+    with connect(db) as con:
+        write_fits(con, run_id, split_id, result["fits"])
+    return result
