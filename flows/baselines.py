@@ -26,8 +26,8 @@ class BaselinesParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str = str(DEFAULT_WORKSPACES / "amazon-musical-instruments-5core")
-    splits: tuple[str, ...] = DEFAULT_SPLITS
+    workspace: str = str(DEFAULT_WORKSPACES / "amazon-musical-instruments-5core")  # a prepared workspace
+    splits: tuple[str, ...] = DEFAULT_SPLITS  # split ids made by prepare
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flows.baselines import BaselinesParams  # the importable copies
     from flows.baselines import baselines as baselines_flow
-    from flows.cli import print_evaluation, run_cli
+    from flows.cli import add_model_arguments, model_params, print_evaluation, run_cli
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -63,24 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         help="prepared workspace folder (default: the default dataset's)",
     )
     parser.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS), help="split ids to evaluate")
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        choices=TrainConfig.model_fields["models"].default,
-        default=list(TrainConfig.model_fields["models"].default),
-        help="models to train",
-    )
-    parser.add_argument("--k", type=int, default=10, help="ranking cut-off (default 10)")
-    parser.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp")
-    parser.add_argument("--lightfm-threads", type=int, default=1, help="LightFM threads (1: exactly reproducible)")
-    parser.add_argument("--seed", type=int, default=0, help="model and bootstrap seed")
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
-    params = BaselinesParams(
-        workspace=args.workspace, splits=tuple(args.splits),
-        train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
-                          lightfm_threads=args.lightfm_threads, seed=args.seed),
-        evaluation=EvalConfig(k=args.k, seed=args.seed),
-    )  # fmt: skip
+    params = model_params(args).model_copy(update={"workspace": args.workspace, "splits": tuple(args.splits)})
     return run_cli(
         check=lambda: Workspace.existing(params.workspace), body=lambda: print_evaluation(baselines_flow(params))
     )

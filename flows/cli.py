@@ -163,6 +163,38 @@ def print_prepare_summary(summary: dict) -> None:
         print(f"\nGX Data Docs: {summary['data_docs']}")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the baselines stage (also accepted by ``flows.full``)."""
+    from tasks.train import MODELS
+
+    group = parser.add_argument_group("models and evaluation")
+    group.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to train (default: all)"
+    )
+    group.add_argument("--k", type=int, default=10, help="ranking cut-off K (default 10)")
+    group.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp", help="LightFM loss")
+    group.add_argument(
+        "--lightfm-threads",
+        type=int,
+        default=1,
+        help="LightFM threads (default 1: exactly reproducible; more is faster)",
+    )
+    group.add_argument("--model-seed", type=int, default=0, help="model initialisation and bootstrap seed (default 0)")
+
+
+def model_params(args: argparse.Namespace):
+    """The baselines flow's parameter model from parsed arguments (workspace and splits left default)."""
+    from flows.baselines import BaselinesParams
+    from models.evaluation import EvalConfig
+    from tasks.train import TrainConfig
+
+    return BaselinesParams(
+        train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
+                          lightfm_threads=args.lightfm_threads, seed=args.model_seed),
+        evaluation=EvalConfig(k=args.k, seed=args.model_seed),
+    )  # fmt: skip
+
+
 RATING_COLUMNS = ("rmse", "mae")
 RANKING_COLUMNS = ("ndcg", "recall", "map", "mrr", "auc", "diversity", "novelty")
 

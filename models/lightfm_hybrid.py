@@ -264,9 +264,11 @@ class LightFMHybrid(Recommender):
         return out
 
     def score(self, users: Ids) -> np.ndarray:
+        self._check()
         return self._raw_scores(self.user_index(users))
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
+        self._check()
         raw = self._raw_pair_scores(self.user_index(users), self.item_index(items))
         return self.calibrator_.predict(raw)
 

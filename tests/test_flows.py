@@ -38,15 +38,35 @@ def test_prepare_default_dataset(prefect_harness, tmp_path):
     assert (tmp_path / "ws" / "runs" / summary["run_id"] / "data_docs" / "index.html").exists()
 
 
-def test_full_flow_runs_prepare_as_its_first_stage(prefect_harness, tmp_path):
+def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path):
+    from flows.baselines import BaselinesParams
     from flows.full import FullParams, full
     from flows.prepare import PrepareParams
+    from models.evaluation import EvalConfig
+    from tasks.train import TrainConfig
 
-    path = write_lines(
-        tmp_path / "r.json", [review(f"u{i // 6}", f"i{i % 6}", 1 + i % 5, ts=1_400_000_000 + i) for i in range(24)]
-    )
-    out = full(FullParams(prepare=PrepareParams(data=str(path), workspace=str(tmp_path / "ws"))))
-    assert out["prepare"]["tables"]["interactions"] == 24
+    records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
+    path = write_lines(tmp_path / "r.json", records)
+    models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid")
+    params = FullParams(
+        prepare=PrepareParams(data=str(path), workspace=str(tmp_path / "ws")),
+        baselines=BaselinesParams(train=TrainConfig(models=models, lightfm_max_epochs=5, lightfm_trials=0),
+                                  evaluation=EvalConfig(n_boot=100)),
+    )  # fmt: skip
+    out = full(params)
+    assert out["prepare"]["tables"]["interactions"] == 64
+    assert set(out["baselines"]["splits"]) == {"random_s0", "temporal_s0", "cold_items_s0"}
+    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+        rows = con.execute(
+            "SELECT split_id, model, value, ci_low, ci_high FROM eval_results WHERE segment = 'all' AND metric = ?",
+            ["rmse"],
+        ).fetchall()
+        fits = con.execute("SELECT DISTINCT model FROM model_fits").fetchall()
+    assert {(s, m) for s, m, *_ in rows} == {
+        (s, m) for s in out["baselines"]["splits"] for m in ("global_mean", "bias_als", "lightfm_hybrid")
+    }
+    assert all(lo <= v <= hi for *_, v, lo, hi in rows)
+    assert {m for (m,) in fits} == set(models)
 
 
 def test_failed_validation_stops_the_flow_and_marks_the_run(prefect_harness, tmp_path):
@@ -63,10 +83,10 @@ def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
-@pytest.mark.parametrize("module", ["flows.prepare", "flows.full"])
+@pytest.mark.parametrize("module", ["flows.prepare", "flows.full", "flows.baselines"])
 def test_cli_help(module):
     out = _cli(module, "--help")
-    assert out.returncode == 0 and "--data" in out.stdout and "--duplicate-policy" in out.stdout
+    assert out.returncode == 0 and "--k" in out.stdout if module == "flows.baselines" else "--data" in out.stdout
 
 
 def test_cli_bad_path_is_one_clear_line(tmp_path):
@@ -84,3 +104,8 @@ def test_cli_prepare_prints_counts(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "interactions          24        24            0          0           0" in out.stdout
     assert "random_s0" in out.stdout and "24 ratings from 4 users on 6 items" in out.stdout
+
+
+def test_cli_baselines_needs_a_prepared_workspace(tmp_path):
+    out = _cli("flows.baselines", "--workspace", str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "no prepared workspace at" in out.stderr and "Traceback" not in out.stderr

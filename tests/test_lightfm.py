@@ -1,0 +1,114 @@
+"""LightFM hybrid: parity with the raw library, the feature-matrix guard, LightFM's own metrics, cold start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from models.evaluation import EvalConfig, ranking_rows
+from models.lightfm_hybrid import LightFMHybrid
+from models.metrics import ranking_metrics
+
+
+def genre_world(n_users=40, n_items=60, per_user=12, seed=0):
+    """Users of two tastes; items of two genres; each user rates mostly items of their genre."""
+    rng = np.random.default_rng(seed)
+    genres = np.array(["rock", "jazz"])[np.arange(n_items) % 2]
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "genres": genres,
+            "title": [f"{g} record {i}" for i, g in enumerate(genres)],
+        }
+    )
+    rows = []
+    for u in range(n_users):
+        taste = genres[u % 2]
+        liked = np.flatnonzero(genres == taste)
+        other = np.flatnonzero(genres != taste)
+        chosen = np.r_[rng.choice(liked, per_user - 1, replace=False), rng.choice(other, 1)]
+        rows += [
+            {
+                "user_id": f"u{u}",
+                "item_id": f"i{i}",
+                "rating": 5.0 if genres[i] == taste else 1.0,
+                "summary": "",
+                "review_text": "",
+            }
+            for i in chosen
+        ]
+    return pd.DataFrame(rows), items
+
+
+def small(**kw):
+    return LightFMHybrid(no_components=8, max_epochs=10, eval_every=5, search_trials=0, **kw)
+
+
+def test_parity_with_raw_lightfm_and_the_pitfall():
+    train, items = genre_world()
+    model = small().fit(train, items=items)
+    users, item_pos = np.arange(5), np.arange(len(model.item_ids))
+    uu, ii = np.repeat(users, len(item_pos)), np.tile(item_pos, len(users))
+    raw = model.model_.predict(uu, ii, user_features=model.user_features, item_features=model.item_features)
+    assert model.score(model.user_ids[users]).ravel() == pytest.approx(raw, rel=1e-5, abs=1e-5)
+    # The pitfall: LightFM's predict without the training feature matrices returns other scores, silently.
+    assert not np.allclose(model.model_.predict(uu, ii), raw, atol=1e-3)
+
+
+def test_guard_refuses_changed_feature_matrices():
+    train, items = genre_world()
+    model = small().fit(train, items=items)
+    model.item_features = sp.identity(model.item_features.shape[0], format="csr", dtype=np.float32)
+    with pytest.raises(RuntimeError, match="feature matrices changed"):
+        model.score(["u0"])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LightFMHybrid().score(["u0"])
+
+
+def test_bad_loss_is_refused():
+    with pytest.raises(ValueError, match="loss must be"):
+        LightFMHybrid(loss="hinge")
+
+
+def test_reproducible_with_one_thread():
+    train, items = genre_world()
+    a = small(seed=3).fit(train, items=items).score(["u0", "u1"])
+    b = small(seed=3).fit(train, items=items).score(["u0", "u1"])
+    assert np.array_equal(a, b)
+
+
+def test_precision_and_auc_match_lightfm_evaluation():
+    from lightfm.evaluation import auc_score, precision_at_k
+
+    data, items = genre_world(n_users=30, per_user=14, seed=2)
+    rng = np.random.default_rng(0)
+    is_test = rng.random(len(data)) < 0.25
+    train, test = data[~is_test], data[is_test]
+    model = small().fit(train, items=items)
+    u, i = model.user_index(test["user_id"]), model.item_index(test["item_id"])
+    shape = (len(model.user_ids), len(model.item_ids))
+    test_m = sp.coo_matrix((np.ones(len(u), np.float32), (u, i)), shape=shape)
+    train_m = sp.coo_matrix(model._seen)
+    feats = {"user_features": model.user_features, "item_features": model.item_features}
+    theirs_p = precision_at_k(model.model_, test_m, train_interactions=train_m, k=5, **feats)
+    theirs_auc = auc_score(model.model_, test_m, train_interactions=train_m, **feats)
+    users = np.unique(u)
+    relevant = sp.csr_matrix(test_m)[users]
+    ours = ranking_metrics(model.score(model.user_ids[users]), relevant, model._seen[users], 5)
+    assert ours["precision"] == pytest.approx(theirs_p, abs=1e-6)
+    assert ours["auc"] == pytest.approx(theirs_auc, abs=1e-3)  # LightFM's AUC is float32
+
+
+def test_content_features_beat_identity_only_on_cold_items():
+    data, items = genre_world(n_users=60, n_items=80, per_user=16)
+    cold = [f"i{i}" for i in range(60, 80)]  # held out with all their interactions
+    train = data[~data["item_id"].isin(cold)]
+    test = data[data["item_id"].isin(cold) & (data["rating"] == 5.0)]
+    auc = {}
+    for content in (False, True):
+        model = small(content=content, text_terms=0).fit(train, items=items)
+        frame, _ = ranking_rows(model, test, EvalConfig().k, cold_candidates=True)
+        auc[content] = frame.loc[frame["metric"] == "auc", "num"].mean()
+    assert auc[True] > 0.75 and auc[True] > auc[False] + 0.1

@@ -1,0 +1,119 @@
+"""The recommender contract, the baselines, and parity of the bias baseline with Surprise's BaselineOnly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.base import top_k
+from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
+
+
+def ratings(n_users=10, n_items=100, per_user=12, seed=0) -> pd.DataFrame:
+    """Ratings driven by a user bias, an item bias and a 2-d taste match, on a 1-5 scale."""
+    rng = np.random.default_rng(seed)
+    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.7, n_items)
+    pu, qi = rng.normal(0, 0.7, (n_users, 2)), rng.normal(0, 0.7, (n_items, 2))
+    rows = []
+    for u in range(n_users):
+        for i in rng.choice(n_items, per_user, replace=False):
+            r = 3.5 + bu[u] + bi[i] + pu[u] @ qi[i] + rng.normal(0, 0.3)
+            rows.append({"user_id": f"u{u}", "item_id": f"i{i}", "rating": float(np.clip(np.round(r), 1, 5))})
+    return pd.DataFrame(rows)
+
+
+def folds(df, seed=0):
+    rng = np.random.default_rng(seed)
+    r = rng.random(len(df))
+    return df[r < 0.7], df[(r >= 0.7) & (r < 0.85)], df[r >= 0.85]
+
+
+MODELS = [GlobalMean, BiasALS, lambda: BiasedMF(max_epochs=4), Popularity]
+
+
+@pytest.mark.parametrize("make", MODELS, ids=["global_mean", "bias_als", "biased_mf", "popularity"])
+def test_contract(make):
+    train, valid, test = folds(ratings())
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(100)] + ["never_rated"]})
+    model = make()
+    assert model.fit(train, valid, items=items) is model
+    assert "never_rated" in model.item_ids and len(model.item_ids) == 101
+    if "rating" in model.tasks:
+        pred = model.predict(test["user_id"], test["item_id"])
+        assert pred.shape == (len(test),) and np.isfinite(pred).all()
+        cold = model.predict(["nobody", "u1"], ["i1", "nothing"])  # unknown user, unknown item: no error
+        assert np.isfinite(cold).all()
+    else:
+        with pytest.raises(NotImplementedError):
+            model.predict(["u1"], ["i1"])
+    if "ranking" in model.tasks:
+        users = ["u0", "u1", "nobody"]
+        assert model.score(users).shape == (3, 101)
+        ids, scores = model.recommend(users, k=5)
+        assert ids.shape == (3, 5) and (np.diff(scores, axis=1) <= 0).all()
+        seen = set(train.loc[train["user_id"] == "u0", "item_id"])
+        assert not seen & set(ids[0])
+        with pytest.raises(ValueError, match="k must be positive"):
+            model.recommend(users, k=0)
+
+
+def test_global_mean_by_hand():
+    train = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "x", "y"], "rating": [1.0, 2.0, 6.0]})
+    assert GlobalMean().fit(train).predict(["a", "zz"], ["y", "x"]).tolist() == [3.0, 3.0]
+
+
+def test_popularity_ranks_by_training_count():
+    train = pd.DataFrame({"user_id": ["a", "b", "c", "a"], "item_id": ["x", "x", "x", "y"], "rating": 1.0})
+    ids, _ = (
+        Popularity().fit(train, items=pd.DataFrame({"item_id": ["z"]})).recommend(["b", "new"], k=3, exclude_seen=True)
+    )
+    assert ids[0].tolist()[:2] == ["y", "z"] and ids[1].tolist() == ["x", "y", "z"]
+
+
+def test_bias_als_by_hand_without_penalty():
+    # Two users, two items, full matrix: r = mu + b_u + b_i fits exactly with reg 0.
+    train = pd.DataFrame(
+        {"user_id": ["a", "a", "b", "b"], "item_id": ["x", "y", "x", "y"], "rating": [5.0, 3.0, 4.0, 2.0]}
+    )
+    model = BiasALS(reg_user=0.0, reg_item=0.0, n_epochs=50).fit(train)
+    assert model.predict(train["user_id"], train["item_id"]) == pytest.approx(train["rating"].to_numpy())
+
+
+def test_bias_als_matches_surprise_baselineonly():
+    surprise = pytest.importorskip("surprise")
+    train, _, test = folds(ratings(n_users=40, n_items=60, per_user=15))
+    ours = BiasALS(reg_user=5.0, reg_item=3.0, n_epochs=10).fit(train)
+    data = surprise.Dataset.load_from_df(train[["user_id", "item_id", "rating"]], surprise.Reader(rating_scale=(1, 5)))
+    algo = surprise.BaselineOnly(
+        bsl_options={"method": "als", "reg_u": 5.0, "reg_i": 3.0, "n_epochs": 10}, verbose=False
+    )
+    algo.fit(data.build_full_trainset())
+    theirs = np.array(
+        [algo.predict(u, i, clip=False).est for u, i in zip(test["user_id"], test["item_id"], strict=True)]
+    )
+    assert ours.predict(test["user_id"], test["item_id"]) == pytest.approx(theirs, abs=1e-9)
+
+
+def test_tuning_uses_validation():
+    train, valid, _ = folds(ratings(n_users=40, n_items=60, per_user=15))
+    model = BiasALS(grid=(0.0, 5.0, 50.0)).fit(train, valid)
+    assert model.reg_user_ in (0.0, 5.0, 50.0) and model.reg_item_ in (0.0, 5.0, 50.0)
+    rmse = lambda m: np.sqrt(np.mean((m.predict(valid["user_id"], valid["item_id"]) - valid["rating"]) ** 2))  # noqa: E731
+    chosen = rmse(model)
+    for ru in (0.0, 5.0, 50.0):
+        for ri in (0.0, 5.0, 50.0):
+            assert chosen <= rmse(BiasALS(reg_user=ru, reg_item=ri).fit(train)) + 1e-12
+
+
+def test_biased_mf_learns_taste_beyond_biases():
+    train, valid, test = folds(ratings(n_users=60, n_items=40, per_user=25), seed=1)
+    mf = BiasedMF(max_epochs=10).fit(train, valid)
+    bias = BiasALS().fit(train, valid)
+    err = lambda m: np.mean((m.predict(test["user_id"], test["item_id"]) - test["rating"]) ** 2)  # noqa: E731
+    assert err(mf) < err(bias)
+
+
+def test_top_k_orders_best_first_and_breaks_ties_by_index():
+    scores = np.array([[0.1, 0.9, 0.5, 0.9], [3.0, 1.0, 2.0, 0.0]])
+    assert top_k(scores, 3).tolist() == [[1, 3, 2], [0, 2, 1]]
