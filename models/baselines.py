@@ -2,8 +2,8 @@
 
 Each is tuned on the validation set it is given (a small grid, chosen by validation RMSE) and never looks
 at test data. Cold start: an unknown user or item contributes a zero bias (and zero factors), so
-predictions fall back to the global mean plus whichever bias is known; an unknown user's ranking is
-popularity.
+predictions fall back to the global mean plus whichever bias is known; an unknown user is ranked by item
+bias (bias ALS, biased MF) or popularity (popularity).
 """
 
 from __future__ import annotations
