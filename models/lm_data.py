@@ -1,0 +1,140 @@
+"""Data for the language-model recommender: profile tokens cached once, pairs batched with dynamic padding.
+
+Each distinct profile text (a user's or item's full profile, or one of its fold variants) is tokenised once
+and kept as a list of token ids; a batch pads only to its longest profile and encodes each distinct
+profile it contains once, however many of its pairs share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from models.profiles import FULL, Profiles
+
+
+@dataclass
+class ProfileTokens:
+    """Token ids per profile key ("user"/"item", id, fold variant), tokenised once."""
+
+    keys: dict[tuple[str, str, int], int]
+    ids: list[list[int]]
+    pad_id: int
+
+    @classmethod
+    def build(cls, profiles: Profiles, needed: list[tuple[str, str, int]], tokenizer, max_length: int) -> ProfileTokens:
+        keys: dict[tuple[str, str, int], int] = {}
+        texts: list[str] = []
+        for key in needed:
+            if key not in keys:
+                keys[key] = len(texts)
+                kind, entity, fold = key
+                texts.append(profiles.user(entity, fold) if kind == "user" else profiles.item(entity, fold))
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"] if texts else []
+        return cls(keys=keys, ids=[list(x) for x in ids], pad_id=tokenizer.pad_token_id or 0)
+
+    def pad(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of profiles ``rows``, padded to the longest of them."""
+        length = max(len(self.ids[r]) for r in rows)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for n, r in enumerate(rows):
+            ids[n, : len(self.ids[r])] = torch.tensor(self.ids[r])
+            mask[n, : len(self.ids[r])] = 1
+        return ids, mask
+
+
+class PairDataset(Dataset):
+    """(user profile row, item profile row, rating) per pair."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray):
+        self.users, self.items, self.ratings = users, items, ratings.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, n: int):
+        return int(self.users[n]), int(self.items[n]), float(self.ratings[n])
+
+
+class Collate:
+    """Batch pairs: encode each distinct profile once; indices map pairs back to their profiles."""
+
+    def __init__(self, tokens: ProfileTokens):
+        self.tokens = tokens
+
+    def __call__(self, batch):
+        users, items, ratings = zip(*batch, strict=True)
+        user_rows, user_index = np.unique(users, return_inverse=True)
+        item_rows, item_index = np.unique(items, return_inverse=True)
+        user_ids, user_mask = self.tokens.pad(user_rows.tolist())
+        item_ids, item_mask = self.tokens.pad(item_rows.tolist())
+        return {
+            "user_ids": user_ids, "user_mask": user_mask, "item_ids": item_ids, "item_mask": item_mask,
+            "user_index": torch.as_tensor(user_index), "item_index": torch.as_tensor(item_index),
+            "rating": torch.tensor(ratings, dtype=torch.float32),
+        }  # fmt: skip
+
+
+def pair_keys(pairs: pd.DataFrame, fold: pd.Series | None) -> tuple[list, list]:
+    """Profile keys of each pair: fold variants for training pairs (``fold`` given), full otherwise."""
+    folds = (
+        fold.reindex(pd.MultiIndex.from_arrays([pairs["user_id"], pairs["item_id"]])).to_numpy()
+        if fold is not None
+        else np.full(len(pairs), FULL)
+    )
+    if np.isnan(folds.astype(float)).any():
+        raise ValueError("some training pairs have no fold: profiles were built from another training set")
+    users = [("user", u, int(f)) for u, f in zip(pairs["user_id"], folds, strict=True)]
+    items = [("item", i, int(f)) for i, f in zip(pairs["item_id"], folds, strict=True)]
+    return users, items
+
+
+class PairDataModule(L.LightningDataModule):
+    """Train/validation/test pairs with their cached profile tokens.
+
+    ``frames``: {"train", "validation", "test"} DataFrames of (user_id, item_id, rating) as strings/floats;
+    ``profiles``: built from the training fold only.
+    """
+
+    def __init__(self, frames: dict[str, pd.DataFrame], profiles: Profiles, tokenizer, max_length: int = 128,
+                 batch_size: int = 32, num_workers: int = 0):  # fmt: skip
+        super().__init__()
+        self.frames, self.profiles, self.tokenizer = frames, profiles, tokenizer
+        self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
+        self.tokens: ProfileTokens | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokens is not None:
+            return
+        keys = {}
+        for name, frame in self.frames.items():
+            keys[name] = pair_keys(frame, self.profiles.pair_fold if name == "train" else None)
+        needed = [k for users, items in keys.values() for k in (*users, *items)]
+        self.tokens = ProfileTokens.build(self.profiles, needed, self.tokenizer, self.max_length)
+        self.datasets = {
+            name: PairDataset(
+                np.array([self.tokens.keys[k] for k in users]),
+                np.array([self.tokens.keys[k] for k in items]),
+                self.frames[name]["rating"].to_numpy(),
+            )
+            for name, (users, items) in keys.items()
+        }
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[name], batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=Collate(self.tokens), num_workers=self.num_workers)  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

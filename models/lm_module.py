@@ -1,0 +1,98 @@
+"""LightningModule: trains the two-tower network on ratings (MSE) and in-batch ranking (softmax over items)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from models.two_tower import TwoTower, build_encoder
+
+
+class LMRecommender(L.LightningModule):
+    """Fine-tunes a pretrained encoder as a two-tower recommender.
+
+    Loss = MSE(rating) + ``ranking_weight`` × in-batch softmax cross-entropy of each pair's user against the
+    batch's distinct items (a repeated item is not its own negative), with temperature ``temperature``.
+    """
+
+    def __init__(self, encoder: str = "minilm", encoder_config: dict | None = None, rating_mean: float = 0.0,
+                 lr: float = 5e-5, head_lr: float = 1e-3, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+                 ranking_weight: float = 0.5, temperature: float = 0.05, freeze_layers: int = 0,
+                 head_hidden: int = 256):  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = TwoTower(build_encoder(encoder, encoder_config), head_hidden=head_hidden, rating_mean=rating_mean)
+        self.net.freeze_lower_layers(freeze_layers)
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        users = self.net.encode(batch["user_ids"], batch["user_mask"])
+        items = self.net.encode(batch["item_ids"], batch["item_mask"])
+        u, v = users[batch["user_index"]], items[batch["item_index"]]
+        return self.net.rate(u, v), u, items
+
+    def _common_step(self, batch: dict, stage: str) -> torch.Tensor:
+        pred, u, items = self(batch)
+        mse = nn.functional.mse_loss(pred, batch["rating"])
+        logits = u @ items.T / self.hparams.temperature  # (pairs, distinct items)
+        ranking = nn.functional.cross_entropy(logits, batch["item_index"]) if items.shape[0] > 1 else mse * 0
+        loss = mse + self.hparams.ranking_weight * ranking
+        n = batch["rating"].shape[0]
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        self.log(f"{stage}_mse", mse, batch_size=n, sync_dist=stage != "train")
+        if stage != "train":
+            se = ((pred - batch["rating"]) ** 2).sum()
+            self._sums[stage] = self._sums.get(stage, torch.zeros(2, device=self.device)) + torch.stack(
+                [se.detach(), torch.tensor(float(n), device=self.device)]
+            )
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._common_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._common_step(batch, "test")
+
+    def _log_rmse(self, stage: str) -> None:
+        sums = self._sums.pop(stage, torch.zeros(2, device=self.device))
+        sums = self.all_gather(sums).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else sums
+        # Every rank holds the same gathered sums; sync_dist only averages identical values.
+        self.log(f"{stage}_rmse", torch.sqrt(sums[0] / sums[1].clamp(min=1)), prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_rmse("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_rmse("test")
+
+    def configure_optimizers(self):
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        groups = {"decay": [], "no_decay": [], "head": []}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            if name.startswith("net.head"):
+                groups["head"].append(param)
+            elif any(key in name for key in no_decay):
+                groups["no_decay"].append(param)
+            else:
+                groups["decay"].append(param)
+        optimizer = torch.optim.AdamW([
+            {"params": groups["decay"], "weight_decay": self.hparams.weight_decay},
+            {"params": groups["no_decay"], "weight_decay": 0.0},
+            {"params": groups["head"], "weight_decay": self.hparams.weight_decay, "lr": self.hparams.head_lr},
+        ], lr=self.hparams.lr)  # fmt: skip
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * self.hparams.warmup_ratio)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,230 @@
+"""Fine-tune the two-tower LM recommender: its own process, configured by one JSON file.
+
+    python -m models.lm_train --config RUN/lm_config.json
+
+Lightning's DDP strategy re-launches the main module once per extra process, so training runs as this
+module, never inside a Prefect flow's process; the flow writes the inputs and config, launches this, and reads
+the outputs back. Inputs (``data_dir``): ``train.parquet`` (user_id, item_id, rating, timestamp, summary,
+review_text: the training fold only), ``validation.parquet`` and ``test.parquet`` (user_id, item_id, rating:
+no text), ``items.parquet`` (item metadata, may be empty). Outputs (``output_dir``): ``checkpoints/best.ckpt``
+(lowest validation RMSE) and ``checkpoints/last.ckpt`` (for resuming: rerunning the same command continues
+from it), ``logs/`` (CSV metrics, TensorBoard when installed), ``embeddings.npz`` (user and item vectors),
+``predictions_validation.parquet``/``predictions_test.parquet`` and ``metrics.json``.
+
+Multi-GPU / multi-node: ``devices`` > 1 uses DDP; ``num_nodes`` > 1 is the same command started on every node
+by ``torchrun``/SLURM with the usual MASTER_ADDR, MASTER_PORT, NODE_RANK (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Fault injection for tests and drills: exit abruptly after this many optimizer steps (a "kill").
+FAIL_AFTER_STEPS_ENV = "RECLAB_LM_FAIL_AFTER_STEPS"
+
+
+class LMConfig(BaseModel):
+    """Everything one fine-tuning run needs. Profiles ``cpu`` and ``gpu`` (see ``PROFILES``) override a few."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: str = "."
+    output_dir: str = "lm_run"
+    # encoder: "minilm" (packaged all-MiniLM-L6-v2), any local folder or hub id; encoder_config: a BERT
+    # config dict for a randomly initialised encoder (tests).
+    encoder: str = "minilm"
+    encoder_config: dict | None = None
+    max_length: int = Field(128, ge=8)  # tokens per profile
+    max_reviews: int = Field(8, ge=1)  # reviews per profile, most recent first
+    review_chars: int = Field(300, ge=20)  # characters kept per review
+    folds: int = Field(2, ge=2)  # leave-fold-out variants of training profiles
+    batch_size: int = Field(32, ge=2)
+    max_epochs: int = Field(2, ge=1)
+    max_steps: int = -1  # stop after this many optimizer steps (-1: no limit)
+    limit_train_batches: float | int = 1.0
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    ranking_weight: float = 0.5
+    temperature: float = 0.05
+    freeze_layers: int = Field(0, ge=0)  # freeze embeddings + the lowest N transformer layers
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float = 1.0
+    patience: int = Field(2, ge=1)  # early stopping on validation RMSE
+    checkpoint_every_n_steps: int = Field(50, ge=1)  # last.ckpt cadence, for resuming mid-epoch
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32-true on CPU
+    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    num_workers: int = 0
+    seed: int = 0
+    progress_bar: bool = True
+
+
+PROFILES: dict[str, dict] = {
+    # Fits on 2 CPU cores in minutes: shorter profiles, the lower half of the encoder frozen, one epoch.
+    "cpu": {"max_length": 64, "max_reviews": 4, "freeze_layers": 3, "max_epochs": 1, "batch_size": 32},
+    # Full fine-tuning in bf16 on every GPU of the machine.
+    "gpu": {"max_length": 256, "max_reviews": 10, "freeze_layers": 0, "max_epochs": 4, "batch_size": 64,
+            "accelerator": "gpu", "devices": -1, "precision": "bf16-mixed"},
+}  # fmt: skip
+
+
+def _precision(config: LMConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    import torch
+
+    gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def train(config: LMConfig) -> dict:
+    """Fit, then (on global rank 0) export embeddings, predictions and metrics. Returns the metrics."""
+    import lightning as L
+    import pandas as pd
+    import torch
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from transformers import AutoTokenizer
+
+    from models.lm_data import PairDataModule
+    from models.lm_module import LMRecommender
+    from models.profiles import build_profiles
+    from models.two_tower import resolve_encoder
+
+    L.seed_everything(config.seed, workers=True)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    data, out = Path(config.data_dir), Path(config.output_dir)
+    frames = {name: pd.read_parquet(data / f"{name}.parquet") for name in ("train", "validation", "test")}
+    items_path = data / "items.parquet"
+    items = pd.read_parquet(items_path) if items_path.exists() else None
+    profiles = build_profiles(frames["train"], items, max_reviews=config.max_reviews,
+                              review_chars=config.review_chars, folds=config.folds, seed=config.seed)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_encoder(config.encoder if config.encoder_config is None else "minilm")
+    )
+    datamodule = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles,
+                                tokenizer, config.max_length, config.batch_size, config.num_workers)  # fmt: skip
+    module = LMRecommender(
+        encoder=config.encoder, encoder_config=config.encoder_config, rating_mean=float(frames["train"]["rating"].mean()),
+        lr=config.lr, head_lr=config.head_lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        ranking_weight=config.ranking_weight, temperature=config.temperature, freeze_layers=config.freeze_layers,
+    )  # fmt: skip
+
+    class FailAfter(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            limit = int(os.environ.get(FAIL_AFTER_STEPS_ENV, "0"))
+            if limit and trainer.global_step >= limit:
+                os._exit(3)
+
+    checkpoints = out / "checkpoints"
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_rmse", mode="min", save_top_k=1,
+                           enable_version_counter=False)  # fmt: skip
+    last = ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                           every_n_train_steps=config.checkpoint_every_n_steps)  # fmt: skip
+    loggers = [CSVLogger(out, name="logs")]
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(out, name="tensorboard"))
+    except ImportError:
+        pass
+    devices = config.devices
+    distributed = (isinstance(devices, int) and devices > 1) or devices == -1 or config.num_nodes > 1
+    trainer = L.Trainer(
+        accelerator=config.accelerator, devices=devices, num_nodes=config.num_nodes,
+        strategy="ddp" if distributed else "auto", precision=_precision(config),
+        max_epochs=config.max_epochs, max_steps=config.max_steps, limit_train_batches=config.limit_train_batches,
+        accumulate_grad_batches=config.accumulate_grad_batches, gradient_clip_val=config.gradient_clip_val,
+        callbacks=[best, last, EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience), FailAfter()],
+        logger=loggers, log_every_n_steps=10, enable_progress_bar=config.progress_bar, default_root_dir=out,
+    )  # fmt: skip
+    resume = checkpoints / "last.ckpt"
+    resuming = resume.exists()
+    start = time.perf_counter()
+    trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "best_val_rmse": float(best.best_model_score) if best.best_model_score is not None else None,
+        "best_checkpoint": best.best_model_path,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "resumed": resuming,
+        "train_seconds": seconds,
+        "world_size": trainer.world_size,
+        "precision": _precision(config),
+    }
+    if trainer.is_global_zero:
+        metrics.update(export(module, datamodule, profiles, frames, items, best.best_model_path or str(resume), out))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Path) -> dict:
+    """Embeddings of every training user and catalogue item (full profiles) and rating predictions."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from models.lm_data import ProfileTokens
+
+    if checkpoint and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    module.eval().to("cpu")
+    users = np.sort(frames["train"]["user_id"].astype(str).unique())
+    catalogue = set(frames["train"]["item_id"].astype(str))
+    if items is not None:
+        catalogue |= set(items["item_id"].astype(str))
+    item_ids = np.sort(list(catalogue))
+    keys = [("user", u, -1) for u in users] + [("item", i, -1) for i in item_ids] + [("user", "\0unknown", -1)]
+    tokens = ProfileTokens.build(profiles, keys, datamodule.tokenizer, datamodule.max_length)
+    vectors = np.zeros((len(keys), module.net.encoder.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(keys), 64):
+            rows = list(range(start, min(start + 64, len(keys))))
+            ids, mask = tokens.pad(rows)
+            vectors[rows] = module.net.encode(ids, mask).float().numpy()
+    user_vec, item_vec, unknown = vectors[: len(users)], vectors[len(users) : -1], vectors[-1]
+    np.savez(out / "embeddings.npz", user_ids=users, user_vectors=user_vec, item_ids=item_ids, item_vectors=item_vec,
+             unknown_user_vector=unknown)  # fmt: skip
+    user_pos, item_pos = pd.Index(users), pd.Index(item_ids)
+    for name in ("validation", "test"):
+        frame = frames[name]
+        u = user_pos.get_indexer(frame["user_id"].astype(str))
+        i = item_pos.get_indexer(frame["item_id"].astype(str))
+        uv = np.where((u >= 0)[:, None], user_vec[np.maximum(u, 0)], unknown)
+        iv = item_vec[np.maximum(i, 0)]
+        with torch.inference_mode():
+            pred = module.net.rate(torch.from_numpy(uv), torch.from_numpy(iv)).numpy()
+        pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"], "prediction": pred}).to_parquet(
+            out / f"predictions_{name}.parquet", index=False
+        )
+    return {"users": len(users), "items": len(item_ids)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="JSON file with the LMConfig fields")
+    args = parser.parse_args(argv)
+    config = LMConfig.model_validate_json(args.config.read_text())
+    metrics = train(config)
+    if metrics.get("users") is not None:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

