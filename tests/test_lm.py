@@ -1,0 +1,205 @@
+"""The LM recommender: leave-fold-out profiles, no leakage into tokens, Lightning training (fast run, the
+real CPU DDP launcher with 2 processes, resume after a kill), and the real MiniLM offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.lm_data import Collate, PairDataModule, ProfileTokens
+from models.profiles import EMPTY_USER, FULL, build_profiles
+
+TINY_BERT = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+CANARY = "zqxcanaryjv"
+
+
+def reviews(n_users=12, n_items=10, per_user=6, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for k, i in enumerate(rng.choice(n_items, per_user, replace=False)):
+            rating = float(1 + (u + i) % 5)
+            rows.append(
+                {
+                    "user_id": f"u{u}",
+                    "item_id": f"i{i}",
+                    "rating": rating,
+                    "timestamp": 1_400_000_000 + k,
+                    "summary": f"s{u}-{i}",
+                    "review_text": f"review by u{u} of i{i} word{int(rating)}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from models.two_tower import resolve_encoder
+
+    return AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
+
+
+def test_training_pairs_never_see_their_own_review():
+    train = reviews()
+    profiles = build_profiles(train, max_reviews=50, folds=2)
+    for row in train.itertuples():
+        fold = profiles.pair_fold.loc[(row.user_id, row.item_id)]
+        own = f"review by {row.user_id} of {row.item_id} "
+        assert own not in profiles.user(row.user_id, fold) and own not in profiles.item(row.item_id, fold)
+        assert own in profiles.user(row.user_id, FULL) and own in profiles.item(row.item_id, FULL)
+
+
+def test_a_user_with_one_review_gets_an_empty_training_profile():
+    train = pd.DataFrame({"user_id": ["a"], "item_id": ["x"], "rating": [5.0], "timestamp": [1], "summary": ["s"],
+                          "review_text": ["only review"]})  # fmt: skip
+    profiles = build_profiles(train)
+    fold = profiles.pair_fold.loc[("a", "x")]
+    assert profiles.user("a", fold) == EMPTY_USER and "only review" in profiles.user("a", FULL)
+
+
+def test_item_profiles_start_with_metadata():
+    items = pd.DataFrame(
+        {"item_id": ["i1", "cold"], "title": ["Blue Guitar", "Red Drum"], "genres": ["rock|pop", None]}
+    )
+    profiles = build_profiles(reviews(), items)
+    assert profiles.item("i1").startswith("Blue Guitar. genres: rock, pop | ")
+    assert profiles.item("cold") == "Red Drum"
+
+
+def test_canary_in_held_out_reviews_reaches_no_profile_and_no_token(tokenizer, tmp_path):
+    data = reviews()
+    held_out = data.sample(frac=0.3, random_state=0)
+    held_out = held_out.assign(review_text=held_out["review_text"] + f" {CANARY}")
+    train = data.drop(held_out.index)
+    profiles = build_profiles(train, max_reviews=50)
+    assert not any(CANARY in text for text in profiles.texts.values())
+    frames = {"train": train, "validation": held_out, "test": held_out}
+    module = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles, tokenizer,
+                            max_length=64)  # fmt: skip
+    module.setup()
+    decoded = tokenizer.batch_decode(module.tokens.ids)
+    assert decoded and not any(CANARY in text for text in decoded)
+    batch = next(iter(module.val_dataloader()))
+    assert CANARY not in " ".join(tokenizer.batch_decode(batch["user_ids"]) + tokenizer.batch_decode(batch["item_ids"]))
+
+
+def test_each_distinct_profile_is_encoded_once_per_batch(tokenizer):
+    profiles = build_profiles(reviews())
+    tokens = ProfileTokens.build(profiles, [("user", "u0", -1), ("item", "i1", -1), ("item", "i2", -1)], tokenizer, 32)
+    batch = Collate(tokens)([(0, 1, 4.0), (0, 2, 3.0), (0, 1, 5.0)])
+    assert batch["user_ids"].shape[0] == 1 and batch["item_ids"].shape[0] == 2
+    assert batch["item_index"].tolist() == [0, 1, 0] and batch["user_index"].tolist() == [0, 0, 0]
+    assert batch["item_mask"].sum(1).tolist() == [len(tokens.ids[1]), len(tokens.ids[2])]  # dynamic padding
+
+
+def test_fast_dev_run(tokenizer):
+    import lightning as L
+
+    from models.lm_module import LMRecommender
+
+    data = reviews()
+    profiles = build_profiles(data)
+    frames = {"train": data, "validation": data.head(10), "test": data.head(10)}
+    module = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles, tokenizer,
+                            max_length=32, batch_size=8)  # fmt: skip
+    model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
+    assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(before, model.parameters(), strict=True))
+    assert not any("pooler" in name for name, _ in model.named_parameters())
+
+
+def _write_run(tmp_path, **overrides):
+    data = reviews(n_users=16, per_user=8)
+    rng = np.random.default_rng(1)
+    fold = rng.choice(["train", "validation", "test"], len(data), p=[0.7, 0.15, 0.15])
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data[fold == "train"].to_parquet(data_dir / "train.parquet")
+    for name in ("validation", "test"):
+        data.loc[fold == name, ["user_id", "item_id", "rating"]].to_parquet(data_dir / f"{name}.parquet")
+    config = {"data_dir": str(data_dir), "output_dir": str(tmp_path / "out"), "encoder_config": TINY_BERT,
+              "max_length": 32, "batch_size": 8, "max_epochs": 2, "progress_bar": False, "num_threads": 1,
+              "checkpoint_every_n_steps": 2, **overrides}  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path, tmp_path / "out"
+
+
+def _launch(config, env=None):
+    return subprocess.run([sys.executable, "-m", "models.lm_train", "--config", str(config)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_trainer_process_writes_checkpoints_embeddings_predictions(tmp_path):
+    config, out = _write_run(tmp_path)
+    run = _launch(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 1 and metrics["best_val_rmse"] > 0 and not metrics["resumed"]
+    assert (out / "checkpoints" / "best.ckpt").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    emb = np.load(out / "embeddings.npz")
+    assert emb["user_vectors"].shape == (16, 32) and np.allclose(
+        np.linalg.norm(emb["item_vectors"], axis=1), 1, atol=1e-5
+    )
+    pred = pd.read_parquet(out / "predictions_test.parquet")
+    assert (
+        len(pred) == len(pd.read_parquet(tmp_path / "data" / "test.parquet")) and np.isfinite(pred["prediction"]).all()
+    )
+    assert (out / "logs" / "version_0" / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    config, out = _write_run(tmp_path, accelerator="cpu", devices=2, max_epochs=1)
+    run = _launch(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["best_val_rmse"] > 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    config, out = _write_run(tmp_path, max_epochs=3)
+    killed = _launch(config, {"RECLAB_LM_FAIL_AFTER_STEPS": "5"})
+    assert killed.returncode == 3 and (out / "checkpoints" / "last.ckpt").exists()
+    assert not (out / "metrics.json").exists()
+    resumed = _launch(config)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    batches = -(-len(pd.read_parquet(tmp_path / "data" / "train.parquet")) // 8)
+    assert metrics["resumed"] and metrics["global_step"] == 3 * batches  # the whole budget, not 5 more steps
+
+
+@pytest.mark.slow
+def test_real_minilm_loads_offline_and_takes_a_step(tokenizer, monkeypatch):
+    import torch
+
+    from models.lm_module import LMRecommender
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = LMRecommender(encoder="minilm", rating_mean=3.0)
+    assert model.net.encoder.config.hidden_size == 384 and getattr(model.net.encoder, "pooler", None) is None
+    data = reviews()
+    profiles = build_profiles(data)
+    module = PairDataModule(
+        {"train": data[["user_id", "item_id", "rating"]]}, profiles, tokenizer, max_length=32, batch_size=4
+    )
+    module.setup()
+    batch = next(iter(module.train_dataloader()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pred, u, items = model(batch)
+    loss = torch.nn.functional.mse_loss(pred, batch["rating"])
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and u.shape[1] == 384
