@@ -76,10 +76,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from models.evaluation import EvalConfig, aggregate, significance
-    from tasks.train import TrainConfig, fit_and_evaluate, load_split
+    from tasks.train import TrainConfig, fit_and_evaluate, load_split, split_protocol
 
     results: dict = {}
-    config, eval_config = TrainConfig(), EvalConfig()
+    config = TrainConfig(models=tuple(m for m in TrainConfig().models if m != "lm_two_tower"))
+    eval_config = EvalConfig()
     for name in args.datasets:
         path = DATASETS[name]
         if not path.exists():
@@ -89,7 +90,10 @@ def main() -> None:
         results[name] = {}
         for split_id in ("random_s0", "temporal_s0", "cold_items_s0"):
             start = time.perf_counter()
-            out = fit_and_evaluate(con, split_id, config, eval_config)
+            data = load_split(con, split_id)
+            out = fit_and_evaluate(
+                data, split_protocol(con, split_id), split_id, config, eval_config, ROOT / "bench" / "results"
+            )
             seconds = time.perf_counter() - start
             table = aggregate(out["per_user"], eval_config)
             tests = significance(out["per_user"])

@@ -41,7 +41,9 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
     summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
     for split_id in params.splits:
         # train: fit every model on the split's training fold, tune on validation, score test
-        trained = train_models(workspace.db, run_id, split_id, params.train, params.evaluation)
+        trained = train_models(
+            workspace.db, run_id, split_id, params.train, params.evaluation, workspace.run_dir(run_id)
+        )
         # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
         results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
         summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}

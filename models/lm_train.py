@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,13 @@ def train(config: LMConfig) -> dict:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     data, out = Path(config.data_dir), Path(config.output_dir)
-    frames = {name: pd.read_parquet(data / f"{name}.parquet") for name in ("train", "validation", "test")}
+    empty = pd.DataFrame(
+        {"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str), "rating": pd.Series(dtype=float)}
+    )
+    frames = {
+        name: pd.read_parquet(data / f"{name}.parquet") if (data / f"{name}.parquet").exists() else empty
+        for name in ("train", "validation", "test")
+    }
     items_path = data / "items.parquet"
     items = pd.read_parquet(items_path) if items_path.exists() else None
     profiles = build_profiles(frames["train"], items, max_reviews=config.max_reviews,
@@ -152,7 +159,13 @@ def train(config: LMConfig) -> dict:
         logger=loggers, log_every_n_steps=10, enable_progress_bar=config.progress_bar, default_root_dir=out,
     )  # fmt: skip
     resume = checkpoints / "last.ckpt"
-    resuming = resume.exists()
+    fingerprint = inputs_fingerprint(config)
+    stamp = out / "inputs.sha256"
+    resuming = resume.exists() and stamp.exists() and stamp.read_text() == fingerprint
+    if not resuming and checkpoints.exists() and trainer.is_global_zero:
+        shutil.rmtree(checkpoints)  # checkpoints of other inputs or settings: never resume from those
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
     start = time.perf_counter()
     trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None)
     seconds = time.perf_counter() - start
@@ -172,6 +185,17 @@ def train(config: LMConfig) -> dict:
     return metrics
 
 
+def inputs_fingerprint(config: LMConfig) -> str:
+    """sha256 of the settings and input files: a checkpoint is resumed only by a run with the same ones."""
+    import hashlib
+
+    digest = hashlib.sha256(config.model_dump_json(exclude={"output_dir", "progress_bar", "num_workers"}).encode())
+    for path in sorted(Path(config.data_dir).glob("*.parquet")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Path) -> dict:
     """Embeddings of every training user and catalogue item (full profiles) and rating predictions."""
     import numpy as np
@@ -189,7 +213,8 @@ def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Pa
     if items is not None:
         catalogue |= set(items["item_id"].astype(str))
     item_ids = np.sort(list(catalogue))
-    keys = [("user", u, -1) for u in users] + [("item", i, -1) for i in item_ids] + [("user", "\0unknown", -1)]
+    unknown_keys = [("user", "\0unknown", -1), ("item", "\0unknown", -1)]  # the empty profiles
+    keys = [("user", u, -1) for u in users] + [("item", i, -1) for i in item_ids] + unknown_keys
     tokens = ProfileTokens.build(profiles, keys, datamodule.tokenizer, datamodule.max_length)
     vectors = np.zeros((len(keys), module.net.encoder.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
@@ -197,16 +222,20 @@ def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Pa
             rows = list(range(start, min(start + 64, len(keys))))
             ids, mask = tokens.pad(rows)
             vectors[rows] = module.net.encode(ids, mask).float().numpy()
-    user_vec, item_vec, unknown = vectors[: len(users)], vectors[len(users) : -1], vectors[-1]
-    np.savez(out / "embeddings.npz", user_ids=users, user_vectors=user_vec, item_ids=item_ids, item_vectors=item_vec,
-             unknown_user_vector=unknown)  # fmt: skip
+    user_vec, item_vec = vectors[: len(users)], vectors[len(users) : -2]
+    unknown, unknown_item = vectors[-2], vectors[-1]
+    np.savez(out / "embeddings.npz", user_ids=users.astype(str), user_vectors=user_vec, item_ids=item_ids.astype(str),
+             item_vectors=item_vec,
+             unknown_user_vector=unknown, unknown_item_vector=unknown_item)  # fmt: skip
     user_pos, item_pos = pd.Index(users), pd.Index(item_ids)
     for name in ("validation", "test"):
         frame = frames[name]
+        if frame.empty:
+            continue
         u = user_pos.get_indexer(frame["user_id"].astype(str))
         i = item_pos.get_indexer(frame["item_id"].astype(str))
         uv = np.where((u >= 0)[:, None], user_vec[np.maximum(u, 0)], unknown)
-        iv = item_vec[np.maximum(i, 0)]
+        iv = np.where((i >= 0)[:, None], item_vec[np.maximum(i, 0)], unknown_item)
         with torch.inference_mode():
             pred = module.net.rate(torch.from_numpy(uv), torch.from_numpy(iv)).numpy()
         pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"], "prediction": pred}).to_parquet(

@@ -23,7 +23,7 @@ from tasks import tables
 from tasks.split import training_reviews
 from tasks.store import connect, ensure
 
-MODELS = ("global_mean", "bias_als", "biased_mf", "popularity", "lightfm_cf", "lightfm_hybrid")
+MODELS = ("global_mean", "bias_als", "biased_mf", "popularity", "lightfm_cf", "lightfm_hybrid", "lm_two_tower")
 
 
 class TrainConfig(BaseModel):
@@ -36,6 +36,8 @@ class TrainConfig(BaseModel):
     lightfm_threads: int = Field(1, ge=1)  # >1 is faster but not exactly reproducible
     lightfm_trials: int = Field(2, ge=0)  # random configurations tried on validation besides the default
     lightfm_max_epochs: int = Field(30, ge=5)
+    lm_profile: Literal["cpu", "gpu"] = "cpu"  # LMConfig overrides for the fine-tuned LM (models.lm_train.PROFILES)
+    lm_overrides: dict = {}  # further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}
     seed: int = 0
 
 
@@ -64,10 +66,11 @@ def load_split(con: duckdb.DuckDBPyConnection, split_id: str) -> dict[str, pd.Da
     return {"train": training_reviews(con, split_id), **held_out, "items": items, "users": users}
 
 
-def build_model(name: str, config: TrainConfig, protocol: str):
-    """A fresh, unfitted model by name."""
+def build_model(name: str, config: TrainConfig, protocol: str, work_dir: Path):
+    """A fresh, unfitted model by name; ``work_dir`` holds what a model writes (the LM's checkpoints)."""
     from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
     from models.lightfm_hybrid import LightFMHybrid
+    from models.lm_recommender import LMTwoTower
 
     lightfm = dict(loss=config.lightfm_loss, num_threads=config.lightfm_threads, search_trials=config.lightfm_trials,
                    max_epochs=config.lightfm_max_epochs, seed=config.seed, cold_validation=protocol == "cold_items")  # fmt: skip
@@ -78,6 +81,9 @@ def build_model(name: str, config: TrainConfig, protocol: str):
         "popularity": Popularity,
         "lightfm_cf": lambda: LightFMHybrid(content=False, **lightfm),
         "lightfm_hybrid": lambda: LightFMHybrid(content=True, **lightfm),
+        "lm_two_tower": lambda: LMTwoTower(
+            work_dir / name, config.lm_profile, {"seed": config.seed, **config.lm_overrides}
+        ),
     }[name]()
 
 
@@ -94,16 +100,20 @@ def _params(model) -> dict:
     return out
 
 
-def fit_and_evaluate(con: duckdb.DuckDBPyConnection, split_id: str, config: TrainConfig, eval_config) -> dict:
-    """Fit every configured model on ``split_id`` and compute its per-user test values.
+def split_protocol(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
+    row = con.execute(f"SELECT protocol FROM {tables.SPLITS} WHERE split_id = ?", [split_id]).fetchone()
+    if row is None:
+        raise KeyError(f"no split {split_id!r} in this workspace; run the prepare flow first")
+    return row[0]
 
-    Returns {"per_user": DataFrame, "fits": list of dicts (model, params, seconds, extras)}.
-    """
+
+def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str, config: TrainConfig, eval_config,
+                     work_dir: Path) -> dict:  # fmt: skip
+    """Fit every configured model on one split's ``data`` (see :func:`load_split`) and compute its per-user
+    test values. Returns {"per_user": DataFrame, "fits": [{model, params, seconds, extras}], "protocol"}."""
     from models.evaluation import per_user_values
     from models.features import item_vectors, metadata_tokens, review_terms
 
-    protocol = con.execute(f"SELECT protocol FROM {tables.SPLITS} WHERE split_id = ?", [split_id]).fetchone()[0]
-    data = load_split(con, split_id)
     tokens = metadata_tokens(data["items"])
     for key, terms in review_terms(data["train"], "item_id").items():
         tokens.setdefault(key, []).extend(terms)
@@ -111,7 +121,7 @@ def fit_and_evaluate(con: duckdb.DuckDBPyConnection, split_id: str, config: Trai
     vectors = pd.DataFrame(item_vectors(catalogue, tokens, seed=config.seed), index=catalogue)
     parts, fits = [], []
     for name in tqdm(config.models, desc=f"models on {split_id}", disable=None):
-        model = build_model(name, config, protocol)
+        model = build_model(name, config, protocol, Path(work_dir) / split_id)
         start = time.perf_counter()
         model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
         fitted = time.perf_counter()
@@ -136,10 +146,11 @@ def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits:
 
 
 @task(cache_policy=NONE)
-def train_models(db: Path, run_id: str, split_id: str, config: TrainConfig, eval_config) -> dict:
-    """Fit the baselines and LightFM on one split; record their fits; return per-user test values."""
-    with connect(db, read_only=True) as con:
-        result = fit_and_evaluate(con, split_id, config, eval_config)
+def train_models(db: Path, run_id: str, split_id: str, config: TrainConfig, eval_config, work_dir: Path) -> dict:
+    """Fit the configured models on one split; record their fits; return per-user test values."""
+    with connect(db, read_only=True) as con:  # released before the (long) fits
+        protocol, data = split_protocol(con, split_id), load_split(con, split_id)
+    result = fit_and_evaluate(data, protocol, split_id, config, eval_config, work_dir)
     with connect(db) as con:
         write_fits(con, run_id, split_id, result["fits"])
     return result

@@ -1,0 +1,101 @@
+"""The fine-tuned LM behind the common recommender contract.
+
+``fit`` writes the training fold (with its text) and the validation fold (without) into ``work_dir``, runs
+``python -m models.lm_train`` as its own process (so Lightning's DDP can re-launch it), and loads what it
+exported: user/item vectors of the full training profiles and the rating head from the best checkpoint.
+``predict`` applies the head to (u, v); ``score`` is u·V over the catalogue, one matrix product.
+
+Cold start: a user (item) unseen in training is encoded from the empty profile; an item with metadata but
+no training reviews is encoded from its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.base import Ids, Recommender
+from models.lm_train import PROFILES, LMConfig
+
+
+class LMTwoTower(Recommender):
+    """Two-tower fine-tuned language model.
+
+    Parameters
+    ----------
+    work_dir : folder for the trainer's inputs and outputs (checkpoints, logs, embeddings).
+    profile : ``"cpu"``, ``"gpu"`` or None: a set of :class:`models.lm_train.LMConfig` overrides.
+    overrides : further LMConfig fields (e.g. ``encoder``, ``max_epochs``, ``devices``).
+    """
+
+    name = "lm_two_tower"
+
+    def __init__(self, work_dir: str | Path, profile: str | None = "cpu", overrides: dict | None = None):
+        if profile is not None and profile not in PROFILES:
+            raise ValueError(f"unknown LM profile {profile!r}; known: {sorted(PROFILES)}")
+        self.work_dir = Path(work_dir)
+        self.profile = profile
+        self.overrides = dict(overrides or {})
+
+    def config(self) -> LMConfig:
+        fields = {**(PROFILES[self.profile] if self.profile else {}), **self.overrides}
+        return LMConfig(**fields, data_dir=str(self.work_dir / "data"), output_dir=str(self.work_dir / "out"))
+
+    def fit(self, train, validation=None, *, items=None, users=None) -> LMTwoTower:
+        self._index(train, items)
+        config = self.config()
+        data = Path(config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        columns = [c for c in ("user_id", "item_id", "rating", "timestamp", "summary", "review_text") if c in train]
+        train[columns].to_parquet(data / "train.parquet", index=False)
+        if validation is not None:
+            validation[["user_id", "item_id", "rating"]].to_parquet(data / "validation.parquet", index=False)
+        if items is not None:
+            items.to_parquet(data / "items.parquet", index=False)
+        config_path = self.work_dir / "lm_config.json"
+        config_path.write_text(config.model_dump_json(indent=2))
+        run = subprocess.run([sys.executable, "-m", "models.lm_train", "--config", str(config_path)])
+        if run.returncode != 0:
+            raise RuntimeError(f"LM training failed (exit {run.returncode}); see {config.output_dir}/logs")
+        self._load(Path(config.output_dir))
+        return self
+
+    def _load(self, out: Path) -> None:
+        import torch
+
+        self.metrics_ = json.loads((out / "metrics.json").read_text())
+        emb = np.load(out / "embeddings.npz", allow_pickle=False)
+        self._users = pd.Index(emb["user_ids"].astype(str))
+        item_vec = pd.DataFrame(emb["item_vectors"], index=emb["item_ids"].astype(str))
+        self._user_vectors = emb["user_vectors"]
+        self._unknown_user = emb["unknown_user_vector"]
+        self._item_vectors = item_vec.reindex(self.item_ids).to_numpy(copy=True)
+        missing = np.isnan(self._item_vectors).any(axis=1)
+        self._item_vectors[missing] = emb["unknown_item_vector"]
+        self._unknown_item = emb["unknown_item_vector"]
+        state = torch.load(self.metrics_["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+        self._head = [state[f"net.head.{k}"].numpy() for k in ("0.weight", "0.bias", "3.weight", "3.bias")]
+        self._rating_mean = float(state["net.rating_mean"])
+
+    def _user_vectors_for(self, users: Ids) -> np.ndarray:
+        pos = self._users.get_indexer(pd.Index(np.asarray(users, dtype=str)))
+        return np.where((pos >= 0)[:, None], self._user_vectors[np.maximum(pos, 0)], self._unknown_user)
+
+    def predict(self, users: Ids, items: Ids) -> np.ndarray:
+        from scipy.special import erf
+
+        u = self._user_vectors_for(users)
+        pos = self.item_index(items)
+        v = np.where((pos >= 0)[:, None], self._item_vectors[np.maximum(pos, 0)], self._unknown_item)
+        w1, b1, w2, b2 = self._head
+        hidden = np.concatenate([u, v, u * v], axis=1) @ w1.T + b1
+        hidden = 0.5 * hidden * (1 + erf(hidden / np.sqrt(2)))  # exact GELU, as nn.GELU()
+        return (self._rating_mean + hidden @ w2.T + b2).ravel()
+
+    def score(self, users: Ids) -> np.ndarray:
+        return self._user_vectors_for(users) @ self._item_vectors.T
