@@ -50,16 +50,32 @@ class ProfileTokens:
 
 
 class PairDataset(Dataset):
-    """(user profile row, item profile row, rating) per pair."""
+    """Pairs grouped by user profile: each element is up to ``group`` pairs sharing one user profile.
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray):
-        self.users, self.items, self.ratings = users, items, ratings.astype(np.float32)
+    Grouping lets a batch encode fewer distinct user profiles for the same number of pairs (the user tower
+    is the costlier half when profiles are long); every pair still appears exactly once per epoch, and
+    samplers (including DDP's) shuffle and shard whole groups.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, group: int = 1, seed: int = 0):
+        ratings = ratings.astype(np.float32)
+        if group <= 1:
+            self.groups = [np.array([n]) for n in range(len(users))]
+        else:  # by user profile, shuffled (seeded) within each, cut into groups of at most ``group``
+            order = np.lexsort((np.random.default_rng(seed).random(len(users)), users))
+            by_user = users[order]
+            starts = np.flatnonzero(np.r_[True, by_user[1:] != by_user[:-1]])
+            ends = np.r_[starts[1:], len(order)]
+            self.groups = [order[k : min(k + group, end)] for start, end in zip(starts, ends, strict=True)
+                           for k in range(start, end, group)]  # fmt: skip
+        self.users, self.items, self.ratings = users, items, ratings
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.groups)
 
     def __getitem__(self, n: int):
-        return int(self.users[n]), int(self.items[n]), float(self.ratings[n])
+        rows = self.groups[n]
+        return [(int(self.users[r]), int(self.items[r]), float(self.ratings[r])) for r in rows]
 
 
 class Collate:
@@ -69,6 +85,7 @@ class Collate:
         self.tokens = tokens
 
     def __call__(self, batch):
+        batch = [pair for group in batch for pair in group]
         users, items, ratings = zip(*batch, strict=True)
         user_rows, user_index = np.unique(users, return_inverse=True)
         item_rows, item_index = np.unique(items, return_inverse=True)
@@ -103,10 +120,11 @@ class PairDataModule(L.LightningDataModule):
     """
 
     def __init__(self, frames: dict[str, pd.DataFrame], profiles: Profiles, tokenizer, max_length: int = 128,
-                 batch_size: int = 32, num_workers: int = 0):  # fmt: skip
+                 batch_size: int = 32, num_workers: int = 0, pairs_per_user: int = 1, seed: int = 0):  # fmt: skip
         super().__init__()
         self.frames, self.profiles, self.tokenizer = frames, profiles, tokenizer
         self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
+        self.pairs_per_user, self.seed = pairs_per_user, seed
         self.tokens: ProfileTokens | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -122,13 +140,22 @@ class PairDataModule(L.LightningDataModule):
                 np.array([self.tokens.keys[k] for k in users]),
                 np.array([self.tokens.keys[k] for k in items]),
                 self.frames[name]["rating"].to_numpy(),
+                group=self.pairs_per_user if name == "train" else 1,
+                seed=self.seed,
             )
             for name, (users, items) in keys.items()
         }
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[name], batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=Collate(self.tokens), num_workers=self.num_workers)  # fmt: skip
+        dataset = self.datasets[name]
+        mean_group = len(dataset.users) / max(1, len(dataset))  # batch_size counts pairs; a loader counts groups
+        return DataLoader(
+            dataset,
+            batch_size=max(1, round(self.batch_size / mean_group)),
+            shuffle=shuffle,
+            collate_fn=Collate(self.tokens),
+            num_workers=self.num_workers,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

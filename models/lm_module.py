@@ -23,6 +23,7 @@ class LMRecommender(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = TwoTower(build_encoder(encoder, encoder_config), head_hidden=head_hidden, rating_mean=rating_mean)
+        self.net.train()  # from_pretrained returns the encoder in eval mode (dropout off)
         self.net.freeze_lower_layers(freeze_layers)
         self._sums: dict[str, torch.Tensor] = {}
 

@@ -46,7 +46,8 @@ class LMConfig(BaseModel):
     max_reviews: int = Field(8, ge=1)  # reviews per profile, most recent first
     review_chars: int = Field(300, ge=20)  # characters kept per review
     folds: int = Field(2, ge=2)  # leave-fold-out variants of training profiles
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(32, ge=2)  # training pairs per batch
+    pairs_per_user: int = Field(4, ge=1)  # training pairs sharing a user profile kept together (fewer encodes)
     max_epochs: int = Field(2, ge=1)
     max_steps: int = -1  # stop after this many optimizer steps (-1: no limit)
     limit_train_batches: float | int = 1.0
@@ -122,7 +123,8 @@ def train(config: LMConfig) -> dict:
         resolve_encoder(config.encoder if config.encoder_config is None else "minilm")
     )
     datamodule = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles,
-                                tokenizer, config.max_length, config.batch_size, config.num_workers)  # fmt: skip
+                                tokenizer, config.max_length, config.batch_size, config.num_workers,
+                                config.pairs_per_user, config.seed)  # fmt: skip
     module = LMRecommender(
         encoder=config.encoder, encoder_config=config.encoder_config, rating_mean=float(frames["train"]["rating"].mean()),
         lr=config.lr, head_lr=config.head_lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
@@ -178,6 +180,7 @@ def train(config: LMConfig) -> dict:
         "train_seconds": seconds,
         "world_size": trainer.world_size,
         "precision": _precision(config),
+        "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
     }
     if trainer.is_global_zero:
         metrics.update(export(module, datamodule, profiles, frames, items, best.best_model_path or str(resume), out))
