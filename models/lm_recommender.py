@@ -97,5 +97,11 @@ class LMTwoTower(Recommender):
         hidden = 0.5 * hidden * (1 + erf(hidden / np.sqrt(2)))  # exact GELU, as nn.GELU()
         return (self._rating_mean + hidden @ w2.T + b2).ravel()
 
+    def embeddings(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(user vectors indexed by user id, item vectors indexed by catalogue item id)."""
+        return pd.DataFrame(self._user_vectors, index=self._users), pd.DataFrame(
+            self._item_vectors, index=self.item_ids
+        )
+
     def score(self, users: Ids) -> np.ndarray:
         return self._user_vectors_for(users) @ self._item_vectors.T

@@ -34,6 +34,8 @@ MODEL_FITS = "model_fits"  # one row per (run, split, model): chosen hyperparame
 EVAL_PER_USER = "eval_per_user"  # per-user metric sums: the unit of bootstrap and paired tests (tasks.evaluate)
 EVAL_RESULTS = "eval_results"  # aggregated metric values with 95% CIs per segment (tasks.evaluate)
 EVAL_TESTS = "eval_tests"  # paired t / Wilcoxon tests between models, Holm-corrected (tasks.evaluate)
+LM_EMBEDDINGS = "lm_embeddings"  # the fine-tuned LM's user and item vectors (tasks.train)
+LM_PREDICTIONS = "lm_predictions"  # the LM's validation/test rating predictions (tasks.train)
 
 FOLDS = ("train", "validation", "test")
 
@@ -146,6 +148,21 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "wilcoxon_p": "DOUBLE",
         "t_p_holm": "DOUBLE",
         "wilcoxon_p_holm": "DOUBLE",
+    },
+    LM_EMBEDDINGS: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "kind": "VARCHAR",
+        "id": "VARCHAR",
+        "vector": "FLOAT[]",
+    },
+    LM_PREDICTIONS: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "fold": "VARCHAR",
+        "user_id": "VARCHAR",
+        "item_id": "VARCHAR",
+        "prediction": "DOUBLE",
     },
     TRAIN_REVIEWS: {
         "split_id": "VARCHAR",

@@ -119,7 +119,7 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
         tokens.setdefault(key, []).extend(terms)
     catalogue = np.sort(np.union1d(data["train"]["item_id"].astype(str).unique(), data["items"]["item_id"].astype(str)))
     vectors = pd.DataFrame(item_vectors(catalogue, tokens, seed=config.seed), index=catalogue)
-    parts, fits = [], []
+    parts, fits, lm_outputs = [], [], None
     for name in tqdm(config.models, desc=f"models on {split_id}", disable=None):
         model = build_model(name, config, protocol, Path(work_dir) / split_id)
         start = time.perf_counter()
@@ -132,10 +132,35 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
         parts.append(values)
         fits.append({"model": name, "params": _params(model), "fit_seconds": fitted - start,
                      "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
-    return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol}
+        if name == "lm_two_tower":
+            lm_outputs = lm_tables(model, data)
+    return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol, "lm": lm_outputs}
 
 
-def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits: list[dict]) -> None:
+def lm_tables(model, data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The fitted LM's user/item vectors and its validation/test rating predictions, as table rows."""
+    users, items = model.embeddings()
+    embeddings = pd.concat([
+        pd.DataFrame({"kind": "user", "id": users.index, "vector": users.to_numpy(np.float32).tolist()}),
+        pd.DataFrame({"kind": "item", "id": items.index, "vector": items.to_numpy(np.float32).tolist()}),
+    ], ignore_index=True)  # fmt: skip
+    predictions = pd.concat(
+        [frame[["user_id", "item_id"]].assign(fold=fold, prediction=model.predict(frame["user_id"], frame["item_id"]))
+         for fold, frame in (("validation", data["validation"]), ("test", data["test"]))],
+        ignore_index=True,
+    )  # fmt: skip
+    return {"embeddings": embeddings, "predictions": predictions}
+
+
+def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits: list[dict],
+               lm: dict[str, pd.DataFrame] | None = None) -> None:  # fmt: skip
+    """Record the fits (and, when the LM was trained, its embeddings and predictions) of one split."""
+    for table, key in ((tables.LM_EMBEDDINGS, "embeddings"), (tables.LM_PREDICTIONS, "predictions")):
+        ensure(con, table)
+        con.execute(f"DELETE FROM {table} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
+        if lm is not None:
+            rows = lm[key].assign(run_id=run_id, split_id=split_id)[tables.columns(table)]  # noqa: F841
+            con.execute(f"INSERT INTO {table} SELECT * FROM rows")
     ensure(con, tables.MODEL_FITS)
     con.execute(f"DELETE FROM {tables.MODEL_FITS} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
     con.executemany(
@@ -152,5 +177,5 @@ def train_models(db: Path, run_id: str, split_id: str, config: TrainConfig, eval
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
     result = fit_and_evaluate(data, protocol, split_id, config, eval_config, work_dir)
     with connect(db) as con:
-        write_fits(con, run_id, split_id, result["fits"])
+        write_fits(con, run_id, split_id, result["fits"], result["lm"])
     return result

@@ -9,6 +9,7 @@ import sys
 import duckdb
 import pytest
 from conftest import review, write_lines
+from test_lm import TINY_BERT
 
 from data_checks import ValidationFailed
 
@@ -47,26 +48,41 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     path = write_lines(tmp_path / "r.json", records)
-    models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid")
+    models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower")
+    tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
     params = FullParams(
-        prepare=PrepareParams(data=str(path), workspace=str(tmp_path / "ws")),
-        baselines=BaselinesParams(train=TrainConfig(models=models, lightfm_max_epochs=5, lightfm_trials=0),
+        prepare=PrepareParams(data=str(path), workspace=str(tmp_path / "ws"), split={"protocols": ("random", "temporal")}),
+        baselines=BaselinesParams(train=TrainConfig(models=models, lightfm_max_epochs=5, lightfm_trials=0,
+                                                    lm_overrides=tiny_lm),
                                   evaluation=EvalConfig(n_boot=100)),
     )  # fmt: skip
     out = full(params)
     assert out["prepare"]["tables"]["interactions"] == 64
-    assert set(out["baselines"]["splits"]) == {"random_s0", "temporal_s0", "cold_items_s0"}
+    assert set(out["baselines"]["splits"]) == {"random_s0", "temporal_s0"}
     with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
         rows = con.execute(
             "SELECT split_id, model, value, ci_low, ci_high FROM eval_results WHERE segment = 'all' AND metric = ?",
             ["rmse"],
         ).fetchall()
         fits = con.execute("SELECT DISTINCT model FROM model_fits").fetchall()
+        lm_rows = con.execute(
+            "SELECT split_id, kind, count(*), min(len(vector)) FROM lm_embeddings GROUP BY ALL"
+        ).fetchall()
+        lm_preds = con.execute(
+            "SELECT fold, count(*) FROM lm_predictions WHERE split_id = 'random_s0' GROUP BY ALL"
+        ).fetchall()
     assert {(s, m) for s, m, *_ in rows} == {
-        (s, m) for s in out["baselines"]["splits"] for m in ("global_mean", "bias_als", "lightfm_hybrid")
+        (s, m)
+        for s in out["baselines"]["splits"]
+        for m in ("global_mean", "bias_als", "lightfm_hybrid", "lm_two_tower")
     }
     assert all(lo <= v <= hi for *_, v, lo, hi in rows)
     assert {m for (m,) in fits} == set(models)
+    assert {(s, k) for s, k, n, dim in lm_rows if n > 0 and dim == TINY_BERT["hidden_size"]} == {
+        (s, k) for s in ("random_s0", "temporal_s0") for k in ("user", "item")
+    }
+    sizes = out["prepare"]["splits"]["random_s0"]
+    assert dict(lm_preds) == {"validation": sizes["validation"], "test": sizes["test"]}
 
 
 def test_failed_validation_stops_the_flow_and_marks_the_run(prefect_harness, tmp_path):
