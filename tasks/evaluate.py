@@ -11,14 +11,7 @@ from prefect.cache_policies import NONE
 
 from models.evaluation import EvalConfig, aggregate, significance
 from tasks import tables
-from tasks.store import connect, ensure
-
-
-def _replace(con, table: str, run_id: str, split_id: str, frame: pd.DataFrame) -> None:
-    ensure(con, table)
-    con.execute(f"DELETE FROM {table} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
-    rows = frame.assign(run_id=run_id, split_id=split_id)[tables.columns(table)]  # noqa: F841 (read by DuckDB)
-    con.execute(f"INSERT INTO {table} SELECT * FROM rows")
+from tasks.store import connect, replace_run_rows
 
 
 def store_evaluation(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, per_user: pd.DataFrame,
@@ -28,9 +21,9 @@ def store_evaluation(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str,
     tests = significance(per_user)
     con.begin()
     try:
-        _replace(con, tables.EVAL_PER_USER, run_id, split_id, per_user)
-        _replace(con, tables.EVAL_RESULTS, run_id, split_id, results)
-        _replace(con, tables.EVAL_TESTS, run_id, split_id, tests)
+        replace_run_rows(con, tables.EVAL_PER_USER, run_id, split_id, per_user)
+        replace_run_rows(con, tables.EVAL_RESULTS, run_id, split_id, results)
+        replace_run_rows(con, tables.EVAL_TESTS, run_id, split_id, tests)
     except BaseException:
         con.rollback()
         raise

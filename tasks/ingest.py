@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +23,7 @@ from readers.parse import layout_for
 from readers.records import read_header
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import tables
-from tasks.store import connect, ensure
+from tasks.store import connect, ensure, utc_now
 
 CHUNK = 50_000  # records per insert: bounds memory whatever the file size
 
@@ -119,7 +118,7 @@ def load_raw_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[s
                     path.stat().st_size,
                     count,
                     header,
-                    datetime.now(UTC).replace(tzinfo=None),
+                    utc_now(),
                 ],
             )
             con.commit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from prefect.cache_policies import NONE
 from readers import DatasetSpec
 from tasks import tables
 from tasks.ingest import input_fingerprint
-from tasks.store import PROJECT_ROOT, connect, ensure
+from tasks.store import PROJECT_ROOT, connect, ensure, utc_now
 
 
 def code_version() -> str:
@@ -41,10 +40,6 @@ def code_version() -> str:
     return f"{base}+g{sha.stdout.strip()}" + (".dirty" if dirty.stdout.strip() else "")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 @task(cache_policy=NONE)
 def start_run(db: Path, run_id: str, flow: str, parameters: dict) -> None:
     """Record that a run started, with its parameters and code version."""
@@ -54,7 +49,7 @@ def start_run(db: Path, run_id: str, flow: str, parameters: dict) -> None:
         con.execute(
             f"INSERT INTO {tables.RUNS} (run_id, flow, parameters, code_version, started_at, status) "
             "VALUES (?, ?, ?, ?, ?, 'running')",
-            [run_id, flow, json.dumps(parameters, default=str), code_version(), _now()],
+            [run_id, flow, json.dumps(parameters, default=str), code_version(), utc_now()],
         )
 
 
@@ -73,7 +68,7 @@ def record_outcome(db: Path, run_id: str, status: str, summary: dict) -> None:
         ensure(con, tables.RUNS)
         con.execute(
             f"UPDATE {tables.RUNS} SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",
-            [status, _now(), json.dumps(summary, default=str), run_id],
+            [status, utc_now(), json.dumps(summary, default=str), run_id],
         )
 
 

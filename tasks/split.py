@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -14,7 +13,7 @@ from prefect.cache_policies import NONE
 
 from models.split import SplitConfig, split
 from tasks import tables
-from tasks.store import connect, ensure
+from tasks.store import connect, ensure, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict
                 counts["train"],
                 counts["validation"],
                 counts["test"],
-                datetime.now(UTC).replace(tzinfo=None),
+                utc_now(),
             ],
         )
         con.execute(

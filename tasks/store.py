@@ -6,9 +6,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from readers import InputError
 from tasks import tables
@@ -87,6 +89,24 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(
         con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
     )
+
+
+def utc_now() -> datetime:
+    """The current UTC time without tzinfo, as DuckDB TIMESTAMP columns store it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def replace_run_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str, split_id: str,
+                     frame: pd.DataFrame | None) -> None:  # fmt: skip
+    """Replace a registered table's rows of (``run_id``, ``split_id``) by ``frame`` (None: just delete them).
+
+    ``frame`` holds every column of the table except ``run_id`` and ``split_id``.
+    """
+    ensure(con, table)
+    con.execute(f"DELETE FROM {table} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
+    if frame is not None:
+        rows = frame.assign(run_id=run_id, split_id=split_id)[tables.columns(table)]  # noqa: F841 (read by DuckDB)
+        con.execute(f"INSERT INTO {table} SELECT * FROM rows")
 
 
 def ensure(con: duckdb.DuckDBPyConnection, table: str) -> None:

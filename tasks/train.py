@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tasks import tables
 from tasks.split import training_reviews
-from tasks.store import connect, ensure
+from tasks.store import connect, replace_run_rows
 
 MODELS = ("global_mean", "bias_als", "biased_mf", "popularity", "lightfm_cf", "lightfm_hybrid", "lm_two_tower")
 
@@ -156,18 +156,12 @@ def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits:
                lm: dict[str, pd.DataFrame] | None = None) -> None:  # fmt: skip
     """Record the fits (and, when the LM was trained, its embeddings and predictions) of one split."""
     for table, key in ((tables.LM_EMBEDDINGS, "embeddings"), (tables.LM_PREDICTIONS, "predictions")):
-        ensure(con, table)
-        con.execute(f"DELETE FROM {table} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
-        if lm is not None:
-            rows = lm[key].assign(run_id=run_id, split_id=split_id)[tables.columns(table)]  # noqa: F841
-            con.execute(f"INSERT INTO {table} SELECT * FROM rows")
-    ensure(con, tables.MODEL_FITS)
-    con.execute(f"DELETE FROM {tables.MODEL_FITS} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
-    con.executemany(
-        f"INSERT INTO {tables.MODEL_FITS} VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [[run_id, split_id, f["model"], json.dumps(f["params"], default=str), f["fit_seconds"], f["eval_seconds"],
-          json.dumps(f["extras"])] for f in fits],
+        replace_run_rows(con, table, run_id, split_id, None if lm is None else lm[key])
+    frame = pd.DataFrame(
+        [{"model": f["model"], "params": json.dumps(f["params"], default=str), "fit_seconds": f["fit_seconds"],
+          "eval_seconds": f["eval_seconds"], "extras": json.dumps(f["extras"])} for f in fits]
     )  # fmt: skip
+    replace_run_rows(con, tables.MODEL_FITS, run_id, split_id, frame)
 
 
 @task(cache_policy=NONE)
