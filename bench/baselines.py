@@ -20,32 +20,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import prepared  # noqa: E402
 from readers import DEFAULT_DATASET  # noqa: E402
 
 DATASETS = {"default": DEFAULT_DATASET, "movielens": ROOT.parent / "shared" / "data" / "movielens-latest-small"}
 HEADLINE = {"random": ("rmse", "mse", "mae"), "temporal": ("ndcg", "recall", "auc", "diversity", "novelty"),
             "cold_items": ("ndcg", "recall", "auc")}  # fmt: skip
-
-
-def prepare(path: Path, root: Path):
-    import duckdb
-
-    from data_checks import ValidationConfig
-    from models.split import SplitConfig
-    from readers import resolve_dataset
-    from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
-    from tasks.split import split_workspace, write_training_reviews
-    from tasks.validate import validate_workspace
-
-    spec = resolve_dataset(path)
-    root.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(root / f"{spec.name}.duckdb"))
-    load_raw_tables(con, spec)
-    build_canonical_tables(con, spec, IngestConfig())
-    validate_workspace(con, spec, ValidationConfig(data_docs=False), "bench")
-    split_workspace(con, SplitConfig(seed=0))
-    write_training_reviews(con)
-    return con
 
 
 def surprise_tuned_mse(data) -> tuple[float, tuple[float, float]]:
@@ -86,7 +66,9 @@ def main() -> None:
         if not path.exists():
             print(f"skipping {name}: {path} not found")
             continue
-        con = prepare(path, ROOT / "bench" / "results" / "workspaces")
+        workspaces = ROOT / "bench" / "results" / "workspaces"
+        workspaces.mkdir(parents=True, exist_ok=True)
+        con = prepared(path, workspaces / f"{path.name}.duckdb", validate=True)
         results[name] = {}
         for split_id in ("random_s0", "temporal_s0", "cold_items_s0"):
             start = time.perf_counter()

@@ -11,21 +11,14 @@ rm -rf "$out" && mkdir -p "$out/data"
 python - "$out" "${1:-{\}}" <<'PY'
 import json, sys
 from pathlib import Path
-import duckdb
 sys.path.insert(0, ".")
+from bench.common import prepared
 from models.lm_train import PROFILES, LMConfig
-from models.split import SplitConfig
-from readers import DEFAULT_DATASET, resolve_dataset
-from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
-from tasks.split import split_workspace
+from readers import DEFAULT_DATASET
 from tasks.train import load_split
 
 out, extra = Path(sys.argv[1]), json.loads(sys.argv[2])
-spec = resolve_dataset(DEFAULT_DATASET)
-con = duckdb.connect(":memory:")
-load_raw_tables(con, spec)
-build_canonical_tables(con, spec, IngestConfig())
-split_workspace(con, SplitConfig(protocols=("random",)))
+con = prepared(DEFAULT_DATASET, protocols=("random",))
 data = load_split(con, "random_s0")
 for name in ("train", "validation", "test", "items"):
     frame = data[name] if name in ("train", "items") else data[name][["user_id", "item_id", "rating"]]

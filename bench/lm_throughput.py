@@ -24,19 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def training_data():
-    import duckdb
+    from bench.common import prepared
+    from readers import DEFAULT_DATASET
+    from tasks.split import training_reviews
 
-    from models.split import SplitConfig
-    from readers import DEFAULT_DATASET, resolve_dataset
-    from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
-    from tasks.split import split_workspace, training_reviews
-
-    spec = resolve_dataset(DEFAULT_DATASET)
-    con = duckdb.connect(":memory:")
-    load_raw_tables(con, spec)
-    build_canonical_tables(con, spec, IngestConfig())
-    split_workspace(con, SplitConfig(protocols=("random",), seed=0))
-    return training_reviews(con, "random_s0")
+    return training_reviews(prepared(DEFAULT_DATASET, protocols=("random",)), "random_s0")
 
 
 def plain_loop(train, profiles, tokenizer, length: int, batch: int, steps: int) -> float:

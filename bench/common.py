@@ -1,0 +1,33 @@
+"""What the benchmark scripts share: a dataset prepared into DuckDB without Prefect."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def prepared(path: Path, db: str | Path = ":memory:", protocols: tuple[str, ...] | None = None, validate: bool = False):
+    """A DuckDB connection holding ``path`` ingested (and validated when asked) and split with seed 0."""
+    import duckdb
+
+    from models.split import PROTOCOLS, SplitConfig
+    from readers import resolve_dataset
+    from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
+
+    spec = resolve_dataset(path)
+    con = duckdb.connect(str(db))
+    load_raw_tables(con, spec)
+    build_canonical_tables(con, spec, IngestConfig())
+    if validate:
+        from data_checks import ValidationConfig
+        from tasks.validate import validate_workspace
+
+        validate_workspace(con, spec, ValidationConfig(data_docs=False), "bench")
+    from tasks.split import split_workspace
+
+    split_workspace(con, SplitConfig(seed=0, protocols=protocols or PROTOCOLS))
+    return con
