@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+import pandas as pd
 import pydantic
 
 from data_checks import ValidationConfig, ValidationFailed
@@ -199,6 +200,13 @@ RATING_COLUMNS = ("rmse", "mae")
 RANKING_COLUMNS = ("ndcg", "recall", "map", "mrr", "auc", "diversity", "novelty")
 
 
+def _cell(rows: pd.DataFrame, metric: str) -> str:
+    if metric not in rows.index:
+        return "".rjust(24)
+    value, low, high = rows.loc[metric, ["value", "ci_low", "ci_high"]]
+    return f"{value:.4f} [{low:.3f},{high:.3f}]".rjust(24)
+
+
 def print_evaluation(summary: dict) -> None:
     """Each split's models x headline metrics, value [95% CI], segment 'all'."""
     for split_id, split in summary["splits"].items():
@@ -210,22 +218,13 @@ def print_evaluation(summary: dict) -> None:
             if table.empty:
                 continue
             k = int(table["k"].max())
-            head = "model".ljust(16) + "".join(
-                (f"{m}@{k}" if title == "ranking" else m).rjust(24) for m in metrics if m in set(table["metric"])
+            shown = [m for m in metrics if m in set(table["metric"])]
+            print(
+                "  " + "model".ljust(16) + "".join((f"{m}@{k}" if title == "ranking" else m).rjust(24) for m in shown)
             )
-            print(f"  {head}")
             for model, rows in table.groupby("model", sort=False):
                 by_metric = rows.set_index("metric")
-                cells = "".join(
-                    f"{by_metric.at[m, 'value']:.4f} [{by_metric.at[m, 'ci_low']:.3f},{by_metric.at[m, 'ci_high']:.3f}]".rjust(
-                        24
-                    )
-                    if m in by_metric.index
-                    else "".rjust(24)
-                    for m in metrics
-                    if m in set(table["metric"])
-                )
-                print(f"  {model.ljust(16)}{cells}")
+                print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
     print(
         f"\nper-user values, metrics and paired tests are in {summary['database']} "
         "(eval_per_user, eval_results, eval_tests)"
