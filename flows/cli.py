@@ -219,9 +219,8 @@ def print_evaluation(summary: dict) -> None:
                 continue
             k = int(table["k"].max())
             shown = [m for m in metrics if m in set(table["metric"])]
-            print(
-                "  " + "model".ljust(16) + "".join((f"{m}@{k}" if title == "ranking" else m).rjust(24) for m in shown)
-            )
+            labels = [f"{m}@{k}" if title == "ranking" and m != "auc" else m for m in shown]  # AUC has no cut-off
+            print("  " + "model".ljust(16) + "".join(label.rjust(24) for label in labels))
             for model, rows in table.groupby("model", sort=False):
                 by_metric = rows.set_index("metric")
                 print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
