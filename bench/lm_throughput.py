@@ -57,7 +57,7 @@ def plain_loop(train, profiles, tokenizer, length: int, batch: int, steps: int) 
         pred = net.rate(u, v)
         target = torch.tensor(rows["rating"].to_numpy(), dtype=torch.float32)
         loss = torch.nn.functional.mse_loss(pred, target) + 0.5 * torch.nn.functional.cross_entropy(
-            u @ v.T / 0.05, torch.arange(len(rows))
+            net.similarity(u, v) / 0.05, torch.arange(len(rows))
         )
         optimizer.zero_grad()
         loss.backward()

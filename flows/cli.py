@@ -72,6 +72,10 @@ def prepare_parser(description: str | None) -> argparse.ArgumentParser:
     split = parser.add_argument_group("split")
     split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     split.add_argument(
+        "--seeds", nargs="+", type=int, metavar="SEED",
+        help="make every split once per seed (e.g. --seeds 0 1 2); overrides --seed; the report adds mean ± sd",
+    )  # fmt: skip
+    split.add_argument(
         "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="splits to make (default: all)"
     )
     split.add_argument(
@@ -106,6 +110,7 @@ def prepare_params(args: argparse.Namespace):
                                     min_item_coverage=args.min_item_coverage, data_docs=not args.no_data_docs),
         split=SplitConfig(protocols=tuple(args.protocols), seed=args.seed, fractions=tuple(args.fractions),
                           cold_item_fraction=args.cold_item_fraction, kcore=args.kcore),
+        seeds=tuple(args.seeds) if args.seeds else None,
     )  # fmt: skip
 
 
@@ -181,6 +186,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="LightFM threads (default 1: exactly reproducible; more is faster)",
     )
     group.add_argument("--model-seed", type=int, default=0, help="model initialisation and bootstrap seed (default 0)")
+    group.add_argument(
+        "--lm-profile",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="transformer fine-tuning profile: cpu (minutes on 2 cores) or gpu (bf16, all GPUs)",
+    )
+    group.add_argument("--lm-encoder", help="pretrained encoder: a local folder or hub id (default: the packaged "
+                       "all-MiniLM-L6-v2)")  # fmt: skip
 
 
 def model_params(args: argparse.Namespace):
@@ -191,7 +204,8 @@ def model_params(args: argparse.Namespace):
 
     return BaselinesParams(
         train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
-                          lightfm_threads=args.lightfm_threads, seed=args.model_seed),
+                          lightfm_threads=args.lightfm_threads, seed=args.model_seed, lm_profile=args.lm_profile,
+                          lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
         evaluation=EvalConfig(k=args.k, seed=args.model_seed),
     )  # fmt: skip
 

@@ -1,11 +1,13 @@
 """The full experiment, one command: ``python -m flows.full`` (embedded default dataset, no server needed).
 
-Stages: prepare (ingest -> validate -> split), then baselines (global mean, bias ALS, popularity, biased MF,
-LightFM collaborative and hybrid, evaluated with CIs and paired tests on every split). The transformer,
-fusion and report stages join this flow as they are built (see the README's roadmap).
+Stages, each a sub-flow: prepare (ingest -> validate -> split), models (global mean, bias ALS, popularity,
+biased MF, LightFM collaborative and hybrid, the fine-tuned transformer, then the fusion learned on
+validation; all evaluated on test with CIs and paired tests, on every split), report (Markdown + HTML with
+the conclusions, and Prefect artifacts).
 
     python -m flows.full
-    python -m flows.full --data ../shared/data/movielens-latest-small --seed 1
+    python -m flows.full --seeds 0 1 2                     # repeat on three seeded splits: mean ± sd
+    python -m flows.full --data ../shared/data/movielens-latest-small --lm-profile cpu
     python -m flows.full --help
 """
 
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flows.baselines import BaselinesParams, baselines
 from flows.prepare import PrepareParams, prepare
+from flows.report import ReportParams, report
 
 
 class FullParams(BaseModel):
@@ -27,6 +30,7 @@ class FullParams(BaseModel):
 
     prepare: PrepareParams = PrepareParams()
     baselines: BaselinesParams = BaselinesParams()  # its workspace and splits come from the prepare stage
+    report: ReportParams = ReportParams()  # its workspace and run come from the earlier stages
 
 
 @flow(name="full")
@@ -39,7 +43,10 @@ def full(params: FullParams = FullParams()) -> dict:
         update={"workspace": prepared["workspace"], "splits": tuple(prepared["splits"])}
     )
     evaluated = baselines(stage)
-    return {"prepare": prepared, "baselines": evaluated}
+    # report: conclusions, tables and plots of this run; Prefect artifacts
+    written = report(params.report.model_copy(update={"workspace": prepared["workspace"],
+                                                      "run_id": evaluated["run_id"]}))  # fmt: skip
+    return {"prepare": prepared, "baselines": evaluated, "report": written}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,24 +59,32 @@ def main(argv: list[str] | None = None) -> int:
         print_prepare_summary,
         run_cli,
     )
-    from flows.full import FullParams  # the importable module's copies, not __main__'s
+    from flows.full import FullParams, ReportParams  # the importable module's copies, not __main__'s
     from flows.full import full as full_flow
 
     parser = prepare_parser(__doc__)
     add_model_arguments(parser)
+    parser.add_argument_group("report").add_argument(
+        "--output", help="report folder (default: <workspace>/reports/<run id>)"
+    )
     args = parser.parse_args(argv)
     params = []
 
-    def report(summary: dict) -> None:
+    def show(summary: dict) -> None:
         print_prepare_summary(summary["prepare"])
         print_evaluation(summary["baselines"])
+        print(f"\nreport: {summary['report']['html']}\n        {summary['report']['markdown']}")
 
     return run_cli(
         check=lambda: (
-            params.append(FullParams(prepare=prepare_params(args), baselines=model_params(args)))
+            params.append(
+                FullParams(
+                    prepare=prepare_params(args), baselines=model_params(args), report=ReportParams(output=args.output)
+                )
+            )
             or params[0].prepare.dataset()
         ),
-        body=lambda: report(full_flow(params[0])),
+        body=lambda: show(full_flow(params[0])),
     )
 
 

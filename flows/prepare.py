@@ -41,6 +41,7 @@ class PrepareParams(BaseModel):
     ingest: IngestConfig = IngestConfig()
     validation: ValidationConfig = ValidationConfig()
     split: SplitConfig = SplitConfig()
+    seeds: tuple[int, ...] | None = None  # split seeds to make (each protocol once per seed); None: split.seed
 
     def dataset(self) -> DatasetSpec:
         return resolve_dataset(
@@ -80,7 +81,9 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
     validate_tables(workspace.db, spec, params.validation, run_id, workspace.run_dir(run_id) / "data_docs")
 
     # split: seeded fold assignments, then the training-only review text
-    splits = split_interactions(workspace.db, params.split)
+    splits = {}
+    for seed in params.seeds or (params.split.seed,):
+        splits |= split_interactions(workspace.db, params.split.model_copy(update={"seed": seed}))
     train_reviews = collect_training_reviews(workspace.db)
 
     summary = {

@@ -36,7 +36,7 @@ class LMRecommender(L.LightningModule):
     def _common_step(self, batch: dict, stage: str) -> torch.Tensor:
         pred, u, items = self(batch)
         mse = nn.functional.mse_loss(pred, batch["rating"])
-        logits = u @ items.T / self.hparams.temperature  # (pairs, distinct items)
+        logits = self.net.similarity(u, items) / self.hparams.temperature  # (pairs, distinct items)
         ranking = nn.functional.cross_entropy(logits, batch["item_index"]) if items.shape[0] > 1 else mse * 0
         loss = mse + self.hparams.ranking_weight * ranking
         n = batch["rating"].shape[0]

@@ -79,7 +79,9 @@ class LMTwoTower(Recommender):
         self._item_vectors[missing] = emb["unknown_item_vector"]
         self._unknown_item = emb["unknown_item_vector"]
         state = torch.load(self.metrics_["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-        self._head = [state[f"net.head.{k}"].numpy() for k in ("0.weight", "0.bias", "3.weight", "3.bias")]
+        self._head = [state[f"net.head.{k}"].numpy() for k in ("0.weight", "0.bias", "1.weight", "1.bias",
+                                                                "4.weight", "4.bias")]  # fmt: skip
+        self._dim = self._user_vectors.shape[1] // 2  # vectors are [retrieval half | attention-pooled half]
         self._rating_mean = float(state["net.rating_mean"])
 
     def _user_vectors_for(self, users: Ids) -> np.ndarray:
@@ -92,8 +94,10 @@ class LMTwoTower(Recommender):
         u = self._user_vectors_for(users)
         pos = self.item_index(items)
         v = np.where((pos >= 0)[:, None], self._item_vectors[np.maximum(pos, 0)], self._unknown_item)
-        w1, b1, w2, b2 = self._head
-        hidden = np.concatenate([u, v, u * v], axis=1) @ w1.T + b1
+        gamma, beta, w1, b1, w2, b2 = self._head
+        x = np.concatenate([u, v, u * v], axis=1)
+        x = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-5) * gamma + beta
+        hidden = x @ w1.T + b1  # LayerNorm (eps 1e-5) then the MLP, as TwoTower.head
         hidden = 0.5 * hidden * (1 + erf(hidden / np.sqrt(2)))  # exact GELU, as nn.GELU()
         return (self._rating_mean + hidden @ w2.T + b2).ravel()
 
@@ -104,4 +108,5 @@ class LMTwoTower(Recommender):
         )
 
     def score(self, users: Ids) -> np.ndarray:
-        return self._user_vectors_for(users) @ self._item_vectors.T
+        d = self._dim
+        return self._user_vectors_for(users)[:, :d] @ self._item_vectors[:, :d].T

@@ -45,6 +45,7 @@ class LMConfig(BaseModel):
     max_length: int = Field(128, ge=8)  # tokens per profile
     max_reviews: int = Field(8, ge=1)  # reviews per profile, most recent first
     review_chars: int = Field(300, ge=20)  # characters kept per review
+    rating_history: int = Field(10, ge=0)  # star ratings of the most recent training reviews leading a profile
     folds: int = Field(2, ge=2)  # leave-fold-out variants of training profiles
     batch_size: int = Field(32, ge=2)  # training pairs per batch
     pairs_per_user: int = Field(4, ge=1)  # training pairs sharing a user profile kept together (fewer encodes)
@@ -118,7 +119,8 @@ def train(config: LMConfig) -> dict:
     items_path = data / "items.parquet"
     items = pd.read_parquet(items_path) if items_path.exists() else None
     profiles = build_profiles(frames["train"], items, max_reviews=config.max_reviews,
-                              review_chars=config.review_chars, folds=config.folds, seed=config.seed)  # fmt: skip
+                              review_chars=config.review_chars, folds=config.folds, seed=config.seed,
+                              rating_history=config.rating_history)  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(
         resolve_encoder(config.encoder if config.encoder_config is None else "minilm")
     )
@@ -219,7 +221,7 @@ def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Pa
     unknown_keys = [("user", "\0unknown", -1), ("item", "\0unknown", -1)]  # the empty profiles
     keys = [("user", u, -1) for u in users] + [("item", i, -1) for i in item_ids] + unknown_keys
     tokens = ProfileTokens.build(profiles, keys, datamodule.tokenizer, datamodule.max_length)
-    vectors = np.zeros((len(keys), module.net.encoder.config.hidden_size), dtype=np.float32)
+    vectors = np.zeros((len(keys), 2 * module.net.dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(keys), 64):
             rows = list(range(start, min(start + 64, len(keys))))

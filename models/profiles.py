@@ -45,6 +45,11 @@ def _review_text(frame: pd.DataFrame, review_chars: int) -> pd.Series:
     return text.str.slice(0, review_chars)
 
 
+def _stars(ratings: pd.Series) -> np.ndarray:
+    """Ratings as short words: 5.0 -> "5", 3.5 -> "3.5"."""
+    return np.array([f"{float(r):g}" for r in ratings], dtype=object)
+
+
 def _metadata_text(items: pd.DataFrame | None, description_chars: int = 300) -> dict[str, str]:
     if items is None or len(items) == 0:
         return {}
@@ -63,8 +68,10 @@ def _metadata_text(items: pd.DataFrame | None, description_chars: int = 300) -> 
 
 
 def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, max_reviews: int = 8,
-                   review_chars: int = 300, folds: int = 2, seed: int = 0) -> Profiles:  # fmt: skip
-    """Profiles from the training fold (``user_id``, ``item_id``, ``timestamp``, ``summary``, ``review_text``).
+                   review_chars: int = 300, folds: int = 2, seed: int = 0, rating_history: int = 0) -> Profiles:  # fmt: skip
+    """Profiles from the training fold (``user_id``, ``item_id``, ``timestamp``, ``summary``, ``review_text``,
+    and ``rating`` when ``rating_history`` > 0: the profile then starts with the star ratings of its
+    ``rating_history`` most recent reviews, e.g. "ratings: 5 4 5.", the same leave-fold-out rules applying).
 
     Returns full profiles for every training user and every item (metadata-only for items without training
     reviews) and, for ``folds`` ≥ 2, the fold variants that training pairs read.
@@ -74,6 +81,7 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
     frame = train[["user_id", "item_id"]].astype(str).copy()
     frame["timestamp"] = train["timestamp"].to_numpy() if "timestamp" in train else 0
     frame["text"] = _review_text(train, review_chars).to_numpy()
+    frame["stars"] = _stars(train["rating"]) if rating_history > 0 else ""
     order = np.lexsort((frame["item_id"].to_numpy(), frame["user_id"].to_numpy()))
     fold = np.empty(len(frame), dtype=np.int64)
     fold[order] = np.random.default_rng(seed).integers(0, folds, len(frame))
@@ -83,7 +91,10 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
     texts: dict[tuple[str, str, int], str] = {}
 
     def reviews(group: pd.DataFrame) -> str:
-        return " | ".join(t for t in group["text"].head(max_reviews) if t)
+        text = " | ".join(t for t in group["text"].head(max_reviews) if t)
+        if rating_history > 0 and len(group):
+            text = "ratings: " + " ".join(group["stars"].head(rating_history)) + ". " + text
+        return text
 
     for kind, key in (("user", "user_id"), ("item", "item_id")):
         for entity, group in frame.groupby(key, sort=True):

@@ -1,8 +1,11 @@
 """The two-tower language-model recommender network (no training loop here: see ``models.lm_module``).
 
-One shared pretrained encoder reads user and item profiles; mean pooling over tokens gives u and v. A
-rating head reads [u, v, u⊙v]; the ranking score is the cosine u·v (both L2-normalised), so top-K over a
-catalogue is one matrix product. The encoder is built *without* BERT's pooling layer: it is unused, and an
+One shared pretrained encoder reads user and item profiles. A profile's vector has two halves: the
+L2-normalised mean of its token states (the *retrieval* half: the ranking score is the cosine of two such
+halves, so top-K over a catalogue is one matrix product) and an attention-pooled summary (a learned query
+weighs the tokens: it can single out the few tokens that carry rating evidence, such as the rating history
+leading a profile, which a mean over 64+ tokens dilutes). A rating head reads [u, v, u⊙v] of the full
+vectors, layer-normalised. The encoder is built *without* BERT's pooling layer: it is unused, and an
 unused parameter breaks DDP's gradient reduction.
 """
 
@@ -56,16 +59,25 @@ class TwoTower(nn.Module):
     def __init__(self, encoder: nn.Module, head_hidden: int = 256, rating_mean: float = 0.0, dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
-        dim = encoder.config.hidden_size
+        self.dim = dim = encoder.config.hidden_size
+        self.attention = nn.Linear(dim, 1)
         self.head = nn.Sequential(
-            nn.Linear(3 * dim, head_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(head_hidden, 1)
-        )
+            nn.LayerNorm(6 * dim), nn.Linear(6 * dim, head_hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(head_hidden, 1),
+        )  # fmt: skip
         self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(n, length) token ids -> (n, dim) L2-normalised profile vectors."""
+        """(n, length) token ids -> (n, 2·dim) profile vectors: [normalised mean | attention-pooled]."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+        logits = self.attention(hidden).squeeze(-1).float().masked_fill(attention_mask == 0, float("-inf"))
+        weights = torch.softmax(logits, dim=-1).to(hidden.dtype).unsqueeze(-1)
+        mean = nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+        return torch.cat([mean, (weights * hidden).sum(1)], dim=-1)
+
+    def similarity(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(n, 2·dim), (m, 2·dim) -> (n, m) cosine scores of the retrieval halves."""
+        return u[:, : self.dim] @ v[:, : self.dim].T
 
     def rate(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(n, dim), (n, dim) -> (n,) predicted ratings."""

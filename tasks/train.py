@@ -23,7 +23,16 @@ from tasks import tables
 from tasks.split import training_reviews
 from tasks.store import connect, replace_run_rows
 
-MODELS = ("global_mean", "bias_als", "biased_mf", "popularity", "lightfm_cf", "lightfm_hybrid", "lm_two_tower")
+MODELS = (
+    "global_mean",
+    "bias_als",
+    "biased_mf",
+    "popularity",
+    "lightfm_cf",
+    "lightfm_hybrid",
+    "lm_two_tower",
+    "fusion",
+)  # fusion blends the others (learned on validation), so it is always fitted last
 
 
 class TrainConfig(BaseModel):
@@ -119,9 +128,16 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
         tokens.setdefault(key, []).extend(terms)
     catalogue = np.sort(np.union1d(data["train"]["item_id"].astype(str).unique(), data["items"]["item_id"].astype(str)))
     vectors = pd.DataFrame(item_vectors(catalogue, tokens, seed=config.seed), index=catalogue)
-    parts, fits, lm_outputs = [], [], None
-    for name in tqdm(config.models, desc=f"models on {split_id}", disable=None):
-        model = build_model(name, config, protocol, Path(work_dir) / split_id)
+    parts, fits, lm_outputs, fitted = [], [], None, {}
+    order = sorted(config.models, key=lambda name: name == "fusion")
+    for name in tqdm(order, desc=f"models on {split_id}", disable=None):
+        if name == "fusion":
+            from models.fusion import Fusion, FusionConfig
+
+            fusion = FusionConfig(k=eval_config.k, cold_candidates=protocol == "cold_items", seed=config.seed)
+            model = Fusion(fitted, fusion)
+        else:
+            model = build_model(name, config, protocol, Path(work_dir) / split_id)
         start = time.perf_counter()
         model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
         fitted = time.perf_counter()
@@ -130,6 +146,7 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
             item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
         )  # fmt: skip
         parts.append(values)
+        fitted[name] = model
         fits.append({"model": name, "params": _params(model), "fit_seconds": fitted - start,
                      "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
         if name == "lm_two_tower":

@@ -78,7 +78,7 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
     }
     assert all(lo <= v <= hi for *_, v, lo, hi in rows)
     assert {m for (m,) in fits} == set(models)
-    assert {(s, k) for s, k, n, dim in lm_rows if n > 0 and dim == TINY_BERT["hidden_size"]} == {
+    assert {(s, k) for s, k, n, dim in lm_rows if n > 0 and dim == 2 * TINY_BERT["hidden_size"]} == {
         (s, k) for s in ("random_s0", "temporal_s0") for k in ("user", "item")
     }
     sizes = out["prepare"]["splits"]["random_s0"]

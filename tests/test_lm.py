@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from models.lm_data import Collate, PairDataModule, ProfileTokens
-from models.profiles import EMPTY_USER, FULL, build_profiles
+from models.profiles import EMPTY_ITEM, EMPTY_USER, FULL, build_profiles
 
 TINY_BERT = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
@@ -64,6 +64,24 @@ def test_a_user_with_one_review_gets_an_empty_training_profile():
     profiles = build_profiles(train)
     fold = profiles.pair_fold.loc[("a", "x")]
     assert profiles.user("a", fold) == EMPTY_USER and "only review" in profiles.user("a", FULL)
+
+
+def test_rating_history_leads_the_profile_and_skips_the_pairs_own_rating():
+    train = pd.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["x", "y", "z"], "rating": [4.0, 3.5, 5.0],
+                          "timestamp": [1, 2, 3], "summary": ["sx", "sy", "sz"], "review_text": ["", "", ""]})  # fmt: skip
+    profiles = build_profiles(train, folds=3, rating_history=2, seed=0)
+    assert profiles.user("a") == "ratings: 5 3.5. sz | sy | sx"  # most recent first, two ratings kept
+    assert profiles.item("y") == "ratings: 3.5. sy"
+    for item, own in (("x", "4"), ("y", "3.5"), ("z", "5")):
+        fold = profiles.pair_fold.loc[("a", item)]
+        others = train[
+            (profiles.pair_fold.loc[list(zip(train.user_id, train.item_id, strict=True))] != fold).to_numpy()
+        ]
+        expected = " ".join(f"{r:g}" for r in others.sort_values("timestamp", ascending=False).rating.head(2))
+        assert profiles.user("a", fold).startswith(f"ratings: {expected}." if expected else EMPTY_USER)
+        assert profiles.item(item, fold) == EMPTY_ITEM  # the item's only review is the pair's own
+        assert own not in expected.split()  # ratings are distinct here: the pair's own rating is never shown
+    assert "ratings" not in build_profiles(train).user("a")  # off by default
 
 
 def test_item_profiles_start_with_metadata():
@@ -150,12 +168,21 @@ def test_trainer_process_writes_checkpoints_embeddings_predictions(tmp_path):
     assert metrics["world_size"] == 1 and metrics["best_val_rmse"] > 0 and not metrics["resumed"]
     assert (out / "checkpoints" / "best.ckpt").exists() and (out / "checkpoints" / "last.ckpt").exists()
     emb = np.load(out / "embeddings.npz")
-    assert emb["user_vectors"].shape == (16, 32) and np.allclose(
-        np.linalg.norm(emb["item_vectors"], axis=1), 1, atol=1e-5
+    # [retrieval half (unit norm) | attention-pooled half], hidden size 32
+    assert emb["user_vectors"].shape == (16, 64) and np.allclose(
+        np.linalg.norm(emb["item_vectors"][:, :32], axis=1), 1, atol=1e-5
     )
     pred = pd.read_parquet(out / "predictions_test.parquet")
-    assert (
-        len(pred) == len(pd.read_parquet(tmp_path / "data" / "test.parquet")) and np.isfinite(pred["prediction"]).all()
+    test = pd.read_parquet(tmp_path / "data" / "test.parquet")
+    assert len(pred) == len(test) and np.isfinite(pred["prediction"]).all()
+    # the contract wrapper's NumPy head gives the torch head's predictions
+    from models.lm_recommender import LMTwoTower
+
+    model = LMTwoTower(tmp_path, profile=None)
+    model._index(pd.read_parquet(tmp_path / "data" / "train.parquet"), None)
+    model._load(out)
+    np.testing.assert_allclose(
+        model.predict(pred["user_id"], pred["item_id"]), pred["prediction"], rtol=1e-4, atol=1e-4
     )
     assert (out / "logs" / "version_0" / "metrics.csv").exists()
 

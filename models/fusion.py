@@ -1,0 +1,248 @@
+"""Fusion: blend fitted component recommenders, with weights learned on the validation fold only.
+
+Rating fusion (``predict``): a stacking blender over the components' rating predictions. It is linear,
+``r̂ = b_s + Σ_m w_{s,m} · r̂_m``, with one weight vector per segment s = (user activity bucket, item
+popularity bucket) shrunk towards one global weight vector:
+
+    global:      w_g = argmin ‖y − X w‖² + α_g ‖w − w_0‖²     (w_0: intercept 0, equal component weights)
+    segment s:   w_s = argmin ‖y_s − X_s w‖² + α_s ‖w − w_g‖²  (α_s = ∞: the global weights)
+
+(α_g, α_s) are chosen by K-fold cross-fitting over validation *users*: each candidate is fitted on K−1
+folds and judged on the held-out fold, so the blender never judges itself on the rows it was fitted on; the
+winner is refitted on the whole validation fold.
+
+Ranking fusion (``score``): a weighted sum of per-user standardised component scores (each row of a
+component's catalogue scores minus its mean, over its standard deviation), weights on a grid over the
+simplex, chosen by validation NDCG@K.
+
+Components are already fitted (on the training fold; they may have used validation for early stopping or
+tuning, which makes their validation predictions slightly optimistic: documented, and the same for every
+component). Test data never reaches ``fit``. Fixed ``rating_weights``/``ranking_weights`` skip learning
+(parity checks: weights (1, 0, ...) reproduce the first component exactly).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.base import Ids, Recommender
+from models.metrics import ranking_metrics
+from models.stats import activity_segment, popularity_segment
+
+RATING_COMPONENTS = ("lm_two_tower", "lightfm_hybrid", "bias_als", "biased_mf")
+RANKING_COMPONENTS = ("lm_two_tower", "lightfm_hybrid", "lightfm_cf", "popularity")
+NO_SEGMENTS = float("inf")
+
+
+class FusionConfig(BaseModel):
+    """How the blender is learned on validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rating_components: tuple[str, ...] = RATING_COMPONENTS  # those fitted are used, in this order
+    ranking_components: tuple[str, ...] = RANKING_COMPONENTS
+    global_alphas: tuple[float, ...] = (1.0, 10.0, 100.0)  # ridge strength towards equal weights
+    segment_alphas: tuple[float, ...] = (10.0, 100.0, 1000.0, NO_SEGMENTS)  # towards the global weights
+    folds: int = Field(5, ge=2)  # cross-fitting folds over validation users
+    k: int = Field(10, ge=1)  # ranking weights maximise validation NDCG@k
+    grid_points: int = Field(300, ge=2)  # at most this many weight vectors tried on the simplex
+    cold_candidates: bool = False  # rank only items without training interactions (cold-item protocol)
+    seed: int = 0
+
+
+class Fusion(Recommender):
+    """A blend of already fitted components (a dict name -> fitted :class:`Recommender`).
+
+    After ``fit``: ``rating_weights_`` (per segment, plus ``"global"``), ``ranking_weights_``,
+    ``blender_`` (the chosen α's), ``cv_`` (cross-fitted validation MSE of each candidate) and
+    ``validation_ndcg_`` (NDCG@k of the chosen ranking weights and of each component alone).
+    """
+
+    name = "fusion"
+
+    def __init__(self, components: dict[str, Recommender], config: FusionConfig | None = None, *,
+                 rating_weights: dict[str, float] | None = None, ranking_weights: dict[str, float] | None = None):  # fmt: skip
+        self.components = components
+        self.config = config or FusionConfig()
+        self._fixed_rating = rating_weights
+        self._fixed_ranking = ranking_weights
+        self.rating_names = [n for n in self.config.rating_components if n in components
+                             and "rating" in components[n].tasks]  # fmt: skip
+        self.ranking_names = [n for n in self.config.ranking_components if n in components
+                              and "ranking" in components[n].tasks]  # fmt: skip
+        tasks = []
+        if self.rating_names:
+            tasks.append("rating")
+        if self.ranking_names:
+            tasks.append("ranking")
+        self.tasks = tuple(tasks)
+
+    # --- fitting -------------------------------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None, *, items: pd.DataFrame | None = None,
+            users: pd.DataFrame | None = None) -> Fusion:  # fmt: skip
+        if not self.tasks:
+            raise ValueError(f"fusion needs fitted components among {self.config.rating_components} or "
+                             f"{self.config.ranking_components}; got {sorted(self.components)}")  # fmt: skip
+        self._index(train, items)
+        for name, model in self.components.items():
+            if not np.array_equal(model.item_ids, self.item_ids):
+                raise ValueError(f"component {name} was fitted on another catalogue than the fusion's")
+        self._activity = train["user_id"].astype(str).value_counts()
+        self._item_segment = pd.Series(popularity_segment(self.item_counts), index=self.item_ids)
+        self._rating_range = (float(train["rating"].min()), float(train["rating"].max()))
+        if validation is None or len(validation) == 0:
+            if self._fixed_rating is None and self.rating_names or self._fixed_ranking is None and self.ranking_names:
+                raise ValueError("fusion learns its weights on validation: pass a non-empty validation fold")
+        if self.rating_names:
+            self._fit_rating(validation)
+        if self.ranking_names:
+            self._fit_ranking(validation)
+        return self
+
+    def _features(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 1 + components) design matrix [1, r̂_1, ...] of clipped predictions, and each row's segment."""
+        lo, hi = self._rating_range
+        columns = [np.ones(len(users))]
+        columns += [np.clip(self.components[n].predict(users, items), lo, hi) for n in self.rating_names]
+        activity = activity_segment(pd.Series(users).map(self._activity).fillna(0).to_numpy())
+        popularity = pd.Series(items).map(self._item_segment).fillna("cold").to_numpy()
+        return np.column_stack(columns), np.char.add(np.char.add(activity.astype(str), "|"), popularity.astype(str))
+
+    def _fit_rating(self, validation: pd.DataFrame | None) -> None:
+        names = ["intercept", *self.rating_names]
+        if self._fixed_rating is not None:
+            w = np.array([self._fixed_rating.get(n, 0.0) for n in names])
+            self._weights, self.blender_, self.cv_ = {"global": w}, {"fixed": True}, {}
+        else:
+            users = validation["user_id"].astype(str).to_numpy()
+            X, segments = self._features(users, validation["item_id"].astype(str).to_numpy())
+            y = validation["rating"].to_numpy(dtype=np.float64)
+            fold = _user_folds(users, self.config.folds, self.config.seed)
+            self.cv_ = {}
+            for a_g, a_s in itertools.product(self.config.global_alphas, self.config.segment_alphas):
+                se = np.zeros(len(y))
+                for f in range(self.config.folds):
+                    held = fold == f
+                    weights = _segment_ridge(X[~held], y[~held], segments[~held], a_g, a_s)
+                    se[held] = (y[held] - _apply(weights, X[held], segments[held])) ** 2
+                self.cv_[f"global_alpha={a_g:g},segment_alpha={a_s:g}"] = float(se.mean())
+            best = min(self.cv_, key=self.cv_.get)
+            a_g, a_s = (float(part.split("=")[1]) for part in best.split(","))
+            self._weights = _segment_ridge(X, y, segments, a_g, a_s)
+            self.blender_ = {"global_alpha": a_g, "segment_alpha": a_s, "cv_mse": self.cv_[best]}
+        self.rating_weights_ = {seg: dict(zip(names, map(float, w), strict=True)) for seg, w in self._weights.items()}
+
+    def _fit_ranking(self, validation: pd.DataFrame | None) -> None:
+        if self._fixed_ranking is not None:
+            self._ranking = np.array([self._fixed_ranking.get(n, 0.0) for n in self.ranking_names])
+            self.ranking_weights_ = dict(zip(self.ranking_names, map(float, self._ranking), strict=True))
+            return
+        users, relevant, exclude, cols = self._validation_targets(validation)
+        standardised = [_standardise(self.components[n].score(users)[:, cols]) for n in self.ranking_names]
+        grid = simplex_grid(len(self.ranking_names), self.config.grid_points)
+        ndcg = [self._ndcg(sum(w * s for w, s in zip(weights, standardised, strict=True)), relevant, exclude)
+                for weights in grid]  # fmt: skip
+        best = int(np.argmax(ndcg))  # first best: ties go to the earlier grid point
+        self._ranking = grid[best]
+        self.ranking_weights_ = dict(zip(self.ranking_names, map(float, self._ranking), strict=True))
+        alone = {n: self._ndcg(s, relevant, exclude) for n, s in zip(self.ranking_names, standardised, strict=True)}
+        self.validation_ndcg_ = {"fusion": float(ndcg[best]), **alone}
+
+    def _validation_targets(self, validation: pd.DataFrame):
+        """Validation users with a relevant candidate, their relevance/exclusion matrices and candidate columns."""
+        cols = np.flatnonzero(self.item_counts == 0) if self.config.cold_candidates else np.arange(len(self.item_ids))
+        users = np.unique(validation["user_id"].astype(str))
+        row = pd.Index(users).get_indexer(validation["user_id"].astype(str))
+        col = pd.Index(cols).get_indexer(self.item_index(validation["item_id"].astype(str)))
+        keep = col >= 0
+        relevant = sp.csr_matrix((np.ones(keep.sum()), (row[keep], col[keep])), shape=(len(users), len(cols)))
+        exclude = self.seen_matrix(users)[:, cols]
+        usable = np.asarray((relevant - relevant.multiply(exclude > 0)).sum(axis=1)).ravel() > 0
+        if not usable.any():
+            raise ValueError("no validation user has a held-out candidate item: cannot learn ranking weights")
+        return users[usable], relevant[usable], exclude[usable], cols
+
+    def _ndcg(self, scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix) -> float:
+        return float(np.mean(ranking_metrics(scores, relevant, exclude, self.config.k)["ndcg"]))
+
+    # --- prediction ----------------------------------------------------------------------------------------
+    def predict(self, users: Ids, items: Ids) -> np.ndarray:
+        if "rating" not in self.tasks:
+            return super().predict(users, items)
+        X, segments = self._features(np.asarray(users, dtype=str), np.asarray(items, dtype=str))
+        return _apply(self._weights, X, segments)
+
+    def score(self, users: Ids) -> np.ndarray:
+        if "ranking" not in self.tasks:
+            return super().score(users)
+        total = np.zeros((len(users), len(self.item_ids)))
+        for w, name in zip(self._ranking, self.ranking_names, strict=True):
+            if w != 0:
+                total += w * _standardise(self.components[name].score(users))
+        return total
+
+
+def _user_folds(users: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold per row, the same for every row of a user (seeded)."""
+    unique, inverse = np.unique(users, return_inverse=True)
+    return np.random.default_rng(seed).integers(0, folds, len(unique))[inverse]
+
+
+def _ridge(X: np.ndarray, y: np.ndarray, alpha: float, prior: np.ndarray) -> np.ndarray:
+    """argmin ‖y − X w‖² + α ‖w − prior‖²."""
+    gram = X.T @ X + alpha * np.eye(X.shape[1])
+    return np.linalg.solve(gram, X.T @ y + alpha * prior)
+
+
+def _segment_ridge(X, y, segments, global_alpha: float, segment_alpha: float) -> dict[str, np.ndarray]:
+    m = X.shape[1] - 1
+    prior = np.concatenate([[0.0], np.full(m, 1.0 / m)])
+    weights = {"global": _ridge(X, y, global_alpha, prior)}
+    if np.isfinite(segment_alpha):
+        for seg in np.unique(segments):
+            rows = segments == seg
+            weights[str(seg)] = _ridge(X[rows], y[rows], segment_alpha, weights["global"])
+    return weights
+
+
+def _apply(weights: dict[str, np.ndarray], X: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    out = X @ weights["global"]
+    for seg, w in weights.items():
+        if seg != "global":
+            rows = segments == seg
+            out[rows] = X[rows] @ w
+    return out
+
+
+def _standardise(scores: np.ndarray) -> np.ndarray:
+    """Each row minus its mean over finite entries, over its standard deviation (constant rows give 0);
+    non-finite entries become a large negative number (so that a zero weight cancels them)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    filled = np.where(finite, scores, np.nan)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(filled, axis=1, keepdims=True)
+        std = np.nanstd(filled, axis=1, keepdims=True)
+    out = np.where(std > 0, (filled - mean) / np.where(std > 0, std, 1.0), 0.0)
+    return np.where(finite, out, -1e6)
+
+
+def simplex_grid(m: int, max_points: int) -> np.ndarray:
+    """Weight vectors w ≥ 0, Σw = 1, on the finest regular grid with at most ``max_points`` points; the
+    vertices (each component alone) come first."""
+    from math import comb
+
+    if m == 1:
+        return np.ones((1, 1))
+    steps = 1
+    while comb(steps + 1 + m - 1, m - 1) <= max_points:
+        steps += 1
+    points = [np.array(c) / steps for c in itertools.product(range(steps + 1), repeat=m) if sum(c) == steps]
+    vertices = [p for p in points if p.max() == 1.0]
+    others = [p for p in points if p.max() < 1.0]
+    return np.array(vertices + others)
