@@ -76,7 +76,7 @@ class LMRecommender(L.LightningModule):
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            if name.startswith("net.head"):
+            if name.startswith(("net.head", "net.attention")):  # new layers: the higher head_lr
                 groups["head"].append(param)
             elif any(key in name for key in no_decay):
                 groups["no_decay"].append(param)

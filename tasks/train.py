@@ -128,14 +128,14 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
         tokens.setdefault(key, []).extend(terms)
     catalogue = np.sort(np.union1d(data["train"]["item_id"].astype(str).unique(), data["items"]["item_id"].astype(str)))
     vectors = pd.DataFrame(item_vectors(catalogue, tokens, seed=config.seed), index=catalogue)
-    parts, fits, lm_outputs, fitted = [], [], None, {}
+    parts, fits, lm_outputs, components = [], [], None, {}
     order = sorted(config.models, key=lambda name: name == "fusion")
     for name in tqdm(order, desc=f"models on {split_id}", disable=None):
         if name == "fusion":
             from models.fusion import Fusion, FusionConfig
 
             fusion = FusionConfig(k=eval_config.k, cold_candidates=protocol == "cold_items", seed=config.seed)
-            model = Fusion(fitted, fusion)
+            model = Fusion(components, fusion)
         else:
             model = build_model(name, config, protocol, Path(work_dir) / split_id)
         start = time.perf_counter()
@@ -146,7 +146,7 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
             item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
         )  # fmt: skip
         parts.append(values)
-        fitted[name] = model
+        components[name] = model
         fits.append({"model": name, "params": _params(model), "fit_seconds": fitted - start,
                      "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
         if name == "lm_two_tower":

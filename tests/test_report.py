@@ -75,7 +75,7 @@ def test_markdown_html_and_figures_are_written(tmp_path):
     written = write_report_files(frames, tmp_path, {"dataset": "toy", "run_id": "r1"})
     html = (tmp_path / "report.html").read_text()
     markdown = (tmp_path / "report.md").read_text()
-    assert "<img" in html and 'src="data:image/png;base64,' in html and "src=\"http" not in html
+    assert "<img" in html and 'src="data:image/png;base64,' in html and 'src="http' not in html
     for link in re.findall(r"\]\((figures/[^)]+\.png)\)", markdown):
         assert (tmp_path / link).read_bytes()[:4] == b"\x89PNG"
     assert "Fusion weights" in markdown and "| global | 0.1 | 0.6 | 0.4 |" in markdown

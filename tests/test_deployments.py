@@ -1,0 +1,99 @@
+"""prefect.yaml for real: a Prefect server on a loopback port, the work pool, `prefect deploy --all`, a run of
+the full-experiment deployment (tiny dataset, tiny transformer) through a process worker, and its report
+artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import review, write_lines
+from test_lm import TINY_BERT
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false",
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115  closed below
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("Prefect server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(1)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def _prefect(env, *args, timeout=300) -> str:
+    run = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)  # fmt: skip
+    assert run.returncode == 0, f"prefect {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return run.stdout + run.stderr
+
+
+def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp_path):
+    env = prefect_server
+    _prefect(env, "work-pool", "create", "reclab-process", "--type", "process")
+    deployed = _prefect(env, "--no-prompt", "deploy", "--all")
+    assert "full/full-experiment" in deployed and "full/retrain-weekly" in deployed
+    schedules = _prefect(env, "deployment", "schedule", "ls", "full/retrain-weekly")
+    assert "0 3 * * 1" in schedules  # the weekly schedule ships, switched off
+
+    records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
+    data = write_lines(tmp_path / "reviews.json", records)
+    workspace = tmp_path / "ws"
+    tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
+    params = {"params": {
+        "prepare": {"data": str(data), "workspace": str(workspace), "split": {"protocols": ["random", "temporal"]},
+                    "validation": {"data_docs": False}},
+        "baselines": {"train": {"models": ["global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower",
+                                           "fusion"],
+                                "lightfm_max_epochs": 5, "lightfm_trials": 0, "lm_overrides": tiny_lm},
+                      "evaluation": {"n_boot": 100}},
+    }}  # fmt: skip
+    started = _prefect(env, "deployment", "run", "full/full-experiment", "--params", json.dumps(params))
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
+    worker = _prefect(env, "worker", "start", "--pool", "reclab-process", "--run-once", timeout=900)
+
+    inspected = _prefect(env, "flow-run", "inspect", flow_run_id)
+    assert "COMPLETED" in inspected, worker[-6000:]
+    artifact = _prefect(env, "artifact", "inspect", "reclab-report")
+    assert "Conclusions" in artifact, artifact[:3000]
+    with duckdb.connect(str(workspace / "reclab.duckdb"), read_only=True) as con:
+        models = {m for (m,) in con.execute("SELECT DISTINCT model FROM eval_results").fetchall()}
+    assert {"fusion", "lm_two_tower", "lightfm_hybrid"} <= models
+    assert list(workspace.glob("reports/*/report.html"))
