@@ -16,7 +16,7 @@ from models.evaluation import EvalConfig
 from tasks.evaluate import evaluate_models
 from tasks.runs import finish_run, start_run
 from tasks.store import DEFAULT_WORKSPACES, Workspace
-from tasks.train import TrainConfig, train_models
+from tasks.train import TrainConfig, fit_split, record_fits
 
 DEFAULT_SPLITS = ("random_s0", "temporal_s0", "cold_items_s0")
 
@@ -30,6 +30,7 @@ class BaselinesParams(BaseModel):
     splits: tuple[str, ...] = DEFAULT_SPLITS  # split ids made by prepare
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
+    refresh_cache: bool = False  # refit even when a cached fit of the same split, configs and code exists
 
 
 @flow(name="baselines")
@@ -40,10 +41,11 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
     start_run(workspace.db, run_id, "baselines", params.model_dump(mode="json"))
     summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
     for split_id in params.splits:
-        # train: fit every model on the split's training fold, tune on validation, score test
-        trained = train_models(
-            workspace.db, run_id, split_id, params.train, params.evaluation, workspace.run_dir(run_id)
-        )
+        # train: fit every model on the split's training fold, tune on validation, score test (cached by
+        # the split's content, the configs and the model code)
+        fit = fit_split.with_options(refresh_cache=params.refresh_cache)
+        trained = fit(workspace.db, split_id, params.train, params.evaluation, workspace.run_dir(run_id))
+        record_fits(workspace.db, run_id, split_id, trained)
         # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
         results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
         summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}

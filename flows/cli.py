@@ -206,7 +206,7 @@ def model_params(args: argparse.Namespace):
         train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
                           lightfm_threads=args.lightfm_threads, seed=args.model_seed, lm_profile=args.lm_profile,
                           lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
-        evaluation=EvalConfig(k=args.k, seed=args.model_seed),
+        evaluation=EvalConfig(k=args.k, seed=args.model_seed), refresh_cache=args.refresh,
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ validation/test folds *without* any text, so no model can read a held-out review
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tasks import tables
 from tasks.split import training_reviews
-from tasks.store import connect, replace_run_rows
+from tasks.store import PROJECT_ROOT, connect, replace_run_rows
 
 MODELS = (
     "global_mean",
@@ -181,12 +182,57 @@ def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits:
     replace_run_rows(con, tables.MODEL_FITS, run_id, split_id, frame)
 
 
-@task(cache_policy=NONE)
-def train_models(db: Path, run_id: str, split_id: str, config: TrainConfig, eval_config, work_dir: Path) -> dict:
-    """Fit the configured models on one split; record their fits; return per-user test values."""
+# Code whose change invalidates cached fits: the models and how they are trained and fed.
+CACHE_SOURCES = ("models", "tasks/train.py", "tasks/split.py")
+
+
+def source_fingerprint() -> str:
+    """sha256 of the Python sources in ``CACHE_SOURCES`` (a README or flow change keeps the cache)."""
+    digest = hashlib.sha256()
+    for entry in CACHE_SOURCES:
+        path = PROJECT_ROOT / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(file.relative_to(PROJECT_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def split_fingerprint(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
+    """A digest of everything a split's models read: fold assignments with ratings and times, the training
+    reviews' text, the items (and tags) tables. Order-independent (XOR of row hashes; rows are unique)."""
+    queries = [
+        (f"""SELECT count(*), bit_xor(hash(a.user_id, a.item_id, a.fold, i.rating, i.timestamp))
+             FROM {tables.SPLIT_ASSIGNMENTS} a JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
+             WHERE a.split_id = ?""", [split_id]),
+        (f"SELECT count(*), bit_xor(hash(r)) FROM {tables.TRAIN_REVIEWS} r WHERE r.split_id = ?", [split_id]),
+        *[(f"SELECT count(*), bit_xor(hash(t)) FROM {tables.CANONICAL[name]} t", [])
+          for name in ("items", "users", "tags")],
+    ]  # fmt: skip
+    parts = [con.execute(sql, args).fetchone() for sql, args in queries]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _fit_cache_key(context, parameters: dict) -> str:
+    """Prefect cache key of :func:`fit_split`: the split's content, the configs and the model code."""
+    with connect(parameters["db"], read_only=True) as con:
+        data = split_fingerprint(con, parameters["split_id"])
+    configs = parameters["config"].model_dump_json() + parameters["eval_config"].model_dump_json()
+    return hashlib.sha256(f"{data}|{configs}|{source_fingerprint()}".encode()).hexdigest()
+
+
+@task(cache_key_fn=_fit_cache_key, persist_result=True)
+def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config, work_dir: Path) -> dict:
+    """Fit the configured models on one split and compute their per-user test values.
+
+    Cached by content: a rerun on the same split data, configs and model code returns the stored result
+    without fitting (``refresh_cache=True`` forces a refit)."""
     with connect(db, read_only=True) as con:  # released before the (long) fits
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-    result = fit_and_evaluate(data, protocol, split_id, config, eval_config, work_dir)
+    return fit_and_evaluate(data, protocol, split_id, config, eval_config, work_dir)
+
+
+@task(cache_policy=NONE)
+def record_fits(db: Path, run_id: str, split_id: str, result: dict) -> None:
+    """Write one split's fits (and the LM's embeddings and predictions) under this run."""
     with connect(db) as con:
         write_fits(con, run_id, split_id, result["fits"], result["lm"])
-    return result

@@ -48,7 +48,7 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     path = write_lines(tmp_path / "r.json", records)
-    models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower")
+    models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion")
     tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
     params = FullParams(
         prepare=PrepareParams(data=str(path), workspace=str(tmp_path / "ws"), split={"protocols": ("random", "temporal")}),
@@ -74,7 +74,7 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
     assert {(s, m) for s, m, *_ in rows} == {
         (s, m)
         for s in out["baselines"]["splits"]
-        for m in ("global_mean", "bias_als", "lightfm_hybrid", "lm_two_tower")
+        for m in ("global_mean", "bias_als", "lightfm_hybrid", "lm_two_tower", "fusion")
     }
     assert all(lo <= v <= hi for *_, v, lo, hi in rows)
     assert {m for (m,) in fits} == set(models)
@@ -83,6 +83,20 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
     }
     sizes = out["prepare"]["splits"]["random_s0"]
     assert dict(lm_preds) == {"validation": sizes["validation"], "test": sizes["test"]}
+    report = out["report"]
+    assert "## Conclusions" in open(report["markdown"]).read() and open(report["html"]).read().startswith("<!DOCTYPE")
+
+    # a rerun with unchanged inputs reuses the cached fits (identical fit times), under a new run id
+    again = full(params)
+    assert again["baselines"]["run_id"] != out["baselines"]["run_id"]
+    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+        fits = con.execute(
+            "SELECT run_id, split_id, model, fit_seconds FROM model_fits WHERE run_id IN (?, ?)",
+            [out["baselines"]["run_id"], again["baselines"]["run_id"]],
+        ).df()
+    first, second = (fits[fits.run_id == r].drop(columns="run_id").sort_values(["split_id", "model"])
+                     for r in (out["baselines"]["run_id"], again["baselines"]["run_id"]))  # fmt: skip
+    assert len(first) == 2 * len(models) and first.to_numpy().tolist() == second.to_numpy().tolist()
 
 
 def test_failed_validation_stops_the_flow_and_marks_the_run(prefect_harness, tmp_path):
