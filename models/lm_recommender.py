@@ -2,8 +2,9 @@
 
 ``fit`` writes the training fold (with its text) and the validation fold (without) into ``work_dir``, runs
 ``python -m models.lm_train`` as its own process (so Lightning's DDP can re-launch it), and loads what it
-exported: user/item vectors of the full training profiles and the rating head from the best checkpoint.
-``predict`` applies the head to (u, v); ``score`` is u·V over the catalogue, one matrix product.
+exported: user/item vectors of the full training profiles (best checkpoint) and the rating readout.
+``predict`` applies the readout (a ridge regression on [u, v, u⊙v], refitted on the fine-tuned vectors) to
+(u, v); ``score`` is the cosine of the vectors' retrieval halves over the catalogue, one matrix product.
 
 Cold start: a user (item) unseen in training is encoded from the empty profile; an item with metadata but
 no training reviews is encoded from its metadata.
@@ -66,8 +67,6 @@ class LMTwoTower(Recommender):
         return self
 
     def _load(self, out: Path) -> None:
-        import torch
-
         self.metrics_ = json.loads((out / "metrics.json").read_text())
         emb = np.load(out / "embeddings.npz", allow_pickle=False)
         self._users = pd.Index(emb["user_ids"].astype(str))
@@ -78,28 +77,21 @@ class LMTwoTower(Recommender):
         missing = np.isnan(self._item_vectors).any(axis=1)
         self._item_vectors[missing] = emb["unknown_item_vector"]
         self._unknown_item = emb["unknown_item_vector"]
-        state = torch.load(self.metrics_["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-        self._head = [state[f"net.head.{k}"].numpy() for k in ("0.weight", "0.bias", "1.weight", "1.bias",
-                                                                "4.weight", "4.bias")]  # fmt: skip
+        readout = np.load(out / "readout.npz", allow_pickle=False)
+        self._readout = {"weights": readout["weights"], "bias": float(readout["bias"])}
         self._dim = self._user_vectors.shape[1] // 2  # vectors are [retrieval half | attention-pooled half]
-        self._rating_mean = float(state["net.rating_mean"])
 
     def _user_vectors_for(self, users: Ids) -> np.ndarray:
         pos = self._users.get_indexer(pd.Index(np.asarray(users, dtype=str)))
         return np.where((pos >= 0)[:, None], self._user_vectors[np.maximum(pos, 0)], self._unknown_user)
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
-        from scipy.special import erf
+        from models.lm_train import apply_readout
 
         u = self._user_vectors_for(users)
         pos = self.item_index(items)
         v = np.where((pos >= 0)[:, None], self._item_vectors[np.maximum(pos, 0)], self._unknown_item)
-        gamma, beta, w1, b1, w2, b2 = self._head
-        x = np.concatenate([u, v, u * v], axis=1)
-        x = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-5) * gamma + beta
-        hidden = x @ w1.T + b1  # LayerNorm (eps 1e-5) then the MLP, as TwoTower.head
-        hidden = 0.5 * hidden * (1 + erf(hidden / np.sqrt(2)))  # exact GELU, as nn.GELU()
-        return (self._rating_mean + hidden @ w2.T + b2).ravel()
+        return apply_readout(self._readout, u, v)
 
     def embeddings(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(user vectors indexed by user id, item vectors indexed by catalogue item id)."""

