@@ -194,6 +194,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--lm-encoder", help="pretrained encoder: a local folder or hub id (default: the packaged "
                        "all-MiniLM-L6-v2)")  # fmt: skip
+    group.add_argument("--refresh", action="store_true",
+                       help="refit every model even when a cached fit of the same split, settings and code exists")  # fmt: skip
 
 
 def model_params(args: argparse.Namespace):

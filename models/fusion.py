@@ -9,7 +9,8 @@ popularity bucket) shrunk towards one global weight vector:
 
 (α_g, α_s) are chosen by K-fold cross-fitting over validation *users*: each candidate is fitted on K−1
 folds and judged on the held-out fold, so the blender never judges itself on the rows it was fitted on; the
-winner is refitted on the whole validation fold.
+winner is refitted on the whole validation fold. Each component alone is a candidate too (nothing to fit:
+its validation MSE), so the fusion falls back to the best single component when blending does not pay.
 
 Ranking fusion (``score``): a weighted sum of per-user standardised component scores (each row of a
 component's catalogue scores minus its mean, over its standard deviation), weights on a grid over the
@@ -131,10 +132,17 @@ class Fusion(Recommender):
                     weights = _segment_ridge(X[~held], y[~held], segments[~held], a_g, a_s)
                     se[held] = (y[held] - _apply(weights, X[held], segments[held])) ** 2
                 self.cv_[f"global_alpha={a_g:g},segment_alpha={a_s:g}"] = float(se.mean())
+            # each component alone is a candidate too: blending must earn its place on held-out folds
+            for m, name in enumerate(self.rating_names, start=1):
+                self.cv_[f"only={name}"] = float(np.mean((y - X[:, m]) ** 2))
             best = min(self.cv_, key=self.cv_.get)
-            a_g, a_s = (float(part.split("=")[1]) for part in best.split(","))
-            self._weights = _segment_ridge(X, y, segments, a_g, a_s)
-            self.blender_ = {"global_alpha": a_g, "segment_alpha": a_s, "cv_mse": self.cv_[best]}
+            if best.startswith("only="):
+                w = np.array([float(n == best[5:]) for n in names])
+                self._weights, self.blender_ = {"global": w}, {"single": best[5:], "cv_mse": self.cv_[best]}
+            else:
+                a_g, a_s = (float(part.split("=")[1]) for part in best.split(","))
+                self._weights = _segment_ridge(X, y, segments, a_g, a_s)
+                self.blender_ = {"global_alpha": a_g, "segment_alpha": a_s, "cv_mse": self.cv_[best]}
         self.rating_weights_ = {seg: dict(zip(names, map(float, w), strict=True)) for seg, w in self._weights.items()}
 
     def _fit_ranking(self, validation: pd.DataFrame | None) -> None:

@@ -113,11 +113,11 @@ def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
-@pytest.mark.parametrize("module", ["flows.prepare", "flows.full", "flows.baselines"])
+@pytest.mark.parametrize("module", ["flows.prepare", "flows.full", "flows.baselines", "flows.report"])
 def test_cli_help(module):
     out = _cli(module, "--help")
     assert out.returncode == 0
-    assert ("--k" if module == "flows.baselines" else "--data") in out.stdout
+    assert {"flows.baselines": "--k", "flows.report": "--run"}.get(module, "--data") in out.stdout
 
 
 def test_cli_bad_path_is_one_clear_line(tmp_path):

@@ -132,3 +132,18 @@ def test_simplex_grid():
     np.testing.assert_array_equal(grid[:3], np.eye(3)[[2, 1, 0]])  # the vertices come first
     assert len(np.unique(grid, axis=0)) == len(grid)
     assert simplex_grid(1, 10).tolist() == [[1.0]]
+
+
+def test_a_single_component_wins_when_blending_does_not_pay():
+    data = frames()
+    truth = truth_of(data)
+    parts = {"lm_two_tower": Table("lm_two_tower", truth, None, ("rating",)),  # exact
+             "bias_als": Table("bias_als", lambda u, i: 3.0 + np.sin(u * i), None, ("rating",))}  # fmt: skip
+    for m in parts.values():
+        m.fit(data["train"])
+    fused = Fusion(parts).fit(data["train"], data["validation"])
+    assert fused.blender_["single"] == "lm_two_tower" and fused.cv_["only=lm_two_tower"] == 0.0
+    test = data["test"]
+    np.testing.assert_array_equal(
+        fused.predict(test.user_id, test.item_id), parts["lm_two_tower"].predict(test.user_id, test.item_id)
+    )
