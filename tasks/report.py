@@ -20,6 +20,9 @@ ARTIFACT_KEY = "reclab-report"
 def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
     """The run's ``eval_results``, ``eval_tests``, ``model_fits`` rows and the ``splits`` they used."""
     with connect(db, read_only=True) as con:
+        present = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if not {tables.EVAL_RESULTS, tables.EVAL_TESTS, tables.MODEL_FITS, tables.SPLITS} <= present:
+            raise InputError(f"run {run_id} has no evaluation results in {db}: nothing to report")
         frames = {
             name: con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY ALL", [run_id]).df()
             for name, table in (
@@ -39,10 +42,15 @@ def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
 def latest_evaluated_run(db: Path) -> str:
     """The run id of the most recently finished run with evaluation results."""
     with connect(db, read_only=True) as con:
-        row = con.execute(
-            f"""SELECT e.run_id FROM (SELECT DISTINCT run_id FROM {tables.EVAL_RESULTS}) e
+        present = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        row = (
+            None
+            if not {tables.EVAL_RESULTS, tables.RUNS} <= present
+            else con.execute(
+                f"""SELECT e.run_id FROM (SELECT DISTINCT run_id FROM {tables.EVAL_RESULTS}) e
                 LEFT JOIN {tables.RUNS} r USING (run_id) ORDER BY r.started_at DESC NULLS LAST LIMIT 1"""
-        ).fetchone()
+            ).fetchone()
+        )
     if row is None:
         raise InputError(f"no evaluated run in {db}: run `python -m flows.full` (or flows.baselines) first")
     return row[0]

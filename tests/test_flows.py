@@ -140,3 +140,18 @@ def test_cli_prepare_prints_counts(tmp_path):
 def test_cli_baselines_needs_a_prepared_workspace(tmp_path):
     out = _cli("flows.baselines", "--workspace", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no prepared workspace at" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_report_needs_an_evaluated_run(tmp_path):
+    out = _cli("flows.report", "--workspace", str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "no prepared workspace at" in out.stderr and "Traceback" not in out.stderr
+    from tasks.report import latest_evaluated_run
+    from tasks.store import Workspace, connect
+
+    workspace = Workspace.for_dataset("x", str(tmp_path / "ws"))
+    with connect(workspace.db):
+        pass
+    out = _cli("flows.report", "--workspace", str(workspace.root))
+    assert out.returncode == 2 and "no evaluated run in" in out.stderr and "Traceback" not in out.stderr
+    with pytest.raises(ValueError, match="no evaluated run"):
+        latest_evaluated_run(workspace.db)
