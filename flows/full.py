@@ -45,7 +45,8 @@ def full(params: FullParams = FullParams()) -> dict:
     evaluated = baselines(stage)
     # report: conclusions, tables and plots of this run; Prefect artifacts
     written = report(params.report.model_copy(update={"workspace": prepared["workspace"],
-                                                      "run_id": evaluated["run_id"]}))  # fmt: skip
+                                                      "run_id": evaluated["run_id"],
+                                                      "dataset": params.report.dataset or prepared["dataset"]}))  # fmt: skip
     return {"prepare": prepared, "baselines": evaluated, "report": written}
 
 

@@ -25,6 +25,7 @@ class ReportParams(BaseModel):
     workspace: str = str(DEFAULT_WORKSPACES / "amazon-musical-instruments-5core")
     run_id: str | None = None  # an evaluated run (default: the latest one)
     output: str | None = None  # folder for report.md/report.html (default: <workspace>/reports/<run_id>)
+    dataset: str | None = None  # the title's dataset name (default: the workspace folder's name)
 
 
 @flow(name="report")
@@ -35,7 +36,7 @@ def report(params: ReportParams = ReportParams()) -> dict:
     workspace = Workspace.existing(params.workspace)
     run_id = params.run_id or latest_evaluated_run(workspace.db)
     out = params.output or str(workspace.root / "reports" / run_id)
-    meta = {"dataset": workspace.root.name}
+    meta = {"dataset": params.dataset or workspace.root.name}
     return {"run_id": run_id, **write_report(workspace.db, run_id, out, meta)}
 
 

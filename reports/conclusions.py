@@ -16,6 +16,7 @@ LOWER_IS_BETTER = {"rmse", "mse", "mae", "popularity_bias"}
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
 SEGMENTS_OF_INTEREST = ("users:≤3", "items:tail", "items:cold")
 ALPHA = 0.05
+MIN_SEGMENT_USERS = 10  # smaller segments get no sentence (their CIs say little); they stay in the tables
 
 
 def metric_label(metric: str, k: int) -> str:
@@ -109,7 +110,7 @@ def segment_conclusions(results: pd.DataFrame, split_id: str) -> list[str]:
                 subset=["value"]
             )
             trad = seg[seg["model"].isin(TRADITIONAL) & (seg["model"] != "global_mean")]
-            if trad.empty:
+            if trad.empty or seg["n_users"].max() < MIN_SEGMENT_USERS:
                 continue
             base = trad.sort_values("value", ascending=metric in LOWER_IS_BETTER).iloc[0]
             for model in LANGUAGE:

@@ -107,6 +107,9 @@ def write_report(db: Path, run_id: str, out_dir: Path, meta: dict) -> dict:
     frames = load_run_tables(db, run_id)
     if frames["results"].empty:
         raise InputError(f"run {run_id} has no evaluation results in {db}: nothing to report")
-    written = write_report_files(frames, Path(out_dir), {**meta, "run_id": run_id})
+    with connect(db, read_only=True) as con:
+        started = con.execute(f"SELECT started_at FROM {tables.RUNS} WHERE run_id = ?", [run_id]).fetchone()
+    created = f"started {started[0]:%Y-%m-%d %H:%M} UTC" if started and started[0] else ""
+    written = write_report_files(frames, Path(out_dir), {"created": created, **meta, "run_id": run_id})
     publish_artifacts(written.pop("blocks"), written)
     return written
