@@ -75,21 +75,29 @@ def rating_rows(model: Recommender, train: pd.DataFrame, test: pd.DataFrame) -> 
     return pd.concat(rows, ignore_index=True)
 
 
-def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candidates: bool = False,
-                 item_vectors: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
-    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage)."""
-    train_counts = model.item_counts
-    # Candidate items: the catalogue, or only items without training interactions (cold-item protocol).
-    cols = np.flatnonzero(train_counts == 0) if cold_candidates else np.arange(len(model.item_ids))
-    users = np.unique(test["user_id"].astype(str))
-    row = pd.Index(users).get_indexer(test["user_id"].astype(str))
-    col = pd.Index(cols).get_indexer(model.item_index(test["item_id"].astype(str)))
+def ranking_targets(model: Recommender, held_out: pd.DataFrame, *, cold_candidates: bool = False):
+    """What ranking is judged against on a held-out fold: its users that have at least one held-out
+    candidate item, their relevance and exclusion (training items) matrices over the candidate columns, and
+    those columns (the catalogue, or only items without training interactions for the cold-item protocol).
+
+    Returns (users, relevant, exclude, cols)."""
+    cols = np.flatnonzero(model.item_counts == 0) if cold_candidates else np.arange(len(model.item_ids))
+    users = np.unique(held_out["user_id"].astype(str))
+    row = pd.Index(users).get_indexer(held_out["user_id"].astype(str))
+    col = pd.Index(cols).get_indexer(model.item_index(held_out["item_id"].astype(str)))
     keep = col >= 0
     relevant = sp.csr_matrix((np.ones(keep.sum()), (row[keep], col[keep])), shape=(len(users), len(cols)))
     exclude = model.seen_matrix(users)[:, cols]
     candidates = relevant - relevant.multiply(exclude > 0)
     has_relevant = np.asarray((candidates > 0).sum(axis=1)).ravel() > 0
-    users, relevant, exclude = users[has_relevant], relevant[has_relevant], exclude[has_relevant]
+    return users[has_relevant], relevant[has_relevant], exclude[has_relevant], cols
+
+
+def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candidates: bool = False,
+                 item_vectors: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
+    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage)."""
+    train_counts = model.item_counts
+    users, relevant, exclude, cols = ranking_targets(model, test, cold_candidates=cold_candidates)
     scores = model.score(users)[:, cols]
     values = ranking_metrics(scores, relevant, exclude, k)
     top = cols[top_k(mask_seen(scores, exclude), min(k, len(cols)))]

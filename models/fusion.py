@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Ids, Recommender
+from models.evaluation import ranking_targets
 from models.metrics import ranking_metrics
 from models.stats import activity_segment, popularity_segment
 
@@ -163,17 +164,10 @@ class Fusion(Recommender):
 
     def _validation_targets(self, validation: pd.DataFrame):
         """Validation users with a relevant candidate, their relevance/exclusion matrices and candidate columns."""
-        cols = np.flatnonzero(self.item_counts == 0) if self.config.cold_candidates else np.arange(len(self.item_ids))
-        users = np.unique(validation["user_id"].astype(str))
-        row = pd.Index(users).get_indexer(validation["user_id"].astype(str))
-        col = pd.Index(cols).get_indexer(self.item_index(validation["item_id"].astype(str)))
-        keep = col >= 0
-        relevant = sp.csr_matrix((np.ones(keep.sum()), (row[keep], col[keep])), shape=(len(users), len(cols)))
-        exclude = self.seen_matrix(users)[:, cols]
-        usable = np.asarray((relevant - relevant.multiply(exclude > 0)).sum(axis=1)).ravel() > 0
-        if not usable.any():
+        targets = ranking_targets(self, validation, cold_candidates=self.config.cold_candidates)
+        if len(targets[0]) == 0:
             raise ValueError("no validation user has a held-out candidate item: cannot learn ranking weights")
-        return users[usable], relevant[usable], exclude[usable], cols
+        return targets
 
     def _ndcg(self, scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix) -> float:
         return float(np.mean(ranking_metrics(scores, relevant, exclude, self.config.k)["ndcg"]))
