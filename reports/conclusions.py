@@ -102,7 +102,7 @@ def segment_conclusions(results: pd.DataFrame, split_id: str) -> list[str]:
     """Where the language-model side helps or not: its segment values against the best traditional model's."""
     out = []
     here = results[results["split_id"] == split_id]
-    for metric, k in (("mse", 0), ("ndcg", _ranking_k(here))):
+    for metric, k in (("mse", 0), ("ndcg", ranking_k(here))):
         if k is None:
             continue
         for segment in SEGMENTS_OF_INTEREST:
@@ -142,7 +142,8 @@ def cost_conclusions(fits: pd.DataFrame, split_id: str) -> list[str]:
     return out
 
 
-def _ranking_k(results: pd.DataFrame) -> int | None:
+def ranking_k(results: pd.DataFrame) -> int | None:
+    """The cut-off K of the results' ranking metrics (None when there are none)."""
     ks = results.loc[results["metric"] == "ndcg", "k"]
     return int(ks.iloc[0]) if len(ks) else None
 

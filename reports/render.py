@@ -21,7 +21,9 @@ from reports.conclusions import (
     HEADLINE,
     LOWER_IS_BETTER,
     cost_conclusions,
+    fmt,
     metric_label,
+    ranking_k,
     seed_summary,
     segment_conclusions,
     split_conclusions,
@@ -31,10 +33,6 @@ ACTIVITY_ORDER = ("users:≤3", "users:4-10", "users:11-25", "users:>25")
 ITEM_ORDER = ("items:head", "items:tail", "items:cold")
 
 
-def _cell(row: pd.Series) -> str:
-    return f"{row['value']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
-
-
 def metrics_table(results: pd.DataFrame, split_id: str, segment: str = "all") -> pd.DataFrame:
     """Models × headline metrics, 'value [95% CI]'."""
     rows = results[(results["split_id"] == split_id) & (results["segment"] == segment)
@@ -42,7 +40,7 @@ def metrics_table(results: pd.DataFrame, split_id: str, segment: str = "all") ->
     if rows.empty:
         return pd.DataFrame()
     rows["column"] = [metric_label(m, int(k)) for m, k in zip(rows["metric"], rows["k"], strict=True)]
-    rows["cell"] = rows.apply(_cell, axis=1)
+    rows["cell"] = rows.apply(fmt, axis=1)
     order = list(dict.fromkeys(rows["column"]))
     table = rows.pivot_table(index="model", columns="column", values="cell", aggfunc="first")
     return table.reindex(columns=order).fillna("—").reset_index()
@@ -53,7 +51,7 @@ def segment_table(results: pd.DataFrame, split_id: str, metric: str, k: int, seg
                    & results["segment"].isin(segments)].copy()  # fmt: skip
     if rows.empty:
         return pd.DataFrame()
-    rows["cell"] = rows.apply(_cell, axis=1)
+    rows["cell"] = rows.apply(fmt, axis=1)
     table = rows.pivot_table(index="model", columns="segment", values="cell", aggfunc="first")
     users = rows.groupby("segment")["n_users"].max()
     table = table.reindex(columns=[s for s in segments if s in table.columns]).fillna("—")
@@ -173,8 +171,7 @@ def build(results: pd.DataFrame, tests: pd.DataFrame, fits: pd.DataFrame, splits
         blocks.append(("h2", f"Split {split_id} ({protocol.get(split_id, '?')})"))
         blocks += [("h3", "All models, all headline metrics"), ("table", metrics_table(results, split_id))]
         here = results[results["split_id"] == split_id]
-        ranking_k = here.loc[here["metric"] == "ndcg", "k"]
-        k = int(ranking_k.iloc[0]) if len(ranking_k) else None
+        k = ranking_k(here)
         for metric, mk in (("mse", 0), ("ndcg", k)):
             if mk is None or here[(here["metric"] == metric)].empty:
                 continue
