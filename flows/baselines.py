@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.evaluation import EvalConfig
 from tasks.evaluate import evaluate_models
+from tasks.registry import choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
 from tasks.store import DEFAULT_WORKSPACES, Workspace
 from tasks.train import TrainConfig, fit_split, record_fits
@@ -31,6 +32,8 @@ class BaselinesParams(BaseModel):
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
     refresh_cache: bool = False  # refit even when a cached fit of the same split, configs and code exists
+    publish: bool = True  # publish the fused model to the workspace's registry (the first becomes champion)
+    publish_split: str | None = None  # whose fit to publish; default: the first temporal split, else the first
 
 
 @flow(name="baselines")
@@ -40,6 +43,7 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
     run_id = str(runtime.flow_run.id)
     start_run(workspace.db, run_id, "baselines", params.model_dump(mode="json"))
     summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
+    publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
     for split_id in params.splits:
         # train: fit every model on the split's training fold, tune on validation, score test (cached by
         # the split's content, the configs and the model code)
@@ -49,6 +53,12 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
         # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
         results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
         summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}
+        if split_id == publish:
+            # publish: the fused model of this split becomes a registry version (champion if the first)
+            summary["published"] = publish_model(
+                workspace.db, workspace.root, run_id, split_id, trained["protocol"], trained.get("bundle"),
+                headline_metrics(results), params.model_dump(mode="json"),
+            )  # fmt: skip
     finish_run(workspace.db, run_id, {"splits": list(params.splits)})
     return summary
 

@@ -34,6 +34,8 @@ class Recommender:
     name: ClassVar[str] = "recommender"
     # What the model is for: "rating" (predict) and/or "ranking" (score/recommend).
     tasks: ClassVar[tuple[str, ...]] = ("rating", "ranking")
+    # Fitted attributes that predict/score read, saved in a model bundle (models.bundle) besides the ids.
+    state_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- fitted state shared by every model ----------------------------------------------------------------
     user_ids: np.ndarray  # training users, sorted
@@ -84,6 +86,18 @@ class Recommender:
         )
         self.item_counts = np.asarray(self._seen.sum(axis=0)).ravel()
         return u, i
+
+    def restore(self, state: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
+        """Set the fitted state read back from a bundle (see :func:`models.bundle.load_model`)."""
+        for key, value in state.items():
+            setattr(self, key, value)
+        self.global_mean = float(self.global_mean)
+        self._user_pos = pd.Index(self.user_ids)
+        self._item_pos = pd.Index(self.item_ids)
+        self._seen = sp.csr_matrix(
+            (np.ones(len(seen_indices), dtype=np.float32), seen_indices, seen_indptr),
+            shape=(len(self.user_ids), len(self.item_ids)),
+        )
 
     def user_index(self, users: Ids) -> np.ndarray:
         """Positions of ``users`` in ``user_ids``; -1 for users unseen in training."""

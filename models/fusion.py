@@ -66,6 +66,10 @@ class Fusion(Recommender):
     """
 
     name = "fusion"
+    # components are bundled beside it (models.bundle)
+    state_fields = ("config", "rating_names", "ranking_names", "tasks", "_weights", "_ranking", "_activity",
+                    "_item_segment", "_rating_range", "rating_weights_", "ranking_weights_", "blender_",
+                    "validation_ndcg_")  # fmt: skip
 
     def __init__(self, components: dict[str, Recommender], config: FusionConfig | None = None, *,
                  rating_weights: dict[str, float] | None = None, ranking_weights: dict[str, float] | None = None):  # fmt: skip
@@ -83,6 +87,12 @@ class Fusion(Recommender):
         if self.ranking_names:
             tasks.append("ranking")
         self.tasks = tuple(tasks)
+
+    def restore(self, state, seen_indptr, seen_indices) -> None:
+        super().restore(state, seen_indptr, seen_indices)
+        self.config = FusionConfig(**self.config)
+        self.tasks = tuple(self.tasks)
+        self._rating_range = tuple(self._rating_range)
 
     # --- fitting -------------------------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None, *, items: pd.DataFrame | None = None,
@@ -183,10 +193,15 @@ class Fusion(Recommender):
         if "ranking" not in self.tasks:
             return super().score(users)
         total = np.zeros((len(users), len(self.item_ids)))
-        for w, name in zip(self._ranking, self.ranking_names, strict=True):
-            if w != 0:
-                total += w * _standardise(self.components[name].score(users))
+        for part in self.score_parts(users).values():
+            total += part
         return total
+
+    def score_parts(self, users: Ids) -> dict[str, np.ndarray]:
+        """Each ranking component's weighted, standardised scores (their sum is ``score``): what drove a
+        recommendation."""
+        return {name: w * _standardise(self.components[name].score(users))
+                for w, name in zip(self._ranking, self.ranking_names, strict=True) if w != 0}  # fmt: skip
 
 
 def _user_folds(users: np.ndarray, folds: int, seed: int) -> np.ndarray:

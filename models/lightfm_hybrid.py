@@ -82,6 +82,10 @@ class LightFMHybrid(Recommender):
     """
 
     name = "lightfm_hybrid"
+    # a bundle keeps the learned representations (bias + embedding sums of each user's and item's features)
+    # and the calibration, not LightFM itself: serving needs numpy only
+    state_fields = ("_user_bias", "_user_repr", "_item_bias", "_item_repr", "calibration_", "content", "config_",
+                    "epochs_", "validation_ndcg_")  # fmt: skip
 
     def __init__(self, loss: Literal["warp", "bpr", "logistic"] = "warp", no_components: int = 32,
                  learning_rate: float = 0.05, item_alpha: float = 1e-6, user_alpha: float = 1e-6,
@@ -235,10 +239,21 @@ class LightFMHybrid(Recommender):
         from sklearn.isotonic import IsotonicRegression
 
         raw = self._raw_pair_scores(self.user_index(pairs["user_id"]), self.item_index(pairs["item_id"]))
-        self.calibrator_ = IsotonicRegression(out_of_bounds="clip").fit(raw, pairs["rating"].to_numpy(np.float64))
+        iso = IsotonicRegression(out_of_bounds="clip").fit(raw, pairs["rating"].to_numpy(np.float64))
+        # its piecewise-linear map, applied with np.interp (clamped at the ends, as out_of_bounds="clip")
+        self.calibration_ = {
+            "x": np.asarray(iso.X_thresholds_, np.float64),
+            "y": np.asarray(iso.y_thresholds_, np.float64),
+        }
 
     # --- scoring -------------------------------------------------------------------------------------------
+    def restore(self, state, seen_indptr, seen_indices) -> None:
+        super().restore(state, seen_indptr, seen_indices)
+        self._restored = True  # representations only: no LightFM object or feature matrices to check
+
     def _check(self) -> None:
+        if getattr(self, "_restored", False):
+            return
         if not hasattr(self, "model_"):
             raise RuntimeError("LightFMHybrid is not fitted; call fit first")
         if _fingerprint(self.user_features, self.item_features) != self._fingerprint:
@@ -270,7 +285,7 @@ class LightFMHybrid(Recommender):
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         self._check()
         raw = self._raw_pair_scores(self.user_index(users), self.item_index(items))
-        return self.calibrator_.predict(raw)
+        return np.interp(raw, self.calibration_["x"], self.calibration_["y"])
 
 
 def _with_fallback(features) -> sp.csr_matrix:

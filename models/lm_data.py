@@ -93,6 +93,7 @@ class Collate:
         item_ids, item_mask = self.tokens.pad(item_rows.tolist())
         return {
             "user_ids": user_ids, "user_mask": user_mask, "item_ids": item_ids, "item_mask": item_mask,
+            "user_rows": torch.as_tensor(user_rows), "item_rows": torch.as_tensor(item_rows),
             "user_index": torch.as_tensor(user_index), "item_index": torch.as_tensor(item_index),
             "rating": torch.tensor(ratings, dtype=torch.float32),
         }  # fmt: skip
@@ -116,12 +117,15 @@ class PairDataModule(L.LightningDataModule):
     """Train/validation/test pairs with their cached profile tokens.
 
     ``frames``: {"train", "validation", "test"} DataFrames of (user_id, item_id, rating) as strings/floats;
-    ``profiles``: built from the training fold only.
+    ``profiles``: built from the training fold only; ``extra_keys``: more profiles to tokenise alongside
+    (the full profiles export encodes), so that one ``tokens`` table serves training and export.
     """
 
     def __init__(self, frames: dict[str, pd.DataFrame], profiles: Profiles, tokenizer, max_length: int = 128,
-                 batch_size: int = 32, num_workers: int = 0, pairs_per_user: int = 1, seed: int = 0):  # fmt: skip
+                 batch_size: int = 32, num_workers: int = 0, pairs_per_user: int = 1, seed: int = 0,
+                 extra_keys: list[tuple[str, str, int]] = ()):  # fmt: skip
         super().__init__()
+        self.extra_keys = list(extra_keys)
         self.frames, self.profiles, self.tokenizer = frames, profiles, tokenizer
         self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
         self.pairs_per_user, self.seed = pairs_per_user, seed
@@ -133,7 +137,7 @@ class PairDataModule(L.LightningDataModule):
         keys = {}
         for name, frame in self.frames.items():
             keys[name] = pair_keys(frame, self.profiles.pair_fold if name == "train" else None)
-        needed = [k for users, items in keys.values() for k in (*users, *items)]
+        needed = [k for users, items in keys.values() for k in (*users, *items)] + self.extra_keys
         self.tokens = ProfileTokens.build(self.profiles, needed, self.tokenizer, self.max_length)
         self.datasets = {
             name: PairDataset(

@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+import itertools
+
 import lightning as L
 import torch
 from torch import nn
 
 from models.two_tower import TwoTower, build_encoder
+
+
+class FrozenStates:
+    """The frozen layers' token states of every profile of one ``ProfileTokens``, stored once (float16,
+    unpadded, concatenated): with the lower half of MiniLM frozen, a step no longer recomputes them."""
+
+    def __init__(self, tokens, states: torch.Tensor, offsets: list[int]):
+        self.tokens, self.states, self.offsets = tokens, states, offsets
+
+    @classmethod
+    def compute(cls, net, tokens, batch: int = 64) -> FrozenStates:
+        lengths = [len(ids) for ids in tokens.ids]
+        offsets = [0, *itertools.accumulate(lengths)]
+        states = torch.zeros((offsets[-1], net.dim), dtype=torch.float16)
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)  # similar lengths together: less padding
+        device = next(net.parameters()).device
+        for start in range(0, len(order), batch):
+            rows = order[start : start + batch]
+            ids, mask = tokens.pad(rows)
+            hidden = net.frozen_states(ids.to(device), mask.to(device)).to("cpu", torch.float16)
+            for n, row in enumerate(rows):
+                states[offsets[row] : offsets[row + 1]] = hidden[n, : lengths[row]]
+        return cls(tokens, states, offsets)
+
+    def gather(self, rows: list[int], length: int) -> torch.Tensor:
+        """(len(rows), length, dim) float32 states of profile ``rows``, zero-padded to ``length``."""
+        out = torch.zeros((len(rows), length, self.states.shape[1]), dtype=torch.float32)
+        for n, row in enumerate(rows):
+            part = self.states[self.offsets[row] : self.offsets[row + 1]]
+            out[n, : len(part)] = part
+        return out
 
 
 class LMRecommender(L.LightningModule):
@@ -26,10 +59,42 @@ class LMRecommender(L.LightningModule):
         self.net.train()  # from_pretrained returns the encoder in eval mode (dropout off)
         self.net.freeze_lower_layers(freeze_layers)
         self._sums: dict[str, torch.Tensor] = {}
+        self._frozen: FrozenStates | None = None
+
+    def cache_frozen_states(self, tokens, batch: int = 64) -> bool:
+        """Compute once the frozen lower layers' output for every profile of ``tokens`` (a ``ProfileTokens``);
+        batches whose rows index those tokens then run only the trainable layers. Returns whether a cache
+        was built (it needs frozen layers and a BERT-style encoder)."""
+        if not self.net.can_split():
+            return False
+        self._frozen = FrozenStates.compute(self.net, tokens, batch)
+        return True
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Profile vectors of a padded batch; ``rows`` (profile rows of the cached tokens) takes the cache."""
+        if self._frozen is not None and rows is not None:
+            hidden = self._frozen.gather(rows.tolist(), mask.shape[1]).to(self.device)
+            return self.net.encode_from_frozen(hidden, mask)
+        return self.net.encode(ids, mask)
+
+    def encode_tokens(self, tokens, batch: int = 64):
+        """Vectors of every profile in ``tokens`` (row order) as a float32 numpy array, without gradients;
+        uses the frozen-state cache when ``tokens`` is the one it was built from."""
+        import numpy as np
+
+        cached = self._frozen is not None and self._frozen.tokens is tokens
+        vectors = np.zeros((len(tokens.ids), 2 * self.net.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(tokens.ids), batch):
+                rows = list(range(start, min(start + batch, len(tokens.ids))))
+                ids, mask = tokens.pad(rows)
+                out = self.encode(ids.to(self.device), mask.to(self.device), torch.tensor(rows) if cached else None)
+                vectors[rows] = out.float().cpu().numpy()
+        return vectors
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        users = self.net.encode(batch["user_ids"], batch["user_mask"])
-        items = self.net.encode(batch["item_ids"], batch["item_mask"])
+        users = self.encode(batch["user_ids"], batch["user_mask"], batch.get("user_rows"))
+        items = self.encode(batch["item_ids"], batch["item_mask"], batch.get("item_rows"))
         u, v = users[batch["user_index"]], items[batch["item_index"]]
         return self.net.rate(u, v), u, items
 

@@ -35,6 +35,10 @@ class LMTwoTower(Recommender):
     """
 
     name = "lm_two_tower"
+    # the fine-tuned vectors and readout (serving needs no encoder for users and items it knows), and the
+    # encoder reference and trainer metrics (best checkpoint path) they came from
+    state_fields = ("_users", "_user_vectors", "_unknown_user", "_item_vectors", "_unknown_item", "_readout", "_dim",
+                    "profile", "overrides", "metrics_")  # fmt: skip
 
     def __init__(self, work_dir: str | Path, profile: str | None = "cpu", overrides: dict | None = None):
         if profile is not None and profile not in PROFILES:
@@ -78,8 +82,16 @@ class LMTwoTower(Recommender):
         self._item_vectors[missing] = emb["unknown_item_vector"]
         self._unknown_item = emb["unknown_item_vector"]
         readout = np.load(out / "readout.npz", allow_pickle=False)
-        self._readout = {"weights": readout["weights"], "bias": float(readout["bias"])}
+        self._readout = {
+            "weights": readout["weights"],
+            "bias": float(readout["bias"]),
+            "alpha": float(readout["alpha"]),
+        }
         self._dim = self._user_vectors.shape[1] // 2  # vectors are [retrieval half | attention-pooled half]
+
+    def restore(self, state, seen_indptr, seen_indices) -> None:
+        super().restore(state, seen_indptr, seen_indices)
+        self._dim = int(self._dim)
 
     def _user_vectors_for(self, users: Ids) -> np.ndarray:
         pos = self._users.get_indexer(pd.Index(np.asarray(users, dtype=str)))

@@ -53,6 +53,10 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+def _layer_output(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
 class TwoTower(nn.Module):
     """Shared encoder + rating head. ``rating_mean``/``rating_range`` centre the head's output."""
 
@@ -66,10 +70,55 @@ class TwoTower(nn.Module):
             nn.Linear(head_hidden, 1),
         )  # fmt: skip
         self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
+        self.frozen = 0  # lowest encoder layers frozen (see freeze_lower_layers)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(n, length) token ids -> (n, 2·dim) profile vectors: [normalised mean | attention-pooled]."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    def can_split(self) -> bool:
+        """Whether the encoder exposes BERT's layout (embeddings + a list of layers) that
+        :meth:`frozen_states` / :meth:`encode_from_frozen` need."""
+        layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+        return self.frozen > 0 and hasattr(self.encoder, "embeddings") and isinstance(layers, nn.ModuleList)
+
+    @torch.no_grad()
+    def frozen_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the embeddings and the frozen layers, computed as at inference (no dropout).
+
+        Frozen layers never change, so these can be computed once per profile and reused by every step
+        (:meth:`encode_from_frozen`): the training step then runs only the trainable upper layers."""
+        modules = [self.encoder.embeddings, *self.encoder.encoder.layer[: self.frozen]]
+        modes = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.eval()
+            hidden = self.encoder.embeddings(input_ids=input_ids)
+            mask = self._layer_mask(hidden, attention_mask)
+            for layer in modules[1:]:
+                hidden = _layer_output(layer(hidden, mask))
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+        return hidden
+
+    def encode_from_frozen(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Profile vectors from :meth:`frozen_states` output: the trainable layers, then pooling."""
+        mask = self._layer_mask(hidden, attention_mask)
+        for layer in self.encoder.encoder.layer[self.frozen :]:
+            hidden = _layer_output(layer(hidden, mask))
+        return self.pool(hidden, attention_mask)
+
+    def _layer_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(
+            config=self.encoder.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(n, length, dim) token states -> (n, 2·dim) profile vectors."""
         logits = self.attention(hidden).squeeze(-1).float().masked_fill(attention_mask == 0, float("-inf"))
         weights = torch.softmax(logits, dim=-1).to(hidden.dtype).unsqueeze(-1)
         mean = nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
@@ -85,6 +134,7 @@ class TwoTower(nn.Module):
 
     def freeze_lower_layers(self, n: int) -> None:
         """Freeze the embeddings and the lowest ``n`` transformer layers (cheaper steps on CPU)."""
+        self.frozen = max(0, n)
         if n <= 0:
             return
         for p in self.encoder.embeddings.parameters():

@@ -37,6 +37,10 @@ EVAL_TESTS = "eval_tests"  # paired t / Wilcoxon tests between models, Holm-corr
 LM_EMBEDDINGS = "lm_embeddings"  # the fine-tuned LM's user and item vectors (tasks.train)
 LM_PREDICTIONS = "lm_predictions"  # the LM's validation/test rating predictions (tasks.train)
 
+# --- model registry (tasks.registry) -----------------------------------------------------------------
+MODEL_REGISTRY = "model_registry"  # one row per published model bundle
+PROMOTIONS = "promotions"  # one row per change of champion (first publish, promote, rollback), with its reason
+
 FOLDS = ("train", "validation", "test")
 
 PROVENANCE = {"source_file": "VARCHAR", "line_no": "BIGINT"}
@@ -163,6 +167,26 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "user_id": "VARCHAR",
         "item_id": "VARCHAR",
         "prediction": "DOUBLE",
+    },
+    MODEL_REGISTRY: {
+        "version": "VARCHAR",
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "protocol": "VARCHAR",
+        "path": "VARCHAR",
+        "published_at": "TIMESTAMP",
+        "code_version": "VARCHAR",
+        "data_fingerprint": "VARCHAR",
+        "metrics": "JSON",
+        "parameters": "JSON",
+    },
+    PROMOTIONS: {
+        "decided_at": "TIMESTAMP",
+        "action": "VARCHAR",
+        "champion": "VARCHAR",
+        "previous": "VARCHAR",
+        "reason": "VARCHAR",
+        "details": "JSON",
     },
     TRAIN_REVIEWS: {
         "split_id": "VARCHAR",

@@ -152,7 +152,22 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
                      "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
         if name == "lm_two_tower":
             lm_outputs = lm_tables(model, data)
-    return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol, "lm": lm_outputs}
+    bundle = save_bundle(components.get("fusion"), Path(work_dir) / split_id / "bundle")
+    return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol, "lm": lm_outputs,
+            "bundle": bundle}  # fmt: skip
+
+
+def save_bundle(model, folder: Path) -> str | None:
+    """Save the fitted fusion (with its components) as a model bundle the registry can publish."""
+    import shutil
+
+    from models.bundle import save_model
+
+    if model is None:
+        return None
+    if folder.exists():
+        shutil.rmtree(folder)
+    return str(save_model(model, folder))
 
 
 def lm_tables(model, data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

@@ -136,6 +136,45 @@ def test_fast_dev_run(tokenizer):
     assert not any("pooler" in name for name, _ in model.named_parameters())
 
 
+def test_frozen_layer_cache_gives_the_whole_encoders_vectors(tokenizer):
+    from models.lm_module import LMRecommender
+
+    profiles = build_profiles(reviews())
+    keys = [("user", f"u{u}", FULL) for u in range(4)] + [("item", f"i{i}", FULL) for i in range(5)]
+    tokens = ProfileTokens.build(profiles, keys, tokenizer, 32)
+    model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1).eval()
+    whole = model.encode_tokens(tokens)
+    assert model.cache_frozen_states(tokens)
+    np.testing.assert_allclose(model.encode_tokens(tokens), whole, atol=2e-3)  # float16 storage of the states
+    batch = Collate(tokens)([[(0, 5, 4.0), (1, 6, 3.0)]])  # a training batch finds its profiles by row
+    pred, _, _ = model(batch)
+    model._frozen = None
+    np.testing.assert_allclose(pred.detach().numpy(), model(batch)[0].detach().numpy(), atol=2e-3)
+    assert not LMRecommender(encoder_config=TINY_BERT, freeze_layers=0).cache_frozen_states(tokens)
+
+
+def test_training_on_cached_frozen_states_moves_only_the_upper_layers(tokenizer):
+    import lightning as L
+
+    from models.lm_module import LMRecommender
+
+    data = reviews()
+    frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
+    module = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+                            build_profiles(data), tokenizer, max_length=32, batch_size=8)  # fmt: skip
+    module.setup("fit")
+    model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1)
+    assert model.cache_frozen_states(module.tokens)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
+    moved = {n for n, p in model.named_parameters() if not torch_equal(before[n], p)}
+    assert any(".layer.1." in n for n in moved) and not any(".layer.0." in n or "embeddings" in n for n in moved)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b.detach()).all())
+
+
 def _write_run(tmp_path, **overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = reviews(n_users=16, per_user=8)
@@ -161,7 +200,7 @@ def _launch(config, env=None):
 
 @pytest.mark.slow
 def test_trainer_process_writes_checkpoints_embeddings_predictions(tmp_path):
-    config, out = _write_run(tmp_path)
+    config, out = _write_run(tmp_path, freeze_layers=1)  # training and export on cached frozen states
     run = _launch(config)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,0 +1,155 @@
+"""Model bundles: a fitted recommender (a fusion with its components, or any single model) saved as plain
+arrays and JSON, and loaded back into the same classes, so serving runs the very code that was evaluated.
+
+A bundle folder holds ``manifest.json`` (class, JSON attributes, array names, sha256 of every file) and
+``arrays.npz`` (numpy arrays only, loaded with ``allow_pickle=False``); a fusion's components are bundles in
+``components/<name>/``. Nothing is pickled, so loading a bundle cannot execute code, and only classes named
+in ``CLASSES`` can be built. Loading verifies every checksum.
+
+Each model class lists the fitted attributes serving needs in ``state_fields``; the shared contract state
+(ids, training mean, seen items) is saved for every model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.base import Recommender
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+ARRAYS = "arrays.npz"
+COMMON_FIELDS = ("user_ids", "item_ids", "item_counts", "global_mean")
+
+
+def _classes() -> dict[str, type]:
+    from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
+    from models.fusion import Fusion
+    from models.lightfm_hybrid import LightFMHybrid
+    from models.lm_recommender import LMTwoTower
+
+    return {cls.__name__: cls for cls in (GlobalMean, Popularity, BiasALS, BiasedMF, LightFMHybrid, LMTwoTower, Fusion)}
+
+
+class BundleError(ValueError):
+    """A bundle is missing, incomplete, altered or of an unknown kind."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model: Recommender, folder: str | Path) -> Path:
+    """Write ``model`` (fitted) into ``folder`` (created; must not exist yet). Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=False)
+    arrays: dict[str, np.ndarray] = {}
+    values: dict[str, object] = {}
+    for field in (*COMMON_FIELDS, *type(model).state_fields):
+        _encode(field, getattr(model, field, None), arrays, values)
+    seen = model._seen.tocsr()
+    arrays.update({"_seen.indptr": seen.indptr, "_seen.indices": seen.indices})
+    components = {}
+    for name, component in getattr(model, "components", {}).items():
+        save_model(component, folder / "components" / name)
+        components[name] = type(component).__name__
+    np.savez(folder / ARRAYS, **arrays)
+    files = {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    manifest = {"format": FORMAT, "class": type(model).__name__, "name": model.name, "tasks": list(model.tasks),
+                "values": values, "arrays": sorted(arrays), "components": components, "files": files}  # fmt: skip
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    return folder
+
+
+def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
+    """The model saved in ``folder`` by :func:`save_model`, ready to ``predict``/``score``/``recommend``."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder}: not a model bundle (no {MANIFEST})")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this reclab reads {FORMAT}")
+    classes = _classes()
+    cls = classes.get(manifest["class"])
+    if cls is None:
+        raise BundleError(f"{path}: unknown model class {manifest['class']!r}")
+    if verify:
+        for name, digest in manifest["files"].items():
+            file = folder / name
+            if not file.is_file() or sha256(file) != digest:
+                raise BundleError(f"{file}: missing or altered since it was published (checksum mismatch)")
+    with np.load(folder / ARRAYS, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    model = cls.__new__(cls)
+    state = _decode(manifest["values"], arrays)
+    if manifest["components"]:
+        state["components"] = {name: load_model(folder / "components" / name, verify=False)
+                               for name in manifest["components"]}  # fmt: skip
+    model.restore(state, arrays["_seen.indptr"], arrays["_seen.indices"])
+    return model
+
+
+# --- encoding of attribute values --------------------------------------------------------------------------
+def _array(value: np.ndarray) -> np.ndarray:
+    return value.astype(str) if value.dtype == object else value  # object arrays would need pickle
+
+
+def _encode(field: str, value, arrays: dict, values: dict) -> None:
+    if isinstance(value, np.ndarray):
+        arrays[field] = _array(value)
+        values[field] = {"array": field}
+    elif isinstance(value, pd.Index):
+        arrays[field] = _array(value.to_numpy())
+        values[field] = {"index": field}
+    elif isinstance(value, pd.Series):
+        arrays[f"{field}.index"] = _array(value.index.to_numpy())
+        arrays[f"{field}.values"] = _array(value.to_numpy())
+        values[field] = {"series": field}
+    elif isinstance(value, dict) and any(isinstance(v, np.ndarray) for v in value.values()):
+        spec = {}
+        for n, (key, item) in enumerate(value.items()):
+            if isinstance(item, np.ndarray):
+                arrays[f"{field}.{n}"] = _array(item)
+                spec[key] = {"array": f"{field}.{n}"}
+            else:
+                spec[key] = {"json": item}
+        values[field] = {"dict": spec}
+    else:
+        values[field] = {"json": value}
+
+
+def _decode(values: dict, arrays: dict) -> dict:
+    def one(field: str, spec: dict):
+        if "array" in spec:
+            return arrays[spec["array"]]
+        if "index" in spec:
+            return pd.Index(arrays[spec["index"]])
+        if "series" in spec:
+            return pd.Series(arrays[f"{field}.values"], index=pd.Index(arrays[f"{field}.index"]))
+        if "dict" in spec:
+            return {key: one(field, item) for key, item in spec["dict"].items()}
+        return spec["json"]
+
+    return {field: one(field, spec) for field, spec in values.items()}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot store {type(value).__name__} in a bundle manifest")

@@ -1,0 +1,149 @@
+"""The model registry: published model bundles, their DuckDB rows, and the champion serving follows.
+
+    <workspace>/registry/<version>/      a model bundle (models.bundle), moved into place by one rename
+    <workspace>/registry/champion.json   {"version", "path", "since"}, replaced atomically; serving polls it
+
+Rows: ``model_registry`` (one per published bundle: run, split, code version, data fingerprint, test
+metrics) and ``promotions`` (one per change of champion, with its reason). The champion file, not the
+database, is what a serving process reads, so serving never waits on a flow's database lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from readers import InputError
+from tasks import tables
+from tasks.store import connect, ensure, utc_now
+
+REGISTRY = "registry"
+CHAMPION_FILE = "champion.json"
+
+
+def registry_dir(workspace_root: str | Path) -> Path:
+    return Path(workspace_root) / REGISTRY
+
+
+def read_champion(registry: Path) -> dict | None:
+    """The champion pointer ({"version", "path", "since"}), or None before the first publish."""
+    path = Path(registry) / CHAMPION_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with open(temp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)  # readers see the old file or the new one, never a mix
+
+
+def install_bundle(source: Path, registry: Path, version: str) -> Path:
+    """Copy a bundle into the registry as ``version``: staged beside it, verified, then renamed into place
+    (one atomic rename: no reader ever sees half a bundle)."""
+    from models.bundle import load_model
+
+    target = registry / version
+    if target.exists():
+        raise FileExistsError(f"{target} already exists: a published version is never overwritten")
+    registry.mkdir(parents=True, exist_ok=True)
+    staging = registry / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(source, staging)
+    try:
+        load_model(staging)  # checksums and classes verified before the bundle becomes visible
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def headline_metrics(results: pd.DataFrame, model: str = "fusion") -> dict[str, float]:
+    """{"rmse": ..., "ndcg@10": ...}: a model's overall test metrics from the evaluation's aggregates."""
+    rows = results[(results["model"] == model) & (results["segment"] == "all")]
+    return {(m if pd.isna(k) or k is None else f"{m}@{int(k)}"): float(v)
+            for m, k, v in zip(rows["metric"], rows["k"], rows["value"], strict=True)}  # fmt: skip
+
+
+def set_champion(con: duckdb.DuckDBPyConnection, registry: Path, version: str, action: str, reason: str,
+                 details: dict | None = None) -> dict:  # fmt: skip
+    """Point the champion at ``version`` (which must be published) and record why."""
+    ensure(con, tables.PROMOTIONS)
+    path = registry / version
+    if not (path / "manifest.json").exists():
+        raise InputError(f"no published model {version!r} in {registry}; see `python -m flows.registry list`")
+    previous = read_champion(registry)
+    pointer = {"version": version, "path": str(path), "since": utc_now().isoformat()}
+    _write_atomically(registry / CHAMPION_FILE, json.dumps(pointer, indent=1))
+    con.execute(
+        f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
+        [utc_now(), action, version, previous and previous["version"], reason, json.dumps(details or {})],
+    )
+    return pointer
+
+
+@task(cache_policy=NONE)
+def publish_model(db: Path, workspace_root: Path, run_id: str, split_id: str, protocol: str, bundle: str | None,
+                  metrics: dict, parameters: dict) -> dict:  # fmt: skip
+    """Publish one split's fitted fusion bundle as a new registry version; the first one becomes champion."""
+    from tasks.runs import code_version
+    from tasks.train import split_fingerprint
+
+    if bundle is None or not Path(bundle).exists():
+        raise InputError(f"the fitted model bundle of {split_id} is missing ({bundle}); it is written when the "
+                         "fusion is fitted: rerun with --refresh to refit")  # fmt: skip
+    registry = registry_dir(workspace_root)
+    version = f"{utc_now():%Y%m%d-%H%M%S}-{run_id[:8]}"
+    path = install_bundle(Path(bundle), registry, version)
+    with connect(db) as con:
+        ensure(con, tables.MODEL_REGISTRY)
+        con.execute(
+            f"INSERT INTO {tables.MODEL_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [version, run_id, split_id, protocol, str(path), utc_now(), code_version(),
+             split_fingerprint(con, split_id), json.dumps(metrics), json.dumps(parameters, default=str)],
+        )  # fmt: skip
+        if read_champion(registry) is None:
+            set_champion(con, registry, version, "publish", "first published model")
+    return {"version": version, "path": str(path), "champion": read_champion(registry)["version"]}
+
+
+def choose_publish_split(db: Path, splits: tuple[str, ...], preferred: str | None) -> str:
+    """``preferred`` (checked), else the first temporal split (its training fold is closest to all the
+    data: everything but each user's latest interactions), else the first split."""
+    if preferred is not None:
+        if preferred not in splits:
+            raise InputError(f"publish split {preferred!r} is not among the evaluated splits {list(splits)}")
+        return preferred
+    with connect(db, read_only=True) as con:
+        protocols = dict(con.execute(f"SELECT split_id, protocol FROM {tables.SPLITS}").fetchall())
+    return next((s for s in splits if protocols.get(s) == "temporal"), splits[0])
+
+
+def list_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    ensure(con, tables.MODEL_REGISTRY)
+    return con.execute(
+        f"SELECT version, run_id, split_id, published_at, metrics FROM {tables.MODEL_REGISTRY} ORDER BY published_at"
+    ).df()
+
+
+def rollback_target(con: duckdb.DuckDBPyConnection, registry: Path) -> str:
+    """The champion before the current one (the ``previous`` of the change that made the current one)."""
+    ensure(con, tables.PROMOTIONS)
+    current = read_champion(registry)
+    row = con.execute(
+        f"SELECT previous FROM {tables.PROMOTIONS} WHERE champion = ? ORDER BY decided_at DESC LIMIT 1",
+        [current and current["version"]],
+    ).fetchone()
+    if not row or row[0] is None:
+        raise InputError("nothing to roll back to: the current champion has no predecessor")
+    return row[0]
