@@ -11,6 +11,8 @@ import pandas as pd
 import pydantic
 
 from data_checks import ValidationConfig, ValidationFailed
+from models.bundle import BundleError
+from models.serving import RequestError
 from models.split import PROTOCOLS, SplitConfig
 from readers import InputError
 from readers.spec import FORMATS
@@ -114,7 +116,7 @@ def prepare_params(args: argparse.Namespace):
     )  # fmt: skip
 
 
-USER_ERRORS = (InputError, ValidationFailed, WorkspaceBusy)
+USER_ERRORS = (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):

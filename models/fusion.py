@@ -73,7 +73,7 @@ class Fusion(Recommender):
 
     def __init__(self, components: dict[str, Recommender], config: FusionConfig | None = None, *,
                  rating_weights: dict[str, float] | None = None, ranking_weights: dict[str, float] | None = None):  # fmt: skip
-        self.components = components
+        self.components = dict(components)  # a copy: later additions to the caller's dict are not components
         self.config = config or FusionConfig()
         self._fixed_rating = rating_weights
         self._fixed_ranking = ranking_weights

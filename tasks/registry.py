@@ -48,9 +48,10 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temp, path)  # readers see the old file or the new one, never a mix
 
 
-def install_bundle(source: Path, registry: Path, version: str) -> Path:
+def install_bundle(source: Path, registry: Path, version: str, publication: dict | None = None) -> Path:
     """Copy a bundle into the registry as ``version``: staged beside it, verified, then renamed into place
-    (one atomic rename: no reader ever sees half a bundle)."""
+    (one atomic rename: no reader ever sees half a bundle). ``publication`` (run, split, metrics, ...) is
+    written beside the bundle's files as ``publication.json``."""
     from models.bundle import load_model
 
     target = registry / version
@@ -59,6 +60,7 @@ def install_bundle(source: Path, registry: Path, version: str) -> Path:
     registry.mkdir(parents=True, exist_ok=True)
     staging = registry / f".staging-{version}-{uuid.uuid4().hex[:8]}"
     shutil.copytree(source, staging)
+    (staging / "publication.json").write_text(json.dumps({"version": version, **(publication or {})}, indent=1))
     try:
         load_model(staging)  # checksums and classes verified before the bundle becomes visible
         os.rename(staging, target)
@@ -79,9 +81,12 @@ def set_champion(con: duckdb.DuckDBPyConnection, registry: Path, version: str, a
                  details: dict | None = None) -> dict:  # fmt: skip
     """Point the champion at ``version`` (which must be published) and record why."""
     ensure(con, tables.PROMOTIONS)
+    from models.bundle import load_model
+
     path = registry / version
     if not (path / "manifest.json").exists():
         raise InputError(f"no published model {version!r} in {registry}; see `python -m flows.registry list`")
+    load_model(path)  # never point serving at a bundle that does not load (checksums, classes)
     previous = read_champion(registry)
     pointer = {"version": version, "path": str(path), "since": utc_now().isoformat()}
     _write_atomically(registry / CHAMPION_FILE, json.dumps(pointer, indent=1))
@@ -104,13 +109,16 @@ def publish_model(db: Path, workspace_root: Path, run_id: str, split_id: str, pr
                          "fusion is fitted: rerun with --refresh to refit")  # fmt: skip
     registry = registry_dir(workspace_root)
     version = f"{utc_now():%Y%m%d-%H%M%S}-{run_id[:8]}"
-    path = install_bundle(Path(bundle), registry, version)
     with connect(db) as con:
         ensure(con, tables.MODEL_REGISTRY)
+        row = {"run_id": run_id, "split_id": split_id, "protocol": protocol, "published_at": utc_now().isoformat(),
+               "code_version": code_version(), "data_fingerprint": split_fingerprint(con, split_id),
+               "metrics": metrics}  # fmt: skip
+        path = install_bundle(Path(bundle), registry, version, row)
         con.execute(
             f"INSERT INTO {tables.MODEL_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [version, run_id, split_id, protocol, str(path), utc_now(), code_version(),
-             split_fingerprint(con, split_id), json.dumps(metrics), json.dumps(parameters, default=str)],
+            [version, run_id, split_id, protocol, str(path), row["published_at"], row["code_version"],
+             row["data_fingerprint"], json.dumps(metrics), json.dumps(parameters, default=str)],
         )  # fmt: skip
         if read_champion(registry) is None:
             set_champion(con, registry, version, "publish", "first published model")
@@ -147,3 +155,15 @@ def rollback_target(con: duckdb.DuckDBPyConnection, registry: Path) -> str:
     if not row or row[0] is None:
         raise InputError("nothing to roll back to: the current champion has no predecessor")
     return row[0]
+
+
+def load_champion(workspace_root: str | Path):
+    """The workspace's champion as a :class:`models.serving.ServingModel` (checksums verified)."""
+    from models.bundle import load_model
+    from models.serving import ServingModel
+
+    registry = registry_dir(workspace_root)
+    pointer = read_champion(registry)
+    if pointer is None:
+        raise InputError(f"no champion model in {registry}: run `python -m flows.full` (it publishes one)")
+    return ServingModel(load_model(pointer["path"]), pointer["version"])

@@ -147,12 +147,14 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
             item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
         )  # fmt: skip
         parts.append(values)
-        components[name] = model
+        if name != "fusion":
+            components[name] = model
         fits.append({"model": name, "params": _params(model), "fit_seconds": fitted - start,
                      "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
         if name == "lm_two_tower":
             lm_outputs = lm_tables(model, data)
-    bundle = save_bundle(components.get("fusion"), Path(work_dir) / split_id / "bundle")
+    fused = model if order and order[-1] == "fusion" else None
+    bundle = save_bundle(fused, Path(work_dir) / split_id / "bundle")
     return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol, "lm": lm_outputs,
             "bundle": bundle}  # fmt: skip
 

@@ -98,6 +98,20 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
                      for r in (out["baselines"]["run_id"], again["baselines"]["run_id"]))  # fmt: skip
     assert len(first) == 2 * len(models) and first.to_numpy().tolist() == second.to_numpy().tolist()
 
+    # each run published its temporal split's fused model; the first became the champion, and it serves
+    from tasks.registry import load_champion
+
+    published = out["baselines"]["published"]
+    assert again["baselines"]["published"]["champion"] == published["version"] == published["champion"]
+    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+        assert con.execute("SELECT split_id FROM model_registry ORDER BY published_at").fetchall() == [
+            ("temporal_s0",),
+            ("temporal_s0",),
+        ]
+    champion = load_champion(tmp_path / "ws")
+    assert champion.version == published["version"] and champion.model.name == "fusion"
+    assert len(champion.recommend("u1", 3).items) == 3
+
 
 def test_failed_validation_stops_the_flow_and_marks_the_run(prefect_harness, tmp_path):
     from flows.prepare import PrepareParams, prepare
@@ -113,11 +127,25 @@ def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
-@pytest.mark.parametrize("module", ["flows.prepare", "flows.full", "flows.baselines", "flows.report"])
+@pytest.mark.parametrize(
+    "module", ["flows.prepare", "flows.full", "flows.baselines", "flows.report", "flows.recommend", "flows.registry",
+               "serve"],
+)  # fmt: skip
 def test_cli_help(module):
     out = _cli(module, "--help")
     assert out.returncode == 0
-    assert {"flows.baselines": "--k", "flows.report": "--run"}.get(module, "--data") in out.stdout
+    flag = {"flows.baselines": "--k", "flows.report": "--run", "flows.recommend": "--user", "flows.registry": "rollback",
+            "serve": "--port"}  # fmt: skip
+    assert flag.get(module, "--data") in out.stdout
+
+
+def test_cli_recommend_registry_and_serve_without_a_champion(tmp_path):
+    for args in (("flows.recommend", "--user", "u1"), ("serve",), ("flows.registry", "rollback")):
+        out = _cli(*args, "--workspace", str(tmp_path))
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "no champion model" in out.stderr or "no prepared workspace" in out.stderr
+    out = _cli("flows.recommend", "--user", "u1", "-k", "0")
+    assert out.returncode == 2 and "k" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_cli_bad_path_is_one_clear_line(tmp_path):

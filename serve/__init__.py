@@ -1,0 +1,1 @@
+"""The HTTP recommendation service: ``python -m serve`` (see ``serve.app``)."""

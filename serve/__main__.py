@@ -1,0 +1,45 @@
+"""Serve the workspace's champion recommender over HTTP.
+
+    python -m serve                                     # the default dataset's workspace, port 8000
+    python -m serve --workspace workspace/movielens-latest-small --port 8080
+    python -m serve --help
+
+Then: curl 'http://127.0.0.1:8000/recommend?user_id=A2EZWZ8MBEDOLN&k=5', curl http://127.0.0.1:8000/model,
+and the interactive API docs at http://127.0.0.1:8000/docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tasks.registry import read_champion, registry_dir
+    from tasks.store import DEFAULT_WORKSPACES
+
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
+                        help="workspace whose registry champion is served (default: the default dataset's)")  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
+    parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    args = parser.parse_args(argv)
+    registry = registry_dir(args.workspace)
+    if read_champion(registry) is None:
+        print(f"error: no champion model in {registry}; run `python -m flows.full` (it publishes one) or pass "
+              "--workspace", file=sys.stderr)  # fmt: skip
+        return 2
+    import uvicorn
+
+    from serve.app import create_app
+
+    uvicorn.run(create_app(registry, args.poll), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The HTTP service and the registry: endpoints, bad requests, cold start, promotion picked up under load."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.bundle import save_model
+from serve.app import create_app
+from tasks.registry import install_bundle, read_champion, rollback_target, set_champion
+from tasks.store import connect
+from tests.test_bundle import fitted  # noqa: F401 (the fitted fusion fixture)
+
+
+@pytest.fixture
+def registry(fitted, tmp_path):  # noqa: F811
+    fusion, train, validation = fitted
+    reg = tmp_path / "registry"
+    install_bundle(save_model(fusion, tmp_path / "b1"), reg, "v1", {"metrics": {"rmse": 0.9}})
+    install_bundle(save_model(fusion.components["bias_als"], tmp_path / "b2"), reg, "v2")
+    with connect(tmp_path / "reclab.duckdb") as con:
+        set_champion(con, reg, "v1", "publish", "first published model")
+    return reg, tmp_path / "reclab.duckdb", fusion, train
+
+
+@pytest.fixture
+def client(registry):
+    with TestClient(create_app(registry[0], poll_s=0.05)) as client:
+        yield client
+
+
+def test_recommend_excludes_seen_items_and_explains(client, registry):
+    _, _, fusion, train = registry
+    user = train["user_id"].iloc[0]
+    body = client.get("/recommend", params={"user_id": user, "k": 5}).json()
+    assert body["model_version"] == "v1" and body["strategy"] == "personalised" and len(body["items"]) == 5
+    ids, scores = fusion.recommend([user], k=5)
+    assert [it["item_id"] for it in body["items"]] == ids[0].tolist()
+    np.testing.assert_allclose([it["score"] for it in body["items"]], scores[0])
+    assert not set(ids[0]) & set(train.loc[train["user_id"] == user, "item_id"])
+    first = body["items"][0]
+    assert set(first["drivers"]) == set(fusion.score_parts([user])) and sum(first["drivers"].values()) == pytest.approx(
+        first["score"], abs=1e-3
+    )
+    assert first["similar_to"][0]["item_id"] in set(train.loc[train["user_id"] == user, "item_id"])
+
+
+def test_unknown_users_get_popular_items_and_predictions_fall_back(client, registry):
+    _, _, fusion, _ = registry
+    body = client.get("/recommend", params={"user_id": "never-seen", "k": 3}).json()
+    assert body["strategy"] == "popularity (unknown user)"
+    assert [it["item_id"] for it in body["items"]] == fusion.item_ids[
+        np.argsort(-fusion.item_counts, kind="stable")[:3]
+    ].tolist()
+    pairs = [{"user_id": "never-seen", "item_id": "i0"}, {"user_id": "u1", "item_id": "no-such-item"}]
+    body = client.post("/predict", json={"pairs": pairs}).json()
+    expected = np.clip(fusion.predict(["never-seen", "u1"], ["i0", "no-such-item"]), *fusion._rating_range)
+    np.testing.assert_allclose(body["predictions"], expected)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"user_id": "u1", "k": 0}, "k"), ({"user_id": "u1", "k": 10**6}, "k"), ({"user_id": "u1", "k": "ten"}, "k"),
+     ({"k": 5}, "user_id"), ({"user_id": "x" * 1000}, "user_id"), ({"user_id": ""}, "user_id")],
+)  # fmt: skip
+def test_bad_recommend_requests_get_422_naming_the_parameter(client, params, field):
+    response = client.get("/recommend", params=params)
+    assert response.status_code == 422 and field in str(response.json()["detail"])
+
+
+def test_bad_predict_requests_get_4xx(client):
+    assert client.post("/predict", json={"pairs": []}).status_code == 422
+    assert client.post("/predict", json={"pairs": [{"user_id": "u1"}]}).status_code == 422
+    assert client.post("/predict", json={"pairs": [{"user_id": "u1", "item_id": "i1", "x": 1}]}).status_code == 422
+    assert client.post("/predict", content=b"not json", headers={"content-type": "application/json"}).status_code == 422
+
+
+def test_health_model_and_no_stack_traces(client, monkeypatch):
+    assert client.get("/health").json() == {"status": "ok", "model_version": "v1"}
+    info = client.get("/model").json()
+    assert info["model_version"] == "v1" and info["metrics"] == {"rmse": 0.9} and info["model"] == "fusion"
+    current = client.app.state.champion.current
+    monkeypatch.setattr(current, "recommend", lambda *a, **k: 1 / 0)
+    as_deployed = TestClient(client.app, raise_server_exceptions=False)  # as a real server answers
+    response = as_deployed.get("/recommend", params={"user_id": "u1"})
+    assert response.status_code == 500 and "Traceback" not in response.text and "ZeroDivision" not in response.text
+
+
+def test_without_a_champion_the_service_says_so(tmp_path):
+    with TestClient(create_app(tmp_path / "registry")) as client:
+        assert client.get("/health").status_code == 503
+        response = client.get("/recommend", params={"user_id": "u1"})
+        assert response.status_code == 503 and "no champion" in response.json()["detail"]
+
+
+def test_promotion_and_rollback_are_served_without_failed_requests(client, registry):
+    reg, db, _, train = registry
+    users = train["user_id"].unique()[:8].tolist()
+    seen, errors, stop = set(), [], threading.Event()
+
+    def hammer():
+        n = 0
+        while not stop.is_set():
+            response = client.get("/recommend", params={"user_id": users[n % len(users)], "k": 5})
+            if response.status_code != 200 or len(response.json()["items"]) != 5:
+                errors.append(response.text)
+            else:
+                seen.add(response.json()["model_version"])
+            n += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    with connect(db) as con:
+        set_champion(con, reg, "v2", "promote", "test")
+    deadline = time.monotonic() + 10
+    while client.get("/health").json()["model_version"] != "v2" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors and seen == {"v1", "v2"}
+    with connect(db) as con:
+        assert rollback_target(con, reg) == "v1"
+        set_champion(con, reg, "v1", "rollback", "test")
+        actions = con.execute("SELECT action, champion, previous FROM promotions ORDER BY decided_at").fetchall()
+    assert actions == [("publish", "v1", None), ("promote", "v2", "v1"), ("rollback", "v1", "v2")]
+    assert read_champion(reg)["version"] == "v1"
