@@ -3,7 +3,8 @@
 Needs a workspace with a champion model (``python -m flows.full`` publishes one). In-process: the
 champion's ``recommend`` for random known users, with and without explanations. HTTP: ``python -m serve``
 as its own process, an open-loop load of ``--rate`` GET /recommend requests per second (random known
-and unknown users, k=10) for ``--seconds``; latency percentiles, errors, and the server's resident memory
+and unknown users, k=10; keep-alive connections from 16 client threads) for ``--seconds`` after a 3-second
+warm-up; latency percentiles, errors, and the server's resident memory
 at the start and the end. The load generator shares the machine's cores with the server.
 
     python bench/serve.py [--workspace workspace/amazon-musical-instruments-5core] [--rate 200] [--seconds 60]
@@ -12,6 +13,7 @@ at the start and the end. The load generator shares the machine's cores with the
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -21,6 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,31 +85,43 @@ def http_load(workspace: Path, users: list[str], rate: float, seconds: float) ->
             time.sleep(0.2)
         rng = np.random.default_rng(1)
         picks = [users[i] if rng.random() > 0.05 else f"unknown-{i}" for i in rng.integers(0, len(users), 100_000)]
+        paths = [f"/recommend?{urlencode({'user_id': user, 'k': 10})}" for user in picks]
         local = threading.local()
         latencies, errors = [], []
 
-        def one(n: int) -> None:
-            client = getattr(local, "client", None) or httpx.Client(base_url=base, timeout=5)
-            local.client = client
+        def one(n: int, record: bool) -> None:
+            if not hasattr(local, "conn"):  # one keep-alive connection per client thread (stdlib: light client)
+                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             start = time.perf_counter()
             try:
-                response = client.get("/recommend", params={"user_id": picks[n % len(picks)], "k": 10})
-                ok = response.status_code == 200
-            except httpx.HTTPError as err:
-                ok, response = False, err
-            latencies.append(1000 * (time.perf_counter() - start))
-            if not ok:
-                errors.append(str(response))
+                local.conn.request("GET", paths[n % len(paths)])
+                response = local.conn.getresponse()
+                response.read()
+                ok, detail = response.status == 200, response.status
+            except (OSError, http.client.HTTPException) as err:
+                ok, detail = False, repr(err)
+                local.conn.close()
+                del local.conn
+            if record:
+                latencies.append(1000 * (time.perf_counter() - start))
+                if not ok:
+                    errors.append(str(detail))
 
+        def load(total: int, record: bool) -> float:
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                for n in range(total):  # open loop: request n is sent at t0 + n / rate, whatever came before
+                    delay = t0 + n / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    pool.submit(one, n, record)
+            return time.perf_counter() - t0
+
+        load(int(rate * 3), record=False)  # warm-up: connections opened, code paths hot; not measured
         rss_start = rss_mib(server.pid)
         total = int(rate * seconds)
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            for n in range(total):  # open loop: request n is sent at t0 + n / rate, whatever came before
-                delay = t0 + n / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(one, n)
+        load(total, record=True)
         elapsed = time.perf_counter() - t0
         return {"rate": rate, "seconds": seconds, "achieved_rate": total / elapsed, "errors": len(errors),
                 "error_examples": errors[:3], "latency_ms": percentiles(latencies),

@@ -198,6 +198,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        "all-MiniLM-L6-v2)")  # fmt: skip
     group.add_argument("--refresh", action="store_true",
                        help="refit every model even when a cached fit of the same split, settings and code exists")  # fmt: skip
+    group.add_argument("--no-publish", action="store_true",
+                       help="do not publish the fused model to the workspace's registry (published by default; the "
+                            "first published model becomes the champion that `python -m serve` serves)")  # fmt: skip
 
 
 def model_params(args: argparse.Namespace):
@@ -211,6 +214,7 @@ def model_params(args: argparse.Namespace):
                           lightfm_threads=args.lightfm_threads, seed=args.model_seed, lm_profile=args.lm_profile,
                           lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
         evaluation=EvalConfig(k=args.k, seed=args.model_seed), refresh_cache=args.refresh,
+        publish=not args.no_publish,
     )  # fmt: skip
 
 

@@ -101,11 +101,11 @@ class Recommender:
 
     def user_index(self, users: Ids) -> np.ndarray:
         """Positions of ``users`` in ``user_ids``; -1 for users unseen in training."""
-        return self._user_pos.get_indexer(pd.Index(np.asarray(users, dtype=str)))
+        return positions(self._user_pos, users)
 
     def item_index(self, items: Ids) -> np.ndarray:
         """Positions of ``items`` in the catalogue ``item_ids``; -1 for items outside it."""
-        return self._item_pos.get_indexer(pd.Index(np.asarray(items, dtype=str)))
+        return positions(self._item_pos, items)
 
     def seen_matrix(self, users: Ids) -> sp.csr_matrix:
         """Training interactions of ``users`` (rows) over the catalogue; empty rows for unknown users."""
@@ -119,6 +119,23 @@ class Recommender:
     def popularity_scores(self, n_users: int) -> np.ndarray:
         """The cold-start ranking: training interaction counts, one identical row per user."""
         return np.broadcast_to(self.item_counts.astype(np.float64), (n_users, len(self.item_ids))).copy()
+
+
+SMALL_LOOKUP = 32
+
+
+def positions(index: pd.Index, ids: Ids) -> np.ndarray:
+    """Positions of ``ids`` (as strings) in a unique ``index``; -1 where absent. A few ids (a serving request)
+    are looked up one by one, which is far cheaper than building an index for them."""
+    if len(ids) <= SMALL_LOOKUP:
+        out = np.full(len(ids), -1, dtype=np.intp)
+        for n, key in enumerate(ids):
+            try:
+                out[n] = index.get_loc(str(key))
+            except KeyError:
+                pass
+        return out
+    return index.get_indexer(pd.Index(np.asarray(ids, dtype=str)))
 
 
 def mask_seen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:

@@ -241,6 +241,9 @@ def _standardise(scores: np.ndarray) -> np.ndarray:
     non-finite entries become a large negative number (so that a zero weight cancels them)."""
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(scores)
+    if finite.all():  # the usual case, without the NaN-aware (slower) reductions
+        mean, std = scores.mean(axis=1, keepdims=True), scores.std(axis=1, keepdims=True)
+        return np.where(std > 0, (scores - mean) / np.where(std > 0, std, 1.0), 0.0)
     filled = np.where(finite, scores, np.nan)
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(filled, axis=1, keepdims=True)

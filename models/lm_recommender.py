@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.base import Ids, Recommender
+from models.base import Ids, Recommender, positions
 from models.lm_train import PROFILES, LMConfig
 
 
@@ -94,7 +94,7 @@ class LMTwoTower(Recommender):
         self._dim = int(self._dim)
 
     def _user_vectors_for(self, users: Ids) -> np.ndarray:
-        pos = self._users.get_indexer(pd.Index(np.asarray(users, dtype=str)))
+        pos = positions(self._users, users)
         return np.where((pos >= 0)[:, None], self._user_vectors[np.maximum(pos, 0)], self._unknown_user)
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:

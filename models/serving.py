@@ -71,7 +71,7 @@ class ServingModel:
                                   [{"drivers": {"popularity": float(c)}} for c in counts] if explain else [])  # fmt: skip
         parts = self._parts(user_id)
         scores = sum(parts.values())
-        seen = self.model._seen[pos].indices
+        seen = self.model._seen.indices[self.model._seen.indptr[pos] : self.model._seen.indptr[pos + 1]]
         scores[seen] = -np.inf
         top = top_k(scores[None, :], min(k, self.n_items - len(seen)))[0] if len(seen) < self.n_items else []
         explanations = [self._explain(i, parts, seen) for i in top] if explain else []

@@ -73,7 +73,7 @@ def install_bundle(source: Path, registry: Path, version: str, publication: dict
 def headline_metrics(results: pd.DataFrame, model: str = "fusion") -> dict[str, float]:
     """{"rmse": ..., "ndcg@10": ...}: a model's overall test metrics from the evaluation's aggregates."""
     rows = results[(results["model"] == model) & (results["segment"] == "all")]
-    return {(m if pd.isna(k) or k is None else f"{m}@{int(k)}"): float(v)
+    return {(m if pd.isna(k) or not k else f"{m}@{int(k)}"): float(v)
             for m, k, v in zip(rows["metric"], rows["k"], rows["value"], strict=True)}  # fmt: skip
 
 
