@@ -13,8 +13,9 @@ from prefect import flow, runtime
 from pydantic import BaseModel, ConfigDict
 
 from models.evaluation import EvalConfig
+from models.promotion import PromotionConfig
 from tasks.evaluate import evaluate_models
-from tasks.registry import choose_publish_split, headline_metrics, publish_model
+from tasks.registry import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
 from tasks.store import DEFAULT_WORKSPACES, Workspace
 from tasks.train import TrainConfig, fit_split, record_fits
@@ -34,6 +35,7 @@ class BaselinesParams(BaseModel):
     refresh_cache: bool = False  # refit even when a cached fit of the same split, configs and code exists
     publish: bool = True  # publish the fused model to the workspace's registry (the first becomes champion)
     publish_split: str | None = None  # whose fit to publish; default: the first temporal split, else the first
+    promotion: PromotionConfig = PromotionConfig()  # when a published model replaces the champion
 
 
 @flow(name="baselines")
@@ -59,6 +61,9 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
                 workspace.db, workspace.root, run_id, split_id, trained["protocol"], trained.get("bundle"),
                 headline_metrics(results), params.model_dump(mode="json"),
             )  # fmt: skip
+            # promotion gate: the champion scored on the same test users; promote on a significant gain
+            summary["promotion"] = challenge_champion(workspace.db, workspace.root, split_id, summary["published"],
+                                                      trained["per_user"], params.evaluation, params.promotion)  # fmt: skip
     finish_run(workspace.db, run_id, {"splits": list(params.splits)})
     return summary
 

@@ -198,6 +198,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        "all-MiniLM-L6-v2)")  # fmt: skip
     group.add_argument("--refresh", action="store_true",
                        help="refit every model even when a cached fit of the same split, settings and code exists")  # fmt: skip
+    group.add_argument("--promotion", choices=("gate", "always", "never"), default="gate",
+                       help="when the published model replaces the champion: gate (a significant NDCG@K gain on the "
+                            "same test users, guards held; default), always, or never")  # fmt: skip
     group.add_argument("--no-publish", action="store_true",
                        help="do not publish the fused model to the workspace's registry (published by default; the "
                             "first published model becomes the champion that `python -m serve` serves)")  # fmt: skip
@@ -207,6 +210,7 @@ def model_params(args: argparse.Namespace):
     """The baselines flow's parameter model from parsed arguments (workspace and splits left default)."""
     from flows.baselines import BaselinesParams
     from models.evaluation import EvalConfig
+    from models.promotion import PromotionConfig
     from tasks.train import TrainConfig
 
     return BaselinesParams(
@@ -214,7 +218,7 @@ def model_params(args: argparse.Namespace):
                           lightfm_threads=args.lightfm_threads, seed=args.model_seed, lm_profile=args.lm_profile,
                           lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
         evaluation=EvalConfig(k=args.k, seed=args.model_seed), refresh_cache=args.refresh,
-        publish=not args.no_publish,
+        publish=not args.no_publish, promotion=PromotionConfig(mode=args.promotion),
     )  # fmt: skip
 
 

@@ -167,3 +167,60 @@ def load_champion(workspace_root: str | Path):
     if pointer is None:
         raise InputError(f"no champion model in {registry}: run `python -m flows.full` (it publishes one)")
     return ServingModel(load_model(pointer["path"]), pointer["version"])
+
+
+@task(cache_policy=NONE)
+def challenge_champion(db: Path, workspace_root: Path, split_id: str, published: dict, per_user: pd.DataFrame,
+                       eval_config, config) -> dict:  # fmt: skip
+    """The promotion gate for a newly published model: evaluate the current champion on the same split's test
+    users, decide (``models.promotion.decide``), record the decision in ``promotions`` (and move the champion
+    when it says so), and publish it as the Prefect artifact ``reclab-promotion``."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from models.bundle import load_model
+    from models.evaluation import per_user_values
+    from models.promotion import decide
+    from tasks.train import load_split, split_protocol
+
+    registry = registry_dir(workspace_root)
+    current = read_champion(registry)
+    if current is None or current["version"] == published["version"]:
+        return {"promote": False, "reason": "the published model is already the champion"}
+    if config.k is None:
+        config = config.model_copy(update={"k": eval_config.k})
+    with connect(db, read_only=True) as con:
+        protocol, data = split_protocol(con, split_id), load_split(con, split_id)
+    champion = load_model(current["path"])
+    values, _ = per_user_values(champion, "champion", data["train"], data["test"], eval_config,
+                                cold_candidates=protocol == "cold_items")  # fmt: skip
+    challenger = per_user[per_user["model"] == "fusion"].assign(model="challenger")
+    decision = decide(pd.concat([values, challenger], ignore_index=True), config)
+    decision.update({"challenger_version": published["version"], "champion_version": current["version"],
+                     "split_id": split_id})  # fmt: skip
+    with connect(db) as con:
+        if decision["promote"]:
+            set_champion(con, registry, published["version"], "promote", decision["reason"], decision)
+        else:
+            ensure(con, tables.PROMOTIONS)
+            con.execute(
+                f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
+                [utc_now(), "keep", current["version"], current["version"], decision["reason"],
+                 json.dumps(decision, default=str)],
+            )  # fmt: skip
+    create_markdown_artifact(key="reclab-promotion", markdown=decision_markdown(decision),
+                             description=f"promotion decision for {published['version']}")  # fmt: skip
+    return decision
+
+
+def decision_markdown(decision: dict) -> str:
+    verdict = "promoted" if decision["promote"] else "kept the champion"
+    lines = [f"# Promotion: {verdict}", "", decision["reason"], ""]
+    if "champion" in decision:
+        lines += ["| | champion | challenger |", "|---|---:|---:|",
+                  f"| {decision['metric']} (p = {decision['p_value']:.3g}, {decision['users']} users) | "
+                  f"{decision['champion']:.4f} | {decision['challenger']:.4f} |"]  # fmt: skip
+        lines += [f"| {g} (guard, {r['relative_regression']:+.1%}) | {r['champion']:.4f} | {r['challenger']:.4f} |"
+                  for g, r in decision.get("guards", {}).items()]  # fmt: skip
+    lines += ["", f"champion {decision['champion_version']}, challenger {decision['challenger_version']}, "
+              f"split {decision['split_id']}"]  # fmt: skip
+    return "\n".join(lines)

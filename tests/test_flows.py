@@ -111,6 +111,20 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
     champion = load_champion(tmp_path / "ws")
     assert champion.version == published["version"] and champion.model.name == "fusion"
     assert len(champion.recommend("u1", 3).items) == 3
+    # the second run's model (same fits, same per-user values) was gated out: no gain
+    gate = again["baselines"]["promotion"]
+    assert not gate["promote"] and "not better" in gate["reason"] and gate["champion"] == gate["challenger"]
+
+    # promotion "always" moves the champion, and every decision is a row
+    from models.promotion import PromotionConfig
+
+    third = full(params.model_copy(update={"baselines": params.baselines.model_copy(
+        update={"promotion": PromotionConfig(mode="always")})}))  # fmt: skip
+    assert third["baselines"]["promotion"]["promote"]
+    assert load_champion(tmp_path / "ws").version == third["baselines"]["published"]["version"]
+    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+        actions = [a for (a,) in con.execute("SELECT action FROM promotions ORDER BY decided_at").fetchall()]
+    assert actions == ["publish", "keep", "promote"]
 
 
 def test_failed_validation_stops_the_flow_and_marks_the_run(prefect_harness, tmp_path):
