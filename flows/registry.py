@@ -3,6 +3,9 @@
     python -m flows.registry list
     python -m flows.registry promote 20261128-140512-1f2e3d4c --reason "manual: A/B winner"
     python -m flows.registry rollback
+    python -m flows.registry ab 20261128-150102-9a8b7c6d --share 0.1   # A/B: 10% of users get this version
+    python -m flows.registry ab-report                                 # compare the arms in the serving log
+    python -m flows.registry ab --off
     python -m flows.registry --help
 
 ``python -m serve`` follows the champion: a promotion or rollback is served within its poll interval,
@@ -20,7 +23,9 @@ from tasks.store import DEFAULT_WORKSPACES
 
 def main(argv: list[str] | None = None) -> int:
     from flows.cli import run_cli
-    from tasks.registry import list_models, read_champion, registry_dir, rollback_target, set_champion
+    from readers import InputError
+    from tasks.registry import list_models, read_champion, registry_dir, rollback_target, set_ab, set_champion
+    from tasks.serving_log import ab_report
     from tasks.store import Workspace, connect
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,11 +39,27 @@ def main(argv: list[str] | None = None) -> int:
     promote.add_argument("--reason", default="manual promotion")
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous champion the champion again")
     rollback.add_argument("--reason", default="manual rollback")
+    ab = commands.add_parser("ab", parents=[common], help="start, change or stop (--off) an A/B test")
+    ab.add_argument("version", nargs="?", help="the challenger: a published version")
+    ab.add_argument("--share", type=float, default=0.1, help="share of users (stable hash) it answers (default 0.1)")
+    ab.add_argument("--off", action="store_true", help="stop the A/B test: everyone gets the champion")
+    commands.add_parser("ab-report", parents=[common],
+                        help="compare the A/B arms in the serving log: later-interaction hit rate, latency")  # fmt: skip
     args = parser.parse_args(argv)
 
     def body() -> None:
         workspace = Workspace.existing(args.workspace)
         registry = registry_dir(workspace.root)
+        if args.command == "ab":
+            if not args.off and not args.version:
+                raise InputError("name the challenger version, or pass --off to stop the A/B test")
+            pointer = set_ab(registry, None if args.off else args.version, args.share)
+            print("A/B test stopped" if pointer is None else
+                  f"A/B test: {pointer['share']:.0%} of users get {pointer['challenger']}")  # fmt: skip
+            return
+        if args.command == "ab-report":
+            print_ab(ab_report(workspace.root))
+            return
         with connect(workspace.db) as con:
             if args.command == "list":
                 champion = (read_champion(registry) or {}).get("version")
@@ -51,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"champion: {pointer['version']} ({pointer['path']})")
 
     return run_cli(body=body)
+
+
+def print_ab(report: dict) -> None:
+    print(f"{'arm':<12}{'versions':<28}{'requests':>9}{'users':>7}{'hit rate':>10}{'p50 ms':>8}{'p99 ms':>8}")
+    for arm, a in report["arms"].items():
+        print(f"{arm:<12}{','.join(a['versions']):<28}{a['requests']:>9}{a['users']:>7}{a['hit_rate']:>10.4f}"
+              f"{a['latency_p50_ms']:>8.2f}{a['latency_p99_ms']:>8.2f}")  # fmt: skip
+    test = report.get("challenger_vs_champion")
+    if test:
+        print(f"\nchallenger - champion hit rate per user: {test['mean_diff']:+.4f} (Welch p = {test['welch_p']:.3g}, "
+              f"Mann-Whitney p = {test['mannwhitney_p']:.3g}; {test['n_a']} vs {test['n_b']} users)")  # fmt: skip
+    print("\nA hit: the user interacted with a served item after it was served (interactions ingested since).")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,19 @@ def popularity_segment(train_counts: np.ndarray, head_share: float = 0.2) -> np.
         threshold = np.sort(counts[warm])[::-1][n_head - 1]
         out[warm & (counts >= threshold)] = "head"
     return out
+
+
+def two_sample_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Welch's t-test and the Mann-Whitney U test between two independent samples (e.g. the users of two A/B
+    arms). Returns the difference of means (a − b), both p-values and the sample sizes."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0 and a[0] == b[0]):
+        diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+        return {"mean_diff": diff, "welch_p": 1.0, "mannwhitney_p": 1.0, "n_a": len(a), "n_b": len(b)}
+    welch = stats.ttest_ind(a, b, equal_var=False).pvalue
+    if not np.isfinite(welch):  # both samples constant: different means are as significant as it gets
+        welch = 1.0 if a.mean() == b.mean() else 0.0
+    mw = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
+    return {"mean_diff": float(a.mean() - b.mean()), "welch_p": float(welch), "mannwhitney_p": float(mw),
+            "n_a": len(a), "n_b": len(b)}  # fmt: skip

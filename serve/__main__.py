@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
+    parser.add_argument("--no-log", action="store_true",
+                        help="do not log answered requests (default: logged to <workspace>/serving.duckdb)")  # fmt: skip
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     registry = registry_dir(args.workspace)
@@ -36,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from serve.app import create_app
+    from tasks.serving_log import SERVING_DB
 
-    uvicorn.run(create_app(registry, args.poll), host=args.host, port=args.port, log_level=args.log_level)
+    log_db = None if args.no_log else args.workspace / SERVING_DB
+    uvicorn.run(create_app(registry, args.poll, log_db), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -5,6 +5,11 @@
     GET  /health                     200 once a model is loaded (503 before)
     GET  /model                      version, publication details (run, split, test metrics, code version)
 
+A/B test: with ``registry/ab.json`` set (``python -m flows.registry ab VERSION --share 0.1``), that share of
+users, chosen by a stable hash of their id, is answered by the challenger; every response says its ``arm``.
+With a log database, every answered request (time, user, arm, model version, items, latency) is logged
+there in batches (``tasks.serving_log``; ``python -m flows.registry ab-report`` compares the arms).
+
 The champion is followed, not fixed: a background thread polls ``registry/champion.json`` and, when it
 names another version, loads that bundle completely and then swaps one reference. Each request reads the
 reference once, so a promotion is picked up without a restart and no request sees a half-loaded model.
@@ -13,6 +18,7 @@ Every error is a JSON ``{"detail": ...}`` with a 4xx status for bad requests; no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -31,42 +37,75 @@ MAX_PAIRS = 10_000
 log = logging.getLogger("reclab.serve")
 
 
+def challenger_arm(user_id: str, share: float) -> bool:
+    """Whether ``user_id`` is in the challenger's arm: a stable hash of the id, so a user always gets the
+    same arm (for a given share), across requests, restarts and machines."""
+    digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
 class Champion:
-    """The currently served model, following ``registry/champion.json``."""
+    """The served models, following ``registry/champion.json`` and, for an A/B test, ``registry/ab.json``.
+
+    ``arms`` is one immutable tuple (champion, challenger or None, share), replaced in one assignment."""
 
     def __init__(self, registry: Path, poll_s: float = 2.0):
         self.registry, self.poll_s = Path(registry), poll_s
-        self.current: ServingModel | None = None
+        self.arms: tuple[ServingModel | None, ServingModel | None, float] = (None, None, 0.0)
         self.publication: dict = {}
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> bool:
-        """Load the champion if it changed; returns whether a new model was swapped in."""
+    @property
+    def current(self) -> ServingModel | None:
+        return self.arms[0]
+
+    def arm(self, user_id: str) -> tuple[str, ServingModel | None]:
+        champion, challenger, share = self.arms
+        if challenger is not None and challenger_arm(user_id, share):
+            return "challenger", challenger
+        return "champion", champion
+
+    def _load(self, version: str, path: str) -> ServingModel | None:
         from models.bundle import load_model
-        from tasks.registry import read_champion
+
+        for loaded in self.arms[:2]:
+            if loaded is not None and loaded.version == version:
+                return loaded
+        try:
+            return ServingModel(load_model(path), version)
+        except Exception as err:  # a broken bundle never replaces a working model
+            self.error = f"model {version} could not be loaded: {err}"
+            log.error(self.error)
+            return None
+
+    def refresh(self) -> bool:
+        """Load the champion and the A/B challenger if they changed; returns whether the arms changed."""
+        from tasks.registry import read_ab, read_champion
 
         try:
-            pointer = read_champion(self.registry)
+            pointer, ab = read_champion(self.registry), read_ab(self.registry)
         except (OSError, ValueError) as err:
-            self.error = f"cannot read the champion pointer: {err}"
+            self.error = f"cannot read the registry pointers: {err}"
             return False
         if pointer is None:
             self.error = f"no champion in {self.registry} yet: run `python -m flows.full` to publish one"
             return False
-        if self.current is not None and self.current.version == pointer["version"]:
+        champion, challenger, share = self.arms
+        wanted = (pointer["version"], ab and ab["challenger"], ab["share"] if ab else 0.0)
+        if (champion and champion.version, challenger and challenger.version, share) == wanted:
             return False
-        try:
-            model = ServingModel(load_model(pointer["path"]), pointer["version"])
-        except Exception as err:  # a broken bundle never replaces a working model
-            self.error = f"champion {pointer['version']} could not be loaded: {err}"
-            log.error(self.error)
+        new_champion = self._load(pointer["version"], pointer["path"])
+        if new_champion is None:
             return False
-        publication = Path(pointer["path"]) / "publication.json"
-        self.publication = {**pointer, **(json.loads(publication.read_text()) if publication.exists() else {})}
-        self.current, self.error = model, None  # one reference swap: requests see the old or the new model
-        log.info("serving model %s", pointer["version"])
+        new_challenger = self._load(ab["challenger"], ab["path"]) if ab else None
+        if new_champion is not champion:
+            publication = Path(pointer["path"]) / "publication.json"
+            self.publication = {**pointer, **(json.loads(publication.read_text()) if publication.exists() else {})}
+        # one assignment: a request sees the old arms or the new ones, never a mix
+        self.arms, self.error = (new_champion, new_challenger, wanted[2] if new_challenger else 0.0), None
+        log.info("serving %s (challenger %s, share %s)", pointer["version"], wanted[1], wanted[2])
         return True
 
     def start(self) -> None:
@@ -95,17 +134,28 @@ class PredictRequest(BaseModel):
     pairs: list[Pair] = Field(min_length=1, max_length=MAX_PAIRS)
 
 
-def create_app(registry: str | Path, poll_s: float = 2.0) -> FastAPI:
+def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | None = None) -> FastAPI:
+    """The service over ``registry``; ``log_db``: where every answered request is logged (None: not logged)."""
     champion = Champion(Path(registry), poll_s)
+    responses = None
+    if log_db is not None:
+        from tasks.serving_log import ResponseLog
+
+        responses = ResponseLog(Path(log_db))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         champion.start()
+        if responses is not None:
+            responses.start()
         yield
         champion.stop()
+        if responses is not None:
+            responses.stop()
 
     app = FastAPI(title="reclab", description=__doc__, lifespan=lifespan)
     app.state.champion = champion
+    app.state.responses = responses
 
     def model() -> ServingModel:
         current = champion.current
@@ -135,8 +185,10 @@ def create_app(registry: str | Path, poll_s: float = 2.0) -> FastAPI:
     @app.get("/model")
     async def model_info():
         current = model()
+        _, challenger, share = champion.arms
+        ab = {"ab_test": {"challenger": challenger.version, "share": share}} if challenger is not None else {}
         return {"model_version": current.version, "model": current.model.name, "tasks": list(current.model.tasks),
-                "users": len(current.model.user_ids), "items": current.n_items, **champion.publication}  # fmt: skip
+                "users": len(current.model.user_ids), "items": current.n_items, **champion.publication, **ab}  # fmt: skip
 
     @app.get("/recommend")
     async def recommend(
@@ -145,18 +197,27 @@ def create_app(registry: str | Path, poll_s: float = 2.0) -> FastAPI:
         explain: bool = Query(True, description="include what drove each item's score"),
     ):
         start = time.perf_counter()
-        current = model()
+        model()  # 503 before a champion is loaded
+        arm, current = champion.arm(user_id)
         rec = current.recommend(user_id, k, explain=explain)
         items = [{"item_id": item, "score": score, **(rec.explanations[n] if rec.explanations else {})}
                  for n, (item, score) in enumerate(zip(rec.items, rec.scores, strict=True))]  # fmt: skip
-        return JSONResponse({"user_id": user_id, "model_version": current.version, "strategy": rec.strategy,
-                             "items": items, "elapsed_ms": round(1000 * (time.perf_counter() - start), 3)})  # fmt: skip
+        elapsed = 1000 * (time.perf_counter() - start)
+        if responses is not None:
+            responses.add("recommend", user_id, arm, current.version, rec.items, elapsed)
+        return JSONResponse({"user_id": user_id, "model_version": current.version, "arm": arm,
+                             "strategy": rec.strategy, "items": items, "elapsed_ms": round(elapsed, 3)})  # fmt: skip
 
     @app.post("/predict")
     async def predict(body: PredictRequest):
-        current = model()
+        start = time.perf_counter()
+        current = model()  # ratings come from the champion: the A/B test compares what users are shown
         users = [p.user_id for p in body.pairs]
         items = [p.item_id for p in body.pairs]
-        return JSONResponse({"model_version": current.version, "predictions": current.predict(users, items)})
+        predictions = current.predict(users, items)
+        if responses is not None:
+            responses.add("predict", f"{len(users)} pairs", "champion", current.version, [],
+                          1000 * (time.perf_counter() - start))  # fmt: skip
+        return JSONResponse({"model_version": current.version, "predictions": predictions})
 
     return app

@@ -27,6 +27,7 @@ from tasks.store import connect, ensure, utc_now
 
 REGISTRY = "registry"
 CHAMPION_FILE = "champion.json"
+AB_FILE = "ab.json"  # {"challenger": version, "share": fraction of users}: an A/B test the service follows
 
 
 def registry_dir(workspace_root: str | Path) -> Path:
@@ -37,6 +38,32 @@ def read_champion(registry: Path) -> dict | None:
     """The champion pointer ({"version", "path", "since"}), or None before the first publish."""
     path = Path(registry) / CHAMPION_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_ab(registry: Path) -> dict | None:
+    """The running A/B test ({"challenger", "path", "share"}), or None."""
+    path = Path(registry) / AB_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def set_ab(registry: Path, version: str | None, share: float = 0.1) -> dict | None:
+    """Start (or change) an A/B test: ``share`` of users, chosen by a stable hash of their id, get
+    ``version``; the others the champion. ``version=None`` stops it."""
+    from models.bundle import load_model
+
+    path = Path(registry) / AB_FILE
+    if version is None:
+        path.unlink(missing_ok=True)
+        return None
+    if not 0 < share < 1:
+        raise InputError(f"the challenger's share of users must be between 0 and 1, got {share}")
+    if not (Path(registry) / version / "manifest.json").exists():
+        raise InputError(f"no published model {version!r} in {registry}; see `python -m flows.registry list`")
+    load_model(Path(registry) / version)
+    pointer = {"challenger": version, "path": str(Path(registry) / version), "share": share,
+               "since": utc_now().isoformat()}  # fmt: skip
+    _write_atomically(path, json.dumps(pointer, indent=1))
+    return pointer
 
 
 def _write_atomically(path: Path, text: str) -> None:

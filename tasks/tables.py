@@ -41,6 +41,9 @@ LM_PREDICTIONS = "lm_predictions"  # the LM's validation/test rating predictions
 MODEL_REGISTRY = "model_registry"  # one row per published model bundle
 PROMOTIONS = "promotions"  # one row per change of champion (first publish, promote, rollback), with its reason
 
+# --- serving (tasks.serving_log; in <workspace>/serving.duckdb, written only by `python -m serve`) ------
+SERVING_LOG = "serving_log"  # one row per answered request: time, user, A/B arm, model version, items, latency
+
 FOLDS = ("train", "validation", "test")
 
 PROVENANCE = {"source_file": "VARCHAR", "line_no": "BIGINT"}
@@ -187,6 +190,15 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "previous": "VARCHAR",
         "reason": "VARCHAR",
         "details": "JSON",
+    },
+    SERVING_LOG: {
+        "served_at": "TIMESTAMP",
+        "endpoint": "VARCHAR",
+        "user_id": "VARCHAR",
+        "arm": "VARCHAR",
+        "model_version": "VARCHAR",
+        "items": "VARCHAR[]",
+        "latency_ms": "DOUBLE",
     },
     TRAIN_REVIEWS: {
         "split_id": "VARCHAR",

@@ -6,12 +6,14 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from models.bundle import save_model
-from serve.app import create_app
-from tasks.registry import install_bundle, read_champion, rollback_target, set_champion
+from serve.app import challenger_arm, create_app
+from tasks.registry import install_bundle, read_champion, rollback_target, set_ab, set_champion
+from tasks.serving_log import compare_arms
 from tasks.store import connect
 from tests.test_bundle import fitted  # noqa: F401 (the fitted fusion fixture)
 
@@ -132,3 +134,39 @@ def test_promotion_and_rollback_are_served_without_failed_requests(client, regis
         actions = con.execute("SELECT action, champion, previous FROM promotions ORDER BY decided_at").fetchall()
     assert actions == [("publish", "v1", None), ("promote", "v2", "v1"), ("rollback", "v1", "v2")]
     assert read_champion(reg)["version"] == "v1"
+
+
+def test_ab_arms_are_stable_per_user_and_every_response_is_logged(registry, tmp_path):
+    reg, _, _, _ = registry
+    set_ab(reg, "v2", share=0.5)
+    log_db = tmp_path / "serving.duckdb"
+    users = [f"u{n}" for n in range(40)]
+    with TestClient(create_app(reg, poll_s=0.05, log_db=log_db)) as client:
+        first = {u: client.get("/recommend", params={"user_id": u, "k": 3}).json() for u in users}
+        again = {u: client.get("/recommend", params={"user_id": u, "k": 3}).json()["arm"] for u in users}
+        assert client.get("/model").json()["ab_test"] == {"challenger": "v2", "share": 0.5}
+    arms = {u: r["arm"] for u, r in first.items()}
+    assert arms == again == {u: "challenger" if challenger_arm(u, 0.5) else "champion" for u in users}
+    assert 10 < sum(a == "challenger" for a in arms.values()) < 30  # about half
+    assert all(r["model_version"] == {"challenger": "v2", "champion": "v1"}[r["arm"]] for r in first.values())
+    with connect(log_db, read_only=True) as con:  # flushed at shutdown
+        logged = con.execute("SELECT user_id, arm, model_version, items FROM serving_log").fetchall()
+    assert len(logged) == 80
+    assert {(u, a, v, tuple(i)) for u, a, v, i in logged} >= {
+        (u, r["arm"], r["model_version"], tuple(it["item_id"] for it in r["items"])) for u, r in first.items()
+    }
+    set_ab(reg, None)
+    with pytest.raises(Exception, match="between 0 and 1"):
+        set_ab(reg, "v2", share=1.5)
+
+
+def test_arms_compare_on_later_interactions():
+    at = pd.Timestamp(100, unit="s")
+    served = pd.DataFrame({
+        "served_at": [at, at, at], "user_id": ["a", "b", "c"], "arm": ["challenger", "champion", "challenger"],
+        "model_version": ["v2", "v1", "v2"], "items": [["x", "y"], ["z"], ["w"]], "latency_ms": [1.0, 2.0, 3.0],
+    })  # fmt: skip
+    later = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "z", "q"], "timestamp": [200, 50, 200]})
+    report = compare_arms(served, later)  # a: x after it was served (hit); b: z before (no); c: q not served (no)
+    assert report["arms"]["challenger"]["hit_rate"] == 0.5 and report["arms"]["champion"]["hit_rate"] == 0.0
+    assert report["arms"]["challenger"]["requests"] == 2 and report["arms"]["champion"]["latency_p50_ms"] == 2.0
