@@ -140,7 +140,7 @@ def publish_model(db: Path, workspace_root: Path, run_id: str, split_id: str, pr
         ensure(con, tables.MODEL_REGISTRY)
         row = {"run_id": run_id, "split_id": split_id, "protocol": protocol, "published_at": utc_now().isoformat(),
                "code_version": code_version(), "data_fingerprint": split_fingerprint(con, split_id),
-               "metrics": metrics}  # fmt: skip
+               "metrics": metrics, "parameters": parameters}  # fmt: skip
         path = install_bundle(Path(bundle), registry, version, row)
         con.execute(
             f"INSERT INTO {tables.MODEL_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
