@@ -15,6 +15,7 @@ without a restart. Every change is a row in the ``promotions`` table, with its r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                 champion = (read_champion(registry) or {}).get("version")
                 for row in list_models(con).itertuples():
                     mark = "*" if row.version == champion else " "
-                    print(f"{mark} {row.version}  run {row.run_id[:8]}  {row.split_id:<16} {row.metrics}")
+                    metrics = json.loads(row.metrics or "{}")
+                    shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()
+                                      if name in ("rmse", "mae") or name.startswith(("ndcg@", "recall@")))  # fmt: skip
+                    print(f"{mark} {row.version}  run {row.run_id[:8]}  {row.split_id:<16} {shown}")
                 return
             version = args.version if args.command == "promote" else rollback_target(con, registry)
             pointer = set_champion(con, registry, version, args.command, args.reason)
