@@ -34,6 +34,7 @@ from models.serving import MAX_K, RequestError, ServingModel
 
 MAX_ID_LENGTH = 256
 MAX_PAIRS = 10_000
+MAX_BODY_BYTES = 8_000_000
 log = logging.getLogger("reclab.serve")
 
 
@@ -162,6 +163,14 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         if current is None:
             raise RequestError(champion.error or "no model loaded yet")
         return current
+
+    @app.middleware("http")
+    async def bounded_bodies(request: Request, call_next):
+        # 10,000 pairs of 256-character ids fit in about 6 MB; anything larger is refused before it is read
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+        return await call_next(request)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError):

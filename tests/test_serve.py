@@ -79,6 +79,10 @@ def test_bad_predict_requests_get_4xx(client):
     assert client.post("/predict", json={"pairs": [{"user_id": "u1"}]}).status_code == 422
     assert client.post("/predict", json={"pairs": [{"user_id": "u1", "item_id": "i1", "x": 1}]}).status_code == 422
     assert client.post("/predict", content=b"not json", headers={"content-type": "application/json"}).status_code == 422
+    too_many = {"pairs": [{"user_id": "u1", "item_id": "i1"}] * 10_001}
+    assert client.post("/predict", json=too_many).status_code == 422
+    huge = client.post("/predict", content=b"x" * 8_000_001, headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "over 8,000,000 bytes" in huge.json()["detail"]
 
 
 def test_health_model_and_no_stack_traces(client, monkeypatch):
