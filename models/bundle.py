@@ -3,8 +3,8 @@ arrays and JSON, and loaded back into the same classes, so serving runs the very
 
 A bundle folder holds ``manifest.json`` (class, JSON attributes, array names, sha256 of every file) and
 ``arrays.npz`` (numpy arrays only, loaded with ``allow_pickle=False``); a fusion's components are bundles in
-``components/<name>/``. Nothing is pickled, so loading a bundle cannot execute code, and only classes named
-in ``CLASSES`` can be built. Loading verifies every checksum.
+``components/<name>/``. Nothing is pickled, so loading a bundle cannot execute code, and only the classes
+:func:`_classes` names can be built. Loading verifies every checksum.
 
 Each model class lists the fitted attributes serving needs in ``state_fields``; the shared contract state
 (ids, training mean, seen items) is saved for every model.

@@ -13,7 +13,7 @@ from models.two_tower import TwoTower, build_encoder
 
 class FrozenStates:
     """The frozen layers' token states of every profile of one ``ProfileTokens``, stored once (float16,
-    unpadded, concatenated): with the lower half of MiniLM frozen, a step no longer recomputes them."""
+    unpadded, concatenated): with the lower layers frozen, a step no longer recomputes them."""
 
     def __init__(self, tokens, states: torch.Tensor, offsets: list[int]):
         self.tokens, self.states, self.offsets = tokens, states, offsets

@@ -23,7 +23,7 @@ from prefect.cache_policies import NONE
 
 from readers import InputError
 from tasks import tables
-from tasks.store import connect, ensure, utc_now
+from tasks.store import connect, ensure, utc_now, write_atomically
 
 REGISTRY = "registry"
 CHAMPION_FILE = "champion.json"
@@ -49,30 +49,35 @@ def read_ab(registry: Path) -> dict | None:
 def set_ab(registry: Path, version: str | None, share: float = 0.1) -> dict | None:
     """Start (or change) an A/B test: ``share`` of users, chosen by a stable hash of their id, get
     ``version``; the others the champion. ``version=None`` stops it."""
-    from models.bundle import load_model
-
     path = Path(registry) / AB_FILE
     if version is None:
         path.unlink(missing_ok=True)
         return None
     if not 0 < share < 1:
         raise InputError(f"the challenger's share of users must be between 0 and 1, got {share}")
-    if not (Path(registry) / version / "manifest.json").exists():
-        raise InputError(f"no published model {version!r} in {registry}; see `python -m flows.registry list`")
-    load_model(Path(registry) / version)
-    pointer = {"challenger": version, "path": str(Path(registry) / version), "share": share,
+    pointer = {"challenger": version, "path": str(published(registry, version)), "share": share,
                "since": utc_now().isoformat()}  # fmt: skip
-    _write_atomically(path, json.dumps(pointer, indent=1))
+    write_atomically(path, json.dumps(pointer, indent=1))
     return pointer
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with open(temp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)  # readers see the old file or the new one, never a mix
+def published(registry: Path, version: str) -> Path:
+    """The folder of published ``version``, verified to load (checksums, classes); a clear error otherwise."""
+    from models.bundle import load_model
+
+    path = Path(registry) / version
+    if not (path / "manifest.json").exists():
+        raise InputError(f"no published model {version!r} in {registry}; see `python -m flows.registry list`")
+    load_model(path)  # never point serving at a bundle that does not load
+    return path
+
+
+def record_promotion(con: duckdb.DuckDBPyConnection, action: str, champion: str, previous: str | None, reason: str,
+                     details: dict | None = None) -> None:  # fmt: skip
+    """One ``promotions`` row: a change of champion, or a decision to keep it."""
+    ensure(con, tables.PROMOTIONS)
+    con.execute(f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
+                [utc_now(), action, champion, previous, reason, json.dumps(details or {}, default=str)])  # fmt: skip
 
 
 def install_bundle(source: Path, registry: Path, version: str, publication: dict | None = None) -> Path:
@@ -107,20 +112,11 @@ def headline_metrics(results: pd.DataFrame, model: str = "fusion") -> dict[str, 
 def set_champion(con: duckdb.DuckDBPyConnection, registry: Path, version: str, action: str, reason: str,
                  details: dict | None = None) -> dict:  # fmt: skip
     """Point the champion at ``version`` (which must be published) and record why."""
-    ensure(con, tables.PROMOTIONS)
-    from models.bundle import load_model
-
-    path = registry / version
-    if not (path / "manifest.json").exists():
-        raise InputError(f"no published model {version!r} in {registry}; see `python -m flows.registry list`")
-    load_model(path)  # never point serving at a bundle that does not load (checksums, classes)
+    path = published(registry, version)
     previous = read_champion(registry)
     pointer = {"version": version, "path": str(path), "since": utc_now().isoformat()}
-    _write_atomically(registry / CHAMPION_FILE, json.dumps(pointer, indent=1))
-    con.execute(
-        f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
-        [utc_now(), action, version, previous and previous["version"], reason, json.dumps(details or {})],
-    )
+    write_atomically(registry / CHAMPION_FILE, json.dumps(pointer, indent=1))
+    record_promotion(con, action, version, previous and previous["version"], reason, details)
     return pointer
 
 
@@ -228,12 +224,7 @@ def challenge_champion(db: Path, workspace_root: Path, split_id: str, published:
         if decision["promote"]:
             set_champion(con, registry, published["version"], "promote", decision["reason"], decision)
         else:
-            ensure(con, tables.PROMOTIONS)
-            con.execute(
-                f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
-                [utc_now(), "keep", current["version"], current["version"], decision["reason"],
-                 json.dumps(decision, default=str)],
-            )  # fmt: skip
+            record_promotion(con, "keep", current["version"], current["version"], decision["reason"], decision)
     create_markdown_artifact(key="reclab-promotion", markdown=decision_markdown(decision),
                              description=f"promotion decision for {published['version']}")  # fmt: skip
     return decision

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +10,7 @@ from prefect.cache_policies import NONE
 
 from readers import InputError
 from tasks import tables
-from tasks.store import connect
+from tasks.store import connect, table_exists, write_atomically
 
 ARTIFACT_KEY = "reclab-report"
 
@@ -20,8 +18,8 @@ ARTIFACT_KEY = "reclab-report"
 def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
     """The run's ``eval_results``, ``eval_tests``, ``model_fits`` rows and the ``splits`` they used."""
     with connect(db, read_only=True) as con:
-        present = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if not {tables.EVAL_RESULTS, tables.EVAL_TESTS, tables.MODEL_FITS, tables.SPLITS} <= present:
+        if not all(table_exists(con, t) for t in (tables.EVAL_RESULTS, tables.EVAL_TESTS, tables.MODEL_FITS,
+                                                  tables.SPLITS)):  # fmt: skip
             raise InputError(f"run {run_id} has no evaluation results in {db}: nothing to report")
         frames = {
             name: con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY ALL", [run_id]).df()
@@ -42,10 +40,9 @@ def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
 def latest_evaluated_run(db: Path) -> str:
     """The run id of the most recently finished run with evaluation results."""
     with connect(db, read_only=True) as con:
-        present = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         row = (
             None
-            if not {tables.EVAL_RESULTS, tables.RUNS} <= present
+            if not (table_exists(con, tables.EVAL_RESULTS) and table_exists(con, tables.RUNS))
             else con.execute(
                 f"""SELECT e.run_id FROM (SELECT DISTINCT run_id FROM {tables.EVAL_RESULTS}) e
                 LEFT JOIN {tables.RUNS} r USING (run_id) ORDER BY r.started_at DESC NULLS LAST LIMIT 1"""
@@ -56,19 +53,6 @@ def latest_evaluated_run(db: Path) -> str:
     return row[0]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report_files(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict) -> dict:
     """Render and write ``report.md`` (+ ``figures/``) and the self-contained ``report.html``."""
     from reports.render import build, to_html, to_markdown
@@ -76,9 +60,9 @@ def write_report_files(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dic
     blocks = build(frames["results"], frames["tests"], frames["fits"], frames["splits"], meta)
     markdown, figures = to_markdown(blocks)
     for relative, data in figures.items():
-        _atomic_write(out_dir / relative, data)
-    _atomic_write(out_dir / "report.md", markdown.encode())  # the HTML last: its presence means "complete"
-    _atomic_write(out_dir / "report.html", to_html(blocks).encode())
+        write_atomically(out_dir / relative, data)
+    write_atomically(out_dir / "report.md", markdown.encode())  # the HTML last: its presence means "complete"
+    write_atomically(out_dir / "report.html", to_html(blocks).encode())
     return {"markdown": str(out_dir / "report.md"), "html": str(out_dir / "report.html"), "blocks": blocks}
 
 

@@ -101,8 +101,8 @@ def compare_arms(served: pd.DataFrame, interactions: pd.DataFrame, test=None) ->
     served = served.copy()
     stamps = (pd.to_datetime(served["served_at"]) - pd.Timestamp(0)).dt.total_seconds()  # any datetime resolution
     served["hit"] = [
-        any(item in set(items) and ts > at for item, ts in seen_after.get(str(user), []))
-        for user, items, at in zip(served["user_id"], served["items"], stamps, strict=True)
+        any(item in shown and ts > at for item, ts in seen_after.get(str(user), []))
+        for user, shown, at in zip(served["user_id"], map(set, served["items"]), stamps, strict=True)
     ]
     per_user = served.groupby(["arm", "user_id"])["hit"].mean().rename("hit_rate").reset_index()
     arms = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +85,23 @@ def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) ->
         yield con
     finally:
         con.close()
+
+
+def write_atomically(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside ``path`` (flushed to disk), then rename over it: readers see the old
+    file or the new one, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
