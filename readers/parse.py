@@ -11,6 +11,7 @@ import ast
 import csv
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from readers.spec import ColumnMapping, DatasetSpec, InputError
 # Earliest plausible interaction: 1990-01-01 UTC (MovieLens starts 1995, Amazon reviews 1996).
 MIN_TIMESTAMP = 631_152_000
 MAX_ID_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: never part of an id
 # The 19 genre flags of MovieLens 100K's u.item, in file order (from the GroupLens README / u.genre).
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -62,6 +64,9 @@ def to_id(value: object, column: str) -> str:
         raise Reject(f"missing {column}", column)
     if len(value) > MAX_ID_LENGTH:
         raise Reject(f"{column} is {len(value)} characters long (limit {MAX_ID_LENGTH})", column)
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise Reject(f"{column} contains the control character U+{ord(control.group()):04X}", column)
     return value
 
 

@@ -12,6 +12,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from models.split import SplitConfig, split
+from readers import InputError
 from tasks import tables
 from tasks.store import connect, ensure, utc_now
 
@@ -40,6 +41,15 @@ def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict
             {"split_id": split_id, "user_id": frame["user_id"], "item_id": frame["item_id"], "fold": folds}
         ).dropna(subset=["fold"])  # noqa: F841 (read by DuckDB by name)
         counts = {fold: int((assigned["fold"] == fold).sum()) for fold in tables.FOLDS}
+        empty = [fold for fold, count in counts.items() if count == 0]
+        if empty:
+            rule = (f"; it holds out only users with at least {config.min_user_interactions} ratings"
+                    if protocol == "temporal" else "")  # fmt: skip
+            raise InputError(
+                f"split {split_id}: the {' and '.join(empty)} fold would be empty ({len(frame):,} ratings from "
+                f"{frame['user_id'].nunique():,} users on {frame['item_id'].nunique():,} items{rule}): the dataset "
+                f"is too small for the {protocol} protocol; leave it out with --protocols, or add data"
+            )
         params = config.model_dump(mode="json", exclude={"protocols"})
         con.begin()
         con.execute(f"DELETE FROM {tables.SPLITS} WHERE split_id = ?", [split_id])
