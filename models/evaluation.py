@@ -28,6 +28,7 @@ from models.metrics import (
     popularity_bias,
     ranking_metrics,
     squared_and_absolute_errors,
+    user_blocks,
 )
 from models.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
 
@@ -43,6 +44,9 @@ class EvalConfig(BaseModel):
     n_boot: int = Field(1000, ge=100)  # bootstrap resamples for 95% CIs
     seed: int = 0  # bootstrap seed
     head_share: float = Field(0.2, gt=0, lt=1)  # share of items (by training popularity) in the head
+    # Rank at most this many test users (a seeded sample, the same for every model): full-catalogue ranking
+    # costs users x items, so on very large datasets a sample keeps evaluation linear. None: every user.
+    ranking_users: int | None = Field(None, ge=1)
 
 
 def rating_rows(model: Recommender, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
@@ -94,13 +98,24 @@ def ranking_targets(model: Recommender, held_out: pd.DataFrame, *, cold_candidat
 
 
 def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candidates: bool = False,
-                 item_vectors: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
-    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage)."""
+                 item_vectors: np.ndarray | None = None, max_users: int | None = None,
+                 seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
+    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage).
+
+    Users are scored block by block (memory bounded at any size); with ``max_users``, a seeded sample of
+    that many users is ranked (the same users for every model of the split)."""
     train_counts = model.item_counts
     users, relevant, exclude, cols = ranking_targets(model, test, cold_candidates=cold_candidates)
-    scores = model.score(users)[:, cols]
-    values = ranking_metrics(scores, relevant, exclude, k)
-    top = cols[top_k(mask_seen(scores, exclude), min(k, len(cols)))]
+    if max_users is not None and len(users) > max_users:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
+        users, relevant, exclude = users[chosen], relevant[chosen], exclude[chosen]
+    parts, tops = [], []
+    for rows in user_blocks(len(users)):
+        scores = model.score(users[rows])[:, cols]
+        parts.append(ranking_metrics(scores, relevant[rows], exclude[rows], k))
+        tops.append(cols[top_k(mask_seen(scores, exclude[rows]), min(k, len(cols)))])
+    values = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
+    top = np.vstack(tops) if tops else np.zeros((0, min(k, len(cols))), dtype=np.int64)
     popularity = item_popularity(train_counts, len(model.user_ids))
     values["novelty"] = novelty(top, popularity)
     values["popularity_bias"] = popularity_bias(top, popularity)
@@ -121,7 +136,15 @@ def per_user_values(model: Recommender, label: str, train: pd.DataFrame, test: p
     if "rating" in model.tasks:
         parts.append(rating_rows(model, train, test))
     if "ranking" in model.tasks:
-        frame, extras = ranking_rows(model, test, config.k, cold_candidates=cold_candidates, item_vectors=item_vectors)
+        frame, extras = ranking_rows(
+            model,
+            test,
+            config.k,
+            cold_candidates=cold_candidates,
+            item_vectors=item_vectors,
+            max_users=config.ranking_users,
+            seed=config.seed,
+        )
         parts.append(frame)
     values = pd.concat(parts, ignore_index=True)
     activity = train["user_id"].astype(str).value_counts()

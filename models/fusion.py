@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Ids, Recommender
 from models.evaluation import ranking_targets
-from models.metrics import ranking_metrics
+from models.metrics import ranking_metrics, user_blocks
 from models.stats import activity_segment, popularity_segment
 
 RATING_COMPONENTS = ("lm_two_tower", "lightfm_hybrid", "bias_als", "biased_mf")
@@ -162,15 +162,20 @@ class Fusion(Recommender):
             self.ranking_weights_ = dict(zip(self.ranking_names, map(float, self._ranking), strict=True))
             return
         users, relevant, exclude, cols = self._validation_targets(validation)
-        standardised = [_standardise(self.components[n].score(users)[:, cols]) for n in self.ranking_names]
         grid = simplex_grid(len(self.ranking_names), self.config.grid_points)
-        ndcg = [self._ndcg(sum(w * s for w, s in zip(weights, standardised, strict=True)), relevant, exclude)
-                for weights in grid]  # fmt: skip
+        ndcg, alone = np.zeros(len(grid)), np.zeros(len(self.ranking_names))  # sums over users, block by block
+        for rows in user_blocks(len(users)):
+            standardised = [_standardise(self.components[n].score(users[rows])[:, cols]) for n in self.ranking_names]
+            for g, weights in enumerate(grid):
+                ndcg[g] += self._ndcg_sum(sum(w * s for w, s in zip(weights, standardised, strict=True)),
+                                          relevant[rows], exclude[rows])  # fmt: skip
+            alone += [self._ndcg_sum(s, relevant[rows], exclude[rows]) for s in standardised]
+        ndcg, alone = ndcg / len(users), alone / len(users)
         best = int(np.argmax(ndcg))  # first best: ties go to the earlier grid point
         self._ranking = grid[best]
         self.ranking_weights_ = dict(zip(self.ranking_names, map(float, self._ranking), strict=True))
-        alone = {n: self._ndcg(s, relevant, exclude) for n, s in zip(self.ranking_names, standardised, strict=True)}
-        self.validation_ndcg_ = {"fusion": float(ndcg[best]), **alone}
+        self.validation_ndcg_ = {"fusion": float(ndcg[best]), **dict(zip(self.ranking_names, map(float, alone),
+                                                                         strict=True))}  # fmt: skip
 
     def _validation_targets(self, validation: pd.DataFrame):
         """Validation users with a relevant candidate, their relevance/exclusion matrices and candidate columns."""
@@ -179,8 +184,8 @@ class Fusion(Recommender):
             raise ValueError("no validation user has a held-out candidate item: cannot learn ranking weights")
         return targets
 
-    def _ndcg(self, scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix) -> float:
-        return float(np.mean(ranking_metrics(scores, relevant, exclude, self.config.k)["ndcg"]))
+    def _ndcg_sum(self, scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix) -> float:
+        return float(np.sum(ranking_metrics(scores, relevant, exclude, self.config.k)["ndcg"]))
 
     # --- prediction ----------------------------------------------------------------------------------------
     def predict(self, users: Ids, items: Ids) -> np.ndarray:

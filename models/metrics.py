@@ -29,6 +29,12 @@ RATING_METRICS = ("rmse", "mse", "mae")
 CHUNK_USERS = 2048  # users scored at once: bounds memory at CHUNK_USERS x catalogue floats
 
 
+def user_blocks(n_users: int, block: int = CHUNK_USERS) -> list[slice]:
+    """Row slices of at most ``block`` users: score a block, rank it, let it go, so that ranking a whole
+    catalogue for any number of users holds only ``block`` x catalogue scores at a time."""
+    return [slice(start, start + block) for start in range(0, n_users, block)]
+
+
 def squared_and_absolute_errors(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     err = np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)
     return err**2, np.abs(err)

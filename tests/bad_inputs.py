@@ -79,7 +79,10 @@ def _unknown_columns(folder: Path) -> list[str]:
 
 
 def _huge_review(folder: Path) -> list[str]:
-    return ["--data", str(write_lines(folder / "r.json", [*good_reviews(), review("big", "i1", text="x" * 10_000_000)]))]
+    return [
+        "--data",
+        str(write_lines(folder / "r.json", [*good_reviews(), review("big", "i1", text="x" * 10_000_000)])),
+    ]
 
 
 def _duplicates(folder: Path) -> list[str]:
