@@ -12,6 +12,7 @@ import sys
 from prefect import flow, runtime
 from pydantic import BaseModel, ConfigDict
 
+from flows.runners import RunnerConfig
 from models.evaluation import EvalConfig
 from models.promotion import PromotionConfig
 from tasks.evaluate import evaluate_models
@@ -36,6 +37,7 @@ class BaselinesParams(BaseModel):
     publish: bool = True  # publish the fused model to the workspace's registry (the first becomes champion)
     publish_split: str | None = None  # whose fit to publish; default: the first temporal split, else the first
     promotion: PromotionConfig = PromotionConfig()  # when a published model replaces the champion
+    runner: RunnerConfig = RunnerConfig()  # where the splits' fits run: in turn (default), threads, or Dask
 
 
 @flow(name="baselines")
@@ -46,26 +48,36 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
     start_run(workspace.db, run_id, "baselines", params.model_dump(mode="json"))
     summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
     publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
-    for split_id in params.splits:
-        # train: fit every model on the split's training fold, tune on validation, score test (cached by
-        # the split's content, the configs and the model code)
-        fit = fit_split.with_options(refresh_cache=params.refresh_cache)
-        trained = fit(workspace.db, split_id, params.train, params.evaluation, workspace.run_dir(run_id))
-        record_fits(workspace.db, run_id, split_id, trained)
-        # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
-        results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
-        summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}
-        if split_id == publish:
-            # publish: the fused model of this split becomes a registry version (champion if the first)
-            summary["published"] = publish_model(
-                workspace.db, workspace.root, run_id, split_id, trained["protocol"], trained.get("bundle"),
-                headline_metrics(results), params.model_dump(mode="json"),
-            )  # fmt: skip
-            # promotion gate: the champion scored on the same test users; promote on a significant gain
-            summary["promotion"] = challenge_champion(workspace.db, workspace.root, split_id, summary["published"],
-                                                      trained["per_user"], params.evaluation, params.promotion)  # fmt: skip
+    fit = fit_split.with_options(refresh_cache=params.refresh_cache)
+    with params.runner.build() as runner:
+        # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
+        # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
+        # split's content, the configs and the model code)
+        futures = {split_id: runner.submit(fit, parameters={
+            "db": workspace.db, "split_id": split_id, "config": params.train, "eval_config": params.evaluation,
+            "work_dir": workspace.run_dir(run_id)}) for split_id in params.splits}  # fmt: skip
+        for split_id in params.splits:
+            _record_split(workspace, run_id, split_id, futures[split_id].result(), params, publish, summary)
     finish_run(workspace.db, run_id, {"splits": list(params.splits)})
     return summary
+
+
+def _record_split(workspace: Workspace, run_id: str, split_id: str, trained: dict, params: BaselinesParams,
+                  publish: str | None, summary: dict) -> None:  # fmt: skip
+    """One split's fitted results, in split order: recorded, evaluated, and (for one split) published."""
+    record_fits(workspace.db, run_id, split_id, trained)
+    # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
+    results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
+    summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}
+    if split_id == publish:
+        # publish: the fused model of this split becomes a registry version (champion if the first)
+        summary["published"] = publish_model(
+            workspace.db, workspace.root, run_id, split_id, trained["protocol"], trained.get("bundle"),
+            headline_metrics(results), params.model_dump(mode="json"),
+        )  # fmt: skip
+        # promotion gate: the champion scored on the same test users; promote on a significant gain
+        summary["promotion"] = challenge_champion(workspace.db, workspace.root, split_id, summary["published"],
+                                                  trained["per_user"], params.evaluation, params.promotion)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

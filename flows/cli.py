@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -201,9 +202,29 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--promotion", choices=("gate", "always", "never"), default="gate",
                        help="when the published model replaces the champion: gate (a significant NDCG@K gain on the "
                             "same test users, guards held; default), always, or never")  # fmt: skip
+    group.add_argument("--lightfm-params", type=json.loads, default={},
+                       help="LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
+                            "'{\"no_components\": 64, \"learning_rate\": 0.03}'")  # fmt: skip
+    add_runner_arguments(parser)
     group.add_argument("--no-publish", action="store_true",
                        help="do not publish the fused model to the workspace's registry (published by default; the "
                             "first published model becomes the champion that `python -m serve` serves)")  # fmt: skip
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where independent work runs (each split's or seed's fits, search trials): see flows.runners."""
+    group = parser.add_argument_group("where independent work runs (splits and seeds, search trials)")
+    group.add_argument("--runner", choices=("sequential", "threads", "dask"), default="sequential",
+                       help="Prefect task runner: sequential (default), threads, or dask (prefect-dask: a local "
+                            "cluster of --workers processes, or the cluster at --dask-address)")  # fmt: skip
+    group.add_argument("--workers", type=int, default=2, help="threads or local Dask worker processes (default 2)")
+    group.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+
+
+def runner_config(args: argparse.Namespace):
+    from flows.runners import RunnerConfig
+
+    return RunnerConfig(kind=args.runner, workers=args.workers, address=args.dask_address)
 
 
 def model_params(args: argparse.Namespace):
@@ -215,10 +236,11 @@ def model_params(args: argparse.Namespace):
 
     return BaselinesParams(
         train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
-                          lightfm_threads=args.lightfm_threads, seed=args.model_seed, lm_profile=args.lm_profile,
+                          lightfm_threads=args.lightfm_threads, lightfm_params=args.lightfm_params, seed=args.model_seed, lm_profile=args.lm_profile,
                           lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
         evaluation=EvalConfig(k=args.k, seed=args.model_seed), refresh_cache=args.refresh,
         publish=not args.no_publish, promotion=PromotionConfig(mode=args.promotion),
+        runner=runner_config(args),
     )  # fmt: skip
 
 

@@ -111,10 +111,8 @@ class Recommender:
         """Training interactions of ``users`` (rows) over the catalogue; empty rows for unknown users."""
         idx = self.user_index(users)
         known = idx >= 0
-        out = sp.lil_matrix((len(idx), len(self.item_ids)), dtype=np.float32)
-        if known.any():
-            out[np.flatnonzero(known)] = self._seen[idx[known]]
-        return out.tocsr()
+        rows = sp.csr_matrix(self._seen[np.where(known, idx, 0)], dtype=np.float32)  # row 0 stands in, then zeroed
+        return sp.csr_matrix(sp.diags(known.astype(np.float32)) @ rows)
 
     def popularity_scores(self, n_users: int) -> np.ndarray:
         """The cold-start ranking: training interaction counts, one identical row per user."""

@@ -44,6 +44,12 @@ SEARCH_SPACE = {
 }
 
 
+def sample_configs(trials: int, seed: int) -> list[dict]:
+    """``trials`` seeded random draws from ``SEARCH_SPACE`` (what ``search_trials`` tries besides the default)."""
+    rng = np.random.default_rng(seed)
+    return [{key: values[rng.integers(len(values))] for key, values in SEARCH_SPACE.items()} for _ in range(trials)]
+
+
 def _fingerprint(*matrices: sp.csr_matrix) -> str:
     digest = hashlib.sha256()
     for m in matrices:
@@ -174,9 +180,7 @@ class LightFMHybrid(Recommender):
         configs = [base]
         tuning = validation is not None and len(validation) > 0
         if tuning and self.search_trials:
-            rng = np.random.default_rng(self.seed)
-            for _ in range(self.search_trials):
-                configs.append({key: values[rng.integers(len(values))] for key, values in SEARCH_SPACE.items()})
+            configs += sample_configs(self.search_trials, self.seed)
         if not self.content:
             configs = [dict(c, content_weight=0.0) for c in configs]
         configs = list({tuple(sorted(c.items())): c for c in configs}.values())

@@ -61,8 +61,8 @@ class Workspace:
 def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the workspace database, waiting up to ``wait_s`` for another writer to let go of it.
 
-    DuckDB allows one writing process per file; a second one fails at once with a lock error, which we
-    turn into a wait and then a clear message.
+    DuckDB allows one writing process per file, and within a process one read-only setting at a time; a
+    conflicting open fails at once, which we turn into a wait and then a clear message.
     """
     db = Path(db)
     if not read_only:
@@ -72,8 +72,10 @@ def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) ->
         try:
             con = duckdb.connect(str(db), read_only=read_only)
             break
-        except duckdb.IOException as err:
-            if "lock" not in str(err).lower():
+        except (duckdb.IOException, duckdb.ConnectionException) as err:
+            # another process holds the write lock, or (same process, another thread) the file is open
+            # with the other read-only setting: both let go when that task's short read or write ends
+            if "lock" not in str(err).lower() and "different configuration" not in str(err):
                 raise
             if time.monotonic() > deadline:
                 raise WorkspaceBusy(

@@ -31,6 +31,7 @@ TRAIN_REVIEWS = "train_reviews"  # the only text later stages may read: training
 
 # --- model and evaluation layer (tasks.train, tasks.evaluate) ----------------------------------------
 MODEL_FITS = "model_fits"  # one row per (run, split, model): chosen hyperparameters, fit seconds (tasks.train)
+LIGHTFM_TRIALS = "lightfm_trials"  # one row per (run, split, trial) of a LightFM search: config, validation NDCG
 EVAL_PER_USER = "eval_per_user"  # per-user metric sums: the unit of bootstrap and paired tests (tasks.evaluate)
 EVAL_RESULTS = "eval_results"  # aggregated metric values with 95% CIs per segment (tasks.evaluate)
 EVAL_TESTS = "eval_tests"  # paired t / Wilcoxon tests between models, Holm-corrected (tasks.evaluate)
@@ -117,6 +118,15 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "fit_seconds": "DOUBLE",
         "eval_seconds": "DOUBLE",
         "extras": "JSON",
+    },
+    LIGHTFM_TRIALS: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "trial": "INTEGER",
+        "config": "JSON",
+        "validation_ndcg": "DOUBLE",
+        "epochs": "INTEGER",
+        "fit_seconds": "DOUBLE",
     },
     EVAL_PER_USER: {
         "run_id": "VARCHAR",

@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     lightfm_threads: int = Field(1, ge=1)  # >1 is faster but not exactly reproducible
     lightfm_trials: int = Field(2, ge=0)  # random configurations tried on validation besides the default
     lightfm_max_epochs: int = Field(30, ge=5)
+    # LightFM hyperparameters to use instead of the defaults (keys of models.lightfm_hybrid.SEARCH_SPACE),
+    # e.g. the best configuration of `python -m flows.search`
+    lightfm_params: dict[Literal["no_components", "learning_rate", "item_alpha", "content_weight"], float] = {}
     lm_profile: Literal["cpu", "gpu"] = "cpu"  # LMConfig overrides for the fine-tuned LM (models.lm_train.PROFILES)
     lm_overrides: dict = {}  # further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}
     seed: int = 0
@@ -83,7 +86,8 @@ def build_model(name: str, config: TrainConfig, protocol: str, work_dir: Path):
     from models.lm_recommender import LMTwoTower
 
     lightfm = dict(loss=config.lightfm_loss, num_threads=config.lightfm_threads, search_trials=config.lightfm_trials,
-                   max_epochs=config.lightfm_max_epochs, seed=config.seed, cold_validation=protocol == "cold_items")  # fmt: skip
+                   max_epochs=config.lightfm_max_epochs, seed=config.seed, cold_validation=protocol == "cold_items",
+                   **lightfm_hyperparameters(config.lightfm_params))  # fmt: skip
     return {
         "global_mean": GlobalMean,
         "bias_als": BiasALS,
@@ -95,6 +99,11 @@ def build_model(name: str, config: TrainConfig, protocol: str, work_dir: Path):
             work_dir / name, config.lm_profile, {"seed": config.seed, **config.lm_overrides}
         ),
     }[name]()
+
+
+def lightfm_hyperparameters(params: dict) -> dict:
+    """LightFMHybrid keyword arguments from a configuration dict (``no_components`` is an integer)."""
+    return {key: int(value) if key == "no_components" else float(value) for key, value in params.items()}
 
 
 def _params(model) -> dict:

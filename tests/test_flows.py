@@ -143,13 +143,13 @@ def _cli(*args, cwd=None):
 
 @pytest.mark.parametrize(
     "module", ["flows.prepare", "flows.full", "flows.baselines", "flows.report", "flows.recommend", "flows.registry",
-               "serve"],
+               "flows.search", "serve"],
 )  # fmt: skip
 def test_cli_help(module):
     out = _cli(module, "--help")
     assert out.returncode == 0
     flag = {"flows.baselines": "--k", "flows.report": "--run", "flows.recommend": "--user", "flows.registry": "rollback",
-            "serve": "--port"}  # fmt: skip
+            "flows.search": "--dask-address", "serve": "--port"}  # fmt: skip
     assert flag.get(module, "--data") in out.stdout
 
 
@@ -197,3 +197,43 @@ def test_cli_report_needs_an_evaluated_run(tmp_path):
     assert out.returncode == 2 and "no evaluated run in" in out.stderr and "Traceback" not in out.stderr
     with pytest.raises(ValueError, match="no evaluated run"):
         latest_evaluated_run(workspace.db)
+
+
+def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harness, tmp_path):
+    """prefect-dask on a local cluster: the splits' fits and the LightFM search trials run on worker processes
+    and give exactly what the sequential runner gives."""
+    from flows.baselines import BaselinesParams, baselines
+    from flows.prepare import PrepareParams, prepare
+    from flows.runners import RunnerConfig
+    from flows.search import SearchParams, search
+    from models.evaluation import EvalConfig
+    from tasks.train import TrainConfig
+
+    records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
+    workspace = str(tmp_path / "ws")
+    prepared = prepare(PrepareParams(data=str(write_lines(tmp_path / "r.json", records)), workspace=workspace,
+                                     seeds=(0, 1), split={"protocols": ("random",)}, validation={"data_docs": False}))  # fmt: skip
+    train = TrainConfig(models=("global_mean", "bias_als", "lightfm_hybrid"), lightfm_max_epochs=5, lightfm_trials=0)
+    runs = {}
+    for kind in ("sequential", "dask"):
+        out = baselines(BaselinesParams(workspace=workspace, splits=tuple(prepared["splits"]), train=train,
+                                        evaluation=EvalConfig(n_boot=100), publish=False, refresh_cache=True,
+                                        runner=RunnerConfig(kind=kind, workers=2)))  # fmt: skip
+        runs[kind] = out["run_id"]
+    with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
+        values = {
+            kind: con.execute(
+                "SELECT split_id, model, metric, segment, value FROM eval_results WHERE run_id = ? ORDER BY ALL", [run]
+            ).fetchall()  # fmt: skip
+            for kind, run in runs.items()
+        }
+    assert {row[0] for row in values["dask"]} == {"random_s0", "random_s1"}
+    assert len(values["dask"]) > 50 and values["dask"] == values["sequential"]
+
+    found = search(SearchParams(workspace=workspace, trials=3, train=train.model_copy(update={"lightfm_max_epochs": 10}),
+                                runner=RunnerConfig(kind="dask", workers=2)))  # fmt: skip
+    with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
+        stored = con.execute("SELECT trial, validation_ndcg FROM lightfm_trials WHERE run_id = ? ORDER BY trial",
+                             [found["run_id"]]).fetchall()  # fmt: skip
+    assert [t for t, _ in stored] == [0, 1, 2] and found["trials"][0]["config"]["learning_rate"] == 0.05
+    assert found["best"]["validation_ndcg"] == max(v for _, v in stored)
