@@ -44,22 +44,23 @@ class BaselinesParams(BaseModel):
 def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
     """Train and evaluate the traditional models on each split; results land in the eval_* tables."""
     workspace = Workspace.existing(params.workspace)
-    run_id = str(runtime.flow_run.id)
-    start_run(workspace.db, run_id, "baselines", params.model_dump(mode="json"))
-    summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
-    publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
-    fit = fit_split.with_options(refresh_cache=params.refresh_cache)
-    with params.runner.build() as runner:
-        # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
-        # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
-        # split's content, the configs and the model code)
-        futures = {split_id: runner.submit(fit, parameters={
-            "db": workspace.db, "split_id": split_id, "config": params.train, "eval_config": params.evaluation,
-            "work_dir": workspace.run_dir(run_id)}) for split_id in params.splits}  # fmt: skip
-        for split_id in params.splits:
-            _record_split(workspace, run_id, split_id, futures[split_id].result(), params, publish, summary)
-    finish_run(workspace.db, run_id, {"splits": list(params.splits)})
-    return summary
+    with workspace.lock("flow baselines"):  # one run at a time per workspace
+        run_id = str(runtime.flow_run.id)
+        start_run(workspace.db, run_id, "baselines", params.model_dump(mode="json"))
+        summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
+        publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
+        fit = fit_split.with_options(refresh_cache=params.refresh_cache)
+        with params.runner.build() as runner:
+            # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
+            # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
+            # split's content, the configs and the model code)
+            futures = {split_id: runner.submit(fit, parameters={
+                "db": workspace.db, "split_id": split_id, "config": params.train, "eval_config": params.evaluation,
+                "work_dir": workspace.run_dir(run_id)}) for split_id in params.splits}  # fmt: skip
+            for split_id in params.splits:
+                _record_split(workspace, run_id, split_id, futures[split_id].result(), params, publish, summary)
+        finish_run(workspace.db, run_id, {"splits": list(params.splits)})
+        return summary
 
 
 def _record_split(workspace: Workspace, run_id: str, split_id: str, trained: dict, params: BaselinesParams,

@@ -36,6 +36,11 @@ class FullParams(BaseModel):
 @flow(name="full")
 def full(params: FullParams = FullParams()) -> dict:
     """Run the experiment end to end and return each stage's summary."""
+    with params.prepare.workspace_for(params.prepare.dataset()).lock("flow full"):  # the stages re-enter it
+        return _stages(params)
+
+
+def _stages(params: FullParams) -> dict:
     # prepare: ingest, validate, split
     prepared = prepare(params.prepare)
     # baselines: traditional models and LightFM, trained and evaluated on every split prepare made

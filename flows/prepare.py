@@ -69,40 +69,41 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
     """Ingest a dataset into DuckDB, validate it with Great Expectations, and split it reproducibly."""
     spec = params.dataset()
     workspace = params.workspace_for(spec)
-    run_id = str(runtime.flow_run.id)
-    start_run(workspace.db, run_id, "prepare", params.model_dump(mode="json"))
+    with workspace.lock("flow prepare"):  # one run at a time per workspace
+        run_id = str(runtime.flow_run.id)
+        start_run(workspace.db, run_id, "prepare", params.model_dump(mode="json"))
 
-    # ingest: files -> immutable raw tables -> canonical tables (+ quarantine, duplicates, accounting)
-    raw = load_raw(workspace.db, spec)
-    fingerprint = record_inputs(workspace.db, run_id, spec)
-    accounting = build_canonical(workspace.db, spec, params.ingest)
+        # ingest: files -> immutable raw tables -> canonical tables (+ quarantine, duplicates, accounting)
+        raw = load_raw(workspace.db, spec)
+        fingerprint = record_inputs(workspace.db, run_id, spec)
+        accounting = build_canonical(workspace.db, spec, params.ingest)
 
-    # validate: GX suites per canonical table and the quarantine threshold; Data Docs in the run folder
-    validate_tables(workspace.db, spec, params.validation, run_id, workspace.run_dir(run_id) / "data_docs")
+        # validate: GX suites per canonical table and the quarantine threshold; Data Docs in the run folder
+        validate_tables(workspace.db, spec, params.validation, run_id, workspace.run_dir(run_id) / "data_docs")
 
-    # split: seeded fold assignments, then the training-only review text
-    splits = {}
-    for seed in params.seeds or (params.split.seed,):
-        splits |= split_interactions(workspace.db, params.split.model_copy(update={"seed": seed}))
-    train_reviews = collect_training_reviews(workspace.db)
+        # split: seeded fold assignments, then the training-only review text
+        splits = {}
+        for seed in params.seeds or (params.split.seed,):
+            splits |= split_interactions(workspace.db, params.split.model_copy(update={"seed": seed}))
+        train_reviews = collect_training_reviews(workspace.db)
 
-    summary = {
-        "dataset": spec.name,
-        "workspace": str(workspace.root),
-        "database": str(workspace.db),
-        "run_id": run_id,
-        "input_fingerprint": fingerprint,
-        "raw_records": raw,
-        "accounting": accounting,
-        "tables": count_tables(workspace.db),
-        "splits": splits,
-        "train_reviews": train_reviews,
-        "data_docs": str(workspace.run_dir(run_id) / "data_docs" / "index.html")
-        if params.validation.data_docs
-        else None,
-    }
-    finish_run(workspace.db, run_id, summary)
-    return summary
+        summary = {
+            "dataset": spec.name,
+            "workspace": str(workspace.root),
+            "database": str(workspace.db),
+            "run_id": run_id,
+            "input_fingerprint": fingerprint,
+            "raw_records": raw,
+            "accounting": accounting,
+            "tables": count_tables(workspace.db),
+            "splits": splits,
+            "train_reviews": train_reviews,
+            "data_docs": str(workspace.run_dir(run_id) / "data_docs" / "index.html")
+            if params.validation.data_docs
+            else None,
+        }
+        finish_run(workspace.db, run_id, summary)
+        return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,10 +34,11 @@ def report(params: ReportParams = ReportParams()) -> dict:
     from tasks.report import latest_evaluated_run
 
     workspace = Workspace.existing(params.workspace)
-    run_id = params.run_id or latest_evaluated_run(workspace.db)
-    out = params.output or str(workspace.root / "reports" / run_id)
-    meta = {"dataset": params.dataset or workspace.root.name}
-    return {"run_id": run_id, **write_report(workspace.db, run_id, out, meta)}
+    with workspace.lock("flow report"):  # one run at a time per workspace
+        run_id = params.run_id or latest_evaluated_run(workspace.db)
+        out = params.output or str(workspace.root / "reports" / run_id)
+        meta = {"dataset": params.dataset or workspace.root.name}
+        return {"run_id": run_id, **write_report(workspace.db, run_id, out, meta)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,16 +43,17 @@ def search(params: SearchParams = SearchParams()) -> dict:
     from models.lightfm_hybrid import SEARCH_SPACE, LightFMHybrid, sample_configs
 
     workspace = Workspace.existing(params.workspace)
-    default = {key: getattr(LightFMHybrid(), key) for key in SEARCH_SPACE}
-    configs = [default, *sample_configs(params.trials - 1, params.seed)]
-    with params.runner.build() as runner:
-        futures = [runner.submit(lightfm_trial, parameters={"db": workspace.db, "split_id": params.split, "trial": n,
-                                                            "config": config, "train": params.train})
-                   for n, config in enumerate(configs)]  # fmt: skip
-        trials = [future.result() for future in futures]
-    record_trials(workspace.db, str(runtime.flow_run.id), params.split, trials)
-    best = max(trials, key=lambda t: (t["validation_ndcg"], -t["trial"]))  # ties: the earlier trial
-    return {"run_id": str(runtime.flow_run.id), "split": params.split, "trials": trials, "best": best}
+    with workspace.lock("flow lightfm-search"):  # one run at a time per workspace
+        default = {key: getattr(LightFMHybrid(), key) for key in SEARCH_SPACE}
+        configs = [default, *sample_configs(params.trials - 1, params.seed)]
+        with params.runner.build() as runner:
+            futures = [runner.submit(lightfm_trial, parameters={"db": workspace.db, "split_id": params.split, "trial": n,
+                                                                "config": config, "train": params.train})
+                       for n, config in enumerate(configs)]  # fmt: skip
+            trials = [future.result() for future in futures]
+        record_trials(workspace.db, str(runtime.flow_run.id), params.split, trials)
+        best = max(trials, key=lambda t: (t["validation_ndcg"], -t["trial"]))  # ties: the earlier trial
+        return {"run_id": str(runtime.flow_run.id), "split": params.split, "trials": trials, "best": best}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -184,7 +184,7 @@ def train(config: LMConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
     start = time.perf_counter()
-    trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None)
+    trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None, weights_only=True)  # no pickle
     seconds = time.perf_counter() - start
     metrics = {
         "best_val_rmse": float(best.best_model_score) if best.best_model_score is not None else None,

@@ -76,6 +76,14 @@ def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict
     return sizes
 
 
+# The training fold's interactions with their text: the one query every reader of review text goes through.
+_TRAINING_REVIEWS = f"""
+    SELECT i.user_id, i.item_id, i.rating, i.timestamp, i.summary, i.review_text
+    FROM {tables.SPLIT_ASSIGNMENTS} a JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
+    WHERE a.split_id = ? AND a.fold = 'train'
+    ORDER BY i.user_id, i.item_id"""
+
+
 def training_reviews(con: duckdb.DuckDBPyConnection, split_id: str) -> pd.DataFrame:
     """The training fold's interactions with their review text and summary, for ``split_id``.
 
@@ -86,24 +94,18 @@ def training_reviews(con: duckdb.DuckDBPyConnection, split_id: str) -> pd.DataFr
     known = con.execute(f"SELECT count(*) FROM {tables.SPLITS} WHERE split_id = ?", [split_id]).fetchone()[0]
     if not known:
         raise KeyError(f"no split {split_id!r} in this workspace; run the prepare flow first")
-    return con.execute(
-        f"""SELECT i.user_id, i.item_id, i.rating, i.timestamp, i.summary, i.review_text
-            FROM {tables.SPLIT_ASSIGNMENTS} a
-            JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
-            WHERE a.split_id = ? AND a.fold = 'train'
-            ORDER BY i.user_id, i.item_id""",
-        [split_id],
-    ).df()
+    return con.execute(_TRAINING_REVIEWS, [split_id]).df()
 
 
 def write_training_reviews(con: duckdb.DuckDBPyConnection) -> int:
-    """Rebuild ``train_reviews`` from :func:`training_reviews` for every split in the workspace."""
+    """Rebuild ``train_reviews`` from the :func:`training_reviews` query for every split in the workspace
+    (inside DuckDB: the text never passes through Python, so memory stays bounded at any size)."""
     con.execute(tables.ddl(tables.TRAIN_REVIEWS, replace=True))
     split_ids = [r[0] for r in con.execute(f"SELECT split_id FROM {tables.SPLITS} ORDER BY split_id").fetchall()]
+    cols = ", ".join(c for c in tables.SCHEMAS[tables.TRAIN_REVIEWS] if c != "split_id")
     for split_id in split_ids:
-        reviews = training_reviews(con, split_id)  # noqa: F841 (read by DuckDB by name)
-        cols = ", ".join(c for c in tables.SCHEMAS[tables.TRAIN_REVIEWS] if c != "split_id")
-        con.execute(f"INSERT INTO {tables.TRAIN_REVIEWS} SELECT ? AS split_id, {cols} FROM reviews", [split_id])
+        con.execute(f"INSERT INTO {tables.TRAIN_REVIEWS} SELECT ? AS split_id, {cols} FROM ({_TRAINING_REVIEWS})",
+                    [split_id, split_id])  # fmt: skip
     return con.execute(f"SELECT count(*) FROM {tables.TRAIN_REVIEWS}").fetchone()[0]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,10 +53,85 @@ class Workspace:
     def db(self) -> Path:
         return self.root / "reclab.duckdb"
 
+    def lock(self, holder: str, wait_s: float | None = None):
+        """Hold this workspace for one flow run: see :func:`workspace_lock`."""
+        return workspace_lock(self.root, holder, wait_s)
+
     def run_dir(self, run_id: str) -> Path:
         path = self.root / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+LOCK_WAIT_S = float(os.environ.get("RECLAB_WORKSPACE_WAIT_S", "900"))  # how long a run waits for another
+_held: dict[Path, int] = {}  # lock depth per workspace in this process (a flow's sub-flows re-enter it)
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def workspace_lock(root: str | Path, holder: str, wait_s: float | None = None) -> Iterator[None]:
+    """One run at a time per workspace: an exclusive lock on ``<workspace>/.lock`` for the whole run.
+
+    A second run (another process) waits, saying whom it waits for, up to ``wait_s`` seconds (default
+    ``RECLAB_WORKSPACE_WAIT_S``, 900), then stops with :class:`WorkspaceBusy`; it never interleaves its
+    writes with the first. Re-entrant within a process (``full`` holds it around its sub-flows). The lock
+    is the operating system's (``flock``): a killed run releases it.
+    """
+    import fcntl
+
+    path = Path(root).resolve() / ".lock"
+    with _held_guard:
+        if _held.get(path):
+            _held[path] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+    handle = path.open("a+")
+    deadline, told = time.monotonic() + wait_s, False
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                other = handle.read().strip() or "another run"
+                if time.monotonic() > deadline:
+                    raise WorkspaceBusy(
+                        f"workspace {path.parent} is in use by {other} (waited {wait_s:.0f} s): wait for it to "
+                        "finish, or pass another --workspace"
+                    ) from None
+                if not told:
+                    logging.getLogger("reclab").warning(
+                        "workspace %s is in use by %s; waiting up to %.0f s", path.parent, other, wait_s
+                    )
+                    told = True
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{holder} (pid {os.getpid()}, since {utc_now():%Y-%m-%d %H:%M:%S} UTC)")
+        handle.flush()
+        with _held_guard:
+            _held[path] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held.pop(path, None)
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+    finally:
+        handle.close()  # closing releases the lock
 
 
 @contextmanager

@@ -16,6 +16,8 @@ from readers.schema import COLUMNS, INTERACTIONS, ITEMS, ROLES
 from tasks import tables
 from tasks.store import connect, ensure
 
+FREE_TEXT = {"review_text", "summary", "description", "title"}  # VARCHAR columns of unbounded length
+
 
 def validate_workspace(
     con: duckdb.DuckDBPyConnection,
@@ -53,7 +55,9 @@ def validate_workspace(
         known_items = [r[0] for r in con.execute(f"SELECT item_id FROM {tables.CANONICAL[ITEMS]}").fetchall()]
     for role in ROLES:
         table = tables.CANONICAL[role]
-        cols = ", ".join(f'"{c}"' for c in COLUMNS[role])
+        # free text is checked for type and nulls only: its first characters say the same as the whole, and
+        # keep the frames GX reads at a bounded size per row however long the reviews are
+        cols = ", ".join(f'left("{c}", 64) AS "{c}"' if c in FREE_TEXT else f'"{c}"' for c in COLUMNS[role])
         frames[role] = con.execute(f"SELECT {cols} FROM {table}").df()
         has_ts = role != INTERACTIONS or bool(frames[role]["timestamp"].notna().any())
         facts[role] = TableFacts(

@@ -1,0 +1,103 @@
+"""Faults: a run killed at any stage and rerun; two runs on one workspace at once; the workspace lock.
+
+(The transformer's own kill-and-resume is in test_lm.py; atomic publishing and report writing in
+test_bundle.py / test_report.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import review, write_lines
+
+from tasks.store import WorkspaceBusy, workspace_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hold_lock(root: Path) -> subprocess.Popen:
+    code = ("import sys, time; from tasks.store import workspace_lock\n"
+            f"with workspace_lock({str(root)!r}, 'a test holder'):\n"
+            "    print('held', flush=True); time.sleep(120)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_workspace_lock_waits_names_the_holder_and_a_kill_releases_it(tmp_path):
+    holder = _hold_lock(tmp_path)
+    try:
+        start = time.monotonic()
+        with pytest.raises(WorkspaceBusy, match=rf"in use by a test holder \(pid {holder.pid}, since .*waited 1 s"):
+            with workspace_lock(tmp_path, "second", wait_s=1):
+                pass
+        assert time.monotonic() - start >= 1.0  # it waited before giving up
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with workspace_lock(tmp_path, "third", wait_s=5):  # the killed holder's lock is gone with its process
+        with workspace_lock(tmp_path, "nested"):  # re-entrant within a process (full -> its stages)
+            assert "third" in (tmp_path / ".lock").read_text()
+
+
+# --- whole runs in their own processes -----------------------------------------------------------------
+
+MODELS = ["global_mean", "bias_als", "popularity", "lightfm_hybrid", "fusion"]
+
+
+def _full(data: Path, workspace: Path, prefect_home: Path) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.full", "--data", str(data), "--workspace", str(workspace), "--models", *MODELS,
+         "--protocols", "random", "temporal", "--no-data-docs", "--no-publish"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _final_metrics(workspace: Path) -> list[tuple]:
+    with duckdb.connect(str(workspace / "reclab.duckdb"), read_only=True) as con:
+        runs = con.execute("SELECT run_id FROM runs WHERE flow = 'baselines' AND status = 'completed' "
+                           "ORDER BY started_at").fetchall()  # fmt: skip
+        return [con.execute("SELECT split_id, model, metric, k, segment, value, ci_low, ci_high FROM eval_results "
+                            "WHERE run_id = ? ORDER BY ALL", [run]).fetchall() for (run,) in runs]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collide(tmp_path):
+    records = [review(f"u{i // 10}", f"i{(i * 7) % 25}", 1 + (i * 3) % 5, ts=1_400_000_000 + i * 3600)
+               for i in range(300)]  # fmt: skip
+    data = write_lines(tmp_path / "r.json", records)
+
+    # two runs at once on one workspace: the second waits for the first, both complete
+    together = tmp_path / "together"
+    first, second = _full(data, together, tmp_path / "ph1"), _full(data, together, tmp_path / "ph2")
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert any("is in use by flow full" in out for out in outputs)
+    reference, again = _final_metrics(together)
+    assert len(reference) > 50 and again == reference
+
+    # a run killed (SIGKILL) in the middle of the prepare stage, then in the middle of the models stage
+    killed = tmp_path / "killed"
+    for stage in ("prepare", "baselines"):
+        run = _full(data, killed, tmp_path / "ph3")
+        lines = []
+        reader = threading.Thread(target=lines.extend, args=(iter(run.stdout.readline, ""),), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 300
+        while not any(f"for flow '{stage}'" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the stage's work
+        run.send_signal(signal.SIGKILL)
+        assert run.wait() == -signal.SIGKILL, f"the run finished before it could be killed in {stage}"
+    rerun = _full(data, killed, tmp_path / "ph3")
+    out = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, out[-3000:]
+    assert _final_metrics(killed)[-1] == reference
