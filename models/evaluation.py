@@ -110,7 +110,7 @@ def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candida
         chosen = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
         users, relevant, exclude = users[chosen], relevant[chosen], exclude[chosen]
     parts, tops = [], []
-    for rows in user_blocks(len(users)):
+    for rows in user_blocks(len(users), len(cols)):
         scores = model.score(users[rows])[:, cols]
         parts.append(ranking_metrics(scores, relevant[rows], exclude[rows], k))
         tops.append(cols[top_k(mask_seen(scores, exclude[rows]), min(k, len(cols)))])

@@ -164,7 +164,7 @@ class Fusion(Recommender):
         users, relevant, exclude, cols = self._validation_targets(validation)
         grid = simplex_grid(len(self.ranking_names), self.config.grid_points)
         ndcg, alone = np.zeros(len(grid)), np.zeros(len(self.ranking_names))  # sums over users, block by block
-        for rows in user_blocks(len(users)):
+        for rows in user_blocks(len(users), len(cols)):
             standardised = [_standardise(self.components[n].score(users[rows])[:, cols]) for n in self.ranking_names]
             for g, weights in enumerate(grid):
                 ndcg[g] += self._ndcg_sum(sum(w * s for w, s in zip(weights, standardised, strict=True)),

@@ -244,7 +244,7 @@ class LightFMHybrid(Recommender):
             users, relevant = users[chosen], relevant[chosen]
         exclude = self._seen[users][:, cols]
         ndcg = [ranking_metrics(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k)["ndcg"]
-                for rows in user_blocks(len(users))]  # fmt: skip
+                for rows in user_blocks(len(users), len(cols))]  # fmt: skip
         return float(np.mean(np.concatenate(ndcg)))
 
     def _calibrate(self, pairs: pd.DataFrame) -> None:

@@ -29,10 +29,15 @@ RATING_METRICS = ("rmse", "mse", "mae")
 CHUNK_USERS = 2048  # users scored at once: bounds memory at CHUNK_USERS x catalogue floats
 
 
-def user_blocks(n_users: int, block: int = CHUNK_USERS) -> list[slice]:
-    """Row slices of at most ``block`` users: score a block, rank it, let it go, so that ranking a whole
-    catalogue for any number of users holds only ``block`` x catalogue scores at a time."""
-    return [slice(start, start + block) for start in range(0, n_users, block)]
+SCORE_BUDGET = 1 << 24  # users x items scores held at once while ranking (16M floats, 128 MB)
+
+
+def user_blocks(n_users: int, n_items: int) -> list[slice]:
+    """Row slices of users such that a block's scores over ``n_items`` stay within ``SCORE_BUDGET``: score a
+    block, rank it, let it go, so that ranking a whole catalogue for any number of users holds a bounded
+    amount of memory."""
+    block = max(1, SCORE_BUDGET // max(n_items, 1))
+    return [slice(start, min(start + block, n_users)) for start in range(0, n_users, block)]
 
 
 def squared_and_absolute_errors(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -74,3 +74,27 @@ def test_store_evaluation_replaces_a_runs_rows(values, tmp_path):
     assert n == len(results) > 0
     assert con.execute(f"SELECT count(*) FROM {tables.EVAL_PER_USER}").fetchone()[0] == len(frame)
     assert con.execute(f"SELECT count(*) FROM {tables.EVAL_TESTS}").fetchone()[0] > 0
+
+
+def test_ranking_in_blocks_of_users_and_on_a_user_sample(monkeypatch):
+    """Scoring block by block (any budget) gives exactly the all-at-once values; a user sample is a seeded
+    subset of those same per-user values."""
+    import models.metrics
+    from models.metrics import user_blocks
+
+    assert user_blocks(5, 4) == [slice(0, 5)]
+    monkeypatch.setattr(models.metrics, "SCORE_BUDGET", 8)
+    assert user_blocks(5, 4) == [slice(0, 2), slice(2, 4), slice(4, 5)] and user_blocks(3, 100) == [
+        slice(0, 1), slice(1, 2), slice(2, 3)]  # fmt: skip
+    train, valid, test = folds(ratings(n_users=30, n_items=50, per_user=15))
+    model = BiasALS().fit(train, valid)
+    whole, _ = per_user_values(model, "bias", train, test, EvalConfig())
+    monkeypatch.setattr(models.metrics, "SCORE_BUDGET", 3)  # one user per block
+    blocked, _ = per_user_values(model, "bias", train, test, EvalConfig())
+    assert blocked.equals(whole)
+    sampled, _ = per_user_values(model, "bias", train, test, EvalConfig(ranking_users=2))
+    ranking = sampled[sampled["metric"] == "ndcg"]
+    assert ranking["user_id"].nunique() == 2
+    merged = ranking.merge(whole, on=["metric", "k", "user_id", "item_segment"], suffixes=("", "_all"))
+    assert len(merged) == 2 and (merged["num"] == merged["num_all"]).all()
+    assert sampled[sampled["metric"] == "mse"].equals(whole[whole["metric"] == "mse"])  # rating: every user
