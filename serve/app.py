@@ -38,6 +38,39 @@ MAX_BODY_BYTES = 8_000_000
 log = logging.getLogger("reclab.serve")
 
 
+class ChunkedBodies:
+    """ASGI middleware for bodies sent without a length (chunked transfer): read them up to
+    ``MAX_BODY_BYTES`` and answer 413 beyond, before the endpoint sees anything. (A Content-Length over the
+    limit is refused by the ``bounded_bodies`` check, before anything is read.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
+        if scope["type"] != "http" or b"content-length" in headers or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_BODY_BYTES:
+                return await _too_large()(scope, receive, send)
+        replay = [{"type": "http.request", "body": bytes(body), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        return await self.app(scope, replayed, send)
+
+
+def _too_large() -> JSONResponse:
+    return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+
+
 def challenger_arm(user_id: str, share: float) -> bool:
     """Whether ``user_id`` is in the challenger's arm: a stable hash of the id, so a user always gets the
     same arm (for a given share), across requests, restarts and machines."""
@@ -169,8 +202,10 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         # 10,000 pairs of 256-character ids fit in about 6 MB; anything larger is refused before it is read
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+            return _too_large()
         return await call_next(request)
+
+    app.add_middleware(ChunkedBodies)  # bodies without a length: read up to the limit, then refused
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError):

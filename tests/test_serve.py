@@ -83,6 +83,12 @@ def test_bad_predict_requests_get_4xx(client):
     assert client.post("/predict", json=too_many).status_code == 422
     huge = client.post("/predict", content=b"x" * 8_000_001, headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "over 8,000,000 bytes" in huge.json()["detail"]
+    chunks = (b"x" * 1_000_000 for _ in range(9))  # chunked transfer: no Content-Length to check up front
+    chunked = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and "over 8,000,000 bytes" in chunked.json()["detail"]
+    small = client.post("/predict", content=(c for c in [b'{"pairs": [{"user_id": "u1", ', b'"item_id": "i1"}]}']),
+                        headers={"content-type": "application/json"})  # fmt: skip
+    assert small.status_code == 200, small.text
 
 
 def test_health_model_and_no_stack_traces(client, monkeypatch):
