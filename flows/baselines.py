@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow, runtime
+from prefect import flow, get_run_logger, runtime
 from pydantic import BaseModel, ConfigDict
 
 from flows.runners import RunnerConfig
@@ -19,7 +19,7 @@ from tasks.evaluate import evaluate_models
 from tasks.registry import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
 from tasks.store import DEFAULT_WORKSPACES, Workspace
-from tasks.train import TrainConfig, fit_split, record_fits
+from tasks.train import FitOutputsMissing, TrainConfig, fit_split, load_fit_outputs, record_fits
 
 DEFAULT_SPLITS = ("random_s0", "temporal_s0", "cold_items_s0")
 
@@ -54,11 +54,17 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
             # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
             # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
             # split's content, the configs and the model code)
-            futures = {split_id: runner.submit(fit, parameters={
-                "db": workspace.db, "split_id": split_id, "config": params.train, "eval_config": params.evaluation,
-                "work_dir": workspace.run_dir(run_id)}) for split_id in params.splits}  # fmt: skip
+            inputs = {split_id: {"db": workspace.db, "split_id": split_id, "config": params.train,
+                                 "eval_config": params.evaluation, "work_dir": workspace.run_dir(run_id)}
+                      for split_id in params.splits}  # fmt: skip
+            futures = {split_id: runner.submit(fit, parameters=inputs[split_id]) for split_id in params.splits}
             for split_id in params.splits:
-                _record_split(workspace, run_id, split_id, futures[split_id].result(), params, publish, summary)
+                try:
+                    trained = load_fit_outputs(futures[split_id].result())
+                except FitOutputsMissing as err:  # a cached fit whose run folder was deleted: fit it again
+                    get_run_logger().warning("%s; refitting %s", err, split_id)
+                    trained = load_fit_outputs(fit_split.with_options(refresh_cache=True)(**inputs[split_id]))
+                _record_split(workspace, run_id, split_id, trained, params, publish, summary)
         finish_run(workspace.db, run_id, {"splits": list(params.splits)})
         return summary
 

@@ -23,7 +23,7 @@ from readers.parse import layout_for
 from readers.records import read_header
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import tables
-from tasks.store import connect, ensure, utc_now
+from tasks.store import connect, ensure, sha256_of, utc_now
 
 CHUNK = 50_000  # records per insert: bounds memory whatever the file size
 
@@ -54,14 +54,6 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], schema
     if rows:
         batch = pa.Table.from_pylist(rows, schema=schema)  # noqa: F841 (read by DuckDB by name)
         con.execute(f"INSERT INTO {table} SELECT * FROM batch")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- raw layer ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -63,6 +64,11 @@ class Workspace:
         return path
 
 
+# DuckDB works out of core: past its memory limit (default 80% of RAM) it spills to ``<db>.tmp``. Set
+# RECLAB_DUCKDB_MEMORY_LIMIT (e.g. "2GB") to keep it lower on a shared machine.
+DUCKDB_CONFIG = (
+    {"memory_limit": os.environ["RECLAB_DUCKDB_MEMORY_LIMIT"]} if os.environ.get("RECLAB_DUCKDB_MEMORY_LIMIT") else {}
+)
 LOCK_WAIT_S = float(os.environ.get("RECLAB_WORKSPACE_WAIT_S", "900"))  # how long a run waits for another
 _held: dict[Path, int] = {}  # lock depth per workspace in this process (a flow's sub-flows re-enter it)
 _held_guard = threading.Lock()
@@ -147,7 +153,7 @@ def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) ->
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            con = duckdb.connect(str(db), read_only=read_only)
+            con = duckdb.connect(str(db), read_only=read_only, config=DUCKDB_CONFIG)
             break
         except (duckdb.IOException, duckdb.ConnectionException) as err:
             # another process holds the write lock, or (same process, another thread) the file is open
@@ -181,6 +187,14 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tasks import tables
 from tasks.split import training_reviews
-from tasks.store import PROJECT_ROOT, connect, replace_run_rows
+from tasks.store import PROJECT_ROOT, connect, replace_run_rows, sha256_of
 
 MODELS = (
     "global_mean",
@@ -246,15 +246,50 @@ def _fit_cache_key(context, parameters: dict) -> str:
     return hashlib.sha256(f"{data}|{configs}|{source_fingerprint()}".encode()).hexdigest()
 
 
-@task(cache_key_fn=_fit_cache_key, persist_result=True)
-def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config, work_dir: Path) -> dict:
-    """Fit the configured models on one split and compute their per-user test values.
+class FitOutputsMissing(RuntimeError):
+    """A cached fit's output files were deleted or altered since the fit wrote them."""
 
-    Cached by content: a rerun on the same split data, configs and model code returns the stored result
-    without fitting (``refresh_cache=True`` forces a refit)."""
+
+def save_fit_outputs(result: dict, folder: Path) -> dict:
+    """Write a fit's tables as Parquet files beside its bundle; return a JSON-able summary naming each file
+    with its sha256 (what the cache stores: no pickle is ever written or read back)."""
+    frames = {"per_user": result["per_user"]}
+    if result["lm"] is not None:
+        frames |= {"lm_embeddings": result["lm"]["embeddings"], "lm_predictions": result["lm"]["predictions"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, frame in frames.items():
+        path = folder / f"{name}.parquet"
+        frame.to_parquet(path, index=False)
+        files[name] = {"path": str(path), "sha256": sha256_of(path)}
+    return {"files": files, **{key: result[key] for key in ("fits", "protocol", "bundle")}}
+
+
+def load_fit_outputs(summary: dict) -> dict:
+    """The fit's result from :func:`save_fit_outputs`' summary, every file checked against its sha256."""
+    frames = {}
+    for name, entry in summary["files"].items():
+        path = Path(entry["path"])
+        if not path.exists() or sha256_of(path) != entry["sha256"]:
+            raise FitOutputsMissing(f"the cached fit output {path} is missing or was altered since it was written")
+        frames[name] = pd.read_parquet(path)
+    lm = ({"embeddings": frames["lm_embeddings"], "predictions": frames["lm_predictions"]}
+          if "lm_embeddings" in frames else None)  # fmt: skip
+    return {"per_user": frames["per_user"], "lm": lm, **{key: summary[key] for key in ("fits", "protocol", "bundle")}}
+
+
+@task(cache_key_fn=_fit_cache_key, persist_result=True, result_serializer="json")
+def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config, work_dir: Path) -> dict:
+    """Fit the configured models on one split and compute their per-user test values; the tables are written
+    to ``<work_dir>/<split>/outputs`` and the task returns their summary (read them with
+    :func:`load_fit_outputs`).
+
+    Cached by content: a rerun on the same split data, configs and model code returns the stored summary
+    without fitting (``refresh_cache=True`` forces a refit). The cache holds JSON only."""
     with connect(db, read_only=True) as con:  # released before the (long) fits
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-    return fit_and_evaluate(data, protocol, split_id, config, eval_config, work_dir)
+    result = fit_and_evaluate(data, protocol, split_id, config, eval_config, work_dir)
+    return save_fit_outputs(result, Path(work_dir) / split_id / "outputs")
 
 
 @task(cache_policy=NONE)

@@ -101,3 +101,29 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
     out = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, out[-3000:]
     assert _final_metrics(killed)[-1] == reference
+
+
+def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
+    """What the fit cache stores is a JSON-able summary naming Parquet files with their sha256: no pickle."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from tasks.train import FitOutputsMissing, load_fit_outputs, save_fit_outputs
+
+    per_user = pd.DataFrame({"model": ["m", "m"], "metric": ["mse", "ndcg"], "k": [0, 10], "user_id": ["u1", "u2"],
+                             "user_segment": ["<=3", "4-10"], "item_segment": ["all", "all"],
+                             "num": [0.25, np.nan], "den": [1.0, 1.0]})  # fmt: skip
+    vectors = pd.DataFrame({"kind": ["user"], "id": ["u1"], "vector": [[0.5, -1.0]]})
+    result = {"per_user": per_user, "fits": [{"model": "m", "params": {"a_": 1.5}, "fit_seconds": 0.1}],
+              "protocol": "random", "bundle": None,
+              "lm": {"embeddings": vectors, "predictions": per_user[["user_id"]]}}  # fmt: skip
+    summary = save_fit_outputs(result, tmp_path / "outputs")
+    assert json.loads(json.dumps(summary)) == summary  # JSON-able
+    loaded = load_fit_outputs(summary)
+    assert loaded["per_user"].equals(per_user) and loaded["fits"] == result["fits"]
+    assert list(loaded["lm"]["embeddings"]["vector"][0]) == [0.5, -1.0]
+    per_user.assign(num=0.0).to_parquet(summary["files"]["per_user"]["path"], index=False)
+    with pytest.raises(FitOutputsMissing, match="per_user.parquet is missing or was altered"):
+        load_fit_outputs(summary)
