@@ -17,9 +17,10 @@ def prepared(path: Path, db: str | Path = ":memory:", protocols: tuple[str, ...]
     from models.split import PROTOCOLS, SplitConfig
     from readers import resolve_dataset
     from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
+    from tasks.store import DUCKDB_CONFIG
 
     spec = resolve_dataset(path)
-    con = duckdb.connect(str(db))
+    con = duckdb.connect(str(db), config=DUCKDB_CONFIG)  # RECLAB_DUCKDB_MEMORY_LIMIT, as the flows
     load_raw_tables(con, spec)
     build_canonical_tables(con, spec, IngestConfig())
     if validate:
