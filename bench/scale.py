@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{per_k:>10.3f}{per_k / base_per_k:>8.2f}")  # fmt: skip
     out = ROOT / "bench" / "results" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    for factor, stages in results.items():  # a rerun of some stages updates those, keeps the others
+        stored.setdefault(factor, {}).update(stages)
+    out.write_text(json.dumps(stored, indent=2))
     print(f"\n(lm_encode: s per 1k profiles encoded; projected whole-catalogue seconds in {out})")
     return 0
 

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.profiles import FULL, Profiles
 
+TOKENIZE_CHUNK = 4096  # profiles tokenised at a time (full encodings, overflow included, are large)
+
 
 @dataclass
 class ProfileTokens:
@@ -35,8 +37,11 @@ class ProfileTokens:
                 keys[key] = len(texts)
                 kind, entity, fold = key
                 texts.append(profiles.user(entity, fold) if kind == "user" else profiles.item(entity, fold))
-        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"] if texts else []
-        return cls(keys=keys, ids=[list(x) for x in ids], pad_id=tokenizer.pad_token_id or 0)
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), TOKENIZE_CHUNK):  # a fast tokenizer's encodings of every text at once
+            batch = tokenizer(texts[start : start + TOKENIZE_CHUNK], truncation=True, max_length=max_length)
+            ids += [list(x) for x in batch["input_ids"]]  # keep the ids only; the encodings are let go
+        return cls(keys=keys, ids=ids, pad_id=tokenizer.pad_token_id or 0)
 
     def pad(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask of profiles ``rows``, padded to the longest of them."""
