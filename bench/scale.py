@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"stage {name} at x{factor} failed")
             results.setdefault(str(factor), {})[name] = json.loads(lines[-1][7:])
             print(f"x{factor} {name}: {results[str(factor)][name]}", flush=True)
+    out = ROOT / "bench" / "results" / "scale.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    for factor, stages in results.items():  # a rerun of some stages updates those, keeps the others
+        stored.setdefault(factor, {}).update(stages)
+    out.write_text(json.dumps(stored, indent=2))
+    results = {factor: stored[factor] for factor in map(str, args.factors)}
     base = results.get(str(args.factors[0]), {})
     n0 = base.get("prepare", {}).get("interactions")
     print(
@@ -177,12 +184,6 @@ def main(argv: list[str] | None = None) -> int:
                           else base_r["seconds"] / base_r["sampled"] * 1000)  # fmt: skip
             print(f"{name:<12}{'x' + str(factor):>6}{n:>14,}{r['seconds']:>10.1f}{r['peak_rss_mib']:>10.0f}"
                   f"{per_k:>10.3f}{per_k / base_per_k:>8.2f}")  # fmt: skip
-    out = ROOT / "bench" / "results" / "scale.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stored = json.loads(out.read_text()) if out.exists() else {}
-    for factor, stages in results.items():  # a rerun of some stages updates those, keeps the others
-        stored.setdefault(factor, {}).update(stages)
-    out.write_text(json.dumps(stored, indent=2))
     print(f"\n(lm_encode: s per 1k profiles encoded; projected whole-catalogue seconds in {out})")
     return 0
 

@@ -181,6 +181,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to train (default: all)"
     )
     group.add_argument("--k", type=int, default=10, help="ranking cut-off K (default 10)")
+    group.add_argument("--ranking-users", type=int, default=None,
+                       help="rank at most this many test users per split (a seeded sample, the same for every model; "
+                            "default: all). Full-catalogue ranking costs users x items: for very large datasets")  # fmt: skip
     group.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp", help="LightFM loss")
     group.add_argument(
         "--lightfm-threads",
@@ -238,7 +241,7 @@ def model_params(args: argparse.Namespace):
         train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
                           lightfm_threads=args.lightfm_threads, lightfm_params=args.lightfm_params, seed=args.model_seed, lm_profile=args.lm_profile,
                           lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
-        evaluation=EvalConfig(k=args.k, seed=args.model_seed), refresh_cache=args.refresh,
+        evaluation=EvalConfig(k=args.k, seed=args.model_seed, ranking_users=args.ranking_users), refresh_cache=args.refresh,
         publish=not args.no_publish, promotion=PromotionConfig(mode=args.promotion),
         runner=runner_config(args),
     )  # fmt: skip
