@@ -6,6 +6,7 @@ test_bundle.py / test_report.py.)"""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,13 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
     rerun = _full(data, killed, tmp_path / "ph3")
     out = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, out[-3000:]
+    assert _final_metrics(killed)[-1] == reference
+
+    # the cached fits' output files deleted with the run folders: the cache hit is refused and refit
+    shutil.rmtree(killed / "runs")
+    rerun = _full(data, killed, tmp_path / "ph3")
+    out = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0 and "is missing or was altered since it was written; refitting" in out, out[-3000:]
     assert _final_metrics(killed)[-1] == reference
 
 
