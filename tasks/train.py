@@ -262,7 +262,15 @@ def save_fit_outputs(result: dict, folder: Path) -> dict:
         path = folder / f"{name}.parquet"
         frame.to_parquet(path, index=False)
         files[name] = {"path": str(path), "sha256": sha256_of(path)}
-    return {"files": files, **{key: result[key] for key in ("fits", "protocol", "bundle")}}
+    summary = {"files": files, **{key: result[key] for key in ("fits", "protocol", "bundle")}}
+    return json.loads(json.dumps(summary, default=_plain))  # plain JSON types only: nothing to rebuild on load
+
+
+def _plain(value):
+    """numpy scalars and arrays as Python numbers and lists (anything else is a bug: refuse it)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"a fit summary holds a {type(value).__name__}, which is not plain JSON")
 
 
 def load_fit_outputs(summary: dict) -> dict:

@@ -113,7 +113,6 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
 
 def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
     """What the fit cache stores is a JSON-able summary naming Parquet files with their sha256: no pickle."""
-    import json
 
     import numpy as np
     import pandas as pd
@@ -124,13 +123,19 @@ def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
                              "user_segment": ["<=3", "4-10"], "item_segment": ["all", "all"],
                              "num": [0.25, np.nan], "den": [1.0, 1.0]})  # fmt: skip
     vectors = pd.DataFrame({"kind": ["user"], "id": ["u1"], "vector": [[0.5, -1.0]]})
-    result = {"per_user": per_user, "fits": [{"model": "m", "params": {"a_": 1.5}, "fit_seconds": 0.1}],
+    result = {"per_user": per_user, "fits": [{"model": "m", "params": {"a_": 1.5, "n_": np.int64(3)},
+                                              "fit_seconds": 0.1, "extras": {"coverage": np.float64(0.5)}}],
               "protocol": "random", "bundle": None,
               "lm": {"embeddings": vectors, "predictions": per_user[["user_id"]]}}  # fmt: skip
     summary = save_fit_outputs(result, tmp_path / "outputs")
-    assert json.loads(json.dumps(summary)) == summary  # JSON-able
+    from prefect.serializers import JSONSerializer
+
+    serializer = JSONSerializer()
+    assert serializer.loads(serializer.dumps(summary)) == summary  # what Prefect's result cache stores
+    assert "__class__" not in serializer.dumps(summary).decode()  # plain JSON: no object to rebuild
     loaded = load_fit_outputs(summary)
     assert loaded["per_user"].equals(per_user) and loaded["fits"] == result["fits"]
+    assert type(loaded["fits"][0]["params"]["n_"]) is int
     assert list(loaded["lm"]["embeddings"]["vector"][0]) == [0.5, -1.0]
     per_user.assign(num=0.0).to_parquet(summary["files"]["per_user"]["path"], index=False)
     with pytest.raises(FitOutputsMissing, match="per_user.parquet is missing or was altered"):
