@@ -42,9 +42,16 @@ def code_version() -> str:
 
 @task(cache_policy=NONE)
 def start_run(db: Path, run_id: str, flow: str, parameters: dict) -> None:
-    """Record that a run started, with its parameters and code version."""
+    """Record that a run started, with its parameters and code version.
+
+    Runs still marked ``running`` are marked ``interrupted``: the workspace lock (held by every flow) means
+    none of them can still be going, so each was killed or crashed before it recorded an outcome."""
     with connect(db) as con:
         ensure(con, tables.RUNS)
+        con.execute(
+            f"UPDATE {tables.RUNS} SET status = 'interrupted', summary = ? WHERE status = 'running' AND run_id <> ?",
+            [json.dumps({"error": "ended without recording an outcome (killed or crashed)"}), run_id],
+        )
         con.execute(f"DELETE FROM {tables.RUNS} WHERE run_id = ?", [run_id])
         con.execute(
             f"INSERT INTO {tables.RUNS} (run_id, flow, parameters, code_version, started_at, status) "

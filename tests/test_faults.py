@@ -102,6 +102,9 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
     out = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, out[-3000:]
     assert _final_metrics(killed)[-1] == reference
+    with duckdb.connect(str(killed / "reclab.duckdb"), read_only=True) as con:
+        statuses = [s for (s,) in con.execute("SELECT status FROM runs ORDER BY started_at").fetchall()]
+    assert "running" not in statuses and statuses.count("interrupted") >= 2 and statuses[-1] == "completed"
 
     # the cached fits' output files deleted with the run folders: the cache hit is refused and refit
     shutil.rmtree(killed / "runs")
