@@ -18,12 +18,13 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
+from models.bundle import sha256
 from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
 from readers.parse import layout_for
 from readers.records import read_header
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import tables
-from tasks.store import connect, ensure, sha256_of, utc_now
+from tasks.store import connect, ensure, utc_now
 
 CHUNK = 50_000  # records per insert: bounds memory whatever the file size
 
@@ -69,7 +70,7 @@ def load_raw_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[s
     ensure(con, tables.SOURCES)
     loaded = {}
     for role, path in spec.files.items():
-        digest = sha256_of(path)
+        digest = sha256(path)
         previous = con.execute(f"SELECT path, sha256, records FROM {tables.SOURCES} WHERE role = ?", [role]).fetchone()
         if previous is not None:
             if previous[1] != digest:

@@ -20,9 +20,10 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from models.bundle import sha256
 from tasks import tables
 from tasks.split import training_reviews
-from tasks.store import PROJECT_ROOT, connect, replace_run_rows, sha256_of
+from tasks.store import PROJECT_ROOT, connect, replace_run_rows
 
 MODELS = (
     "global_mean",
@@ -261,7 +262,7 @@ def save_fit_outputs(result: dict, folder: Path) -> dict:
     for name, frame in frames.items():
         path = folder / f"{name}.parquet"
         frame.to_parquet(path, index=False)
-        files[name] = {"path": str(path), "sha256": sha256_of(path)}
+        files[name] = {"path": str(path), "sha256": sha256(path)}
     summary = {"files": files, **{key: result[key] for key in ("fits", "protocol", "bundle")}}
     return json.loads(json.dumps(summary, default=_plain))  # plain JSON types only: nothing to rebuild on load
 
@@ -278,7 +279,7 @@ def load_fit_outputs(summary: dict) -> dict:
     frames = {}
     for name, entry in summary["files"].items():
         path = Path(entry["path"])
-        if not path.exists() or sha256_of(path) != entry["sha256"]:
+        if not path.exists() or sha256(path) != entry["sha256"]:
             raise FitOutputsMissing(f"the cached fit output {path} is missing or was altered since it was written")
         frames[name] = pd.read_parquet(path)
     lm = ({"embeddings": frames["lm_embeddings"], "predictions": frames["lm_predictions"]}
