@@ -26,10 +26,7 @@ from models.base import mask_seen, top_k
 
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "auc")
 RATING_METRICS = ("rmse", "mse", "mae")
-CHUNK_USERS = 2048  # users scored at once: bounds memory at CHUNK_USERS x catalogue floats
-
-
-SCORE_BUDGET = 1 << 24  # users x items scores held at once while ranking (16M floats, 128 MB)
+SCORE_BUDGET = 1 << 24  # values per user block held at once while ranking (16M floats, 128 MB)
 
 
 def user_blocks(n_users: int, n_items: int) -> list[slice]:
@@ -70,8 +67,7 @@ def ranking_metrics(
     relevant = sp.csr_matrix(relevant)
     exclude = sp.csr_matrix(scores.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
     out = {name: [] for name in RANKING_METRICS}
-    for start in range(0, scores.shape[0], CHUNK_USERS):
-        rows = slice(start, start + CHUNK_USERS)
+    for rows in user_blocks(*scores.shape):  # bounds the per-block temporaries (masks, rankings)
         for name, values in _ranking_chunk(scores[rows], relevant[rows], exclude[rows], k).items():
             out[name].append(values)
     return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in out.items()}
@@ -126,11 +122,11 @@ def intra_list_diversity(top: np.ndarray, item_vectors: np.ndarray) -> np.ndarra
     if k < 2:
         return np.zeros(top.shape[0])
     out = np.empty(top.shape[0])
-    for start in range(0, top.shape[0], CHUNK_USERS):
-        v = unit[top[start : start + CHUNK_USERS]]
+    for rows in user_blocks(top.shape[0], k * unit.shape[1]):  # a block's (users, k, dim) vectors in budget
+        v = unit[top[rows]]
         gram = np.einsum("nkd,njd->nkj", v, v)
         off_diagonal = gram.sum(axis=(1, 2)) - np.trace(gram, axis1=1, axis2=2)
-        out[start : start + CHUNK_USERS] = 1.0 - off_diagonal / (k * (k - 1))
+        out[rows] = 1.0 - off_diagonal / (k * (k - 1))
     return out
 
 
