@@ -38,17 +38,24 @@ MAX_BODY_BYTES = 8_000_000
 log = logging.getLogger("reclab.serve")
 
 
-class ChunkedBodies:
-    """ASGI middleware for bodies sent without a length (chunked transfer): read them up to
-    ``MAX_BODY_BYTES`` and answer 413 beyond, before the endpoint sees anything. (A Content-Length over the
-    limit is refused by the ``bounded_bodies`` check, before anything is read.)"""
+class BoundedBodies:
+    """ASGI middleware bounding request bodies at ``MAX_BODY_BYTES`` (10,000 pairs of 256-character ids fit in
+    about 6 MB): a Content-Length over the limit (or not a number) is answered 413 before anything is read; a
+    body sent without a length (chunked) is read up to the limit and answered 413 beyond, before the endpoint
+    sees any of it."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
-        if scope["type"] != "http" or b"content-length" in headers or scope["method"] in ("GET", "HEAD"):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                return await _too_large()(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if scope["method"] in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         body, more = bytearray(), True
         while more:
@@ -197,15 +204,7 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
             raise RequestError(champion.error or "no model loaded yet")
         return current
 
-    @app.middleware("http")
-    async def bounded_bodies(request: Request, call_next):
-        # 10,000 pairs of 256-character ids fit in about 6 MB; anything larger is refused before it is read
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _too_large()
-        return await call_next(request)
-
-    app.add_middleware(ChunkedBodies)  # bodies without a length: read up to the limit, then refused
+    app.add_middleware(BoundedBodies)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError):
