@@ -92,6 +92,9 @@ def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
         arrays = {key: npz[key] for key in npz.files}
     model = cls.__new__(cls)
     state = _decode(manifest["values"], arrays)
+    missing = [field for field in (*COMMON_FIELDS, *cls.state_fields) if field not in state]
+    if missing:
+        raise BundleError(f"{path}: no {', '.join(missing)}: published by an older reclab; publish the model again")
     if manifest["components"]:
         state["components"] = {name: load_model(folder / "components" / name, verify=False)
                                for name in manifest["components"]}  # fmt: skip

@@ -3,8 +3,8 @@
 ``fit`` writes the training fold (with its text) and the validation fold (without) into ``work_dir``, runs
 ``python -m models.lm_train`` as its own process (so Lightning's DDP can re-launch it), and loads what it
 exported: user/item vectors of the full training profiles (best checkpoint) and the rating readout.
-``predict`` applies the readout (a ridge regression on [u, v, u⊙v], refitted on the fine-tuned vectors) to
-(u, v); ``score`` is the cosine of the vectors' retrieval halves over the catalogue, one matrix product.
+``predict`` applies the readout (ridge regressions on the profiles' rating statistics, then on [u, v, u⊙v] of
+the fine-tuned vectors) to a user's and an item's vectors and statistics; ``score`` is the cosine of the vectors' retrieval halves over the catalogue, one matrix product.
 
 Cold start: a user (item) unseen in training is encoded from the empty profile; an item with metadata but
 no training reviews is encoded from its metadata.
@@ -38,7 +38,7 @@ class LMTwoTower(Recommender):
     # the fine-tuned vectors and readout (serving needs no encoder for users and items it knows), and the
     # encoder reference and trainer metrics (best checkpoint path) they came from
     state_fields = ("_users", "_user_vectors", "_unknown_user", "_item_vectors", "_unknown_item", "_readout", "_dim",
-                    "profile", "overrides", "metrics_")  # fmt: skip
+                    "_user_stats", "_item_stats", "profile", "overrides", "metrics_")  # fmt: skip
 
     def __init__(self, work_dir: str | Path, profile: str | None = "cpu", overrides: dict | None = None):
         if profile is not None and profile not in PROFILES:
@@ -81,11 +81,12 @@ class LMTwoTower(Recommender):
         missing = np.isnan(self._item_vectors).any(axis=1)
         self._item_vectors[missing] = emb["unknown_item_vector"]
         self._unknown_item = emb["unknown_item_vector"]
+        self._user_stats = emb["user_stats"]  # (rating sum, count) of each profile; none for unknown ids
+        item_stats = pd.DataFrame(emb["item_stats"], index=emb["item_ids"].astype(str)).reindex(self.item_ids)
+        self._item_stats = item_stats.fillna(0.0).to_numpy()
         readout = np.load(out / "readout.npz", allow_pickle=False)
-        self._readout = {
-            "weights": readout["weights"],
-            "bias": float(readout["bias"]),
-            "alpha": float(readout["alpha"]),
+        self._readout = {key: readout[key] for key in ("weights", "stat_weights")} | {
+            key: float(readout[key]) for key in ("bias", "alpha", "mean", "stat_bias", "stat_alpha")
         }
         self._dim = self._user_vectors.shape[1] // 2  # vectors are [retrieval half | attention-pooled half]
 
@@ -100,10 +101,13 @@ class LMTwoTower(Recommender):
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         from models.lm_train import apply_readout
 
-        u = self._user_vectors_for(users)
-        pos = self.item_index(items)
-        v = np.where((pos >= 0)[:, None], self._item_vectors[np.maximum(pos, 0)], self._unknown_item)
-        return apply_readout(self._readout, u, v)
+        upos, ipos = positions(self._users, users), self.item_index(items)
+        known_user, known_item = (upos >= 0)[:, None], (ipos >= 0)[:, None]
+        u = np.where(known_user, self._user_vectors[np.maximum(upos, 0)], self._unknown_user)
+        v = np.where(known_item, self._item_vectors[np.maximum(ipos, 0)], self._unknown_item)
+        user_stats = np.where(known_user, self._user_stats[np.maximum(upos, 0)], 0.0)
+        item_stats = np.where(known_item, self._item_stats[np.maximum(ipos, 0)], 0.0)
+        return apply_readout(self._readout, u, v, user_stats, item_stats)
 
     def embeddings(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(user vectors indexed by user id, item vectors indexed by catalogue item id)."""

@@ -24,10 +24,16 @@ EMPTY_ITEM = "no description"
 
 @dataclass
 class Profiles:
-    """Profile texts keyed by (kind, id, fold variant), and each training pair's fold."""
+    """Profile texts keyed by (kind, id, fold variant), their rating statistics, and each training pair's fold."""
 
     texts: dict[tuple[str, str, int], str] = field(default_factory=dict)
     pair_fold: pd.Series | None = None  # index (user_id, item_id) of the training pairs -> fold
+    # (sum, count) of the star ratings of every review a variant is built from (not only those its text
+    # shows); a key that is absent has none. The same leave-fold-out rules as the texts.
+    stats: dict[tuple[str, str, int], tuple[float, int]] = field(default_factory=dict)
+
+    def rating_stats(self, key: tuple[str, str, int]) -> tuple[float, int]:
+        return self.stats.get(key, (0.0, 0))
 
     # A missing fold variant means "no other review": never fall back to the full profile there, which
     # holds the very review the pair must not see.
@@ -74,7 +80,8 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
     ``rating_history`` most recent reviews, e.g. "ratings: 5 4 5.", the same leave-fold-out rules applying).
 
     Returns full profiles for every training user and every item (metadata-only for items without training
-    reviews) and, for ``folds`` ≥ 2, the fold variants that training pairs read.
+    reviews) and, for ``folds`` ≥ 2, the fold variants that training pairs read; with a ``rating`` column,
+    the rating sum and count of every variant.
     """
     if folds < 2:
         raise ValueError("folds must be at least 2: a training pair must be able to skip its own review")
@@ -82,6 +89,7 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
     frame["timestamp"] = train["timestamp"].to_numpy() if "timestamp" in train else 0
     frame["text"] = _review_text(train, review_chars).to_numpy()
     frame["stars"] = _stars(train["rating"]) if rating_history > 0 else ""
+    frame["rating"] = train["rating"].to_numpy(dtype=float) if "rating" in train else np.nan
     order = np.lexsort((frame["item_id"].to_numpy(), frame["user_id"].to_numpy()))
     fold = np.empty(len(frame), dtype=np.int64)
     fold[order] = np.random.default_rng(seed).integers(0, folds, len(frame))
@@ -89,6 +97,7 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
     frame = frame.sort_values(["timestamp", "user_id", "item_id"], ascending=[False, True, True], kind="stable")
     metadata = _metadata_text(items)
     texts: dict[tuple[str, str, int], str] = {}
+    stats: dict[tuple[str, str, int], tuple[float, int]] = {}
 
     def reviews(group: pd.DataFrame) -> str:
         text = " | ".join(t for t in group["text"].head(max_reviews) if t)
@@ -100,6 +109,8 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
         for entity, group in frame.groupby(key, sort=True):
             variants = {FULL: group} | {f: group[group["fold"] != f] for f in range(folds)}
             for variant, rows in variants.items():
+                if len(rows) and "rating" in train:
+                    stats[(kind, entity, variant)] = (float(rows["rating"].sum()), len(rows))
                 text = reviews(rows)
                 if kind == "item" and entity in metadata:
                     text = metadata[entity] + (" | " + text if text else "")
@@ -108,4 +119,4 @@ def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, ma
     for entity, text in metadata.items():
         texts.setdefault(("item", entity, FULL), text)
     pair_fold = frame.set_index(["user_id", "item_id"])["fold"].sort_index()
-    return Profiles(texts=texts, pair_fold=pair_fold)
+    return Profiles(texts=texts, pair_fold=pair_fold, stats=stats)

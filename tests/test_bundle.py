@@ -27,8 +27,12 @@ def fake_lm(tmp_path, train, items) -> LMTwoTower:
     dim = 4
     np.savez(out / "embeddings.npz", user_ids=users, user_vectors=rng.normal(size=(len(users), 2 * dim)),
              item_ids=item_ids, item_vectors=rng.normal(size=(len(item_ids), 2 * dim)),
-             unknown_user_vector=rng.normal(size=2 * dim), unknown_item_vector=rng.normal(size=2 * dim))  # fmt: skip
-    np.savez(out / "readout.npz", weights=rng.normal(size=6 * dim) * 0.1, bias=np.float64(3.0), alpha=np.float64(10))
+             unknown_user_vector=rng.normal(size=2 * dim), unknown_item_vector=rng.normal(size=2 * dim),
+             user_stats=np.column_stack([rng.integers(1, 30, len(users)) * 4.0, rng.integers(1, 8, len(users))]),
+             item_stats=np.column_stack([rng.integers(1, 30, len(item_ids)) * 4.0, rng.integers(1, 8, len(item_ids))]))  # fmt: skip
+    np.savez(out / "readout.npz", weights=rng.normal(size=6 * dim) * 0.1, bias=np.float64(3.0), alpha=np.float64(10),
+             stat_weights=rng.normal(size=10) * 0.1, stat_bias=np.float64(0.5), stat_alpha=np.float64(10),
+             mean=np.float64(4.0))  # fmt: skip
     (out / "metrics.json").write_text(json.dumps({"best_val_rmse": 1.0}))
     model = LMTwoTower(tmp_path / "lm", profile=None)
     model._index(train, items)
@@ -97,6 +101,12 @@ def test_an_altered_or_foreign_bundle_is_refused(fitted, tmp_path):
         load_model(other)
     with pytest.raises(BundleError, match="not a model bundle"):
         load_model(tmp_path)
+    lm = save_model(fusion.components["lm_two_tower"], tmp_path / "old_lm")  # one an older reclab wrote
+    manifest = json.loads((lm / "manifest.json").read_text())
+    del manifest["values"]["_user_stats"]
+    (lm / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no _user_stats: published by an older reclab"):
+        load_model(lm, verify=False)
     with pytest.raises(FileExistsError):
         save_model(fusion, folder)  # never overwrites a published bundle
 

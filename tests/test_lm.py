@@ -84,6 +84,64 @@ def test_rating_history_leads_the_profile_and_skips_the_pairs_own_rating():
     assert "ratings" not in build_profiles(train).user("a")  # off by default
 
 
+def test_profiles_carry_the_rating_statistics_of_their_reviews_leave_fold_out():
+    train = pd.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "y", "z", "x"],
+                          "rating": [4.0, 3.5, 5.0, 2.0], "timestamp": [1, 2, 3, 4], "summary": ["s"] * 4,
+                          "review_text": [""] * 4})  # fmt: skip
+    profiles = build_profiles(train, folds=3, max_reviews=1, seed=0)
+    assert profiles.rating_stats(("user", "a", FULL)) == (12.5, 3)  # every review, not only those shown
+    assert profiles.rating_stats(("item", "x", FULL)) == (6.0, 2)
+    assert profiles.rating_stats(("user", "nobody", FULL)) == (0.0, 0)
+    for row in train.itertuples():
+        fold = profiles.pair_fold.loc[(row.user_id, row.item_id)]
+        others = train[(train.user_id == row.user_id) & (profiles.pair_fold.loc[list(zip(train.user_id,
+                       train.item_id, strict=True))] != fold).to_numpy()]  # fmt: skip
+        assert profiles.rating_stats(("user", row.user_id, fold)) == (others.rating.sum(), len(others))
+
+
+def test_stat_features_by_hand():
+    from models.lm_train import STAT_SHRINKS, stat_features
+
+    features = stat_features([[12.0, 3], [0.0, 0]], mean=3.0)  # mean rating 4: deviation 1 from 3
+    np.testing.assert_allclose(features[0], [3 / (3 + k) for k in STAT_SHRINKS] + [np.log(4)])
+    np.testing.assert_allclose(features[1], 0.0)  # no ratings: no deviation
+
+
+def test_the_readout_reads_rating_statistics_first_then_the_vectors():
+    """Ratings = 3 + user deviation + item-vector effect + noise; the user's deviation shows only in their
+    profile's statistics (leave-fold-out, like training pairs'), the item effect only in the vectors."""
+    import torch
+
+    from models.lm_train import apply_readout, fit_readout
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, dim = 300, 40, 8
+    deviation, item_vec = rng.normal(0, 0.8, n_users), rng.normal(size=(n_items, dim))
+    effect = item_vec @ rng.normal(0, 0.3, dim)
+
+    class Pairs:
+        def __init__(self, n):
+            self.users, self.items = rng.integers(0, n_users, n), n_users + rng.integers(0, n_items, n)
+            self.ratings = 3 + deviation[self.users] + effect[self.items - n_users] + rng.normal(0, 0.3, n)
+
+    class Module:
+        class net:
+            rate = staticmethod(lambda u, v: torch.full((len(u),), 3.0))
+
+    datamodule = type("DM", (), {"datasets": {"train": Pairs(6000), "validation": Pairs(1500)}})()
+    count = rng.integers(1, 6, n_users)  # each user's profile: `count` ratings with their deviation, noisy
+    stats = np.vstack([np.column_stack([count * (3 + deviation + rng.normal(0, 0.3 / np.sqrt(count))), count]),
+                       np.zeros((n_items, 2))])  # fmt: skip
+    vectors = np.vstack([np.ones((n_users, dim)), item_vec]).astype(np.float32)
+    readout = fit_readout(Module(), datamodule, vectors, stats)
+    test = Pairs(3000)
+    predicted = apply_readout(readout, vectors[test.users], vectors[test.items], stats[test.users], stats[test.items])
+    mse = np.mean((predicted - test.ratings) ** 2)
+    assert readout["stats_val_mse"] < np.var(test.ratings) - 0.5  # the statistics carry the user deviation
+    assert mse < 0.7 * readout["stats_val_mse"] and readout["val_mse"] < 0.7 * readout["stats_val_mse"]
+    assert mse < 0.15  # noise 0.09, plus the user deviations estimated from a few noisy ratings
+
+
 def test_item_profiles_start_with_metadata():
     items = pd.DataFrame(
         {"item_id": ["i1", "cold"], "title": ["Blue Guitar", "Red Drum"], "genres": ["rock|pop", None]}
