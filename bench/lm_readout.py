@@ -77,7 +77,7 @@ def encode(lm_dir: Path, test: pd.DataFrame):
 
 def readouts(module, datamodule, vectors, stats) -> dict[str, np.ndarray]:
     """Test predictions of each readout variant."""
-    from models.lm_train import READOUT_ALPHAS, _ridge, apply_readout, fit_readout, readout_features, stat_features
+    from models.lm_train import READOUT_ALPHAS, apply_readout, fit_readout, fit_ridge, readout_features, stat_features
 
     d = datamodule.datasets
     mean = float(d["train"].ratings.mean())
@@ -91,7 +91,9 @@ def readouts(module, datamodule, vectors, stats) -> dict[str, np.ndarray]:
     y = {n: d[n].ratings.astype(np.float64) for n in d}
     out = {}
     for kind in ("vectors", "statistics", "one ridge"):
-        fit = _ridge(features("train", kind), y["train"], features("validation", kind), y["validation"], READOUT_ALPHAS)
+        fit = fit_ridge(
+            features("train", kind), y["train"], features("validation", kind), y["validation"], READOUT_ALPHAS
+        )
         out[kind] = features("test", kind) @ fit["weights"] + fit["bias"]
     readout = fit_readout(module, datamodule, vectors, stats)
     test = d["test"]

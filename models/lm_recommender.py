@@ -4,7 +4,8 @@
 ``python -m models.lm_train`` as its own process (so Lightning's DDP can re-launch it), and loads what it
 exported: user/item vectors of the full training profiles (best checkpoint) and the rating readout.
 ``predict`` applies the readout (ridge regressions on the profiles' rating statistics, then on [u, v, u⊙v] of
-the fine-tuned vectors) to a user's and an item's vectors and statistics; ``score`` is the cosine of the vectors' retrieval halves over the catalogue, one matrix product.
+the fine-tuned vectors) to a user's and an item's vectors and statistics; ``score`` is the cosine of the
+vectors' retrieval halves over the catalogue, one matrix product.
 
 Cold start: a user (item) unseen in training is encoded from the empty profile; an item with metadata but
 no training reviews is encoded from its metadata.

@@ -265,7 +265,7 @@ def apply_readout(readout: dict, u, v, user_stats, item_stats):
     return base + float(readout["stat_bias"]) + readout_features(u, v) @ readout["weights"] + float(readout["bias"])
 
 
-def _ridge(X, y, X_val, y_val, alphas) -> dict:
+def fit_ridge(X, y, X_val, y_val, alphas) -> dict:
     """Ridge regression of ``y`` on standardised ``X``, its strength the one of ``alphas`` with the lowest MSE
     on (``X_val``, ``y_val``) (the first when there is no validation). Weights apply to unstandardised X."""
     mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-8
@@ -308,9 +308,9 @@ def fit_readout(module, datamodule, vectors, stats) -> dict:
         head = module.net.rate(torch.from_numpy(vectors[data["validation"].users]),
                                torch.from_numpy(vectors[data["validation"].items])).numpy()  # fmt: skip
     head_val_mse = float(np.mean((head - y["validation"]) ** 2)) if len(head) else float("nan")
-    first = _ridge(S["train"], y["train"], S["validation"], y["validation"], READOUT_ALPHAS)
+    first = fit_ridge(S["train"], y["train"], S["validation"], y["validation"], READOUT_ALPHAS)
     base = {n: S[n] @ first["weights"] + first["bias"] for n in S}
-    second = _ridge(X["train"], y["train"] - base["train"], X["validation"], y["validation"] - base["validation"],
+    second = fit_ridge(X["train"], y["train"] - base["train"], X["validation"], y["validation"] - base["validation"],
                     READOUT_ALPHAS)  # fmt: skip
     return {**second, "mean": np.float64(mean), "stat_weights": first["weights"], "stat_bias": first["bias"],
             "stat_alpha": first["alpha"], "stats_val_mse": np.float64(first["val_mse"]),
