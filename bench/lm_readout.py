@@ -77,24 +77,29 @@ def encode(lm_dir: Path, test: pd.DataFrame):
 
 def readouts(module, datamodule, vectors, stats) -> dict[str, np.ndarray]:
     """Test predictions of each readout variant."""
-    from models.lm_train import READOUT_ALPHAS, apply_readout, fit_readout, fit_ridge, readout_features, stat_features
+    from models.lm_train import (
+        READOUT_ALPHAS,
+        apply_readout,
+        fit_readout,
+        fit_ridge,
+        pair_stat_features,
+        readout_features,
+    )
 
     d = datamodule.datasets
     mean = float(d["train"].ratings.mean())
-
-    def features(name, kind):
-        users, items = d[name].users, d[name].items
-        S = np.hstack([stat_features(stats[users], mean), stat_features(stats[items], mean)])
-        X = readout_features(vectors[users], vectors[items])
-        return {"vectors": X, "statistics": S, "one ridge": np.hstack([S, X])}[kind]
-
+    features = {}  # fold -> readout variant -> design matrix
+    for name, pairs in d.items():
+        S = pair_stat_features(stats[pairs.users], stats[pairs.items], mean)
+        X = readout_features(vectors[pairs.users], vectors[pairs.items])
+        features[name] = {"vectors": X, "statistics": S, "one ridge": np.hstack([S, X])}
     y = {n: d[n].ratings.astype(np.float64) for n in d}
     out = {}
     for kind in ("vectors", "statistics", "one ridge"):
         fit = fit_ridge(
-            features("train", kind), y["train"], features("validation", kind), y["validation"], READOUT_ALPHAS
+            features["train"][kind], y["train"], features["validation"][kind], y["validation"], READOUT_ALPHAS
         )
-        out[kind] = features("test", kind) @ fit["weights"] + fit["bias"]
+        out[kind] = features["test"][kind] @ fit["weights"] + fit["bias"]
     readout = fit_readout(module, datamodule, vectors, stats)
     test = d["test"]
     out["two stages"] = apply_readout(readout, vectors[test.users], vectors[test.items], stats[test.users],

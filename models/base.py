@@ -136,6 +136,12 @@ def positions(index: pd.Index, ids: Ids) -> np.ndarray:
     return index.get_indexer(pd.Index(np.asarray(ids, dtype=str)))
 
 
+def rows_at(table: np.ndarray, pos: np.ndarray, fallback) -> np.ndarray:
+    """``table``'s rows at positions ``pos`` (from :func:`positions`), ``fallback`` where a position is -1."""
+    known = (pos >= 0).reshape(-1, *([1] * (np.ndim(table) - 1)))
+    return np.where(known, table[np.maximum(pos, 0)], fallback)
+
+
 def mask_seen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     """A copy of ``scores`` with each user's seen items set to -inf (never recommended)."""
     out = np.array(scores, dtype=np.float64, copy=True)

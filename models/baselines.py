@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from models.base import Ids, Recommender
+from models.base import Ids, Recommender, rows_at
 
 
 def _rmse(model: Recommender, frame: pd.DataFrame) -> float:
@@ -105,9 +105,7 @@ class BiasALS(Recommender):
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         u, i = self.user_index(users), self.item_index(items)
-        bu = np.where(u >= 0, self.user_bias[np.maximum(u, 0)], 0.0)
-        bi = np.where(i >= 0, self.item_bias[np.maximum(i, 0)], 0.0)
-        return self.global_mean + bu + bi
+        return self.global_mean + rows_at(self.user_bias, u, 0.0) + rows_at(self.item_bias, i, 0.0)
 
     def score(self, users: Ids) -> np.ndarray:
         # A user's bias does not change the order of items: rank by item bias (cold items: 0).

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.base import Ids, Recommender, positions
+from models.base import Ids, Recommender, positions, rows_at
 from models.lm_train import PROFILES, LMConfig
 
 
@@ -96,19 +96,20 @@ class LMTwoTower(Recommender):
         self._dim = int(self._dim)
 
     def _user_vectors_for(self, users: Ids) -> np.ndarray:
-        pos = positions(self._users, users)
-        return np.where((pos >= 0)[:, None], self._user_vectors[np.maximum(pos, 0)], self._unknown_user)
+        return rows_at(self._user_vectors, positions(self._users, users), self._unknown_user)
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         from models.lm_train import apply_readout
 
         upos, ipos = positions(self._users, users), self.item_index(items)
-        known_user, known_item = (upos >= 0)[:, None], (ipos >= 0)[:, None]
-        u = np.where(known_user, self._user_vectors[np.maximum(upos, 0)], self._unknown_user)
-        v = np.where(known_item, self._item_vectors[np.maximum(ipos, 0)], self._unknown_item)
-        user_stats = np.where(known_user, self._user_stats[np.maximum(upos, 0)], 0.0)
-        item_stats = np.where(known_item, self._item_stats[np.maximum(ipos, 0)], 0.0)
-        return apply_readout(self._readout, u, v, user_stats, item_stats)
+        u, v = (
+            rows_at(self._user_vectors, upos, self._unknown_user),
+            rows_at(self._item_vectors, ipos, self._unknown_item),
+        )
+        # unknown ids have no ratings: their statistics are (0, 0)
+        return apply_readout(
+            self._readout, u, v, rows_at(self._user_stats, upos, 0.0), rows_at(self._item_stats, ipos, 0.0)
+        )
 
     def embeddings(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(user vectors indexed by user id, item vectors indexed by catalogue item id)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.base import rows_at
 from models.profiles import FULL
 
 # Fault injection for tests and drills: exit abruptly after this many optimizer steps (a "kill").
@@ -257,11 +258,15 @@ def stat_features(stats, mean: float):
     return np.column_stack([deviation * n / (n + k) for k in STAT_SHRINKS] + [np.log1p(n)])
 
 
+def pair_stat_features(user_stats, item_stats, mean: float):
+    """The readout's first-stage features of (user, item) pairs: :func:`stat_features` of both profiles."""
+    return np.hstack([stat_features(user_stats, mean), stat_features(item_stats, mean)])
+
+
 def apply_readout(readout: dict, u, v, user_stats, item_stats):
     """Ratings from user/item vectors and profile rating statistics with a fitted readout (see
     :func:`fit_readout`)."""
-    mean = float(readout["mean"])
-    base = np.hstack([stat_features(user_stats, mean), stat_features(item_stats, mean)]) @ readout["stat_weights"]
+    base = pair_stat_features(user_stats, item_stats, float(readout["mean"])) @ readout["stat_weights"]
     return base + float(readout["stat_bias"]) + readout_features(u, v) @ readout["weights"] + float(readout["bias"])
 
 
@@ -298,10 +303,7 @@ def fit_readout(module, datamodule, vectors, stats) -> dict:
 
     data = {name: datamodule.datasets[name] for name in ("train", "validation")}
     mean = float(data["train"].ratings.mean())
-    S = {
-        n: np.hstack([stat_features(stats[d.users], mean), stat_features(stats[d.items], mean)])
-        for n, d in data.items()
-    }
+    S = {n: pair_stat_features(stats[d.users], stats[d.items], mean) for n, d in data.items()}
     X = {n: readout_features(vectors[d.users], vectors[d.items]) for n, d in data.items()}
     y = {n: d.ratings.astype(np.float64) for n, d in data.items()}
     with torch.inference_mode():
@@ -347,12 +349,10 @@ def export(module, datamodule, profiles, frames, users, item_ids, checkpoint: st
             continue
         u = user_pos.get_indexer(frame["user_id"].astype(str))
         i = item_pos.get_indexer(frame["item_id"].astype(str))
-        uv = np.where((u >= 0)[:, None], user_vec[np.maximum(u, 0)], unknown)
-        iv = np.where((i >= 0)[:, None], item_vec[np.maximum(i, 0)], unknown_item)
-        us = np.where((u >= 0)[:, None], user_stats[np.maximum(u, 0)], 0.0)
-        its = np.where((i >= 0)[:, None], item_stats[np.maximum(i, 0)], 0.0)
+        prediction = apply_readout(readout, rows_at(user_vec, u, unknown), rows_at(item_vec, i, unknown_item),
+                                   rows_at(user_stats, u, 0.0), rows_at(item_stats, i, 0.0))  # fmt: skip
         pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"],
-                      "prediction": apply_readout(readout, uv, iv, us, its)}).to_parquet(out / f"predictions_{name}.parquet",
+                      "prediction": prediction}).to_parquet(out / f"predictions_{name}.parquet",
                                                                                index=False)  # fmt: skip
     return {"users": len(users), "items": len(item_ids), "readout_alpha": float(readout["alpha"]),
             "readout_stat_alpha": float(readout["stat_alpha"]), "readout_val_mse": float(readout["val_mse"]),
