@@ -24,8 +24,11 @@ from bench.common import prepared  # noqa: E402
 from readers import DEFAULT_DATASET  # noqa: E402
 
 DATASETS = {"default": DEFAULT_DATASET, "movielens": ROOT.parent / "shared" / "data" / "movielens-latest-small"}
-HEADLINE = {"random": ("rmse", "mse", "mae"), "temporal": ("ndcg", "recall", "auc", "diversity", "novelty"),
-            "cold_items": ("ndcg", "recall", "auc")}  # fmt: skip
+HEADLINE = {
+    "random": ("rmse", "mse", "mae"),
+    "temporal": ("ndcg", "recall", "auc", "diversity", "novelty"),
+    "cold_items": ("ndcg", "recall", "auc"),
+}
 
 
 def surprise_tuned_mse(data) -> tuple[float, tuple[float, float]]:
@@ -88,9 +91,13 @@ def main() -> None:
             for model, rows in overall.groupby("model"):
                 by = rows.set_index("metric")
                 cells = "".join(
-                    (f"{by.at[m, 'value']:.4f} [{by.at[m, 'ci_low']:.4f},{by.at[m, 'ci_high']:.4f}]" if m in by.index else "-").rjust(26)
+                    (
+                        f"{by.at[m, 'value']:.4f} [{by.at[m, 'ci_low']:.4f},{by.at[m, 'ci_high']:.4f}]"
+                        if m in by.index
+                        else "-"
+                    ).rjust(26)
                     for m in metrics
-                )  # fmt: skip
+                )
                 print("  " + model.ljust(16) + cells + f"{fit_s[model]:8.1f}")
             results[name][split_id] = {
                 "protocol": protocol,
@@ -103,8 +110,12 @@ def main() -> None:
             if protocol == "random":
                 ours = overall[(overall["model"] == "bias_als") & (overall["metric"] == "mse")]["value"].item()
                 theirs, regs = surprise_tuned_mse(load_split(con, split_id))
-                results[name]["surprise_baselineonly"] = {"test_mse": theirs, "reg_u_reg_i": regs, "ours": ours,
-                                                          "ratio": ours / theirs}  # fmt: skip
+                results[name]["surprise_baselineonly"] = {
+                    "test_mse": theirs,
+                    "reg_u_reg_i": regs,
+                    "ours": ours,
+                    "ratio": ours / theirs,
+                }
                 print(
                     f"  bias_als test MSE {ours:.4f} vs Surprise BaselineOnly (tuned on validation, regs {regs}) "
                     f"{theirs:.4f}: ratio {ours / theirs:.4f}"

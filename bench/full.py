@@ -24,8 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 def run_flow(args: list[str], env: dict) -> dict:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.full", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.full", *args], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"flows.full failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -52,10 +53,15 @@ def headline(db: Path) -> dict:
                WHERE run_id = ? AND metric IN ('mse', 'ndcg') AND 'fusion' IN (model_a, model_b) ORDER BY ALL""",
             [run_id],
         ).df()
-        fits = con.execute("SELECT split_id, model, fit_seconds, params FROM model_fits WHERE run_id = ? ORDER BY ALL",
-                           [run_id]).df()  # fmt: skip
-    return {"run_id": run_id, "results": results.to_dict(orient="records"), "tests": tests.to_dict(orient="records"),
-            "fits": fits.to_dict(orient="records")}  # fmt: skip
+        fits = con.execute(
+            "SELECT split_id, model, fit_seconds, params FROM model_fits WHERE run_id = ? ORDER BY ALL", [run_id]
+        ).df()
+    return {
+        "run_id": run_id,
+        "results": results.to_dict(orient="records"),
+        "tests": tests.to_dict(orient="records"),
+        "fits": fits.to_dict(orient="records"),
+    }
 
 
 def main() -> None:

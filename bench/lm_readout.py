@@ -57,13 +57,28 @@ def encode(lm_dir: Path, test: pd.DataFrame):
     data = Path(config.data_dir)
     frames = {n: pd.read_parquet(data / f"{n}.parquet") for n in ("train", "validation")} | {"test": test}
     items = pd.read_parquet(data / "items.parquet") if (data / "items.parquet").exists() else None
-    profiles = build_profiles(frames["train"], items, max_reviews=config.max_reviews, review_chars=config.review_chars,
-                              folds=config.folds, seed=config.seed, rating_history=config.rating_history)  # fmt: skip
+    profiles = build_profiles(
+        frames["train"],
+        items,
+        max_reviews=config.max_reviews,
+        review_chars=config.review_chars,
+        folds=config.folds,
+        seed=config.seed,
+        rating_history=config.rating_history,
+    )
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(config.encoder))
     users, item_ids = export_ids(frames["train"], items)
-    datamodule = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles,
-                                tokenizer, config.max_length, config.batch_size, 0, config.pairs_per_user,
-                                config.seed, extra_keys=export_keys(users, item_ids))  # fmt: skip
+    datamodule = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        profiles,
+        tokenizer,
+        config.max_length,
+        config.batch_size,
+        0,
+        config.pairs_per_user,
+        config.seed,
+        extra_keys=export_keys(users, item_ids),
+    )
     datamodule.setup("fit")
     state = torch.load(lm_dir / "out" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     module = LMRecommender(**state["hyper_parameters"])
@@ -102,8 +117,9 @@ def readouts(module, datamodule, vectors, stats) -> dict[str, np.ndarray]:
         out[kind] = features["test"][kind] @ fit["weights"] + fit["bias"]
     readout = fit_readout(module, datamodule, vectors, stats)
     test = d["test"]
-    out["two stages"] = apply_readout(readout, vectors[test.users], vectors[test.items], stats[test.users],
-                                      stats[test.items])  # fmt: skip
+    out["two stages"] = apply_readout(
+        readout, vectors[test.users], vectors[test.items], stats[test.users], stats[test.items]
+    )
     return out
 
 
@@ -136,9 +152,15 @@ def main() -> None:
         counts = folds[split]["train"]["user_id"].value_counts()
         sparse = test["user_id"].map(counts).fillna(0).to_numpy() <= SPARSE
         for name, pred in predictions.items():
-            rows.append({"split": split, "readout": name, "test_mse": float(np.mean((pred - y) ** 2)),
-                         f"test_mse_users_le{SPARSE}": float(np.mean((pred[sparse] - y[sparse]) ** 2)),
-                         "sparse_rows": int(sparse.sum())})  # fmt: skip
+            rows.append(
+                {
+                    "split": split,
+                    "readout": name,
+                    "test_mse": float(np.mean((pred - y) ** 2)),
+                    f"test_mse_users_le{SPARSE}": float(np.mean((pred[sparse] - y[sparse]) ** 2)),
+                    "sparse_rows": int(sparse.sum()),
+                }
+            )
         print(pd.DataFrame(rows[-len(predictions) :]).round(4).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     print("\nmean over splits\n" + table.groupby("readout", sort=False).mean(numeric_only=True).round(4).to_string())

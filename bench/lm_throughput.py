@@ -50,10 +50,20 @@ def plain_loop(train, profiles, tokenizer, length: int, batch: int, steps: int) 
             start = time.perf_counter()
         rows = pairs.iloc[step * batch : (step + 1) * batch]
         f = [int(folds.loc[(u, i)]) for u, i in zip(rows["user_id"], rows["item_id"], strict=True)]
-        users = tokenizer([profiles.user(u, k) for u, k in zip(rows["user_id"], f, strict=True)], padding=True,
-                          truncation=True, max_length=length, return_tensors="pt")  # fmt: skip
-        items = tokenizer([profiles.item(i, k) for i, k in zip(rows["item_id"], f, strict=True)], padding=True,
-                          truncation=True, max_length=length, return_tensors="pt")  # fmt: skip
+        users = tokenizer(
+            [profiles.user(u, k) for u, k in zip(rows["user_id"], f, strict=True)],
+            padding=True,
+            truncation=True,
+            max_length=length,
+            return_tensors="pt",
+        )
+        items = tokenizer(
+            [profiles.item(i, k) for i, k in zip(rows["item_id"], f, strict=True)],
+            padding=True,
+            truncation=True,
+            max_length=length,
+            return_tensors="pt",
+        )
         u = net.encode(users["input_ids"], users["attention_mask"])
         v = net.encode(items["input_ids"], items["attention_mask"])
         pred = net.rate(u, v)
@@ -97,9 +107,16 @@ def reclab_trainer(train, profiles, tokenizer, length: int, batch: int, steps: i
     start = time.perf_counter()
     cache_seconds = time.perf_counter() - start if module.cache_frozen_states(data.tokens) else 0.0
     clock = Clock()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps + 2, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[clock],
-                        enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps + 2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[clock],
+        enable_model_summary=False,
+    )
     trainer.fit(module, train_dataloaders=loader)
     return clock.pairs / (clock.end - clock.start), cache_seconds
 
@@ -136,18 +153,32 @@ def main() -> None:
         "training_pairs": len(train),
     }
     freeze = PROFILES["cpu"]["freeze_layers"]
-    print(f"{'tokens':>7}{'plain s/s':>11}{'reclab same work':>18}{'ratio':>7}{'reclab cpu profile':>20}{'ratio':>7}"
-          f"{'cache s':>9}{'epoch s/s':>11}{'ratio':>7}")  # fmt: skip
+    print(
+        f"{'tokens':>7}{'plain s/s':>11}{'reclab same work':>18}{'ratio':>7}{'reclab cpu profile':>20}{'ratio':>7}"
+        f"{'cache s':>9}{'epoch s/s':>11}{'ratio':>7}"
+    )
     for length in args.lengths:
         plain = plain_loop(train, profiles, tokenizer, length, args.batch, args.steps)
         same, _ = reclab_trainer(train, profiles, tokenizer, length, args.batch, args.steps, freeze=0)
         cpu, cache = reclab_trainer(train, profiles, tokenizer, length, args.batch, args.steps, freeze=freeze)
         epoch = len(train) / (cache + len(train) / cpu)  # one epoch of the training pairs, cache included
-        results["rows"].append({"tokens": length, "plain": plain, "reclab_full": same, "reclab_cpu_profile": cpu,
-                                "cache_seconds": cache, "reclab_cpu_profile_epoch": epoch, "ratio_full": same / plain,
-                                "ratio_cpu_profile": cpu / plain, "ratio_cpu_profile_epoch": epoch / plain})  # fmt: skip
-        print(f"{length:>7}{plain:>11.1f}{same:>18.1f}{same / plain:>7.2f}{cpu:>20.1f}{cpu / plain:>7.2f}"
-              f"{cache:>9.0f}{epoch:>11.1f}{epoch / plain:>7.2f}")  # fmt: skip
+        results["rows"].append(
+            {
+                "tokens": length,
+                "plain": plain,
+                "reclab_full": same,
+                "reclab_cpu_profile": cpu,
+                "cache_seconds": cache,
+                "reclab_cpu_profile_epoch": epoch,
+                "ratio_full": same / plain,
+                "ratio_cpu_profile": cpu / plain,
+                "ratio_cpu_profile_epoch": epoch / plain,
+            }
+        )
+        print(
+            f"{length:>7}{plain:>11.1f}{same:>18.1f}{same / plain:>7.2f}{cpu:>20.1f}{cpu / plain:>7.2f}"
+            f"{cache:>9.0f}{epoch:>11.1f}{epoch / plain:>7.2f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

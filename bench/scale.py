@@ -153,8 +153,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"x{factor}: {enlarge(source, data_dir, factor)}", flush=True)
         work = args.work / f"x{factor}"
         for name in args.stages:
-            cmd = [sys.executable, __file__, "--stage", name, "--data-dir", str(data_dir), "--work", str(work),
-                   "--sample", str(args.sample), "--ranking-users", str(args.ranking_users)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--stage",
+                name,
+                "--data-dir",
+                str(data_dir),
+                "--work",
+                str(work),
+                "--sample",
+                str(args.sample),
+                "--ranking-users",
+                str(args.ranking_users),
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
             if done.returncode or not lines:
@@ -180,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             n = results[str(factor)].get("prepare", {}).get("interactions") or n0 * factor
             per_k = r["seconds"] / n * 1000 if name != "lm_encode" else r["seconds"] / r["sampled"] * 1000
             base_r = base[name]
-            base_per_k = (base_r["seconds"] / n0 * 1000 if name != "lm_encode"
-                          else base_r["seconds"] / base_r["sampled"] * 1000)  # fmt: skip
-            print(f"{name:<12}{'x' + str(factor):>6}{n:>14,}{r['seconds']:>10.1f}{r['peak_rss_mib']:>10.0f}"
-                  f"{per_k:>10.3f}{per_k / base_per_k:>8.2f}")  # fmt: skip
+            base_per_k = (
+                base_r["seconds"] / n0 * 1000 if name != "lm_encode" else base_r["seconds"] / base_r["sampled"] * 1000
+            )
+            print(
+                f"{name:<12}{'x' + str(factor):>6}{n:>14,}{r['seconds']:>10.1f}{r['peak_rss_mib']:>10.0f}"
+                f"{per_k:>10.3f}{per_k / base_per_k:>8.2f}"
+            )
     print(f"\n(lm_encode: s per 1k profiles encoded; projected whole-catalogue seconds in {out})")
     return 0
 

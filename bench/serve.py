@@ -69,8 +69,11 @@ def http_load(workspace: Path, users: list[str], rate: float, seconds: float) ->
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "serve", "--workspace", str(workspace), "--port", str(port)],
-                              cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serve", "--workspace", str(workspace), "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -123,9 +126,16 @@ def http_load(workspace: Path, users: list[str], rate: float, seconds: float) ->
         t0 = time.perf_counter()
         load(total, record=True)
         elapsed = time.perf_counter() - t0
-        return {"rate": rate, "seconds": seconds, "achieved_rate": total / elapsed, "errors": len(errors),
-                "error_examples": errors[:3], "latency_ms": percentiles(latencies),
-                "server_rss_mib_start": rss_start, "server_rss_mib_end": rss_mib(server.pid)}  # fmt: skip
+        return {
+            "rate": rate,
+            "seconds": seconds,
+            "achieved_rate": total / elapsed,
+            "errors": len(errors),
+            "error_examples": errors[:3],
+            "latency_ms": percentiles(latencies),
+            "server_rss_mib_start": rss_start,
+            "server_rss_mib_end": rss_mib(server.pid),
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -147,10 +157,12 @@ def main() -> None:
         print(f"  {kind:<10} p50 {p['p50']:.3f}  p95 {p['p95']:.3f}  p99 {p['p99']:.3f}  max {p['max']:.3f}")
     http = http_load(args.workspace, users, args.rate, args.seconds)
     p = http["latency_ms"]
-    print(f"HTTP GET /recommend k=10 at {http['rate']:.0f}/s for {http['seconds']:.0f} s (achieved "
-          f"{http['achieved_rate']:.1f}/s): p50 {p['p50']:.2f} ms, p95 {p['p95']:.2f} ms, p99 {p['p99']:.2f} ms, "
-          f"max {p['max']:.1f} ms, errors {http['errors']} of {p['n']}; server RSS {http['server_rss_mib_start']:.0f}"
-          f" -> {http['server_rss_mib_end']:.0f} MiB")  # fmt: skip
+    print(
+        f"HTTP GET /recommend k=10 at {http['rate']:.0f}/s for {http['seconds']:.0f} s (achieved "
+        f"{http['achieved_rate']:.1f}/s): p50 {p['p50']:.2f} ms, p95 {p['p95']:.2f} ms, p99 {p['p99']:.2f} ms, "
+        f"max {p['max']:.1f} ms, errors {http['errors']} of {p['n']}; server RSS {http['server_rss_mib_start']:.0f}"
+        f" -> {http['server_rss_mib_end']:.0f} MiB"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"in_process_ms": local, "http": http}, indent=2))
     print(f"wrote {args.out}")

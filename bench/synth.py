@@ -61,8 +61,7 @@ def enlarge(reviews: Path, out: Path, factor: int, seed: int = 0) -> dict:
                     item = json.loads(line)
                     for j in range(factor):
                         sink.write(json.dumps({**item, "asin": f"{item['asin']}~{j}"}) + "\n")
-    return {"interactions": written, "users": len(users) * factor,
-            "items": len({r["asin"] for r in records}) * factor}  # fmt: skip
+    return {"interactions": written, "users": len(users) * factor, "items": len({r["asin"] for r in records}) * factor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,9 +54,16 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
             # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
             # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
             # split's content, the configs and the model code)
-            inputs = {split_id: {"db": workspace.db, "split_id": split_id, "config": params.train,
-                                 "eval_config": params.evaluation, "work_dir": workspace.run_dir(run_id)}
-                      for split_id in params.splits}  # fmt: skip
+            inputs = {
+                split_id: {
+                    "db": workspace.db,
+                    "split_id": split_id,
+                    "config": params.train,
+                    "eval_config": params.evaluation,
+                    "work_dir": workspace.run_dir(run_id),
+                }
+                for split_id in params.splits
+            }
             futures = {split_id: runner.submit(fit, parameters=inputs[split_id]) for split_id in params.splits}
             for split_id in params.splits:
                 try:
@@ -69,8 +76,15 @@ def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
         return summary
 
 
-def _record_split(workspace: Workspace, run_id: str, split_id: str, trained: dict, params: BaselinesParams,
-                  publish: str | None, summary: dict) -> None:  # fmt: skip
+def _record_split(
+    workspace: Workspace,
+    run_id: str,
+    split_id: str,
+    trained: dict,
+    params: BaselinesParams,
+    publish: str | None,
+    summary: dict,
+) -> None:
     """One split's fitted results, in split order: recorded, evaluated, and (for one split) published."""
     record_fits(workspace.db, run_id, split_id, trained)
     # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
@@ -79,12 +93,25 @@ def _record_split(workspace: Workspace, run_id: str, split_id: str, trained: dic
     if split_id == publish:
         # publish: the fused model of this split becomes a registry version (champion if the first)
         summary["published"] = publish_model(
-            workspace.db, workspace.root, run_id, split_id, trained["protocol"], trained.get("bundle"),
-            headline_metrics(results), params.model_dump(mode="json"),
-        )  # fmt: skip
+            workspace.db,
+            workspace.root,
+            run_id,
+            split_id,
+            trained["protocol"],
+            trained.get("bundle"),
+            headline_metrics(results),
+            params.model_dump(mode="json"),
+        )
         # promotion gate: the champion scored on the same test users; promote on a significant gain
-        summary["promotion"] = challenge_champion(workspace.db, workspace.root, split_id, summary["published"],
-                                                  trained["per_user"], params.evaluation, params.promotion)  # fmt: skip
+        summary["promotion"] = challenge_champion(
+            workspace.db,
+            workspace.root,
+            split_id,
+            summary["published"],
+            trained["per_user"],
+            params.evaluation,
+            params.promotion,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

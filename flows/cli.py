@@ -75,9 +75,12 @@ def prepare_parser(description: str | None) -> argparse.ArgumentParser:
     split = parser.add_argument_group("split")
     split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     split.add_argument(
-        "--seeds", nargs="+", type=int, metavar="SEED",
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
         help="make every split once per seed (e.g. --seeds 0 1 2); overrides --seed; the report adds mean ± sd",
-    )  # fmt: skip
+    )
     split.add_argument(
         "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="splits to make (default: all)"
     )
@@ -105,16 +108,30 @@ def prepare_params(args: argparse.Namespace):
 
     return PrepareParams(
         data=args.data or PrepareParams.model_fields["data"].default,
-        format=args.format, items=args.items, users=args.users, tags=args.tags, mapping=args.mapping,
-        rating_scale=tuple(args.rating_scale) if args.rating_scale else None, delimiter=args.delimiter,
-        name=args.name, workspace=args.workspace,
+        format=args.format,
+        items=args.items,
+        users=args.users,
+        tags=args.tags,
+        mapping=args.mapping,
+        rating_scale=tuple(args.rating_scale) if args.rating_scale else None,
+        delimiter=args.delimiter,
+        name=args.name,
+        workspace=args.workspace,
         ingest=IngestConfig(duplicate_policy=args.duplicate_policy),
-        validation=ValidationConfig(max_quarantine_fraction=args.max_quarantine,
-                                    min_item_coverage=args.min_item_coverage, data_docs=not args.no_data_docs),
-        split=SplitConfig(protocols=tuple(args.protocols), seed=args.seed, fractions=tuple(args.fractions),
-                          cold_item_fraction=args.cold_item_fraction, kcore=args.kcore),
+        validation=ValidationConfig(
+            max_quarantine_fraction=args.max_quarantine,
+            min_item_coverage=args.min_item_coverage,
+            data_docs=not args.no_data_docs,
+        ),
+        split=SplitConfig(
+            protocols=tuple(args.protocols),
+            seed=args.seed,
+            fractions=tuple(args.fractions),
+            cold_item_fraction=args.cold_item_fraction,
+            kcore=args.kcore,
+        ),
         seeds=tuple(args.seeds) if args.seeds else None,
-    )  # fmt: skip
+    )
 
 
 USER_ERRORS = (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError)
@@ -181,9 +198,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to train (default: all)"
     )
     group.add_argument("--k", type=int, default=10, help="ranking cut-off K (default 10)")
-    group.add_argument("--ranking-users", type=int, default=None,
-                       help="rank at most this many test users per split (a seeded sample, the same for every model; "
-                            "default: all). Full-catalogue ranking costs users x items: for very large datasets")  # fmt: skip
+    group.add_argument(
+        "--ranking-users",
+        type=int,
+        default=None,
+        help="rank at most this many test users per split (a seeded sample, the same for every model; "
+        "default: all). Full-catalogue ranking costs users x items: for very large datasets",
+    )
     group.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp", help="LightFM loss")
     group.add_argument(
         "--lightfm-threads",
@@ -198,28 +219,47 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default="cpu",
         help="transformer fine-tuning profile: cpu (minutes on 2 cores) or gpu (bf16, all GPUs)",
     )
-    group.add_argument("--lm-encoder", help="pretrained encoder: a local folder or hub id (default: the packaged "
-                       "all-MiniLM-L6-v2)")  # fmt: skip
-    group.add_argument("--refresh", action="store_true",
-                       help="refit every model even when a cached fit of the same split, settings and code exists")  # fmt: skip
-    group.add_argument("--promotion", choices=("gate", "always", "never"), default="gate",
-                       help="when the published model replaces the champion: gate (a significant NDCG@K gain on the "
-                            "same test users, guards held; default), always, or never")  # fmt: skip
-    group.add_argument("--lightfm-params", type=json.loads, default={},
-                       help="LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
-                            "'{\"no_components\": 64, \"learning_rate\": 0.03}'")  # fmt: skip
+    group.add_argument(
+        "--lm-encoder", help="pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)"
+    )
+    group.add_argument(
+        "--refresh",
+        action="store_true",
+        help="refit every model even when a cached fit of the same split, settings and code exists",
+    )
+    group.add_argument(
+        "--promotion",
+        choices=("gate", "always", "never"),
+        default="gate",
+        help="when the published model replaces the champion: gate (a significant NDCG@K gain on the "
+        "same test users, guards held; default), always, or never",
+    )
+    group.add_argument(
+        "--lightfm-params",
+        type=json.loads,
+        default={},
+        help="LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
+        '\'{"no_components": 64, "learning_rate": 0.03}\'',
+    )
     add_runner_arguments(parser)
-    group.add_argument("--no-publish", action="store_true",
-                       help="do not publish the fused model to the workspace's registry (published by default; the "
-                            "first published model becomes the champion that `python -m serve` serves)")  # fmt: skip
+    group.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="do not publish the fused model to the workspace's registry (published by default; the "
+        "first published model becomes the champion that `python -m serve` serves)",
+    )
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     """Where independent work runs (each split's or seed's fits, search trials): see flows.runners."""
     group = parser.add_argument_group("where independent work runs (splits and seeds, search trials)")
-    group.add_argument("--runner", choices=("sequential", "threads", "dask"), default="sequential",
-                       help="Prefect task runner: sequential (default), threads, or dask (prefect-dask: a local "
-                            "cluster of --workers processes, or the cluster at --dask-address)")  # fmt: skip
+    group.add_argument(
+        "--runner",
+        choices=("sequential", "threads", "dask"),
+        default="sequential",
+        help="Prefect task runner: sequential (default), threads, or dask (prefect-dask: a local "
+        "cluster of --workers processes, or the cluster at --dask-address)",
+    )
     group.add_argument("--workers", type=int, default=2, help="threads or local Dask worker processes (default 2)")
     group.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
@@ -238,13 +278,21 @@ def model_params(args: argparse.Namespace):
     from tasks.train import TrainConfig
 
     return BaselinesParams(
-        train=TrainConfig(models=tuple(args.models), lightfm_loss=args.lightfm_loss,
-                          lightfm_threads=args.lightfm_threads, lightfm_params=args.lightfm_params, seed=args.model_seed, lm_profile=args.lm_profile,
-                          lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {}),
-        evaluation=EvalConfig(k=args.k, seed=args.model_seed, ranking_users=args.ranking_users), refresh_cache=args.refresh,
-        publish=not args.no_publish, promotion=PromotionConfig(mode=args.promotion),
+        train=TrainConfig(
+            models=tuple(args.models),
+            lightfm_loss=args.lightfm_loss,
+            lightfm_threads=args.lightfm_threads,
+            lightfm_params=args.lightfm_params,
+            seed=args.model_seed,
+            lm_profile=args.lm_profile,
+            lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {},
+        ),
+        evaluation=EvalConfig(k=args.k, seed=args.model_seed, ranking_users=args.ranking_users),
+        refresh_cache=args.refresh,
+        publish=not args.no_publish,
+        promotion=PromotionConfig(mode=args.promotion),
         runner=runner_config(args),
-    )  # fmt: skip
+    )
 
 
 RATING_COLUMNS = ("rmse", "mae")

@@ -49,9 +49,15 @@ def _stages(params: FullParams) -> dict:
     )
     evaluated = baselines(stage)
     # report: conclusions, tables and plots of this run; Prefect artifacts
-    written = report(params.report.model_copy(update={"workspace": prepared["workspace"],
-                                                      "run_id": evaluated["run_id"],
-                                                      "dataset": params.report.dataset or prepared["dataset"]}))  # fmt: skip
+    written = report(
+        params.report.model_copy(
+            update={
+                "workspace": prepared["workspace"],
+                "run_id": evaluated["run_id"],
+                "dataset": params.report.dataset or prepared["dataset"],
+            }
+        )
+    )
     return {"prepare": prepared, "baselines": evaluated, "report": written}
 
 

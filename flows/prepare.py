@@ -45,10 +45,16 @@ class PrepareParams(BaseModel):
 
     def dataset(self) -> DatasetSpec:
         return resolve_dataset(
-            self.data, self.format, items=self.items, users=self.users, tags=self.tags,
+            self.data,
+            self.format,
+            items=self.items,
+            users=self.users,
+            tags=self.tags,
             mapping=ColumnMapping.parse(self.mapping) if self.mapping else None,
-            rating_scale=self.rating_scale, delimiter=self.delimiter, name=self.name,
-        )  # fmt: skip
+            rating_scale=self.rating_scale,
+            delimiter=self.delimiter,
+            name=self.name,
+        )
 
     def workspace_for(self, spec: DatasetSpec) -> Workspace:
         return Workspace.for_dataset(spec.name, self.workspace)

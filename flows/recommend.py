@@ -36,8 +36,10 @@ def recommend(params: RecommendParams) -> dict:
     from tasks.registry import load_champion
 
     champion = load_champion(params.workspace)
-    return {"model_version": champion.version,
-            "recommendations": [asdict(champion.recommend(user, params.k)) for user in params.users]}  # fmt: skip
+    return {
+        "model_version": champion.version,
+        "recommendations": [asdict(champion.recommend(user, params.k)) for user in params.users],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--user", dest="users", action="append", required=True, help="user id (repeatable)")
     parser.add_argument("-k", type=int, default=10, help="items per user (default 10, at most 1000)")
-    parser.add_argument("--workspace", default=RecommendParams.model_fields["workspace"].default,
-                        help="workspace whose champion answers (default: the default dataset's)")  # fmt: skip
+    parser.add_argument(
+        "--workspace",
+        default=RecommendParams.model_fields["workspace"].default,
+        help="workspace whose champion answers (default: the default dataset's)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     params = []
@@ -73,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
 
-    return run_cli(check=lambda: params.append(RecommendParams(workspace=args.workspace, users=tuple(args.users),
-                                                               k=args.k)), body=body)  # fmt: skip
+    return run_cli(
+        check=lambda: params.append(RecommendParams(workspace=args.workspace, users=tuple(args.users), k=args.k)),
+        body=body,
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
-                        help="workspace folder (default: the default dataset's)")  # fmt: skip
+    common.add_argument(
+        "--workspace",
+        type=Path,
+        default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
+        help="workspace folder (default: the default dataset's)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="published models, the champion marked with *")
     promote = commands.add_parser("promote", parents=[common], help="make a published version the champion")
@@ -44,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("version", nargs="?", help="the challenger: a published version")
     ab.add_argument("--share", type=float, default=0.1, help="share of users (stable hash) it answers (default 0.1)")
     ab.add_argument("--off", action="store_true", help="stop the A/B test: everyone gets the champion")
-    commands.add_parser("ab-report", parents=[common],
-                        help="compare the A/B arms in the serving log: later-interaction hit rate, latency")  # fmt: skip
+    commands.add_parser(
+        "ab-report",
+        parents=[common],
+        help="compare the A/B arms in the serving log: later-interaction hit rate, latency",
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -55,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.off and not args.version:
                 raise InputError("name the challenger version, or pass --off to stop the A/B test")
             pointer = set_ab(registry, None if args.off else args.version, args.share)
-            print("A/B test stopped" if pointer is None else
-                  f"A/B test: {pointer['share']:.0%} of users get {pointer['challenger']}")  # fmt: skip
+            print(
+                "A/B test stopped"
+                if pointer is None
+                else f"A/B test: {pointer['share']:.0%} of users get {pointer['challenger']}"
+            )
             return
         if args.command == "ab-report":
             print_ab(ab_report(workspace.root))
@@ -67,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                 for row in list_models(con).itertuples():
                     mark = "*" if row.version == champion else " "
                     metrics = json.loads(row.metrics or "{}")
-                    shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()
-                                      if name in ("rmse", "mae") or name.startswith(("ndcg@", "recall@")))  # fmt: skip
+                    shown = "  ".join(
+                        f"{name} {value:.4f}"
+                        for name, value in metrics.items()
+                        if name in ("rmse", "mae") or name.startswith(("ndcg@", "recall@"))
+                    )
                     print(f"{mark} {row.version}  run {row.run_id[:8]}  {row.split_id:<16} {shown}")
                 return
             version = args.version if args.command == "promote" else rollback_target(con, registry)
@@ -81,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
 def print_ab(report: dict) -> None:
     print(f"{'arm':<12}{'versions':<28}{'requests':>9}{'users':>7}{'hit rate':>10}{'p50 ms':>8}{'p99 ms':>8}")
     for arm, a in report["arms"].items():
-        print(f"{arm:<12}{','.join(a['versions']):<28}{a['requests']:>9}{a['users']:>7}{a['hit_rate']:>10.4f}"
-              f"{a['latency_p50_ms']:>8.2f}{a['latency_p99_ms']:>8.2f}")  # fmt: skip
+        print(
+            f"{arm:<12}{','.join(a['versions']):<28}{a['requests']:>9}{a['users']:>7}{a['hit_rate']:>10.4f}"
+            f"{a['latency_p50_ms']:>8.2f}{a['latency_p99_ms']:>8.2f}"
+        )
     test = report.get("challenger_vs_champion")
     if test:
-        print(f"\nchallenger - champion hit rate per user: {test['mean_diff']:+.4f} (Welch p = {test['welch_p']:.3g}, "
-              f"Mann-Whitney p = {test['mannwhitney_p']:.3g}; {test['n_a']} vs {test['n_b']} users)")  # fmt: skip
+        print(
+            f"\nchallenger - champion hit rate per user: {test['mean_diff']:+.4f} (Welch p = {test['welch_p']:.3g}, "
+            f"Mann-Whitney p = {test['mannwhitney_p']:.3g}; {test['n_a']} vs {test['n_b']} users)"
+        )
     print("\nA hit: the user interacted with a served item after it was served (interactions ingested since).")
 
 

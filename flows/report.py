@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     from flows.report import report as report_flow
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", default=ReportParams.model_fields["workspace"].default,
-                        help="workspace folder (default: the default dataset's)")  # fmt: skip
+    parser.add_argument(
+        "--workspace",
+        default=ReportParams.model_fields["workspace"].default,
+        help="workspace folder (default: the default dataset's)",
+    )
     parser.add_argument("--run", dest="run_id", help="run id of a models/full run (default: the latest evaluated)")
     parser.add_argument("--output", help="output folder (default: <workspace>/reports/<run id>)")
     args = parser.parse_args(argv)

@@ -47,9 +47,19 @@ def search(params: SearchParams = SearchParams()) -> dict:
         default = {key: getattr(LightFMHybrid(), key) for key in SEARCH_SPACE}
         configs = [default, *sample_configs(params.trials - 1, params.seed)]
         with params.runner.build() as runner:
-            futures = [runner.submit(lightfm_trial, parameters={"db": workspace.db, "split_id": params.split, "trial": n,
-                                                                "config": config, "train": params.train})
-                       for n, config in enumerate(configs)]  # fmt: skip
+            futures = [
+                runner.submit(
+                    lightfm_trial,
+                    parameters={
+                        "db": workspace.db,
+                        "split_id": params.split,
+                        "trial": n,
+                        "config": config,
+                        "train": params.train,
+                    },
+                )
+                for n, config in enumerate(configs)
+            ]
             trials = [future.result() for future in futures]
         record_trials(workspace.db, str(runtime.flow_run.id), params.split, trials)
         best = max(trials, key=lambda t: (t["validation_ndcg"], -t["trial"]))  # ties: the earlier trial
@@ -64,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     from flows.search import search as search_flow
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", default=SearchParams.model_fields["workspace"].default,
-                        help="prepared workspace folder (default: the default dataset's)")  # fmt: skip
+    parser.add_argument(
+        "--workspace",
+        default=SearchParams.model_fields["workspace"].default,
+        help="prepared workspace folder (default: the default dataset's)",
+    )
     parser.add_argument("--split", default="random_s0", help="split whose validation fold judges (default random_s0)")
     parser.add_argument("--trials", type=int, default=8, help="configurations tried, the default included (8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the configuration draws (default 0)")
@@ -77,20 +90,33 @@ def main(argv: list[str] | None = None) -> int:
     def show(out: dict) -> None:
         print(f"\n{'trial':>5}  {'validation NDCG':>15}  {'epochs':>6}  {'seconds':>8}  config")
         for t in out["trials"]:
-            print(f"{t['trial']:>5}  {t['validation_ndcg']:>15.4f}  {t['epochs']:>6}  {t['fit_seconds']:>8.1f}  "
-                  f"{json.dumps(t['config'])}")  # fmt: skip
+            print(
+                f"{t['trial']:>5}  {t['validation_ndcg']:>15.4f}  {t['epochs']:>6}  {t['fit_seconds']:>8.1f}  "
+                f"{json.dumps(t['config'])}"
+            )
         best = out["best"]
-        print(f"\nbest: trial {best['trial']} (validation NDCG {best['validation_ndcg']:.4f}); train with it:\n"
-              f"  python -m flows.full --lightfm-params '{json.dumps(best['config'])}'")  # fmt: skip
+        print(
+            f"\nbest: trial {best['trial']} (validation NDCG {best['validation_ndcg']:.4f}); train with it:\n"
+            f"  python -m flows.full --lightfm-params '{json.dumps(best['config'])}'"
+        )
 
     params = []
     return run_cli(
-        check=lambda: params.append(SearchParams(
-            workspace=args.workspace, split=args.split, trials=args.trials, seed=args.seed,
-            train=TrainConfig(lightfm_loss=args.lightfm_loss, lightfm_max_epochs=args.max_epochs),
-            runner=runner_config(args))) or Workspace.existing(args.workspace),
+        check=lambda: (
+            params.append(
+                SearchParams(
+                    workspace=args.workspace,
+                    split=args.split,
+                    trials=args.trials,
+                    seed=args.seed,
+                    train=TrainConfig(lightfm_loss=args.lightfm_loss, lightfm_max_epochs=args.max_epochs),
+                    runner=runner_config(args),
+                )
+            )
+            or Workspace.existing(args.workspace)
+        ),
         body=lambda: show(search_flow(params[0])),
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -44,9 +44,13 @@ class Recommender:
     global_mean: float  # training mean rating
 
     def fit(
-        self, train: pd.DataFrame, validation: pd.DataFrame | None = None, *, items: pd.DataFrame | None = None,
+        self,
+        train: pd.DataFrame,
+        validation: pd.DataFrame | None = None,
+        *,
+        items: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
-    ) -> Recommender:  # fmt: skip
+    ) -> Recommender:
         raise NotImplementedError
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:

@@ -69,8 +69,13 @@ class BiasALS(Recommender):
     name = "bias_als"
     state_fields = ("user_bias", "item_bias", "reg_user_", "reg_item_")
 
-    def __init__(self, reg_user: float = 15.0, reg_item: float = 10.0, n_epochs: int = 20,
-                 grid: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 15.0, 20.0, 30.0)):  # fmt: skip
+    def __init__(
+        self,
+        reg_user: float = 15.0,
+        reg_item: float = 10.0,
+        n_epochs: int = 20,
+        grid: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 15.0, 20.0, 30.0),
+    ):
         self.reg_user = reg_user
         self.reg_item = reg_item
         self.n_epochs = n_epochs
@@ -136,9 +141,15 @@ class BiasedMF(Recommender):
     name = "biased_mf"
     state_fields = ("user_bias", "item_bias", "P", "Q", "factors_", "reg_", "epochs_")
 
-    def __init__(self, factors: int = 16, reg: float = 0.1, reg_bias: float = 5.0, max_epochs: int = 10,
-                 grid: tuple[tuple[int, float], ...] = ((8, 0.1), (16, 0.3), (32, 1.0)),
-                 seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        factors: int = 16,
+        reg: float = 0.1,
+        reg_bias: float = 5.0,
+        max_epochs: int = 10,
+        grid: tuple[tuple[int, float], ...] = ((8, 0.1), (16, 0.3), (32, 1.0)),
+        seed: int = 0,
+    ):
         self.factors = factors
         self.reg = reg
         self.reg_bias = reg_bias

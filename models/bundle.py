@@ -64,8 +64,16 @@ def save_model(model: Recommender, folder: str | Path) -> Path:
         components[name] = type(component).__name__
     np.savez(folder / ARRAYS, **arrays)
     files = {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    manifest = {"format": FORMAT, "class": type(model).__name__, "name": model.name, "tasks": list(model.tasks),
-                "values": values, "arrays": sorted(arrays), "components": components, "files": files}  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "class": type(model).__name__,
+        "name": model.name,
+        "tasks": list(model.tasks),
+        "values": values,
+        "arrays": sorted(arrays),
+        "components": components,
+        "files": files,
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
     return folder
 
@@ -96,8 +104,9 @@ def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
     if missing:
         raise BundleError(f"{path}: no {', '.join(missing)}: published by an older reclab; publish the model again")
     if manifest["components"]:
-        state["components"] = {name: load_model(folder / "components" / name, verify=False)
-                               for name in manifest["components"]}  # fmt: skip
+        state["components"] = {
+            name: load_model(folder / "components" / name, verify=False) for name in manifest["components"]
+        }
     model.restore(state, arrays["_seen.indptr"], arrays["_seen.indices"])
     return model
 

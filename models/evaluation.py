@@ -97,9 +97,16 @@ def ranking_targets(model: Recommender, held_out: pd.DataFrame, *, cold_candidat
     return users[has_relevant], relevant[has_relevant], exclude[has_relevant], cols
 
 
-def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candidates: bool = False,
-                 item_vectors: np.ndarray | None = None, max_users: int | None = None,
-                 seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
+def ranking_rows(
+    model: Recommender,
+    test: pd.DataFrame,
+    k: int,
+    *,
+    cold_candidates: bool = False,
+    item_vectors: np.ndarray | None = None,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage).
 
     Users are scored block by block (memory bounded at any size); with ``max_users``, a seeded sample of
@@ -122,15 +129,25 @@ def ranking_rows(model: Recommender, test: pd.DataFrame, k: int, *, cold_candida
     if item_vectors is not None:
         values["diversity"] = intra_list_diversity(top, item_vectors)
     frame = pd.concat(
-        [pd.DataFrame({"metric": name, "k": k, "user_id": users, "item_segment": "all", "num": v, "den": 1.0})
-         for name, v in values.items()],
+        [
+            pd.DataFrame({"metric": name, "k": k, "user_id": users, "item_segment": "all", "num": v, "den": 1.0})
+            for name, v in values.items()
+        ],
         ignore_index=True,
-    )  # fmt: skip
+    )
     return frame, {"coverage": catalogue_coverage(top, len(cols))}
 
 
-def per_user_values(model: Recommender, label: str, train: pd.DataFrame, test: pd.DataFrame, config: EvalConfig,
-                    *, cold_candidates: bool = False, item_vectors: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+def per_user_values(
+    model: Recommender,
+    label: str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    config: EvalConfig,
+    *,
+    cold_candidates: bool = False,
+    item_vectors: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """All of a model's per-user values on ``test`` (columns ``PER_USER_COLUMNS``) and its global figures."""
     parts, extras = [], {}
     if "rating" in model.tasks:
@@ -202,5 +219,18 @@ def significance(values: pd.DataFrame) -> pd.DataFrame:
         w_holm = holm([r["wilcoxon_p"] for r in results])
         for (a, b), r, th, wh in zip(pairs, results, t_holm, w_holm, strict=True):
             rows.append((metric, int(k), a, b, r["mean_diff"], r["n"], r["t_p"], r["wilcoxon_p"], float(th), float(wh)))
-    return pd.DataFrame(rows, columns=["metric", "k", "model_a", "model_b", "mean_diff", "n_users", "t_p",
-                                       "wilcoxon_p", "t_p_holm", "wilcoxon_p_holm"])  # fmt: skip
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "metric",
+            "k",
+            "model_a",
+            "model_b",
+            "mean_diff",
+            "n_users",
+            "t_p",
+            "wilcoxon_p",
+            "t_p_holm",
+            "wilcoxon_p_holm",
+        ],
+    )

@@ -71,8 +71,9 @@ def review_terms(
     docs = docs[docs.str.strip().str.len() > 0]
     if docs.empty:
         return {}
-    vectorizer = TfidfVectorizer(tokenizer=words, lowercase=False, token_pattern=None, max_features=max_features,
-                                 min_df=2, sublinear_tf=True)  # fmt: skip
+    vectorizer = TfidfVectorizer(
+        tokenizer=words, lowercase=False, token_pattern=None, max_features=max_features, min_df=2, sublinear_tf=True
+    )
     try:
         matrix = vectorizer.fit_transform(docs.to_numpy())
     except ValueError:  # empty vocabulary (every term in a single document)

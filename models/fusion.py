@@ -67,20 +67,40 @@ class Fusion(Recommender):
 
     name = "fusion"
     # components are bundled beside it (models.bundle)
-    state_fields = ("config", "rating_names", "ranking_names", "tasks", "_weights", "_ranking", "_activity",
-                    "_item_segment", "_rating_range", "rating_weights_", "ranking_weights_", "blender_",
-                    "validation_ndcg_")  # fmt: skip
+    state_fields = (
+        "config",
+        "rating_names",
+        "ranking_names",
+        "tasks",
+        "_weights",
+        "_ranking",
+        "_activity",
+        "_item_segment",
+        "_rating_range",
+        "rating_weights_",
+        "ranking_weights_",
+        "blender_",
+        "validation_ndcg_",
+    )
 
-    def __init__(self, components: dict[str, Recommender], config: FusionConfig | None = None, *,
-                 rating_weights: dict[str, float] | None = None, ranking_weights: dict[str, float] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        components: dict[str, Recommender],
+        config: FusionConfig | None = None,
+        *,
+        rating_weights: dict[str, float] | None = None,
+        ranking_weights: dict[str, float] | None = None,
+    ):
         self.components = dict(components)  # a copy: later additions to the caller's dict are not components
         self.config = config or FusionConfig()
         self._fixed_rating = rating_weights
         self._fixed_ranking = ranking_weights
-        self.rating_names = [n for n in self.config.rating_components if n in components
-                             and "rating" in components[n].tasks]  # fmt: skip
-        self.ranking_names = [n for n in self.config.ranking_components if n in components
-                              and "ranking" in components[n].tasks]  # fmt: skip
+        self.rating_names = [
+            n for n in self.config.rating_components if n in components and "rating" in components[n].tasks
+        ]
+        self.ranking_names = [
+            n for n in self.config.ranking_components if n in components and "ranking" in components[n].tasks
+        ]
         tasks = []
         if self.rating_names:
             tasks.append("rating")
@@ -95,11 +115,19 @@ class Fusion(Recommender):
         self._rating_range = tuple(self._rating_range)
 
     # --- fitting -------------------------------------------------------------------------------------------
-    def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None, *, items: pd.DataFrame | None = None,
-            users: pd.DataFrame | None = None) -> Fusion:  # fmt: skip
+    def fit(
+        self,
+        train: pd.DataFrame,
+        validation: pd.DataFrame | None = None,
+        *,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> Fusion:
         if not self.tasks:
-            raise ValueError(f"fusion needs fitted components among {self.config.rating_components} or "
-                             f"{self.config.ranking_components}; got {sorted(self.components)}")  # fmt: skip
+            raise ValueError(
+                f"fusion needs fitted components among {self.config.rating_components} or "
+                f"{self.config.ranking_components}; got {sorted(self.components)}"
+            )
         self._index(train, items)
         for name, model in self.components.items():
             if not np.array_equal(model.item_ids, self.item_ids):
@@ -167,15 +195,18 @@ class Fusion(Recommender):
         for rows in user_blocks(len(users), len(cols)):
             standardised = [_standardise(self.components[n].score(users[rows])[:, cols]) for n in self.ranking_names]
             for g, weights in enumerate(grid):
-                ndcg[g] += self._ndcg_sum(sum(w * s for w, s in zip(weights, standardised, strict=True)),
-                                          relevant[rows], exclude[rows])  # fmt: skip
+                ndcg[g] += self._ndcg_sum(
+                    sum(w * s for w, s in zip(weights, standardised, strict=True)), relevant[rows], exclude[rows]
+                )
             alone += [self._ndcg_sum(s, relevant[rows], exclude[rows]) for s in standardised]
         ndcg, alone = ndcg / len(users), alone / len(users)
         best = int(np.argmax(ndcg))  # first best: ties go to the earlier grid point
         self._ranking = grid[best]
         self.ranking_weights_ = dict(zip(self.ranking_names, map(float, self._ranking), strict=True))
-        self.validation_ndcg_ = {"fusion": float(ndcg[best]), **dict(zip(self.ranking_names, map(float, alone),
-                                                                         strict=True))}  # fmt: skip
+        self.validation_ndcg_ = {
+            "fusion": float(ndcg[best]),
+            **dict(zip(self.ranking_names, map(float, alone), strict=True)),
+        }
 
     def _validation_targets(self, validation: pd.DataFrame):
         """Validation users with a relevant candidate, their relevance/exclusion matrices and candidate columns."""
@@ -205,8 +236,11 @@ class Fusion(Recommender):
     def score_parts(self, users: Ids) -> dict[str, np.ndarray]:
         """Each ranking component's weighted, standardised scores (their sum is ``score``): what drove a
         recommendation."""
-        return {name: w * _standardise(self.components[name].score(users))
-                for w, name in zip(self._ranking, self.ranking_names, strict=True) if w != 0}  # fmt: skip
+        return {
+            name: w * _standardise(self.components[name].score(users))
+            for w, name in zip(self._ranking, self.ranking_names, strict=True)
+            if w != 0
+        }
 
 
 def _user_folds(users: np.ndarray, folds: int, seed: int) -> np.ndarray:

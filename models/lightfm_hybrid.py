@@ -93,14 +93,37 @@ class LightFMHybrid(Recommender):
     name = "lightfm_hybrid"
     # a bundle keeps the learned representations (bias + embedding sums of each user's and item's features)
     # and the calibration, not LightFM itself: serving needs numpy only
-    state_fields = ("_user_bias", "_user_repr", "_item_bias", "_item_repr", "calibration_", "content", "config_",
-                    "epochs_", "validation_ndcg_")  # fmt: skip
+    state_fields = (
+        "_user_bias",
+        "_user_repr",
+        "_item_bias",
+        "_item_repr",
+        "calibration_",
+        "content",
+        "config_",
+        "epochs_",
+        "validation_ndcg_",
+    )
 
-    def __init__(self, loss: Literal["warp", "bpr", "logistic"] = "warp", no_components: int = 32,
-                 learning_rate: float = 0.05, item_alpha: float = 1e-6, user_alpha: float = 1e-6,
-                 content: bool = True, identity: bool = True, content_weight: float = 1.0, text_terms: int = 10,
-                 max_epochs: int = 30, eval_every: int = 5, search_trials: int = 2, k: int = 10,
-                 cold_validation: bool = False, num_threads: int = 1, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        loss: Literal["warp", "bpr", "logistic"] = "warp",
+        no_components: int = 32,
+        learning_rate: float = 0.05,
+        item_alpha: float = 1e-6,
+        user_alpha: float = 1e-6,
+        content: bool = True,
+        identity: bool = True,
+        content_weight: float = 1.0,
+        text_terms: int = 10,
+        max_epochs: int = 30,
+        eval_every: int = 5,
+        search_trials: int = 2,
+        k: int = 10,
+        cold_validation: bool = False,
+        num_threads: int = 1,
+        seed: int = 0,
+    ):
         if loss not in ("warp", "bpr", "logistic"):
             raise ValueError(f"loss must be 'warp', 'bpr' or 'logistic', got {loss!r}")
         if not (content or identity):
@@ -173,10 +196,15 @@ class LightFMHybrid(Recommender):
     # --- fitting -------------------------------------------------------------------------------------------
     def fit(self, train, validation=None, *, items=None, users=None) -> LightFMHybrid:
         u, i = self._index(train, items)
-        interactions = sp.coo_matrix((np.ones(len(u), dtype=np.float32), (u, i)),
-                                     shape=(len(self.user_ids), len(self.item_ids)))  # fmt: skip
-        base = {"no_components": self.no_components, "learning_rate": self.learning_rate,
-                "item_alpha": self.item_alpha, "content_weight": self.content_weight}  # fmt: skip
+        interactions = sp.coo_matrix(
+            (np.ones(len(u), dtype=np.float32), (u, i)), shape=(len(self.user_ids), len(self.item_ids))
+        )
+        base = {
+            "no_components": self.no_components,
+            "learning_rate": self.learning_rate,
+            "item_alpha": self.item_alpha,
+            "content_weight": self.content_weight,
+        }
         configs = [base]
         tuning = validation is not None and len(validation) > 0
         if tuning and self.search_trials:
@@ -203,20 +231,36 @@ class LightFMHybrid(Recommender):
     def _new_model(self, config):
         from lightfm import LightFM
 
-        return LightFM(loss=self.loss, no_components=config["no_components"], learning_rate=config["learning_rate"],
-                       item_alpha=config["item_alpha"], user_alpha=self.user_alpha, random_state=self.seed)  # fmt: skip
+        return LightFM(
+            loss=self.loss,
+            no_components=config["no_components"],
+            learning_rate=config["learning_rate"],
+            item_alpha=config["item_alpha"],
+            user_alpha=self.user_alpha,
+            random_state=self.seed,
+        )
 
     def _train(self, interactions, config, validation, epochs: int | None = None) -> tuple[int, float]:
         self.model_ = self._new_model(config)
         if validation is None:
-            self.model_.fit_partial(interactions, user_features=self.user_features, item_features=self.item_features,
-                                    epochs=epochs or self.max_epochs, num_threads=self.num_threads)  # fmt: skip
+            self.model_.fit_partial(
+                interactions,
+                user_features=self.user_features,
+                item_features=self.item_features,
+                epochs=epochs or self.max_epochs,
+                num_threads=self.num_threads,
+            )
             self._freeze()
             return epochs or self.max_epochs, float("nan")
         best = (-np.inf, self.eval_every)
         for epoch in range(self.eval_every, self.max_epochs + 1, self.eval_every):
-            self.model_.fit_partial(interactions, user_features=self.user_features, item_features=self.item_features,
-                                    epochs=self.eval_every, num_threads=self.num_threads)  # fmt: skip
+            self.model_.fit_partial(
+                interactions,
+                user_features=self.user_features,
+                item_features=self.item_features,
+                epochs=self.eval_every,
+                num_threads=self.num_threads,
+            )
             self._freeze()
             quality = self._validation_ndcg(validation)
             if quality > best[0]:
@@ -243,8 +287,10 @@ class LightFMHybrid(Recommender):
             chosen = np.sort(np.random.default_rng(self.seed).choice(len(users), VALIDATION_USERS, replace=False))
             users, relevant = users[chosen], relevant[chosen]
         exclude = self._seen[users][:, cols]
-        ndcg = [ranking_metrics(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k)["ndcg"]
-                for rows in user_blocks(len(users), len(cols))]  # fmt: skip
+        ndcg = [
+            ranking_metrics(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k)["ndcg"]
+            for rows in user_blocks(len(users), len(cols))
+        ]
         return float(np.mean(np.concatenate(ndcg)))
 
     def _calibrate(self, pairs: pd.DataFrame) -> None:

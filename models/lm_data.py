@@ -71,8 +71,11 @@ class PairDataset(Dataset):
             by_user = users[order]
             starts = np.flatnonzero(np.r_[True, by_user[1:] != by_user[:-1]])
             ends = np.r_[starts[1:], len(order)]
-            self.groups = [order[k : min(k + group, end)] for start, end in zip(starts, ends, strict=True)
-                           for k in range(start, end, group)]  # fmt: skip
+            self.groups = [
+                order[k : min(k + group, end)]
+                for start, end in zip(starts, ends, strict=True)
+                for k in range(start, end, group)
+            ]
         self.users, self.items, self.ratings = users, items, ratings
 
     def __len__(self) -> int:
@@ -97,11 +100,16 @@ class Collate:
         user_ids, user_mask = self.tokens.pad(user_rows.tolist())
         item_ids, item_mask = self.tokens.pad(item_rows.tolist())
         return {
-            "user_ids": user_ids, "user_mask": user_mask, "item_ids": item_ids, "item_mask": item_mask,
-            "user_rows": torch.as_tensor(user_rows), "item_rows": torch.as_tensor(item_rows),
-            "user_index": torch.as_tensor(user_index), "item_index": torch.as_tensor(item_index),
+            "user_ids": user_ids,
+            "user_mask": user_mask,
+            "item_ids": item_ids,
+            "item_mask": item_mask,
+            "user_rows": torch.as_tensor(user_rows),
+            "item_rows": torch.as_tensor(item_rows),
+            "user_index": torch.as_tensor(user_index),
+            "item_index": torch.as_tensor(item_index),
             "rating": torch.tensor(ratings, dtype=torch.float32),
-        }  # fmt: skip
+        }
 
 
 def pair_keys(pairs: pd.DataFrame, fold: pd.Series | None) -> tuple[list, list]:
@@ -126,9 +134,18 @@ class PairDataModule(L.LightningDataModule):
     (the full profiles export encodes), so that one ``tokens`` table serves training and export.
     """
 
-    def __init__(self, frames: dict[str, pd.DataFrame], profiles: Profiles, tokenizer, max_length: int = 128,
-                 batch_size: int = 32, num_workers: int = 0, pairs_per_user: int = 1, seed: int = 0,
-                 extra_keys: list[tuple[str, str, int]] = ()):  # fmt: skip
+    def __init__(
+        self,
+        frames: dict[str, pd.DataFrame],
+        profiles: Profiles,
+        tokenizer,
+        max_length: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pairs_per_user: int = 1,
+        seed: int = 0,
+        extra_keys: list[tuple[str, str, int]] = (),
+    ):
         super().__init__()
         self.extra_keys = list(extra_keys)
         self.frames, self.profiles, self.tokenizer = frames, profiles, tokenizer

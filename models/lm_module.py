@@ -49,10 +49,20 @@ class LMRecommender(L.LightningModule):
     batch's distinct items (a repeated item is not its own negative), with temperature ``temperature``.
     """
 
-    def __init__(self, encoder: str = "minilm", encoder_config: dict | None = None, rating_mean: float = 0.0,
-                 lr: float = 5e-5, head_lr: float = 1e-3, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
-                 ranking_weight: float = 0.5, temperature: float = 0.05, freeze_layers: int = 0,
-                 head_hidden: int = 256):  # fmt: skip
+    def __init__(
+        self,
+        encoder: str = "minilm",
+        encoder_config: dict | None = None,
+        rating_mean: float = 0.0,
+        lr: float = 5e-5,
+        head_lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        ranking_weight: float = 0.5,
+        temperature: float = 0.05,
+        freeze_layers: int = 0,
+        head_hidden: int = 256,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = TwoTower(build_encoder(encoder, encoder_config), head_hidden=head_hidden, rating_mean=rating_mean)
@@ -147,11 +157,14 @@ class LMRecommender(L.LightningModule):
                 groups["no_decay"].append(param)
             else:
                 groups["decay"].append(param)
-        optimizer = torch.optim.AdamW([
-            {"params": groups["decay"], "weight_decay": self.hparams.weight_decay},
-            {"params": groups["no_decay"], "weight_decay": 0.0},
-            {"params": groups["head"], "weight_decay": self.hparams.weight_decay, "lr": self.hparams.head_lr},
-        ], lr=self.hparams.lr)  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": groups["decay"], "weight_decay": self.hparams.weight_decay},
+                {"params": groups["no_decay"], "weight_decay": 0.0},
+                {"params": groups["head"], "weight_decay": self.hparams.weight_decay, "lr": self.hparams.head_lr},
+            ],
+            lr=self.hparams.lr,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(total * self.hparams.warmup_ratio)
 

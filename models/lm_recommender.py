@@ -38,8 +38,20 @@ class LMTwoTower(Recommender):
     name = "lm_two_tower"
     # the fine-tuned vectors and readout (serving needs no encoder for users and items it knows), and the
     # encoder reference and trainer metrics (best checkpoint path) they came from
-    state_fields = ("_users", "_user_vectors", "_unknown_user", "_item_vectors", "_unknown_item", "_readout", "_dim",
-                    "_user_stats", "_item_stats", "profile", "overrides", "metrics_")  # fmt: skip
+    state_fields = (
+        "_users",
+        "_user_vectors",
+        "_unknown_user",
+        "_item_vectors",
+        "_unknown_item",
+        "_readout",
+        "_dim",
+        "_user_stats",
+        "_item_stats",
+        "profile",
+        "overrides",
+        "metrics_",
+    )
 
     def __init__(self, work_dir: str | Path, profile: str | None = "cpu", overrides: dict | None = None):
         if profile is not None and profile not in PROFILES:

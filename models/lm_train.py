@@ -89,9 +89,17 @@ PROFILES: dict[str, dict] = {
     # split, validation MSE of the readout: freeze 3 0.779 (291 s), 4 0.781 (224 s), 5 0.778 (159 s).
     "cpu": {"max_length": 64, "max_reviews": 4, "freeze_layers": 5, "max_epochs": 1, "batch_size": 32},
     # Full fine-tuning in bf16 on every GPU of the machine.
-    "gpu": {"max_length": 256, "max_reviews": 10, "freeze_layers": 0, "max_epochs": 4, "batch_size": 64,
-            "accelerator": "gpu", "devices": -1, "precision": "bf16-mixed"},
-}  # fmt: skip
+    "gpu": {
+        "max_length": 256,
+        "max_reviews": 10,
+        "freeze_layers": 0,
+        "max_epochs": 4,
+        "batch_size": 64,
+        "accelerator": "gpu",
+        "devices": -1,
+        "precision": "bf16-mixed",
+    },
+}
 
 
 def _precision(config: LMConfig) -> str:
@@ -130,28 +138,51 @@ def train(config: LMConfig) -> dict:
     }
     items_path = data / "items.parquet"
     items = pd.read_parquet(items_path) if items_path.exists() else None
-    profiles = build_profiles(frames["train"], items, max_reviews=config.max_reviews,
-                              review_chars=config.review_chars, folds=config.folds, seed=config.seed,
-                              rating_history=config.rating_history)  # fmt: skip
+    profiles = build_profiles(
+        frames["train"],
+        items,
+        max_reviews=config.max_reviews,
+        review_chars=config.review_chars,
+        folds=config.folds,
+        seed=config.seed,
+        rating_history=config.rating_history,
+    )
     tokenizer = AutoTokenizer.from_pretrained(
         resolve_encoder(config.encoder if config.encoder_config is None else "minilm")
     )
     users, item_ids = export_ids(frames["train"], items)
-    datamodule = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles,
-                                tokenizer, config.max_length, config.batch_size, config.num_workers,
-                                config.pairs_per_user, config.seed,
-                                extra_keys=export_keys(users, item_ids))  # fmt: skip
+    datamodule = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        profiles,
+        tokenizer,
+        config.max_length,
+        config.batch_size,
+        config.num_workers,
+        config.pairs_per_user,
+        config.seed,
+        extra_keys=export_keys(users, item_ids),
+    )
     module = LMRecommender(
-        encoder=config.encoder, encoder_config=config.encoder_config, rating_mean=float(frames["train"]["rating"].mean()),
-        lr=config.lr, head_lr=config.head_lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
-        ranking_weight=config.ranking_weight, temperature=config.temperature, freeze_layers=config.freeze_layers,
-    )  # fmt: skip
+        encoder=config.encoder,
+        encoder_config=config.encoder_config,
+        rating_mean=float(frames["train"]["rating"].mean()),
+        lr=config.lr,
+        head_lr=config.head_lr,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        ranking_weight=config.ranking_weight,
+        temperature=config.temperature,
+        freeze_layers=config.freeze_layers,
+    )
     if config.cache_frozen and config.freeze_layers > 0:
         datamodule.setup("fit")
         start = time.perf_counter()
         if module.cache_frozen_states(datamodule.tokens):
-            print(f"cached the {config.freeze_layers} frozen layers' states of {len(datamodule.tokens.ids)} "
-                  f"profiles in {time.perf_counter() - start:.0f} s", file=sys.stderr)  # fmt: skip
+            print(
+                f"cached the {config.freeze_layers} frozen layers' states of {len(datamodule.tokens.ids)} "
+                f"profiles in {time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+            )
 
     class FailAfter(Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -160,10 +191,12 @@ def train(config: LMConfig) -> dict:
                 os._exit(3)
 
     checkpoints = out / "checkpoints"
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_rmse", mode="min", save_top_k=1,
-                           enable_version_counter=False)  # fmt: skip
-    last = ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
-                           every_n_train_steps=config.checkpoint_every_n_steps)  # fmt: skip
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val_rmse", mode="min", save_top_k=1, enable_version_counter=False
+    )
+    last = ModelCheckpoint(
+        dirpath=checkpoints, save_top_k=0, save_last=True, every_n_train_steps=config.checkpoint_every_n_steps
+    )
     loggers = [CSVLogger(out, name="logs")]
     try:
         import tensorboard  # noqa: F401
@@ -175,13 +208,22 @@ def train(config: LMConfig) -> dict:
     devices = config.devices
     distributed = (isinstance(devices, int) and devices > 1) or devices == -1 or config.num_nodes > 1
     trainer = L.Trainer(
-        accelerator=config.accelerator, devices=devices, num_nodes=config.num_nodes,
-        strategy="ddp" if distributed else "auto", precision=_precision(config),
-        max_epochs=config.max_epochs, max_steps=config.max_steps, limit_train_batches=config.limit_train_batches,
-        accumulate_grad_batches=config.accumulate_grad_batches, gradient_clip_val=config.gradient_clip_val,
+        accelerator=config.accelerator,
+        devices=devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=_precision(config),
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        limit_train_batches=config.limit_train_batches,
+        accumulate_grad_batches=config.accumulate_grad_batches,
+        gradient_clip_val=config.gradient_clip_val,
         callbacks=[best, last, EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience), FailAfter()],
-        logger=loggers, log_every_n_steps=10, enable_progress_bar=config.progress_bar, default_root_dir=out,
-    )  # fmt: skip
+        logger=loggers,
+        log_every_n_steps=10,
+        enable_progress_bar=config.progress_bar,
+        default_root_dir=out,
+    )
     resume = checkpoints / "last.ckpt"
     fingerprint = inputs_fingerprint(config)
     stamp = out / "inputs.sha256"
@@ -307,16 +349,24 @@ def fit_readout(module, datamodule, vectors, stats) -> dict:
     X = {n: readout_features(vectors[d.users], vectors[d.items]) for n, d in data.items()}
     y = {n: d.ratings.astype(np.float64) for n, d in data.items()}
     with torch.inference_mode():
-        head = module.net.rate(torch.from_numpy(vectors[data["validation"].users]),
-                               torch.from_numpy(vectors[data["validation"].items])).numpy()  # fmt: skip
+        head = module.net.rate(
+            torch.from_numpy(vectors[data["validation"].users]), torch.from_numpy(vectors[data["validation"].items])
+        ).numpy()
     head_val_mse = float(np.mean((head - y["validation"]) ** 2)) if len(head) else float("nan")
     first = fit_ridge(S["train"], y["train"], S["validation"], y["validation"], READOUT_ALPHAS)
     base = {n: S[n] @ first["weights"] + first["bias"] for n in S}
-    second = fit_ridge(X["train"], y["train"] - base["train"], X["validation"], y["validation"] - base["validation"],
-                    READOUT_ALPHAS)  # fmt: skip
-    return {**second, "mean": np.float64(mean), "stat_weights": first["weights"], "stat_bias": first["bias"],
-            "stat_alpha": first["alpha"], "stats_val_mse": np.float64(first["val_mse"]),
-            "head_val_mse": np.float64(head_val_mse)}  # fmt: skip
+    second = fit_ridge(
+        X["train"], y["train"] - base["train"], X["validation"], y["validation"] - base["validation"], READOUT_ALPHAS
+    )
+    return {
+        **second,
+        "mean": np.float64(mean),
+        "stat_weights": first["weights"],
+        "stat_bias": first["bias"],
+        "stat_alpha": first["alpha"],
+        "stats_val_mse": np.float64(first["val_mse"]),
+        "head_val_mse": np.float64(head_val_mse),
+    }
 
 
 def export(module, datamodule, profiles, frames, users, item_ids, checkpoint: str, out: Path) -> dict:
@@ -339,9 +389,17 @@ def export(module, datamodule, profiles, frames, users, item_ids, checkpoint: st
     user_vec, item_vec = vectors[: len(users)], vectors[len(users) : -2]
     unknown, unknown_item = vectors[-2], vectors[-1]
     user_stats, item_stats = stats[: len(users)], stats[len(users) : -2]
-    np.savez(out / "embeddings.npz", user_ids=users.astype(str), user_vectors=user_vec, item_ids=item_ids.astype(str),
-             item_vectors=item_vec, unknown_user_vector=unknown, unknown_item_vector=unknown_item,
-             user_stats=user_stats, item_stats=item_stats)  # fmt: skip
+    np.savez(
+        out / "embeddings.npz",
+        user_ids=users.astype(str),
+        user_vectors=user_vec,
+        item_ids=item_ids.astype(str),
+        item_vectors=item_vec,
+        unknown_user_vector=unknown,
+        unknown_item_vector=unknown_item,
+        user_stats=user_stats,
+        item_stats=item_stats,
+    )
     user_pos, item_pos = pd.Index(users), pd.Index(item_ids)
     for name in ("validation", "test"):
         frame = frames[name]
@@ -349,15 +407,25 @@ def export(module, datamodule, profiles, frames, users, item_ids, checkpoint: st
             continue
         u = user_pos.get_indexer(frame["user_id"].astype(str))
         i = item_pos.get_indexer(frame["item_id"].astype(str))
-        prediction = apply_readout(readout, rows_at(user_vec, u, unknown), rows_at(item_vec, i, unknown_item),
-                                   rows_at(user_stats, u, 0.0), rows_at(item_stats, i, 0.0))  # fmt: skip
-        pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"],
-                      "prediction": prediction}).to_parquet(out / f"predictions_{name}.parquet",
-                                                                               index=False)  # fmt: skip
-    return {"users": len(users), "items": len(item_ids), "readout_alpha": float(readout["alpha"]),
-            "readout_stat_alpha": float(readout["stat_alpha"]), "readout_val_mse": float(readout["val_mse"]),
-            "readout_stats_val_mse": float(readout["stats_val_mse"]),
-            "head_val_mse": float(readout["head_val_mse"])}  # fmt: skip
+        prediction = apply_readout(
+            readout,
+            rows_at(user_vec, u, unknown),
+            rows_at(item_vec, i, unknown_item),
+            rows_at(user_stats, u, 0.0),
+            rows_at(item_stats, i, 0.0),
+        )
+        pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"], "prediction": prediction}).to_parquet(
+            out / f"predictions_{name}.parquet", index=False
+        )
+    return {
+        "users": len(users),
+        "items": len(item_ids),
+        "readout_alpha": float(readout["alpha"]),
+        "readout_stat_alpha": float(readout["stat_alpha"]),
+        "readout_val_mse": float(readout["val_mse"]),
+        "readout_stats_val_mse": float(readout["stats_val_mse"]),
+        "head_val_mse": float(readout["head_val_mse"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

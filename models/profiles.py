@@ -60,8 +60,14 @@ def _metadata_text(items: pd.DataFrame | None, description_chars: int = 300) -> 
     if items is None or len(items) == 0:
         return {}
     parts = []
-    for column, label in (("title", ""), ("brand", "brand: "), ("category", "category: "), ("genres", "genres: "),
-                          ("tags", "tags: "), ("description", "")):  # fmt: skip
+    for column, label in (
+        ("title", ""),
+        ("brand", "brand: "),
+        ("category", "category: "),
+        ("genres", "genres: "),
+        ("tags", "tags: "),
+        ("description", ""),
+    ):
         if column in items:
             values = items[column].fillna("").astype(str).str.replace("|", ", ", regex=False)
             if column == "description":
@@ -73,8 +79,16 @@ def _metadata_text(items: pd.DataFrame | None, description_chars: int = 300) -> 
     return {str(k): v for k, v in zip(items["item_id"], joined, strict=True) if v}
 
 
-def build_profiles(train: pd.DataFrame, items: pd.DataFrame | None = None, *, max_reviews: int = 8,
-                   review_chars: int = 300, folds: int = 2, seed: int = 0, rating_history: int = 0) -> Profiles:  # fmt: skip
+def build_profiles(
+    train: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    *,
+    max_reviews: int = 8,
+    review_chars: int = 300,
+    folds: int = 2,
+    seed: int = 0,
+    rating_history: int = 0,
+) -> Profiles:
     """Profiles from the training fold (``user_id``, ``item_id``, ``timestamp``, ``summary``, ``review_text``,
     and ``rating`` when ``rating_history`` > 0: the profile then starts with the star ratings of its
     ``rating_history`` most recent reviews, e.g. "ratings: 5 4 5.", the same leave-fold-out rules applying).

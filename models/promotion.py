@@ -51,12 +51,17 @@ def _aggregate(num: pd.Series, den: pd.Series, metric: str) -> float:
     return float(np.sqrt(value)) if metric == "rmse" else value
 
 
-def decide(values: pd.DataFrame, config: PromotionConfig, challenger: str = "challenger",
-           champion: str = "champion") -> dict:  # fmt: skip
+def decide(
+    values: pd.DataFrame, config: PromotionConfig, challenger: str = "challenger", champion: str = "champion"
+) -> dict:
     """The decision on per-user values (``models.evaluation.PER_USER_COLUMNS``) of both models on the same
     test set. Returns {"promote", "reason", "metric", values, p-value, users, "guards": {...}}."""
-    out: dict = {"metric": config.metric if config.metric in LOWER_IS_BETTER else f"{config.metric}@{config.k}",
-                 "test": config.test, "alpha": config.alpha, "tolerance": config.tolerance}  # fmt: skip
+    out: dict = {
+        "metric": config.metric if config.metric in LOWER_IS_BETTER else f"{config.metric}@{config.k}",
+        "test": config.test,
+        "alpha": config.alpha,
+        "tolerance": config.tolerance,
+    }
     if config.k is None:
         raise ValueError("PromotionConfig.k is unset: pass the evaluation's K")
     if config.mode != "gate":
@@ -73,8 +78,9 @@ def decide(values: pd.DataFrame, config: PromotionConfig, challenger: str = "cha
     challenger_value = _aggregate(a_num[users], a_den[users], config.metric)
     champion_value = _aggregate(b_num[users], b_den[users], config.metric)
     gain = sign * (challenger_value - champion_value)
-    out.update({"challenger": challenger_value, "champion": champion_value, "gain": gain, "p_value": p,
-                "users": tests["n"]})  # fmt: skip
+    out.update(
+        {"challenger": challenger_value, "champion": champion_value, "gain": gain, "p_value": p, "users": tests["n"]}
+    )
     guards = {}
     for guard in config.guards:
         g_a, g_b = _per_user(values, challenger, guard, config.k), _per_user(values, champion, guard, config.k)
@@ -83,8 +89,12 @@ def decide(values: pd.DataFrame, config: PromotionConfig, challenger: str = "cha
         new, old = _aggregate(*g_a, guard), _aggregate(*g_b, guard)
         worse = (new - old) if guard in LOWER_IS_BETTER else (old - new)
         relative = worse / abs(old) if old else 0.0
-        guards[guard] = {"challenger": new, "champion": old, "relative_regression": relative,
-                         "ok": relative <= config.tolerance}  # fmt: skip
+        guards[guard] = {
+            "challenger": new,
+            "champion": old,
+            "relative_regression": relative,
+            "ok": relative <= config.tolerance,
+        }
     out["guards"] = guards
     broken = [g for g, r in guards.items() if not r["ok"]]
     if gain <= 0:

@@ -66,17 +66,22 @@ class ServingModel:
         if pos < 0:
             top = self._popular[:k]
             counts = self.model.item_counts[top]
-            return Recommendation(user_id, self.model.item_ids[top].tolist(), counts.astype(float).tolist(),
-                                  "popularity (unknown user)",
-                                  [{"drivers": {"popularity": float(c)}} for c in counts] if explain else [])  # fmt: skip
+            return Recommendation(
+                user_id,
+                self.model.item_ids[top].tolist(),
+                counts.astype(float).tolist(),
+                "popularity (unknown user)",
+                [{"drivers": {"popularity": float(c)}} for c in counts] if explain else [],
+            )
         parts = self._parts(user_id)
         scores = sum(parts.values())
         seen = self.model._seen.indices[self.model._seen.indptr[pos] : self.model._seen.indptr[pos + 1]]
         scores[seen] = -np.inf
         top = top_k(scores[None, :], min(k, self.n_items - len(seen)))[0] if len(seen) < self.n_items else []
         explanations = [self._explain(i, parts, seen) for i in top] if explain else []
-        return Recommendation(user_id, self.model.item_ids[top].tolist(), scores[top].astype(float).tolist(),
-                              "personalised", explanations)  # fmt: skip
+        return Recommendation(
+            user_id, self.model.item_ids[top].tolist(), scores[top].astype(float).tolist(), "personalised", explanations
+        )
 
     def _parts(self, user_id: str) -> dict[str, np.ndarray]:
         if hasattr(self.model, "score_parts"):
@@ -89,8 +94,9 @@ class ServingModel:
         if self._similarity is not None and len(seen):
             sims = self._similarity[seen] @ self._similarity[item]
             best = np.argsort(-sims)[:2]
-            out["similar_to"] = [{"item_id": str(self.model.item_ids[seen[b]]), "similarity": round(float(sims[b]), 4)}
-                                 for b in best]  # fmt: skip
+            out["similar_to"] = [
+                {"item_id": str(self.model.item_ids[seen[b]]), "similarity": round(float(sims[b]), 4)} for b in best
+            ]
         return out
 
     def predict(self, user_ids: list[str], item_ids: list[str]) -> list[float]:

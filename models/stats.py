@@ -6,8 +6,15 @@ import numpy as np
 from scipy import stats
 
 
-def bootstrap_ci(numerator: np.ndarray, denominator: np.ndarray | None = None, *, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95, sqrt: bool = False) -> tuple[float, float]:  # fmt: skip
+def bootstrap_ci(
+    numerator: np.ndarray,
+    denominator: np.ndarray | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    sqrt: bool = False,
+) -> tuple[float, float]:
     """Percentile CI of Σ numerator / Σ denominator, resampling users (rows) with replacement.
 
     With ``denominator`` None the statistic is the mean of per-user values. ``sqrt=True`` gives the CI of
@@ -101,5 +108,10 @@ def two_sample_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     if not np.isfinite(welch):  # both samples constant: different means are as significant as it gets
         welch = 1.0 if a.mean() == b.mean() else 0.0
     mw = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
-    return {"mean_diff": float(a.mean() - b.mean()), "welch_p": float(welch), "mannwhitney_p": float(mw),
-            "n_a": len(a), "n_b": len(b)}  # fmt: skip
+    return {
+        "mean_diff": float(a.mean() - b.mean()),
+        "welch_p": float(welch),
+        "mannwhitney_p": float(mw),
+        "n_a": len(a),
+        "n_b": len(b),
+    }

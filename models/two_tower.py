@@ -66,9 +66,12 @@ class TwoTower(nn.Module):
         self.dim = dim = encoder.config.hidden_size
         self.attention = nn.Linear(dim, 1)
         self.head = nn.Sequential(
-            nn.LayerNorm(6 * dim), nn.Linear(6 * dim, head_hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.LayerNorm(6 * dim),
+            nn.Linear(6 * dim, head_hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
             nn.Linear(head_hidden, 1),
-        )  # fmt: skip
+        )
         self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
         self.frozen = 0  # lowest encoder layers frozen (see freeze_lower_layers)
 

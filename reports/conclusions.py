@@ -37,8 +37,12 @@ def relative(metric: str, value: float, reference: float) -> str:
 
 def paired_test(tests: pd.DataFrame, split_id: str, metric: str, k: int, a: str, b: str) -> pd.Series | None:
     """The paired-test row of models a and b (either order) on one split and metric, or None."""
-    rows = tests[(tests["split_id"] == split_id) & (tests["metric"] == metric) & (tests["k"] == k)
-                 & (((tests["model_a"] == a) & (tests["model_b"] == b)) | ((tests["model_a"] == b) & (tests["model_b"] == a)))]  # fmt: skip
+    rows = tests[
+        (tests["split_id"] == split_id)
+        & (tests["metric"] == metric)
+        & (tests["k"] == k)
+        & (((tests["model_a"] == a) & (tests["model_b"] == b)) | ((tests["model_a"] == b) & (tests["model_b"] == a)))
+    ]
     return None if rows.empty else rows.iloc[0]
 
 
@@ -53,8 +57,13 @@ def significance_phrase(test: pd.Series | None) -> str:
 def _value(
     results: pd.DataFrame, split_id: str, model: str, metric: str, k: int, segment: str = "all"
 ) -> pd.Series | None:
-    rows = results[(results["split_id"] == split_id) & (results["model"] == model) & (results["metric"] == metric)
-                   & (results["k"] == k) & (results["segment"] == segment)]  # fmt: skip
+    rows = results[
+        (results["split_id"] == split_id)
+        & (results["model"] == model)
+        & (results["metric"] == metric)
+        & (results["k"] == k)
+        & (results["segment"] == segment)
+    ]
     return None if rows.empty else rows.iloc[0]
 
 
@@ -85,13 +94,16 @@ def split_conclusions(results: pd.DataFrame, tests: pd.DataFrame, split_id: str)
         if not traditional.empty and winner["model"] not in TRADITIONAL:
             base = traditional.iloc[0]
             test = paired_test(tests, split_id, metric, int(k), winner["model"], base["model"])
-            sentence += (f", {relative(metric, winner['value'], base['value'])} than the best traditional model "
-                         f"{base['model']} ({fmt(base)}); {significance_phrase(test)}.")  # fmt: skip
+            sentence += (
+                f", {relative(metric, winner['value'], base['value'])} than the best traditional model "
+                f"{base['model']} ({fmt(base)}); {significance_phrase(test)}."
+            )
         elif len(ranked) > 1:
             runner = ranked.iloc[1]
             test = paired_test(tests, split_id, metric, int(k), winner["model"], runner["model"])
-            sentence += (f"; a traditional model wins. Runner-up {runner['model']} ({fmt(runner)}); "
-                         f"{significance_phrase(test)}.")  # fmt: skip
+            sentence += (
+                f"; a traditional model wins. Runner-up {runner['model']} ({fmt(runner)}); {significance_phrase(test)}."
+            )
         else:
             sentence += "."
         out.append(sentence)
@@ -137,8 +149,10 @@ def cost_conclusions(fits: pd.DataFrame, split_id: str) -> list[str]:
     out = []
     for model in LANGUAGE:
         if model in seconds and len(trad):
-            out.append(f"{model} took {seconds[model]:.1f} s to fit, against {trad.sum():.1f} s for all "
-                       f"{len(trad)} traditional models together ({seconds[model] / max(trad.sum(), 1e-9):.1f}×).")  # fmt: skip
+            out.append(
+                f"{model} took {seconds[model]:.1f} s to fit, against {trad.sum():.1f} s for all "
+                f"{len(trad)} traditional models together ({seconds[model] / max(trad.sum(), 1e-9):.1f}×)."
+            )
     return out
 
 
@@ -155,6 +169,7 @@ def seed_summary(results: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     merged = results[results["segment"] == "all"].merge(splits[["split_id", "protocol", "seed"]], on="split_id")
     merged = merged[merged["metric"].isin(HEADLINE)]
     grouped = merged.groupby(["protocol", "model", "metric", "k"], as_index=False)["value"]
-    out = grouped.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"),
-                      seeds="count")  # fmt: skip
+    out = grouped.agg(
+        mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), seeds="count"
+    )
     return out

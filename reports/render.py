@@ -35,8 +35,9 @@ ITEM_ORDER = ("items:head", "items:tail", "items:cold")
 
 def metrics_table(results: pd.DataFrame, split_id: str, segment: str = "all") -> pd.DataFrame:
     """Models × headline metrics, 'value [95% CI]'."""
-    rows = results[(results["split_id"] == split_id) & (results["segment"] == segment)
-                   & results["metric"].isin(HEADLINE)].copy()  # fmt: skip
+    rows = results[
+        (results["split_id"] == split_id) & (results["segment"] == segment) & results["metric"].isin(HEADLINE)
+    ].copy()
     if rows.empty:
         return pd.DataFrame()
     rows["column"] = [metric_label(m, int(k)) for m, k in zip(rows["metric"], rows["k"], strict=True)]
@@ -47,8 +48,12 @@ def metrics_table(results: pd.DataFrame, split_id: str, segment: str = "all") ->
 
 
 def segment_table(results: pd.DataFrame, split_id: str, metric: str, k: int, segments) -> pd.DataFrame:
-    rows = results[(results["split_id"] == split_id) & (results["metric"] == metric) & (results["k"] == k)
-                   & results["segment"].isin(segments)].copy()  # fmt: skip
+    rows = results[
+        (results["split_id"] == split_id)
+        & (results["metric"] == metric)
+        & (results["k"] == k)
+        & results["segment"].isin(segments)
+    ].copy()
     if rows.empty:
         return pd.DataFrame()
     rows["cell"] = rows.apply(fmt, axis=1)
@@ -61,8 +66,12 @@ def segment_table(results: pd.DataFrame, split_id: str, metric: str, k: int, seg
 
 def tests_table(tests: pd.DataFrame, split_id: str, metric: str, k: int, reference: str) -> pd.DataFrame:
     """Paired tests of every model against ``reference`` on one metric."""
-    rows = tests[(tests["split_id"] == split_id) & (tests["metric"] == metric) & (tests["k"] == k)
-                 & ((tests["model_a"] == reference) | (tests["model_b"] == reference))].copy()  # fmt: skip
+    rows = tests[
+        (tests["split_id"] == split_id)
+        & (tests["metric"] == metric)
+        & (tests["k"] == k)
+        & ((tests["model_a"] == reference) | (tests["model_b"] == reference))
+    ].copy()
     if rows.empty:
         return pd.DataFrame()
     flip = rows["model_a"] == reference
@@ -88,8 +97,12 @@ def _figure(draw) -> bytes:
 
 
 def bars_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int) -> bytes | None:
-    rows = results[(results["split_id"] == split_id) & (results["metric"] == metric) & (results["k"] == k)
-                   & (results["segment"] == "all")].dropna(subset=["value"])  # fmt: skip
+    rows = results[
+        (results["split_id"] == split_id)
+        & (results["metric"] == metric)
+        & (results["k"] == k)
+        & (results["segment"] == "all")
+    ].dropna(subset=["value"])
     if rows.empty:
         return None
     rows = rows.sort_values("value", ascending=metric in LOWER_IS_BETTER)
@@ -107,8 +120,12 @@ def bars_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int) -> b
 
 
 def by_segment_lines(results: pd.DataFrame, split_id: str, metric: str, k: int) -> bytes | None:
-    rows = results[(results["split_id"] == split_id) & (results["metric"] == metric) & (results["k"] == k)
-                   & results["segment"].isin(ACTIVITY_ORDER)]  # fmt: skip
+    rows = results[
+        (results["split_id"] == split_id)
+        & (results["metric"] == metric)
+        & (results["k"] == k)
+        & results["segment"].isin(ACTIVITY_ORDER)
+    ]
     if rows.empty:
         return None
     segments = [s for s in ACTIVITY_ORDER if s in set(rows["segment"])]
@@ -149,9 +166,14 @@ def cost_table(fits: pd.DataFrame) -> pd.DataFrame:
 def build(results: pd.DataFrame, tests: pd.DataFrame, fits: pd.DataFrame, splits: pd.DataFrame, meta: dict) -> list:
     """The report's blocks. ``meta``: dataset, run_id, created, command (shown as given)."""
     blocks: list = [("h1", f"reclab experiment — {meta.get('dataset', '?')}")]
-    blocks.append(("p", f"Run {meta.get('run_id', '?')}, {meta.get('created', '')}. Metrics on the test fold of "
-                        "each split with 95% bootstrap CIs over users; paired tests over the same users, Holm-corrected "
-                        "across model pairs. Fusion weights were learned on validation only."))  # fmt: skip
+    blocks.append(
+        (
+            "p",
+            f"Run {meta.get('run_id', '?')}, {meta.get('created', '')}. Metrics on the test fold of "
+            "each split with 95% bootstrap CIs over users; paired tests over the same users, Holm-corrected "
+            "across model pairs. Fusion weights were learned on validation only.",
+        )
+    )
     split_ids = list(dict.fromkeys(results["split_id"]))
     protocol = splits.set_index("split_id")["protocol"].to_dict() if not splits.empty else {}
     blocks.append(("h2", "Conclusions"))
@@ -175,8 +197,10 @@ def build(results: pd.DataFrame, tests: pd.DataFrame, fits: pd.DataFrame, splits
         for metric, mk in (("mse", 0), ("ndcg", k)):
             if mk is None or here[(here["metric"] == metric)].empty:
                 continue
-            blocks += [("h3", f"{metric_label(metric, mk)} by user activity"),
-                       ("table", segment_table(results, split_id, metric, mk, ACTIVITY_ORDER))]  # fmt: skip
+            blocks += [
+                ("h3", f"{metric_label(metric, mk)} by user activity"),
+                ("table", segment_table(results, split_id, metric, mk, ACTIVITY_ORDER)),
+            ]
             figure = bars_with_ci(results, split_id, metric, mk)
             if figure:
                 blocks.append(
@@ -202,8 +226,10 @@ def build(results: pd.DataFrame, tests: pd.DataFrame, fits: pd.DataFrame, splits
         if not rating.empty or not ranking.empty:
             blocks.append(("h3", "Fusion weights (learned on validation)"))
             if not rating.empty:
-                blocks += [("p", "Rating blender, per segment (user activity | item popularity), and global:"),
-                           ("table", rating)]  # fmt: skip
+                blocks += [
+                    ("p", "Rating blender, per segment (user activity | item popularity), and global:"),
+                    ("table", rating),
+                ]
             if not ranking.empty:
                 blocks += [("p", "Ranking: weights of the per-user standardised component scores:"), ("table", ranking)]
     blocks += [("h2", "Training time (seconds to fit, per split)"), ("table", cost_table(fits))]
@@ -253,15 +279,24 @@ def to_html(blocks: list) -> str:
             body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in block[1]) + "</ul>")
         elif kind == "table":
             frame = block[1]
-            body.append(frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}") if not frame.empty
-                        else "<p><em>(none)</em></p>")  # fmt: skip
+            body.append(
+                frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+                if not frame.empty
+                else "<p><em>(none)</em></p>"
+            )
         elif kind == "figure":
             data = base64.b64encode(block[3]).decode()
-            body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(block[2])}</figcaption></figure>")  # fmt: skip
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}")  # fmt: skip
+            body.append(
+                f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}"
+    )
     title = html.escape(blocks[0][1]) if blocks else "reclab report"
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
-            f"<body>{''.join(body)}</body></html>\n")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )

@@ -19,21 +19,32 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.registry import read_champion, registry_dir
     from tasks.store import DEFAULT_WORKSPACES
 
-    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
-                        help="workspace whose registry champion is served (default: the default dataset's)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
+        help="workspace whose registry champion is served (default: the default dataset's)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
-    parser.add_argument("--no-log", action="store_true",
-                        help="do not log answered requests (default: logged to <workspace>/serving.duckdb)")  # fmt: skip
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log answered requests (default: logged to <workspace>/serving.duckdb)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     registry = registry_dir(args.workspace)
     if read_champion(registry) is None:
-        print(f"error: no champion model in {registry}; run `python -m flows.full` (it publishes one) or pass "
-              "--workspace", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: no champion model in {registry}; run `python -m flows.full` (it publishes one) or pass "
+            "--workspace",
+            file=sys.stderr,
+        )
         return 2
     import uvicorn
 

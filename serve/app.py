@@ -230,8 +230,15 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         current = model()
         _, challenger, share = champion.arms
         ab = {"ab_test": {"challenger": challenger.version, "share": share}} if challenger is not None else {}
-        return {"model_version": current.version, "model": current.model.name, "tasks": list(current.model.tasks),
-                "users": len(current.model.user_ids), "items": current.n_items, **champion.publication, **ab}  # fmt: skip
+        return {
+            "model_version": current.version,
+            "model": current.model.name,
+            "tasks": list(current.model.tasks),
+            "users": len(current.model.user_ids),
+            "items": current.n_items,
+            **champion.publication,
+            **ab,
+        }
 
     @app.get("/recommend")
     async def recommend(
@@ -243,13 +250,23 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         model()  # 503 before a champion is loaded
         arm, current = champion.arm(user_id)
         rec = current.recommend(user_id, k, explain=explain)
-        items = [{"item_id": item, "score": score, **(rec.explanations[n] if rec.explanations else {})}
-                 for n, (item, score) in enumerate(zip(rec.items, rec.scores, strict=True))]  # fmt: skip
+        items = [
+            {"item_id": item, "score": score, **(rec.explanations[n] if rec.explanations else {})}
+            for n, (item, score) in enumerate(zip(rec.items, rec.scores, strict=True))
+        ]
         elapsed = 1000 * (time.perf_counter() - start)
         if responses is not None:
             responses.add("recommend", user_id, arm, current.version, rec.items, elapsed)
-        return JSONResponse({"user_id": user_id, "model_version": current.version, "arm": arm,
-                             "strategy": rec.strategy, "items": items, "elapsed_ms": round(elapsed, 3)})  # fmt: skip
+        return JSONResponse(
+            {
+                "user_id": user_id,
+                "model_version": current.version,
+                "arm": arm,
+                "strategy": rec.strategy,
+                "items": items,
+                "elapsed_ms": round(elapsed, 3),
+            }
+        )
 
     @app.post("/predict")
     async def predict(body: PredictRequest):
@@ -259,8 +276,9 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         items = [p.item_id for p in body.pairs]
         predictions = current.predict(users, items)
         if responses is not None:
-            responses.add("predict", f"{len(users)} pairs", "champion", current.version, [],
-                          1000 * (time.perf_counter() - start))  # fmt: skip
+            responses.add(
+                "predict", f"{len(users)} pairs", "champion", current.version, [], 1000 * (time.perf_counter() - start)
+            )
         return JSONResponse({"model_version": current.version, "predictions": predictions})
 
     return app

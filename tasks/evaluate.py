@@ -14,8 +14,9 @@ from tasks import tables
 from tasks.store import connect, replace_run_rows
 
 
-def store_evaluation(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, per_user: pd.DataFrame,
-                     config: EvalConfig) -> pd.DataFrame:  # fmt: skip
+def store_evaluation(
+    con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, per_user: pd.DataFrame, config: EvalConfig
+) -> pd.DataFrame:
     """Write per-user values, aggregated rows (CIs) and paired tests for one split; return the aggregates."""
     results = aggregate(per_user, config)
     tests = significance(per_user)

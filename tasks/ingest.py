@@ -150,10 +150,16 @@ def _stage_role(con, spec: DatasetSpec, role: str, now: int) -> None:
             try:
                 row = parse(raw)
             except Reject as rej:
-                bad.append({
-                    "role": role, "source_file": source_file, "line_no": line_no, "reason": rej.reason,
-                    "column_name": rej.column, "raw_content": raw.decode("utf-8", errors="replace"),
-                })  # fmt: skip
+                bad.append(
+                    {
+                        "role": role,
+                        "source_file": source_file,
+                        "line_no": line_no,
+                        "reason": rej.reason,
+                        "column_name": rej.column,
+                        "raw_content": raw.decode("utf-8", errors="replace"),
+                    }
+                )
                 continue
             row["source_file"], row["line_no"] = source_file, line_no
             good.append(row)
@@ -221,9 +227,12 @@ def build_canonical_tables(
         )
         quarantined = con.execute("SELECT count(*) FROM _stage_quarantine WHERE role = ?", [role]).fetchone()[0]
         accounting[role] = {
-            "raw": raw, "kept": kept, "quarantined": quarantined,
-            "exact_duplicates": counts.get("exact", 0), "superseded": counts.get("superseded", 0),
-        }  # fmt: skip
+            "raw": raw,
+            "kept": kept,
+            "quarantined": quarantined,
+            "exact_duplicates": counts.get("exact", 0),
+            "superseded": counts.get("superseded", 0),
+        }
         a = accounting[role]
         if a["raw"] != a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"]:
             raise AssertionError(f"ingest lost records of {source_file}: {a}")

@@ -55,8 +55,12 @@ def set_ab(registry: Path, version: str | None, share: float = 0.1) -> dict | No
         return None
     if not 0 < share < 1:
         raise InputError(f"the challenger's share of users must be between 0 and 1, got {share}")
-    pointer = {"challenger": version, "path": str(published(registry, version)), "share": share,
-               "since": utc_now().isoformat()}  # fmt: skip
+    pointer = {
+        "challenger": version,
+        "path": str(published(registry, version)),
+        "share": share,
+        "since": utc_now().isoformat(),
+    }
     write_atomically(path, json.dumps(pointer, indent=1))
     return pointer
 
@@ -72,12 +76,20 @@ def published(registry: Path, version: str) -> Path:
     return path
 
 
-def record_promotion(con: duckdb.DuckDBPyConnection, action: str, champion: str, previous: str | None, reason: str,
-                     details: dict | None = None) -> None:  # fmt: skip
+def record_promotion(
+    con: duckdb.DuckDBPyConnection,
+    action: str,
+    champion: str,
+    previous: str | None,
+    reason: str,
+    details: dict | None = None,
+) -> None:
     """One ``promotions`` row: a change of champion, or a decision to keep it."""
     ensure(con, tables.PROMOTIONS)
-    con.execute(f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
-                [utc_now(), action, champion, previous, reason, json.dumps(details or {}, default=str)])  # fmt: skip
+    con.execute(
+        f"INSERT INTO {tables.PROMOTIONS} VALUES (?, ?, ?, ?, ?, ?)",
+        [utc_now(), action, champion, previous, reason, json.dumps(details or {}, default=str)],
+    )
 
 
 def install_bundle(source: Path, registry: Path, version: str, publication: dict | None = None) -> Path:
@@ -105,12 +117,15 @@ def install_bundle(source: Path, registry: Path, version: str, publication: dict
 def headline_metrics(results: pd.DataFrame, model: str = "fusion") -> dict[str, float]:
     """{"rmse": ..., "ndcg@10": ...}: a model's overall test metrics from the evaluation's aggregates."""
     rows = results[(results["model"] == model) & (results["segment"] == "all")]
-    return {(m if pd.isna(k) or not k else f"{m}@{int(k)}"): float(v)
-            for m, k, v in zip(rows["metric"], rows["k"], rows["value"], strict=True)}  # fmt: skip
+    return {
+        (m if pd.isna(k) or not k else f"{m}@{int(k)}"): float(v)
+        for m, k, v in zip(rows["metric"], rows["k"], rows["value"], strict=True)
+    }
 
 
-def set_champion(con: duckdb.DuckDBPyConnection, registry: Path, version: str, action: str, reason: str,
-                 details: dict | None = None) -> dict:  # fmt: skip
+def set_champion(
+    con: duckdb.DuckDBPyConnection, registry: Path, version: str, action: str, reason: str, details: dict | None = None
+) -> dict:
     """Point the champion at ``version`` (which must be published) and record why."""
     path = published(registry, version)
     previous = read_champion(registry)
@@ -121,28 +136,55 @@ def set_champion(con: duckdb.DuckDBPyConnection, registry: Path, version: str, a
 
 
 @task(cache_policy=NONE)
-def publish_model(db: Path, workspace_root: Path, run_id: str, split_id: str, protocol: str, bundle: str | None,
-                  metrics: dict, parameters: dict) -> dict:  # fmt: skip
+def publish_model(
+    db: Path,
+    workspace_root: Path,
+    run_id: str,
+    split_id: str,
+    protocol: str,
+    bundle: str | None,
+    metrics: dict,
+    parameters: dict,
+) -> dict:
     """Publish one split's fitted fusion bundle as a new registry version; the first one becomes champion."""
     from tasks.runs import code_version
     from tasks.train import split_fingerprint
 
     if bundle is None or not Path(bundle).exists():
-        raise InputError(f"the fitted model bundle of {split_id} is missing ({bundle}); it is written when the "
-                         "fusion is fitted: rerun with --refresh to refit")  # fmt: skip
+        raise InputError(
+            f"the fitted model bundle of {split_id} is missing ({bundle}); it is written when the "
+            "fusion is fitted: rerun with --refresh to refit"
+        )
     registry = registry_dir(workspace_root)
     version = f"{utc_now():%Y%m%d-%H%M%S}-{run_id[:8]}"
     with connect(db) as con:
         ensure(con, tables.MODEL_REGISTRY)
-        row = {"run_id": run_id, "split_id": split_id, "protocol": protocol, "published_at": utc_now().isoformat(),
-               "code_version": code_version(), "data_fingerprint": split_fingerprint(con, split_id),
-               "metrics": metrics, "parameters": parameters}  # fmt: skip
+        row = {
+            "run_id": run_id,
+            "split_id": split_id,
+            "protocol": protocol,
+            "published_at": utc_now().isoformat(),
+            "code_version": code_version(),
+            "data_fingerprint": split_fingerprint(con, split_id),
+            "metrics": metrics,
+            "parameters": parameters,
+        }
         path = install_bundle(Path(bundle), registry, version, row)
         con.execute(
             f"INSERT INTO {tables.MODEL_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [version, run_id, split_id, protocol, str(path), row["published_at"], row["code_version"],
-             row["data_fingerprint"], json.dumps(metrics), json.dumps(parameters, default=str)],
-        )  # fmt: skip
+            [
+                version,
+                run_id,
+                split_id,
+                protocol,
+                str(path),
+                row["published_at"],
+                row["code_version"],
+                row["data_fingerprint"],
+                json.dumps(metrics),
+                json.dumps(parameters, default=str),
+            ],
+        )
         if read_champion(registry) is None:
             set_champion(con, registry, version, "publish", "first published model")
     return {"version": version, "path": str(path), "champion": read_champion(registry)["version"]}
@@ -193,8 +235,9 @@ def load_champion(workspace_root: str | Path):
 
 
 @task(cache_policy=NONE)
-def challenge_champion(db: Path, workspace_root: Path, split_id: str, published: dict, per_user: pd.DataFrame,
-                       eval_config, config) -> dict:  # fmt: skip
+def challenge_champion(
+    db: Path, workspace_root: Path, split_id: str, published: dict, per_user: pd.DataFrame, eval_config, config
+) -> dict:
     """The promotion gate for a newly published model: evaluate the current champion on the same split's test
     users, decide (``models.promotion.decide``), record the decision in ``promotions`` (and move the champion
     when it says so), and publish it as the Prefect artifact ``reclab-promotion``."""
@@ -214,19 +257,24 @@ def challenge_champion(db: Path, workspace_root: Path, split_id: str, published:
     with connect(db, read_only=True) as con:
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
     champion = load_model(current["path"])
-    values, _ = per_user_values(champion, "champion", data["train"], data["test"], eval_config,
-                                cold_candidates=protocol == "cold_items")  # fmt: skip
+    values, _ = per_user_values(
+        champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
+    )
     challenger = per_user[per_user["model"] == "fusion"].assign(model="challenger")
     decision = decide(pd.concat([values, challenger], ignore_index=True), config)
-    decision.update({"challenger_version": published["version"], "champion_version": current["version"],
-                     "split_id": split_id})  # fmt: skip
+    decision.update(
+        {"challenger_version": published["version"], "champion_version": current["version"], "split_id": split_id}
+    )
     with connect(db) as con:
         if decision["promote"]:
             set_champion(con, registry, published["version"], "promote", decision["reason"], decision)
         else:
             record_promotion(con, "keep", current["version"], current["version"], decision["reason"], decision)
-    create_markdown_artifact(key="reclab-promotion", markdown=decision_markdown(decision),
-                             description=f"promotion decision for {published['version']}")  # fmt: skip
+    create_markdown_artifact(
+        key="reclab-promotion",
+        markdown=decision_markdown(decision),
+        description=f"promotion decision for {published['version']}",
+    )
     return decision
 
 
@@ -234,11 +282,19 @@ def decision_markdown(decision: dict) -> str:
     verdict = "promoted" if decision["promote"] else "kept the champion"
     lines = [f"# Promotion: {verdict}", "", decision["reason"], ""]
     if "champion" in decision:
-        lines += ["| | champion | challenger |", "|---|---:|---:|",
-                  f"| {decision['metric']} (p = {decision['p_value']:.3g}, {decision['users']} users) | "
-                  f"{decision['champion']:.4f} | {decision['challenger']:.4f} |"]  # fmt: skip
-        lines += [f"| {g} (guard, {r['relative_regression']:+.1%}) | {r['champion']:.4f} | {r['challenger']:.4f} |"
-                  for g, r in decision.get("guards", {}).items()]  # fmt: skip
-    lines += ["", f"champion {decision['champion_version']}, challenger {decision['challenger_version']}, "
-              f"split {decision['split_id']}"]  # fmt: skip
+        lines += [
+            "| | champion | challenger |",
+            "|---|---:|---:|",
+            f"| {decision['metric']} (p = {decision['p_value']:.3g}, {decision['users']} users) | "
+            f"{decision['champion']:.4f} | {decision['challenger']:.4f} |",
+        ]
+        lines += [
+            f"| {g} (guard, {r['relative_regression']:+.1%}) | {r['champion']:.4f} | {r['challenger']:.4f} |"
+            for g, r in decision.get("guards", {}).items()
+        ]
+    lines += [
+        "",
+        f"champion {decision['champion_version']}, challenger {decision['challenger_version']}, "
+        f"split {decision['split_id']}",
+    ]
     return "\n".join(lines)

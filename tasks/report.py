@@ -18,8 +18,9 @@ ARTIFACT_KEY = "reclab-report"
 def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
     """The run's ``eval_results``, ``eval_tests``, ``model_fits`` rows and the ``splits`` they used."""
     with connect(db, read_only=True) as con:
-        if not all(table_exists(con, t) for t in (tables.EVAL_RESULTS, tables.EVAL_TESTS, tables.MODEL_FITS,
-                                                  tables.SPLITS)):  # fmt: skip
+        if not all(
+            table_exists(con, t) for t in (tables.EVAL_RESULTS, tables.EVAL_TESTS, tables.MODEL_FITS, tables.SPLITS)
+        ):
             raise InputError(f"run {run_id} has no evaluation results in {db}: nothing to report")
         frames = {
             name: con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY ALL", [run_id]).df()
@@ -27,7 +28,7 @@ def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
                 ("results", tables.EVAL_RESULTS),
                 ("tests", tables.EVAL_TESTS),
                 ("fits", tables.MODEL_FITS),
-            )  # fmt: skip
+            )
         }
         frames["splits"] = con.execute(
             f"SELECT * FROM {tables.SPLITS} WHERE split_id IN (SELECT DISTINCT split_id FROM {tables.EVAL_RESULTS} "
@@ -81,8 +82,11 @@ def publish_artifacts(blocks: list, paths: dict) -> None:
         if heading[0] == "h2" and heading[1].startswith("Split ") and table[0] == "table":
             split_id = heading[1].split()[1]
             key = f"{ARTIFACT_KEY}-{split_id}".lower().replace("_", "-")
-            create_table_artifact(table=table[1].to_dict(orient="records"), key=key,
-                                  description=f"{split_id}: every model x headline metric, value [95% CI]")  # fmt: skip
+            create_table_artifact(
+                table=table[1].to_dict(orient="records"),
+                key=key,
+                description=f"{split_id}: every model x headline metric, value [95% CI]",
+            )
 
 
 @task(cache_policy=NONE)

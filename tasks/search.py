@@ -23,13 +23,24 @@ def lightfm_trial(db: Path, split_id: str, trial: int, config: dict, train: Trai
 
     with connect(db, read_only=True) as con:
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-    model = LightFMHybrid(loss=train.lightfm_loss, num_threads=train.lightfm_threads, search_trials=0,
-                          max_epochs=train.lightfm_max_epochs, seed=train.seed,
-                          cold_validation=protocol == "cold_items", **lightfm_hyperparameters(config))  # fmt: skip
+    model = LightFMHybrid(
+        loss=train.lightfm_loss,
+        num_threads=train.lightfm_threads,
+        search_trials=0,
+        max_epochs=train.lightfm_max_epochs,
+        seed=train.seed,
+        cold_validation=protocol == "cold_items",
+        **lightfm_hyperparameters(config),
+    )
     start = time.perf_counter()
     model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
-    return {"trial": trial, "config": config, "validation_ndcg": float(model.validation_ndcg_),
-            "epochs": int(model.epochs_), "fit_seconds": time.perf_counter() - start}  # fmt: skip
+    return {
+        "trial": trial,
+        "config": config,
+        "validation_ndcg": float(model.validation_ndcg_),
+        "epochs": int(model.epochs_),
+        "fit_seconds": time.perf_counter() - start,
+    }
 
 
 @task(cache_policy=NONE)

@@ -108,10 +108,14 @@ def compare_arms(served: pd.DataFrame, interactions: pd.DataFrame, test=None) ->
     arms = {}
     for arm, rows in served.groupby("arm"):
         users = per_user[per_user["arm"] == arm]["hit_rate"].to_numpy()
-        arms[arm] = {"requests": len(rows), "users": int(len(users)), "versions": sorted(set(rows["model_version"])),
-                     "hit_rate": float(users.mean()) if len(users) else float("nan"),
-                     "latency_p50_ms": float(np.percentile(rows["latency_ms"], 50)),
-                     "latency_p99_ms": float(np.percentile(rows["latency_ms"], 99))}  # fmt: skip
+        arms[arm] = {
+            "requests": len(rows),
+            "users": int(len(users)),
+            "versions": sorted(set(rows["model_version"])),
+            "hit_rate": float(users.mean()) if len(users) else float("nan"),
+            "latency_p50_ms": float(np.percentile(rows["latency_ms"], 50)),
+            "latency_p99_ms": float(np.percentile(rows["latency_ms"], 99)),
+        }
     out = {"arms": arms}
     if test is not None and {"champion", "challenger"} <= set(arms):
         a = per_user[per_user["arm"] == "challenger"]["hit_rate"].to_numpy()

@@ -43,8 +43,11 @@ def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict
         counts = {fold: int((assigned["fold"] == fold).sum()) for fold in tables.FOLDS}
         empty = [fold for fold, count in counts.items() if count == 0]
         if empty:
-            rule = (f"; it holds out only users with at least {config.min_user_interactions} ratings"
-                    if protocol == "temporal" else "")  # fmt: skip
+            rule = (
+                f"; it holds out only users with at least {config.min_user_interactions} ratings"
+                if protocol == "temporal"
+                else ""
+            )
             raise InputError(
                 f"split {split_id}: the {' and '.join(empty)} fold would be empty ({len(frame):,} ratings from "
                 f"{frame['user_id'].nunique():,} users on {frame['item_id'].nunique():,} items{rule}): the dataset "
@@ -104,8 +107,10 @@ def write_training_reviews(con: duckdb.DuckDBPyConnection) -> int:
     split_ids = [r[0] for r in con.execute(f"SELECT split_id FROM {tables.SPLITS} ORDER BY split_id").fetchall()]
     cols = ", ".join(c for c in tables.SCHEMAS[tables.TRAIN_REVIEWS] if c != "split_id")
     for split_id in split_ids:
-        con.execute(f"INSERT INTO {tables.TRAIN_REVIEWS} SELECT ? AS split_id, {cols} FROM ({_TRAINING_REVIEWS})",
-                    [split_id, split_id])  # fmt: skip
+        con.execute(
+            f"INSERT INTO {tables.TRAIN_REVIEWS} SELECT ? AS split_id, {cols} FROM ({_TRAINING_REVIEWS})",
+            [split_id, split_id],
+        )
     return con.execute(f"SELECT count(*) FROM {tables.TRAIN_REVIEWS}").fetchone()[0]
 
 

@@ -199,8 +199,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def replace_run_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str, split_id: str,
-                     frame: pd.DataFrame | None) -> None:  # fmt: skip
+def replace_run_rows(
+    con: duckdb.DuckDBPyConnection, table: str, run_id: str, split_id: str, frame: pd.DataFrame | None
+) -> None:
     """Replace a registered table's rows of (``run_id``, ``split_id``) by ``frame`` (None: just delete them).
 
     ``frame`` holds every column of the table except ``run_id`` and ``split_id``.

@@ -86,9 +86,15 @@ def build_model(name: str, config: TrainConfig, protocol: str, work_dir: Path):
     from models.lightfm_hybrid import LightFMHybrid
     from models.lm_recommender import LMTwoTower
 
-    lightfm = dict(loss=config.lightfm_loss, num_threads=config.lightfm_threads, search_trials=config.lightfm_trials,
-                   max_epochs=config.lightfm_max_epochs, seed=config.seed, cold_validation=protocol == "cold_items",
-                   **lightfm_hyperparameters(config.lightfm_params))  # fmt: skip
+    lightfm = dict(
+        loss=config.lightfm_loss,
+        num_threads=config.lightfm_threads,
+        search_trials=config.lightfm_trials,
+        max_epochs=config.lightfm_max_epochs,
+        seed=config.seed,
+        cold_validation=protocol == "cold_items",
+        **lightfm_hyperparameters(config.lightfm_params),
+    )
     return {
         "global_mean": GlobalMean,
         "bias_als": BiasALS,
@@ -127,8 +133,9 @@ def split_protocol(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
     return row[0]
 
 
-def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str, config: TrainConfig, eval_config,
-                     work_dir: Path) -> dict:  # fmt: skip
+def fit_and_evaluate(
+    data: dict[str, pd.DataFrame], protocol: str, split_id: str, config: TrainConfig, eval_config, work_dir: Path
+) -> dict:
     """Fit every configured model on one split's ``data`` (see :func:`load_split`) and compute its per-user
     test values. Returns {"per_user": DataFrame, "fits": [{model, params, seconds, extras}], "protocol"}."""
     from models.evaluation import per_user_values
@@ -153,20 +160,37 @@ def fit_and_evaluate(data: dict[str, pd.DataFrame], protocol: str, split_id: str
         model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
         fitted = time.perf_counter()
         values, extras = per_user_values(
-            model, name, data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items",
+            model,
+            name,
+            data["train"],
+            data["test"],
+            eval_config,
+            cold_candidates=protocol == "cold_items",
             item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
-        )  # fmt: skip
+        )
         parts.append(values)
         if name != "fusion":
             components[name] = model
-        fits.append({"model": name, "params": _params(model), "fit_seconds": fitted - start,
-                     "eval_seconds": time.perf_counter() - fitted, "extras": extras})  # fmt: skip
+        fits.append(
+            {
+                "model": name,
+                "params": _params(model),
+                "fit_seconds": fitted - start,
+                "eval_seconds": time.perf_counter() - fitted,
+                "extras": extras,
+            }
+        )
         if name == "lm_two_tower":
             lm_outputs = lm_tables(model, data)
     fused = model if order and order[-1] == "fusion" else None
     bundle = save_bundle(fused, Path(work_dir) / split_id / "bundle")
-    return {"per_user": pd.concat(parts, ignore_index=True), "fits": fits, "protocol": protocol, "lm": lm_outputs,
-            "bundle": bundle}  # fmt: skip
+    return {
+        "per_user": pd.concat(parts, ignore_index=True),
+        "fits": fits,
+        "protocol": protocol,
+        "lm": lm_outputs,
+        "bundle": bundle,
+    }
 
 
 def save_bundle(model, folder: Path) -> str | None:
@@ -185,27 +209,47 @@ def save_bundle(model, folder: Path) -> str | None:
 def lm_tables(model, data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The fitted LM's user/item vectors and its validation/test rating predictions, as table rows."""
     users, items = model.embeddings()
-    embeddings = pd.concat([
-        pd.DataFrame({"kind": "user", "id": users.index, "vector": users.to_numpy(np.float32).tolist()}),
-        pd.DataFrame({"kind": "item", "id": items.index, "vector": items.to_numpy(np.float32).tolist()}),
-    ], ignore_index=True)  # fmt: skip
-    predictions = pd.concat(
-        [frame[["user_id", "item_id"]].assign(fold=fold, prediction=model.predict(frame["user_id"], frame["item_id"]))
-         for fold, frame in (("validation", data["validation"]), ("test", data["test"]))],
+    embeddings = pd.concat(
+        [
+            pd.DataFrame({"kind": "user", "id": users.index, "vector": users.to_numpy(np.float32).tolist()}),
+            pd.DataFrame({"kind": "item", "id": items.index, "vector": items.to_numpy(np.float32).tolist()}),
+        ],
         ignore_index=True,
-    )  # fmt: skip
+    )
+    predictions = pd.concat(
+        [
+            frame[["user_id", "item_id"]].assign(
+                fold=fold, prediction=model.predict(frame["user_id"], frame["item_id"])
+            )
+            for fold, frame in (("validation", data["validation"]), ("test", data["test"]))
+        ],
+        ignore_index=True,
+    )
     return {"embeddings": embeddings, "predictions": predictions}
 
 
-def write_fits(con: duckdb.DuckDBPyConnection, run_id: str, split_id: str, fits: list[dict],
-               lm: dict[str, pd.DataFrame] | None = None) -> None:  # fmt: skip
+def write_fits(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    split_id: str,
+    fits: list[dict],
+    lm: dict[str, pd.DataFrame] | None = None,
+) -> None:
     """Record the fits (and, when the LM was trained, its embeddings and predictions) of one split."""
     for table, key in ((tables.LM_EMBEDDINGS, "embeddings"), (tables.LM_PREDICTIONS, "predictions")):
         replace_run_rows(con, table, run_id, split_id, None if lm is None else lm[key])
     frame = pd.DataFrame(
-        [{"model": f["model"], "params": json.dumps(f["params"], default=str), "fit_seconds": f["fit_seconds"],
-          "eval_seconds": f["eval_seconds"], "extras": json.dumps(f["extras"])} for f in fits]
-    )  # fmt: skip
+        [
+            {
+                "model": f["model"],
+                "params": json.dumps(f["params"], default=str),
+                "fit_seconds": f["fit_seconds"],
+                "eval_seconds": f["eval_seconds"],
+                "extras": json.dumps(f["extras"]),
+            }
+            for f in fits
+        ]
+    )
     replace_run_rows(con, tables.MODEL_FITS, run_id, split_id, frame)
 
 
@@ -228,13 +272,18 @@ def split_fingerprint(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
     """A digest of everything a split's models read: fold assignments with ratings and times, the training
     reviews' text, the items (and tags) tables. Order-independent (XOR of row hashes; rows are unique)."""
     queries = [
-        (f"""SELECT count(*), bit_xor(hash(a.user_id, a.item_id, a.fold, i.rating, i.timestamp))
+        (
+            f"""SELECT count(*), bit_xor(hash(a.user_id, a.item_id, a.fold, i.rating, i.timestamp))
              FROM {tables.SPLIT_ASSIGNMENTS} a JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
-             WHERE a.split_id = ?""", [split_id]),
+             WHERE a.split_id = ?""",
+            [split_id],
+        ),
         (f"SELECT count(*), bit_xor(hash(r)) FROM {tables.TRAIN_REVIEWS} r WHERE r.split_id = ?", [split_id]),
-        *[(f"SELECT count(*), bit_xor(hash(t)) FROM {tables.CANONICAL[name]} t", [])
-          for name in ("items", "users", "tags")],
-    ]  # fmt: skip
+        *[
+            (f"SELECT count(*), bit_xor(hash(t)) FROM {tables.CANONICAL[name]} t", [])
+            for name in ("items", "users", "tags")
+        ],
+    ]
     parts = [con.execute(sql, args).fetchone() for sql, args in queries]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
@@ -282,8 +331,11 @@ def load_fit_outputs(summary: dict) -> dict:
         if not path.exists() or sha256(path) != entry["sha256"]:
             raise FitOutputsMissing(f"the cached fit output {path} is missing or was altered since it was written")
         frames[name] = pd.read_parquet(path)
-    lm = ({"embeddings": frames["lm_embeddings"], "predictions": frames["lm_predictions"]}
-          if "lm_embeddings" in frames else None)  # fmt: skip
+    lm = (
+        {"embeddings": frames["lm_embeddings"], "predictions": frames["lm_predictions"]}
+        if "lm_embeddings" in frames
+        else None
+    )
     return {"per_user": frames["per_user"], "lm": lm, **{key: summary[key] for key in ("fits", "protocol", "bundle")}}
 
 

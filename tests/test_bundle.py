@@ -25,14 +25,27 @@ def fake_lm(tmp_path, train, items) -> LMTwoTower:
     users = np.sort(train["user_id"].unique()).astype(str)
     item_ids = np.sort(items["item_id"].unique()).astype(str)
     dim = 4
-    np.savez(out / "embeddings.npz", user_ids=users, user_vectors=rng.normal(size=(len(users), 2 * dim)),
-             item_ids=item_ids, item_vectors=rng.normal(size=(len(item_ids), 2 * dim)),
-             unknown_user_vector=rng.normal(size=2 * dim), unknown_item_vector=rng.normal(size=2 * dim),
-             user_stats=np.column_stack([rng.integers(1, 30, len(users)) * 4.0, rng.integers(1, 8, len(users))]),
-             item_stats=np.column_stack([rng.integers(1, 30, len(item_ids)) * 4.0, rng.integers(1, 8, len(item_ids))]))  # fmt: skip
-    np.savez(out / "readout.npz", weights=rng.normal(size=6 * dim) * 0.1, bias=np.float64(3.0), alpha=np.float64(10),
-             stat_weights=rng.normal(size=10) * 0.1, stat_bias=np.float64(0.5), stat_alpha=np.float64(10),
-             mean=np.float64(4.0))  # fmt: skip
+    np.savez(
+        out / "embeddings.npz",
+        user_ids=users,
+        user_vectors=rng.normal(size=(len(users), 2 * dim)),
+        item_ids=item_ids,
+        item_vectors=rng.normal(size=(len(item_ids), 2 * dim)),
+        unknown_user_vector=rng.normal(size=2 * dim),
+        unknown_item_vector=rng.normal(size=2 * dim),
+        user_stats=np.column_stack([rng.integers(1, 30, len(users)) * 4.0, rng.integers(1, 8, len(users))]),
+        item_stats=np.column_stack([rng.integers(1, 30, len(item_ids)) * 4.0, rng.integers(1, 8, len(item_ids))]),
+    )
+    np.savez(
+        out / "readout.npz",
+        weights=rng.normal(size=6 * dim) * 0.1,
+        bias=np.float64(3.0),
+        alpha=np.float64(10),
+        stat_weights=rng.normal(size=10) * 0.1,
+        stat_bias=np.float64(0.5),
+        stat_alpha=np.float64(10),
+        mean=np.float64(4.0),
+    )
     (out / "metrics.json").write_text(json.dumps({"best_val_rmse": 1.0}))
     model = LMTwoTower(tmp_path / "lm", profile=None)
     model._index(train, items)
@@ -48,9 +61,12 @@ def fitted(tmp_path_factory):
     train = train.drop(validation.index)
     validation = validation.assign(rating=validation["rating"] + rng.normal(0, 0.3, len(validation)))
     components = {
-        "global_mean": GlobalMean(), "popularity": Popularity(), "bias_als": BiasALS(), "biased_mf": BiasedMF(),
+        "global_mean": GlobalMean(),
+        "popularity": Popularity(),
+        "bias_als": BiasALS(),
+        "biased_mf": BiasedMF(),
         "lightfm_hybrid": LightFMHybrid(content=True, max_epochs=10, search_trials=0),
-    }  # fmt: skip
+    }
     for model in components.values():
         model.fit(train, validation, items=items)
     components["lm_two_tower"] = fake_lm(tmp_path_factory.mktemp("lm"), train, items)
@@ -127,6 +143,7 @@ def test_single_models_round_trip(fitted, tmp_path):
     loaded = load_model(save_model(model, tmp_path / "mf"))
     assert loaded.factors_ == model.factors_ and isinstance(loaded.user_ids, np.ndarray)
     pairs = validation.head(7)
-    np.testing.assert_allclose(loaded.predict(pairs["user_id"], pairs["item_id"]),
-                               model.predict(pairs["user_id"], pairs["item_id"]))  # fmt: skip
+    np.testing.assert_allclose(
+        loaded.predict(pairs["user_id"], pairs["item_id"]), model.predict(pairs["user_id"], pairs["item_id"])
+    )
     assert isinstance(pd.Index(loaded.item_ids), pd.Index)

@@ -32,13 +32,22 @@ def _free_port() -> int:
 @pytest.fixture
 def prefect_server(tmp_path):
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false",
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect_home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+        "HF_HUB_OFFLINE": "1",
+    }
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115  closed below
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -59,8 +68,9 @@ def prefect_server(tmp_path):
 
 
 def _prefect(env, *args, timeout=300) -> str:
-    run = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "prefect", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     assert run.returncode == 0, f"prefect {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     return run.stdout + run.stderr
 
@@ -78,14 +88,25 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
     data = write_lines(tmp_path / "reviews.json", records)
     workspace = tmp_path / "ws"
     tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
-    params = {"params": {
-        "prepare": {"data": str(data), "workspace": str(workspace), "split": {"protocols": ["random", "temporal"]},
-                    "validation": {"data_docs": False}},
-        "baselines": {"train": {"models": ["global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower",
-                                           "fusion"],
-                                "lightfm_max_epochs": 5, "lightfm_trials": 0, "lm_overrides": tiny_lm},
-                      "evaluation": {"n_boot": 100}},
-    }}  # fmt: skip
+    params = {
+        "params": {
+            "prepare": {
+                "data": str(data),
+                "workspace": str(workspace),
+                "split": {"protocols": ["random", "temporal"]},
+                "validation": {"data_docs": False},
+            },
+            "baselines": {
+                "train": {
+                    "models": ["global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion"],
+                    "lightfm_max_epochs": 5,
+                    "lightfm_trials": 0,
+                    "lm_overrides": tiny_lm,
+                },
+                "evaluation": {"n_boot": 100},
+            },
+        }
+    }
     started = _prefect(env, "deployment", "run", "full/full-experiment", "--params", json.dumps(params))
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
     worker = _prefect(env, "worker", "start", "--pool", "reclab-process", "--run-once", timeout=900)

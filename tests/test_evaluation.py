@@ -85,7 +85,10 @@ def test_ranking_in_blocks_of_users_and_on_a_user_sample(monkeypatch):
     assert user_blocks(5, 4) == [slice(0, 5)]
     monkeypatch.setattr(models.metrics, "SCORE_BUDGET", 8)
     assert user_blocks(5, 4) == [slice(0, 2), slice(2, 4), slice(4, 5)] and user_blocks(3, 100) == [
-        slice(0, 1), slice(1, 2), slice(2, 3)]  # fmt: skip
+        slice(0, 1),
+        slice(1, 2),
+        slice(2, 3),
+    ]
     train, valid, test = folds(ratings(n_users=30, n_items=50, per_user=15))
     model = BiasALS().fit(train, valid)
     whole, _ = per_user_values(model, "bias", train, test, EvalConfig())

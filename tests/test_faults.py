@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _hold_lock(root: Path) -> subprocess.Popen:
-    code = ("import sys, time; from tasks.store import workspace_lock\n"
-            f"with workspace_lock({str(root)!r}, 'a test holder'):\n"
-            "    print('held', flush=True); time.sleep(120)")  # fmt: skip
+    code = (
+        "import sys, time; from tasks.store import workspace_lock\n"
+        f"with workspace_lock({str(root)!r}, 'a test holder'):\n"
+        "    print('held', flush=True); time.sleep(120)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -56,24 +58,50 @@ MODELS = ["global_mean", "bias_als", "popularity", "lightfm_hybrid", "fusion"]
 def _full(data: Path, workspace: Path, prefect_home: Path) -> subprocess.Popen:
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.full", "--data", str(data), "--workspace", str(workspace), "--models", *MODELS,
-         "--protocols", "random", "temporal", "--no-data-docs", "--no-publish"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flows.full",
+            "--data",
+            str(data),
+            "--workspace",
+            str(workspace),
+            "--models",
+            *MODELS,
+            "--protocols",
+            "random",
+            "temporal",
+            "--no-data-docs",
+            "--no-publish",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _final_metrics(workspace: Path) -> list[tuple]:
     with duckdb.connect(str(workspace / "reclab.duckdb"), read_only=True) as con:
-        runs = con.execute("SELECT run_id FROM runs WHERE flow = 'baselines' AND status = 'completed' "
-                           "ORDER BY started_at").fetchall()  # fmt: skip
-        return [con.execute("SELECT split_id, model, metric, k, segment, value, ci_low, ci_high FROM eval_results "
-                            "WHERE run_id = ? ORDER BY ALL", [run]).fetchall() for (run,) in runs]  # fmt: skip
+        runs = con.execute(
+            "SELECT run_id FROM runs WHERE flow = 'baselines' AND status = 'completed' ORDER BY started_at"
+        ).fetchall()
+        return [
+            con.execute(
+                "SELECT split_id, model, metric, k, segment, value, ci_low, ci_high FROM eval_results "
+                "WHERE run_id = ? ORDER BY ALL",
+                [run],
+            ).fetchall()
+            for (run,) in runs
+        ]
 
 
 @pytest.mark.slow
 def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collide(tmp_path):
-    records = [review(f"u{i // 10}", f"i{(i * 7) % 25}", 1 + (i * 3) % 5, ts=1_400_000_000 + i * 3600)
-               for i in range(300)]  # fmt: skip
+    records = [
+        review(f"u{i // 10}", f"i{(i * 7) % 25}", 1 + (i * 3) % 5, ts=1_400_000_000 + i * 3600) for i in range(300)
+    ]
     data = write_lines(tmp_path / "r.json", records)
 
     # two runs at once on one workspace: the second waits for the first, both complete
@@ -122,14 +150,33 @@ def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
 
     from tasks.train import FitOutputsMissing, load_fit_outputs, save_fit_outputs
 
-    per_user = pd.DataFrame({"model": ["m", "m"], "metric": ["mse", "ndcg"], "k": [0, 10], "user_id": ["u1", "u2"],
-                             "user_segment": ["<=3", "4-10"], "item_segment": ["all", "all"],
-                             "num": [0.25, np.nan], "den": [1.0, 1.0]})  # fmt: skip
+    per_user = pd.DataFrame(
+        {
+            "model": ["m", "m"],
+            "metric": ["mse", "ndcg"],
+            "k": [0, 10],
+            "user_id": ["u1", "u2"],
+            "user_segment": ["<=3", "4-10"],
+            "item_segment": ["all", "all"],
+            "num": [0.25, np.nan],
+            "den": [1.0, 1.0],
+        }
+    )
     vectors = pd.DataFrame({"kind": ["user"], "id": ["u1"], "vector": [[0.5, -1.0]]})
-    result = {"per_user": per_user, "fits": [{"model": "m", "params": {"a_": 1.5, "n_": np.int64(3)},
-                                              "fit_seconds": 0.1, "extras": {"coverage": np.float64(0.5)}}],
-              "protocol": "random", "bundle": None,
-              "lm": {"embeddings": vectors, "predictions": per_user[["user_id"]]}}  # fmt: skip
+    result = {
+        "per_user": per_user,
+        "fits": [
+            {
+                "model": "m",
+                "params": {"a_": 1.5, "n_": np.int64(3)},
+                "fit_seconds": 0.1,
+                "extras": {"coverage": np.float64(0.5)},
+            }
+        ],
+        "protocol": "random",
+        "bundle": None,
+        "lm": {"embeddings": vectors, "predictions": per_user[["user_id"]]},
+    }
     summary = save_fit_outputs(result, tmp_path / "outputs")
     from prefect.serializers import JSONSerializer
 

@@ -51,11 +51,14 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
     models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion")
     tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
     params = FullParams(
-        prepare=PrepareParams(data=str(path), workspace=str(tmp_path / "ws"), split={"protocols": ("random", "temporal")}),
-        baselines=BaselinesParams(train=TrainConfig(models=models, lightfm_max_epochs=5, lightfm_trials=0,
-                                                    lm_overrides=tiny_lm),
-                                  evaluation=EvalConfig(n_boot=100)),
-    )  # fmt: skip
+        prepare=PrepareParams(
+            data=str(path), workspace=str(tmp_path / "ws"), split={"protocols": ("random", "temporal")}
+        ),
+        baselines=BaselinesParams(
+            train=TrainConfig(models=models, lightfm_max_epochs=5, lightfm_trials=0, lm_overrides=tiny_lm),
+            evaluation=EvalConfig(n_boot=100),
+        ),
+    )
     out = full(params)
     assert out["prepare"]["tables"]["interactions"] == 64
     assert set(out["baselines"]["splits"]) == {"random_s0", "temporal_s0"}
@@ -94,8 +97,10 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
             "SELECT run_id, split_id, model, fit_seconds FROM model_fits WHERE run_id IN (?, ?)",
             [out["baselines"]["run_id"], again["baselines"]["run_id"]],
         ).df()
-    first, second = (fits[fits.run_id == r].drop(columns="run_id").sort_values(["split_id", "model"])
-                     for r in (out["baselines"]["run_id"], again["baselines"]["run_id"]))  # fmt: skip
+    first, second = (
+        fits[fits.run_id == r].drop(columns="run_id").sort_values(["split_id", "model"])
+        for r in (out["baselines"]["run_id"], again["baselines"]["run_id"])
+    )
     assert len(first) == 2 * len(models) and first.to_numpy().tolist() == second.to_numpy().tolist()
 
     # each run published its temporal split's fused model; the first became the champion, and it serves
@@ -118,8 +123,11 @@ def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path)
     # promotion "always" moves the champion, and every decision is a row
     from models.promotion import PromotionConfig
 
-    third = full(params.model_copy(update={"baselines": params.baselines.model_copy(
-        update={"promotion": PromotionConfig(mode="always")})}))  # fmt: skip
+    third = full(
+        params.model_copy(
+            update={"baselines": params.baselines.model_copy(update={"promotion": PromotionConfig(mode="always")})}
+        )
+    )
     assert third["baselines"]["promotion"]["promote"]
     assert load_champion(tmp_path / "ws").version == third["baselines"]["published"]["version"]
     with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
@@ -142,14 +150,29 @@ def _cli(*args, cwd=None):
 
 
 @pytest.mark.parametrize(
-    "module", ["flows.prepare", "flows.full", "flows.baselines", "flows.report", "flows.recommend", "flows.registry",
-               "flows.search", "serve"],
-)  # fmt: skip
+    "module",
+    [
+        "flows.prepare",
+        "flows.full",
+        "flows.baselines",
+        "flows.report",
+        "flows.recommend",
+        "flows.registry",
+        "flows.search",
+        "serve",
+    ],
+)
 def test_cli_help(module):
     out = _cli(module, "--help")
     assert out.returncode == 0
-    flag = {"flows.baselines": "--k", "flows.report": "--run", "flows.recommend": "--user", "flows.registry": "rollback",
-            "flows.search": "--dask-address", "serve": "--port"}  # fmt: skip
+    flag = {
+        "flows.baselines": "--k",
+        "flows.report": "--run",
+        "flows.recommend": "--user",
+        "flows.registry": "rollback",
+        "flows.search": "--dask-address",
+        "serve": "--port",
+    }
     assert flag.get(module, "--data") in out.stdout
 
 
@@ -211,29 +234,51 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     workspace = str(tmp_path / "ws")
-    prepared = prepare(PrepareParams(data=str(write_lines(tmp_path / "r.json", records)), workspace=workspace,
-                                     seeds=(0, 1), split={"protocols": ("random",)}, validation={"data_docs": False}))  # fmt: skip
+    prepared = prepare(
+        PrepareParams(
+            data=str(write_lines(tmp_path / "r.json", records)),
+            workspace=workspace,
+            seeds=(0, 1),
+            split={"protocols": ("random",)},
+            validation={"data_docs": False},
+        )
+    )
     train = TrainConfig(models=("global_mean", "bias_als", "lightfm_hybrid"), lightfm_max_epochs=5, lightfm_trials=0)
     runs = {}
     for kind in ("sequential", "dask"):
-        out = baselines(BaselinesParams(workspace=workspace, splits=tuple(prepared["splits"]), train=train,
-                                        evaluation=EvalConfig(n_boot=100), publish=False, refresh_cache=True,
-                                        runner=RunnerConfig(kind=kind, workers=2)))  # fmt: skip
+        out = baselines(
+            BaselinesParams(
+                workspace=workspace,
+                splits=tuple(prepared["splits"]),
+                train=train,
+                evaluation=EvalConfig(n_boot=100),
+                publish=False,
+                refresh_cache=True,
+                runner=RunnerConfig(kind=kind, workers=2),
+            )
+        )
         runs[kind] = out["run_id"]
     with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
         values = {
             kind: con.execute(
                 "SELECT split_id, model, metric, segment, value FROM eval_results WHERE run_id = ? ORDER BY ALL", [run]
-            ).fetchall()  # fmt: skip
+            ).fetchall()
             for kind, run in runs.items()
         }
     assert {row[0] for row in values["dask"]} == {"random_s0", "random_s1"}
     assert len(values["dask"]) > 50 and values["dask"] == values["sequential"]
 
-    found = search(SearchParams(workspace=workspace, trials=3, train=train.model_copy(update={"lightfm_max_epochs": 10}),
-                                runner=RunnerConfig(kind="dask", workers=2)))  # fmt: skip
+    found = search(
+        SearchParams(
+            workspace=workspace,
+            trials=3,
+            train=train.model_copy(update={"lightfm_max_epochs": 10}),
+            runner=RunnerConfig(kind="dask", workers=2),
+        )
+    )
     with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
-        stored = con.execute("SELECT trial, validation_ndcg FROM lightfm_trials WHERE run_id = ? ORDER BY trial",
-                             [found["run_id"]]).fetchall()  # fmt: skip
+        stored = con.execute(
+            "SELECT trial, validation_ndcg FROM lightfm_trials WHERE run_id = ? ORDER BY trial", [found["run_id"]]
+        ).fetchall()
     assert [t for t, _ in stored] == [0, 1, 2] and found["trials"][0]["config"]["learning_rate"] == 0.05
     assert found["best"]["validation_ndcg"] == max(v for _, v in stored)

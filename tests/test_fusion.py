@@ -65,8 +65,12 @@ def truth_of(data):
 def test_weight_one_on_a_component_reproduces_it_exactly():
     data = frames()
     parts = components(data, truth_of(data))
-    fused = Fusion(parts, FusionConfig(ranking_components=("lm_two_tower", "bias_als")),
-                   rating_weights={"lm_two_tower": 1.0}, ranking_weights={"lm_two_tower": 1.0}).fit(data["train"])  # fmt: skip
+    fused = Fusion(
+        parts,
+        FusionConfig(ranking_components=("lm_two_tower", "bias_als")),
+        rating_weights={"lm_two_tower": 1.0},
+        ranking_weights={"lm_two_tower": 1.0},
+    ).fit(data["train"])
     test = data["test"]
     lo, hi = data["train"]["rating"].min(), data["train"]["rating"].max()
     expected = np.clip(parts["lm_two_tower"].predict(test.user_id, test.item_id), lo, hi)
@@ -87,8 +91,10 @@ def test_learned_blend_beats_each_component_and_only_reads_validation():
     validation_pairs = set(zip(data["validation"].user_id, data["validation"].item_id, strict=True))
     assert all(set(p.asked) <= validation_pairs for p in parts.values())
     test = data["test"]
-    mse = {name: np.mean((m.predict(test.user_id, test.item_id).clip(1, 5) - test.rating) ** 2)
-           for name, m in {**parts, "fusion": fused}.items()}  # fmt: skip
+    mse = {
+        name: np.mean((m.predict(test.user_id, test.item_id).clip(1, 5) - test.rating) ** 2)
+        for name, m in {**parts, "fusion": fused}.items()
+    }
     assert mse["fusion"] < 0.2 * min(mse["lm_two_tower"], mse["bias_als"])
     # ranking: the validation-perfect component gets the weight
     assert fused.ranking_weights_["bias_als"] > fused.ranking_weights_["lm_two_tower"]
@@ -101,8 +107,9 @@ def test_cross_fitting_picks_segment_weights_when_segments_differ():
     data = frames()
     truth = truth_of(data)
     # users u0..u19 are rated exactly by lm_two_tower, the others by bias_als: the activity segments differ
-    extra = pd.DataFrame([{"user_id": f"u{u}", "item_id": f"i{i}", "rating": 3.0}
-                          for u in range(20) for i in range(N_ITEMS)])  # fmt: skip
+    extra = pd.DataFrame(
+        [{"user_id": f"u{u}", "item_id": f"i{i}", "rating": 3.0} for u in range(20) for i in range(N_ITEMS)]
+    )
     data["train"] = pd.concat([data["train"], extra]).drop_duplicates(["user_id", "item_id"], keep="first")
     busy = lambda u: u < 20  # noqa: E731
     parts = {
@@ -137,8 +144,10 @@ def test_simplex_grid():
 def test_a_single_component_wins_when_blending_does_not_pay():
     data = frames()
     truth = truth_of(data)
-    parts = {"lm_two_tower": Table("lm_two_tower", truth, None, ("rating",)),  # exact
-             "bias_als": Table("bias_als", lambda u, i: 3.0 + np.sin(u * i), None, ("rating",))}  # fmt: skip
+    parts = {
+        "lm_two_tower": Table("lm_two_tower", truth, None, ("rating",)),  # exact
+        "bias_als": Table("bias_als", lambda u, i: 3.0 + np.sin(u * i), None, ("rating",)),
+    }
     for m in parts.values():
         m.fit(data["train"])
     fused = Fusion(parts).fit(data["train"], data["validation"])

@@ -15,8 +15,14 @@ import pytest
 from models.lm_data import Collate, PairDataModule, ProfileTokens
 from models.profiles import EMPTY_ITEM, EMPTY_USER, FULL, build_profiles
 
-TINY_BERT = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+TINY_BERT = {
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
 CANARY = "zqxcanaryjv"
 
 
@@ -59,16 +65,32 @@ def test_training_pairs_never_see_their_own_review():
 
 
 def test_a_user_with_one_review_gets_an_empty_training_profile():
-    train = pd.DataFrame({"user_id": ["a"], "item_id": ["x"], "rating": [5.0], "timestamp": [1], "summary": ["s"],
-                          "review_text": ["only review"]})  # fmt: skip
+    train = pd.DataFrame(
+        {
+            "user_id": ["a"],
+            "item_id": ["x"],
+            "rating": [5.0],
+            "timestamp": [1],
+            "summary": ["s"],
+            "review_text": ["only review"],
+        }
+    )
     profiles = build_profiles(train)
     fold = profiles.pair_fold.loc[("a", "x")]
     assert profiles.user("a", fold) == EMPTY_USER and "only review" in profiles.user("a", FULL)
 
 
 def test_rating_history_leads_the_profile_and_skips_the_pairs_own_rating():
-    train = pd.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["x", "y", "z"], "rating": [4.0, 3.5, 5.0],
-                          "timestamp": [1, 2, 3], "summary": ["sx", "sy", "sz"], "review_text": ["", "", ""]})  # fmt: skip
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a"],
+            "item_id": ["x", "y", "z"],
+            "rating": [4.0, 3.5, 5.0],
+            "timestamp": [1, 2, 3],
+            "summary": ["sx", "sy", "sz"],
+            "review_text": ["", "", ""],
+        }
+    )
     profiles = build_profiles(train, folds=3, rating_history=2, seed=0)
     assert profiles.user("a") == "ratings: 5 3.5. sz | sy | sx"  # most recent first, two ratings kept
     assert profiles.item("y") == "ratings: 3.5. sy"
@@ -85,17 +107,26 @@ def test_rating_history_leads_the_profile_and_skips_the_pairs_own_rating():
 
 
 def test_profiles_carry_the_rating_statistics_of_their_reviews_leave_fold_out():
-    train = pd.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "y", "z", "x"],
-                          "rating": [4.0, 3.5, 5.0, 2.0], "timestamp": [1, 2, 3, 4], "summary": ["s"] * 4,
-                          "review_text": [""] * 4})  # fmt: skip
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b"],
+            "item_id": ["x", "y", "z", "x"],
+            "rating": [4.0, 3.5, 5.0, 2.0],
+            "timestamp": [1, 2, 3, 4],
+            "summary": ["s"] * 4,
+            "review_text": [""] * 4,
+        }
+    )
     profiles = build_profiles(train, folds=3, max_reviews=1, seed=0)
     assert profiles.rating_stats(("user", "a", FULL)) == (12.5, 3)  # every review, not only those shown
     assert profiles.rating_stats(("item", "x", FULL)) == (6.0, 2)
     assert profiles.rating_stats(("user", "nobody", FULL)) == (0.0, 0)
     for row in train.itertuples():
         fold = profiles.pair_fold.loc[(row.user_id, row.item_id)]
-        others = train[(train.user_id == row.user_id) & (profiles.pair_fold.loc[list(zip(train.user_id,
-                       train.item_id, strict=True))] != fold).to_numpy()]  # fmt: skip
+        others = train[
+            (train.user_id == row.user_id)
+            & (profiles.pair_fold.loc[list(zip(train.user_id, train.item_id, strict=True))] != fold).to_numpy()
+        ]
         assert profiles.rating_stats(("user", row.user_id, fold)) == (others.rating.sum(), len(others))
 
 
@@ -130,8 +161,12 @@ def test_the_readout_reads_rating_statistics_first_then_the_vectors():
 
     datamodule = type("DM", (), {"datasets": {"train": Pairs(6000), "validation": Pairs(1500)}})()
     count = rng.integers(1, 6, n_users)  # each user's profile: `count` ratings with their deviation, noisy
-    stats = np.vstack([np.column_stack([count * (3 + deviation + rng.normal(0, 0.3 / np.sqrt(count))), count]),
-                       np.zeros((n_items, 2))])  # fmt: skip
+    stats = np.vstack(
+        [
+            np.column_stack([count * (3 + deviation + rng.normal(0, 0.3 / np.sqrt(count))), count]),
+            np.zeros((n_items, 2)),
+        ]
+    )
     vectors = np.vstack([np.ones((n_users, dim)), item_vec]).astype(np.float32)
     readout = fit_readout(Module(), datamodule, vectors, stats)
     test = Pairs(3000)
@@ -159,8 +194,9 @@ def test_canary_in_held_out_reviews_reaches_no_profile_and_no_token(tokenizer, t
     profiles = build_profiles(train, max_reviews=50)
     assert not any(CANARY in text for text in profiles.texts.values())
     frames = {"train": train, "validation": held_out, "test": held_out}
-    module = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles, tokenizer,
-                            max_length=64)  # fmt: skip
+    module = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles, tokenizer, max_length=64
+    )
     module.setup()
     decoded = tokenizer.batch_decode(module.tokens.ids)
     assert decoded and not any(CANARY in text for text in decoded)
@@ -185,8 +221,13 @@ def test_fast_dev_run(tokenizer):
     data = reviews()
     profiles = build_profiles(data)
     frames = {"train": data, "validation": data.head(10), "test": data.head(10)}
-    module = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()}, profiles, tokenizer,
-                            max_length=32, batch_size=8)  # fmt: skip
+    module = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        profiles,
+        tokenizer,
+        max_length=32,
+        batch_size=8,
+    )
     model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0)
     before = [p.detach().clone() for p in model.parameters()]
     L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
@@ -218,8 +259,13 @@ def test_training_on_cached_frozen_states_moves_only_the_upper_layers(tokenizer)
 
     data = reviews()
     frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
-    module = PairDataModule({k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-                            build_profiles(data), tokenizer, max_length=32, batch_size=8)  # fmt: skip
+    module = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        build_profiles(data),
+        tokenizer,
+        max_length=32,
+        batch_size=8,
+    )
     module.setup("fit")
     model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1)
     assert model.cache_frozen_states(module.tokens)
@@ -243,17 +289,31 @@ def _write_run(tmp_path, **overrides):
     data[fold == "train"].to_parquet(data_dir / "train.parquet")
     for name in ("validation", "test"):
         data.loc[fold == name, ["user_id", "item_id", "rating"]].to_parquet(data_dir / f"{name}.parquet")
-    config = {"data_dir": str(data_dir), "output_dir": str(tmp_path / "out"), "encoder_config": TINY_BERT,
-              "max_length": 32, "batch_size": 8, "max_epochs": 2, "progress_bar": False, "num_threads": 1,
-              "checkpoint_every_n_steps": 2, **overrides}  # fmt: skip
+    config = {
+        "data_dir": str(data_dir),
+        "output_dir": str(tmp_path / "out"),
+        "encoder_config": TINY_BERT,
+        "max_length": 32,
+        "batch_size": 8,
+        "max_epochs": 2,
+        "progress_bar": False,
+        "num_threads": 1,
+        "checkpoint_every_n_steps": 2,
+        **overrides,
+    }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     return path, tmp_path / "out"
 
 
 def _launch(config, env=None):
-    return subprocess.run([sys.executable, "-m", "models.lm_train", "--config", str(config)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "models.lm_train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
 
 
 @pytest.mark.slow

@@ -25,27 +25,45 @@ def result_rows(split_id="random_s0", shift=0.0):
         rows.append((split_id, model, "mse", 0, "users:≤3", sparse, sparse - 0.2, sparse + 0.2, 20))
         ndcg = {"bias_als": 0.02, "lightfm_hybrid": 0.06, "lm_two_tower": 0.03, "fusion": 0.05}[model]
         rows.append((split_id, model, "ndcg", 10, "all", ndcg, ndcg - 0.01, ndcg + 0.01, 100))
-    return pd.DataFrame(rows, columns=["split_id", "model", "metric", "k", "segment", "value", "ci_low", "ci_high",
-                                       "n_users"])  # fmt: skip
+    return pd.DataFrame(
+        rows, columns=["split_id", "model", "metric", "k", "segment", "value", "ci_low", "ci_high", "n_users"]
+    )
 
 
 def paired_rows(split_id="random_s0"):
     return pd.DataFrame(
-        [(split_id, "mse", 0, "bias_als", "fusion", 0.05, 100, 0.001, 0.002, 0.004, 0.006),
-         (split_id, "ndcg", 10, "fusion", "lightfm_hybrid", -0.01, 100, 0.2, 0.3, 0.6, 0.7)],
-        columns=["split_id", "metric", "k", "model_a", "model_b", "mean_diff", "n_users", "t_p", "wilcoxon_p",
-                 "t_p_holm", "wilcoxon_p_holm"],
-    )  # fmt: skip
+        [
+            (split_id, "mse", 0, "bias_als", "fusion", 0.05, 100, 0.001, 0.002, 0.004, 0.006),
+            (split_id, "ndcg", 10, "fusion", "lightfm_hybrid", -0.01, 100, 0.2, 0.3, 0.6, 0.7),
+        ],
+        columns=[
+            "split_id",
+            "metric",
+            "k",
+            "model_a",
+            "model_b",
+            "mean_diff",
+            "n_users",
+            "t_p",
+            "wilcoxon_p",
+            "t_p_holm",
+            "wilcoxon_p_holm",
+        ],
+    )
 
 
 def fits_rows(split_id="random_s0"):
-    params = {"rating_weights_": {"global": {"intercept": 0.1, "bias_als": 0.6, "lm_two_tower": 0.4}},
-              "ranking_weights_": {"lightfm_hybrid": 0.7, "lm_two_tower": 0.3}}  # fmt: skip
+    params = {
+        "rating_weights_": {"global": {"intercept": 0.1, "bias_als": 0.6, "lm_two_tower": 0.4}},
+        "ranking_weights_": {"lightfm_hybrid": 0.7, "lm_two_tower": 0.3},
+    }
     return pd.DataFrame(
-        [(split_id, m, json.dumps(params if m == "fusion" else {}), s, 1.0)
-         for m, s in (("bias_als", 2.0), ("lightfm_hybrid", 8.0), ("lm_two_tower", 300.0), ("fusion", 3.0))],
+        [
+            (split_id, m, json.dumps(params if m == "fusion" else {}), s, 1.0)
+            for m, s in (("bias_als", 2.0), ("lightfm_hybrid", 8.0), ("lm_two_tower", 300.0), ("fusion", 3.0))
+        ],
         columns=["split_id", "model", "params", "fit_seconds", "eval_seconds"],
-    )  # fmt: skip
+    )
 
 
 def test_conclusions_name_the_winner_the_gain_and_the_corrected_test():

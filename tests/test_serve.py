@@ -66,9 +66,15 @@ def test_unknown_users_get_popular_items_and_predictions_fall_back(client, regis
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"user_id": "u1", "k": 0}, "k"), ({"user_id": "u1", "k": 10**6}, "k"), ({"user_id": "u1", "k": "ten"}, "k"),
-     ({"k": 5}, "user_id"), ({"user_id": "x" * 1000}, "user_id"), ({"user_id": ""}, "user_id")],
-)  # fmt: skip
+    [
+        ({"user_id": "u1", "k": 0}, "k"),
+        ({"user_id": "u1", "k": 10**6}, "k"),
+        ({"user_id": "u1", "k": "ten"}, "k"),
+        ({"k": 5}, "user_id"),
+        ({"user_id": "x" * 1000}, "user_id"),
+        ({"user_id": ""}, "user_id"),
+    ],
+)
 def test_bad_recommend_requests_get_422_naming_the_parameter(client, params, field):
     response = client.get("/recommend", params=params)
     assert response.status_code == 422 and field in str(response.json()["detail"])
@@ -86,8 +92,11 @@ def test_bad_predict_requests_get_4xx(client):
     chunks = (b"x" * 1_000_000 for _ in range(9))  # chunked transfer: no Content-Length to check up front
     chunked = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
     assert chunked.status_code == 413 and "over 8,000,000 bytes" in chunked.json()["detail"]
-    small = client.post("/predict", content=(c for c in [b'{"pairs": [{"user_id": "u1", ', b'"item_id": "i1"}]}']),
-                        headers={"content-type": "application/json"})  # fmt: skip
+    small = client.post(
+        "/predict",
+        content=(c for c in [b'{"pairs": [{"user_id": "u1", ', b'"item_id": "i1"}]}']),
+        headers={"content-type": "application/json"},
+    )
     assert small.status_code == 200, small.text
 
 
@@ -172,10 +181,16 @@ def test_ab_arms_are_stable_per_user_and_every_response_is_logged(registry, tmp_
 
 def test_arms_compare_on_later_interactions():
     at = pd.Timestamp(100, unit="s")
-    served = pd.DataFrame({
-        "served_at": [at, at, at], "user_id": ["a", "b", "c"], "arm": ["challenger", "champion", "challenger"],
-        "model_version": ["v2", "v1", "v2"], "items": [["x", "y"], ["z"], ["w"]], "latency_ms": [1.0, 2.0, 3.0],
-    })  # fmt: skip
+    served = pd.DataFrame(
+        {
+            "served_at": [at, at, at],
+            "user_id": ["a", "b", "c"],
+            "arm": ["challenger", "champion", "challenger"],
+            "model_version": ["v2", "v1", "v2"],
+            "items": [["x", "y"], ["z"], ["w"]],
+            "latency_ms": [1.0, 2.0, 3.0],
+        }
+    )
     later = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "z", "q"], "timestamp": [200, 50, 200]})
     report = compare_arms(served, later)  # a: x after it was served (hit); b: z before (no); c: q not served (no)
     assert report["arms"]["challenger"]["hit_rate"] == 0.5 and report["arms"]["champion"]["hit_rate"] == 0.0
