@@ -35,7 +35,7 @@ def surprise_tuned_mse(data) -> tuple[float, tuple[float, float]]:
     """Surprise BaselineOnly (ALS), reg_u/reg_i chosen on validation RMSE over our BiasALS grid; test MSE."""
     import surprise
 
-    from models.baselines import BiasALS
+    from models.recommenders.baselines import BiasALS
 
     train, valid, test = data["train"], data["validation"], data["test"]
     reader = surprise.Reader(rating_scale=(train["rating"].min(), train["rating"].max()))
@@ -58,11 +58,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "baselines.json")
     args = parser.parse_args()
 
-    from models.evaluation import EvalConfig, aggregate, significance
-    from tasks.train import TrainConfig, fit_and_evaluate, load_split, split_protocol
+    from models.evaluation.harness import EvalConfig, aggregate, significance
+    from models.experiment import fit_split_models
+    from models.registry import LANGUAGE, TrainConfig
+    from tasks.split import load_split, split_protocol
 
     results: dict = {}
-    config = TrainConfig(models=tuple(m for m in TrainConfig().models if m != "lm_two_tower"))
+    config = TrainConfig(models=tuple(m for m in TrainConfig().models if m not in LANGUAGE))
     eval_config = EvalConfig()
     for name in args.datasets:
         path = DATASETS[name]
@@ -76,18 +78,18 @@ def main() -> None:
         for split_id in ("random_s0", "temporal_s0", "cold_items_s0"):
             start = time.perf_counter()
             data = load_split(con, split_id)
-            out = fit_and_evaluate(
-                data, split_protocol(con, split_id), split_id, config, eval_config, ROOT / "bench" / "results"
+            out = fit_split_models(
+                data, split_protocol(con, split_id), split_id, config, eval_config, ROOT / "bench" / "results" / split_id
             )
             seconds = time.perf_counter() - start
-            table = aggregate(out["per_user"], eval_config)
-            tests = significance(out["per_user"])
+            table = aggregate(out.per_user, eval_config)
+            tests = significance(out.per_user)
             overall = table[table["segment"] == "all"]
-            protocol = out["protocol"]
+            protocol = out.protocol
             print(f"\n{name} {split_id}: test set, 95% bootstrap CIs over users ({seconds:.0f} s for all models)")
             metrics = HEADLINE[protocol]
             print("  " + "model".ljust(16) + "".join(m.rjust(26) for m in metrics) + "fit s".rjust(8))
-            fit_s = {f["model"]: f["fit_seconds"] for f in out["fits"]}
+            fit_s = {f["model"]: f["fit_seconds"] for f in out.fits}
             for model, rows in overall.groupby("model"):
                 by = rows.set_index("metric")
                 cells = "".join(
@@ -105,7 +107,7 @@ def main() -> None:
                 "results": overall.to_dict(orient="records"),
                 "segments": table[table["segment"] != "all"].to_dict(orient="records"),
                 "tests": tests.to_dict(orient="records"),
-                "fits": out["fits"],
+                "fits": out.fits,
             }
             if protocol == "random":
                 ours = overall[(overall["model"] == "bias_als") & (overall["metric"] == "mse")]["value"].item()

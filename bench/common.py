@@ -14,7 +14,7 @@ def prepared(path: Path, db: str | Path = ":memory:", protocols: tuple[str, ...]
     """A DuckDB connection holding ``path`` ingested (and validated when asked) and split with seed 0."""
     import duckdb
 
-    from models.split import PROTOCOLS, SplitConfig
+    from models.evaluation.split import PROTOCOLS, SplitConfig
     from readers import resolve_dataset
     from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
     from tasks.store import DUCKDB_CONFIG

@@ -39,7 +39,7 @@ def headline(db: Path) -> dict:
 
     with duckdb.connect(str(db), read_only=True) as con:
         run_id = con.execute(
-            "SELECT run_id FROM runs WHERE flow = 'baselines' AND status = 'completed' ORDER BY started_at DESC LIMIT 1"
+            "SELECT run_id FROM runs WHERE flow = 'train' AND status = 'completed' ORDER BY started_at DESC LIMIT 1"
         ).fetchone()[0]
         results = con.execute(
             """SELECT r.split_id, s.protocol, s.seed, r.model, r.metric, r.k, r.segment, r.value, r.ci_low, r.ci_high

@@ -13,9 +13,9 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, ".")
 from bench.common import prepared
-from models.lm_train import PROFILES, LMConfig
+from models.lm.config import PROFILES, LMConfig
 from readers import DEFAULT_DATASET
-from tasks.train import load_split
+from tasks.split import load_split
 
 out, extra = Path(sys.argv[1]), json.loads(sys.argv[2])
 con = prepared(DEFAULT_DATASET, protocols=("random",))
@@ -27,7 +27,7 @@ config = LMConfig(**{**PROFILES["gpu"], "max_epochs": 1, "progress_bar": False, 
                   data_dir=str(out / "data"), output_dir=str(out / "run"))
 (out / "config.json").write_text(config.model_dump_json(indent=2))
 PY
-python -m models.lm_train --config "$out/config.json" > "$out/train.log" 2>&1 || { tail -50 "$out/train.log"; exit 1; }
+python -m models.lm.train --config "$out/config.json" > "$out/train.log" 2>&1 || { tail -50 "$out/train.log"; exit 1; }
 python - "$out" <<'PY'
 import json, sys
 from pathlib import Path

@@ -10,7 +10,7 @@ scored on test, overall and for users with at most 3 training ratings:
 - vectors: one ridge on [u, v, u⊙v] (the readout before the rating statistics);
 - statistics: one ridge on the profiles' rating statistics only (no text at all);
 - one ridge: statistics and vectors with one strength;
-- two stages: statistics, then vectors on what they leave (``models.lm_train.fit_readout``, the LM's readout).
+- two stages: statistics, then vectors on what they leave (``models.lm.readout.fit_readout``, the LM's readout).
 
 Beside them, from the run's published bundle of the split: bias ALS alone, and the equal-weight average of the
 LM and bias ALS (no weights learned). Prints a table, writes JSON.
@@ -47,11 +47,12 @@ def encode(lm_dir: Path, test: pd.DataFrame):
     import torch
     from transformers import AutoTokenizer
 
-    from models.lm_data import PairDataModule
-    from models.lm_module import LMRecommender
-    from models.lm_train import LMConfig, export_ids, export_keys
-    from models.profiles import build_profiles
-    from models.two_tower import resolve_encoder
+    from models.lm.config import LMConfig
+    from models.lm.data import PairDataModule
+    from models.lm.module import TwoTowerModule
+    from models.lm.network import resolve_encoder
+    from models.lm.profiles import build_profiles
+    from models.lm.train import export_ids, export_keys
 
     config = LMConfig.model_validate_json((lm_dir / "lm_config.json").read_text())
     data = Path(config.data_dir)
@@ -81,7 +82,7 @@ def encode(lm_dir: Path, test: pd.DataFrame):
     )
     datamodule.setup("fit")
     state = torch.load(lm_dir / "out" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    module = LMRecommender(**state["hyper_parameters"])
+    module = TwoTowerModule(**state["hyper_parameters"])
     module.load_state_dict(state["state_dict"])
     module.eval()
     module.cache_frozen_states(datamodule.tokens)
@@ -92,7 +93,7 @@ def encode(lm_dir: Path, test: pd.DataFrame):
 
 def readouts(module, datamodule, vectors, stats) -> dict[str, np.ndarray]:
     """Test predictions of each readout variant."""
-    from models.lm_train import (
+    from models.lm.readout import (
         READOUT_ALPHAS,
         apply_readout,
         fit_readout,
@@ -115,7 +116,8 @@ def readouts(module, datamodule, vectors, stats) -> dict[str, np.ndarray]:
             features["train"][kind], y["train"], features["validation"][kind], y["validation"], READOUT_ALPHAS
         )
         out[kind] = features["test"][kind] @ fit["weights"] + fit["bias"]
-    readout = fit_readout(module, datamodule, vectors, stats)
+    head = module.rate_vectors(vectors[d["validation"].users], vectors[d["validation"].items])
+    readout = fit_readout(vectors, stats, d, head)
     test = d["test"]
     out["two stages"] = apply_readout(
         readout, vectors[test.users], vectors[test.items], stats[test.users], stats[test.items]
@@ -131,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     import duckdb
 
-    from models.bundle import load_model
+    from models.serving.bundle import load_model
 
     rows = []
     with duckdb.connect(str(args.workspace / "reclab.duckdb"), read_only=True) as con:

@@ -37,7 +37,7 @@ def plain_loop(train, profiles, tokenizer, length: int, batch: int, steps: int) 
     """Samples/s of a straightforward loop (timed after 2 warm-up steps)."""
     import torch
 
-    from models.two_tower import TwoTower, build_encoder
+    from models.lm.network import TwoTower, build_encoder
 
     torch.manual_seed(0)
     net = TwoTower(build_encoder("minilm"), rating_mean=float(train["rating"].mean())).train()
@@ -83,8 +83,8 @@ def reclab_trainer(train, profiles, tokenizer, length: int, batch: int, steps: i
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
-    from models.lm_data import PairDataModule
-    from models.lm_module import LMRecommender
+    from models.lm.data import PairDataModule
+    from models.lm.module import TwoTowerModule
 
     class Clock(Callback):
         def __init__(self):
@@ -102,7 +102,7 @@ def reclab_trainer(train, profiles, tokenizer, length: int, batch: int, steps: i
     L.seed_everything(0)
     frames = {"train": train[["user_id", "item_id", "rating"]]}
     data = PairDataModule(frames, profiles, tokenizer, length, batch, pairs_per_user=4)
-    module = LMRecommender(rating_mean=float(train["rating"].mean()), freeze_layers=freeze)
+    module = TwoTowerModule(rating_mean=float(train["rating"].mean()), freeze_layers=freeze)
     loader = _train_loader(data)
     start = time.perf_counter()
     cache_seconds = time.perf_counter() - start if module.cache_frozen_states(data.tokens) else 0.0
@@ -137,9 +137,9 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from models.lm_train import PROFILES
-    from models.profiles import build_profiles
-    from models.two_tower import resolve_encoder
+    from models.lm.config import PROFILES
+    from models.lm.network import resolve_encoder
+    from models.lm.profiles import build_profiles
 
     train = training_data()
     profiles = build_profiles(train)

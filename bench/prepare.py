@@ -31,7 +31,7 @@ def time_steps(data: Path, workdir: Path) -> dict:
     import duckdb
 
     from data_checks import ValidationConfig
-    from models.split import SplitConfig
+    from models.evaluation.split import SplitConfig
     from readers import resolve_dataset
     from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
     from tasks.split import split_workspace, write_training_reviews

@@ -36,14 +36,14 @@ STAGES = ("prepare", "lightfm", "evaluate", "lm_profiles", "lm_encode")
 
 def _split_data(db: Path):
     from tasks.store import connect
-    from tasks.train import load_split
+    from tasks.split import load_split
 
     with connect(db, read_only=True) as con:
         return load_split(con, "random_s0")
 
 
 def _fit_lightfm(data):
-    from models.lightfm_hybrid import LightFMHybrid
+    from models.recommenders.lightfm_hybrid import LightFMHybrid
 
     model = LightFMHybrid(content=True, search_trials=0, max_epochs=10, eval_every=5, seed=0)
     return model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
@@ -75,7 +75,7 @@ def stage(name: str, data_dir: Path, work: Path, sample: int, ranking_users: int
             out["seconds"] = fitted - start
             out["epochs"] = model.epochs_
         else:
-            from models.evaluation import EvalConfig, aggregate, per_user_values
+            from models.evaluation.harness import EvalConfig, aggregate, per_user_values
 
             config = EvalConfig(n_boot=100, ranking_users=ranking_users)
             values, _ = per_user_values(model, "lightfm_hybrid", data["train"], data["test"], config)
@@ -89,9 +89,9 @@ def stage(name: str, data_dir: Path, work: Path, sample: int, ranking_users: int
         import torch
         from transformers import AutoTokenizer
 
-        from models.lm_data import ProfileTokens
-        from models.profiles import FULL, build_profiles
-        from models.two_tower import DEFAULT_ENCODER, build_encoder, mean_pool, resolve_encoder
+        from models.lm.data import ProfileTokens
+        from models.lm.network import DEFAULT_ENCODER, build_encoder, mean_pool, resolve_encoder
+        from models.lm.profiles import FULL, build_profiles
 
         data = _split_data(db)
         start = time.perf_counter()

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tasks.store import DEFAULT_WORKSPACE  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -39,7 +40,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def in_process(workspace: Path, n: int) -> dict:
     import numpy as np
 
-    from tasks.registry import load_champion
+    from models.serving.published import load_champion
 
     champion = load_champion(workspace)
     users = np.random.default_rng(0).choice(champion.model.user_ids, n)
@@ -143,7 +144,7 @@ def http_load(workspace: Path, users: list[str], rate: float, seconds: float) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", type=Path, default=ROOT / "workspace" / "amazon-musical-instruments-5core")
+    parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE)
     parser.add_argument("--users", type=int, default=2000, help="in-process requests timed")
     parser.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
     parser.add_argument("--seconds", type=float, default=60.0)

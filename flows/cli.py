@@ -1,4 +1,10 @@
-"""Command-line plumbing shared by the flows: arguments, parameter models, clean errors, summaries."""
+"""The flows' command line: ``python -m flows.<name>`` parses its arguments here, builds the flow's parameter
+model (``flows/params.py``), runs the flow and prints what a user checks.
+
+Parsing imports nothing heavy (no Prefect, pandas or torch: ``--help`` answers at once); a flow module runs
+:func:`main` before its own imports. Errors a user can cause (a bad path, invalid parameters, a dataset that
+fails validation, a busy workspace) end in one ``error:`` line and exit status 2, without a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,82 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
-import pandas as pd
-import pydantic
-
-from data_checks import ValidationConfig, ValidationFailed
-from models.bundle import BundleError
-from models.serving import RequestError
-from models.split import PROTOCOLS, SplitConfig
-from readers import InputError
+from models.evaluation import PROTOCOLS
+from models.registry import MODELS
 from readers.spec import FORMATS
-from tasks.ingest import IngestConfig
-from tasks.store import WorkspaceBusy
 
 
-def prepare_parser(description: str | None) -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Command:
+    """A flow's command line: its arguments, and how parsed arguments run it (returns an exit status)."""
+
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+def main(flow: str, description: str | None, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` for ``python -m flows.<flow>``, run it, and return the process's exit status."""
+    command = COMMANDS[flow]
+    parser = argparse.ArgumentParser(
+        prog=f"python -m flows.{flow}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    command.arguments(parser)
+    args = parser.parse_args(argv)
+    return run_cli(lambda: command.run(args))
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import pydantic
+
+    from data_checks import ValidationFailed
+    from models.serving.bundle import BundleError
+    from models.serving.model import RequestError
+    from readers import InputError
+    from tasks.store import WorkspaceBusy
+
+    return (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError, pydantic.ValidationError)
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task's or flow's traceback; for errors in the user's input the message alone
+    says what to fix, so drop the traceback from those records (other errors keep theirs)."""
+
+    def __init__(self, errors: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.errors):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def run_cli(body: Callable[[], object]) -> int:
+    """Run ``body``; turn the errors a user can cause into one clear message and exit status 2."""
+    import pydantic
+
+    errors = _user_errors()
+    quiet = _NoTracebackForUserErrors(errors)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        body()
+    except pydantic.ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        print(f"\nerror: invalid parameters: {problems}", file=sys.stderr)
+        return 2
+    except errors as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --- arguments ------------------------------------------------------------------------------------------------
+def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the prepare stage (also accepted by ``flows.full``)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("dataset")
     data.add_argument("--data", help="dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)")
     data.add_argument("--format", choices=FORMATS, help="input format (default: detected from the path)")
@@ -99,100 +164,10 @@ def prepare_parser(description: str | None) -> argparse.ArgumentParser:
         help="share of items held out by the cold_items split (default 0.1)",
     )
     split.add_argument("--kcore", type=int, default=None, help="k-core filter before splitting (default: none)")
-    return parser
 
 
-def prepare_params(args: argparse.Namespace):
-    """The prepare flow's validated parameter model from parsed arguments."""
-    from flows.prepare import PrepareParams
-
-    return PrepareParams(
-        data=args.data or PrepareParams.model_fields["data"].default,
-        format=args.format,
-        items=args.items,
-        users=args.users,
-        tags=args.tags,
-        mapping=args.mapping,
-        rating_scale=tuple(args.rating_scale) if args.rating_scale else None,
-        delimiter=args.delimiter,
-        name=args.name,
-        workspace=args.workspace,
-        ingest=IngestConfig(duplicate_policy=args.duplicate_policy),
-        validation=ValidationConfig(
-            max_quarantine_fraction=args.max_quarantine,
-            min_item_coverage=args.min_item_coverage,
-            data_docs=not args.no_data_docs,
-        ),
-        split=SplitConfig(
-            protocols=tuple(args.protocols),
-            seed=args.seed,
-            fractions=tuple(args.fractions),
-            cold_item_fraction=args.cold_item_fraction,
-            kcore=args.kcore,
-        ),
-        seeds=tuple(args.seeds) if args.seeds else None,
-    )
-
-
-USER_ERRORS = (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError)
-
-
-class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task's or flow's traceback; for errors in the user's input the message alone
-    says what to fix, so drop the traceback from those records (other errors keep theirs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def run_cli(body: Callable[[], object], check: Callable[[], object] | None = None) -> int:
-    """Run ``check`` (fast input checks, before any Prefect server starts), then ``body``; turn the errors
-    a user can cause into one clear message and exit status 2."""
-    quiet = _NoTracebackForUserErrors()
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(quiet)
-    try:
-        if check is not None:
-            check()
-        body()
-    except USER_ERRORS as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        return 2
-    except pydantic.ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        print(f"\nerror: invalid parameters: {problems}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def print_prepare_summary(summary: dict) -> None:
-    """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
-    print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
-    print(f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}")
-    for role, a in summary["accounting"].items():
-        print(
-            f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
-            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}"
-        )
-    t = summary["tables"]
-    print(
-        f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
-        f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
-        f"tags {t['tags']:,}"
-    )
-    print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
-    for split_id, sizes in summary["splits"].items():
-        print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
-    if summary.get("data_docs"):
-        print(f"\nGX Data Docs: {summary['data_docs']}")
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of the baselines stage (also accepted by ``flows.full``)."""
-    from tasks.train import MODELS
-
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the train stage (also accepted by ``flows.full``)."""
     group = parser.add_argument_group("models and evaluation")
     group.add_argument(
         "--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to train (default: all)"
@@ -241,17 +216,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
         '\'{"no_components": 64, "learning_rate": 0.03}\'',
     )
-    add_runner_arguments(parser)
     group.add_argument(
         "--no-publish",
         action="store_true",
         help="do not publish the fused model to the workspace's registry (published by default; the "
         "first published model becomes the champion that `python -m serve` serves)",
     )
+    _runner_arguments(parser)
 
 
-def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where independent work runs (each split's or seed's fits, search trials): see flows.runners."""
+def _runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where independent work runs (each split's or seed's fits, search trials): see ``RunnerConfig``."""
     group = parser.add_argument_group("where independent work runs (splits and seeds, search trials)")
     group.add_argument(
         "--runner",
@@ -264,20 +239,59 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
 
-def runner_config(args: argparse.Namespace):
-    from flows.runners import RunnerConfig
+def _workspace_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workspace", help=f"{what} (default: the default dataset's, workspace/<its name>)")
+
+
+# --- parameter models from arguments ----------------------------------------------------------------------
+def _prepare_params(args: argparse.Namespace):
+    from data_checks import ValidationConfig
+    from flows.params import PrepareParams
+    from models.evaluation import SplitConfig
+    from tasks.ingest import IngestConfig
+
+    return PrepareParams(
+        data=args.data or PrepareParams.model_fields["data"].default,
+        format=args.format,
+        items=args.items,
+        users=args.users,
+        tags=args.tags,
+        mapping=args.mapping,
+        rating_scale=tuple(args.rating_scale) if args.rating_scale else None,
+        delimiter=args.delimiter,
+        name=args.name,
+        workspace=args.workspace,
+        ingest=IngestConfig(duplicate_policy=args.duplicate_policy),
+        validation=ValidationConfig(
+            max_quarantine_fraction=args.max_quarantine,
+            min_item_coverage=args.min_item_coverage,
+            data_docs=not args.no_data_docs,
+        ),
+        split=SplitConfig(
+            protocols=tuple(args.protocols),
+            seed=args.seed,
+            fractions=tuple(args.fractions),
+            cold_item_fraction=args.cold_item_fraction,
+            kcore=args.kcore,
+        ),
+        seeds=tuple(args.seeds) if args.seeds else None,
+    )
+
+
+def _runner_config(args: argparse.Namespace):
+    from flows.params import RunnerConfig
 
     return RunnerConfig(kind=args.runner, workers=args.workers, address=args.dask_address)
 
 
-def model_params(args: argparse.Namespace):
-    """The baselines flow's parameter model from parsed arguments (workspace and splits left default)."""
-    from flows.baselines import BaselinesParams
-    from models.evaluation import EvalConfig
-    from models.promotion import PromotionConfig
-    from tasks.train import TrainConfig
+def _train_params(args: argparse.Namespace, **fields):
+    """The train flow's parameter model (``fields``: workspace and splits, when given)."""
+    from flows.params import TrainParams
+    from models.evaluation.harness import EvalConfig
+    from models.registry import TrainConfig
+    from models.serving.promotion import PromotionConfig
 
-    return BaselinesParams(
+    return TrainParams(
         train=TrainConfig(
             models=tuple(args.models),
             lightfm_loss=args.lightfm_loss,
@@ -291,15 +305,188 @@ def model_params(args: argparse.Namespace):
         refresh_cache=args.refresh,
         publish=not args.no_publish,
         promotion=PromotionConfig(mode=args.promotion),
-        runner=runner_config(args),
+        runner=_runner_config(args),
+        **{key: value for key, value in fields.items() if value is not None},
     )
+
+
+def _existing(workspace: str | None):
+    """The named (or default) workspace, which prepare must have filled: a clear error otherwise."""
+    from tasks.store import DEFAULT_WORKSPACE, Workspace
+
+    return Workspace.existing(workspace or DEFAULT_WORKSPACE)
+
+
+# --- each flow's command --------------------------------------------------------------------------------------
+def _run_prepare(args: argparse.Namespace) -> None:
+    params = _prepare_params(args)
+    params.dataset()  # a bad path or format stops here, before Prefect's server starts
+    from flows.prepare import prepare
+
+    print_prepare_summary(prepare(params))
+
+
+def _full_arguments(parser: argparse.ArgumentParser) -> None:
+    _prepare_arguments(parser)
+    _model_arguments(parser)
+    parser.add_argument_group("report").add_argument(
+        "--output", help="report folder (default: <workspace>/reports/<run id>)"
+    )
+
+
+def _run_full(args: argparse.Namespace) -> None:
+    from flows.params import FullParams, ReportParams
+
+    params = FullParams(
+        prepare=_prepare_params(args), train=_train_params(args), report=ReportParams(output=args.output)
+    )
+    params.prepare.dataset()
+    from flows.full import full
+
+    summary = full(params)
+    print_prepare_summary(summary["prepare"])
+    print_evaluation(summary["train"])
+    print(f"\nreport: {summary['report']['html']}\n        {summary['report']['markdown']}")
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    _workspace_argument(parser, "prepared workspace folder")
+    parser.add_argument(
+        "--splits", nargs="+", help="split ids to evaluate (default: random_s0 temporal_s0 cold_items_s0)"
+    )
+    _model_arguments(parser)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    workspace = _existing(args.workspace)
+    params = _train_params(args, workspace=str(workspace.root), splits=tuple(args.splits) if args.splits else None)
+    from flows.train import train
+
+    print_evaluation(train(params))
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    _workspace_argument(parser, "workspace folder")
+    parser.add_argument("--run", dest="run_id", help="run id of a train/full run (default: the latest evaluated)")
+    parser.add_argument("--output", help="output folder (default: <workspace>/reports/<run id>)")
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from flows.params import ReportParams
+
+    workspace = _existing(args.workspace)
+    params = ReportParams(workspace=str(workspace.root), run_id=args.run_id, output=args.output)
+    from flows.report import report
+
+    paths = report(params)
+    print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
+
+
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    _workspace_argument(parser, "prepared workspace folder")
+    parser.add_argument("--split", default="random_s0", help="split whose validation fold judges (default random_s0)")
+    parser.add_argument("--trials", type=int, default=8, help="configurations tried, the default included (8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the configuration draws (default 0)")
+    parser.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp")
+    parser.add_argument("--max-epochs", type=int, default=30, help="epochs at most per trial (default 30)")
+    _runner_arguments(parser)
+
+
+def _run_search(args: argparse.Namespace) -> None:
+    from flows.params import SearchParams
+    from models.registry import TrainConfig
+
+    workspace = _existing(args.workspace)
+    params = SearchParams(
+        workspace=str(workspace.root),
+        split=args.split,
+        trials=args.trials,
+        seed=args.seed,
+        train=TrainConfig(lightfm_loss=args.lightfm_loss, lightfm_max_epochs=args.max_epochs),
+        runner=_runner_config(args),
+    )
+    from flows.search import search
+
+    out = search(params)
+    print(f"\n{'trial':>5}  {'validation NDCG':>15}  {'epochs':>6}  {'seconds':>8}  config")
+    for t in out["trials"]:
+        print(
+            f"{t['trial']:>5}  {t['validation_ndcg']:>15.4f}  {t['epochs']:>6}  {t['fit_seconds']:>8.1f}  "
+            f"{json.dumps(t['config'])}"
+        )
+    best = out["best"]
+    print(
+        f"\nbest: trial {best['trial']} (validation NDCG {best['validation_ndcg']:.4f}); train with it:\n"
+        f"  python -m flows.full --lightfm-params '{json.dumps(best['config'])}'"
+    )
+
+
+def _recommend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", dest="users", action="append", required=True, help="user id (repeatable)")
+    parser.add_argument("-k", type=int, default=10, help="items per user (default 10, at most 1000)")
+    _workspace_argument(parser, "workspace whose champion answers")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _run_recommend(args: argparse.Namespace) -> None:
+    from flows.params import RecommendParams
+
+    fields = {"workspace": args.workspace} if args.workspace else {}
+    params = RecommendParams(users=tuple(args.users), k=args.k, **fields)
+    from flows.recommend import recommend
+
+    result = recommend.fn(params)  # the flow's function: no Prefect run for one shell answer
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"model {result['model_version']}")
+    for rec in result["recommendations"]:
+        print(f"\n{rec['user_id']} ({rec['strategy']})")
+        for n, (item, score) in enumerate(zip(rec["items"], rec["scores"], strict=True)):
+            why = rec["explanations"][n] if rec["explanations"] else {}
+            drivers = ", ".join(f"{name} {value:+.2f}" for name, value in why.get("drivers", {}).items())
+            similar = "; like " + ", ".join(s["item_id"] for s in why["similar_to"]) if why.get("similar_to") else ""
+            print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
+
+
+COMMANDS: dict[str, Command] = {
+    "prepare": Command(_prepare_arguments, _run_prepare),
+    "train": Command(_train_arguments, _run_train),
+    "report": Command(_report_arguments, _run_report),
+    "full": Command(_full_arguments, _run_full),
+    "search": Command(_search_arguments, _run_search),
+    "recommend": Command(_recommend_arguments, _run_recommend),
+}
+
+
+# --- what a user checks -----------------------------------------------------------------------------------------
+def print_prepare_summary(summary: dict) -> None:
+    """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
+    print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
+    print(f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}")
+    for role, a in summary["accounting"].items():
+        print(
+            f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
+            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}"
+        )
+    t = summary["tables"]
+    print(
+        f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
+        f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
+        f"tags {t['tags']:,}"
+    )
+    print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
+    for split_id, sizes in summary["splits"].items():
+        print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
+    if summary.get("data_docs"):
+        print(f"\nGX Data Docs: {summary['data_docs']}")
 
 
 RATING_COLUMNS = ("rmse", "mae")
 RANKING_COLUMNS = ("ndcg", "recall", "map", "mrr", "auc", "diversity", "novelty")
 
 
-def _cell(rows: pd.DataFrame, metric: str) -> str:
+def _cell(rows, metric: str) -> str:
     if metric not in rows.index:
         return "".rjust(24)
     value, low, high = rows.loc[metric, ["value", "ci_low", "ci_high"]]

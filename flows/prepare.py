@@ -9,55 +9,18 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow, runtime
-from pydantic import BaseModel, ConfigDict
+if __name__ == "__main__":  # the command line, before the imports below: --help answers at once
+    from flows.cli import main
 
-from data_checks import ValidationConfig
-from models.split import SplitConfig
-from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
-from readers.spec import Format
-from tasks.ingest import IngestConfig, build_canonical, count_tables, load_raw
+    sys.exit(main("prepare", __doc__))
+
+from prefect import flow, runtime
+
+from flows.params import PrepareParams
+from tasks.ingest import build_canonical, count_tables, load_raw
 from tasks.runs import finish_run, record_inputs, record_outcome, start_run
 from tasks.split import collect_training_reviews, split_interactions
-from tasks.store import Workspace
 from tasks.validate import validate_tables
-
-
-class PrepareParams(BaseModel):
-    """Everything the prepare flow needs; every field has a working default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data: str = str(DEFAULT_DATASET)  # dataset file or folder
-    format: Format | None = None  # detected from the path when None
-    items: str | None = None  # item metadata file (Amazon meta_*.json.gz, ...), overrides detection
-    users: str | None = None  # user attributes file (MovieLens 100K u.user), overrides detection
-    tags: str | None = None  # MovieLens tags.csv, overrides detection
-    mapping: str | None = None  # tabular only: "user_id=col,item_id=col,rating=col,timestamp=col,..."
-    rating_scale: tuple[float, float] | None = None  # declared scale; the format's own by default
-    delimiter: str = ","  # tabular CSV only
-    name: str | None = None  # dataset name (names the default workspace); from the path by default
-    workspace: str | None = None  # folder for reclab.duckdb and run outputs; workspace/<name> by default
-    ingest: IngestConfig = IngestConfig()
-    validation: ValidationConfig = ValidationConfig()
-    split: SplitConfig = SplitConfig()
-    seeds: tuple[int, ...] | None = None  # split seeds to make (each protocol once per seed); None: split.seed
-
-    def dataset(self) -> DatasetSpec:
-        return resolve_dataset(
-            self.data,
-            self.format,
-            items=self.items,
-            users=self.users,
-            tags=self.tags,
-            mapping=ColumnMapping.parse(self.mapping) if self.mapping else None,
-            rating_scale=self.rating_scale,
-            delimiter=self.delimiter,
-            name=self.name,
-        )
-
-    def workspace_for(self, spec: DatasetSpec) -> Workspace:
-        return Workspace.for_dataset(spec.name, self.workspace)
 
 
 def _record_failure(flow, flow_run, state) -> None:
@@ -85,7 +48,8 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
         accounting = build_canonical(workspace.db, spec, params.ingest)
 
         # validate: GX suites per canonical table and the quarantine threshold; Data Docs in the run folder
-        validate_tables(workspace.db, spec, params.validation, run_id, workspace.run_dir(run_id) / "data_docs")
+        data_docs = workspace.run_dir(run_id) / "data_docs"
+        validate_tables(workspace.db, spec, params.validation, run_id, data_docs)
 
         # split: seeded fold assignments, then the training-only review text
         splits = {}
@@ -104,28 +68,7 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
             "tables": count_tables(workspace.db),
             "splits": splits,
             "train_reviews": train_reviews,
-            "data_docs": str(workspace.run_dir(run_id) / "data_docs" / "index.html")
-            if params.validation.data_docs
-            else None,
+            "data_docs": str(data_docs / "index.html") if params.validation.data_docs else None,
         }
         finish_run(workspace.db, run_id, summary)
         return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows.cli import prepare_params, prepare_parser, print_prepare_summary, run_cli
-
-    # Under `python -m` this file is __main__; use the importable module's flow and parameter model
-    # (the ones prepare_params builds), not __main__'s copies.
-    from flows.prepare import prepare as prepare_flow
-
-    args = prepare_parser(__doc__).parse_args(argv)
-    params = []
-    return run_cli(
-        check=lambda: params.append(prepare_params(args)) or params[0].dataset(),
-        body=lambda: print_prepare_summary(prepare_flow(params[0])),
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

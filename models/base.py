@@ -34,7 +34,7 @@ class Recommender:
     name: ClassVar[str] = "recommender"
     # What the model is for: "rating" (predict) and/or "ranking" (score/recommend).
     tasks: ClassVar[tuple[str, ...]] = ("rating", "ranking")
-    # Fitted attributes that predict/score read, saved in a model bundle (models.bundle) besides the ids.
+    # Fitted attributes that predict/score read, saved in a model bundle (models.serving.bundle) besides the ids.
     state_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- fitted state shared by every model ----------------------------------------------------------------

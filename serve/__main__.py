@@ -16,8 +16,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.registry import read_champion, registry_dir
-    from tasks.store import DEFAULT_WORKSPACES
+    from tasks.store import DEFAULT_WORKSPACE
 
     parser = argparse.ArgumentParser(
         prog="python -m serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workspace",
         type=Path,
-        default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
+        default=DEFAULT_WORKSPACE,
         help="workspace whose registry champion is served (default: the default dataset's)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
@@ -38,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
+    from models.serving.published import read_champion, registry_dir
+
     registry = registry_dir(args.workspace)
     if read_champion(registry) is None:
         print(

@@ -5,10 +5,10 @@
     GET  /health                     200 once a model is loaded (503 before)
     GET  /model                      version, publication details (run, split, test metrics, code version)
 
-A/B test: with ``registry/ab.json`` set (``python -m flows.registry ab VERSION --share 0.1``), that share of
+A/B test: with ``registry/ab.json`` set (``python -m serve.registry ab VERSION --share 0.1``), that share of
 users, chosen by a stable hash of their id, is answered by the challenger; every response says its ``arm``.
 With a log database, every answered request (time, user, arm, model version, items, latency) is logged
-there in batches (``tasks.serving_log``; ``python -m flows.registry ab-report`` compares the arms).
+there in batches (``tasks.serving_log``; ``python -m serve.registry ab-report`` compares the arms).
 
 The champion is followed, not fixed: a background thread polls ``registry/champion.json`` and, when it
 names another version, loads that bundle completely and then swaps one reference. Each request reads the
@@ -30,7 +30,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.serving import MAX_K, RequestError, ServingModel
+from models.serving.bundle import load_model
+from models.serving.model import MAX_K, RequestError, ServingModel
+from models.serving.published import read_ab, read_champion
 
 MAX_ID_LENGTH = 256
 MAX_PAIRS = 10_000
@@ -109,8 +111,6 @@ class Champion:
         return "champion", champion
 
     def _load(self, version: str, path: str) -> ServingModel | None:
-        from models.bundle import load_model
-
         for loaded in self.arms[:2]:
             if loaded is not None and loaded.version == version:
                 return loaded
@@ -123,8 +123,6 @@ class Champion:
 
     def refresh(self) -> bool:
         """Load the champion and the A/B challenger if they changed; returns whether the arms changed."""
-        from tasks.registry import read_ab, read_champion
-
         try:
             pointer, ab = read_champion(self.registry), read_ab(self.registry)
         except (OSError, ValueError) as err:

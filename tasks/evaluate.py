@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.evaluation import EvalConfig, aggregate, significance
+from models.evaluation.harness import EvalConfig, aggregate, significance
 from tasks import tables
 from tasks.store import connect, replace_run_rows
 

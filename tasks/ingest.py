@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
-from models.bundle import sha256
+from models.serving.bundle import sha256
 from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
 from readers.parse import layout_for
 from readers.records import read_header

@@ -50,7 +50,7 @@ def latest_evaluated_run(db: Path) -> str:
             ).fetchone()
         )
     if row is None:
-        raise InputError(f"no evaluated run in {db}: run `python -m flows.full` (or flows.baselines) first")
+        raise InputError(f"no evaluated run in {db}: run `python -m flows.full` (or flows.train) first")
     return row[0]
 
 

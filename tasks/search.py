@@ -10,28 +10,20 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from models.registry import BuildContext, TrainConfig, build_model
 from tasks import tables
+from tasks.split import load_split, split_protocol
 from tasks.store import connect, replace_run_rows
-from tasks.train import TrainConfig, lightfm_hyperparameters, load_split, split_protocol
 
 
 @task(cache_policy=NONE, task_run_name="lightfm-trial-{trial}")
 def lightfm_trial(db: Path, split_id: str, trial: int, config: dict, train: TrainConfig) -> dict:
     """Fit the LightFM hybrid with one fixed configuration on the split's training fold; early stopping and
     the score on validation NDCG@K (test is never read)."""
-    from models.lightfm_hybrid import LightFMHybrid
-
     with connect(db, read_only=True) as con:
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-    model = LightFMHybrid(
-        loss=train.lightfm_loss,
-        num_threads=train.lightfm_threads,
-        search_trials=0,
-        max_epochs=train.lightfm_max_epochs,
-        seed=train.seed,
-        cold_validation=protocol == "cold_items",
-        **lightfm_hyperparameters(config),
-    )
+    fixed = train.model_copy(update={"lightfm_params": config, "lightfm_trials": 0})  # this configuration only
+    model = build_model("lightfm_hybrid", fixed, BuildContext(protocol, Path(db).parent))
     start = time.perf_counter()
     model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
     return {

@@ -73,7 +73,7 @@ class ResponseLog:
 
 def ab_report(workspace_root: str | Path) -> dict:
     """Per-arm requests, users, latency and later-interaction hit rates, and the tests between the arms."""
-    from models.stats import two_sample_tests
+    from models.evaluation.stats import two_sample_tests
 
     root = Path(workspace_root)
     if not (root / SERVING_DB).exists():

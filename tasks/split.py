@@ -1,7 +1,9 @@
-"""Split: seeded fold assignments per protocol, and the training-only review table later stages read."""
+"""Split: seeded fold assignments per protocol, the training-only review table, and the one way later stages
+read a split (:func:`load_split`: training fold with its text, held-out folds without)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -11,7 +13,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.split import SplitConfig, split
+from models.evaluation.split import SplitConfig, split
 from readers import InputError
 from tasks import tables
 from tasks.store import connect, ensure, utc_now
@@ -112,6 +114,58 @@ def write_training_reviews(con: duckdb.DuckDBPyConnection) -> int:
             [split_id, split_id],
         )
     return con.execute(f"SELECT count(*) FROM {tables.TRAIN_REVIEWS}").fetchone()[0]
+
+
+def load_split(con: duckdb.DuckDBPyConnection, split_id: str) -> dict[str, pd.DataFrame]:
+    """Train (with text), validation and test (without text) folds, items (with training-pair tags), users."""
+    held_out = {
+        fold: con.execute(
+            f"""SELECT i.user_id, i.item_id, i.rating, i.timestamp
+                FROM {tables.SPLIT_ASSIGNMENTS} a JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
+                WHERE a.split_id = ? AND a.fold = ? ORDER BY i.user_id, i.item_id""",
+            [split_id, fold],
+        ).df()
+        for fold in ("validation", "test")
+    }
+    items = con.execute(
+        f"""SELECT it.*, t.tags FROM {tables.CANONICAL["items"]} it
+            LEFT JOIN (
+                SELECT tg.item_id, string_agg(tg.tag, '|' ORDER BY tg.tag) AS tags
+                FROM {tables.CANONICAL["tags"]} tg
+                JOIN {tables.SPLIT_ASSIGNMENTS} a USING (user_id, item_id)
+                WHERE a.split_id = ? AND a.fold = 'train' GROUP BY tg.item_id
+            ) t USING (item_id) ORDER BY it.item_id""",
+        [split_id],
+    ).df()
+    users = con.execute(f"SELECT * FROM {tables.CANONICAL['users']} ORDER BY user_id").df()
+    return {"train": training_reviews(con, split_id), **held_out, "items": items, "users": users}
+
+
+def split_protocol(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
+    row = con.execute(f"SELECT protocol FROM {tables.SPLITS} WHERE split_id = ?", [split_id]).fetchone()
+    if row is None:
+        raise KeyError(f"no split {split_id!r} in this workspace; run the prepare flow first")
+    return row[0]
+
+
+def split_fingerprint(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
+    """A digest of everything a split's models read: fold assignments with ratings and times, the training
+    reviews' text, the items (and tags) tables. Order-independent (XOR of row hashes; rows are unique)."""
+    queries = [
+        (
+            f"""SELECT count(*), bit_xor(hash(a.user_id, a.item_id, a.fold, i.rating, i.timestamp))
+             FROM {tables.SPLIT_ASSIGNMENTS} a JOIN {tables.CANONICAL["interactions"]} i USING (user_id, item_id)
+             WHERE a.split_id = ?""",
+            [split_id],
+        ),
+        (f"SELECT count(*), bit_xor(hash(r)) FROM {tables.TRAIN_REVIEWS} r WHERE r.split_id = ?", [split_id]),
+        *[
+            (f"SELECT count(*), bit_xor(hash(t)) FROM {tables.CANONICAL[name]} t", [])
+            for name in ("items", "users", "tags")
+        ],
+    ]
+    parts = [con.execute(sql, args).fetchone() for sql, args in queries]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 @task(cache_policy=NONE)

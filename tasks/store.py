@@ -1,4 +1,6 @@
-"""The DuckDB workspace: where the database file lives and how tasks open it."""
+"""The DuckDB workspace: where the database file lives (the default workspace is defined here, once) and how
+tasks open it. Importing this module is cheap (DuckDB is imported when a database is opened), so the command
+line and the service can name the default workspace without loading the stack."""
 
 from __future__ import annotations
 
@@ -12,15 +14,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
-import pandas as pd
-
-from readers import InputError
+from readers import DEFAULT_DATASET, InputError
 from tasks import tables
 
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WORKSPACES = PROJECT_ROOT / "workspace"
+DEFAULT_WORKSPACES = PROJECT_ROOT / "workspace"  # a dataset's workspace is <this>/<dataset name> by default
+DEFAULT_WORKSPACE = DEFAULT_WORKSPACES / DEFAULT_DATASET.name  # the embedded default dataset's
 
 
 class WorkspaceBusy(RuntimeError):
@@ -146,6 +151,8 @@ def connect(db: str | Path, *, read_only: bool = False, wait_s: float = 60.0) ->
     DuckDB allows one writing process per file, and within a process one read-only setting at a time; a
     conflicting open fails at once, which we turn into a wait and then a clear message.
     """
+    import duckdb
+
     db = Path(db)
     if not read_only:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import review, write_lines
+from builders import review, write_lines
 
 GOOD = 200  # good records around a bad one: one bad record stays under the 1% quarantine gate
 

@@ -1,43 +1,17 @@
-"""Shared fixtures: tiny hand-made datasets written to tmp folders, and an ingested workspace."""
+"""Shared fixtures: an ingest helper, one Prefect test backend, the MiniLM tokenizer, and a fitted fusion of
+every model on a tiny two-genre world (built from ``builders.py``)."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from builders import NOW, fake_lm, genre_world
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-NOW = 1_800_000_000  # a fixed "now" (2027-01-15) so timestamp plausibility is deterministic
-
-
-def review(user: str, item: str, rating: float = 5.0, ts: int = 1_400_000_000, text: str = "fine", **extra) -> dict:
-    """One Amazon 2014-style review record."""
-    return {
-        "reviewerID": user,
-        "asin": item,
-        "overall": rating,
-        "unixReviewTime": ts,
-        "reviewText": text,
-        "summary": f"{user} on {item}",
-        "reviewerName": user,
-        **extra,
-    }
-
-
-def write_lines(path: Path, lines: list[str | bytes | dict], gz: bool = False) -> Path:
-    """Write records (dicts become JSON) one per line; gzip when asked."""
-    data = b"".join(
-        (json.dumps(x).encode() if isinstance(x, dict) else x if isinstance(x, bytes) else x.encode()) + b"\n"
-        for x in lines
-    )
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
 
 
 @pytest.fixture
@@ -65,3 +39,39 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The packaged all-MiniLM-L6-v2 tokenizer (offline)."""
+    from transformers import AutoTokenizer
+
+    from models.lm.network import resolve_encoder
+
+    return AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory):
+    """(fusion of every component fitted on the genre world, its training fold, its noisy validation fold)."""
+    from models.recommenders.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
+    from models.recommenders.fusion import Fusion, FusionConfig
+    from models.recommenders.lightfm_hybrid import LightFMHybrid
+
+    train, items = genre_world()
+    rng = np.random.default_rng(0)
+    validation = train.sample(frac=0.2, random_state=0)
+    train = train.drop(validation.index)
+    validation = validation.assign(rating=validation["rating"] + rng.normal(0, 0.3, len(validation)))
+    components = {
+        "global_mean": GlobalMean(),
+        "popularity": Popularity(),
+        "bias_als": BiasALS(),
+        "biased_mf": BiasedMF(),
+        "lightfm_hybrid": LightFMHybrid(content=True, max_epochs=10, search_trials=0),
+    }
+    for model in components.values():
+        model.fit(train, validation, items=items)
+    components["lm_two_tower"] = fake_lm(tmp_path_factory.mktemp("lm"), train, items)
+    fusion = Fusion(components, FusionConfig(grid_points=20)).fit(train, validation, items=items)
+    return fusion, train, validation

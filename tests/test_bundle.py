@@ -9,69 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
-from models.bundle import BundleError, load_model, save_model
-from models.fusion import Fusion, FusionConfig
-from models.lightfm_hybrid import LightFMHybrid
-from models.lm_recommender import LMTwoTower
-from tests.test_lightfm import genre_world
-
-
-def fake_lm(tmp_path, train, items) -> LMTwoTower:
-    """An LM loaded from trainer outputs written by hand (seeded vectors, a random readout)."""
-    rng = np.random.default_rng(3)
-    out = tmp_path / "lm" / "out"
-    out.mkdir(parents=True)
-    users = np.sort(train["user_id"].unique()).astype(str)
-    item_ids = np.sort(items["item_id"].unique()).astype(str)
-    dim = 4
-    np.savez(
-        out / "embeddings.npz",
-        user_ids=users,
-        user_vectors=rng.normal(size=(len(users), 2 * dim)),
-        item_ids=item_ids,
-        item_vectors=rng.normal(size=(len(item_ids), 2 * dim)),
-        unknown_user_vector=rng.normal(size=2 * dim),
-        unknown_item_vector=rng.normal(size=2 * dim),
-        user_stats=np.column_stack([rng.integers(1, 30, len(users)) * 4.0, rng.integers(1, 8, len(users))]),
-        item_stats=np.column_stack([rng.integers(1, 30, len(item_ids)) * 4.0, rng.integers(1, 8, len(item_ids))]),
-    )
-    np.savez(
-        out / "readout.npz",
-        weights=rng.normal(size=6 * dim) * 0.1,
-        bias=np.float64(3.0),
-        alpha=np.float64(10),
-        stat_weights=rng.normal(size=10) * 0.1,
-        stat_bias=np.float64(0.5),
-        stat_alpha=np.float64(10),
-        mean=np.float64(4.0),
-    )
-    (out / "metrics.json").write_text(json.dumps({"best_val_rmse": 1.0}))
-    model = LMTwoTower(tmp_path / "lm", profile=None)
-    model._index(train, items)
-    model._load(out)
-    return model
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    train, items = genre_world()
-    rng = np.random.default_rng(0)
-    validation = train.sample(frac=0.2, random_state=0)
-    train = train.drop(validation.index)
-    validation = validation.assign(rating=validation["rating"] + rng.normal(0, 0.3, len(validation)))
-    components = {
-        "global_mean": GlobalMean(),
-        "popularity": Popularity(),
-        "bias_als": BiasALS(),
-        "biased_mf": BiasedMF(),
-        "lightfm_hybrid": LightFMHybrid(content=True, max_epochs=10, search_trials=0),
-    }
-    for model in components.values():
-        model.fit(train, validation, items=items)
-    components["lm_two_tower"] = fake_lm(tmp_path_factory.mktemp("lm"), train, items)
-    fusion = Fusion(components, FusionConfig(grid_points=20)).fit(train, validation, items=items)
-    return fusion, train, validation
+from models.recommenders.fusion import Fusion
+from models.serving.bundle import BundleError, load_model, save_model
 
 
 def test_a_loaded_bundle_predicts_scores_and_recommends_as_the_fitted_models(fitted, tmp_path):

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import review, write_lines
-from test_lm import TINY_BERT
+from builders import TINY_BERT, review, write_lines
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +95,7 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
                 "split": {"protocols": ["random", "temporal"]},
                 "validation": {"data_docs": False},
             },
-            "baselines": {
+            "train": {
                 "train": {
                     "models": ["global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion"],
                     "lightfm_max_epochs": 5,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pytest
-from test_models import folds, ratings
+from builders import folds, ratings
 
-from models.baselines import BiasALS, GlobalMean, Popularity
-from models.evaluation import EvalConfig, aggregate, per_user_values, significance
+from models.evaluation.harness import EvalConfig, aggregate, per_user_values, significance
+from models.recommenders.baselines import BiasALS, GlobalMean, Popularity
 from tasks import tables
 from tasks.evaluate import store_evaluation
 
@@ -79,11 +79,11 @@ def test_store_evaluation_replaces_a_runs_rows(values, tmp_path):
 def test_ranking_in_blocks_of_users_and_on_a_user_sample(monkeypatch):
     """Scoring block by block (any budget) gives exactly the all-at-once values; a user sample is a seeded
     subset of those same per-user values."""
-    import models.metrics
-    from models.metrics import user_blocks
+    import models.evaluation.metrics
+    from models.evaluation.metrics import user_blocks
 
     assert user_blocks(5, 4) == [slice(0, 5)]
-    monkeypatch.setattr(models.metrics, "SCORE_BUDGET", 8)
+    monkeypatch.setattr(models.evaluation.metrics, "SCORE_BUDGET", 8)
     assert user_blocks(5, 4) == [slice(0, 2), slice(2, 4), slice(4, 5)] and user_blocks(3, 100) == [
         slice(0, 1),
         slice(1, 2),
@@ -92,7 +92,7 @@ def test_ranking_in_blocks_of_users_and_on_a_user_sample(monkeypatch):
     train, valid, test = folds(ratings(n_users=30, n_items=50, per_user=15))
     model = BiasALS().fit(train, valid)
     whole, _ = per_user_values(model, "bias", train, test, EvalConfig())
-    monkeypatch.setattr(models.metrics, "SCORE_BUDGET", 3)  # one user per block
+    monkeypatch.setattr(models.evaluation.metrics, "SCORE_BUDGET", 3)  # one user per block
     blocked, _ = per_user_values(model, "bias", train, test, EvalConfig())
     assert blocked.equals(whole)
     sampled, _ = per_user_values(model, "bias", train, test, EvalConfig(ranking_users=2))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import review, write_lines
+from builders import review, write_lines
 
 from tasks.store import WorkspaceBusy, workspace_lock
 
@@ -85,7 +85,7 @@ def _full(data: Path, workspace: Path, prefect_home: Path) -> subprocess.Popen:
 def _final_metrics(workspace: Path) -> list[tuple]:
     with duckdb.connect(str(workspace / "reclab.duckdb"), read_only=True) as con:
         runs = con.execute(
-            "SELECT run_id FROM runs WHERE flow = 'baselines' AND status = 'completed' ORDER BY started_at"
+            "SELECT run_id FROM runs WHERE flow = 'train' AND status = 'completed' ORDER BY started_at"
         ).fetchall()
         return [
             con.execute(
@@ -113,9 +113,9 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
     reference, again = _final_metrics(together)
     assert len(reference) > 50 and again == reference
 
-    # a run killed (SIGKILL) in the middle of the prepare stage, then in the middle of the models stage
+    # a run killed (SIGKILL) in the middle of the prepare stage, then in the middle of the train stage
     killed = tmp_path / "killed"
-    for stage in ("prepare", "baselines"):
+    for stage in ("prepare", "train"):
         run = _full(data, killed, tmp_path / "ph3")
         lines = []
         reader = threading.Thread(target=lines.extend, args=(iter(run.stdout.readline, ""),), daemon=True)

@@ -8,8 +8,7 @@ import sys
 
 import duckdb
 import pytest
-from conftest import review, write_lines
-from test_lm import TINY_BERT
+from builders import TINY_BERT, review, write_lines
 
 from data_checks import ValidationFailed
 
@@ -17,7 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning"
 
 
 def test_prepare_default_dataset(prefect_harness, tmp_path):
-    from flows.prepare import PrepareParams, prepare
+    from flows.params import PrepareParams
+    from flows.prepare import prepare
 
     summary = prepare(PrepareParams(workspace=str(tmp_path / "ws")))
     t = summary["tables"]
@@ -39,104 +39,128 @@ def test_prepare_default_dataset(prefect_harness, tmp_path):
     assert (tmp_path / "ws" / "runs" / summary["run_id"] / "data_docs" / "index.html").exists()
 
 
-def test_full_flow_prepares_then_trains_and_evaluates(prefect_harness, tmp_path):
-    from flows.baselines import BaselinesParams
-    from flows.full import FullParams, full
-    from flows.prepare import PrepareParams
-    from models.evaluation import EvalConfig
-    from tasks.train import TrainConfig
+MODELS = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion")
 
+
+@pytest.fixture(scope="module")
+def experiment(prefect_harness, tmp_path_factory):
+    """The full flow once on 64 reviews with a tiny transformer: (its parameters, its summary, workspace)."""
+    from flows.params import FullParams, PrepareParams, TrainParams
+    from models.evaluation.harness import EvalConfig
+    from models.registry import TrainConfig
+
+    tmp_path = tmp_path_factory.mktemp("full")
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     path = write_lines(tmp_path / "r.json", records)
-    models = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion")
     tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
     params = FullParams(
         prepare=PrepareParams(
             data=str(path), workspace=str(tmp_path / "ws"), split={"protocols": ("random", "temporal")}
         ),
-        baselines=BaselinesParams(
-            train=TrainConfig(models=models, lightfm_max_epochs=5, lightfm_trials=0, lm_overrides=tiny_lm),
+        train=TrainParams(
+            train=TrainConfig(models=MODELS, lightfm_max_epochs=5, lightfm_trials=0, lm_overrides=tiny_lm),
             evaluation=EvalConfig(n_boot=100),
         ),
     )
-    out = full(params)
+    from flows.full import full
+
+    return params, full(params), tmp_path / "ws"
+
+
+@pytest.fixture(scope="module")
+def rerun(experiment):
+    """The same experiment again: every fit from the cache, a new run, a second published model."""
+    from flows.full import full
+
+    params, _, _ = experiment
+    return full(params)
+
+
+def test_full_flow_trains_and_evaluates_every_model_on_every_split(experiment):
+    _, out, _ = experiment
     assert out["prepare"]["tables"]["interactions"] == 64
-    assert set(out["baselines"]["splits"]) == {"random_s0", "temporal_s0"}
+    assert set(out["train"]["splits"]) == {"random_s0", "temporal_s0"}
     with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
         rows = con.execute(
             "SELECT split_id, model, value, ci_low, ci_high FROM eval_results WHERE segment = 'all' AND metric = ?",
             ["rmse"],
         ).fetchall()
         fits = con.execute("SELECT DISTINCT model FROM model_fits").fetchall()
+    rating_models = ("global_mean", "bias_als", "lightfm_hybrid", "lm_two_tower", "fusion")
+    assert {(s, m) for s, m, *_ in rows} == {(s, m) for s in out["train"]["splits"] for m in rating_models}
+    assert all(lo <= v <= hi for *_, v, lo, hi in rows)
+    assert {m for (m,) in fits} == set(MODELS)
+
+
+def test_full_flow_stores_the_lms_vectors_and_predictions(experiment):
+    _, out, _ = experiment
+    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
         lm_rows = con.execute(
             "SELECT split_id, kind, count(*), min(len(vector)) FROM lm_embeddings GROUP BY ALL"
         ).fetchall()
         lm_preds = con.execute(
             "SELECT fold, count(*) FROM lm_predictions WHERE split_id = 'random_s0' GROUP BY ALL"
         ).fetchall()
-    assert {(s, m) for s, m, *_ in rows} == {
-        (s, m)
-        for s in out["baselines"]["splits"]
-        for m in ("global_mean", "bias_als", "lightfm_hybrid", "lm_two_tower", "fusion")
-    }
-    assert all(lo <= v <= hi for *_, v, lo, hi in rows)
-    assert {m for (m,) in fits} == set(models)
     assert {(s, k) for s, k, n, dim in lm_rows if n > 0 and dim == 2 * TINY_BERT["hidden_size"]} == {
         (s, k) for s in ("random_s0", "temporal_s0") for k in ("user", "item")
     }
     sizes = out["prepare"]["splits"]["random_s0"]
     assert dict(lm_preds) == {"validation": sizes["validation"], "test": sizes["test"]}
+
+
+def test_full_flow_writes_the_report(experiment):
+    _, out, _ = experiment
     report = out["report"]
     assert "## Conclusions" in open(report["markdown"]).read() and open(report["html"]).read().startswith("<!DOCTYPE")
 
-    # a rerun with unchanged inputs reuses the cached fits (identical fit times), under a new run id
-    again = full(params)
-    assert again["baselines"]["run_id"] != out["baselines"]["run_id"]
-    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
-        fits = con.execute(
-            "SELECT run_id, split_id, model, fit_seconds FROM model_fits WHERE run_id IN (?, ?)",
-            [out["baselines"]["run_id"], again["baselines"]["run_id"]],
-        ).df()
-    first, second = (
-        fits[fits.run_id == r].drop(columns="run_id").sort_values(["split_id", "model"])
-        for r in (out["baselines"]["run_id"], again["baselines"]["run_id"])
-    )
-    assert len(first) == 2 * len(models) and first.to_numpy().tolist() == second.to_numpy().tolist()
 
-    # each run published its temporal split's fused model; the first became the champion, and it serves
-    from tasks.registry import load_champion
+def test_full_flow_publishes_its_first_model_as_the_champion(experiment):
+    from models.serving.published import load_champion
 
-    published = out["baselines"]["published"]
-    assert again["baselines"]["published"]["champion"] == published["version"] == published["champion"]
-    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
-        assert con.execute("SELECT split_id FROM model_registry ORDER BY published_at").fetchall() == [
-            ("temporal_s0",),
-            ("temporal_s0",),
-        ]
-    champion = load_champion(tmp_path / "ws")
+    _, out, workspace = experiment
+    published = out["train"]["published"]
+    assert published["champion"] == published["version"]
+    champion = load_champion(workspace)
     assert champion.version == published["version"] and champion.model.name == "fusion"
     assert len(champion.recommend("u1", 3).items) == 3
-    # the second run's model (same fits, same per-user values) was gated out: no gain
-    gate = again["baselines"]["promotion"]
+
+
+def test_a_rerun_reuses_the_cached_fits_and_the_gate_keeps_the_champion(experiment, rerun):
+    _, out, _ = experiment
+    assert rerun["train"]["run_id"] != out["train"]["run_id"]
+    runs = (out["train"]["run_id"], rerun["train"]["run_id"])
+    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+        fits = con.execute(
+            "SELECT run_id, split_id, model, fit_seconds FROM model_fits WHERE run_id IN (?, ?)", list(runs)
+        ).df()
+        published = con.execute("SELECT split_id FROM model_registry ORDER BY published_at").fetchall()
+    first, second = (fits[fits.run_id == r].drop(columns="run_id").sort_values(["split_id", "model"]) for r in runs)
+    assert len(first) == 2 * len(MODELS) and first.to_numpy().tolist() == second.to_numpy().tolist()  # cached
+    # each run published its temporal split's fused model; the second (same fits) was gated out: no gain
+    assert published == [("temporal_s0",), ("temporal_s0",)]
+    assert rerun["train"]["published"]["champion"] == out["train"]["published"]["version"]
+    gate = rerun["train"]["promotion"]
     assert not gate["promote"] and "not better" in gate["reason"] and gate["champion"] == gate["challenger"]
 
-    # promotion "always" moves the champion, and every decision is a row
-    from models.promotion import PromotionConfig
 
-    third = full(
-        params.model_copy(
-            update={"baselines": params.baselines.model_copy(update={"promotion": PromotionConfig(mode="always")})}
-        )
-    )
-    assert third["baselines"]["promotion"]["promote"]
-    assert load_champion(tmp_path / "ws").version == third["baselines"]["published"]["version"]
+def test_promotion_always_moves_the_champion_and_every_decision_is_a_row(experiment, rerun):
+    from flows.full import full
+    from models.serving.promotion import PromotionConfig
+    from models.serving.published import load_champion
+
+    params, out, workspace = experiment
+    always = params.train.model_copy(update={"promotion": PromotionConfig(mode="always")})
+    third = full(params.model_copy(update={"train": always}))
+    assert third["train"]["promotion"]["promote"]
+    assert load_champion(workspace).version == third["train"]["published"]["version"]
     with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
         actions = [a for (a,) in con.execute("SELECT action FROM promotions ORDER BY decided_at").fetchall()]
     assert actions == ["publish", "keep", "promote"]
 
 
 def test_failed_validation_stops_the_flow_and_marks_the_run(prefect_harness, tmp_path):
-    from flows.prepare import PrepareParams, prepare
+    from flows.params import PrepareParams
+    from flows.prepare import prepare
 
     path = write_lines(tmp_path / "r.json", [*[review(f"u{i}", "i") for i in range(5)], "{broken"])
     with pytest.raises(ValidationFailed, match=r"r.json: 1 of 6 records .* line 6: invalid JSON"):
@@ -154,22 +178,22 @@ def _cli(*args, cwd=None):
     [
         "flows.prepare",
         "flows.full",
-        "flows.baselines",
+        "flows.train",
         "flows.report",
         "flows.recommend",
-        "flows.registry",
         "flows.search",
         "serve",
+        "serve.registry",
     ],
 )
 def test_cli_help(module):
     out = _cli(module, "--help")
     assert out.returncode == 0
     flag = {
-        "flows.baselines": "--k",
+        "flows.train": "--k",
         "flows.report": "--run",
         "flows.recommend": "--user",
-        "flows.registry": "rollback",
+        "serve.registry": "rollback",
         "flows.search": "--dask-address",
         "serve": "--port",
     }
@@ -177,7 +201,7 @@ def test_cli_help(module):
 
 
 def test_cli_recommend_registry_and_serve_without_a_champion(tmp_path):
-    for args in (("flows.recommend", "--user", "u1"), ("serve",), ("flows.registry", "rollback")):
+    for args in (("flows.recommend", "--user", "u1"), ("serve",), ("serve.registry", "rollback")):
         out = _cli(*args, "--workspace", str(tmp_path))
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert "no champion model" in out.stderr or "no prepared workspace" in out.stderr
@@ -202,8 +226,8 @@ def test_cli_prepare_prints_counts(tmp_path):
     assert "random_s0" in out.stdout and "24 ratings from 4 users on 6 items" in out.stdout
 
 
-def test_cli_baselines_needs_a_prepared_workspace(tmp_path):
-    out = _cli("flows.baselines", "--workspace", str(tmp_path / "nowhere"))
+def test_cli_train_needs_a_prepared_workspace(tmp_path):
+    out = _cli("flows.train", "--workspace", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no prepared workspace at" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -225,12 +249,12 @@ def test_cli_report_needs_an_evaluated_run(tmp_path):
 def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harness, tmp_path):
     """prefect-dask on a local cluster: the splits' fits and the LightFM search trials run on worker processes
     and give exactly what the sequential runner gives."""
-    from flows.baselines import BaselinesParams, baselines
-    from flows.prepare import PrepareParams, prepare
-    from flows.runners import RunnerConfig
-    from flows.search import SearchParams, search
-    from models.evaluation import EvalConfig
-    from tasks.train import TrainConfig
+    from flows.params import PrepareParams, RunnerConfig, SearchParams, TrainParams
+    from flows.prepare import prepare
+    from flows.search import search
+    from flows.train import train as train_flow
+    from models.evaluation.harness import EvalConfig
+    from models.registry import TrainConfig
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     workspace = str(tmp_path / "ws")
@@ -246,8 +270,8 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
     train = TrainConfig(models=("global_mean", "bias_als", "lightfm_hybrid"), lightfm_max_epochs=5, lightfm_trials=0)
     runs = {}
     for kind in ("sequential", "dask"):
-        out = baselines(
-            BaselinesParams(
+        out = train_flow(
+            TrainParams(
                 workspace=workspace,
                 splits=tuple(prepared["splits"]),
                 train=train,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from models.base import Recommender
-from models.fusion import Fusion, FusionConfig, simplex_grid
+from models.recommenders.fusion import Fusion, FusionConfig, simplex_grid
 
 N_USERS, N_ITEMS = 40, 12
 

@@ -6,7 +6,7 @@ import gzip
 import json
 
 import pytest
-from conftest import review, write_lines
+from builders import review, write_lines
 
 from readers import ColumnMapping, InputError, resolve_dataset
 from tasks import tables

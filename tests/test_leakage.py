@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import review, write_lines
+from builders import review, write_lines
 
-from models.split import SplitConfig
+from models.evaluation.split import SplitConfig
 from readers import resolve_dataset
 from tasks import tables
 from tasks.split import split_workspace, training_reviews, write_training_reviews

@@ -3,43 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
+from builders import genre_world
 
-from models.evaluation import EvalConfig, ranking_rows
-from models.lightfm_hybrid import LightFMHybrid
-from models.metrics import ranking_metrics
-
-
-def genre_world(n_users=40, n_items=60, per_user=12, seed=0):
-    """Users of two tastes; items of two genres; each user rates mostly items of their genre."""
-    rng = np.random.default_rng(seed)
-    genres = np.array(["rock", "jazz"])[np.arange(n_items) % 2]
-    items = pd.DataFrame(
-        {
-            "item_id": [f"i{i}" for i in range(n_items)],
-            "genres": genres,
-            "title": [f"{g} record {i}" for i, g in enumerate(genres)],
-        }
-    )
-    rows = []
-    for u in range(n_users):
-        taste = genres[u % 2]
-        liked = np.flatnonzero(genres == taste)
-        other = np.flatnonzero(genres != taste)
-        chosen = np.r_[rng.choice(liked, per_user - 1, replace=False), rng.choice(other, 1)]
-        rows += [
-            {
-                "user_id": f"u{u}",
-                "item_id": f"i{i}",
-                "rating": 5.0 if genres[i] == taste else 1.0,
-                "summary": "",
-                "review_text": "",
-            }
-            for i in chosen
-        ]
-    return pd.DataFrame(rows), items
+from models.evaluation.harness import EvalConfig, ranking_rows
+from models.evaluation.metrics import ranking_metrics
+from models.recommenders.lightfm_hybrid import LightFMHybrid
 
 
 def small(**kw):

@@ -11,51 +11,16 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from builders import TINY_BERT, lm_reviews
 
-from models.lm_data import Collate, PairDataModule, ProfileTokens
-from models.profiles import EMPTY_ITEM, EMPTY_USER, FULL, build_profiles
+from models.lm.data import Collate, PairDataModule, ProfileTokens
+from models.lm.profiles import EMPTY_ITEM, EMPTY_USER, FULL, build_profiles
 
-TINY_BERT = {
-    "vocab_size": 30522,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 CANARY = "zqxcanaryjv"
 
 
-def reviews(n_users=12, n_items=10, per_user=6, seed=0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        for k, i in enumerate(rng.choice(n_items, per_user, replace=False)):
-            rating = float(1 + (u + i) % 5)
-            rows.append(
-                {
-                    "user_id": f"u{u}",
-                    "item_id": f"i{i}",
-                    "rating": rating,
-                    "timestamp": 1_400_000_000 + k,
-                    "summary": f"s{u}-{i}",
-                    "review_text": f"review by u{u} of i{i} word{int(rating)}",
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    from models.two_tower import resolve_encoder
-
-    return AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
-
-
 def test_training_pairs_never_see_their_own_review():
-    train = reviews()
+    train = lm_reviews()
     profiles = build_profiles(train, max_reviews=50, folds=2)
     for row in train.itertuples():
         fold = profiles.pair_fold.loc[(row.user_id, row.item_id)]
@@ -131,7 +96,7 @@ def test_profiles_carry_the_rating_statistics_of_their_reviews_leave_fold_out():
 
 
 def test_stat_features_by_hand():
-    from models.lm_train import STAT_SHRINKS, stat_features
+    from models.lm.readout import STAT_SHRINKS, stat_features
 
     features = stat_features([[12.0, 3], [0.0, 0]], mean=3.0)  # mean rating 4: deviation 1 from 3
     np.testing.assert_allclose(features[0], [3 / (3 + k) for k in STAT_SHRINKS] + [np.log(4)])
@@ -141,9 +106,7 @@ def test_stat_features_by_hand():
 def test_the_readout_reads_rating_statistics_first_then_the_vectors():
     """Ratings = 3 + user deviation + item-vector effect + noise; the user's deviation shows only in their
     profile's statistics (leave-fold-out, like training pairs'), the item effect only in the vectors."""
-    import torch
-
-    from models.lm_train import apply_readout, fit_readout
+    from models.lm.readout import apply_readout, fit_readout
 
     rng = np.random.default_rng(0)
     n_users, n_items, dim = 300, 40, 8
@@ -155,11 +118,7 @@ def test_the_readout_reads_rating_statistics_first_then_the_vectors():
             self.users, self.items = rng.integers(0, n_users, n), n_users + rng.integers(0, n_items, n)
             self.ratings = 3 + deviation[self.users] + effect[self.items - n_users] + rng.normal(0, 0.3, n)
 
-    class Module:
-        class net:
-            rate = staticmethod(lambda u, v: torch.full((len(u),), 3.0))
-
-    datamodule = type("DM", (), {"datasets": {"train": Pairs(6000), "validation": Pairs(1500)}})()
+    pairs = {"train": Pairs(6000), "validation": Pairs(1500)}
     count = rng.integers(1, 6, n_users)  # each user's profile: `count` ratings with their deviation, noisy
     stats = np.vstack(
         [
@@ -168,7 +127,7 @@ def test_the_readout_reads_rating_statistics_first_then_the_vectors():
         ]
     )
     vectors = np.vstack([np.ones((n_users, dim)), item_vec]).astype(np.float32)
-    readout = fit_readout(Module(), datamodule, vectors, stats)
+    readout = fit_readout(vectors, stats, pairs, np.full(1500, 3.0))
     test = Pairs(3000)
     predicted = apply_readout(readout, vectors[test.users], vectors[test.items], stats[test.users], stats[test.items])
     mse = np.mean((predicted - test.ratings) ** 2)
@@ -181,13 +140,13 @@ def test_item_profiles_start_with_metadata():
     items = pd.DataFrame(
         {"item_id": ["i1", "cold"], "title": ["Blue Guitar", "Red Drum"], "genres": ["rock|pop", None]}
     )
-    profiles = build_profiles(reviews(), items)
+    profiles = build_profiles(lm_reviews(), items)
     assert profiles.item("i1").startswith("Blue Guitar. genres: rock, pop | ")
     assert profiles.item("cold") == "Red Drum"
 
 
 def test_canary_in_held_out_reviews_reaches_no_profile_and_no_token(tokenizer, tmp_path):
-    data = reviews()
+    data = lm_reviews()
     held_out = data.sample(frac=0.3, random_state=0)
     held_out = held_out.assign(review_text=held_out["review_text"] + f" {CANARY}")
     train = data.drop(held_out.index)
@@ -205,7 +164,7 @@ def test_canary_in_held_out_reviews_reaches_no_profile_and_no_token(tokenizer, t
 
 
 def test_each_distinct_profile_is_encoded_once_per_batch(tokenizer):
-    profiles = build_profiles(reviews())
+    profiles = build_profiles(lm_reviews())
     tokens = ProfileTokens.build(profiles, [("user", "u0", -1), ("item", "i1", -1), ("item", "i2", -1)], tokenizer, 32)
     batch = Collate(tokens)([[(0, 1, 4.0), (0, 2, 3.0)], [(0, 1, 5.0)]])  # two groups of one user profile
     assert batch["user_ids"].shape[0] == 1 and batch["item_ids"].shape[0] == 2
@@ -216,9 +175,9 @@ def test_each_distinct_profile_is_encoded_once_per_batch(tokenizer):
 def test_fast_dev_run(tokenizer):
     import lightning as L
 
-    from models.lm_module import LMRecommender
+    from models.lm.module import TwoTowerModule
 
-    data = reviews()
+    data = lm_reviews()
     profiles = build_profiles(data)
     frames = {"train": data, "validation": data.head(10), "test": data.head(10)}
     module = PairDataModule(
@@ -228,7 +187,7 @@ def test_fast_dev_run(tokenizer):
         max_length=32,
         batch_size=8,
     )
-    model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0)
+    model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0)
     before = [p.detach().clone() for p in model.parameters()]
     L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
     assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(before, model.parameters(), strict=True))
@@ -236,12 +195,12 @@ def test_fast_dev_run(tokenizer):
 
 
 def test_frozen_layer_cache_gives_the_whole_encoders_vectors(tokenizer):
-    from models.lm_module import LMRecommender
+    from models.lm.module import TwoTowerModule
 
-    profiles = build_profiles(reviews())
+    profiles = build_profiles(lm_reviews())
     keys = [("user", f"u{u}", FULL) for u in range(4)] + [("item", f"i{i}", FULL) for i in range(5)]
     tokens = ProfileTokens.build(profiles, keys, tokenizer, 32)
-    model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1).eval()
+    model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1).eval()
     whole = model.encode_tokens(tokens)
     assert model.cache_frozen_states(tokens)
     np.testing.assert_allclose(model.encode_tokens(tokens), whole, atol=2e-3)  # float16 storage of the states
@@ -249,15 +208,15 @@ def test_frozen_layer_cache_gives_the_whole_encoders_vectors(tokenizer):
     pred, _, _ = model(batch)
     model._frozen = None
     np.testing.assert_allclose(pred.detach().numpy(), model(batch)[0].detach().numpy(), atol=2e-3)
-    assert not LMRecommender(encoder_config=TINY_BERT, freeze_layers=0).cache_frozen_states(tokens)
+    assert not TwoTowerModule(encoder_config=TINY_BERT, freeze_layers=0).cache_frozen_states(tokens)
 
 
 def test_training_on_cached_frozen_states_moves_only_the_upper_layers(tokenizer):
     import lightning as L
 
-    from models.lm_module import LMRecommender
+    from models.lm.module import TwoTowerModule
 
-    data = reviews()
+    data = lm_reviews()
     frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
     module = PairDataModule(
         {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
@@ -267,7 +226,7 @@ def test_training_on_cached_frozen_states_moves_only_the_upper_layers(tokenizer)
         batch_size=8,
     )
     module.setup("fit")
-    model = LMRecommender(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1)
+    model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1)
     assert model.cache_frozen_states(module.tokens)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
@@ -281,7 +240,7 @@ def torch_equal(a, b) -> bool:
 
 def _write_run(tmp_path, **overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    data = reviews(n_users=16, per_user=8)
+    data = lm_reviews(n_users=16, per_user=8)
     rng = np.random.default_rng(1)
     fold = rng.choice(["train", "validation", "test"], len(data), p=[0.7, 0.15, 0.15])
     data_dir = tmp_path / "data"
@@ -308,7 +267,7 @@ def _write_run(tmp_path, **overrides):
 
 def _launch(config, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "models.lm_train", "--config", str(config)],
+        [sys.executable, "-m", "models.lm.train", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -333,7 +292,7 @@ def test_trainer_process_writes_checkpoints_embeddings_predictions(tmp_path):
     test = pd.read_parquet(tmp_path / "data" / "test.parquet")
     assert len(pred) == len(test) and np.isfinite(pred["prediction"]).all()
     # the contract wrapper predicts what the trainer exported
-    from models.lm_recommender import LMTwoTower
+    from models.lm.recommender import LMTwoTower
 
     model = LMTwoTower(tmp_path, profile=None)
     model._index(pd.read_parquet(tmp_path / "data" / "train.parquet"), None)
@@ -372,12 +331,12 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
 def test_real_minilm_loads_offline_and_takes_a_step(tokenizer, monkeypatch):
     import torch
 
-    from models.lm_module import LMRecommender
+    from models.lm.module import TwoTowerModule
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = LMRecommender(encoder="minilm", rating_mean=3.0)
+    model = TwoTowerModule(encoder="minilm", rating_mean=3.0)
     assert model.net.encoder.config.hidden_size == 384 and getattr(model.net.encoder, "pooler", None) is None
-    data = reviews()
+    data = lm_reviews()
     profiles = build_profiles(data)
     module = PairDataModule(
         {"train": data[["user_id", "item_id", "rating"]]}, profiles, tokenizer, max_length=32, batch_size=4
@@ -393,7 +352,7 @@ def test_real_minilm_loads_offline_and_takes_a_step(tokenizer, monkeypatch):
 
 
 def test_user_groups_cover_every_pair_once():
-    from models.lm_data import PairDataset
+    from models.lm.data import PairDataset
 
     users = np.array([0, 1, 0, 0, 2, 0, 1])
     dataset = PairDataset(users, np.arange(7), np.ones(7), group=2)

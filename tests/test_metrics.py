@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from models.metrics import (
+from models.evaluation.metrics import (
     catalogue_coverage,
     intra_list_diversity,
     item_popularity,
@@ -16,7 +16,7 @@ from models.metrics import (
     ranking_metrics,
     rating_metrics,
 )
-from models.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
+from models.evaluation.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
 
 SCORES = np.array([[0.9, 0.1, 0.8, 0.3, 0.5]])
 RELEVANT = sp.csr_matrix(np.array([[0, 0, 1, 1, 0]]))

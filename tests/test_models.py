@@ -5,29 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from builders import folds, ratings
 
 from models.base import top_k
-from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
-
-
-def ratings(n_users=10, n_items=100, per_user=12, seed=0) -> pd.DataFrame:
-    """Ratings driven by a user bias, an item bias and a 2-d taste match, on a 1-5 scale."""
-    rng = np.random.default_rng(seed)
-    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.7, n_items)
-    pu, qi = rng.normal(0, 0.7, (n_users, 2)), rng.normal(0, 0.7, (n_items, 2))
-    rows = []
-    for u in range(n_users):
-        for i in rng.choice(n_items, per_user, replace=False):
-            r = 3.5 + bu[u] + bi[i] + pu[u] @ qi[i] + rng.normal(0, 0.3)
-            rows.append({"user_id": f"u{u}", "item_id": f"i{i}", "rating": float(np.clip(np.round(r), 1, 5))})
-    return pd.DataFrame(rows)
-
-
-def folds(df, seed=0):
-    rng = np.random.default_rng(seed)
-    r = rng.random(len(df))
-    return df[r < 0.7], df[(r >= 0.7) & (r < 0.85)], df[r >= 0.85]
-
+from models.recommenders.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
 
 MODELS = [GlobalMean, BiasALS, lambda: BiasedMF(max_epochs=4), Popularity]
 

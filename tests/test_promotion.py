@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.promotion import PromotionConfig, decide
+from models.serving.promotion import PromotionConfig, decide
 
 
 def values(ndcg_gain: np.ndarray, mse_ratio: float = 1.0, users: int | None = None) -> pd.DataFrame:

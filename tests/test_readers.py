@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import NOW, review, write_lines
+from builders import NOW, review, write_lines
 
 from readers import ColumnMapping, InputError, Reject, iter_records, parser_for, resolve_dataset
 from readers.parse import layout_for

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NOW, SHARED_DATA
+from builders import NOW, SHARED_DATA
 
 from data_checks import ValidationConfig
 from readers import DEFAULT_DATASET, resolve_dataset

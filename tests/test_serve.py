@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from models.bundle import save_model
+from models.serving.bundle import save_model
+from models.serving.published import read_champion
 from serve.app import challenger_arm, create_app
-from tasks.registry import install_bundle, read_champion, rollback_target, set_ab, set_champion
+from tasks.registry import install_bundle, rollback_target, set_ab, set_champion
 from tasks.serving_log import compare_arms
 from tasks.store import connect
-from tests.test_bundle import fitted  # noqa: F401 (the fitted fusion fixture)
 
 
 @pytest.fixture

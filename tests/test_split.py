@@ -6,9 +6,9 @@ import hashlib
 
 import pandas as pd
 import pytest
-from conftest import review, write_lines
+from builders import review, write_lines
 
-from models.split import SplitConfig, cold_item_split, kcore_filter, random_split, split, temporal_split
+from models.evaluation.split import SplitConfig, cold_item_split, kcore_filter, random_split, split, temporal_split
 from readers import resolve_dataset
 from tasks.split import split_workspace
 

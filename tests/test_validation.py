@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import NOW, review, write_lines
+from builders import NOW, review, write_lines
 
 from data_checks import ValidationConfig, ValidationFailed
 from readers import resolve_dataset

@@ -1,4 +1,4 @@
-"""The two-tower language-model recommender network (no training loop here: see ``models.lm_module``).
+"""The two-tower language-model recommender network (no training loop here: see ``models.lm.module``).
 
 One shared pretrained encoder reads user and item profiles. A profile's vector has two halves: the
 L2-normalised mean of its token states (the *retrieval* half: the ranking score is the cosine of two such

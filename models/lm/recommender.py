@@ -1,7 +1,7 @@
 """The fine-tuned LM behind the common recommender contract.
 
 ``fit`` writes the training fold (with its text) and the validation fold (without) into ``work_dir``, runs
-``python -m models.lm_train`` as its own process (so Lightning's DDP can re-launch it), and loads what it
+``python -m models.lm.train`` as its own process (so Lightning's DDP can re-launch it), and loads what it
 exported: user/item vectors of the full training profiles (best checkpoint) and the rating readout.
 ``predict`` applies the readout (ridge regressions on the profiles' rating statistics, then on [u, v, u⊙v] of
 the fine-tuned vectors) to a user's and an item's vectors and statistics; ``score`` is the cosine of the
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Ids, Recommender, positions, rows_at
-from models.lm_train import PROFILES, LMConfig
+from models.lm.config import PROFILES, LMConfig
 
 
 class LMTwoTower(Recommender):
@@ -31,7 +31,7 @@ class LMTwoTower(Recommender):
     Parameters
     ----------
     work_dir : folder for the trainer's inputs and outputs (checkpoints, logs, embeddings).
-    profile : ``"cpu"``, ``"gpu"`` or None: a set of :class:`models.lm_train.LMConfig` overrides.
+    profile : ``"cpu"``, ``"gpu"`` or None: a set of :class:`models.lm.config.LMConfig` overrides.
     overrides : further LMConfig fields (e.g. ``encoder``, ``max_epochs``, ``devices``).
     """
 
@@ -77,7 +77,7 @@ class LMTwoTower(Recommender):
             items.to_parquet(data / "items.parquet", index=False)
         config_path = self.work_dir / "lm_config.json"
         config_path.write_text(config.model_dump_json(indent=2))
-        run = subprocess.run([sys.executable, "-m", "models.lm_train", "--config", str(config_path)])
+        run = subprocess.run([sys.executable, "-m", "models.lm.train", "--config", str(config_path)])
         if run.returncode != 0:
             raise RuntimeError(f"LM training failed (exit {run.returncode}); see {config.output_dir}/logs")
         self._load(Path(config.output_dir))
@@ -111,7 +111,7 @@ class LMTwoTower(Recommender):
         return rows_at(self._user_vectors, positions(self._users, users), self._unknown_user)
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
-        from models.lm_train import apply_readout
+        from models.lm.readout import apply_readout
 
         upos, ipos = positions(self._users, users), self.item_index(items)
         u, v = (

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Recommender, mask_seen, top_k
-from models.metrics import (
+from models.evaluation.metrics import (
     catalogue_coverage,
     intra_list_diversity,
     item_popularity,
@@ -30,7 +30,7 @@ from models.metrics import (
     squared_and_absolute_errors,
     user_blocks,
 )
-from models.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
+from models.evaluation.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
 
 PER_USER_COLUMNS = ["model", "metric", "k", "user_id", "user_segment", "item_segment", "num", "den"]
 

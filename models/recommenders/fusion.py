@@ -32,12 +32,11 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Ids, Recommender
-from models.evaluation import ranking_targets
-from models.metrics import ranking_metrics, user_blocks
-from models.stats import activity_segment, popularity_segment
+from models.evaluation.harness import ranking_targets
+from models.evaluation.metrics import ranking_metrics, user_blocks
+from models.evaluation.stats import activity_segment, popularity_segment
+from models.registry import fusion_candidates
 
-RATING_COMPONENTS = ("lm_two_tower", "lightfm_hybrid", "bias_als", "biased_mf")
-RANKING_COMPONENTS = ("lm_two_tower", "lightfm_hybrid", "lightfm_cf", "popularity")
 NO_SEGMENTS = float("inf")
 
 
@@ -46,8 +45,9 @@ class FusionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rating_components: tuple[str, ...] = RATING_COMPONENTS  # those fitted are used, in this order
-    ranking_components: tuple[str, ...] = RANKING_COMPONENTS
+    # the candidates (models.registry: fuse); those fitted are used, in this order
+    rating_components: tuple[str, ...] = fusion_candidates("rating")
+    ranking_components: tuple[str, ...] = fusion_candidates("ranking")
     global_alphas: tuple[float, ...] = (1.0, 10.0, 100.0)  # ridge strength towards equal weights
     segment_alphas: tuple[float, ...] = (10.0, 100.0, 1000.0, NO_SEGMENTS)  # towards the global weights
     folds: int = Field(5, ge=2)  # cross-fitting folds over validation users
@@ -66,7 +66,7 @@ class Fusion(Recommender):
     """
 
     name = "fusion"
-    # components are bundled beside it (models.bundle)
+    # components are bundled beside it (models.serving.bundle)
     state_fields = (
         "config",
         "rating_names",

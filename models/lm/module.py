@@ -1,4 +1,4 @@
-"""LightningModule: trains the two-tower network on ratings (MSE) and in-batch ranking (softmax over items)."""
+"""The LightningModule (``TwoTowerModule``): trains the two-tower network on ratings (MSE) and in-batch ranking (softmax over items)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from models.two_tower import TwoTower, build_encoder
+from models.lm.network import TwoTower, build_encoder
 
 
 class FrozenStates:
@@ -42,7 +42,7 @@ class FrozenStates:
         return out
 
 
-class LMRecommender(L.LightningModule):
+class TwoTowerModule(L.LightningModule):
     """Fine-tunes a pretrained encoder as a two-tower recommender.
 
     Loss = MSE(rating) + ``ranking_weight`` × in-batch softmax cross-entropy of each pair's user against the
@@ -101,6 +101,12 @@ class LMRecommender(L.LightningModule):
                 out = self.encode(ids.to(self.device), mask.to(self.device), torch.tensor(rows) if cached else None)
                 vectors[rows] = out.float().cpu().numpy()
         return vectors
+
+    def rate_vectors(self, u, v):
+        """The trained rating head's predictions for user/item vectors (numpy, as :meth:`encode_tokens` gives),
+        without gradients."""
+        with torch.inference_mode():
+            return self.net.rate(torch.from_numpy(u), torch.from_numpy(v)).numpy()
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         users = self.encode(batch["user_ids"], batch["user_mask"], batch.get("user_rows"))

@@ -3,8 +3,8 @@ arrays and JSON, and loaded back into the same classes, so serving runs the very
 
 A bundle folder holds ``manifest.json`` (class, JSON attributes, array names, sha256 of every file) and
 ``arrays.npz`` (numpy arrays only, loaded with ``allow_pickle=False``); a fusion's components are bundles in
-``components/<name>/``. Nothing is pickled, so loading a bundle cannot execute code, and only the classes
-:func:`_classes` names can be built. Loading verifies every checksum.
+``components/<name>/``. Nothing is pickled, so loading a bundle cannot execute code, and only the classes of
+registered models (``models.registry``) can be saved or built. Loading verifies every checksum.
 
 Each model class lists the fitted attributes serving needs in ``state_fields``; the shared contract state
 (ids, training mean, seen items) is saved for every model.
@@ -20,20 +20,12 @@ import numpy as np
 import pandas as pd
 
 from models.base import Recommender
+from models.registry import bundle_classes
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 COMMON_FIELDS = ("user_ids", "item_ids", "item_counts", "global_mean")
-
-
-def _classes() -> dict[str, type]:
-    from models.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
-    from models.fusion import Fusion
-    from models.lightfm_hybrid import LightFMHybrid
-    from models.lm_recommender import LMTwoTower
-
-    return {cls.__name__: cls for cls in (GlobalMean, Popularity, BiasALS, BiasedMF, LightFMHybrid, LMTwoTower, Fusion)}
 
 
 class BundleError(ValueError):
@@ -50,6 +42,8 @@ def sha256(path: Path) -> str:
 
 def save_model(model: Recommender, folder: str | Path) -> Path:
     """Write ``model`` (fitted) into ``folder`` (created; must not exist yet). Returns the folder."""
+    if bundle_classes().get(type(model).__name__) is not type(model):
+        raise BundleError(f"{type(model).__name__} is not a registered model (models.registry): it could not be loaded")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=False)
     arrays: dict[str, np.ndarray] = {}
@@ -87,8 +81,7 @@ def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this reclab reads {FORMAT}")
-    classes = _classes()
-    cls = classes.get(manifest["class"])
+    cls = bundle_classes().get(manifest["class"])
     if cls is None:
         raise BundleError(f"{path}: unknown model class {manifest['class']!r}")
     if verify:

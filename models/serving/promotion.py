@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.stats import paired_tests
+from models.evaluation.stats import paired_tests
 
 LOWER_IS_BETTER = {"rmse", "mse", "mae"}
 

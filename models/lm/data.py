@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from models.profiles import FULL, Profiles
+from models.lm.profiles import FULL, Profiles
 
 TOKENIZE_CHUNK = 4096  # profiles tokenised at a time (full encodings, overflow included, are large)
 

@@ -1,12 +1,13 @@
-"""The model registry of a workspace: list published models, promote one to champion, roll back.
+"""What the service serves: list a workspace's published models, promote one to champion, roll back, run an
+A/B test and compare its arms.
 
-    python -m flows.registry list
-    python -m flows.registry promote 20261128-140512-1f2e3d4c --reason "manual: A/B winner"
-    python -m flows.registry rollback
-    python -m flows.registry ab 20261128-150102-9a8b7c6d --share 0.1   # A/B: 10% of users get this version
-    python -m flows.registry ab-report                                 # compare the arms in the serving log
-    python -m flows.registry ab --off
-    python -m flows.registry --help
+    python -m serve.registry list
+    python -m serve.registry promote 20261128-140512-1f2e3d4c --reason "manual: A/B winner"
+    python -m serve.registry rollback
+    python -m serve.registry ab 20261128-150102-9a8b7c6d --share 0.1   # A/B: 10% of users get this version
+    python -m serve.registry ab-report                                 # compare the arms in the serving log
+    python -m serve.registry ab --off
+    python -m serve.registry --help
 
 ``python -m serve`` follows the champion: a promotion or rollback is served within its poll interval,
 without a restart. Every change is a row in the ``promotions`` table, with its reason.
@@ -19,23 +20,16 @@ import json
 import sys
 from pathlib import Path
 
-from tasks.store import DEFAULT_WORKSPACES
+from tasks.store import DEFAULT_WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli import run_cli
-    from readers import InputError
-    from tasks.registry import list_models, read_champion, registry_dir, rollback_target, set_ab, set_champion
-    from tasks.serving_log import ab_report
-    from tasks.store import Workspace, connect
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--workspace",
-        type=Path,
-        default=DEFAULT_WORKSPACES / "amazon-musical-instruments-5core",
-        help="workspace folder (default: the default dataset's)",
+        "--workspace", type=Path, default=DEFAULT_WORKSPACE, help="workspace folder (default: the default dataset's)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="published models, the champion marked with *")
@@ -54,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         help="compare the A/B arms in the serving log: later-interaction hit rate, latency",
     )
     args = parser.parse_args(argv)
+
+    from flows.cli import run_cli
+    from models.serving.published import read_champion, registry_dir
+    from readers import InputError
+    from tasks.registry import list_models, rollback_target, set_ab, set_champion
+    from tasks.serving_log import ab_report
+    from tasks.store import Workspace, connect
 
     def body() -> None:
         workspace = Workspace.existing(args.workspace)

@@ -30,8 +30,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Ids, Recommender
-from models.features import metadata_tokens, review_terms
-from models.metrics import ranking_metrics, user_blocks
+from models.evaluation.metrics import ranking_metrics, user_blocks
+from models.recommenders.features import metadata_tokens, review_terms
 
 # Validation users ranked at each early-stopping check, at most (a seeded sample beyond that).
 VALIDATION_USERS = 10_000

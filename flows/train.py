@@ -1,52 +1,38 @@
-"""Baselines: fit the traditional recommenders and the LightFM hybrid on a prepared workspace, evaluate them.
+"""Train: fit and evaluate every model on a prepared workspace's splits (the baselines, LightFM, the fine-tuned
+transformer, then their fusion learned on validation), and publish the fused model.
 
-python -m flows.baselines                          # the default dataset's workspace (run prepare first)
-python -m flows.baselines --workspace workspace/movielens-latest-small --splits random_s0 temporal_s0
-python -m flows.baselines --help
+    python -m flows.train                          # the default dataset's workspace (run prepare first)
+    python -m flows.train --workspace workspace/movielens-latest-small --splits random_s0 temporal_s0
+    python -m flows.train --models bias_als lightfm_hybrid
+    python -m flows.train --help
 """
 
 from __future__ import annotations
 
 import sys
 
+if __name__ == "__main__":  # the command line, before the imports below: --help answers at once
+    from flows.cli import main
+
+    sys.exit(main("train", __doc__))
+
 from prefect import flow, get_run_logger, runtime
-from pydantic import BaseModel, ConfigDict
 
-from flows.runners import RunnerConfig
-from models.evaluation import EvalConfig
-from models.promotion import PromotionConfig
+from flows.params import TrainParams
 from tasks.evaluate import evaluate_models
-from tasks.registry import challenge_champion, choose_publish_split, headline_metrics, publish_model
+from tasks.publish import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
-from tasks.store import DEFAULT_WORKSPACES, Workspace
-from tasks.train import FitOutputsMissing, TrainConfig, fit_split, load_fit_outputs, record_fits
-
-DEFAULT_SPLITS = ("random_s0", "temporal_s0", "cold_items_s0")
+from tasks.store import Workspace
+from tasks.train import FitOutputsMissing, fit_split, load_fit_outputs, record_fits
 
 
-class BaselinesParams(BaseModel):
-    """Which workspace and splits, which models, how to evaluate."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    workspace: str = str(DEFAULT_WORKSPACES / "amazon-musical-instruments-5core")  # a prepared workspace
-    splits: tuple[str, ...] = DEFAULT_SPLITS  # split ids made by prepare
-    train: TrainConfig = TrainConfig()
-    evaluation: EvalConfig = EvalConfig()
-    refresh_cache: bool = False  # refit even when a cached fit of the same split, configs and code exists
-    publish: bool = True  # publish the fused model to the workspace's registry (the first becomes champion)
-    publish_split: str | None = None  # whose fit to publish; default: the first temporal split, else the first
-    promotion: PromotionConfig = PromotionConfig()  # when a published model replaces the champion
-    runner: RunnerConfig = RunnerConfig()  # where the splits' fits run: in turn (default), threads, or Dask
-
-
-@flow(name="baselines")
-def baselines(params: BaselinesParams = BaselinesParams()) -> dict:
-    """Train and evaluate the traditional models on each split; results land in the eval_* tables."""
+@flow(name="train")
+def train(params: TrainParams = TrainParams()) -> dict:
+    """Train and evaluate every configured model on each split; results land in the eval_* tables."""
     workspace = Workspace.existing(params.workspace)
-    with workspace.lock("flow baselines"):  # one run at a time per workspace
+    with workspace.lock("flow train"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)
-        start_run(workspace.db, run_id, "baselines", params.model_dump(mode="json"))
+        start_run(workspace.db, run_id, "train", params.model_dump(mode="json"))
         summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
         publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
         fit = fit_split.with_options(refresh_cache=params.refresh_cache)
@@ -81,7 +67,7 @@ def _record_split(
     run_id: str,
     split_id: str,
     trained: dict,
-    params: BaselinesParams,
+    params: TrainParams,
     publish: str | None,
     summary: dict,
 ) -> None:
@@ -112,29 +98,3 @@ def _record_split(
             params.evaluation,
             params.promotion,
         )
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from flows.baselines import BaselinesParams  # the importable copies
-    from flows.baselines import baselines as baselines_flow
-    from flows.cli import add_model_arguments, model_params, print_evaluation, run_cli
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--workspace",
-        default=BaselinesParams.model_fields["workspace"].default,
-        help="prepared workspace folder (default: the default dataset's)",
-    )
-    parser.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS), help="split ids to evaluate")
-    add_model_arguments(parser)
-    args = parser.parse_args(argv)
-    params = model_params(args).model_copy(update={"workspace": args.workspace, "splits": tuple(args.splits)})
-    return run_cli(
-        check=lambda: Workspace.existing(params.workspace), body=lambda: print_evaluation(baselines_flow(params))
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Recommenders behind the one contract (``models.base``): the baselines, LightFM, and the fusion."""

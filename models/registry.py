@@ -1,0 +1,210 @@
+"""THE registry of models: every model reclab trains, evaluates, fuses, bundles and serves, by name.
+
+Each entry says which class implements it, how it is built from the typed training config, what family it
+belongs to (the report's "traditional" models are every family but ``language`` and ``fusion``), whether it
+reads review text, and which of its outputs the fusion blends. Training (``models.experiment``), the bundle
+allowlist (``models.serving.bundle``), the fusion's candidates, the command line's ``--models`` choices and
+the report's model lists all derive from :data:`REGISTRY`.
+
+Adding a model: write its class (the contract of ``models.base``), then add one :class:`ModelSpec` here.
+Classes are named by ``"module:Class"`` and imported when first used, so reading the registry (a ``--help``,
+a parameter form) imports neither torch nor the libraries models wrap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from models.base import Recommender
+
+Task = Literal["rating", "ranking"]
+Family = Literal["non-personalised", "collaborative", "hybrid", "language", "fusion"]
+# The fusion lists its candidates from the richest input to the simplest (the order of its weights and of
+# its grid over them), then in registry order.
+FUSION_ORDER: tuple[Family, ...] = ("language", "hybrid", "collaborative", "non-personalised")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a model's construction may depend on besides the training config."""
+
+    protocol: str  # the split's protocol ("random", "temporal", "cold_items")
+    work_dir: Path  # where a model writes files (the LM's trainer inputs, checkpoints and outputs)
+    k: int = 10  # the evaluation's ranking cut-off
+    components: dict[str, Recommender] = field(default_factory=dict)  # models fitted before it (the fusion's)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    ``target``: its class as ``"module:Class"``; ``build(cls, config, context)``: a fresh, unfitted instance;
+    ``fuse``: the tasks for which the fusion blends it (none: not a fusion candidate).
+    """
+
+    name: str
+    target: str
+    family: Family
+    reads_text: bool
+    build: Callable[[type, TrainConfig, BuildContext], Recommender]
+    fuse: tuple[Task, ...] = ()
+
+    @property
+    def cls(self) -> type[Recommender]:
+        module, _, name = self.target.partition(":")
+        return getattr(import_module(module), name)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """What it serves: ``rating`` (predict), ``ranking`` (score/recommend), or both (the class says)."""
+        return tuple(self.cls.tasks)
+
+    @property
+    def traditional(self) -> bool:
+        return self.family not in ("language", "fusion")
+
+
+def _lightfm(content: bool):
+    def build(cls, config: TrainConfig, context: BuildContext):
+        return cls(
+            content=content,
+            loss=config.lightfm_loss,
+            num_threads=config.lightfm_threads,
+            search_trials=config.lightfm_trials,
+            max_epochs=config.lightfm_max_epochs,
+            seed=config.seed,
+            cold_validation=context.protocol == "cold_items",
+            **lightfm_hyperparameters(config.lightfm_params),
+        )
+
+    return build
+
+
+def _lm(cls, config: TrainConfig, context: BuildContext):
+    return cls(context.work_dir / "lm_two_tower", config.lm_profile, {"seed": config.seed, **config.lm_overrides})
+
+
+def _fusion(cls, config: TrainConfig, context: BuildContext):
+    from models.recommenders.fusion import FusionConfig
+
+    fusion = FusionConfig(k=context.k, cold_candidates=context.protocol == "cold_items", seed=config.seed)
+    return cls(context.components, fusion)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "global_mean",
+            "models.recommenders.baselines:GlobalMean",
+            "non-personalised",
+            reads_text=False,
+            build=lambda cls, config, context: cls(),
+        ),
+        ModelSpec(
+            "bias_als",
+            "models.recommenders.baselines:BiasALS",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(),
+            fuse=("rating",),
+        ),
+        ModelSpec(
+            "biased_mf",
+            "models.recommenders.baselines:BiasedMF",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(seed=config.seed),
+            fuse=("rating",),
+        ),
+        ModelSpec(
+            "popularity",
+            "models.recommenders.baselines:Popularity",
+            "non-personalised",
+            reads_text=False,
+            build=lambda cls, config, context: cls(),
+            fuse=("ranking",),
+        ),
+        ModelSpec(
+            "lightfm_cf",
+            "models.recommenders.lightfm_hybrid:LightFMHybrid",
+            "collaborative",
+            reads_text=False,
+            build=_lightfm(content=False),
+            fuse=("ranking",),
+        ),
+        ModelSpec(
+            "lightfm_hybrid",
+            "models.recommenders.lightfm_hybrid:LightFMHybrid",
+            "hybrid",
+            reads_text=True,
+            build=_lightfm(content=True),
+            fuse=("rating", "ranking"),
+        ),
+        ModelSpec(
+            "lm_two_tower",
+            "models.lm.recommender:LMTwoTower",
+            "language",
+            reads_text=True,
+            build=_lm,
+            fuse=("rating", "ranking"),
+        ),
+        # fitted last: it blends the models fitted before it, learned on validation
+        ModelSpec("fusion", "models.recommenders.fusion:Fusion", "fusion", reads_text=False, build=_fusion),
+    )
+}
+MODELS: tuple[str, ...] = tuple(REGISTRY)
+FUSION = "fusion"  # the fused model: what is published, served and judged by the promotion gate
+TRADITIONAL: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.traditional)
+LANGUAGE: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.family == "language")
+
+
+def fusion_candidates(task: Task) -> tuple[str, ...]:
+    """The models the fusion blends for ``task``, in the order of its weights (see :data:`FUSION_ORDER`)."""
+    fused = [spec for spec in REGISTRY.values() if task in spec.fuse]
+    return tuple(spec.name for spec in sorted(fused, key=lambda spec: FUSION_ORDER.index(spec.family)))
+
+
+def bundle_classes() -> dict[str, type]:
+    """Class name -> class of every registered model: the only classes a model bundle may name."""
+    classes = (spec.cls for spec in REGISTRY.values())
+    return {cls.__name__: cls for cls in classes}
+
+
+class TrainConfig(BaseModel):
+    """Which models to train and how (their constructors' settings; see :data:`REGISTRY`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[Literal[MODELS], ...] = MODELS  # type: ignore[valid-type]
+    lightfm_loss: Literal["warp", "bpr", "logistic"] = "warp"
+    lightfm_threads: int = Field(1, ge=1)  # >1 is faster but not exactly reproducible
+    lightfm_trials: int = Field(2, ge=0)  # random configurations tried on validation besides the default
+    lightfm_max_epochs: int = Field(30, ge=5)
+    # LightFM hyperparameters to use instead of the defaults (keys of
+    # models.recommenders.lightfm_hybrid.SEARCH_SPACE), e.g. the best configuration of `python -m flows.search`
+    lightfm_params: dict[Literal["no_components", "learning_rate", "item_alpha", "content_weight"], float] = {}
+    lm_profile: Literal["cpu", "gpu"] = "cpu"  # LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)
+    lm_overrides: dict = {}  # further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}
+    seed: int = 0
+
+
+def build_model(name: str, config: TrainConfig, context: BuildContext) -> Recommender:
+    """A fresh, unfitted model by registered name."""
+    try:
+        spec = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
+    return spec.build(spec.cls, config, context)
+
+
+def lightfm_hyperparameters(params: dict) -> dict:
+    """LightFMHybrid keyword arguments from a configuration dict (``no_components`` is an integer)."""
+    return {key: int(value) if key == "no_components" else float(value) for key, value in params.items()}
