@@ -35,8 +35,8 @@ STAGES = ("prepare", "lightfm", "evaluate", "lm_profiles", "lm_encode")
 
 
 def _split_data(db: Path):
-    from tasks.store import connect
     from tasks.split import load_split
+    from tasks.store import connect
 
     with connect(db, read_only=True) as con:
         return load_split(con, "random_s0")

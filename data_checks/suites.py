@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
-from readers.parse import MIN_TIMESTAMP
+from readers.fields import MIN_TIMESTAMP
 from readers.schema import INTERACTIONS, ITEMS, TAGS, USERS
 
 

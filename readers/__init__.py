@@ -1,6 +1,12 @@
-"""Pure readers: from dataset files to canonical records (no Prefect, no DuckDB)."""
+"""Pure readers: from dataset files to canonical records (no Prefect, no DuckDB).
 
-from readers.parse import Reject, parser_for
+``formats/`` holds one module per input format (registered in ``formats/__init__.py``), ``fields.py`` the
+coercions they share, ``records.py`` how files split into records, ``schema.py`` the canonical columns and
+``spec.py`` how a user's path becomes a dataset (files per role, format, rating scale).
+"""
+
+from readers.fields import Reject
+from readers.formats import parser_for
 from readers.records import Record, iter_records
 from readers.spec import DEFAULT_DATASET, ColumnMapping, DatasetSpec, InputError, resolve_dataset
 

@@ -8,21 +8,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from readers.formats import NAMES, detect_format, format_module
 from readers.schema import INTERACTIONS, ITEMS, ROLES, TAGS, USERS
 
 # The embedded default dataset shipped with the project (see data/README.md for source and citation).
 DEFAULT_DATASET = Path(__file__).resolve().parents[1] / "data" / "amazon-musical-instruments-5core"
 
-Format = Literal["amazon", "movielens-100k", "movielens", "tabular"]
-FORMATS: tuple[str, ...] = ("amazon", "movielens-100k", "movielens", "tabular")
-
-# Declared rating scale of each known format (inclusive bounds).
-RATING_SCALES: dict[str, tuple[float, float]] = {
-    "amazon": (1.0, 5.0),
-    "movielens-100k": (1.0, 5.0),
-    "movielens": (0.5, 5.0),
-    "tabular": (1.0, 5.0),
-}
+FORMATS: tuple[str, ...] = NAMES  # readers.formats registers them
+Format = Literal[NAMES]  # type: ignore[valid-type]
 
 
 class InputError(ValueError):
@@ -105,41 +98,6 @@ def _dataset_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "dataset"
 
 
-def detect_format(path: Path) -> str:
-    """Guess a dataset's format from its path (a GroupLens folder, Amazon JSON lines, CSV/Parquet)."""
-    if path.is_dir():
-        if (path / "u.data").exists():
-            return "movielens-100k"
-        if (path / "ratings.csv").exists():
-            return "movielens"
-        if _amazon_files(path)[0] is not None:
-            return "amazon"
-        raise InputError(
-            f"cannot tell the format of folder {path}: expected u.data (MovieLens 100K), ratings.csv "
-            "(MovieLens latest) or Amazon review JSON lines (*.json / *.json.gz); pass --format"
-        )
-    name = path.name.lower()
-    if name == "u.data":
-        return "movielens-100k"
-    if re.search(r"\.(json|jsonl)(\.gz)?$", name):
-        return "amazon"
-    if re.search(r"\.(csv|tsv|parquet)(\.gz)?$", name):
-        return "movielens" if name == "ratings.csv" else "tabular"
-    raise InputError(f"cannot tell the format of {path} from its name; pass --format one of {', '.join(FORMATS)}")
-
-
-def _amazon_files(folder: Path) -> tuple[Path | None, Path | None]:
-    jsons = sorted(p for p in folder.iterdir() if re.search(r"\.(json|jsonl)(\.gz)?$", p.name))
-    meta = [p for p in jsons if p.name.startswith("meta_")]
-    reviews = [p for p in jsons if not p.name.startswith("meta_")]
-    if len(reviews) > 1:
-        raise InputError(
-            f"folder {folder} holds several review files ({', '.join(p.name for p in reviews)}); "
-            "pass the one to ingest as the path"
-        )
-    return (reviews[0] if reviews else None), (meta[0] if len(meta) == 1 else None)
-
-
 def resolve_dataset(
     path: str | Path,
     format: str | None = None,
@@ -154,40 +112,15 @@ def resolve_dataset(
 ) -> DatasetSpec:
     """Turn a user's path (file or folder) into a :class:`DatasetSpec`.
 
-    Folders are searched for the files their format defines (``u.data``/``u.item``/``u.user``;
-    ``ratings.csv``/``movies.csv``/``tags.csv``; one review JSON file plus an optional ``meta_*``
-    file); explicit ``items``/``users``/``tags`` paths override what is found.
+    The format (``readers.formats``; detected from the path unless given) finds its files: a folder is
+    searched for the files the format defines (``u.data``/``u.item``/``u.user``; ``ratings.csv``/
+    ``movies.csv``/``tags.csv``; one review JSON file plus an optional ``meta_*`` file); explicit
+    ``items``/``users``/``tags`` paths override what is found.
     """
     path = _exists(Path(path), "dataset path")
     fmt = format or detect_format(path)
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    files: dict[str, Path] = {}
-    folder = path if path.is_dir() else path.parent
-    if fmt == "movielens-100k":
-        files[INTERACTIONS] = path / "u.data" if path.is_dir() else path
-        for role, fname in ((ITEMS, "u.item"), (USERS, "u.user")):
-            if (folder / fname).exists():
-                files[role] = folder / fname
-    elif fmt == "movielens":
-        files[INTERACTIONS] = path / "ratings.csv" if path.is_dir() else path
-        for role, fname in ((ITEMS, "movies.csv"), (TAGS, "tags.csv")):
-            if (folder / fname).exists():
-                files[role] = folder / fname
-    elif fmt == "amazon":
-        if path.is_dir():
-            reviews, meta = _amazon_files(path)
-            if reviews is None:
-                raise InputError(f"folder {path} holds no Amazon review file (*.json / *.json.gz)")
-            files[INTERACTIONS] = reviews
-            if meta is not None:
-                files[ITEMS] = meta
-        else:
-            files[INTERACTIONS] = path
-    else:  # tabular
-        if path.is_dir():
-            raise InputError(f"{path} is a folder; tabular input must be one CSV or Parquet file")
-        files[INTERACTIONS] = path
+    module = format_module(fmt)
+    files = module.files(path)
     for role, extra in ((ITEMS, items), (USERS, users), (TAGS, tags)):
         if extra is not None:
             files[role] = _exists(Path(extra), f"{role} file")
@@ -195,13 +128,11 @@ def resolve_dataset(
         _exists(file, f"{role} file")
         if file.is_dir():
             raise InputError(f"{role} path {file} is a folder, not a file")
-    if fmt == "tabular" and mapping is None:
-        mapping = ColumnMapping()
     return DatasetSpec(
         name=name or _dataset_name(path),
         format=fmt,
         files=files,
-        rating_scale=rating_scale or RATING_SCALES[fmt],
+        rating_scale=rating_scale or module.RATING_SCALE,
         mapping=mapping,
         delimiter=delimiter,
     )

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from models.serving.bundle import sha256
 from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
-from readers.parse import layout_for
+from readers.formats import layout_for
 from readers.records import read_header
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import tables

@@ -20,7 +20,7 @@ def test_the_corpus_covers_twenty_kinds():
 def test_bad_input(case: Case, prefect_harness, tmp_path, capsys, caplog):
     from prefect.logging.configuration import setup_logging
 
-    from flows.prepare import main
+    from flows.cli import main
 
     setup_logging(incremental=False)  # Prefect's console handler writes to this test's captured stderr
     folder = tmp_path / "data"
@@ -28,7 +28,7 @@ def test_bad_input(case: Case, prefect_harness, tmp_path, capsys, caplog):
     args = case.build(folder)
     workspace = tmp_path / "ws"
     with caplog.at_level(logging.ERROR):
-        status = main([*args, "--workspace", str(workspace), "--no-data-docs"])
+        status = main("prepare", None, [*args, "--workspace", str(workspace), "--no-data-docs"])
     out = capsys.readouterr()
     printed = out.out + out.err + "\n".join(r.getMessage() for r in caplog.records)
     # no traceback reaches the user, neither printed nor attached to a log record

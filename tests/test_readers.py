@@ -10,9 +10,8 @@ import pytest
 from builders import NOW, review, write_lines
 
 from readers import ColumnMapping, InputError, Reject, iter_records, parser_for, resolve_dataset
-from readers.parse import layout_for
+from readers.formats import detect_format, layout_for
 from readers.records import read_header
-from readers.spec import detect_format
 
 
 def parse_all(spec, role):

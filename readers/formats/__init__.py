@@ -1,0 +1,76 @@
+"""Input formats: one small module per format, registered here once.
+
+A format module defines ``NAME``, ``RATING_SCALE`` (its declared scale), ``ROLES`` (the files it can read),
+``FOLDER_HINT`` (what marks one of its folders, or None), ``detect(path)`` (does this file or folder look like
+the format?), ``files(path)`` (role -> file, found from the user's path), ``layout(spec, role)`` (how a file
+splits into records: ``readers.records``) and ``parser(spec, role, header, now)`` (one record -> one
+canonical row, built from ``readers.fields``).
+
+Adding a format: write its module beside the others, then add its name and module to :data:`FORMATS`.
+Modules are imported when used, so reading the names (a command line's choices) is cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from readers.fields import Parser
+    from readers.spec import DatasetSpec
+
+# name -> module, in the order detection tries them (MovieLens latest's ratings.csv before generic CSV)
+FORMATS: dict[str, str] = {
+    "movielens-100k": "readers.formats.movielens_100k",
+    "movielens": "readers.formats.movielens",
+    "amazon": "readers.formats.amazon",
+    "tabular": "readers.formats.tabular",
+}
+NAMES: tuple[str, ...] = tuple(FORMATS)
+
+
+def format_module(name: str) -> ModuleType:
+    from readers.spec import InputError
+
+    if name not in FORMATS:
+        raise InputError(f"unknown format {name!r}; choose one of {', '.join(NAMES)}")
+    return import_module(FORMATS[name])
+
+
+def detect_format(path: Path) -> str:
+    """Guess a dataset's format from its path (a GroupLens folder, Amazon JSON lines, CSV/Parquet)."""
+    from readers.spec import InputError
+
+    modules = [format_module(name) for name in NAMES]
+    for module in modules:
+        if module.detect(path):
+            return module.NAME
+    if path.is_dir():
+        hints = [module.FOLDER_HINT for module in modules if module.FOLDER_HINT]
+        raise InputError(
+            f"cannot tell the format of folder {path}: expected {', '.join(hints[:-1])} or {hints[-1]}; pass --format"
+        )
+    raise InputError(f"cannot tell the format of {path} from its name; pass --format one of {', '.join(NAMES)}")
+
+
+def layout_for(spec: DatasetSpec, role: str) -> str:
+    """How the file of ``role`` splits into records (see :mod:`readers.records`)."""
+    return format_module(spec.format).layout(spec, role)
+
+
+def parser_for(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> Parser:
+    """Build the parser for the file of ``role`` in ``spec``.
+
+    ``header`` is the file's CSV header (ignored for other layouts); ``now`` (Unix seconds) bounds
+    plausible timestamps. Raises :class:`readers.InputError` when the file's layout cannot work at all (a CSV
+    missing a required column); each record that is wrong on its own raises :class:`readers.Reject` when
+    parsed.
+    """
+    from readers.spec import InputError
+
+    module = format_module(spec.format)
+    if role not in module.ROLES:
+        raise InputError(f"format {spec.format!r} has no {role} file; roles it reads: {list(module.ROLES)}")
+    return module.parser(spec, role, header, now)
