@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-TRADITIONAL = ("global_mean", "bias_als", "biased_mf", "popularity", "lightfm_cf", "lightfm_hybrid")
-LANGUAGE = ("lm_two_tower", "fusion")  # the transformer and what fuses it
+from models import registry
+
+TRADITIONAL = registry.TRADITIONAL
+LANGUAGE = (*registry.LANGUAGE, registry.FUSION)  # the transformer and what fuses it
 LOWER_IS_BETTER = {"rmse", "mse", "mae", "popularity_bias"}
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
 SEGMENTS_OF_INTEREST = ("users:≤3", "items:tail", "items:cold")
@@ -52,19 +54,6 @@ def significance_phrase(test: pd.Series | None) -> str:
     p = float(test["t_p_holm"])
     verdict = "significant" if p < ALPHA else "not significant"
     return f"paired t-test p = {p:.3g} after Holm correction ({verdict} at {ALPHA:g}; Wilcoxon p = {float(test['wilcoxon_p_holm']):.3g})"
-
-
-def _value(
-    results: pd.DataFrame, split_id: str, model: str, metric: str, k: int, segment: str = "all"
-) -> pd.Series | None:
-    rows = results[
-        (results["split_id"] == split_id)
-        & (results["model"] == model)
-        & (results["metric"] == metric)
-        & (results["k"] == k)
-        & (results["segment"] == segment)
-    ]
-    return None if rows.empty else rows.iloc[0]
 
 
 def fmt(row: pd.Series) -> str:

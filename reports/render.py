@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from models.registry import FUSION, LANGUAGE
 from reports.conclusions import (
     HEADLINE,
     LOWER_IS_BETTER,
@@ -144,7 +145,7 @@ def by_segment_lines(results: pd.DataFrame, split_id: str, metric: str, k: int) 
 
 def fusion_weights(fits: pd.DataFrame, split_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rating weights per segment, ranking weights) of the split's fusion fit."""
-    row = fits[(fits["split_id"] == split_id) & (fits["model"] == "fusion")]
+    row = fits[(fits["split_id"] == split_id) & (fits["model"] == FUSION)]
     if row.empty:
         return pd.DataFrame(), pd.DataFrame()
     params = row.iloc[0]["params"]
@@ -209,7 +210,7 @@ def build(results: pd.DataFrame, tests: pd.DataFrame, fits: pd.DataFrame, splits
             figure = by_segment_lines(results, split_id, metric, mk)
             if figure:
                 blocks.append(("figure", f"{split_id}_{metric}_activity", f"{metric} by user activity", figure))
-            for reference in ("fusion", "lm_two_tower"):
+            for reference in (FUSION, *LANGUAGE):
                 table = tests_table(tests, split_id, metric, mk, reference)
                 if not table.empty:
                     blocks += [

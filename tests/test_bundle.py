@@ -1,12 +1,12 @@
 """Model bundles: a fitted fusion and its components, saved as arrays + JSON, load back into models that
-predict, score and recommend exactly as the fitted ones; altered or foreign bundles are refused."""
+predict, score and recommend exactly as the fitted ones; altered or foreign bundles are refused. (Every
+registered model's own round trip is in tests/test_contract.py.)"""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from models.recommenders.fusion import Fusion
@@ -64,25 +64,3 @@ def test_an_altered_or_foreign_bundle_is_refused(fitted, tmp_path):
         load_model(lm, verify=False)
     with pytest.raises(FileExistsError):
         save_model(fusion, folder)  # never overwrites a published bundle
-
-
-def test_lightfm_calibration_matches_sklearn_isotonic():
-    from sklearn.isotonic import IsotonicRegression
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=200), rng.integers(1, 6, 200).astype(float)
-    iso = IsotonicRegression(out_of_bounds="clip").fit(x, y)
-    grid = np.linspace(-4, 4, 101)
-    np.testing.assert_allclose(np.interp(grid, iso.X_thresholds_, iso.y_thresholds_), iso.predict(grid))
-
-
-def test_single_models_round_trip(fitted, tmp_path):
-    fusion, _, validation = fitted
-    model = fusion.components["biased_mf"]
-    loaded = load_model(save_model(model, tmp_path / "mf"))
-    assert loaded.factors_ == model.factors_ and isinstance(loaded.user_ids, np.ndarray)
-    pairs = validation.head(7)
-    np.testing.assert_allclose(
-        loaded.predict(pairs["user_id"], pairs["item_id"]), model.predict(pairs["user_id"], pairs["item_id"])
-    )
-    assert isinstance(pd.Index(loaded.item_ids), pd.Index)

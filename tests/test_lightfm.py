@@ -27,6 +27,32 @@ def test_parity_with_raw_lightfm_and_the_pitfall():
     assert not np.allclose(model.model_.predict(uu, ii), raw, atol=1e-3)
 
 
+def test_rating_calibration_is_sklearns_isotonic_regression_on_validation():
+    """predict = scikit-learn's IsotonicRegression (clipped) fitted on raw LightFM scores of the validation
+    pairs against their ratings, applied to the raw scores of new pairs."""
+    from sklearn.isotonic import IsotonicRegression
+
+    data, items = genre_world(n_users=30, per_user=14, seed=1)
+    folds = np.random.default_rng(0).integers(0, 3, len(data))
+    train, validation, test = data[folds == 0], data[folds == 1], data[folds == 2]
+    model = small().fit(train, validation, items=items)
+
+    def raw(frame):
+        u, i = model.user_index(frame["user_id"]), model.item_index(frame["item_id"])
+        keep = (u >= 0) & (i >= 0)
+        scores = model.model_.predict(
+            u[keep], i[keep], user_features=model.user_features, item_features=model.item_features
+        )
+        return frame[keep], scores
+
+    validation, raw_validation = raw(validation)
+    test, raw_test = raw(test)
+    reference = IsotonicRegression(out_of_bounds="clip").fit(raw_validation, validation["rating"].to_numpy(float))
+    predicted = model.predict(test["user_id"], test["item_id"])
+    np.testing.assert_allclose(predicted, reference.predict(raw_test), rtol=1e-5, atol=1e-5)
+    assert len(np.unique(predicted)) > 2  # a real map, not a constant
+
+
 def test_guard_refuses_changed_feature_matrices():
     train, items = genre_world()
     model = small().fit(train, items=items)

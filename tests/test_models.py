@@ -1,4 +1,5 @@
-"""The recommender contract, the baselines, and parity of the bias baseline with Surprise's BaselineOnly."""
+"""The baselines by hand, their tuning on validation, and parity of the bias baseline with Surprise's BaselineOnly
+(the contract every model keeps is tests/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,34 +10,6 @@ from builders import folds, ratings
 
 from models.base import top_k
 from models.recommenders.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
-
-MODELS = [GlobalMean, BiasALS, lambda: BiasedMF(max_epochs=4), Popularity]
-
-
-@pytest.mark.parametrize("make", MODELS, ids=["global_mean", "bias_als", "biased_mf", "popularity"])
-def test_contract(make):
-    train, valid, test = folds(ratings())
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(100)] + ["never_rated"]})
-    model = make()
-    assert model.fit(train, valid, items=items) is model
-    assert "never_rated" in model.item_ids and len(model.item_ids) == 101
-    if "rating" in model.tasks:
-        pred = model.predict(test["user_id"], test["item_id"])
-        assert pred.shape == (len(test),) and np.isfinite(pred).all()
-        cold = model.predict(["nobody", "u1"], ["i1", "nothing"])  # unknown user, unknown item: no error
-        assert np.isfinite(cold).all()
-    else:
-        with pytest.raises(NotImplementedError):
-            model.predict(["u1"], ["i1"])
-    if "ranking" in model.tasks:
-        users = ["u0", "u1", "nobody"]
-        assert model.score(users).shape == (3, 101)
-        ids, scores = model.recommend(users, k=5)
-        assert ids.shape == (3, 5) and (np.diff(scores, axis=1) <= 0).all()
-        seen = set(train.loc[train["user_id"] == "u0", "item_id"])
-        assert not seen & set(ids[0])
-        with pytest.raises(ValueError, match="k must be positive"):
-            model.recommend(users, k=0)
 
 
 def test_global_mean_by_hand():

@@ -18,8 +18,17 @@ from tasks.serving_log import compare_arms
 from tasks.store import connect
 
 
+def test_the_service_imports_neither_prefect_nor_the_registrys_database_code():
+    import subprocess
+    import sys
+
+    probe = "import serve.app, serve.__main__, sys; print(sorted(set(sys.modules) & {'prefect', 'duckdb', 'tasks.registry'}))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
 @pytest.fixture
-def registry(fitted, tmp_path):  # noqa: F811
+def registry(fitted, tmp_path):
     fusion, train, validation = fitted
     reg = tmp_path / "registry"
     install_bundle(save_model(fusion, tmp_path / "b1"), reg, "v1", {"metrics": {"rmse": 0.9}})

@@ -25,7 +25,6 @@ from scipy.stats import rankdata
 from models.base import mask_seen, top_k
 
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "auc")
-RATING_METRICS = ("rmse", "mse", "mae")
 SCORE_BUDGET = 1 << 24  # values per user block held at once while ranking (16M floats, 128 MB)
 
 

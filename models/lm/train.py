@@ -3,10 +3,11 @@
     python -m models.lm.train --config RUN/lm_config.json
 
 Lightning's DDP strategy re-launches the main module once per extra process, so training runs as this
-module, never inside a Prefect flow's process; the flow writes the inputs and config, launches this, and reads
-the outputs back. Inputs (``data_dir``): ``train.parquet`` (user_id, item_id, rating, timestamp, summary,
-review_text: the training fold only), ``validation.parquet`` and ``test.parquet`` (user_id, item_id, rating:
-no text), ``items.parquet`` (item metadata, may be empty). Outputs (``output_dir``): ``checkpoints/best.ckpt``
+module, never inside a Prefect flow's process: the LM recommender (``models.lm.recommender.LMTwoTower.fit``)
+writes the inputs and the config (``models.lm.config.LMConfig``), launches this, and reads the outputs back.
+Inputs (``data_dir``): ``train.parquet`` (user_id, item_id, rating, timestamp, summary, review_text: the
+training fold only), ``validation.parquet`` (user_id, item_id, rating: no text), optionally ``test.parquet``
+(the same columns) and ``items.parquet`` (item metadata). Outputs (``output_dir``): ``checkpoints/best.ckpt``
 (lowest validation RMSE) and ``checkpoints/last.ckpt`` (for resuming: rerunning the same command continues
 from it), ``logs/`` (CSV metrics, TensorBoard when installed), ``embeddings.npz`` (user and item vectors),
 ``predictions_validation.parquet``/``predictions_test.parquet`` and ``metrics.json``.

@@ -145,10 +145,6 @@ class LightFMHybrid(Recommender):
         self.num_threads = num_threads
         self.seed = seed
 
-    @property
-    def label(self) -> str:
-        return self.name if self.content else "lightfm_cf"
-
     # --- features ------------------------------------------------------------------------------------------
     def _build(self, train: pd.DataFrame, items: pd.DataFrame | None, users: pd.DataFrame | None, weight: float):
         from lightfm.data import Dataset

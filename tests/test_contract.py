@@ -1,0 +1,143 @@
+"""The one contract, over every registered model (``models.registry``): built from the typed config, fitted on
+a tiny dataset with review text, each model predicts and/or ranks as its registry entry says, handles cold
+users and items, never recommends a seen item, and comes back from a bundle with identical outputs.
+
+The transformer (a tiny randomly initialised BERT, trained in its own process) and the fusion of every model
+are slow; the other models run in the fast suite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from builders import TINY_BERT, lm_reviews
+
+from models.registry import MODELS, REGISTRY, BuildContext, TrainConfig, build_model
+from models.serving.bundle import BundleError, load_model, save_model
+
+SLOW = {"lm_two_tower", "fusion"}  # the transformer trains in its own process; the fusion blends it
+TINY_LM = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
+CONFIG = TrainConfig(lightfm_max_epochs=5, lightfm_trials=0, lm_overrides=TINY_LM)
+
+
+@pytest.fixture(scope="module")
+def world():
+    """72 reviews of 10 items by 12 users (with text and times) split 80/20, and a catalogue with one item
+    nobody rated (it has a title)."""
+    data = lm_reviews()
+    validation = data.sample(frac=0.2, random_state=1)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(10)] + ["never_rated"]})
+    items["title"] = [f"record {i}" for i in range(11)]
+    return data.drop(validation.index), validation[["user_id", "item_id", "rating"]], items
+
+
+@pytest.fixture(scope="module")
+def fitted(world, tmp_path_factory):
+    """Each model fitted once, in registry order, when a test first asks for it (the fusion gets every
+    model fitted before it as its components)."""
+    train, validation, items = world
+    work_dir = tmp_path_factory.mktemp("contract")
+    models: dict = {}
+
+    def get(name: str):
+        if name not in models:
+            before = {n: get(n) for n in MODELS[: MODELS.index(name)]} if REGISTRY[name].family == "fusion" else {}
+            model = build_model(name, CONFIG, BuildContext("random", work_dir, k=5, components=before))
+            assert model.fit(train, validation, items=items) is model
+            models[name] = model
+        return models[name]
+
+    return get
+
+
+PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in MODELS]
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_every_registered_model_keeps_the_contract(name, fitted, world):
+    train, validation, _ = world
+    model = fitted(name)
+    assert type(model) is REGISTRY[name].cls
+    assert "never_rated" in model.item_ids and len(model.item_ids) == 11
+    tasks = model.tasks  # what it serves: its class's (a fusion's: what its components serve)
+    assert tasks and set(tasks) <= {"rating", "ranking"}
+    if "rating" in tasks:
+        pred = model.predict(validation["user_id"], validation["item_id"])
+        assert pred.shape == (len(validation),) and np.isfinite(pred).all()
+        cold = model.predict(["nobody", "u1"], ["i1", "nothing"])  # unknown user, unknown item: no error
+        assert cold.shape == (2,) and np.isfinite(cold).all()
+    else:
+        with pytest.raises(NotImplementedError, match="does not predict ratings"):
+            model.predict(["u1"], ["i1"])
+    if "ranking" in tasks:
+        users = ["u0", "u1", "nobody"]
+        scores = model.score(users)
+        assert scores.shape == (3, 11) and not np.isnan(scores).any()
+        ids, top = model.recommend(users, k=4)
+        assert ids.shape == (3, 4) and (np.diff(top, axis=1) <= 0).all()
+        for user, row in zip(users, ids, strict=True):
+            assert not set(train.loc[train["user_id"] == user, "item_id"]) & set(row)  # never a seen item
+        with pytest.raises(ValueError, match="k must be positive"):
+            model.recommend(users, k=0)
+    else:
+        with pytest.raises(NotImplementedError, match="does not rank items"):
+            model.score(["u1"])
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_every_registered_model_comes_back_from_its_bundle_unchanged(name, fitted, world, tmp_path):
+    _, validation, _ = world
+    model = fitted(name)
+    loaded = load_model(save_model(model, tmp_path / name))
+    assert type(loaded) is type(model)
+    users = np.r_[validation["user_id"].to_numpy(), ["nobody"]]
+    items = np.r_[validation["item_id"].to_numpy(), ["never_rated"]]
+    if "rating" in model.tasks:
+        np.testing.assert_array_equal(loaded.predict(users, items), model.predict(users, items))
+    if "ranking" in model.tasks:
+        np.testing.assert_array_equal(loaded.score(users), model.score(users))
+        ids, scores = model.recommend(users[:5], k=3)
+        again, again_scores = loaded.recommend(users[:5], k=3)
+        assert (again == ids).all()
+        np.testing.assert_array_equal(again_scores, scores)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if not REGISTRY[n].reads_text and n not in SLOW])
+def test_a_model_registered_as_not_reading_text_ignores_it(name, fitted, world, tmp_path):
+    train, validation, items = world
+    blank = train.assign(review_text="", summary="")
+    again = build_model(name, CONFIG, BuildContext("random", tmp_path)).fit(blank, validation, items=items)
+    model = fitted(name)
+    if "rating" in model.tasks:
+        np.testing.assert_array_equal(
+            again.predict(validation["user_id"], validation["item_id"]),
+            model.predict(validation["user_id"], validation["item_id"]),
+        )
+    if "ranking" in model.tasks:
+        np.testing.assert_array_equal(again.score(["u0", "u3"]), model.score(["u0", "u3"]))
+
+
+def test_fusion_candidates_follow_the_registry():
+    from models.recommenders.fusion import FusionConfig
+    from models.registry import fusion_candidates
+
+    assert fusion_candidates("rating") == ("lm_two_tower", "lightfm_hybrid", "bias_als", "biased_mf")
+    assert fusion_candidates("ranking") == ("lm_two_tower", "lightfm_hybrid", "lightfm_cf", "popularity")
+    config = FusionConfig()
+    assert config.rating_components == fusion_candidates("rating")
+    assert all("rating" in REGISTRY[name].tasks for name in config.rating_components)
+    assert all("ranking" in REGISTRY[name].tasks for name in config.ranking_components)
+
+
+def test_only_registered_models_are_saved_or_loaded(tmp_path, world):
+    from models.recommenders.baselines import GlobalMean
+
+    class Unregistered(GlobalMean):
+        pass
+
+    train, _, _ = world
+    with pytest.raises(BundleError, match="not a registered model"):
+        save_model(Unregistered().fit(train), tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="unknown model 'ease'; registered: global_mean, bias_als"):
+        build_model("ease", CONFIG, BuildContext("random", tmp_path))
