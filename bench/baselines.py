@@ -79,7 +79,12 @@ def main() -> None:
             start = time.perf_counter()
             data = load_split(con, split_id)
             out = fit_split_models(
-                data, split_protocol(con, split_id), split_id, config, eval_config, ROOT / "bench" / "results" / split_id
+                data,
+                split_protocol(con, split_id),
+                split_id,
+                config,
+                eval_config,
+                ROOT / "bench" / "results" / split_id,
             )
             seconds = time.perf_counter() - start
             table = aggregate(out.per_user, eval_config)

@@ -80,7 +80,9 @@ def main() -> int:
     runs = args.runs or [latest_run(con) for con in cons]
     report = {"databases": [str(db) for db in dbs], "runs": runs, "tables": {}}
     print(f"A: {dbs[0]} run {runs[0]}\nB: {dbs[1]} run {runs[1]}\n")
-    print(f"{'table':<16}{'rows A':>9}{'rows B':>9}{'equal':>9}{'differ':>8}{'only A':>8}{'only B':>8}{'max |diff|':>12}")
+    print(
+        f"{'table':<16}{'rows A':>9}{'rows B':>9}{'equal':>9}{'differ':>8}{'only A':>8}{'only B':>8}{'max |diff|':>12}"
+    )
     for table in args.tables:
         result = compare(rows(cons[0], table, runs[0]), rows(cons[1], table, runs[1]))
         report["tables"][table] = result

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 
 from models.evaluation import PROTOCOLS
 from models.registry import MODELS
@@ -317,12 +318,17 @@ def _existing(workspace: str | None):
     return Workspace.existing(workspace or DEFAULT_WORKSPACE)
 
 
+def _flow(name: str):
+    """The flow of ``flows/<name>.py``, imported only when it runs (the flow modules hand their command line
+    to this module before importing anything heavy; this module never imports them at the top)."""
+    return getattr(import_module(f"flows.{name}"), name)
+
+
 # --- each flow's command --------------------------------------------------------------------------------------
 def _run_prepare(args: argparse.Namespace) -> None:
     params = _prepare_params(args)
     params.dataset()  # a bad path or format stops here, before Prefect's server starts
-    from flows.prepare import prepare
-
+    prepare = _flow("prepare")
     print_prepare_summary(prepare(params))
 
 
@@ -341,8 +347,7 @@ def _run_full(args: argparse.Namespace) -> None:
         prepare=_prepare_params(args), train=_train_params(args), report=ReportParams(output=args.output)
     )
     params.prepare.dataset()
-    from flows.full import full
-
+    full = _flow("full")
     summary = full(params)
     print_prepare_summary(summary["prepare"])
     print_evaluation(summary["train"])
@@ -360,8 +365,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     workspace = _existing(args.workspace)
     params = _train_params(args, workspace=str(workspace.root), splits=tuple(args.splits) if args.splits else None)
-    from flows.train import train
-
+    train = _flow("train")
     print_evaluation(train(params))
 
 
@@ -376,8 +380,7 @@ def _run_report(args: argparse.Namespace) -> None:
 
     workspace = _existing(args.workspace)
     params = ReportParams(workspace=str(workspace.root), run_id=args.run_id, output=args.output)
-    from flows.report import report
-
+    report = _flow("report")
     paths = report(params)
     print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
 
@@ -405,8 +408,7 @@ def _run_search(args: argparse.Namespace) -> None:
         train=TrainConfig(lightfm_loss=args.lightfm_loss, lightfm_max_epochs=args.max_epochs),
         runner=_runner_config(args),
     )
-    from flows.search import search
-
+    search = _flow("search")
     out = search(params)
     print(f"\n{'trial':>5}  {'validation NDCG':>15}  {'epochs':>6}  {'seconds':>8}  config")
     for t in out["trials"]:
@@ -433,8 +435,7 @@ def _run_recommend(args: argparse.Namespace) -> None:
 
     fields = {"workspace": args.workspace} if args.workspace else {}
     params = RecommendParams(users=tuple(args.users), k=args.k, **fields)
-    from flows.recommend import recommend
-
+    recommend = _flow("recommend")
     result = recommend.fn(params)  # the flow's function: no Prefect run for one shell answer
     if args.json:
         print(json.dumps(result, indent=1))

@@ -31,7 +31,7 @@ Ids = np.ndarray | list | pd.Series
 class Recommender:
     """Base class: id indexing, seen-item masks, top-K. Subclasses implement ``fit``, ``predict``, ``score``."""
 
-    name: ClassVar[str] = "recommender"
+    name: str = "recommender"  # the class's usual name; models.registry names each model it builds
     # What the model is for: "rating" (predict) and/or "ranking" (score/recommend).
     tasks: ClassVar[tuple[str, ...]] = ("rating", "ranking")
     # Fitted attributes that predict/score read, saved in a model bundle (models.serving.bundle) besides the ids.

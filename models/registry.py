@@ -46,7 +46,8 @@ class ModelSpec:
     """One registered model.
 
     ``target``: its class as ``"module:Class"``; ``build(cls, config, context)``: a fresh, unfitted instance;
-    ``fuse``: the tasks for which the fusion blends it (none: not a fusion candidate).
+    ``fuse``: the tasks for which the fusion blends it (none: not a fusion candidate); ``floor``: a reference
+    every model must clear, never reported as the best traditional model (the global mean).
     """
 
     name: str
@@ -55,6 +56,7 @@ class ModelSpec:
     reads_text: bool
     build: Callable[[type, TrainConfig, BuildContext], Recommender]
     fuse: tuple[Task, ...] = ()
+    floor: bool = False
 
     @property
     def cls(self) -> type[Recommender]:
@@ -92,9 +94,7 @@ def _lm(cls, config: TrainConfig, context: BuildContext):
 
 
 def _fusion(cls, config: TrainConfig, context: BuildContext):
-    from models.recommenders.fusion import FusionConfig
-
-    fusion = FusionConfig(k=context.k, cold_candidates=context.protocol == "cold_items", seed=config.seed)
+    fusion = {"k": context.k, "cold_candidates": context.protocol == "cold_items", "seed": config.seed}  # FusionConfig
     return cls(context.components, fusion)
 
 
@@ -107,6 +107,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "non-personalised",
             reads_text=False,
             build=lambda cls, config, context: cls(),
+            floor=True,
         ),
         ModelSpec(
             "bias_als",
@@ -164,6 +165,8 @@ MODELS: tuple[str, ...] = tuple(REGISTRY)
 FUSION = "fusion"  # the fused model: what is published, served and judged by the promotion gate
 TRADITIONAL: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.traditional)
 LANGUAGE: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.family == "language")
+# the traditional models a language model or the fusion is compared with ("the best traditional model")
+CONTENDERS: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
 
 
 def fusion_candidates(task: Task) -> tuple[str, ...]:
@@ -202,7 +205,9 @@ def build_model(name: str, config: TrainConfig, context: BuildContext) -> Recomm
         spec = REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
-    return spec.build(spec.cls, config, context)
+    model = spec.build(spec.cls, config, context)
+    model.name = name  # a class may serve several entries (LightFM: lightfm_cf, lightfm_hybrid)
+    return model
 
 
 def lightfm_hyperparameters(params: dict) -> dict:

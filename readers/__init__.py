@@ -5,10 +5,10 @@ coercions they share, ``records.py`` how files split into records, ``schema.py``
 ``spec.py`` how a user's path becomes a dataset (files per role, format, rating scale).
 """
 
-from readers.fields import Reject
+from readers.errors import InputError, Reject
 from readers.formats import parser_for
 from readers.records import Record, iter_records
-from readers.spec import DEFAULT_DATASET, ColumnMapping, DatasetSpec, InputError, resolve_dataset
+from readers.spec import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
 
 __all__ = [
     "DEFAULT_DATASET",

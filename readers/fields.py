@@ -17,22 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from readers.spec import InputError
+from readers.errors import InputError, Reject
 
 # Earliest plausible interaction: 1990-01-01 UTC (MovieLens starts 1995, Amazon reviews 1996).
 MIN_TIMESTAMP = 631_152_000
 MAX_ID_LENGTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: never part of an id
 Parser = Callable[[bytes], dict]  # one raw record -> one canonical row (or Reject)
-
-
-class Reject(Exception):
-    """A record that cannot become a canonical row; ``column`` names the field at fault, if one is."""
-
-    def __init__(self, reason: str, column: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.column = column
 
 
 # --- field coercions -------------------------------------------------------------------------------

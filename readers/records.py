@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from readers.spec import InputError
+from readers.errors import InputError
 
 LAYOUTS = ("lines", "csv", "parquet")
 

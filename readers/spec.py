@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from readers.errors import InputError
 from readers.formats import NAMES, detect_format, format_module
 from readers.schema import INTERACTIONS, ITEMS, ROLES, TAGS, USERS
 
@@ -16,10 +17,6 @@ DEFAULT_DATASET = Path(__file__).resolve().parents[1] / "data" / "amazon-musical
 
 FORMATS: tuple[str, ...] = NAMES  # readers.formats registers them
 Format = Literal[NAMES]  # type: ignore[valid-type]
-
-
-class InputError(ValueError):
-    """Bad user input (a path, a format, a file's layout), with a message that names the culprit."""
 
 
 class ColumnMapping(BaseModel):

@@ -13,6 +13,7 @@ import pandas as pd
 from models import registry
 
 TRADITIONAL = registry.TRADITIONAL
+CONTENDERS = registry.CONTENDERS  # the traditional models but the floor (the global mean)
 LANGUAGE = (*registry.LANGUAGE, registry.FUSION)  # the transformer and what fuses it
 LOWER_IS_BETTER = {"rmse", "mse", "mae", "popularity_bias"}
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
@@ -77,7 +78,7 @@ def split_conclusions(results: pd.DataFrame, tests: pd.DataFrame, split_id: str)
         ascending = metric in LOWER_IS_BETTER
         ranked = g.sort_values("value", ascending=ascending)
         winner = ranked.iloc[0]
-        traditional = ranked[ranked["model"].isin(TRADITIONAL) & (ranked["model"] != "global_mean")]
+        traditional = ranked[ranked["model"].isin(CONTENDERS)]
         label = metric_label(metric, int(k))
         sentence = f"{label}: {winner['model']} is best with {fmt(winner)}"
         if not traditional.empty and winner["model"] not in TRADITIONAL:
@@ -110,7 +111,7 @@ def segment_conclusions(results: pd.DataFrame, split_id: str) -> list[str]:
             seg = here[(here["metric"] == metric) & (here["k"] == k) & (here["segment"] == segment)].dropna(
                 subset=["value"]
             )
-            trad = seg[seg["model"].isin(TRADITIONAL) & (seg["model"] != "global_mean")]
+            trad = seg[seg["model"].isin(CONTENDERS)]
             if trad.empty or seg["n_users"].max() < MIN_SEGMENT_USERS:
                 continue
             base = trad.sort_values("value", ascending=metric in LOWER_IS_BETTER).iloc[0]

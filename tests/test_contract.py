@@ -57,7 +57,7 @@ PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name f
 def test_every_registered_model_keeps_the_contract(name, fitted, world):
     train, validation, _ = world
     model = fitted(name)
-    assert type(model) is REGISTRY[name].cls
+    assert type(model) is REGISTRY[name].cls and model.name == name
     assert "never_rated" in model.item_ids and len(model.item_ids) == 11
     tasks = model.tasks  # what it serves: its class's (a fusion's: what its components serve)
     assert tasks and set(tasks) <= {"rating", "ranking"}
@@ -89,7 +89,7 @@ def test_every_registered_model_comes_back_from_its_bundle_unchanged(name, fitte
     _, validation, _ = world
     model = fitted(name)
     loaded = load_model(save_model(model, tmp_path / name))
-    assert type(loaded) is type(model)
+    assert type(loaded) is type(model) and loaded.name == name
     users = np.r_[validation["user_id"].to_numpy(), ["nobody"]]
     items = np.r_[validation["item_id"].to_numpy(), ["never_rated"]]
     if "rating" in model.tasks:

@@ -86,13 +86,13 @@ class Fusion(Recommender):
     def __init__(
         self,
         components: dict[str, Recommender],
-        config: FusionConfig | None = None,
+        config: FusionConfig | dict | None = None,
         *,
         rating_weights: dict[str, float] | None = None,
         ranking_weights: dict[str, float] | None = None,
     ):
         self.components = dict(components)  # a copy: later additions to the caller's dict are not components
-        self.config = config or FusionConfig()
+        self.config = config if isinstance(config, FusionConfig) else FusionConfig(**(config or {}))
         self._fixed_rating = rating_weights
         self._fixed_ranking = ranking_weights
         self.rating_names = [

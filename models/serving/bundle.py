@@ -101,6 +101,7 @@ def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
             name: load_model(folder / "components" / name, verify=False) for name in manifest["components"]
         }
     model.restore(state, arrays["_seen.indptr"], arrays["_seen.indices"])
+    model.name = manifest["name"]
     return model
 
 

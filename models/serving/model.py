@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.base import Recommender, top_k
+from models.registry import LANGUAGE
 
 MAX_K = 1000
 
@@ -38,7 +39,8 @@ class ServingModel:
     def __init__(self, model: Recommender, version: str = "local"):
         self.model, self.version = model, version
         self.components = getattr(model, "components", {})
-        lm = self.components.get("lm_two_tower", model if model.name == "lm_two_tower" else None)
+        language = [part for name, part in [(model.name, model), *self.components.items()] if name in LANGUAGE]
+        lm = language[0] if language else None
         if lm is not None and hasattr(lm, "_item_vectors"):  # unit retrieval halves: cosine = dot product
             half = lm._item_vectors[:, : lm._dim]
             self._similarity = half / np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-12)

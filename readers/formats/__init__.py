@@ -17,6 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from readers.errors import InputError
+
 if TYPE_CHECKING:
     from readers.fields import Parser
     from readers.spec import DatasetSpec
@@ -32,8 +34,6 @@ NAMES: tuple[str, ...] = tuple(FORMATS)
 
 
 def format_module(name: str) -> ModuleType:
-    from readers.spec import InputError
-
     if name not in FORMATS:
         raise InputError(f"unknown format {name!r}; choose one of {', '.join(NAMES)}")
     return import_module(FORMATS[name])
@@ -41,8 +41,6 @@ def format_module(name: str) -> ModuleType:
 
 def detect_format(path: Path) -> str:
     """Guess a dataset's format from its path (a GroupLens folder, Amazon JSON lines, CSV/Parquet)."""
-    from readers.spec import InputError
-
     modules = [format_module(name) for name in NAMES]
     for module in modules:
         if module.detect(path):
@@ -68,8 +66,6 @@ def parser_for(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> 
     missing a required column); each record that is wrong on its own raises :class:`readers.Reject` when
     parsed.
     """
-    from readers.spec import InputError
-
     module = format_module(spec.format)
     if role not in module.ROLES:
         raise InputError(f"format {spec.format!r} has no {role} file; roles it reads: {list(module.ROLES)}")

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from readers.errors import InputError
 from readers.fields import (
     Parser,
     Reject,
@@ -20,7 +21,7 @@ from readers.fields import (
     to_timestamp,
 )
 from readers.schema import INTERACTIONS, ITEMS
-from readers.spec import DatasetSpec, InputError
+from readers.spec import DatasetSpec
 
 NAME = "amazon"
 RATING_SCALE = (1.0, 5.0)

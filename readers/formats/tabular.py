@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from readers.errors import InputError
 from readers.fields import (
     Parser,
     csv_fields,
@@ -19,7 +20,7 @@ from readers.fields import (
     to_timestamp,
 )
 from readers.schema import INTERACTIONS
-from readers.spec import ColumnMapping, DatasetSpec, InputError
+from readers.spec import ColumnMapping, DatasetSpec
 
 NAME = "tabular"
 RATING_SCALE = (1.0, 5.0)
