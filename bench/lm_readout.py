@@ -45,41 +45,16 @@ def fold_frame(con, split: str, fold: str) -> pd.DataFrame:
 def encode(lm_dir: Path, test: pd.DataFrame):
     """(datamodule with train/validation/test pairs, vectors and rating statistics of its profiles)."""
     import torch
-    from transformers import AutoTokenizer
 
     from models.lm.config import LMConfig
-    from models.lm.data import PairDataModule
     from models.lm.module import TwoTowerModule
-    from models.lm.network import resolve_encoder
-    from models.lm.profiles import build_profiles
-    from models.lm.train import export_ids, export_keys
+    from models.lm.train import data_module
 
     config = LMConfig.model_validate_json((lm_dir / "lm_config.json").read_text())
     data = Path(config.data_dir)
     frames = {n: pd.read_parquet(data / f"{n}.parquet") for n in ("train", "validation")} | {"test": test}
     items = pd.read_parquet(data / "items.parquet") if (data / "items.parquet").exists() else None
-    profiles = build_profiles(
-        frames["train"],
-        items,
-        max_reviews=config.max_reviews,
-        review_chars=config.review_chars,
-        folds=config.folds,
-        seed=config.seed,
-        rating_history=config.rating_history,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(config.encoder))
-    users, item_ids = export_ids(frames["train"], items)
-    datamodule = PairDataModule(
-        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-        profiles,
-        tokenizer,
-        config.max_length,
-        config.batch_size,
-        0,
-        config.pairs_per_user,
-        config.seed,
-        extra_keys=export_keys(users, item_ids),
-    )
+    profiles, datamodule, _, _ = data_module(config.model_copy(update={"num_workers": 0}), frames, items)
     datamodule.setup("fit")
     state = torch.load(lm_dir / "out" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     module = TwoTowerModule(**state["hyper_parameters"])

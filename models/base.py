@@ -92,7 +92,7 @@ class Recommender:
         return u, i
 
     def restore(self, state: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
-        """Set the fitted state read back from a bundle (see :func:`models.bundle.load_model`)."""
+        """Set the fitted state read back from a bundle (see :func:`models.serving.bundle.load_model`)."""
         for key, value in state.items():
             setattr(self, key, value)
         self.global_mean = float(self.global_mean)

@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 
+from models.evaluation.harness import TEST_COLUMNS
 from reports.conclusions import seed_summary, segment_conclusions, split_conclusions
 from reports.render import build, to_html, to_markdown
 from tasks.report import write_report_files
@@ -36,19 +37,7 @@ def paired_rows(split_id="random_s0"):
             (split_id, "mse", 0, "bias_als", "fusion", 0.05, 100, 0.001, 0.002, 0.004, 0.006),
             (split_id, "ndcg", 10, "fusion", "lightfm_hybrid", -0.01, 100, 0.2, 0.3, 0.6, 0.7),
         ],
-        columns=[
-            "split_id",
-            "metric",
-            "k",
-            "model_a",
-            "model_b",
-            "mean_diff",
-            "n_users",
-            "t_p",
-            "wilcoxon_p",
-            "t_p_holm",
-            "wilcoxon_p_holm",
-        ],
+        columns=["split_id", *TEST_COLUMNS],
     )
 
 

@@ -33,6 +33,8 @@ from models.evaluation.metrics import (
 from models.evaluation.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
 
 PER_USER_COLUMNS = ["model", "metric", "k", "user_id", "user_segment", "item_segment", "num", "den"]
+# one row per pair of models and (metric, k): see significance()
+TEST_COLUMNS = "metric k model_a model_b mean_diff n_users t_p wilcoxon_p t_p_holm wilcoxon_p_holm".split()
 
 
 class EvalConfig(BaseModel):
@@ -219,18 +221,4 @@ def significance(values: pd.DataFrame) -> pd.DataFrame:
         w_holm = holm([r["wilcoxon_p"] for r in results])
         for (a, b), r, th, wh in zip(pairs, results, t_holm, w_holm, strict=True):
             rows.append((metric, int(k), a, b, r["mean_diff"], r["n"], r["t_p"], r["wilcoxon_p"], float(th), float(wh)))
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "metric",
-            "k",
-            "model_a",
-            "model_b",
-            "mean_diff",
-            "n_users",
-            "t_p",
-            "wilcoxon_p",
-            "t_p_holm",
-            "wilcoxon_p_holm",
-        ],
-    )
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)

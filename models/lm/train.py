@@ -53,12 +53,8 @@ def train(config: LMConfig) -> dict:
     import torch
     from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-    from transformers import AutoTokenizer
 
-    from models.lm.data import PairDataModule
     from models.lm.module import TwoTowerModule
-    from models.lm.network import resolve_encoder
-    from models.lm.profiles import build_profiles
 
     L.seed_everything(config.seed, workers=True)
     if config.num_threads:
@@ -73,30 +69,7 @@ def train(config: LMConfig) -> dict:
     }
     items_path = data / "items.parquet"
     items = pd.read_parquet(items_path) if items_path.exists() else None
-    profiles = build_profiles(
-        frames["train"],
-        items,
-        max_reviews=config.max_reviews,
-        review_chars=config.review_chars,
-        folds=config.folds,
-        seed=config.seed,
-        rating_history=config.rating_history,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_encoder(config.encoder if config.encoder_config is None else "minilm")
-    )
-    users, item_ids = export_ids(frames["train"], items)
-    datamodule = PairDataModule(
-        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-        profiles,
-        tokenizer,
-        config.max_length,
-        config.batch_size,
-        config.num_workers,
-        config.pairs_per_user,
-        config.seed,
-        extra_keys=export_keys(users, item_ids),
-    )
+    profiles, datamodule, users, item_ids = data_module(config, frames, items)
     module = TwoTowerModule(
         encoder=config.encoder,
         encoder_config=config.encoder_config,
@@ -187,6 +160,42 @@ def train(config: LMConfig) -> dict:
         )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def data_module(config: LMConfig, frames: dict, items):
+    """(training profiles, the data module over ``frames``' pairs and every exported profile, exported user ids,
+    exported item ids): what training and export read. ``frames``: train (with text), validation, test."""
+    from transformers import AutoTokenizer
+
+    from models.lm.data import PairDataModule
+    from models.lm.network import resolve_encoder
+    from models.lm.profiles import build_profiles
+
+    profiles = build_profiles(
+        frames["train"],
+        items,
+        max_reviews=config.max_reviews,
+        review_chars=config.review_chars,
+        folds=config.folds,
+        seed=config.seed,
+        rating_history=config.rating_history,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_encoder(config.encoder if config.encoder_config is None else "minilm")
+    )
+    users, item_ids = export_ids(frames["train"], items)
+    datamodule = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        profiles,
+        tokenizer,
+        config.max_length,
+        config.batch_size,
+        config.num_workers,
+        config.pairs_per_user,
+        config.seed,
+        extra_keys=export_keys(users, item_ids),
+    )
+    return profiles, datamodule, users, item_ids
 
 
 def inputs_fingerprint(config: LMConfig) -> str:
