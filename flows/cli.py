@@ -23,7 +23,7 @@ from readers.spec import FORMATS
 
 @dataclass(frozen=True)
 class Command:
-    """A flow's command line: its arguments, and how parsed arguments run it (returns an exit status)."""
+    """A flow's command line: its arguments, and how parsed arguments run the flow and print its summary."""
 
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], None]
