@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from readers.errors import InputError
+from readers.schema import INTERACTIONS
 
 if TYPE_CHECKING:
     from readers.fields import Parser
@@ -31,6 +32,20 @@ FORMATS: dict[str, str] = {
     "tabular": "readers.formats.tabular",
 }
 NAMES: tuple[str, ...] = tuple(FORMATS)
+
+
+def is_main_file(path: Path, main: str) -> bool:
+    """A GroupLens-style dataset: a folder holding the file ``main``, or that file itself."""
+    return (path / main).exists() if path.is_dir() else path.name.lower() == main
+
+
+def main_and_companions(path: Path, main: str, companions: dict[str, str]) -> dict[str, Path]:
+    """Role -> file of a GroupLens-style dataset: ``main`` (the interactions; ``path`` or in it) and the
+    ``companions`` (role -> file name) that exist beside it."""
+    folder = path if path.is_dir() else path.parent
+    found = {INTERACTIONS: folder / main if path.is_dir() else path}
+    found |= {role: folder / name for role, name in companions.items() if (folder / name).exists()}
+    return found
 
 
 def format_module(name: str) -> ModuleType:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from readers.fields import Parser, Reject, csv_fields, header_columns, require_columns, to_id, to_rating, to_timestamp
+from readers.formats import is_main_file, main_and_companions
 from readers.schema import INTERACTIONS, ITEMS, TAGS
 from readers.spec import DatasetSpec
 
@@ -21,16 +22,11 @@ COLUMNS = {
 
 
 def detect(path: Path) -> bool:
-    return (path / "ratings.csv").exists() if path.is_dir() else path.name.lower() == "ratings.csv"
+    return is_main_file(path, "ratings.csv")
 
 
 def files(path: Path) -> dict[str, Path]:
-    folder = path if path.is_dir() else path.parent
-    found = {INTERACTIONS: path / "ratings.csv" if path.is_dir() else path}
-    for role, name in ((ITEMS, "movies.csv"), (TAGS, "tags.csv")):
-        if (folder / name).exists():
-            found[role] = folder / name
-    return found
+    return main_and_companions(path, "ratings.csv", {ITEMS: "movies.csv", TAGS: "tags.csv"})
 
 
 def layout(spec: DatasetSpec, role: str) -> str:

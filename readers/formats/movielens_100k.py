@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from readers.fields import Parser, Reject, split_fields, to_id, to_rating, to_timestamp
+from readers.formats import is_main_file, main_and_companions
 from readers.schema import INTERACTIONS, ITEMS, USERS
 from readers.spec import DatasetSpec
 
@@ -22,16 +23,11 @@ GENRES = (
 
 
 def detect(path: Path) -> bool:
-    return (path / "u.data").exists() if path.is_dir() else path.name.lower() == "u.data"
+    return is_main_file(path, "u.data")
 
 
 def files(path: Path) -> dict[str, Path]:
-    folder = path if path.is_dir() else path.parent
-    found = {INTERACTIONS: path / "u.data" if path.is_dir() else path}
-    for role, name in ((ITEMS, "u.item"), (USERS, "u.user")):
-        if (folder / name).exists():
-            found[role] = folder / name
-    return found
+    return main_and_companions(path, "u.data", {ITEMS: "u.item", USERS: "u.user"})
 
 
 def layout(spec: DatasetSpec, role: str) -> str:
