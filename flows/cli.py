@@ -42,15 +42,13 @@ def main(flow: str, description: str | None, argv: list[str] | None = None) -> i
 
 # --- errors ---------------------------------------------------------------------------------------------------
 def _user_errors() -> tuple[type[BaseException], ...]:
-    import pydantic
-
     from data_checks import ValidationFailed
     from models.serving.bundle import BundleError
     from models.serving.model import RequestError
     from readers import InputError
     from tasks.store import WorkspaceBusy
 
-    return (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError, pydantic.ValidationError)
+    return (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
