@@ -22,8 +22,6 @@ import pandas as pd
 
 from models.evaluation import PROTOCOLS, TEST, TRAIN, VALIDATION, SplitConfig
 
-__all__ = ["PROTOCOLS", "SplitConfig", "split"]
-
 
 def _canonical_order(frame: pd.DataFrame) -> np.ndarray:
     """Positions of ``frame`` rows sorted by (user_id, item_id): makes results independent of input order."""

@@ -39,8 +39,8 @@ class ServingModel:
     def __init__(self, model: Recommender, version: str = "local"):
         self.model, self.version = model, version
         self.components = getattr(model, "components", {})
-        language = [part for name, part in [(model.name, model), *self.components.items()] if name in LANGUAGE]
-        lm = language[0] if language else None
+        parts = {model.name: model, **self.components}
+        lm = next((parts[name] for name in LANGUAGE if name in parts), None)  # its vectors explain items
         if lm is not None and hasattr(lm, "_item_vectors"):  # unit retrieval halves: cosine = dot product
             half = lm._item_vectors[:, : lm._dim]
             self._similarity = half / np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-12)
