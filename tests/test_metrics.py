@@ -9,6 +9,7 @@ from sklearn.metrics import ndcg_score, roc_auc_score
 
 from models.evaluation.metrics import (
     catalogue_coverage,
+    constant_scores,
     intra_list_diversity,
     item_popularity,
     novelty,
@@ -60,6 +61,94 @@ def test_limit_cases_perfect_and_no_hit():
     m = ranking_metrics(worst, relevant, None, 2)
     for name in ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "auc"):
         assert m[name] == pytest.approx([0.0, 0.0]), name
+
+
+def test_constant_scores_get_the_random_list_expectation_in_closed_form():
+    # 6 candidates all tied, one relevant (item 5, last by index): every slot holds it with probability 1/6
+    scores, relevant = np.zeros((1, 6)), sp.csr_matrix(np.array([[0, 0, 0, 0, 0, 1]]))
+    m = {k: v[0] for k, v in ranking_metrics(scores, relevant, None, 3).items()}
+    discounts = 1 / np.log2(np.arange(2, 5))
+    assert m["precision"] == pytest.approx(1 / 6 * 3 / 3)
+    assert m["recall"] == pytest.approx(3 / 6) and m["hit_rate"] == pytest.approx(3 / 6)
+    assert m["ndcg"] == pytest.approx(discounts.sum() / 6)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 6)
+    assert m["map"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 6)
+    assert m["auc"] == pytest.approx(0.5)
+    assert constant_scores(scores, None).tolist() == [True]
+
+
+def test_a_tie_group_across_the_cut_off_by_hand():
+    # scores: i0 .9 alone, then i1..i4 tied at .5 (i3 relevant), i5 .1 relevant; k = 3
+    scores = np.array([[0.9, 0.5, 0.5, 0.5, 0.5, 0.1]])
+    relevant = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 1]]))
+    m = {k: v[0] for k, v in ranking_metrics(scores, relevant, None, 3).items()}
+    # slots 2 and 3 each hold i3 with probability 1/4; slot 1 is never a hit
+    assert m["precision"] == pytest.approx((1 / 4 + 1 / 4) / 3)
+    assert m["hit_rate"] == pytest.approx(1 / 2)  # i3 lands in slot 2 or 3 with probability 2/4
+    assert m["mrr"] == pytest.approx(1 / 4 / 2 + 1 / 4 / 3)
+    assert m["ndcg"] == pytest.approx((1 / 4 / np.log2(3) + 1 / 4 / np.log2(4)) / (1 + 1 / np.log2(3)))
+    assert m["map"] == pytest.approx((1 / 4 / 2 + 1 / 4 / 3) / 2)
+
+
+def test_ties_never_depend_on_item_order_and_match_every_permutation():
+    """Against a brute-force reference: the mean of each metric over every order of the tied items."""
+    from itertools import permutations, product
+
+    def by_order(order, rel, k):
+        hits = np.array([rel[i] for i in order[:k]] + [False] * (k - len(order[:k])), dtype=float)
+        d = 1 / np.log2(np.arange(2, k + 2))
+        first = np.flatnonzero(hits)
+        n_rel = sum(rel.values())
+        return {
+            "precision": hits.sum() / k,
+            "recall": hits.sum() / n_rel,
+            "ndcg": (hits * d).sum() / d[: min(n_rel, k)].sum(),
+            "map": (hits * np.cumsum(hits) / np.arange(1, k + 1)).sum() / min(n_rel, k),
+            "hit_rate": float(hits.any()),
+            "mrr": 1 / (first[0] + 1) if len(first) else 0.0,
+        }
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n = int(rng.integers(3, 8))
+        k = int(rng.integers(1, n + 1))
+        scores = rng.integers(0, 3, size=n).astype(float)
+        exclude = rng.random(n) < 0.2
+        rel = (rng.random(n) < 0.4) & ~exclude
+        rel[np.flatnonzero(~exclude)[0]] = True
+        candidates = np.flatnonzero(~exclude)
+        groups = [[i for i in candidates if scores[i] == v] for v in sorted(set(scores[candidates]), reverse=True)]
+        orders = [[i for g in perm for i in g] for perm in product(*[permutations(g) for g in groups])]
+        truth = {
+            name: np.mean([by_order(o, dict(enumerate(rel)), k)[name] for o in orders])
+            for name in ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
+        }
+        ours = ranking_metrics(
+            scores[None], sp.csr_matrix(rel[None].astype(float)), sp.csr_matrix(exclude[None].astype(float)), k
+        )
+        flipped = ranking_metrics(
+            scores[None, ::-1],
+            sp.csr_matrix(rel[None, ::-1].astype(float)),
+            sp.csr_matrix(exclude[None, ::-1].astype(float)),
+            k,
+        )
+        for name, value in truth.items():
+            assert ours[name][0] == pytest.approx(value) and flipped[name][0] == pytest.approx(value), name
+
+
+def test_tied_ndcg_matches_scikit_learn_tie_averaging():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(30, 25)).astype(float)  # many ties
+    relevant = (rng.random((30, 25)) < 0.15).astype(float)
+    relevant[relevant.sum(axis=1) == 0, 0] = 1.0
+    ours = ranking_metrics(scores, sp.csr_matrix(relevant), None, 10)["ndcg"]
+    assert ours == pytest.approx([ndcg_score(relevant[u : u + 1], scores[u : u + 1], k=10) for u in range(30)])
+
+
+def test_constant_scores_flags_only_users_whose_candidates_all_tie():
+    scores = np.array([[1.0, 1.0, 5.0], [1.0, 2.0, 3.0]])
+    exclude = sp.csr_matrix(np.array([[0, 0, 1], [0, 0, 0]]))  # user 0's only differing item is excluded
+    assert constant_scores(scores, exclude).tolist() == [True, False]
 
 
 def test_user_without_relevant_item_is_an_error():

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.base import Recommender, mask_seen, top_k
 from models.evaluation.metrics import (
     catalogue_coverage,
+    constant_scores,
     intra_list_diversity,
     item_popularity,
     novelty,
@@ -109,7 +110,11 @@ def ranking_rows(
     max_users: int | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage).
+    """Per-user ranking and beyond-accuracy values at ``k``, plus global figures (catalogue coverage, and
+    the share of users for whom the model scores every candidate the same: ``constant_share``).
+
+    Ranking metrics are expectations over a random order of tied candidates (never the item index); the
+    beyond-accuracy values describe the list the model would serve (ties by index, as in serving).
 
     Users are scored block by block (memory bounded at any size); with ``max_users``, a seeded sample of
     that many users is ranked (the same users for every model of the split)."""
@@ -118,10 +123,11 @@ def ranking_rows(
     if max_users is not None and len(users) > max_users:
         chosen = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
         users, relevant, exclude = users[chosen], relevant[chosen], exclude[chosen]
-    parts, tops = [], []
+    parts, tops, constant = [], [], []
     for rows in user_blocks(len(users), len(cols)):
         scores = model.score(users[rows])[:, cols]
         parts.append(ranking_metrics(scores, relevant[rows], exclude[rows], k))
+        constant.append(constant_scores(scores, exclude[rows]))
         tops.append(cols[top_k(mask_seen(scores, exclude[rows]), min(k, len(cols)))])
     values = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
     top = np.vstack(tops) if tops else np.zeros((0, min(k, len(cols))), dtype=np.int64)
@@ -137,7 +143,9 @@ def ranking_rows(
         ],
         ignore_index=True,
     )
-    return frame, {"coverage": catalogue_coverage(top, len(cols))}
+    # share of ranked users whose candidates all score the same: 1.0 means the model does not rank here
+    constant_share = float(np.concatenate(constant).mean()) if constant else float("nan")
+    return frame, {"coverage": catalogue_coverage(top, len(cols)), "constant_share": constant_share}
 
 
 def per_user_values(

@@ -10,6 +10,10 @@ Definitions, for a user with relevant set R, top-K list L (best first), hits h_j
 - MRR@K = 1 / (rank of the first hit), 0 when no hit in the top K
 - AUC = P(score of a relevant item > score of a non-relevant candidate), ties counting one half
 
+Ties never decide: every ranking metric is its expected value over a uniformly random order of tied
+candidates (closed form per tie group, :func:`tie_expectations`), so a model that scores every candidate the
+same gets exactly what a random list gets, whatever the items' order in the catalogue.
+
 Beyond accuracy: catalogue coverage (share of items recommended to anyone), intra-list diversity (mean
 pairwise cosine distance of a list's item vectors), novelty (mean self-information −log2 p(i) of the
 recommended items, p(i) = share of training users who interacted with i, smoothed), popularity bias
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import gammaln
 from scipy.stats import rankdata
 
 from models.base import mask_seen, top_k
@@ -82,13 +87,10 @@ def _ranking_chunk(scores, relevant, exclude, k) -> dict[str, np.ndarray]:
         raise ValueError("every evaluated user needs at least one relevant candidate item")
     masked = mask_seen(scores, exclude)
     k = min(k, scores.shape[1])
-    top = top_k(masked, k)
-    hits = np.take_along_axis(rel, top, axis=1) & np.isfinite(np.take_along_axis(masked, top, axis=1))
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    n_hits = hits.sum(axis=1)
+    expected = tie_expectations(masked, rel, allowed, k)
+    p, discounts = expected["p"], 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)[np.minimum(n_rel, k) - 1]
-    precision_at_j = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
-    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
+    expected_hits = p.sum(axis=1)
 
     # AUC from ranks among candidates: excluded items are -inf, so they take the lowest ranks.
     n_excluded = (~allowed).sum(axis=1)
@@ -98,14 +100,88 @@ def _ranking_chunk(scores, relevant, exclude, k) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (pos_rank_sum - n_rel * (n_rel + 1) / 2) / (n_rel * n_neg)
     return {
-        "precision": n_hits / k,
-        "recall": n_hits / n_rel,
-        "ndcg": (hits * discounts).sum(axis=1) / ideal,
-        "map": (precision_at_j * hits).sum(axis=1) / np.minimum(n_rel, k),
-        "hit_rate": (n_hits > 0).astype(np.float64),
-        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+        "precision": expected_hits / k,
+        "recall": expected_hits / n_rel,
+        "ndcg": (p * discounts).sum(axis=1) / ideal,
+        "map": (expected["hit_times_hits_so_far"] / np.arange(1, k + 1)).sum(axis=1) / np.minimum(n_rel, k),
+        "hit_rate": 1.0 - expected["none_so_far"][:, -1],
+        "mrr": ((expected["none_before"] - expected["none_so_far"]) / np.arange(1, k + 1)).sum(axis=1),
         "auc": np.where(n_neg > 0, auc, np.nan),
     }
+
+
+def tie_expectations(masked: np.ndarray, rel: np.ndarray, allowed: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Closed-form expectations over a uniformly random order of tied candidates, per user and top-k slot.
+
+    Tied items form groups of equal score; a group of ``g`` candidates holding ``r`` relevant ones, starting
+    after ``a`` better-scored candidates, fills slots a+1..a+g in a uniformly random order, independently of
+    the other groups. For slot j in such a group, with ``c`` earlier slots of the same group:
+
+    - P(hit at j) = r / g                       (every slot of the group is equally likely to be relevant)
+    - E[h_j · Σ_{i≤j} h_i] = p_j + p_j (Σ_{i<j} p_i − c p_j) + c · r(r−1) / (g(g−1))   (for MAP)
+    - P(no hit in slots 1..j) = [no relevant item in earlier groups] · C(g−r, c+1) / C(g, c+1)
+      (for the hit rate, 1 − P(no hit in 1..k), and MRR, Σ_j (P(none before j) − P(none up to j)) / j)
+
+    A group that crosses the cut-off is counted over all its candidates, in the catalogue beyond slot k too,
+    so the expectation never depends on item order. Slots past the last candidate hold nothing.
+
+    Returns arrays of shape (n_users, k): ``p``, ``hit_times_hits_so_far``, ``none_so_far`` and
+    ``none_before``.
+    """
+    n, m = masked.shape
+    top = top_k(masked, k)
+    values = np.take_along_axis(masked, top, axis=1)
+    boundary = values[:, -1:]  # the k-th best score: its group may extend past slot k
+    # groups entirely inside the top k: candidates and relevant items counted within the top-k slice
+    same = values[:, :, None] == values[:, None, :]
+    top_allowed = np.take_along_axis(allowed, top, axis=1)
+    top_rel = np.take_along_axis(rel, top, axis=1)
+    g = (same & top_allowed[:, None, :]).sum(axis=2).astype(np.float64)
+    r = (same & top_rel[:, None, :]).sum(axis=2).astype(np.float64)
+    start = (values[:, None, :] > values[:, :, None]).sum(axis=2)  # slots with a strictly better score
+    # the boundary group, counted over the whole row
+    at_boundary = values == boundary
+    boundary_start = (masked > boundary).sum(axis=1, keepdims=True)
+    g = np.where(at_boundary, (allowed & (masked == boundary)).sum(axis=1, keepdims=True), g)
+    r = np.where(at_boundary, (rel & (masked == boundary)).sum(axis=1, keepdims=True), r)
+    start = np.where(at_boundary, boundary_start, start)
+    slot = np.arange(k)[None, :]  # 0-based
+    earlier = slot - start  # earlier slots of the same group
+    filled = earlier < g  # a candidate occupies this slot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(filled, r / g, 0.0)
+        pair = np.where(filled & (g > 1), r * (r - 1) / (g * (g - 1)), 0.0)
+    before = np.cumsum(p, axis=1) - p  # Σ_{i<j} p_i
+    hit_times_hits = p + p * (before - earlier * p) + earlier * pair
+    # P(no hit among this group's first c+1 slots): C(g−r, c+1) / C(g, c+1) via log-gamma, 0 when c+1 > g−r
+    taken = earlier + 1.0
+    free = g - r
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_ratio = (
+            gammaln(free + 1) - gammaln(np.maximum(free - taken, 0) + 1) - gammaln(g + 1) + gammaln(g - taken + 1)
+        )
+        none_in_group = np.where(taken <= free, np.exp(log_ratio), 0.0)
+    # no relevant item in the groups that start before this one: all their slots lie before it in the top k
+    cum_p = np.concatenate([np.zeros((n, 1)), np.cumsum(p, axis=1)], axis=1)
+    clear_before_group = np.take_along_axis(cum_p, np.minimum(start, k), axis=1) <= 0
+    none_so_far = np.where(clear_before_group, none_in_group, 0.0)
+    # an empty slot (no candidate left) changes nothing
+    for j in range(k):
+        if not filled[:, j].all():
+            prev = none_so_far[:, j - 1] if j else np.ones(n)
+            none_so_far[:, j] = np.where(filled[:, j], none_so_far[:, j], prev)
+    none_before = np.concatenate([np.ones((n, 1)), none_so_far[:, :-1]], axis=1)
+    return {"p": p, "hit_times_hits_so_far": hit_times_hits, "none_so_far": none_so_far, "none_before": none_before}
+
+
+def constant_scores(scores: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
+    """Per user: True when every candidate (non-excluded item) has the same score, i.e. the model does not
+    rank them at all (popularity or bias models among cold items, for instance)."""
+    masked = mask_seen(scores, sp.csr_matrix(scores.shape) if exclude is None else exclude)
+    finite = np.where(np.isfinite(masked), masked, np.nan)
+    with np.errstate(invalid="ignore"):
+        spread = np.nanmax(finite, axis=1) - np.nanmin(finite, axis=1)
+    return ~(spread > 0)
 
 
 def catalogue_coverage(top: np.ndarray, n_items: int) -> float:
