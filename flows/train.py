@@ -74,7 +74,7 @@ def _record_split(
     """One split's fitted results, in split order: recorded, evaluated, and (for one split) published."""
     record_fits(workspace.db, run_id, split_id, trained)
     # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
-    results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
+    results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation, trained["fits"])
     summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}
     if split_id == publish:
         # publish: the fused model of this split becomes a registry version (champion if the first)

@@ -35,6 +35,7 @@ LIGHTFM_TRIALS = "lightfm_trials"  # one row per (run, split, trial) of a LightF
 EVAL_PER_USER = "eval_per_user"  # per-user metric sums: the unit of bootstrap and paired tests (tasks.evaluate)
 EVAL_RESULTS = "eval_results"  # aggregated metric values with 95% CIs per segment (tasks.evaluate)
 EVAL_TESTS = "eval_tests"  # paired t / Wilcoxon tests between models, Holm-corrected (tasks.evaluate)
+EVAL_DIFFERENCES = "eval_differences"  # paired differences with CIs and verdicts: what the report claims
 LM_EMBEDDINGS = "lm_embeddings"  # the fine-tuned LM's user and item vectors (tasks.train)
 LM_PREDICTIONS = "lm_predictions"  # the LM's validation/test rating predictions (tasks.train)
 
@@ -165,6 +166,32 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "wilcoxon_p": "DOUBLE",
         "t_p_holm": "DOUBLE",
         "wilcoxon_p_holm": "DOUBLE",
+    },
+    EVAL_DIFFERENCES: {
+        "run_id": "VARCHAR",
+        "split_id": "VARCHAR",
+        "metric": "VARCHAR",
+        "k": "INTEGER",
+        "segment": "VARCHAR",
+        "model": "VARCHAR",
+        "reference": "VARCHAR",
+        "kind": "VARCHAR",
+        "n_users": "BIGINT",
+        "value": "DOUBLE",
+        "reference_value": "DOUBLE",
+        "diff": "DOUBLE",
+        "ci_low": "DOUBLE",
+        "ci_high": "DOUBLE",
+        "mean_user_diff": "DOUBLE",
+        "median_user_diff": "DOUBLE",
+        "share_better": "DOUBLE",
+        "share_worse": "DOUBLE",
+        "t_p": "DOUBLE",
+        "wilcoxon_p": "DOUBLE",
+        "t_p_holm": "DOUBLE",
+        "wilcoxon_p_holm": "DOUBLE",
+        "verdict": "VARCHAR",
+        "tests_disagree": "BOOLEAN",
     },
     LM_EMBEDDINGS: {
         "run_id": "VARCHAR",

@@ -50,6 +50,10 @@ class EvalConfig(BaseModel):
     # Rank at most this many test users (a seeded sample, the same for every model): full-catalogue ranking
     # costs users x items, so on very large datasets a sample keeps evaluation linear. None: every user.
     ranking_users: int | None = Field(None, ge=1)
+    # Segments with fewer users than this get no CI-based verdict (listed as "too few users").
+    min_segment_users: int = Field(20, ge=1)
+    # Significance level of the Holm-corrected paired tests behind every "better"/"worse".
+    alpha: float = Field(0.05, gt=0, lt=1)
 
 
 def rating_rows(model: Recommender, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:

@@ -40,6 +40,35 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def paired_bootstrap_ci(
+    num_a: np.ndarray,
+    den_a: np.ndarray,
+    num_b: np.ndarray,
+    den_b: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile CI of Σnum_a/Σden_a − Σnum_b/Σden_b, resampling users (rows, the same for both models)
+    with replacement: each draw's user counts weigh both sides, so the CI reflects the pairing."""
+    arrays = [np.asarray(x, dtype=np.float64) for x in (num_a, den_a, num_b, den_b)]
+    keep = np.logical_and.reduce([np.isfinite(x) for x in arrays])
+    num_a, den_a, num_b, den_b = (x[keep] for x in arrays)
+    n = len(num_a)
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for start in range(0, n_boot, 200):  # (200, n) resampling counts at a time
+        size = min(200, n_boot - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
+        draws[start : start + size] = (counts @ num_a) / (counts @ den_a) - (counts @ num_b) / (counts @ den_b)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(draws, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Paired t-test and Wilcoxon signed-rank test on per-user values of two models (same users, same order).
 
