@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import great_expectations as gx
+import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -101,13 +102,44 @@ def quarantine_problems(
     return problems
 
 
-def enforce(results: list[CheckResult], problems: list[str], sources: dict[str, str]) -> None:
-    """Raise :class:`ValidationFailed` naming every failed check, or return when all passed."""
+def item_coverage_problem(
+    interactions: pd.DataFrame, known_items: list[str], minimum: float, interactions_file: str, items_file: str
+) -> str:
+    """The failed metadata-coverage check in the user's terms: how many rated items lack metadata, how many
+    interactions they carry, and the option that accepts it."""
+    items = interactions["item_id"].astype(str)
+    missing = ~items.isin(set(known_items))
+    lacking = pd.unique(items[missing])
+    share = 1.0 - float(missing.mean())
+    accept = np.floor(share * 100) / 100
+    return (
+        f"{interactions_file}: {len(lacking):,} of {items.nunique():,} rated items ({int(missing.sum()):,} of "
+        f"{len(items):,} interactions) have no row in the item metadata file {items_file}: coverage "
+        f"{share:.1%} of interactions, below the minimum {minimum:.0%} (--min-item-coverage). Items without "
+        f"metadata are still trained and evaluated, with id features only: if the gap is expected, pass "
+        f"--min-item-coverage {accept:.2f}; otherwise check that the metadata file belongs to this dataset. "
+        f"Items without metadata, e.g. {', '.join(map(str, lacking[:5]))}"
+    )
+
+
+def enforce(
+    results: list[CheckResult],
+    problems: list[str],
+    sources: dict[str, str],
+    explanations: dict[tuple[str, str, str | None], str] | None = None,
+) -> None:
+    """Raise :class:`ValidationFailed` naming every failed check, or return when all passed.
+
+    ``explanations``: (table, expectation, column) -> the message to show instead of GX's own wording."""
     messages = list(problems)
     for r in results:
         if not r.success:
+            if explanations and (r.table, r.expectation, r.column) in explanations:
+                messages.append(explanations[(r.table, r.expectation, r.column)])
+                continue
             where = f"column {r.column!r} " if r.column else ""
-            shown = f"; e.g. {r.examples}" if r.examples else ""
+            examples = list(dict.fromkeys(map(str, r.examples)))  # GX repeats a value once per row
+            shown = f"; e.g. {examples}" if examples else ""
             messages.append(
                 f"{sources.get(r.table, r.table)}: table {r.table!r} {where}failed {r.expectation} "
                 f"(observed: {r.observed}){shown}"

@@ -122,6 +122,13 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
         help="repeated (user, item) pairs: keep the latest (default), the first, or stop",
     )
     ingest.add_argument(
+        "--text-duplicates",
+        choices=("keep", "collapse", "error"),
+        default="keep",
+        help="one user's identical review text on several items (product variants): keep them (default; the "
+        "data card warns), collapse each group to one interaction, or stop",
+    )
+    ingest.add_argument(
         "--max-quarantine",
         type=float,
         default=0.01,
@@ -131,9 +138,10 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     ingest.add_argument(
         "--min-item-coverage",
         type=float,
-        default=1.0,
+        default=0.9,
         metavar="FRACTION",
-        help="with item metadata: share of interactions whose item must be in it (default 1.0)",
+        help="with item metadata: stop when a smaller share of interactions has its item in it (default 0.9; "
+        "items without metadata are still used, with id features only)",
     )
     ingest.add_argument("--no-data-docs", action="store_true", help="skip writing GX Data Docs HTML")
     split = parser.add_argument_group("split")
@@ -260,7 +268,7 @@ def _prepare_params(args: argparse.Namespace):
         delimiter=args.delimiter,
         name=args.name,
         workspace=args.workspace,
-        ingest=IngestConfig(duplicate_policy=args.duplicate_policy),
+        ingest=IngestConfig(duplicate_policy=args.duplicate_policy, text_duplicates=args.text_duplicates),
         validation=ValidationConfig(
             max_quarantine_fraction=args.max_quarantine,
             min_item_coverage=args.min_item_coverage,
@@ -462,11 +470,13 @@ COMMANDS: dict[str, Command] = {
 def print_prepare_summary(summary: dict) -> None:
     """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
     print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
-    print(f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}")
+    print(
+        f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}{'text dup':>10}"
+    )
     for role, a in summary["accounting"].items():
         print(
             f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
-            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}"
+            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}{a.get('text_duplicates', 0):>10,}"
         )
     t = summary["tables"]
     print(
@@ -479,6 +489,19 @@ def print_prepare_summary(summary: dict) -> None:
         print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
     if summary.get("data_docs"):
         print(f"\nGX Data Docs: {summary['data_docs']}")
+    if summary.get("data_card"):
+        print_data_card(summary["data_card"])
+
+
+def print_data_card(card: dict) -> None:
+    """The data card's few lines: what the data is, and its warnings as one paragraph."""
+    from data_checks.card import card_lines, warning_paragraph
+
+    print("\ndata card")
+    for line in card_lines(card):
+        print(f"  {line}")
+    paragraph = warning_paragraph(card)
+    print(f"\n{paragraph}" if paragraph else "  no threat to validity above the thresholds")
 
 
 RATING_COLUMNS = ("rmse", "mae")

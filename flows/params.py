@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from data_checks import ValidationConfig
+from data_checks import DataCardConfig, ValidationConfig
 from models.evaluation.harness import EvalConfig
 from models.evaluation.split import SplitConfig
 from models.registry import TrainConfig
@@ -68,6 +68,7 @@ class PrepareParams(BaseModel):
     workspace: str | None = None  # folder for reclab.duckdb and run outputs; workspace/<name> by default
     ingest: IngestConfig = IngestConfig()
     validation: ValidationConfig = ValidationConfig()
+    data_card: DataCardConfig = DataCardConfig()
     split: SplitConfig = SplitConfig()
     seeds: tuple[int, ...] | None = None  # split seeds to make (each protocol once per seed); None: split.seed
 

@@ -17,6 +17,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, runtime
 
 from flows.params import PrepareParams
+from tasks.datacard import describe_data
 from tasks.ingest import build_canonical, count_tables, load_raw
 from tasks.runs import finish_run, record_inputs, record_outcome, start_run
 from tasks.split import collect_training_reviews, split_interactions
@@ -45,7 +46,7 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
         # ingest: files -> immutable raw tables -> canonical tables (+ quarantine, duplicates, accounting)
         raw = load_raw(workspace.db, spec)
         fingerprint = record_inputs(workspace.db, run_id, spec)
-        accounting = build_canonical(workspace.db, spec, params.ingest)
+        accounting = build_canonical(workspace.db, spec, params.ingest, params.data_card.text_min_chars)
 
         # validate: GX suites per canonical table and the quarantine threshold; Data Docs in the run folder
         data_docs = workspace.run_dir(run_id) / "data_docs"
@@ -56,6 +57,9 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
         for seed in params.seeds or (params.split.seed,):
             splits |= split_interactions(workspace.db, params.split.model_copy(update={"seed": seed}))
         train_reviews = collect_training_reviews(workspace.db)
+
+        # describe: the data card (distribution, coverage, threats to validity), stored and warned about
+        card = describe_data(workspace.db, spec, params.data_card, run_id)
 
         summary = {
             "dataset": spec.name,
@@ -69,6 +73,7 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
             "splits": splits,
             "train_reviews": train_reviews,
             "data_docs": str(data_docs / "index.html") if params.validation.data_docs else None,
+            "data_card": card,
         }
         finish_run(workspace.db, run_id, summary)
         return summary

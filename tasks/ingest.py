@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
+from data_checks import DataCardConfig
 from models.serving.bundle import sha256
 from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
 from readers.formats import layout_for
@@ -45,6 +46,10 @@ class IngestConfig(BaseModel):
     # Repeated (user, item) pairs that are not exact duplicates: keep the latest by timestamp (ties: the
     # later line), keep the earliest, or stop with an error listing them.
     duplicate_policy: Literal["latest", "first", "error"] = "latest"
+    # One user's identical review text on several items (product variants; see the data card): keep them
+    # all, collapse each group to one interaction (chosen like duplicate_policy; logged in ``duplicates`` as
+    # 'text_duplicate' and counted in the accounting), or stop with an error listing them.
+    text_duplicates: Literal["keep", "collapse", "error"] = "keep"
 
 
 def _arrow_schema(table: str) -> pa.Schema:
@@ -168,8 +173,10 @@ def _stage_role(con, spec: DatasetSpec, role: str, now: int) -> None:
     reader.close()
 
 
-def _resolve_duplicates(con, role: str, policy: str, source_file: str) -> None:
-    """Mark each staged row kept / exact duplicate / superseded in ``_ranked_<role>``."""
+def _resolve_duplicates(con, role: str, config: IngestConfig, source_file: str, text_min_chars: int) -> None:
+    """Mark each staged row kept / exact duplicate / superseded in ``_ranked_<role>`` (and, per
+    ``config.text_duplicates``, collapse interactions that repeat a user's review text)."""
+    policy = config.duplicate_policy
     cols = ", ".join(f'"{c}"' for c in COLUMNS[role])
     keys = ", ".join(f'"{c}"' for c in KEYS[role])
     order_col = ORDER_BY[role]
@@ -199,10 +206,47 @@ def _resolve_duplicates(con, role: str, policy: str, source_file: str) -> None:
         SELECT '{role}', source_file, line_no, 'exact', exact_of FROM _exact WHERE exact_rank > 1
         UNION ALL
         SELECT '{role}', source_file, line_no, 'superseded', key_of FROM _ranked_{role} WHERE key_rank > 1""")
+    if role == INTERACTIONS and config.text_duplicates != "keep":
+        _resolve_text_duplicates(con, config.text_duplicates, text_min_chars, order, source_file)
+
+
+# the data card's normalisation (data_checks.card.normalise_text), in SQL
+NORMALISED_TEXT = "trim(regexp_replace(lower(coalesce(review_text, '')), '[^0-9a-z]+', ' ', 'g'))"
+
+
+def _resolve_text_duplicates(con, policy: str, min_chars: int, order: str, source_file: str) -> None:
+    """Collapse (or refuse) one user's identical review text on several items: one interaction per group."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _text AS
+        SELECT line_no, source_file, user_id, row_number() OVER w AS text_rank, first_value(line_no) OVER w AS text_of
+        FROM (SELECT *, {NORMALISED_TEXT} AS norm FROM _ranked_{INTERACTIONS} WHERE key_rank = 1)
+        WHERE length(norm) >= {int(min_chars)}
+        WINDOW w AS (PARTITION BY user_id, norm ORDER BY {order})""")
+    n = con.execute("SELECT count(*) FROM _text WHERE text_rank > 1").fetchone()[0]
+    if n == 0:
+        return
+    if policy == "error":
+        examples = con.execute("""
+            SELECT user_id, list(line_no ORDER BY line_no) FROM _text GROUP BY user_id, text_of
+            HAVING count(*) > 1 ORDER BY min(line_no) LIMIT 3""").fetchall()
+        shown = "; ".join(f"user {user} at lines {lines}" for user, lines in examples)
+        raise InputError(
+            f"{source_file}: {n} interaction(s) repeat the same user's review text on another item "
+            f"(product variants?) and text_duplicates='error'; e.g. {shown}. Use --text-duplicates collapse "
+            "to keep one per group, or keep to accept them (the data card will warn)"
+        )
+    con.execute("""
+        INSERT INTO _stage_duplicates
+        SELECT 'interactions', source_file, line_no, 'text_duplicate', text_of FROM _text WHERE text_rank > 1""")
+    con.execute(f"DELETE FROM _ranked_{INTERACTIONS} WHERE line_no IN (SELECT line_no FROM _text WHERE text_rank > 1)")
 
 
 def build_canonical_tables(
-    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, config: IngestConfig, now: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    spec: DatasetSpec,
+    config: IngestConfig,
+    now: int | None = None,
+    text_min_chars: int = DataCardConfig().text_min_chars,
 ) -> dict[str, dict[str, int]]:
     """Rebuild the canonical tables, ``quarantine``, ``duplicates`` and ``ingest_counts`` from raw.
 
@@ -219,7 +263,7 @@ def build_canonical_tables(
             continue
         _stage_role(con, spec, role, now)
         source_file = str(spec.files[role])
-        _resolve_duplicates(con, role, config.duplicate_policy, source_file)
+        _resolve_duplicates(con, role, config, source_file, text_min_chars)
         raw = con.execute(f"SELECT count(*) FROM {tables.RAW[role]}").fetchone()[0]
         kept = con.execute(f"SELECT count(*) FROM _ranked_{role} WHERE key_rank = 1").fetchone()[0]
         counts = dict(
@@ -232,9 +276,10 @@ def build_canonical_tables(
             "quarantined": quarantined,
             "exact_duplicates": counts.get("exact", 0),
             "superseded": counts.get("superseded", 0),
+            "text_duplicates": counts.get("text_duplicate", 0),
         }
         a = accounting[role]
-        if a["raw"] != a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"]:
+        if a["raw"] != a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"] + a["text_duplicates"]:
             raise AssertionError(f"ingest lost records of {source_file}: {a}")
         if kept == 0:
             examples = con.execute(
@@ -277,7 +322,7 @@ def _write_canonical(con, spec: DatasetSpec, accounting: dict[str, dict[str, int
     con.execute(tables.ddl(tables.INGEST_COUNTS, replace=True))
     for role, a in accounting.items():
         con.execute(
-            f"INSERT INTO {tables.INGEST_COUNTS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {tables.INGEST_COUNTS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 role,
                 str(spec.files[role]),
@@ -286,6 +331,7 @@ def _write_canonical(con, spec: DatasetSpec, accounting: dict[str, dict[str, int
                 a["quarantined"],
                 a["exact_duplicates"],
                 a["superseded"],
+                a["text_duplicates"],
             ],
         )
 
@@ -301,10 +347,13 @@ def load_raw(db: Path, spec: DatasetSpec) -> dict[str, int]:
 
 
 @task(cache_policy=NONE)
-def build_canonical(db: Path, spec: DatasetSpec, config: IngestConfig) -> dict[str, dict[str, int]]:
-    """Parse raw records into canonical tables; quarantine and collapse with full accounting."""
+def build_canonical(
+    db: Path, spec: DatasetSpec, config: IngestConfig, text_min_chars: int = DataCardConfig().text_min_chars
+) -> dict[str, dict[str, int]]:
+    """Parse raw records into canonical tables; quarantine and collapse with full accounting.
+    ``text_min_chars``: the shortest normalised text that counts as a duplicate (the data card's)."""
     with connect(db) as con:
-        return build_canonical_tables(con, spec, config)
+        return build_canonical_tables(con, spec, config, text_min_chars=text_min_chars)
 
 
 @task(cache_policy=NONE)

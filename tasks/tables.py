@@ -15,6 +15,7 @@ SOURCES = "sources"  # one row per ingested file: role, path, sha256, size, reco
 INGEST_COUNTS = "ingest_counts"  # the accounting identity per role (tasks.ingest)
 RUNS = "runs"  # one row per flow run (tasks.runs)
 VALIDATIONS = "validations"  # one row per expectation checked, per run (tasks.validate)
+DATA_CARD = "data_card"  # one row per prepare run: the data card (description, per-split checks, warnings) as JSON
 
 # --- raw layer (immutable) ---------------------------------------------------------------------------
 RAW = {role: f"raw_{role}" for role in ROLES}  # (tasks.ingest.load_raw)
@@ -69,6 +70,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "quarantined": "BIGINT",
         "exact_duplicates": "BIGINT",
         "superseded": "BIGINT",
+        "text_duplicates": "BIGINT",
     },
     RUNS: {
         "run_id": "VARCHAR",
@@ -81,6 +83,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "status": "VARCHAR",
         "summary": "JSON",
     },
+    DATA_CARD: {"run_id": "VARCHAR", "created_at": "TIMESTAMP", "warnings": "INTEGER", "card": "JSON"},
     VALIDATIONS: {
         "run_id": "VARCHAR",
         "table_name": "VARCHAR",

@@ -29,7 +29,7 @@ def validate_workspace(
 ) -> dict[str, int]:
     """Check every canonical table; record each expectation's outcome in ``validations``; raise
     :class:`data_checks.ValidationFailed` on failure. Returns {table: rows checked}."""
-    from data_checks.gate import enforce, quarantine_problems, run_suites  # GX is slow to import
+    from data_checks.gate import enforce, item_coverage_problem, quarantine_problems, run_suites  # GX: slow import
     from data_checks.suites import TableFacts
 
     now = int(time.time()) if now is None else now
@@ -79,7 +79,12 @@ def validate_workspace(
             for r in results
         ],
     )
-    enforce(results, problems, {role: sources.get(role, tables.CANONICAL[role]) for role in ROLES})
+    explanations = {}
+    if known_items is not None:
+        explanations[(INTERACTIONS, "expect_column_values_to_be_in_set", "item_id")] = item_coverage_problem(
+            frames[INTERACTIONS], known_items, config.min_item_coverage, sources[INTERACTIONS], sources[ITEMS]
+        )
+    enforce(results, problems, {role: sources.get(role, tables.CANONICAL[role]) for role in ROLES}, explanations)
     return {role: len(frame) for role, frame in frames.items()}
 
 

@@ -21,11 +21,12 @@ def ingest(tmp_path):
 
     opened = []
 
-    def run(spec, policy: str = "latest", db: Path | None = None):
+    def run(spec, policy: str = "latest", db: Path | None = None, text_duplicates: str = "keep"):
         con = duckdb.connect(str(db or tmp_path / "ws.duckdb"))
         opened.append(con)
         load_raw_tables(con, spec)
-        return con, build_canonical_tables(con, spec, IngestConfig(duplicate_policy=policy), now=NOW)
+        config = IngestConfig(duplicate_policy=policy, text_duplicates=text_duplicates)
+        return con, build_canonical_tables(con, spec, config, now=NOW)
 
     yield run
     for con in opened:

@@ -68,9 +68,23 @@ def test_interactions_must_reference_known_items(tmp_path, ingest):
     meta = write_lines(tmp_path / "meta_x.json", [{"asin": "i0"}, {"asin": "i1"}])
     spec = resolve_dataset(write_lines(tmp_path / "r.json", good_reviews()), items=meta)
     con, _ = ingest(spec)
-    with pytest.raises(ValidationFailed, match=r"column 'item_id' failed expect_column_values_to_be_in_set.*'i2'"):
+    # i2 carries 3 of the 10 ratings: the message says so in those terms and names the option that accepts it
+    with pytest.raises(
+        ValidationFailed,
+        match=r"1 of 3 rated items \(3 of 10 interactions\) have no row in the item metadata file .*meta_x.json: "
+        r"coverage 70.0% of interactions, below the minimum 90% \(--min-item-coverage\).*--min-item-coverage 0.70"
+        r".*e.g. i2$",
+    ):
         validate(con, spec, tmp_path)
     assert validate(con, spec, tmp_path, min_item_coverage=0.6)["items"] == 2
+
+
+def test_default_item_coverage_accepts_a_few_items_without_metadata(tmp_path, ingest):
+    reviews = [review(f"u{i}", f"i{i % 20}", 1 + i % 5, ts=1_400_000_000 + i) for i in range(40)]
+    meta = write_lines(tmp_path / "meta_x.json", [{"asin": f"i{i}"} for i in range(19)])  # i19: 2 of 40 ratings
+    spec = resolve_dataset(write_lines(tmp_path / "r.json", reviews), items=meta)
+    con, _ = ingest(spec)
+    assert validate(con, spec, tmp_path)["interactions"] == 40
 
 
 def test_suites_accept_pandas_string_dtype():

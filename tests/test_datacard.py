@@ -1,0 +1,137 @@
+"""The data card: hand-checkable descriptions, planted variant duplicates and text twins flagged, degenerate
+folds flagged, and the text-duplicate policy's collapse keeping the accounting identity."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from builders import review, write_lines
+
+from data_checks import DataCardConfig
+from data_checks.card import data_card, describe, normalise_text, split_checks, threats
+from readers import InputError, resolve_dataset
+from tasks import tables
+
+CONFIG = DataCardConfig(min_fold_ratings=2, min_fold_users=1, k=3)
+SAME = "This strap fits every guitar I own, great!"  # 43 characters
+
+
+def frame(rows: list[tuple[str, str, float, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "review_text"])
+
+
+# u0 wrote one text on three colour variants (one near-identical); u1 wrote "Great!" twice (too short to count)
+INTERACTIONS = frame(
+    [
+        ("u0", "red", 5, SAME),
+        ("u0", "blue", 5, SAME),
+        ("u0", "green", 5, "this strap fits every guitar i own... GREAT"),
+        ("u1", "red", 4, "Great!"),
+        ("u1", "blue", 4, "Great!"),
+        ("u2", "red", 2, "Too short for my bass, and the leather smells."),
+        ("u3", "green", 3, "It is fine for the price but nothing special."),
+        ("u3", "blue", 1, "Broke on the first day, returned it at once."),
+    ]
+)
+
+
+def test_normalisation_equates_near_identical_text_and_ignores_short_text():
+    norm = normalise_text(INTERACTIONS["review_text"], 20)
+    assert norm[0] == norm[1] == norm[2] == "this strap fits every guitar i own great"
+    assert norm[3:5].isna().all()
+
+
+def test_description_by_hand():
+    card = describe(INTERACTIONS, {"red", "blue"}, CONFIG)
+    assert (card["interactions"], card["users"], card["items"]) == (8, 4, 3)
+    assert card["density"] == pytest.approx(8 / 12)
+    assert card["ratings"] == {"1": 1, "2": 1, "3": 1, "4": 2, "5": 3}
+    assert card["top_rating_share"] == pytest.approx(3 / 8)
+    assert card["per_user"]["median"] == 2 and card["per_item"]["max"] == 3
+    assert card["variant_duplicates"] == {"interactions": 3, "share": pytest.approx(3 / 8), "groups": 1}
+    coverage = card["metadata_coverage"]  # red (3 ratings) and blue (3) have metadata, green (2) not
+    assert coverage == {"items": pytest.approx(2 / 3), "interactions": pytest.approx(6 / 8), "items_without": 1}
+
+
+def test_held_out_twins_fold_sizes_and_candidates_by_hand():
+    assignments = pd.DataFrame(
+        [
+            ("random_s0", "u0", "red", "train"),
+            ("random_s0", "u0", "blue", "test"),  # same user, same text in training
+            ("random_s0", "u0", "green", "validation"),  # near-identical: a twin too
+            ("random_s0", "u1", "red", "train"),
+            ("random_s0", "u1", "blue", "test"),  # "Great!" is too short to be a twin
+            ("random_s0", "u2", "red", "train"),
+            ("random_s0", "u3", "green", "train"),
+            ("random_s0", "u3", "blue", "train"),
+        ],
+        columns=["split_id", "user_id", "item_id", "fold"],
+    )
+    splits = pd.DataFrame({"split_id": ["random_s0"], "protocol": ["random"]})
+    checks = split_checks(INTERACTIONS, assignments, splits, CONFIG)["random_s0"]
+    assert checks["held_out_pairs"] == 3
+    assert checks["held_out_with_same_user_twin"] == pytest.approx(2 / 3)
+    assert checks["folds"]["test"] == {"ratings": 2, "users": 2}
+    assert checks["ranking_candidates"] == 3
+    card = data_card(INTERACTIONS, None, assignments, splits, CONFIG)
+    codes = {(w["code"], tuple(w["splits"])) for w in card["warnings"]}
+    assert ("variant_duplicates", ("random_s0",)) in codes and ("text_twins", ("random_s0",)) in codes
+    assert ("small_fold", ("random_s0",)) in codes  # validation has 1 rating, under 2
+    assert not any(code == "few_candidates" for code, _ in codes)  # 3 candidates, K = 3
+
+
+def test_degenerate_protocols_are_flagged():
+    per_split = {
+        "cold_items_s0": {
+            "protocol": "cold_items",
+            "folds": {f: {"ratings": n, "users": n} for f, n in (("train", 900), ("validation", 3), ("test", 40))},
+            "ranking_candidates": 8,
+            "held_out_with_same_user_twin": 0.0,
+            "held_out_with_any_user_twin": 0.0,
+            "held_out_pairs": 43,
+        }
+    }
+    card = {"variant_duplicates": {"share": 0.0, "interactions": 0, "groups": 0}}
+    found = threats(card, per_split, DataCardConfig(k=10))
+    assert [w["code"] for w in found] == ["small_fold", "small_fold", "few_candidates"]
+    assert "only 8 items are ranking candidates, fewer than K = 10" in found[-1]["message"]
+    assert "validation fold has 3 ratings" in found[0]["message"]
+
+
+def planted(tmp_path):
+    """Reviews where u0 repeats one text on three variants (lines 1-3) and u1 on two (lines 4-5)."""
+    lines = [
+        review("u0", "red", 5, ts=1_400_000_001, text=SAME),
+        review("u0", "blue", 5, ts=1_400_000_002, text=SAME),
+        review("u0", "green", 4, ts=1_400_000_003, text=SAME.upper()),
+        review("u1", "red", 3, ts=1_400_000_004, text="Nice colour but the buckle is weak."),
+        review("u1", "blue", 3, ts=1_400_000_005, text="Nice colour but the buckle is weak."),
+        review("u1", "green", 2, ts=1_400_000_006, text="A different review of a different strap."),
+        review("u2", "red", 4, ts=1_400_000_007, text="Good."),
+        review("u2", "blue", 4, ts=1_400_000_008, text="Good."),
+    ]
+    return resolve_dataset(write_lines(tmp_path / "r.json", lines))
+
+
+def test_collapse_keeps_one_interaction_per_text_group_with_the_accounting_intact(tmp_path, ingest):
+    con, accounting = ingest(planted(tmp_path), text_duplicates="collapse")
+    a = accounting["interactions"]
+    assert a["text_duplicates"] == 3 and a["kept"] == 5
+    assert a["raw"] == a["kept"] + a["quarantined"] + a["exact_duplicates"] + a["superseded"] + a["text_duplicates"]
+    kept = con.execute(f"SELECT user_id, item_id FROM {tables.CANONICAL['interactions']} ORDER BY ALL").fetchall()
+    # the latest of each group stays (duplicate_policy 'latest'); "Good." is too short to be a duplicate
+    assert kept == [("u0", "green"), ("u1", "blue"), ("u1", "green"), ("u2", "blue"), ("u2", "red")]
+    logged = con.execute(
+        f"SELECT line_no, kind, kept_line_no FROM {tables.DUPLICATES} WHERE kind = 'text_duplicate' ORDER BY line_no"
+    ).fetchall()
+    assert logged == [(1, "text_duplicate", 3), (2, "text_duplicate", 3), (4, "text_duplicate", 5)]
+    counts = con.execute(f"SELECT text_duplicates FROM {tables.INGEST_COUNTS}").fetchone()
+    assert counts == (3,)
+
+
+def test_keep_leaves_them_and_error_names_the_lines(tmp_path, ingest):
+    _, accounting = ingest(planted(tmp_path))
+    assert accounting["interactions"]["kept"] == 8 and accounting["interactions"]["text_duplicates"] == 0
+    expected = r"3 interaction\(s\) repeat .* user u0 at lines \[1, 2, 3\]; user u1 at lines \[4, 5\].*collapse"
+    with pytest.raises(InputError, match=expected):
+        ingest(planted(tmp_path), db=tmp_path / "other.duckdb", text_duplicates="error")
