@@ -187,6 +187,18 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="rank at most this many test users per split (a seeded sample, the same for every model; "
         "default: all). Full-catalogue ranking costs users x items: for very large datasets",
     )
+    group.add_argument(
+        "--min-segment-users",
+        type=int,
+        default=20,
+        help="segments (user activity, item popularity) with fewer users get no verdict (default 20)",
+    )
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="significance level of the Holm-corrected paired tests behind 'better'/'worse' (default 0.05)",
+    )
     group.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp", help="LightFM loss")
     group.add_argument(
         "--lightfm-threads",
@@ -308,7 +320,13 @@ def _train_params(args: argparse.Namespace, **fields):
             lm_profile=args.lm_profile,
             lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {},
         ),
-        evaluation=EvalConfig(k=args.k, seed=args.model_seed, ranking_users=args.ranking_users),
+        evaluation=EvalConfig(
+            k=args.k,
+            seed=args.model_seed,
+            ranking_users=args.ranking_users,
+            min_segment_users=args.min_segment_users,
+            alpha=args.alpha,
+        ),
         refresh_cache=args.refresh,
         publish=not args.no_publish,
         promotion=PromotionConfig(mode=args.promotion),

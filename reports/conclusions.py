@@ -1,155 +1,273 @@
-"""The experiment's conclusions, generated from the evaluation tables (never hand-written).
+"""The experiment's answer, generated from the evaluation tables (never hand-written).
 
-Every sentence quotes the numbers it rests on, and every number is in the report's tables: the metric
-values with their 95% CIs (``eval_results``), the Holm-corrected paired tests (``eval_tests``) and the fit
-times (``model_fits``).
+Every claim rests on a row of ``eval_differences`` (a paired difference with its 95% bootstrap CI and
+Holm-corrected tests, see :mod:`models.evaluation.comparisons`) and quotes it: "better"/"worse" only where
+that row's verdict says so, "no detectable difference (difference [CI])" otherwise, the two tests'
+disagreement in words, and the data card's warnings next to every verdict they affect.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 
 from models import registry
+from models.evaluation.comparisons import BEST_TRADITIONAL, BETTER, COMPONENT, LOWER_IS_BETTER, SAME, TOO_FEW, WORSE
 
-TRADITIONAL = registry.TRADITIONAL
-CONTENDERS = registry.CONTENDERS  # the traditional models but the floor (the global mean)
-LANGUAGE = (*registry.LANGUAGE, registry.FUSION)  # the transformer and what fuses it
-LOWER_IS_BETTER = {"rmse", "mse", "mae", "popularity_bias"}
+LM = registry.LANGUAGE[0] if registry.LANGUAGE else None  # the fine-tuned transformer
+FUSION = registry.FUSION
+# the one metric that answers each task in the verdict (the appendix has the others)
+TASKS = (("rating", "mse"), ("ranking", "ndcg"))
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
-SEGMENTS_OF_INTEREST = ("users:≤3", "items:tail", "items:cold")
-ALPHA = 0.05
-MIN_SEGMENT_USERS = 10  # smaller segments get no sentence (their CIs say little); they stay in the tables
 
 
 def metric_label(metric: str, k: int) -> str:
     return f"{metric.upper()}@{k}" if k and metric != "auc" else metric.upper()
 
 
-def better(metric: str, a: float, b: float) -> bool:
-    return a < b if metric in LOWER_IS_BETTER else a > b
-
-
-def relative(metric: str, value: float, reference: float) -> str:
-    """'3.1% lower' / '12.0% higher' (direction in words, no sign)."""
-    if reference == 0 or not np.isfinite(reference):
+def number(value: float, signed: bool = False) -> str:
+    """4 significant decimals; never "-0" (a difference that rounds to zero prints as 0)."""
+    if value is None or not np.isfinite(value):
         return "n/a"
-    change = (value - reference) / abs(reference) * 100
-    return f"{abs(change):.1f}% {'lower' if change < 0 else 'higher'}"
+    if round(float(value), 4) == 0:
+        return "0.0000" if not signed else "±0.0000"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def paired_test(tests: pd.DataFrame, split_id: str, metric: str, k: int, a: str, b: str) -> pd.Series | None:
-    """The paired-test row of models a and b (either order) on one split and metric, or None."""
-    rows = tests[
-        (tests["split_id"] == split_id)
-        & (tests["metric"] == metric)
-        & (tests["k"] == k)
-        & (((tests["model_a"] == a) & (tests["model_b"] == b)) | ((tests["model_a"] == b) & (tests["model_b"] == a)))
-    ]
-    return None if rows.empty else rows.iloc[0]
-
-
-def significance_phrase(test: pd.Series | None) -> str:
-    if test is None:
-        return "no paired test available"
-    p = float(test["t_p_holm"])
-    verdict = "significant" if p < ALPHA else "not significant"
-    return f"paired t-test p = {p:.3g} after Holm correction ({verdict} at {ALPHA:g}; Wilcoxon p = {float(test['wilcoxon_p_holm']):.3g})"
+def p_value(p: float) -> str:
+    return "n/a" if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 0.001 else "< 0.001")
 
 
 def fmt(row: pd.Series) -> str:
-    return f"{row['value']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+    """'value [low, high]' of an ``eval_results`` row."""
+    return f"{number(row['value'])} [{number(row['ci_low'])}, {number(row['ci_high'])}]"
 
 
-def split_conclusions(results: pd.DataFrame, tests: pd.DataFrame, split_id: str) -> list[str]:
-    """Who wins each headline metric on one split, by how much against the best traditional model, and
-    whether it is significant."""
-    overall = results[(results["split_id"] == split_id) & (results["segment"] == "all")]
-    out = []
-    groups = sorted(
-        overall.groupby(["metric", "k"]), key=lambda kv: HEADLINE.index(kv[0][0]) if kv[0][0] in HEADLINE else 99
+def difference(row: pd.Series) -> str:
+    """'+0.0123 [+0.0040, +0.0200], p = 0.003' of an ``eval_differences`` row (Holm-corrected t-test)."""
+    if row["verdict"] == TOO_FEW:
+        return f"{number(row['diff'], True)} (only {int(row['n_users'])} users: not judged)"
+    return (
+        f"{number(row['diff'], True)} [{number(row['ci_low'], True)}, {number(row['ci_high'], True)}], "
+        f"p = {p_value(row['t_p_holm'])}"
     )
-    for (metric, k), g in groups:
-        if metric not in HEADLINE or metric == "rmse":  # RMSE tells the same as MSE
-            continue
-        g = g.dropna(subset=["value"])
-        if g.empty:
-            continue
-        ascending = metric in LOWER_IS_BETTER
-        ranked = g.sort_values("value", ascending=ascending)
-        winner = ranked.iloc[0]
-        traditional = ranked[ranked["model"].isin(CONTENDERS)]
-        label = metric_label(metric, int(k))
-        sentence = f"{label}: {winner['model']} is best with {fmt(winner)}"
-        if not traditional.empty and winner["model"] not in TRADITIONAL:
-            base = traditional.iloc[0]
-            test = paired_test(tests, split_id, metric, int(k), winner["model"], base["model"])
-            sentence += (
-                f", {relative(metric, winner['value'], base['value'])} than the best traditional model "
-                f"{base['model']} ({fmt(base)}); {significance_phrase(test)}."
-            )
-        elif len(ranked) > 1:
-            runner = ranked.iloc[1]
-            test = paired_test(tests, split_id, metric, int(k), winner["model"], runner["model"])
-            sentence += (
-                f"; a traditional model wins. Runner-up {runner['model']} ({fmt(runner)}); {significance_phrase(test)}."
-            )
-        else:
-            sentence += "."
-        out.append(sentence)
-    return out
 
 
-def segment_conclusions(results: pd.DataFrame, split_id: str) -> list[str]:
-    """Where the language-model side helps or not: its segment values against the best traditional model's."""
-    out = []
-    here = results[results["split_id"] == split_id]
-    for metric, k in (("mse", 0), ("ndcg", ranking_k(here))):
-        if k is None:
-            continue
-        for segment in SEGMENTS_OF_INTEREST:
-            seg = here[(here["metric"] == metric) & (here["k"] == k) & (here["segment"] == segment)].dropna(
-                subset=["value"]
-            )
-            trad = seg[seg["model"].isin(CONTENDERS)]
-            if trad.empty or seg["n_users"].max() < MIN_SEGMENT_USERS:
-                continue
-            base = trad.sort_values("value", ascending=metric in LOWER_IS_BETTER).iloc[0]
-            for model in LANGUAGE:
-                row = seg[seg["model"] == model]
-                if row.empty:
-                    continue
-                row = row.iloc[0]
-                verb = "helps" if better(metric, row["value"], base["value"]) else "does not help"
-                overlap = row["ci_low"] <= base["ci_high"] and base["ci_low"] <= row["ci_high"]
-                out.append(
-                    f"{segment} ({int(row['n_users'])} users), {metric_label(metric, k)}: {model} {verb} "
-                    f"({fmt(row)} vs {base['model']} {fmt(base)}, {relative(metric, row['value'], base['value'])}"
-                    f"{'; the CIs overlap' if overlap else '; the CIs do not overlap'})."
-                )
-    return out
+def _params(value) -> dict:
+    if isinstance(value, str):
+        return json.loads(value) if value else {}
+    return value if isinstance(value, dict) else {}
 
 
-def cost_conclusions(fits: pd.DataFrame, split_id: str) -> list[str]:
+def fusion_alone(fits: pd.DataFrame, split_id: str) -> dict[str, str | None]:
+    """Task -> the one component the fusion reduced to on this split (None when it blends several)."""
+    row = fits[(fits["split_id"] == split_id) & (fits["model"] == FUSION)]
+    if row.empty:
+        return {"rating": None, "ranking": None}
+    params = _params(row.iloc[0]["params"])
+    single = (params.get("blender_") or {}).get("single")
+    if single is None:
+        rating = {n: w for n, w in (params.get("rating_weights_") or {}).get("global", {}).items() if n != "intercept"}
+        used = [n for n, w in rating.items() if abs(w) > 1e-9]
+        single = used[0] if len(used) == 1 and len(rating) > 1 else None
+    ranking = params.get("ranking_weights_") or {}
+    used = [n for n, w in ranking.items() if abs(w) > 1e-9]
+    return {"rating": single, "ranking": used[0] if len(used) == 1 and len(ranking) > 1 else None}
+
+
+def no_ranking(fits: pd.DataFrame, split_id: str) -> list[str]:
+    """Models that scored every candidate the same on this split (their ranking figures are chance)."""
     here = fits[fits["split_id"] == split_id]
-    if here.empty:
+    if "extras" not in here:
         return []
-    seconds = here.set_index("model")["fit_seconds"]
-    trad = seconds[seconds.index.isin(TRADITIONAL)]
-    out = []
-    for model in LANGUAGE:
-        if model in seconds and len(trad):
-            out.append(
-                f"{model} took {seconds[model]:.1f} s to fit, against {trad.sum():.1f} s for all "
-                f"{len(trad)} traditional models together ({seconds[model] / max(trad.sum(), 1e-9):.1f}×)."
+    return sorted(
+        m for m, e in zip(here["model"], here["extras"], strict=True) if _params(e).get("constant_share", 0) >= 1
+    )
+
+
+def split_warnings(card: dict | None, split_id: str) -> list[dict]:
+    return [w for w in (card or {}).get("warnings", []) if split_id in w["splits"]]
+
+
+def _row(diffs, split_id, metric, model, reference=None, kind=BEST_TRADITIONAL, segment="all"):
+    mask = (
+        (diffs["split_id"] == split_id)
+        & (diffs["metric"] == metric)
+        & (diffs["model"] == model)
+        & (diffs["kind"] == kind)
+        & (diffs["segment"] == segment)
+    )
+    if reference is not None:
+        mask &= diffs["reference"] == reference
+    rows = diffs[mask]
+    return None if rows.empty else rows.iloc[0]
+
+
+def claim(row: pd.Series, reference_words: str | None = None) -> str:
+    """One comparison in words: the verdict, the difference with its CI and p, and the tests' disagreement."""
+    ref = reference_words or row["reference"]
+    label = metric_label(row["metric"], int(row["k"]))
+    if row["verdict"] in (BETTER, WORSE):
+        text = f"{row['model']} is {row['verdict']} than {ref} ({label} {difference(row)})"
+    elif row["verdict"] == TOO_FEW:
+        text = f"{row['model']} vs {ref}: {difference(row)}"
+    else:
+        text = f"{row['model']}: no detectable difference from {ref} ({label} {difference(row)})"
+    if bool(row["tests_disagree"]):
+        text += "; " + disagreement(row)
+    return text
+
+
+def disagreement(row: pd.Series) -> str:
+    """When the t-test (means) and the Wilcoxon test (the typical user) disagree, say how, in words."""
+    lower = row["metric"] in LOWER_IS_BETTER
+    mean_improves = (row["diff"] < 0) if lower else (row["diff"] > 0)
+    return (
+        f"the tests disagree: the mean {'improves' if mean_improves else 'worsens'}, but "
+        f"{row['share_worse']:.0%} of users are served worse and {row['share_better']:.0%} better (median per-user "
+        f"difference {number(row['median_user_diff'], True)}; Wilcoxon p = {p_value(row['wilcoxon_p_holm'])})"
+    )
+
+
+def verdict_rows(
+    diffs: pd.DataFrame, fits: pd.DataFrame, splits: pd.DataFrame, card: dict | None = None
+) -> pd.DataFrame:
+    """One row per split and task: the best traditional model, the LM and the fusion against it, the answer
+    in one sentence, and the data card's warnings for that split."""
+    protocol = splits.set_index("split_id")["protocol"].to_dict() if not splits.empty else {}
+    rows = []
+    for split_id in list(dict.fromkeys(diffs["split_id"])):
+        warnings = split_warnings(card, split_id)
+        alone = fusion_alone(fits, split_id)
+        for task, metric in TASKS:
+            here = diffs[(diffs["split_id"] == split_id) & (diffs["metric"] == metric) & (diffs["segment"] == "all")]
+            best = here[here["kind"] == BEST_TRADITIONAL]
+            if best.empty:
+                continue
+            reference = best.iloc[0]["reference"]
+            k = int(best.iloc[0]["k"])
+            lm, fusion = _row(diffs, split_id, metric, LM), _row(diffs, split_id, metric, FUSION)
+            rows.append(
+                {
+                    "split": split_id,
+                    "protocol": protocol.get(split_id, "?"),
+                    "task": f"{task} ({metric_label(metric, k)})",
+                    "best traditional": f"{reference} {number(best.iloc[0]['reference_value'])}",
+                    "LM − best": _cell(lm),
+                    "fusion − best": _cell(fusion),
+                    "answer": answer(diffs, split_id, task, metric, reference, lm, fusion, alone[task]),
+                    "data warnings": "; ".join(w["code"] for w in warnings) or "none",
+                }
             )
-    return out
+    return pd.DataFrame(rows)
 
 
-def ranking_k(results: pd.DataFrame) -> int | None:
-    """The cut-off K of the results' ranking metrics (None when there are none)."""
-    ks = results.loc[results["metric"] == "ndcg", "k"]
-    return int(ks.iloc[0]) if len(ks) else None
+def _cell(row: pd.Series | None) -> str:
+    if row is None:
+        return "not trained"
+    return f"{number(row['value'])}: {difference(row)} ({row['verdict']})"
+
+
+def answer(diffs, split_id, task, metric, reference, lm, fusion, alone) -> str:
+    """The split's answer for one task in one or two sentences."""
+    parts = []
+    if fusion is not None:
+        text = claim(fusion, f"the best traditional model {reference}")
+        if alone:
+            text += f" (here the fusion is {alone} alone: blending did not pay on validation)"
+        parts.append(text)
+        components = diffs[
+            (diffs["split_id"] == split_id)
+            & (diffs["metric"] == metric)
+            & (diffs["segment"] == "all")
+            & (diffs["model"] == FUSION)
+            & (diffs["kind"] == COMPONENT)
+        ]
+        if not components.empty:
+            beaten = components[components["verdict"] == BETTER]["reference"].tolist()
+            level = components[components["verdict"] == SAME]["reference"].tolist()
+            worse = components[components["verdict"] == WORSE]["reference"].tolist()
+            bits = []
+            if beaten:
+                bits.append(f"better than {', '.join(beaten)}")
+            if level:
+                bits.append(f"no detectable difference from {', '.join(level)}")
+            if worse:
+                bits.append(f"worse than {', '.join(worse)}")
+            parts.append("Against its components the fusion is " + "; ".join(bits))
+    if lm is not None:
+        parts.append(claim(lm))
+    return ". ".join(parts) + "."
+
+
+def overall_answer(verdicts: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
+    """The answer across splits, one line per task and contender: how many splits say better / worse / no
+    detectable difference."""
+    lines = []
+    for task, metric in TASKS:
+        here = diffs[(diffs["metric"] == metric) & (diffs["segment"] == "all") & (diffs["kind"] == BEST_TRADITIONAL)]
+        for model, words in ((FUSION, "the fusion"), (LM, "the fine-tuned LM alone")):
+            rows = here[here["model"] == model]
+            if rows.empty:
+                continue
+            counts = rows["verdict"].value_counts()
+            n = len(rows)
+            better = [s for s, v in zip(rows["split_id"], rows["verdict"], strict=True) if v == BETTER]
+            worse = [s for s, v in zip(rows["split_id"], rows["verdict"], strict=True) if v == WORSE]
+            text = (
+                f"{task.capitalize()} ({metric.upper()}): {words} is significantly better than the best traditional "
+                f"model on {counts.get(BETTER, 0)} of {n} splits"
+                + (f" ({', '.join(better)})" if better else "")
+                + f", worse on {counts.get(WORSE, 0)}"
+                + (f" ({', '.join(worse)})" if worse else "")
+                + f", with no detectable difference on {counts.get(SAME, 0) + counts.get(TOO_FEW, 0)}."
+            )
+            lines.append(text)
+    return lines
+
+
+def for_whom(diffs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(segments where the LM or the fusion differs significantly from the best traditional model,
+    segments too small to judge)."""
+    seg = diffs[(diffs["segment"] != "all") & (diffs["kind"] == BEST_TRADITIONAL) & diffs["model"].isin([LM, FUSION])]
+    found = seg[seg["verdict"].isin([BETTER, WORSE])]
+    table = pd.DataFrame(
+        {
+            "split": found["split_id"],
+            "segment": found["segment"],
+            "metric": [metric_label(m, int(k)) for m, k in zip(found["metric"], found["k"], strict=True)],
+            "model": found["model"],
+            "vs": found["reference"],
+            "users": found["n_users"].astype(int),
+            "difference [95% CI], Holm p": [difference(r) for _, r in found.iterrows()],
+            "verdict": found["verdict"],
+        }
+    )
+    small = seg[seg["verdict"] == TOO_FEW][["split_id", "segment", "metric", "n_users"]].drop_duplicates()
+    return table.reset_index(drop=True), small.reset_index(drop=True)
+
+
+def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean fit and evaluation seconds over the run's splits, and the fit time relative to all
+    traditional models together."""
+    if fits.empty:
+        return pd.DataFrame()
+    mean = fits.groupby("model")[["fit_seconds", "eval_seconds"]].mean()
+    traditional = mean.loc[mean.index.isin(registry.TRADITIONAL), "fit_seconds"].sum()
+    order = [m for m in registry.REGISTRY if m in mean.index] + [m for m in mean.index if m not in registry.REGISTRY]
+    mean = mean.reindex(order)
+    return pd.DataFrame(
+        {
+            "model": mean.index,
+            "fit s (mean per split)": mean["fit_seconds"].round(1).to_numpy(),
+            "evaluation s": mean["eval_seconds"].round(1).to_numpy(),
+            "× all traditional models": (mean["fit_seconds"] / traditional).round(2).to_numpy()
+            if traditional > 0
+            else np.nan,
+        }
+    )
 
 
 def seed_summary(results: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +277,6 @@ def seed_summary(results: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     merged = results[results["segment"] == "all"].merge(splits[["split_id", "protocol", "seed"]], on="split_id")
     merged = merged[merged["metric"].isin(HEADLINE)]
     grouped = merged.groupby(["protocol", "model", "metric", "k"], as_index=False)["value"]
-    out = grouped.agg(
+    return grouped.agg(
         mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), seeds="count"
     )
-    return out

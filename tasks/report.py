@@ -8,28 +8,34 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from models.evaluation.comparisons import DIFFERENCE_COLUMNS
 from readers import InputError
 from tasks import tables
+from tasks.datacard import latest_card
 from tasks.store import connect, table_exists, write_atomically
 
 ARTIFACT_KEY = "reclab-report"
 
 
 def load_run_tables(db: Path, run_id: str) -> dict[str, pd.DataFrame]:
-    """The run's ``eval_results``, ``eval_tests``, ``model_fits`` rows and the ``splits`` they used."""
+    """The run's ``eval_results``, ``eval_differences``, ``model_fits`` rows, the ``splits`` they used and the
+    workspace's latest data card (``card``; None when prepare wrote none)."""
     with connect(db, read_only=True) as con:
-        if not all(
-            table_exists(con, t) for t in (tables.EVAL_RESULTS, tables.EVAL_TESTS, tables.MODEL_FITS, tables.SPLITS)
-        ):
+        if not all(table_exists(con, t) for t in (tables.EVAL_RESULTS, tables.MODEL_FITS, tables.SPLITS)):
             raise InputError(f"run {run_id} has no evaluation results in {db}: nothing to report")
         frames = {
             name: con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY ALL", [run_id]).df()
             for name, table in (
                 ("results", tables.EVAL_RESULTS),
-                ("tests", tables.EVAL_TESTS),
                 ("fits", tables.MODEL_FITS),
             )
         }
+        frames["differences"] = (
+            con.execute(f"SELECT * FROM {tables.EVAL_DIFFERENCES} WHERE run_id = ? ORDER BY ALL", [run_id]).df()
+            if table_exists(con, tables.EVAL_DIFFERENCES)
+            else pd.DataFrame(columns=["split_id", *DIFFERENCE_COLUMNS])
+        )
+        frames["card"] = latest_card(con)
         frames["splits"] = con.execute(
             f"SELECT * FROM {tables.SPLITS} WHERE split_id IN (SELECT DISTINCT split_id FROM {tables.EVAL_RESULTS} "
             "WHERE run_id = ?) ORDER BY split_id",
@@ -58,7 +64,7 @@ def write_report_files(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dic
     """Render and write ``report.md`` (+ ``figures/``) and the self-contained ``report.html``."""
     from reports.render import build, to_html, to_markdown
 
-    blocks = build(frames["results"], frames["tests"], frames["fits"], frames["splits"], meta)
+    blocks = build(frames["results"], frames["differences"], frames["fits"], frames["splits"], meta, frames.get("card"))
     markdown, figures = to_markdown(blocks)
     for relative, data in figures.items():
         write_atomically(out_dir / relative, data)
@@ -68,25 +74,24 @@ def write_report_files(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dic
 
 
 def publish_artifacts(blocks: list, paths: dict) -> None:
-    """The conclusions and the headline tables as Prefect artifacts (Markdown + one table per split)."""
+    """The report as Prefect artifacts: Markdown that leads with the verdict (everything before the appendix,
+    without figures) and the verdict table."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from reports.render import to_markdown
 
-    text_only = [b for b in blocks if b[0] != "figure"]
+    appendix = next((i for i, b in enumerate(blocks) if b[0] == "h2" and b[1] == "Appendix"), len(blocks))
+    text_only = [b for b in blocks[:appendix] if b[0] != "figure"]
     markdown, _ = to_markdown(text_only)
-    markdown += f"\n\nFull report with plots: `{paths['html']}`\n"
+    markdown += f"\n\nFull report with plots and the appendix: `{paths['html']}`\n"
     create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY, description="reclab experiment report")
-    headings = [b for b in blocks if b[0] in ("h2", "table")]
-    for heading, table in zip(headings, headings[1:], strict=False):
-        if heading[0] == "h2" and heading[1].startswith("Split ") and table[0] == "table":
-            split_id = heading[1].split()[1]
-            key = f"{ARTIFACT_KEY}-{split_id}".lower().replace("_", "-")
-            create_table_artifact(
-                table=table[1].to_dict(orient="records"),
-                key=key,
-                description=f"{split_id}: every model x headline metric, value [95% CI]",
-            )
+    verdict = next((b[1] for b in text_only if b[0] == "table"), None)
+    if verdict is not None and not verdict.empty:
+        create_table_artifact(
+            table=verdict.to_dict(orient="records"),
+            key=f"{ARTIFACT_KEY}-verdict",
+            description="per split and task: the best traditional model, the LM and the fusion against it",
+        )
 
 
 @task(cache_policy=NONE)

@@ -133,7 +133,9 @@ def fit_cache_key(parameters: dict) -> str:
     """Prefect cache key of :func:`fit_split`: the split's content, the configs and the model code."""
     with connect(parameters["db"], read_only=True) as con:
         data = split_fingerprint(con, parameters["split_id"])
-    configs = parameters["config"].model_dump_json() + parameters["eval_config"].model_dump_json()
+    # the statistics' settings (bootstrap, alpha, minimum segment) act after the fit: not part of the key
+    judged_later = {"n_boot", "alpha", "min_segment_users"}
+    configs = parameters["config"].model_dump_json() + parameters["eval_config"].model_dump_json(exclude=judged_later)
     return hashlib.sha256(f"{data}|{configs}|{source_fingerprint()}".encode()).hexdigest()
 
 
