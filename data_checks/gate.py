@@ -115,7 +115,7 @@ def item_coverage_problem(
     return (
         f"{interactions_file}: {len(lacking):,} of {items.nunique():,} rated items ({int(missing.sum()):,} of "
         f"{len(items):,} interactions) have no row in the item metadata file {items_file}: coverage "
-        f"{share:.1%} of interactions, below the minimum {minimum:.0%} (--min-item-coverage). Items without "
+        f"{share:.1%} of interactions, below the minimum {minimum * 100:g}% (--min-item-coverage). Items without "
         f"metadata are still trained and evaluated, with id features only: if the gap is expected, pass "
         f"--min-item-coverage {accept:.2f}; otherwise check that the metadata file belongs to this dataset. "
         f"Items without metadata, e.g. {', '.join(map(str, lacking[:5]))}"

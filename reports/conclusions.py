@@ -40,6 +40,12 @@ def p_value(p: float) -> str:
     return "n/a" if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 0.001 else "< 0.001")
 
 
+def p_text(p: float) -> str:
+    """'p = 0.03' or 'p < 0.001'."""
+    shown = p_value(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
+
 def fmt(row: pd.Series) -> str:
     """'value [low, high]' of an ``eval_results`` row."""
     return f"{number(row['value'])} [{number(row['ci_low'])}, {number(row['ci_high'])}]"
@@ -51,7 +57,7 @@ def difference(row: pd.Series) -> str:
         return f"{number(row['diff'], True)} (only {int(row['n_users'])} users: not judged)"
     return (
         f"{number(row['diff'], True)} [{number(row['ci_low'], True)}, {number(row['ci_high'], True)}], "
-        f"p = {p_value(row['t_p_holm'])}"
+        f"{p_text(row['t_p_holm'])}"
     )
 
 
@@ -121,14 +127,25 @@ def claim(row: pd.Series, reference_words: str | None = None) -> str:
 
 
 def disagreement(row: pd.Series) -> str:
-    """When the t-test (means) and the Wilcoxon test (the typical user) disagree, say how, in words."""
+    """When the t-test (the mean) and the Wilcoxon test (per-user ranks: the typical user) disagree, say how."""
     lower = row["metric"] in LOWER_IS_BETTER
     mean_improves = (row["diff"] < 0) if lower else (row["diff"] > 0)
-    return (
-        f"the tests disagree: the mean {'improves' if mean_improves else 'worsens'}, but "
-        f"{row['share_worse']:.0%} of users are served worse and {row['share_better']:.0%} better (median per-user "
-        f"difference {number(row['median_user_diff'], True)}; Wilcoxon p = {p_value(row['wilcoxon_p_holm'])})"
+    mean_significant = row["verdict"] in (BETTER, WORSE)
+    shares = (
+        f"{row['share_better']:.0%} of users are served better, {row['share_worse']:.0%} worse"
+        + (", the rest equally" if row["share_better"] + row["share_worse"] < 0.995 else "")
+        + f"; median per-user difference {number(row['median_user_diff'], True)}; "
+        f"Wilcoxon {p_text(row['wilcoxon_p_holm'])}"
     )
+    if not mean_significant:
+        return f"the means do not differ detectably, but per-user ranks do ({shares})"
+    typical_improves = row["share_better"] > row["share_worse"]
+    if typical_improves != mean_improves:
+        return (
+            f"the tests disagree: the mean {'improves' if mean_improves else 'worsens'}, but most users are served "
+            f"{'better' if typical_improves else 'worse'} ({shares})"
+        )
+    return f"the mean {'improves' if mean_improves else 'worsens'} but the typical user does not detectably ({shares})"
 
 
 def verdict_rows(
@@ -186,26 +203,30 @@ def answer(diffs, split_id, task, metric, reference, lm, fusion, alone) -> str:
             & (diffs["kind"] == COMPONENT)
         ]
         if not components.empty:
-            beaten = components[components["verdict"] == BETTER]["reference"].tolist()
-            level = components[components["verdict"] == SAME]["reference"].tolist()
-            worse = components[components["verdict"] == WORSE]["reference"].tolist()
+            same_everywhere = (components["share_better"] == 0) & (components["share_worse"] == 0)
+            identical = components[same_everywhere]["reference"].tolist()
+            rest = components[~same_everywhere]
             bits = []
-            if beaten:
-                bits.append(f"better than {', '.join(beaten)}")
-            if level:
-                bits.append(f"no detectable difference from {', '.join(level)}")
-            if worse:
-                bits.append(f"worse than {', '.join(worse)}")
-            parts.append("Against its components the fusion is " + "; ".join(bits))
+            for verdict, words in (
+                (BETTER, "is better than"),
+                (SAME, "shows no detectable difference from"),
+                (WORSE, "is worse than"),
+            ):
+                names = rest[rest["verdict"] == verdict]["reference"].tolist()
+                if names:
+                    bits.append(f"{words} {', '.join(names)}")
+            if identical:
+                bits.append(f"is identical to {', '.join(identical)} for every user (effectively that component alone)")
+            parts.append("Against its components, the fusion " + "; ".join(bits))
     if lm is not None:
         parts.append(claim(lm))
     return ". ".join(parts) + "."
 
 
 def overall_answer(verdicts: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
-    """The answer across splits, one line per task and contender: how many splits say better / worse / no
-    detectable difference."""
-    lines = []
+    """The answer across splits: a bottom line, then one line per task and contender saying on how many
+    splits it is better / worse / not detectably different from the best traditional model."""
+    lines, tally = [], {}
     for task, metric in TASKS:
         here = diffs[(diffs["metric"] == metric) & (diffs["segment"] == "all") & (diffs["kind"] == BEST_TRADITIONAL)]
         for model, words in ((FUSION, "the fusion"), (LM, "the fine-tuned LM alone")):
@@ -216,7 +237,9 @@ def overall_answer(verdicts: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
             n = len(rows)
             better = [s for s, v in zip(rows["split_id"], rows["verdict"], strict=True) if v == BETTER]
             worse = [s for s, v in zip(rows["split_id"], rows["verdict"], strict=True) if v == WORSE]
-            text = (
+            total = tally.setdefault(words, [0, 0, 0])
+            total[0], total[1], total[2] = total[0] + len(better), total[1] + len(worse), total[2] + n
+            lines.append(
                 f"{task.capitalize()} ({metric.upper()}): {words} is significantly better than the best traditional "
                 f"model on {counts.get(BETTER, 0)} of {n} splits"
                 + (f" ({', '.join(better)})" if better else "")
@@ -224,7 +247,12 @@ def overall_answer(verdicts: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
                 + (f" ({', '.join(worse)})" if worse else "")
                 + f", with no detectable difference on {counts.get(SAME, 0) + counts.get(TOO_FEW, 0)}."
             )
-            lines.append(text)
+    if tally:
+        parts = [
+            f"{words} beats the best traditional model in {b} of {n} split × task comparisons and loses in {w}"
+            for words, (b, w, n) in tally.items()
+        ]
+        lines.insert(0, "Bottom line: " + "; ".join(parts) + ".")
     return lines
 
 
@@ -245,7 +273,7 @@ def for_whom(diffs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "verdict": found["verdict"],
         }
     )
-    small = seg[seg["verdict"] == TOO_FEW][["split_id", "segment", "metric", "n_users"]].drop_duplicates()
+    small = seg[seg["verdict"] == TOO_FEW][["split_id", "segment", "n_users"]].drop_duplicates()
     return table.reset_index(drop=True), small.reset_index(drop=True)
 
 

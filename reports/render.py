@@ -296,7 +296,7 @@ def build(
         )
         blocks.append(("table", found))
         if not small.empty:
-            listed = sorted({f"{s} ({int(n)} users)" for s, n in zip(small["segment"], small["n_users"], strict=True)})
+            listed = [f"{s} {g} (n={int(n)})" for s, g, n in small.itertuples(index=False)]
             blocks.append(("p", "Too few users to judge (not tested): " + ", ".join(listed) + "."))
     blocks += [("h2", "Cost"), ("table", cost_rows(fits))]
     if card:
@@ -439,7 +439,7 @@ def to_html(blocks: list) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}"
+        "th{background:#f3f3f3;text-align:left}td{vertical-align:top}figure{margin:1em 0}img{max-width:100%}"
         ".warn{background:#fff4e5;border-left:4px solid #e69500;padding:.5em .8em;margin:.5em 0}"
     )
     title = html.escape(blocks[0][1]) if blocks else "reclab report"

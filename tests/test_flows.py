@@ -28,7 +28,10 @@ def test_prepare_default_dataset(prefect_harness, tmp_path):
         "quarantined": 0,
         "exact_duplicates": 0,
         "superseded": 0,
+        "text_duplicates": 0,
     }
+    assert summary["data_card"]["warnings"] == []  # the default dataset passes the data card
+    assert summary["data_card"]["variant_duplicates"]["groups"] == 4
     assert summary["splits"]["random_s0"] == {"train": 8208, "validation": 1026, "test": 1027}
     assert summary["splits"]["temporal_s0"] == {"train": 10_261 - 2 * 1_429, "validation": 1_429, "test": 1_429}
     with duckdb.connect(summary["database"], read_only=True) as con:
@@ -44,13 +47,20 @@ MODELS = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tow
 
 @pytest.fixture(scope="module")
 def experiment(prefect_harness, tmp_path_factory):
-    """The full flow once on 64 reviews with a tiny transformer: (its parameters, its summary, workspace)."""
+    """The full flow once on 64 reviews with a tiny transformer: (its parameters, its summary, workspace).
+    User u0 wrote one text on all 8 of its items (planted variant duplicates: 12.5% of interactions)."""
     from flows.params import FullParams, PrepareParams, TrainParams
     from models.evaluation.harness import EvalConfig
     from models.registry import TrainConfig
 
     tmp_path = tmp_path_factory.mktemp("full")
-    records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
+    planted = "The same strap in every colour, and I love every one of them."
+    records = [
+        review(
+            f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i, text=planted if i < 8 else "fine"
+        )
+        for i in range(64)
+    ]
     path = write_lines(tmp_path / "r.json", records)
     tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
     params = FullParams(
@@ -108,10 +118,25 @@ def test_full_flow_stores_the_lms_vectors_and_predictions(experiment):
     assert dict(lm_preds) == {"validation": sizes["validation"], "test": sizes["test"]}
 
 
+def test_planted_variant_duplicates_are_flagged_in_prepare_and_in_the_report(experiment):
+    _, out, _ = experiment
+    card = out["prepare"]["data_card"]
+    assert card["variant_duplicates"] == {"interactions": 8, "share": 8 / 64, "groups": 1}
+    warning = next(w for w in card["warnings"] if w["code"] == "variant_duplicates")
+    assert warning["splits"] == ["random_s0", "temporal_s0"]
+    markdown = open(out["report"]["markdown"]).read()
+    first_screen = markdown.split("## Verdict")[0]
+    assert "> **Warning.** Data card: 12% of interactions (8 in 1 groups) share one user's identical review" in (
+        first_screen
+    )
+    verdict = markdown.split("## Verdict")[1].split("## For whom")[0]
+    assert verdict.count("variant_duplicates") >= 2  # every split's verdict rows carry it
+
+
 def test_full_flow_writes_the_report(experiment):
     _, out, _ = experiment
     report = out["report"]
-    assert "## Conclusions" in open(report["markdown"]).read() and open(report["html"]).read().startswith("<!DOCTYPE")
+    assert "## Verdict" in open(report["markdown"]).read() and open(report["html"]).read().startswith("<!DOCTYPE")
 
 
 def test_full_flow_publishes_its_first_model_as_the_champion(experiment):
@@ -271,7 +296,13 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
     from models.evaluation.harness import EvalConfig
     from models.registry import TrainConfig
 
-    records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
+    planted = "The same strap in every colour, and I love every one of them."
+    records = [
+        review(
+            f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i, text=planted if i < 8 else "fine"
+        )
+        for i in range(64)
+    ]
     workspace = str(tmp_path / "ws")
     prepared = prepare(
         PrepareParams(

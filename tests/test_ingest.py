@@ -28,7 +28,14 @@ def test_raw_keeps_every_record_with_file_and_line(tmp_path, ingest):
     con, accounting = ingest(resolve_dataset(path))
     assert rows(con, f"SELECT line_no, raw FROM {tables.RAW['interactions']} ORDER BY line_no")[1] == (2, b"not json")
     assert rows(con, f"SELECT DISTINCT source_file FROM {tables.RAW['interactions']}") == [(str(path),)]
-    assert accounting["interactions"] == {"raw": 3, "kept": 2, "quarantined": 1, "exact_duplicates": 0, "superseded": 0}
+    assert accounting["interactions"] == {
+        "raw": 3,
+        "kept": 2,
+        "quarantined": 1,
+        "exact_duplicates": 0,
+        "superseded": 0,
+        "text_duplicates": 0,
+    }
     assert rows(con, f"SELECT line_no, reason FROM {tables.QUARANTINE}") == [
         (2, "invalid JSON: Expecting value (character 0)")
     ]
@@ -39,7 +46,14 @@ def test_exact_duplicates_collapse_and_latest_pair_wins(tmp_path, ingest):
     later = review("u1", "i1", 5.0, ts=1_500_000_000, text="changed my mind")
     path = write_lines(tmp_path / "r.json", [a, a, later, review("u2", "i1"), a])
     con, accounting = ingest(resolve_dataset(path))
-    assert accounting["interactions"] == {"raw": 5, "kept": 2, "quarantined": 0, "exact_duplicates": 2, "superseded": 1}
+    assert accounting["interactions"] == {
+        "raw": 5,
+        "kept": 2,
+        "quarantined": 0,
+        "exact_duplicates": 2,
+        "superseded": 1,
+        "text_duplicates": 0,
+    }
     assert rows(con, "SELECT user_id, rating, line_no FROM interactions ORDER BY user_id") == [
         ("u1", 5.0, 3),
         ("u2", 5.0, 4),
@@ -100,7 +114,14 @@ def test_metadata_duplicates_are_counted(tmp_path, ingest):
         items=write_lines(tmp_path / "meta_x.json", [meta, meta, {"asin": "i1", "title": "T2"}]),
     )
     con, accounting = ingest(spec)
-    assert accounting["items"] == {"raw": 3, "kept": 1, "quarantined": 0, "exact_duplicates": 1, "superseded": 1}
+    assert accounting["items"] == {
+        "raw": 3,
+        "kept": 1,
+        "quarantined": 0,
+        "exact_duplicates": 1,
+        "superseded": 1,
+        "text_duplicates": 0,
+    }
     assert rows(con, "SELECT title FROM items") == [("T2",)]
 
 

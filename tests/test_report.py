@@ -156,13 +156,39 @@ def test_verdict_says_better_only_when_significant_with_direction_and_numbers():
         in (ranking["answer"])
     )
     assert (
-        "the tests disagree: the mean improves, but 60% of users are served worse and 20% better" in (ranking["answer"])
-    )
+        "the means do not differ detectably, but per-user ranks do (20% of users are served better, 60% worse, "
+        "the rest equally; median per-user difference -0.0100; Wilcoxon p = 0.001)"
+    ) in ranking["answer"]
     assert "lm_two_tower is worse than lightfm_hybrid" in ranking["answer"]
     lines = overall_answer(verdicts, differences())
+    assert lines[0] == (
+        "Bottom line: the fusion beats the best traditional model in 1 of 2 split × task comparisons and loses in 0; "
+        "the fine-tuned LM alone beats the best traditional model in 0 of 2 split × task comparisons and loses in 1."
+    )
     assert (
         "Rating (MSE): the fusion is significantly better than the best traditional model on 1 of 1 splits"
-        in (lines[0])
+        in (lines[1])
+    )
+
+
+def test_opposite_mean_and_typical_user_are_said_in_words():
+    from reports.conclusions import disagreement
+
+    row = pd.Series(
+        diff(
+            "s",
+            "mse",
+            "fusion",
+            "bias_als",
+            share_better=0.35,
+            share_worse=0.6,
+            median_user_diff=0.02,
+            tests_disagree=True,
+        )
+    )
+    assert disagreement(row).startswith(
+        "the tests disagree: the mean improves, but most users are served worse (35% of users are served better, "
+        "60% worse, the rest equally"
     )
 
 
@@ -189,7 +215,7 @@ def test_for_whom_lists_significant_segments_and_names_the_small_ones():
         in whom
     )
     assert "users:>25" not in whom.split("Too few users")[0]
-    assert "Too few users to judge (not tested): users:>25 (5 users)." in whom
+    assert "Too few users to judge (not tested): random_s0 users:>25 (n=5)." in whom
 
 
 def test_data_card_warnings_open_the_report_and_mark_every_affected_verdict():

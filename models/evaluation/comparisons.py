@@ -85,11 +85,11 @@ def comparisons(
     """The pairs to compare: (metric, k, model, reference, kind) for every judged metric.
 
     ``components``: task ("rating"/"ranking") -> the models the fusion blends for it."""
-    models = set(results["model"])
     out = []
     for (metric, k), reference in best_reference(results, traditional, no_ranking).items():
         if metric not in JUDGED:
             continue
+        models = set(results.loc[(results["metric"] == metric) & (results["k"] == k), "model"])
         for model in sorted(models - {reference}):
             if not (k > 0 and model in no_ranking):
                 out.append((metric, k, model, reference, BEST_TRADITIONAL))

@@ -86,7 +86,8 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "wilcoxon_p": 1.0,
             "n": int(len(diff)),
         }
-    t_p = stats.ttest_rel(a, b).pvalue
+    # every user moved by the same non-zero amount: no variance, a certain shift (scipy would warn and say nan)
+    t_p = 0.0 if np.ptp(diff) <= 1e-12 * max(1.0, abs(diff).max()) else stats.ttest_rel(a, b).pvalue
     w_p = stats.wilcoxon(a, b, zero_method="wilcox").pvalue if np.any(diff != 0) else 1.0
     return {"mean_diff": float(diff.mean()), "t_p": float(t_p), "wilcoxon_p": float(w_p), "n": int(len(diff))}
 
