@@ -10,8 +10,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def prepared(path: Path, db: str | Path = ":memory:", protocols: tuple[str, ...] | None = None, validate: bool = False):
-    """A DuckDB connection holding ``path`` ingested (and validated when asked) and split with seed 0."""
+def prepared(
+    path: Path,
+    db: str | Path = ":memory:",
+    protocols: tuple[str, ...] | None = None,
+    validate: bool = False,
+    ingest=None,
+):
+    """A DuckDB connection holding ``path`` ingested (with ``ingest``, an IngestConfig; the default one when
+    None), validated when asked, and split with seed 0."""
     import duckdb
 
     from models.evaluation.split import PROTOCOLS, SplitConfig
@@ -22,7 +29,7 @@ def prepared(path: Path, db: str | Path = ":memory:", protocols: tuple[str, ...]
     spec = resolve_dataset(path)
     con = duckdb.connect(str(db), config=DUCKDB_CONFIG)  # RECLAB_DUCKDB_MEMORY_LIMIT, as the flows
     load_raw_tables(con, spec)
-    build_canonical_tables(con, spec, IngestConfig())
+    build_canonical_tables(con, spec, ingest or IngestConfig())
     if validate:
         from data_checks import ValidationConfig
         from tasks.validate import validate_workspace
