@@ -181,7 +181,8 @@ def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
             ax.errorbar(
                 row["diff"],
                 y,
-                xerr=[[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]],
+                # a percentile CI need not contain the point estimate (skewed resamples): whiskers never negative
+                xerr=[[max(row["diff"] - row["ci_low"], 0)], [max(row["ci_high"] - row["diff"], 0)]],
                 fmt="o",
                 color=colour_of(row["model"]),
                 capsize=3,

@@ -283,3 +283,12 @@ def test_seed_summary_is_mean_and_sample_sd():
     assert row["mean"] == 0.71 and abs(row["std"] - 0.01) < 1e-12 and row["seeds"] == 3
     html = to_html(build(results, differences(), fits_rows(), splits, {"dataset": "toy"}))
     assert "Across seeds" in html and "0.7100 ± 0.0100" in html
+
+
+def test_a_ci_that_misses_its_point_estimate_still_draws():
+    """Percentile bootstrap CIs of skewed statistics can lie beside the estimate: the whiskers clip at 0."""
+    from reports.render import forest
+
+    skewed = differences()
+    skewed.loc[0, "ci_low"] = skewed.loc[0, "diff"] + 0.001
+    assert forest(skewed, "mse")[:4] == b"\x89PNG"
