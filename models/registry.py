@@ -149,6 +149,42 @@ REGISTRY: dict[str, ModelSpec] = {
             build=_lightfm(content=True),
             fuse=("rating", "ranking"),
         ),
+        # the field's strongest public models, through their libraries (models/recommenders/field.py)
+        ModelSpec(
+            "svd",
+            "models.recommenders.field:SurpriseSVD",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(seed=config.seed),
+        ),
+        ModelSpec(
+            "svdpp",
+            "models.recommenders.field:SurpriseSVDpp",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(seed=config.seed),
+        ),
+        ModelSpec(
+            "ease",
+            "models.recommenders.field:EASE",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+        ),
+        ModelSpec(
+            "bpr",
+            "models.recommenders.field:BPR",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+        ),
+        ModelSpec(
+            "implicit_als",
+            "models.recommenders.field:ImplicitALS",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+        ),
         ModelSpec(
             "lm_two_tower",
             "models.lm.recommender:LMTwoTower",

@@ -139,5 +139,5 @@ def test_only_registered_models_are_saved_or_loaded(tmp_path, world):
     with pytest.raises(BundleError, match="not a registered model"):
         save_model(Unregistered().fit(train), tmp_path / "x")
     assert not (tmp_path / "x").exists()  # refused before anything was written
-    with pytest.raises(ValueError, match="unknown model 'ease'; registered: global_mean, bias_als"):
-        build_model("ease", CONFIG, BuildContext("random", tmp_path))
+    with pytest.raises(ValueError, match="unknown model 'slim'; registered: global_mean, bias_als"):
+        build_model("slim", CONFIG, BuildContext("random", tmp_path))
