@@ -165,6 +165,13 @@ REGISTRY: dict[str, ModelSpec] = {
             build=lambda cls, config, context: cls(seed=config.seed),
         ),
         ModelSpec(
+            "knn_baseline",
+            "models.recommenders.field:SurpriseKNNBaseline",
+            "collaborative",
+            reads_text=False,
+            build=lambda cls, config, context: cls(seed=config.seed),
+        ),
+        ModelSpec(
             "ease",
             "models.recommenders.field:EASE",
             "collaborative",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from builders import folds, ratings
 
-from models.recommenders.field import BPR, EASE, ImplicitALS, SurpriseSVD, SurpriseSVDpp
+from models.recommenders.field import BPR, EASE, ImplicitALS, SurpriseKNNBaseline, SurpriseSVD, SurpriseSVDpp
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def data():
     return folds(ratings(n_users=40, n_items=30, per_user=12))
 
 
-@pytest.mark.parametrize("cls", [SurpriseSVD, SurpriseSVDpp])
+@pytest.mark.parametrize("cls", [SurpriseSVD, SurpriseSVDpp, SurpriseKNNBaseline])
 def test_surprise_predictions_equal_the_librarys(cls, data):
     train, valid, test = data
     model = cls().fit(train, valid)
@@ -75,7 +75,7 @@ def test_ease_lambda_is_chosen_by_validation_ndcg(data):
     assert np.array_equal(one.B, model.B)
 
 
-@pytest.mark.parametrize("cls", [EASE, BPR, ImplicitALS, SurpriseSVD, SurpriseSVDpp])
+@pytest.mark.parametrize("cls", [EASE, BPR, ImplicitALS, SurpriseSVD, SurpriseSVDpp, SurpriseKNNBaseline])
 def test_an_empty_training_fold_is_refused_clearly(cls, data):
     train, _, _ = data
     with pytest.raises(ValueError, match="cannot fit on an empty training set"):
