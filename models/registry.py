@@ -177,6 +177,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "collaborative",
             reads_text=False,
             build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+            fuse=("ranking",),
         ),
         ModelSpec(
             "bpr",
@@ -184,6 +185,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "collaborative",
             reads_text=False,
             build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+            fuse=("ranking",),
         ),
         ModelSpec(
             "implicit_als",
@@ -191,6 +193,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "collaborative",
             reads_text=False,
             build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+            fuse=("ranking",),
         ),
         ModelSpec(
             "lm_two_tower",

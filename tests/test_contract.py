@@ -122,7 +122,15 @@ def test_fusion_candidates_follow_the_registry():
     from models.registry import fusion_candidates
 
     assert fusion_candidates("rating") == ("lm_two_tower", "lightfm_hybrid", "bias_als", "biased_mf")
-    assert fusion_candidates("ranking") == ("lm_two_tower", "lightfm_hybrid", "lightfm_cf", "popularity")
+    assert fusion_candidates("ranking") == (
+        "lm_two_tower",
+        "lightfm_hybrid",
+        "lightfm_cf",
+        "ease",
+        "bpr",
+        "implicit_als",
+        "popularity",
+    )
     config = FusionConfig()
     assert config.rating_components == fusion_candidates("rating")
     assert all("rating" in REGISTRY[name].tasks for name in config.rating_components)
