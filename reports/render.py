@@ -41,7 +41,28 @@ from reports.conclusions import (
 
 ACTIVITY_ORDER = ("users:≤3", "users:4-10", "users:11-25", "users:>25")
 ITEM_ORDER = ("items:head", "items:tail", "items:cold")
-PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+PALETTE = (  # 20 distinct colours: one per registered model (a new model beyond 20 shares one)
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+    "#1b9e77",
+    "#d95f02",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#17becf",
+    "#000000",
+    "#b15928",
+)
 
 
 def colour_of(model: str) -> str:
