@@ -31,7 +31,7 @@ class DataCardConfig(BaseModel):
     text_min_chars: int = Field(20, ge=1)
     # Warn when more than this share of interactions share one user's identical text with another item.
     max_variant_share: float = Field(0.05, ge=0.0, le=1.0)
-    # Warn when more than this share of a split's held-out pairs has the same user's text in training.
+    # Warn when more than this share of a split's held-out pairs has its text in training (same user or any).
     max_twin_share: float = Field(0.05, ge=0.0, le=1.0)
     # Warn when a validation or test fold has fewer ratings or users than this.
     min_fold_ratings: int = Field(100, ge=1)

@@ -164,7 +164,8 @@ def threats(card: dict, per_split: dict[str, dict], config: DataCardConfig) -> l
             }
         )
     for split_id, s in per_split.items():
-        if s["held_out_with_same_user_twin"] > config.max_twin_share:
+        # the same user's twin (variants) or anyone's (copied, templated or bot reviews): either leaks
+        if max(s["held_out_with_same_user_twin"], s["held_out_with_any_user_twin"]) > config.max_twin_share:
             out.append(
                 {
                     "code": "text_twins",

@@ -80,6 +80,22 @@ def test_held_out_twins_fold_sizes_and_candidates_by_hand():
     assert not any(code == "few_candidates" for code, _ in codes)  # 3 candidates, K = 3
 
 
+def test_text_copied_by_another_user_is_flagged_too():
+    per_split = {
+        "random_s0": {
+            "protocol": "random",
+            "folds": {f: {"ratings": 500, "users": 50} for f in ("train", "validation", "test")},
+            "ranking_candidates": 100,
+            "held_out_with_same_user_twin": 0.0,
+            "held_out_with_any_user_twin": 0.3,  # templated reviews posted by many accounts
+            "held_out_pairs": 1000,
+        }
+    }
+    card = {"variant_duplicates": {"share": 0.0, "interactions": 0, "groups": 0}}
+    found = threats(card, per_split, DataCardConfig(k=10))
+    assert [w["code"] for w in found] == ["text_twins"] and "(any user: 30%)" in found[0]["message"]
+
+
 def test_degenerate_protocols_are_flagged():
     per_split = {
         "cold_items_s0": {
