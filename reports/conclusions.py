@@ -14,7 +14,16 @@ import numpy as np
 import pandas as pd
 
 from models import registry
-from models.evaluation.comparisons import BEST_TRADITIONAL, BETTER, COMPONENT, LOWER_IS_BETTER, SAME, TOO_FEW, WORSE
+from models.evaluation.comparisons import (
+    BEST_TRADITIONAL,
+    BETTER,
+    COMPONENT,
+    LOWER_IS_BETTER,
+    SAME,
+    TOO_FEW,
+    WORSE,
+    ranks_nothing,
+)
 
 LM = registry.LANGUAGE[0] if registry.LANGUAGE else None  # the fine-tuned transformer
 FUSION = registry.FUSION
@@ -88,9 +97,7 @@ def no_ranking(fits: pd.DataFrame, split_id: str) -> list[str]:
     here = fits[fits["split_id"] == split_id]
     if "extras" not in here:
         return []
-    return sorted(
-        m for m, e in zip(here["model"], here["extras"], strict=True) if _params(e).get("constant_share", 0) >= 1
-    )
+    return sorted(m for m, e in zip(here["model"], here["extras"], strict=True) if ranks_nothing(_params(e)))
 
 
 def split_warnings(card: dict | None, split_id: str) -> list[dict]:

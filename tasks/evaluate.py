@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from models import registry
-from models.evaluation.comparisons import comparisons, paired_differences
+from models.evaluation.comparisons import comparisons, paired_differences, ranks_nothing
 from models.evaluation.harness import EvalConfig, aggregate, significance
 from tasks import tables
 from tasks.store import connect, replace_run_rows
@@ -25,7 +25,7 @@ def fusion_components(fits: list[dict]) -> dict[str, list[str]]:
 
 def no_ranking(fits: list[dict]) -> set[str]:
     """Models that gave every candidate the same score for every ranked user of the split."""
-    return {f["model"] for f in fits if (f.get("extras") or {}).get("constant_share", 0.0) >= 1.0}
+    return {f["model"] for f in fits if ranks_nothing(f.get("extras"))}
 
 
 def differences(per_user: pd.DataFrame, results: pd.DataFrame, fits: list[dict], config: EvalConfig) -> pd.DataFrame:

@@ -121,3 +121,10 @@ def test_the_reference_is_the_best_traditional_model_that_ranks():
     assert ("ndcg", 10, "popularity", "lightfm", "vs_best_traditional") not in pairs  # it does not rank
     assert ("ndcg", 10, "lm", "popularity", "vs_component") in pairs
     assert ("mse", 0, "lm", "bias_als", "vs_best_traditional") in pairs
+
+
+def test_a_model_ranks_nothing_only_when_every_user_saw_constant_scores():
+    from models.evaluation.comparisons import ranks_nothing
+
+    assert ranks_nothing({"constant_share": 1.0, "coverage": 0.1})
+    assert not ranks_nothing({"constant_share": 0.99}) and not ranks_nothing({}) and not ranks_nothing(None)

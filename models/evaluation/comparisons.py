@@ -59,6 +59,12 @@ DIFFERENCE_COLUMNS = [
 ]
 
 
+def ranks_nothing(extras: dict | None) -> bool:
+    """Whether a model's fit record (``model_fits.extras``) says it scored every candidate the same for every
+    ranked user of the split (``constant_share`` 1: its ranking figures are chance, it is never a reference)."""
+    return (extras or {}).get("constant_share", 0.0) >= 1.0
+
+
 def best_reference(results: pd.DataFrame, candidates, no_ranking=()) -> dict[tuple[str, int], str]:
     """(metric, k) -> the candidate with the best overall value (segment ``all``); for ranking metrics
     (k > 0) models in ``no_ranking`` are skipped."""
