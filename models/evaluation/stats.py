@@ -23,8 +23,14 @@ def bootstrap_ci(
     num = np.asarray(numerator, dtype=np.float64)
     den = np.ones_like(num) if denominator is None else np.asarray(denominator, dtype=np.float64)
     keep = np.isfinite(num)
-    num, den = num[keep], den[keep]
-    n = len(num)
+    ratio = (lambda n, d: np.sqrt(n / d)) if sqrt else (lambda n, d: n / d)
+    return _percentile_ci((num[keep], den[keep]), ratio, n_boot, seed, level)
+
+
+def _percentile_ci(columns: tuple[np.ndarray, ...], statistic, n_boot: int, seed: int, level: float):
+    """Percentile CI of ``statistic(*sums)``, where each draw resamples the rows (users) with replacement and
+    sums every column over the draw (``counts @ column``)."""
+    n = len(columns[0])
     if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
@@ -32,9 +38,7 @@ def bootstrap_ci(
     for start in range(0, n_boot, 200):  # (200, n) resampling counts at a time
         size = min(200, n_boot - start)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        draws[start : start + size] = (counts @ num) / (counts @ den)
-    if sqrt:
-        draws = np.sqrt(draws)
+        draws[start : start + size] = statistic(*(counts @ column for column in columns))
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(draws, [tail, 100 - tail])
     return float(lo), float(hi)
@@ -54,19 +58,8 @@ def paired_bootstrap_ci(
     with replacement: each draw's user counts weigh both sides, so the CI reflects the pairing."""
     arrays = [np.asarray(x, dtype=np.float64) for x in (num_a, den_a, num_b, den_b)]
     keep = np.logical_and.reduce([np.isfinite(x) for x in arrays])
-    num_a, den_a, num_b, den_b = (x[keep] for x in arrays)
-    n = len(num_a)
-    if n == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for start in range(0, n_boot, 200):  # (200, n) resampling counts at a time
-        size = min(200, n_boot - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        draws[start : start + size] = (counts @ num_a) / (counts @ den_a) - (counts @ num_b) / (counts @ den_b)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(draws, [tail, 100 - tail])
-    return float(lo), float(hi)
+    difference = lambda na, da, nb, db: na / da - nb / db  # noqa: E731
+    return _percentile_ci(tuple(x[keep] for x in arrays), difference, n_boot, seed, level)
 
 
 def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
