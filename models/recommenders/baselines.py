@@ -190,14 +190,7 @@ class BiasedMF(Recommender):
         return (best[1], best[0]) if validation is not None else (epochs, 0.0)
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
-        u, i = self.user_index(users), self.item_index(items)
-        ku, ki = u >= 0, i >= 0
-        out = np.full(len(u), self.global_mean)
-        out[ku] += self.user_bias[u[ku]]
-        out[ki] += self.item_bias[i[ki]]
-        both = ku & ki
-        out[both] += np.einsum("nf,nf->n", self.P[u[both]], self.Q[i[both]])
-        return out
+        return biased_factor_predictions(self, users, items)
 
     def score(self, users: Ids) -> np.ndarray:
         u = self.user_index(users)
@@ -205,6 +198,19 @@ class BiasedMF(Recommender):
         known = u >= 0
         scores[known] += self.P[u[known]] @ self.Q.T
         return scores
+
+
+def biased_factor_predictions(model: Recommender, users: Ids, items: Ids) -> np.ndarray:
+    """r̂ = μ + b_u + b_i + p_u · q_i from a model's ``global_mean``, ``user_bias``, ``item_bias``, ``P`` and
+    ``Q``; an unknown user or item contributes nothing (the contract's cold start)."""
+    u, i = model.user_index(users), model.item_index(items)
+    ku, ki = u >= 0, i >= 0
+    out = np.full(len(u), model.global_mean)
+    out[ku] += model.user_bias[u[ku]]
+    out[ki] += model.item_bias[i[ki]]
+    both = ku & ki
+    out[both] += np.einsum("nf,nf->n", model.P[u[both]], model.Q[i[both]])
+    return out
 
 
 def _groups(index: np.ndarray, n: int) -> list[np.ndarray]:

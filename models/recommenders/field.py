@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Ids, Recommender, rows_at
+from models.recommenders.baselines import biased_factor_predictions
 
 
 def _library(name: str) -> str:
@@ -57,7 +58,10 @@ class _ValidationNDCG:
 
 
 def _best(configs: list, fit_one, score, lower_is_better: bool):
-    """Fit every configuration, keep the best validation score (the first on ties); returns (config, score)."""
+    """Fit every configuration, keep the best validation score (the first on ties); returns (config, score).
+    A single configuration is returned unfitted and unscored (the caller fits it)."""
+    if len(configs) == 1:
+        return configs[0], float("nan")
     best = None
     for config in configs:
         fit_one(config)
@@ -76,6 +80,13 @@ def _one_blas_thread():
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
+
+
+def _rank_unknown_users_by_popularity(model: Recommender, scores: np.ndarray, u: np.ndarray) -> None:
+    """The contract's cold start for ranking: rows of users unseen in training (``u`` < 0) get popularity."""
+    unknown = u < 0
+    if unknown.any():
+        scores[unknown] = model.popularity_scores(int(unknown.sum()))
 
 
 class _CornacRanker(Recommender):
@@ -125,16 +136,14 @@ class EASE(_CornacRanker):
             B[np.ix_(known, known)] = model.B
             self.B = B
 
-        self.lamb_, _ = _best(lambdas, fit_one, (lambda: judge(self)) if len(lambdas) > 1 else (lambda: 0.0), False)
+        self.lamb_, _ = _best(lambdas, fit_one, lambda: judge(self), False)
         fit_one(self.lamb_)
         return self
 
     def score(self, users: Ids) -> np.ndarray:
         u = self.user_index(users)
         scores = np.asarray(self.seen_matrix(users) @ self.B, dtype=np.float64)
-        unknown = u < 0
-        if unknown.any():
-            scores[unknown] = self.popularity_scores(int(unknown.sum()))
+        _rank_unknown_users_by_popularity(self, scores, u)
         return scores
 
 
@@ -189,18 +198,14 @@ class BPR(_CornacRanker):
             self.Q[known_items] = model.i_factors
             self.item_bias[known_items] = model.i_biases
 
-        (self.factors_, self.lambda_reg_), _ = _best(
-            grid, fit_one, (lambda: judge(self)) if len(grid) > 1 else (lambda: 0.0), False
-        )
+        (self.factors_, self.lambda_reg_), _ = _best(grid, fit_one, lambda: judge(self), False)
         fit_one((self.factors_, self.lambda_reg_))
         return self
 
     def score(self, users: Ids) -> np.ndarray:
         u = self.user_index(users)
         scores = self.item_bias + rows_at(self.P, u, 0.0) @ self.Q.T
-        unknown = u < 0
-        if unknown.any():
-            scores[unknown] = self.popularity_scores(int(unknown.sum()))
+        _rank_unknown_users_by_popularity(self, scores, u)
         return scores
 
 
@@ -249,18 +254,14 @@ class ImplicitALS(Recommender):
             self._library_model = (model, user_items)
             self.P, self.Q = np.asarray(model.user_factors), np.asarray(model.item_factors)
 
-        (self.factors_, self.regularization_, self.alpha_), _ = _best(
-            grid, fit_one, (lambda: judge(self)) if len(grid) > 1 else (lambda: 0.0), False
-        )
+        (self.factors_, self.regularization_, self.alpha_), _ = _best(grid, fit_one, lambda: judge(self), False)
         fit_one((self.factors_, self.regularization_, self.alpha_))
         return self
 
     def score(self, users: Ids) -> np.ndarray:
         u = self.user_index(users)
         scores = rows_at(self.P, u, 0.0) @ self.Q.T
-        unknown = u < 0
-        if unknown.any():
-            scores[unknown] = self.popularity_scores(int(unknown.sum()))
+        _rank_unknown_users_by_popularity(self, scores, u)
         return scores.astype(np.float64)
 
 
@@ -296,16 +297,12 @@ class _SurpriseRater(Recommender):
             self._library_model = (algo, trainset)
             self._export(algo, trainset, known_users, known_items)
 
-        best, _ = _best(grid, fit_one, (lambda: self._rmse(validation)) if len(grid) > 1 else (lambda: 0.0), True)
+        best, _ = _best(grid, fit_one, lambda: self._rmse(validation), True)
         fit_one(best)
         return best
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
-        u, i = self.user_index(users), self.item_index(items)
-        out = self.global_mean + rows_at(self.user_bias, u, 0.0) + rows_at(self.item_bias, i, 0.0)
-        both = (u >= 0) & (i >= 0)
-        out[both] += np.einsum("nf,nf->n", self.P[u[both]], self.Q[i[both]])
-        return out
+        return biased_factor_predictions(self, users, items)
 
 
 class SurpriseSVD(_SurpriseRater):
