@@ -167,22 +167,28 @@ def points_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int) ->
     rows = rows.sort_values("value", ascending=metric in LOWER_IS_BETTER).reset_index(drop=True)
 
     def draw(ax):
-        for y, row in rows.iterrows():
-            ax.errorbar(
-                row["value"],
-                y,
-                xerr=[[max(row["value"] - row["ci_low"], 0)], [max(row["ci_high"] - row["value"], 0)]],
-                fmt="o",
-                color=colour_of(row["model"]),
-                capsize=3,
-            )
-        ax.set_yticks(range(len(rows)), rows["model"])
-        ax.invert_yaxis()
+        _points_with_ci(ax, rows, "value", rows["model"])
         ax.set_xlabel(f"{metric_label(metric, k)}, 95% CI{' (lower is better)' if metric in LOWER_IS_BETTER else ''}")
         ax.set_title(f"{split_id}: {metric_label(metric, k)}")
-        ax.grid(axis="x", alpha=0.3)
 
     return _figure(draw, 0.9 + 0.32 * len(rows))
+
+
+def _points_with_ci(ax, rows: pd.DataFrame, column: str, labels) -> None:
+    """One point per row (``column``, coloured by its model) with its 95% CI whiskers, first row on top. A
+    percentile CI need not contain its point estimate (skewed resamples): whiskers are never negative."""
+    for y, row in rows.iterrows():
+        ax.errorbar(
+            row[column],
+            y,
+            xerr=[[max(row[column] - row["ci_low"], 0)], [max(row["ci_high"] - row[column], 0)]],
+            fmt="o",
+            color=colour_of(row["model"]),
+            capsize=3,
+        )
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
 
 
 def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
@@ -198,25 +204,13 @@ def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
     rows = rows.sort_values(["split_id", "model"]).reset_index(drop=True)
 
     def draw(ax):
-        for y, row in rows.iterrows():
-            ax.errorbar(
-                row["diff"],
-                y,
-                # a percentile CI need not contain the point estimate (skewed resamples): whiskers never negative
-                xerr=[[max(row["diff"] - row["ci_low"], 0)], [max(row["ci_high"] - row["diff"], 0)]],
-                fmt="o",
-                color=colour_of(row["model"]),
-                capsize=3,
-            )
+        labels = [
+            f"{s}: {m} vs {r}" for s, m, r in zip(rows["split_id"], rows["model"], rows["reference"], strict=True)
+        ]
+        _points_with_ci(ax, rows, "diff", labels)
         ax.axvline(0, color="#444", lw=1)
-        ax.set_yticks(
-            range(len(rows)),
-            [f"{s}: {m} vs {r}" for s, m, r in zip(rows["split_id"], rows["model"], rows["reference"], strict=True)],
-        )
-        ax.invert_yaxis()
         better = "left" if metric in LOWER_IS_BETTER else "right"
         ax.set_xlabel(f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better})")
-        ax.grid(axis="x", alpha=0.3)
 
     return _figure(draw, 0.9 + 0.32 * len(rows))
 
