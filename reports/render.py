@@ -41,7 +41,7 @@ from reports.conclusions import (
 
 ACTIVITY_ORDER = ("users:≤3", "users:4-10", "users:11-25", "users:>25")
 ITEM_ORDER = ("items:head", "items:tail", "items:cold")
-PALETTE = (  # 20 distinct colours: one per registered model (a new model beyond 20 shares one)
+PALETTE = (  # 20 colours told apart at a glance; in registry order, the LM black and the fusion magenta
     "#4c72b0",
     "#dd8452",
     "#55a868",
@@ -52,15 +52,15 @@ PALETTE = (  # 20 distinct colours: one per registered model (a new model beyond
     "#8c8c8c",
     "#ccb974",
     "#64b5cd",
-    "#1b9e77",
-    "#d95f02",
-    "#7570b3",
+    "#006d77",
+    "#9acd32",
+    "#000000",
     "#e7298a",
-    "#66a61e",
     "#e6ab02",
+    "#000080",
     "#a6761d",
     "#17becf",
-    "#000000",
+    "#7570b3",
     "#b15928",
 )
 
