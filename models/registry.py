@@ -73,6 +73,19 @@ class ModelSpec:
         return self.family not in ("language", "fusion")
 
 
+def _plain(cls, config: TrainConfig, context: BuildContext):
+    return cls()
+
+
+def _seeded(cls, config: TrainConfig, context: BuildContext):
+    return cls(seed=config.seed)
+
+
+def _seeded_at_k(cls, config: TrainConfig, context: BuildContext):
+    """A ranking model tuned on validation NDCG at the evaluation's cut-off."""
+    return cls(k=context.k, seed=config.seed)
+
+
 def _lightfm(content: bool):
     def build(cls, config: TrainConfig, context: BuildContext):
         return cls(
@@ -106,7 +119,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.baselines:GlobalMean",
             "non-personalised",
             reads_text=False,
-            build=lambda cls, config, context: cls(),
+            build=_plain,
             floor=True,
         ),
         ModelSpec(
@@ -114,7 +127,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.baselines:BiasALS",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(),
+            build=_plain,
             fuse=("rating",),
         ),
         ModelSpec(
@@ -122,7 +135,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.baselines:BiasedMF",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(seed=config.seed),
+            build=_seeded,
             fuse=("rating",),
         ),
         ModelSpec(
@@ -130,7 +143,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.baselines:Popularity",
             "non-personalised",
             reads_text=False,
-            build=lambda cls, config, context: cls(),
+            build=_plain,
             fuse=("ranking",),
         ),
         ModelSpec(
@@ -155,28 +168,28 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.field:SurpriseSVD",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(seed=config.seed),
+            build=_seeded,
         ),
         ModelSpec(
             "svdpp",
             "models.recommenders.field:SurpriseSVDpp",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(seed=config.seed),
+            build=_seeded,
         ),
         ModelSpec(
             "knn_baseline",
             "models.recommenders.field:SurpriseKNNBaseline",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(seed=config.seed),
+            build=_seeded,
         ),
         ModelSpec(
             "ease",
             "models.recommenders.field:EASE",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+            build=_seeded_at_k,
             fuse=("ranking",),
         ),
         ModelSpec(
@@ -184,7 +197,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.field:BPR",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+            build=_seeded_at_k,
             fuse=("ranking",),
         ),
         ModelSpec(
@@ -192,7 +205,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.field:ImplicitALS",
             "collaborative",
             reads_text=False,
-            build=lambda cls, config, context: cls(k=context.k, seed=config.seed),
+            build=_seeded_at_k,
             fuse=("ranking",),
         ),
         ModelSpec(
