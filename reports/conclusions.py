@@ -70,7 +70,8 @@ def difference(row: pd.Series) -> str:
     )
 
 
-def _params(value) -> dict:
+def json_field(value) -> dict:
+    """A JSON column of ``model_fits`` (``params``, ``extras``) as a dict, whether DuckDB gave text or a dict."""
     if isinstance(value, str):
         return json.loads(value) if value else {}
     return value if isinstance(value, dict) else {}
@@ -81,7 +82,7 @@ def fusion_alone(fits: pd.DataFrame, split_id: str) -> dict[str, str | None]:
     row = fits[(fits["split_id"] == split_id) & (fits["model"] == FUSION)]
     if row.empty:
         return {"rating": None, "ranking": None}
-    params = _params(row.iloc[0]["params"])
+    params = json_field(row.iloc[0]["params"])
     single = (params.get("blender_") or {}).get("single")
     if single is None:
         rating = {n: w for n, w in (params.get("rating_weights_") or {}).get("global", {}).items() if n != "intercept"}
@@ -97,7 +98,7 @@ def no_ranking(fits: pd.DataFrame, split_id: str) -> list[str]:
     here = fits[fits["split_id"] == split_id]
     if "extras" not in here:
         return []
-    return sorted(m for m, e in zip(here["model"], here["extras"], strict=True) if ranks_nothing(_params(e)))
+    return sorted(m for m, e in zip(here["model"], here["extras"], strict=True) if ranks_nothing(json_field(e)))
 
 
 def split_warnings(card: dict | None, split_id: str) -> list[dict]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 
 import numpy as np
 import pandas as pd
@@ -30,6 +29,7 @@ from reports.conclusions import (
     fmt,
     for_whom,
     fusion_alone,
+    json_field,
     metric_label,
     no_ranking,
     number,
@@ -250,8 +250,7 @@ def fusion_weights(fits: pd.DataFrame, split_id: str) -> tuple[pd.DataFrame, pd.
     row = fits[(fits["split_id"] == split_id) & (fits["model"] == FUSION)]
     if row.empty:
         return pd.DataFrame(), pd.DataFrame()
-    params = row.iloc[0]["params"]
-    params = json.loads(params) if isinstance(params, str) else params
+    params = json_field(row.iloc[0]["params"])
     rating = pd.DataFrame(params.get("rating_weights_", {})).T.round(3)
     rating = _flat(rating.reset_index(names="segment")) if not rating.empty else rating
     ranking = pd.DataFrame([params.get("ranking_weights_", {})]).round(3)
