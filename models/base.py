@@ -69,6 +69,37 @@ class Recommender:
         top = top_k(scores, min(k, scores.shape[1]))
         return self.item_ids[top], np.take_along_axis(scores, top, axis=1)
 
+    # --- out-of-fold predictions (what a stacking blender learns from) ---------------------------------------
+    def refit_copy(self) -> Recommender | None:
+        """An unfitted copy that refits with the hyperparameters this fitted model chose (no search on
+        validation), or None where refitting costs too much: what :meth:`oof_predictions` refits per fold."""
+        return None
+
+    def oof_predictions(
+        self,
+        train: pd.DataFrame,
+        fold: np.ndarray,
+        *,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> np.ndarray | None:
+        """Rating predictions of every ``train`` row by a model that never saw it: for each fold f of ``fold``
+        (one integer per row), a :meth:`refit_copy` fitted on the other folds predicts fold f's rows. None
+        when the model does not predict ratings or has no cheap refit."""
+        if "rating" not in self.tasks or self.refit_copy() is None:
+            return None
+        fold = np.asarray(fold)
+        if len(fold) != len(train):
+            raise ValueError(f"fold has {len(fold)} entries for {len(train)} training rows")
+        out = np.full(len(train), np.nan)
+        for f in np.unique(fold):
+            held = fold == f
+            if held.all():
+                raise ValueError("out-of-fold predictions need at least two folds with rows")
+            model = self.refit_copy().fit(train[~held], None, items=items, users=users)
+            out[held] = model.predict(train["user_id"][held].to_numpy(), train["item_id"][held].to_numpy())
+        return out
+
     # --- helpers for subclasses ----------------------------------------------------------------------------
     def _index(self, train: pd.DataFrame, items: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
         """Set ``user_ids``/``item_ids``/``global_mean`` and the training matrix; return (u, i) indices of

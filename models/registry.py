@@ -169,6 +169,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "collaborative",
             reads_text=False,
             build=_seeded,
+            fuse=("rating",),
         ),
         ModelSpec(
             "svdpp",
@@ -176,6 +177,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "collaborative",
             reads_text=False,
             build=_seeded,
+            fuse=("rating",),
         ),
         ModelSpec(
             "knn_baseline",
@@ -183,6 +185,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "collaborative",
             reads_text=False,
             build=_seeded,
+            fuse=("rating",),
         ),
         ModelSpec(
             "ease",

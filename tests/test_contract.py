@@ -102,6 +102,28 @@ def test_every_registered_model_comes_back_from_its_bundle_unchanged(name, fitte
         np.testing.assert_array_equal(again_scores, scores)
 
 
+@pytest.mark.parametrize("name", PARAMS)
+def test_a_refit_copy_reproduces_the_model_and_out_of_fold_predictions_cover_training(name, fitted, world):
+    """What the fusion's stacked blender learns from: a model's refit copy, fitted on the same training fold
+    without validation, predicts exactly as the model (its chosen hyperparameters, no search); its
+    out-of-fold predictions are finite, one per training rating."""
+    train, validation, items = world
+    model = fitted(name)
+    copy = model.refit_copy()
+    if copy is not None:
+        assert type(copy) is type(model) and "rating" in model.tasks
+        copy.fit(train, None, items=items)
+        np.testing.assert_array_equal(
+            copy.predict(validation["user_id"], validation["item_id"]),
+            model.predict(validation["user_id"], validation["item_id"]),
+        )
+    oof = model.oof_predictions(train, np.arange(len(train)) % 3, items=items)
+    if copy is not None or name == "lm_two_tower":
+        assert oof.shape == (len(train),) and np.isfinite(oof).all()
+    else:
+        assert oof is None
+
+
 @pytest.mark.parametrize("name", [n for n in MODELS if not REGISTRY[n].reads_text and n not in SLOW])
 def test_a_model_registered_as_not_reading_text_ignores_it(name, fitted, world, tmp_path):
     train, validation, items = world
@@ -121,7 +143,15 @@ def test_fusion_candidates_follow_the_registry():
     from models.recommenders.fusion import FusionConfig
     from models.registry import fusion_candidates
 
-    assert fusion_candidates("rating") == ("lm_two_tower", "lightfm_hybrid", "bias_als", "biased_mf")
+    assert fusion_candidates("rating") == (
+        "lm_two_tower",
+        "lightfm_hybrid",
+        "bias_als",
+        "biased_mf",
+        "svd",
+        "svdpp",
+        "knn_baseline",
+    )
     assert fusion_candidates("ranking") == (
         "lm_two_tower",
         "lightfm_hybrid",

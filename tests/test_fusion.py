@@ -1,4 +1,5 @@
-"""Fusion: parity with a single component, learning on validation only, cross-fitted segment weights."""
+"""Fusion: parity with a single component, learning without test, cross-fitted segment weights, the stacked
+blender on out-of-fold training predictions."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ N_USERS, N_ITEMS = 40, 12
 class Table(Recommender):
     """A fixed component: rating(u, i) from a function, catalogue scores from a matrix; records its inputs."""
 
-    def __init__(self, name, rating, scores, tasks=("rating", "ranking")):
-        self.name, self._rating, self._scores, self.tasks = name, rating, scores, tasks
+    def __init__(self, name, rating, scores, tasks=("rating", "ranking"), oof=None):
+        self.name, self._rating, self._scores, self.tasks, self._oof = name, rating, scores, tasks, oof
         self.asked: list[tuple[str, str]] = []
+        self.oof_asked: list[tuple[str, str]] = []
+
+    def oof_predictions(self, train, fold, *, items=None, users=None):
+        """``oof(u, i)`` of the training rows (a stand-in for refits on the other folds), if given."""
+        if self._oof is None:
+            return None
+        self.oof_asked += list(zip(train["user_id"], train["item_id"], strict=True))
+        return np.array([self._oof(int(u[1:]), int(i[1:])) for u, i in zip(train.user_id, train.item_id, strict=True)])
 
     def fit(self, train, validation=None, *, items=None, users=None):
         self._index(train, items)
@@ -79,7 +88,7 @@ def test_weight_one_on_a_component_reproduces_it_exactly():
     assert (fused.recommend(users, 5)[0] == parts["lm_two_tower"].recommend(users, 5)[0]).all()
 
 
-def test_learned_blend_beats_each_component_and_only_reads_validation():
+def test_learned_blend_beats_each_component_and_never_reads_test():
     data = frames()
     parts = components(data, truth_of(data))
     fused = Fusion(parts, FusionConfig(ranking_components=("lm_two_tower", "bias_als"))).fit(
@@ -156,3 +165,90 @@ def test_a_single_component_wins_when_blending_does_not_pay():
     np.testing.assert_array_equal(
         fused.predict(test.user_id, test.item_id), parts["lm_two_tower"].predict(test.user_id, test.item_id)
     )
+
+
+def test_the_stacked_blender_learns_from_every_training_rating_out_of_fold():
+    """Two components with errors e and -2e: the best blend is 2/3 · a + 1/3 · b. Validation holds 4 ratings
+    (too few to find that: its blenders are shrunk towards equal weights); the out-of-fold predictions of
+    the 120 training ratings find it. A third component without out-of-fold predictions gets weight 0."""
+    data = frames()
+    truth = truth_of(data)
+    data["validation"] = data["validation"].iloc[:4]
+    error = lambda u, i: 0.8 * np.sin(3 * u + i)  # noqa: E731
+    a = lambda u, i: truth(u, i) + error(u, i)  # noqa: E731
+    b = lambda u, i: truth(u, i) - 2 * error(u, i)  # noqa: E731
+    parts = {
+        "lm_two_tower": Table("lm_two_tower", a, None, ("rating",), oof=a),
+        "bias_als": Table("bias_als", b, None, ("rating",), oof=b),
+        "biased_mf": Table("biased_mf", lambda u, i: 3.0, None, ("rating",)),
+    }
+    for m in parts.values():
+        m.fit(data["train"])
+    fused = Fusion(parts, FusionConfig(folds=2)).fit(data["train"], data["validation"])
+    assert fused.blender_["kind"] == "stacked" and fused.blender_["rows"] == len(data["train"])
+    assert fused.blender_["components"] == ["lm_two_tower", "bias_als"]
+    # the global weights by the documented formula: ridge (α_g = 1) towards (0, 1/2, 1/2) on the clipped
+    # out-of-fold predictions of the 120 training rows (the clipping to the 1-5 scale moves them from 2/3, 1/3)
+    train = data["train"]
+    design = np.column_stack(
+        [np.ones(len(train))]
+        + [
+            np.clip([f(int(u[1:]), int(i[1:])) for u, i in zip(train.user_id, train.item_id, strict=True)], 1, 5)
+            for f in (a, b)
+        ]
+    )
+    prior = np.array([0.0, 0.5, 0.5])
+    expected = np.linalg.solve(design.T @ design + np.eye(3), design.T @ train["rating"].to_numpy() + prior)
+    weights = fused.rating_weights_["global"]
+    assert fused.blender_["global_alpha"] == 1.0
+    np.testing.assert_allclose([weights[n] for n in ("intercept", "lm_two_tower", "bias_als")], expected)
+    assert weights["biased_mf"] == 0.0
+    best_validation_blender = min(v for k, v in fused.cv_.items() if k.startswith("validation:"))
+    assert fused.blender_["validation_mse"] < 0.5 * best_validation_blender
+    # out-of-fold predictions were asked for training rows only, predictions for validation rows only
+    train_pairs = set(zip(data["train"].user_id, data["train"].item_id, strict=True))
+    validation_pairs = set(zip(data["validation"].user_id, data["validation"].item_id, strict=True))
+    assert all(set(p.oof_asked) <= train_pairs and set(p.asked) <= validation_pairs for p in parts.values())
+    test = data["test"]
+    mse = {
+        name: np.mean((m.predict(test.user_id, test.item_id).clip(1, 5) - test.rating) ** 2)
+        for name, m in {**parts, "fusion": fused}.items()
+    }
+    assert mse["fusion"] < 0.1 and mse["fusion"] < 0.5 * min(mse["lm_two_tower"], mse["bias_als"])
+
+
+def test_stacking_off_uses_validation_blenders_only():
+    data = frames()
+    truth = truth_of(data)
+    parts = {
+        "lm_two_tower": Table("lm_two_tower", truth, None, ("rating",), oof=truth),
+        "bias_als": Table("bias_als", lambda u, i: 3.0, None, ("rating",), oof=lambda u, i: 3.0),
+    }
+    for m in parts.values():
+        m.fit(data["train"])
+    fused = Fusion(parts, FusionConfig(stacking_folds=0)).fit(data["train"], data["validation"])
+    assert not any(k.startswith("stacked:") for k in fused.cv_) and not parts["bias_als"].oof_asked
+
+
+def test_out_of_fold_predictions_come_from_refits_that_never_saw_the_row():
+    from models.recommenders.baselines import BiasALS
+
+    data = frames()
+    train = data["train"]
+    model = BiasALS().fit(train, data["validation"])
+    fold = np.arange(len(train)) % 3
+    oof = model.oof_predictions(train, fold)
+    for f in range(3):
+        held = fold == f
+        alone = BiasALS(reg_user=model.reg_user_, reg_item=model.reg_item_).fit(train[~held])
+        np.testing.assert_allclose(oof[held], alone.predict(train.user_id[held], train.item_id[held]))
+    # a held-out row's own rating never reaches its prediction; the other folds' ratings do
+    changed = train.assign(rating=np.where(fold == 0, 5.0, train["rating"]))
+    again = model.oof_predictions(changed, fold)
+    np.testing.assert_array_equal(again[fold != 0] != oof[fold != 0], np.ones((fold != 0).sum(), bool))
+    np.testing.assert_allclose(
+        again[fold == 0],
+        model.oof_predictions(train.assign(rating=np.where(fold == 0, 1.0, train["rating"])), fold)[fold == 0],
+    )
+    with pytest.raises(ValueError, match="fold has"):
+        model.oof_predictions(train, fold[:-1])

@@ -136,6 +136,36 @@ def test_the_readout_reads_rating_statistics_first_then_the_vectors():
     assert mse < 0.15  # noise 0.09, plus the user deviations estimated from a few noisy ratings
 
 
+def test_cross_fitted_readout_never_reads_the_rating_it_predicts():
+    """Out-of-fold readout predictions of training pairs: a pair's own rating never changes its prediction
+    (any other fold's ratings do), and they track the ratings as an in-sample readout would."""
+    from models.lm.readout import cross_fit_readout
+
+    rng = np.random.default_rng(0)
+    n_profiles, dim = 60, 4
+    vectors = rng.normal(size=(n_profiles, dim)).astype(np.float32)
+    stats = np.column_stack([rng.integers(1, 5, n_profiles) * 4.0, np.full(n_profiles, 4.0)])
+
+    class Pairs:
+        def __init__(self, n, ratings=None):
+            self.users, self.items = rng.integers(0, 30, n), rng.integers(30, 60, n)
+            signal = np.einsum("nd,nd->n", vectors[self.users], vectors[self.items])
+            self.ratings = 3 + signal + rng.normal(0, 0.3, n) if ratings is None else ratings
+
+    pairs = {"train": Pairs(400), "validation": Pairs(100)}
+    oof = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0)
+    assert oof.shape == (400,) and np.isfinite(oof).all()
+    assert np.corrcoef(oof, pairs["train"].ratings)[0, 1] > 0.8
+    fold = np.random.default_rng(0).integers(0, 4, 400)  # the folds cross_fit_readout draws (seed 0)
+    changed = pairs["train"]
+    original = changed.ratings.copy()
+    changed.ratings = np.where(fold == 0, 5.0, original)
+    again = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0)
+    changed.ratings = np.where(fold == 0, 1.0, original)
+    np.testing.assert_allclose(cross_fit_readout(vectors, stats, pairs, folds=4, seed=0)[fold == 0], again[fold == 0])
+    assert (np.abs(again[fold != 0] - oof[fold != 0]) > 1e-9).all()
+
+
 def test_item_profiles_start_with_metadata():
     items = pd.DataFrame(
         {"item_id": ["i1", "cold"], "title": ["Blue Guitar", "Red Drum"], "genres": ["rock|pop", None]}
@@ -301,6 +331,10 @@ def test_trainer_process_writes_checkpoints_embeddings_predictions(tmp_path):
         model.predict(pred["user_id"], pred["item_id"]), pred["prediction"], rtol=1e-4, atol=1e-4
     )
     assert (out / "logs" / "version_0" / "metrics.csv").exists()
+    # the readout's out-of-fold predictions of every training pair, for the fusion's stacked blender
+    train = pd.read_parquet(tmp_path / "data" / "train.parquet")
+    oof = model.oof_predictions(train, None)
+    assert oof.shape == (len(train),) and np.isfinite(oof).all()
 
 
 @pytest.mark.slow

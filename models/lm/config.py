@@ -27,6 +27,9 @@ class LMConfig(BaseModel):
     # of the readout on random seeds 0, 1, 2: 2 folds 0.766 / 0.659 / 0.755, 4 folds 0.760 / 0.661 / 0.750
     # (frozen-state cache 33 s -> 80 s).
     folds: int = Field(4, ge=2)
+    # folds of the readout's out-of-fold predictions of the training pairs (what the fusion's stacking
+    # blender learns from; models.lm.readout.cross_fit_readout)
+    readout_folds: int = Field(5, ge=2)
     batch_size: int = Field(32, ge=2)  # training pairs per batch
     pairs_per_user: int = Field(4, ge=1)  # training pairs sharing a user profile kept together (fewer encodes)
     max_epochs: int = Field(2, ge=1)

@@ -3,6 +3,8 @@ statistics, fitted after training and applied at prediction (pure numpy: no torc
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 READOUT_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
@@ -87,3 +89,23 @@ def fit_readout(vectors, stats, pairs: dict, head_validation) -> dict:
         "stats_val_mse": np.float64(first["val_mse"]),
         "head_val_mse": np.float64(head_val_mse),
     }
+
+
+def cross_fit_readout(vectors, stats, pairs: dict, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold readout predictions of the training pairs (in ``pairs["train"]``'s order), for the fusion's
+    stacking blender: the pairs get one of ``folds`` folds (seeded) and each fold is predicted by a readout
+    (:func:`fit_readout`, strengths chosen on validation) fitted on the other folds' pairs. The vectors stay
+    those of the one fine-tuned encoder (no LM refit), which has seen every training pair's rating: these
+    predictions are out of fold for the readout, not for the encoder."""
+    train = pairs["train"]
+    fold = np.random.default_rng(seed).integers(0, folds, len(train.ratings))
+    out = np.full(len(fold), np.nan)
+    for f in range(folds):
+        held = fold == f
+        if not held.any() or held.all():
+            continue
+        rest = SimpleNamespace(users=train.users[~held], items=train.items[~held], ratings=train.ratings[~held])
+        readout = fit_readout(vectors, stats, {"train": rest, "validation": pairs["validation"]}, [])
+        u, i = train.users[held], train.items[held]
+        out[held] = apply_readout(readout, vectors[u], vectors[i], stats[u], stats[i])
+    return out

@@ -102,6 +102,17 @@ class LMTwoTower(Recommender):
             key: float(readout[key]) for key in ("bias", "alpha", "mean", "stat_bias", "stat_alpha")
         }
         self._dim = self._user_vectors.shape[1] // 2  # vectors are [retrieval half | attention-pooled half]
+        oof = out / "predictions_train_oof.parquet"  # the readout's, for the fusion's stacking (not bundled)
+        self._oof = pd.read_parquet(oof).set_index(["user_id", "item_id"])["prediction"] if oof.exists() else None
+
+    def oof_predictions(self, train, fold, *, items=None, users=None) -> np.ndarray | None:
+        """The readout's out-of-fold predictions of the training pairs (``models.lm.readout.cross_fit_readout``,
+        its own folds: ``fold`` is not used; no LM refit), None for a model loaded from a bundle."""
+        if getattr(self, "_oof", None) is None:
+            return None
+        keys = pd.MultiIndex.from_arrays([train["user_id"].astype(str), train["item_id"].astype(str)])
+        out = self._oof[~self._oof.index.duplicated()].reindex(keys).to_numpy(dtype=np.float64)
+        return None if np.isnan(out).any() else out
 
     def restore(self, state, seen_indptr, seen_indices) -> None:
         super().restore(state, seen_indptr, seen_indices)

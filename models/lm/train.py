@@ -31,7 +31,7 @@ import numpy as np
 from models.base import rows_at
 from models.lm.config import LMConfig
 from models.lm.profiles import FULL
-from models.lm.readout import apply_readout, fit_readout
+from models.lm.readout import apply_readout, cross_fit_readout, fit_readout
 
 # Fault injection for tests and drills: exit abruptly after this many optimizer steps (a "kill").
 FAIL_AFTER_STEPS_ENV = "RECLAB_LM_FAIL_AFTER_STEPS"
@@ -156,7 +156,18 @@ def train(config: LMConfig) -> dict:
     }
     if trainer.is_global_zero:
         metrics.update(
-            export(module, datamodule, profiles, frames, users, item_ids, best.best_model_path or str(resume), out)
+            export(
+                module,
+                datamodule,
+                profiles,
+                frames,
+                users,
+                item_ids,
+                best.best_model_path or str(resume),
+                out,
+                readout_folds=config.readout_folds,
+                seed=config.seed,
+            )
         )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -226,10 +237,23 @@ def export_keys(users, item_ids) -> list[tuple[str, str, int]]:
     return [("user", u, FULL) for u in users] + [("item", i, FULL) for i in item_ids] + UNKNOWN_KEYS
 
 
-def export(module, datamodule, profiles, frames, users, item_ids, checkpoint: str, out: Path) -> dict:
+def export(
+    module,
+    datamodule,
+    profiles,
+    frames,
+    users,
+    item_ids,
+    checkpoint: str,
+    out: Path,
+    *,
+    readout_folds: int = 5,
+    seed: int = 0,
+) -> dict:
     """The rating readout, embeddings and rating statistics of every training user and catalogue item (full
-    profiles), and rating predictions for validation and test. Every profile is encoded once, for the readout
-    and the export."""
+    profiles), rating predictions for validation and test, and the readout's out-of-fold predictions of the
+    training pairs (``predictions_train_oof.parquet``). Every profile is encoded once, for the readout and the
+    export."""
     import pandas as pd
     import torch
 
@@ -243,6 +267,9 @@ def export(module, datamodule, profiles, frames, users, item_ids, checkpoint: st
     head = module.rate_vectors(vectors[validation.users], vectors[validation.items])
     readout = fit_readout(vectors, stats, datamodule.datasets, head)
     np.savez(out / "readout.npz", **readout)
+    oof = cross_fit_readout(vectors, stats, datamodule.datasets, readout_folds, seed)
+    train_pairs = frames["train"][["user_id", "item_id"]].astype(str)
+    train_pairs.assign(prediction=oof).to_parquet(out / "predictions_train_oof.parquet", index=False)
     rows = [datamodule.tokens.keys[key] for key in export_keys(users, item_ids)]
     vectors, stats = vectors[rows], stats[rows]
     user_vec, item_vec = vectors[: len(users)], vectors[len(users) : -2]

@@ -97,6 +97,9 @@ class BiasALS(Recommender):
         self._fit_biases(u, i, r, self.reg_user_, self.reg_item_)
         return self
 
+    def refit_copy(self) -> BiasALS:
+        return BiasALS(reg_user=self.reg_user_, reg_item=self.reg_item_, n_epochs=self.n_epochs)
+
     def _fit_biases(self, u, i, r, reg_u, reg_i) -> None:
         n_u, n_i = len(self.user_ids), len(self.item_ids)
         count_u = np.bincount(u, minlength=n_u)
@@ -169,6 +172,11 @@ class BiasedMF(Recommender):
         _, self.factors_, self.reg_, self.epochs_ = best
         self._train(u, i, r, self.factors_, self.reg_, None, self.epochs_)
         return self
+
+    def refit_copy(self) -> BiasedMF:
+        return BiasedMF(
+            factors=self.factors_, reg=self.reg_, reg_bias=self.reg_bias, max_epochs=self.epochs_, seed=self.seed
+        )
 
     def _train(self, u, i, r, factors, reg, validation, epochs) -> tuple[int, float]:
         rng = np.random.default_rng(self.seed)

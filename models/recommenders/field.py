@@ -336,6 +336,9 @@ class SurpriseSVD(_SurpriseRater):
         self.n_factors_, self.reg_all_ = self._tune(train, validation, items, self.grid, make)
         return self
 
+    def refit_copy(self) -> SurpriseSVD:
+        return SurpriseSVD(((self.n_factors_, self.reg_all_),), self.n_epochs, self.lr_all, self.seed)
+
     def _export(self, algo, trainset, known_users, known_items) -> None:
         f = algo.pu.shape[1]
         self.P, self.Q = np.zeros((len(self.user_ids), f)), np.zeros((len(self.item_ids), f))
@@ -372,6 +375,9 @@ class SurpriseSVDpp(_SurpriseRater):
 
         self.n_factors_, self.reg_all_ = self._tune(train, validation, items, self.grid, make)
         return self
+
+    def refit_copy(self) -> SurpriseSVDpp:
+        return SurpriseSVDpp(((self.n_factors_, self.reg_all_),), self.n_epochs, self.seed)
 
     def _export(self, algo, trainset, known_users, known_items) -> None:
         f = algo.pu.shape[1]
@@ -413,6 +419,9 @@ class SurpriseKNNBaseline(_SurpriseRater):
             lambda k: KNNBaseline(k=k, min_k=self.min_k, sim_options=sim, bsl_options={"method": "als"}, verbose=False),
         )
         return self
+
+    def refit_copy(self) -> SurpriseKNNBaseline:
+        return SurpriseKNNBaseline((int(self.k_),), self.min_k, self.shrinkage, self.seed)
 
     def _export(self, algo, trainset, known_users, known_items) -> None:
         n_u, n_i = len(self.user_ids), len(self.item_ids)

@@ -1,16 +1,25 @@
-"""Fusion: blend fitted component recommenders, with weights learned on the validation fold only.
+"""Fusion: blend fitted component recommenders, with weights learned without touching test.
 
 Rating fusion (``predict``): a stacking blender over the components' rating predictions. It is linear,
-``r̂ = b_s + Σ_m w_{s,m} · r̂_m``, with one weight vector per segment s = (user activity bucket, item
-popularity bucket) shrunk towards one global weight vector:
+``r̂ = b_s + Σ_m w_{s,m} · r̂_m`` (clipped to the training ratings' range), with one weight vector per
+segment s = (user activity bucket, item popularity bucket) shrunk towards one global weight vector:
 
     global:      w_g = argmin ‖y − X w‖² + α_g ‖w − w_0‖²     (w_0: intercept 0, equal component weights)
     segment s:   w_s = argmin ‖y_s − X_s w‖² + α_s ‖w − w_g‖²  (α_s = ∞: the global weights)
 
-(α_g, α_s) are chosen by K-fold cross-fitting over validation *users*: each candidate is fitted on K−1
-folds and judged on the held-out fold, so the blender never judges itself on the rows it was fitted on; the
-winner is refitted on the whole validation fold. Each component alone is a candidate too (nothing to fit:
-its validation MSE), so the fusion falls back to the best single component when blending does not pay.
+Two kinds of blenders compete, each judged on validation rows it was not fitted on:
+
+- *stacked* (``stacking_folds`` > 0): fitted on every training rating, from out-of-fold predictions
+  (``Recommender.oof_predictions``: cheap components are refitted with their chosen hyperparameters on K−1
+  folds of the training fold and predict the K-th; the LM's readout is cross-fitted on its leave-fold-out
+  profiles, without refitting the LM). Components without out-of-fold predictions get weight 0 there. Each
+  (α_g, α_s) is judged by its MSE on the whole validation fold, which no component fit or blender fit saw.
+- *validation* blenders: fitted on validation itself, (α_g, α_s) judged by K-fold cross-fitting over
+  validation *users* (each candidate fitted on K−1 folds, judged on the held-out fold), the winner refitted
+  on the whole validation fold.
+
+Each component alone is a candidate too (nothing to fit: its validation MSE), so the fusion falls back to
+the best single component when blending does not pay. The lowest held-out validation MSE wins.
 
 Ranking fusion (``score``): a weighted sum of per-user standardised component scores (each row of a
 component's catalogue scores minus its mean, over its standard deviation), weights on a grid over the
@@ -51,6 +60,8 @@ class FusionConfig(BaseModel):
     global_alphas: tuple[float, ...] = (1.0, 10.0, 100.0)  # ridge strength towards equal weights
     segment_alphas: tuple[float, ...] = (10.0, 100.0, 1000.0, NO_SEGMENTS)  # towards the global weights
     folds: int = Field(5, ge=2)  # cross-fitting folds over validation users
+    # out-of-fold folds of the training ratings the stacked blender learns from (0: validation blenders only)
+    stacking_folds: int = Field(5, ge=0)
     k: int = Field(10, ge=1)  # ranking weights maximise validation NDCG@k
     grid_points: int = Field(300, ge=2)  # at most this many weight vectors tried on the simplex
     cold_candidates: bool = False  # rank only items without training interactions (cold-item protocol)
@@ -139,50 +150,92 @@ class Fusion(Recommender):
             if self._fixed_rating is None and self.rating_names or self._fixed_ranking is None and self.ranking_names:
                 raise ValueError("fusion learns its weights on validation: pass a non-empty validation fold")
         if self.rating_names:
-            self._fit_rating(validation)
+            self._fit_rating(validation, train, items, users)
         if self.ranking_names:
             self._fit_ranking(validation)
         return self
 
     def _features(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 1 + components) design matrix [1, r̂_1, ...] of clipped predictions, and each row's segment."""
+        columns = [self.components[n].predict(users, items) for n in self.rating_names]
+        return self._design(columns), self._segments(users, items)
+
+    def _design(self, columns: list[np.ndarray]) -> np.ndarray:
         lo, hi = self._rating_range
-        columns = [np.ones(len(users))]
-        columns += [np.clip(self.components[n].predict(users, items), lo, hi) for n in self.rating_names]
+        return np.column_stack([np.ones(len(columns[0])), *(np.clip(c, lo, hi) for c in columns)])
+
+    def _segments(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         activity = activity_segment(pd.Series(users).map(self._activity).fillna(0).to_numpy())
         popularity = pd.Series(items).map(self._item_segment).fillna("cold").to_numpy()
-        return np.column_stack(columns), np.char.add(np.char.add(activity.astype(str), "|"), popularity.astype(str))
+        return np.char.add(np.char.add(activity.astype(str), "|"), popularity.astype(str))
 
-    def _fit_rating(self, validation: pd.DataFrame | None) -> None:
+    def _blend(self, weights: dict[str, np.ndarray], X: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        return np.clip(_apply(weights, X, segments), *self._rating_range)
+
+    def _fit_rating(self, validation, train=None, items=None, users_frame=None) -> None:
         names = ["intercept", *self.rating_names]
         if self._fixed_rating is not None:
             w = np.array([self._fixed_rating.get(n, 0.0) for n in names])
             self._weights, self.blender_, self.cv_ = {"global": w}, {"fixed": True}, {}
-        else:
-            users = validation["user_id"].astype(str).to_numpy()
-            X, segments = self._features(users, validation["item_id"].astype(str).to_numpy())
-            y = validation["rating"].to_numpy(dtype=np.float64)
-            fold = _user_folds(users, self.config.folds, self.config.seed)
-            self.cv_ = {}
+            self.rating_weights_ = {"global": dict(zip(names, map(float, w), strict=True))}
+            return
+        users = validation["user_id"].astype(str).to_numpy()
+        X, segments = self._features(users, validation["item_id"].astype(str).to_numpy())
+        y = validation["rating"].to_numpy(dtype=np.float64)
+        fold = _user_folds(users, self.config.folds, self.config.seed)
+        self.cv_, fitted = {}, {}
+        for a_g, a_s in itertools.product(self.config.global_alphas, self.config.segment_alphas):
+            se = np.zeros(len(y))
+            for f in range(self.config.folds):
+                held = fold == f
+                weights = _segment_ridge(X[~held], y[~held], segments[~held], a_g, a_s)
+                se[held] = (y[held] - self._blend(weights, X[held], segments[held])) ** 2
+            key = f"validation:global_alpha={a_g:g},segment_alpha={a_s:g}"
+            self.cv_[key] = float(se.mean())
+            fitted[key] = lambda a_g=a_g, a_s=a_s: _segment_ridge(X, y, segments, a_g, a_s)
+        stacked = self._stacking_rows(train, items, users_frame) if train is not None else None
+        if stacked is not None:
+            Xs, ys, segs, cols = stacked
             for a_g, a_s in itertools.product(self.config.global_alphas, self.config.segment_alphas):
-                se = np.zeros(len(y))
-                for f in range(self.config.folds):
-                    held = fold == f
-                    weights = _segment_ridge(X[~held], y[~held], segments[~held], a_g, a_s)
-                    se[held] = (y[held] - _apply(weights, X[held], segments[held])) ** 2
-                self.cv_[f"global_alpha={a_g:g},segment_alpha={a_s:g}"] = float(se.mean())
-            # each component alone is a candidate too: blending must earn its place on held-out folds
-            for m, name in enumerate(self.rating_names, start=1):
-                self.cv_[f"only={name}"] = float(np.mean((y - X[:, m]) ** 2))
-            best = min(self.cv_, key=self.cv_.get)
-            if best.startswith("only="):
-                w = np.array([float(n == best[5:]) for n in names])
-                self._weights, self.blender_ = {"global": w}, {"single": best[5:], "cv_mse": self.cv_[best]}
-            else:
-                a_g, a_s = (float(part.split("=")[1]) for part in best.split(","))
-                self._weights = _segment_ridge(X, y, segments, a_g, a_s)
-                self.blender_ = {"global_alpha": a_g, "segment_alpha": a_s, "cv_mse": self.cv_[best]}
+                weights = _segment_ridge(Xs, ys, segs, a_g, a_s)
+                key = f"stacked:global_alpha={a_g:g},segment_alpha={a_s:g}"
+                self.cv_[key] = float(np.mean((y - self._blend(weights, X[:, cols], segments)) ** 2))
+                fitted[key] = lambda weights=weights: {seg: _expand(w, cols, len(names)) for seg, w in weights.items()}
+        # each component alone is a candidate too: blending must earn its place on held-out rows
+        for m, name in enumerate(self.rating_names, start=1):
+            key = f"only={name}"
+            self.cv_[key] = float(np.mean((y - X[:, m]) ** 2))
+            fitted[key] = lambda m=m: {"global": np.eye(len(names))[m]}
+        best = min(self.cv_, key=self.cv_.get)
+        self._weights = fitted[best]()
+        if best.startswith("only="):
+            self.blender_ = {"single": best[5:], "validation_mse": self.cv_[best]}
+        else:
+            kind, _, alphas = best.partition(":")
+            a_g, a_s = (float(part.split("=")[1]) for part in alphas.split(","))
+            self.blender_ = {"kind": kind, "global_alpha": a_g, "segment_alpha": a_s, "validation_mse": self.cv_[best]}
+            if kind == "stacked":
+                self.blender_ |= {"rows": len(stacked[1]), "components": [names[c] for c in stacked[3][1:]]}
         self.rating_weights_ = {seg: dict(zip(names, map(float, w), strict=True)) for seg, w in self._weights.items()}
+
+    def _stacking_rows(self, train, items, users_frame):
+        """The stacked blender's training data from out-of-fold predictions of every training rating:
+        (design matrix, ratings, segments, the design columns of ``_features`` it holds); None when off or
+        when no component has out-of-fold predictions."""
+        if not self.config.stacking_folds:
+            return None
+        fold = np.random.default_rng(self.config.seed).integers(0, self.config.stacking_folds, len(train))
+        columns, cols = [], [0]
+        for m, name in enumerate(self.rating_names, start=1):
+            oof = self.components[name].oof_predictions(train, fold, items=items, users=users_frame)
+            if oof is not None:
+                columns.append(oof)
+                cols.append(m)
+        if not columns:
+            return None
+        users, items_ = train["user_id"].astype(str).to_numpy(), train["item_id"].astype(str).to_numpy()
+        ratings = train["rating"].to_numpy(dtype=np.float64)
+        return self._design(columns), ratings, self._segments(users, items_), np.array(cols)
 
     def _fit_ranking(self, validation: pd.DataFrame | None) -> None:
         if self._fixed_ranking is not None:
@@ -223,7 +276,7 @@ class Fusion(Recommender):
         if "rating" not in self.tasks:
             return super().predict(users, items)
         X, segments = self._features(np.asarray(users, dtype=str), np.asarray(items, dtype=str))
-        return _apply(self._weights, X, segments)
+        return self._blend(self._weights, X, segments)
 
     def score(self, users: Ids) -> np.ndarray:
         if "ranking" not in self.tasks:
@@ -273,6 +326,13 @@ def _apply(weights: dict[str, np.ndarray], X: np.ndarray, segments: np.ndarray) 
             rows = segments == seg
             out[rows] = X[rows] @ w
     return out
+
+
+def _expand(w: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """Weights over design columns ``cols`` as weights over all ``n`` columns (0 elsewhere)."""
+    full = np.zeros(n)
+    full[cols] = w
+    return full
 
 
 def _standardise(scores: np.ndarray) -> np.ndarray:
