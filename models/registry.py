@@ -103,7 +103,13 @@ def _lightfm(content: bool):
 
 
 def _lm(cls, config: TrainConfig, context: BuildContext):
-    return cls(context.work_dir / "lm_two_tower", config.lm_profile, {"seed": config.seed, **config.lm_overrides})
+    return cls(
+        context.work_dir / "lm_two_tower",
+        config.lm_profile,
+        {"seed": config.seed, **config.lm_overrides},
+        k=context.k,
+        cold_validation=context.protocol == "cold_items",
+    )
 
 
 def _fusion(cls, config: TrainConfig, context: BuildContext):

@@ -22,6 +22,7 @@ from models.evaluation.harness import EvalConfig
 from models.registry import FUSION, LANGUAGE, TrainConfig
 from models.serving.bundle import save_model, sha256
 from tasks import tables
+from tasks.logs import forward_to_run_logger
 from tasks.split import load_split, split_fingerprint, split_protocol
 from tasks.store import PROJECT_ROOT, connect, replace_run_rows
 
@@ -44,7 +45,8 @@ def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalCon
     with connect(db, read_only=True) as con:  # released before the (long) fits
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
     folder = Path(work_dir) / split_id
-    fitted = fit_split_models(data, protocol, split_id, config, eval_config, folder)
+    with forward_to_run_logger():  # the LM trainer's progress lines reach the run's log
+        fitted = fit_split_models(data, protocol, split_id, config, eval_config, folder)
     lm = next((fitted.models[name] for name in LANGUAGE if name in fitted.models), None)
     outputs = {
         "per_user": fitted.per_user,

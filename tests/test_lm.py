@@ -166,6 +166,73 @@ def test_cross_fitted_readout_never_reads_the_rating_it_predicts():
     assert (np.abs(again[fold != 0] - oof[fold != 0]) > 1e-9).all()
 
 
+def test_retrieval_loss_by_hand():
+    """Three pairs, four item columns. Pair 0: user A, item X (5 stars); pair 1: user A, item Y (5 stars);
+    pair 2: user B, item Z (2 stars: no positive, but Z stays a negative for the others). Column 3 holds X
+    again (another profile variant)."""
+    import math
+
+    import torch
+
+    from models.lm.module import retrieval_loss
+
+    scores = torch.tensor([[2.0, 1.0, 0.5, 2.0], [0.0, 1.5, 1.0, 0.0], [0.3, 0.2, 0.1, 0.3]])
+    logq = torch.log(torch.tensor([0.5, 0.25, 0.125, 0.5]))
+    args = dict(
+        item_index=torch.tensor([0, 1, 2]),
+        ratings=torch.tensor([5.0, 5.0, 2.0]),
+        user_entity=torch.tensor([0, 0, 1]),
+        item_entity=torch.tensor([10, 11, 12]),
+        column_entity=torch.tensor([10, 11, 12, 10]),
+        column_logq=logq,
+    )
+    loss = retrieval_loss(scores, threshold=4.0, **args)
+    # pair 0: Y (A's other positive) and X's other variant are masked: X against Z
+    logits = [2.0 - math.log(0.5), 0.5 - math.log(0.125)]
+    pair0 = -(logits[0] - math.log(sum(math.exp(x) for x in logits)))
+    # pair 1: X and its variant (A's other positive) masked: Y against Z
+    logits = [1.5 - math.log(0.25), 1.0 - math.log(0.125)]
+    pair1 = -(logits[0] - math.log(sum(math.exp(x) for x in logits)))
+    assert float(loss) == pytest.approx((pair0 + pair1) / 2, rel=1e-6)
+    # logQ moves the loss: without it (equal expected counts) the figure differs
+    flat = retrieval_loss(scores, threshold=4.0, **{**args, "column_logq": torch.zeros(4)})
+    assert abs(float(flat) - float(loss)) > 0.1
+    # a threshold nobody reaches: no positive rows, a zero that keeps the graph
+    scores.requires_grad_(True)
+    none = retrieval_loss(scores, threshold=6.0, **args)
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_batches_carry_entities_and_expected_counts(tokenizer):
+    data = lm_reviews()
+    frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
+    module = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        build_profiles(data),
+        tokenizer,
+        max_length=32,
+        batch_size=8,
+        pairs_per_user=4,
+        extra_keys=[("item", i, FULL) for i in sorted(data["item_id"].unique())],
+        mixed_negatives=5,
+    )
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    n_pairs, n_columns = len(batch["rating"]), len(batch["item_rows"])
+    assert (
+        len(batch["column_entity"]) == len(batch["column_logq"]) == n_columns > len(set(batch["item_index"].tolist()))
+    )
+    # a pair's item column holds its item entity; fold variants of one user share the user entity
+    assert (batch["column_entity"][batch["item_index"]] == batch["item_entity"]).all()
+    counts = data["item_id"].value_counts()
+    keys = {row: key for key, row in module.tokens.keys.items()}
+    catalogue = data["item_id"].nunique()
+    for column, row in enumerate(batch["item_rows"].tolist()):
+        share = (counts[keys[row][1]] + 1) / (len(data) + catalogue)
+        expected = n_pairs * share + 5 / catalogue
+        assert float(batch["column_logq"][column]) == pytest.approx(np.log(expected), rel=1e-5)
+
+
 def test_item_profiles_start_with_metadata():
     items = pd.DataFrame(
         {"item_id": ["i1", "cold"], "title": ["Blue Guitar", "Red Drum"], "genres": ["rock|pop", None]}
@@ -338,6 +405,20 @@ def test_trainer_process_writes_checkpoints_embeddings_predictions(tmp_path):
 
 
 @pytest.mark.slow
+def test_max_steps_shorter_than_an_epoch_validates_and_logs_progress(tmp_path):
+    config, out = _write_run(tmp_path, max_steps=3, log_every_n_steps=1)
+    run = _launch(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 3 and metrics["best_val_rmse"] > 0  # validated where it stopped
+    lines = [line for line in run.stderr.splitlines() if line.startswith("[lm] ")]
+    assert "[lm] training: 3 steps of 8 pairs (1 process(es))" in lines
+    steps = [line for line in lines if " step " in line and "samples/s" in line and "ETA" in line]
+    assert [line.split(" step ")[1].split()[0] for line in steps] == ["1/3", "2/3", "3/3"]
+    assert any(line.startswith("[lm] validation at step 3: RMSE") for line in lines)
+
+
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path):
     config, out = _write_run(tmp_path, accelerator="cpu", devices=2, max_epochs=1)
     run = _launch(config)
@@ -393,3 +474,42 @@ def test_user_groups_cover_every_pair_once():
     rows = np.concatenate(dataset.groups)
     assert sorted(rows.tolist()) == list(range(7))
     assert all(len(set(users[g])) == 1 and len(g) <= 2 for g in dataset.groups)
+
+
+def test_the_lm_mixes_popularity_into_its_ranking_only_where_validation_prefers_it(tmp_path):
+    from builders import fake_lm, ratings
+
+    train = ratings(n_users=30, n_items=40, per_user=8)
+    items = pd.DataFrame({"item_id": sorted(train["item_id"].unique())})
+    model = fake_lm(tmp_path, train, items)
+    by_popularity = train["item_id"].value_counts().index  # most popular first
+    seen = train.groupby("user_id")["item_id"].agg(set)
+
+    def held_out(order):  # each user's first unrated item in ``order``
+        return pd.DataFrame(
+            [{"user_id": u, "item_id": next(i for i in order if i not in s), "rating": 5.0} for u, s in seen.items()]
+        )
+
+    grid = (0.0, 0.1, 10.0)
+    model._choose_popularity_weight(held_out(by_popularity), grid)
+    assert model.popularity_weight_ == 10.0 and model.validation_ndcg_["10"] > model.validation_ndcg_["0"]
+    users = list(seen.index[:3])
+    cosine = model._user_vectors_for(users)[:, : model._dim] @ model._item_vectors[:, : model._dim].T
+    np.testing.assert_allclose(model.score(users), cosine + 10.0 * np.log1p(model.item_counts))
+    model._choose_popularity_weight(held_out(by_popularity[::-1]), grid)  # the least popular: never mixed in
+    assert model.popularity_weight_ == 0.0
+    np.testing.assert_allclose(model.score(users), cosine)
+    model._choose_popularity_weight(None, grid)  # nothing to judge by: the cosine alone
+    assert model.popularity_weight_ == 0.0
+
+
+def test_trainer_output_is_streamed_to_the_log_without_noise(caplog):
+    import logging
+
+    from models.lm.recommender import _stream
+
+    script = "import sys; print('[lm] step 1/2'); print('pooler.dense.bias | UNEXPECTED'); print('[lm] done', file=sys.stderr); sys.exit(3)"
+    with caplog.at_level(logging.INFO, logger="reclab.lm"):
+        code, tail = _stream([sys.executable, "-c", script])
+    assert code == 3 and list(tail) == ["[lm] step 1/2", "[lm] done"]
+    assert [r.getMessage() for r in caplog.records if r.name == "reclab.lm"] == ["[lm] step 1/2", "[lm] done"]

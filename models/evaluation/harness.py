@@ -104,6 +104,23 @@ def ranking_targets(model: Recommender, held_out: pd.DataFrame, *, cold_candidat
     return users[has_relevant], relevant[has_relevant], exclude[has_relevant], cols
 
 
+class ValidationNDCG:
+    """NDCG@k of a ranking model on validation (the users with a held-out candidate), for tuning: built once
+    per fit (``targets`` is None when no validation user has a candidate), called after each configuration."""
+
+    def __init__(self, model: Recommender, validation: pd.DataFrame | None, k: int, *, cold_candidates: bool = False):
+        self.k = k
+        self.targets = None
+        if validation is not None and len(validation):
+            users, relevant, exclude, cols = ranking_targets(model, validation, cold_candidates=cold_candidates)
+            if len(users):
+                self.targets = (users, relevant, exclude, cols)
+
+    def __call__(self, model: Recommender) -> float:
+        users, relevant, exclude, cols = self.targets
+        return float(ranking_metrics(model.score(users)[:, cols], relevant, exclude, self.k)["ndcg"].mean())
+
+
 def ranking_rows(
     model: Recommender,
     test: pd.DataFrame,

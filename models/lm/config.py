@@ -41,6 +41,13 @@ class LMConfig(BaseModel):
     warmup_ratio: float = 0.1
     ranking_weight: float = 0.5
     temperature: float = 0.05
+    # retrieval training (models.lm.module.retrieval_loss): pairs rated at or above this are positives (capped
+    # at the training fold's highest rating, so implicit 1.0-only data keeps every pair); catalogue items drawn
+    # uniformly per batch as extra negatives (mixed negative sampling); popularity mixed into the ranking
+    # score with the weight of this grid that validation NDCG@k prefers (0: cosine alone)
+    positive_threshold: float = 4.0
+    mixed_negatives: int = Field(0, ge=0)
+    popularity_weights: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
     freeze_layers: int = Field(0, ge=0)  # freeze embeddings + the lowest N transformer layers
     cache_frozen: bool = True  # compute the frozen layers' output once per profile (BERT-style encoders)
     accumulate_grad_batches: int = Field(1, ge=1)
@@ -54,7 +61,8 @@ class LMConfig(BaseModel):
     num_threads: int = 0  # torch CPU threads (0: torch's default)
     num_workers: int = 0
     seed: int = 0
-    progress_bar: bool = True
+    progress_bar: bool = True  # Lightning's bar (a terminal); progress lines are logged either way
+    log_every_n_steps: int = Field(50, ge=1)  # a progress line (step, loss, samples/s, ETA) every N steps
 
 
 PROFILES: dict[str, dict] = {

@@ -87,16 +87,34 @@ class PairDataset(Dataset):
 
 
 class Collate:
-    """Batch pairs: encode each distinct profile once; indices map pairs back to their profiles."""
+    """Batch pairs: encode each distinct profile once; indices map pairs back to their profiles.
 
-    def __init__(self, tokens: ProfileTokens):
+    Besides the tokens, a batch carries what the retrieval loss needs (``models.lm.module.retrieval_loss``):
+    each pair's user and item entity (the fold variants of one profile share it), the item columns'
+    entities and the log of their expected count among the columns (``log(B·q_j + M/N)``: B pairs drawn from
+    the training pairs, where item j has share q_j, plus M mixed negatives drawn uniformly from the N
+    catalogue items, Yang et al., WWW 2020, appended as extra columns)."""
+
+    def __init__(
+        self, tokens: ProfileTokens, row_entity=None, row_share=None, mixed_rows=None, mixed: int = 0, seed: int = 0
+    ):
         self.tokens = tokens
+        n = len(tokens.ids)
+        self.row_entity = np.arange(n) if row_entity is None else row_entity
+        self.row_share = np.full(n, 1.0 / max(1, n)) if row_share is None else row_share
+        self.mixed_rows = np.asarray(mixed_rows if mixed_rows is not None else [], dtype=np.int64)
+        self.mixed = mixed if len(self.mixed_rows) else 0
+        self.rng = np.random.default_rng(seed)
 
     def __call__(self, batch):
         batch = [pair for group in batch for pair in group]
         users, items, ratings = zip(*batch, strict=True)
         user_rows, user_index = np.unique(users, return_inverse=True)
         item_rows, item_index = np.unique(items, return_inverse=True)
+        if self.mixed:
+            drawn = np.unique(self.rng.choice(self.mixed_rows, self.mixed, replace=True))
+            item_rows = np.concatenate([item_rows, np.setdiff1d(drawn, item_rows)])
+        expected = len(batch) * self.row_share[item_rows] + self.mixed / max(1, len(self.mixed_rows))
         user_ids, user_mask = self.tokens.pad(user_rows.tolist())
         item_ids, item_mask = self.tokens.pad(item_rows.tolist())
         return {
@@ -109,6 +127,10 @@ class Collate:
             "user_index": torch.as_tensor(user_index),
             "item_index": torch.as_tensor(item_index),
             "rating": torch.tensor(ratings, dtype=torch.float32),
+            "user_entity": torch.as_tensor(self.row_entity[np.asarray(users)]),
+            "item_entity": torch.as_tensor(self.row_entity[np.asarray(items)]),
+            "column_entity": torch.as_tensor(self.row_entity[item_rows]),
+            "column_logq": torch.as_tensor(np.log(expected), dtype=torch.float32),
         }
 
 
@@ -131,7 +153,8 @@ class PairDataModule(L.LightningDataModule):
 
     ``frames``: {"train", "validation", "test"} DataFrames of (user_id, item_id, rating) as strings/floats;
     ``profiles``: built from the training fold only; ``extra_keys``: more profiles to tokenise alongside
-    (the full profiles export encodes), so that one ``tokens`` table serves training and export.
+    (the full profiles export encodes), so that one ``tokens`` table serves training and export;
+    ``mixed_negatives``: catalogue items (full profiles) drawn uniformly per training batch as extra negatives.
     """
 
     def __init__(
@@ -145,8 +168,10 @@ class PairDataModule(L.LightningDataModule):
         pairs_per_user: int = 1,
         seed: int = 0,
         extra_keys: list[tuple[str, str, int]] = (),
+        mixed_negatives: int = 0,
     ):
         super().__init__()
+        self.mixed_negatives = mixed_negatives
         self.extra_keys = list(extra_keys)
         self.frames, self.profiles, self.tokenizer = frames, profiles, tokenizer
         self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
@@ -171,6 +196,21 @@ class PairDataModule(L.LightningDataModule):
             )
             for name, (users, items) in keys.items()
         }
+        # entities (a profile's fold variants share one) and each item row's smoothed share of training pairs
+        codes: dict[tuple[str, str], int] = {}
+        self.row_entity = np.array([codes.setdefault((kind, e), len(codes)) for kind, e, _ in self.tokens.keys])
+        counts = self.frames["train"]["item_id"].astype(str).value_counts()
+        catalogue = sum(1 for kind, _ in codes if kind == "item")
+        total = int(counts.sum())
+        self.row_share = np.array(
+            [(counts.get(e, 0) + 1) / (total + catalogue) if kind == "item" else 0.0 for kind, e, _ in self.tokens.keys]
+        )
+        self.mixed_rows = np.array(
+            [row for (kind, _, fold), row in self.tokens.keys.items() if kind == "item" and fold == FULL]
+        )
+
+    def collate(self, mixed: int = 0) -> Collate:
+        return Collate(self.tokens, self.row_entity, self.row_share, self.mixed_rows, mixed, self.seed)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[name]
@@ -179,7 +219,7 @@ class PairDataModule(L.LightningDataModule):
             dataset,
             batch_size=max(1, round(self.batch_size / mean_group)),
             shuffle=shuffle,
-            collate_fn=Collate(self.tokens),
+            collate_fn=self.collate(self.mixed_negatives if name == "train" else 0),
             num_workers=self.num_workers,
         )
 

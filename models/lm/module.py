@@ -1,14 +1,20 @@
-"""The LightningModule (``TwoTowerModule``): trains the two-tower network on ratings (MSE) and in-batch ranking (softmax over items)."""
+"""The LightningModule (``TwoTowerModule``): trains the two-tower network on ratings (MSE) and retrieval (an
+in-batch sampled softmax with logQ correction, rating-threshold positives, masked false negatives and optional
+mixed negatives: :func:`retrieval_loss`)."""
 
 from __future__ import annotations
 
 import itertools
+import sys
+import time
 
 import lightning as L
 import torch
 from torch import nn
 
 from models.lm.network import TwoTower, build_encoder
+
+PROGRESS_SECONDS = 30.0  # long loops print a progress line at most this often
 
 
 class FrozenStates:
@@ -25,7 +31,16 @@ class FrozenStates:
         states = torch.zeros((offsets[-1], net.dim), dtype=torch.float16)
         order = sorted(range(len(lengths)), key=lengths.__getitem__)  # similar lengths together: less padding
         device = next(net.parameters()).device
+        began = last = time.perf_counter()
         for start in range(0, len(order), batch):
+            if time.perf_counter() - last > PROGRESS_SECONDS:
+                last, done = time.perf_counter(), start / len(order)
+                print(
+                    f"[lm] caching frozen states: {start}/{len(order)} profiles ({100 * done:.0f}%), "
+                    f"ETA {(last - began) / done * (1 - done):.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             rows = order[start : start + batch]
             ids, mask = tokens.pad(rows)
             hidden = net.frozen_states(ids.to(device), mask.to(device)).to("cpu", torch.float16)
@@ -42,11 +57,50 @@ class FrozenStates:
         return out
 
 
+def retrieval_loss(
+    scores: torch.Tensor,
+    item_index: torch.Tensor,
+    ratings: torch.Tensor,
+    user_entity: torch.Tensor,
+    item_entity: torch.Tensor,
+    column_entity: torch.Tensor,
+    column_logq: torch.Tensor,
+    threshold: float,
+) -> torch.Tensor:
+    """The sampled-softmax retrieval loss of one batch, as two-tower retrieval is trained in the literature.
+
+    ``scores`` (pairs, columns): each pair's user against each item column of the batch (the distinct items
+    of its pairs, then any mixed negatives), already divided by the temperature; ``item_index``: each pair's
+    own column; ``*_entity``: user/item ids as integers (a profile's fold variants share one); ``column_logq``:
+    the log of each column's expected count among the batch's columns.
+
+    - logQ correction (Yi et al., RecSys 2019): logit = score − log E[count], so that an item is not demoted
+      for being sampled as a negative as often as it is popular;
+    - only pairs rated at or above ``threshold`` are positives (rows of the loss); every rating still trains
+      the rating head;
+    - false negatives are masked: for a pair, a column holding its own item in another profile variant, or an
+      item its user rated at or above ``threshold`` in the same batch, is not a negative.
+
+    Returns the mean cross-entropy over positive pairs (a zero that keeps the graph when there are none)."""
+    positive = ratings >= threshold
+    if not bool(positive.any()) or scores.shape[1] < 2:
+        return scores.sum() * 0.0
+    logits = scores - column_logq[None, :]
+    item_of_column = item_entity[:, None] == column_entity[None, :]  # (pairs, columns)
+    same_user_positive = (user_entity[:, None] == user_entity[None, :]) & positive[None, :]  # (pairs, pairs)
+    users_positives = (same_user_positive.float() @ item_of_column.float()) > 0  # (pairs, columns)
+    own = torch.zeros_like(users_positives)
+    own[torch.arange(len(item_index), device=own.device), item_index] = True
+    masked = (item_of_column | users_positives) & ~own
+    logits = logits.masked_fill(masked, float("-inf"))
+    return nn.functional.cross_entropy(logits[positive], item_index[positive])
+
+
 class TwoTowerModule(L.LightningModule):
     """Fine-tunes a pretrained encoder as a two-tower recommender.
 
-    Loss = MSE(rating) + ``ranking_weight`` × in-batch softmax cross-entropy of each pair's user against the
-    batch's distinct items (a repeated item is not its own negative), with temperature ``temperature``.
+    Loss = MSE(rating) + ``ranking_weight`` × :func:`retrieval_loss` over the batch's item columns, with
+    temperature ``temperature`` and positives rated at or above ``positive_threshold``.
     """
 
     def __init__(
@@ -62,6 +116,7 @@ class TwoTowerModule(L.LightningModule):
         temperature: float = 0.05,
         freeze_layers: int = 0,
         head_hidden: int = 256,
+        positive_threshold: float = 4.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -117,8 +172,16 @@ class TwoTowerModule(L.LightningModule):
     def _common_step(self, batch: dict, stage: str) -> torch.Tensor:
         pred, u, items = self(batch)
         mse = nn.functional.mse_loss(pred, batch["rating"])
-        logits = self.net.similarity(u, items) / self.hparams.temperature  # (pairs, distinct items)
-        ranking = nn.functional.cross_entropy(logits, batch["item_index"]) if items.shape[0] > 1 else mse * 0
+        ranking = retrieval_loss(
+            self.net.similarity(u, items) / self.hparams.temperature,
+            batch["item_index"],
+            batch["rating"],
+            batch["user_entity"],
+            batch["item_entity"],
+            batch["column_entity"],
+            batch["column_logq"],
+            self.hparams.positive_threshold,
+        )
         loss = mse + self.hparams.ranking_weight * ranking
         n = batch["rating"].shape[0]
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")

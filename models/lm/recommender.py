@@ -5,7 +5,11 @@
 exported: user/item vectors of the full training profiles (best checkpoint) and the rating readout.
 ``predict`` applies the readout (ridge regressions on the profiles' rating statistics, then on [u, v, u⊙v] of
 the fine-tuned vectors) to a user's and an item's vectors and statistics; ``score`` is the cosine of the
-vectors' retrieval halves over the catalogue, one matrix product.
+vectors' retrieval halves over the catalogue (one matrix product) plus ``popularity_weight_`` × log(1 + the
+item's training interactions), the weight chosen on validation NDCG@k from ``LMConfig.popularity_weights``.
+
+The trainer's output (progress lines, warnings) is streamed line by line to the ``reclab.lm`` logger (the
+Prefect run's log inside a flow; stderr when nothing handles it).
 
 Cold start: a user (item) unseen in training is encoded from the empty profile; an item with metadata but
 no training reviews is encoded from its metadata.
@@ -14,8 +18,10 @@ no training reviews is encoded from its metadata.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,20 @@ import pandas as pd
 
 from models.base import Ids, Recommender, positions, rows_at
 from models.lm.config import PROFILES, LMConfig
+
+LOG = logging.getLogger("reclab.lm")
+# lines of the trainer's output that say nothing to a reader of the run's log
+NOISE = (
+    "LOAD REPORT",
+    "UNEXPECTED",
+    "pooler.dense",
+    "Notes:",
+    "- UNEXPECTED",
+    "can be ignored when loading",
+    "litlogger",
+    "💡 Tip",
+    "LeafSpec",
+)
 
 
 class LMTwoTower(Recommender):
@@ -33,6 +53,8 @@ class LMTwoTower(Recommender):
     work_dir : folder for the trainer's inputs and outputs (checkpoints, logs, embeddings).
     profile : ``"cpu"``, ``"gpu"`` or None: a set of :class:`models.lm.config.LMConfig` overrides.
     overrides : further LMConfig fields (e.g. ``encoder``, ``max_epochs``, ``devices``).
+    k : the cut-off of the validation NDCG that chooses the popularity weight.
+    cold_validation : judge that choice on items without training interactions (the cold-item protocol).
     """
 
     name = "lm_two_tower"
@@ -51,17 +73,30 @@ class LMTwoTower(Recommender):
         "profile",
         "overrides",
         "metrics_",
+        "popularity_weight_",
     )
 
-    def __init__(self, work_dir: str | Path, profile: str | None = "cpu", overrides: dict | None = None):
+    def __init__(
+        self,
+        work_dir: str | Path,
+        profile: str | None = "cpu",
+        overrides: dict | None = None,
+        *,
+        k: int = 10,
+        cold_validation: bool = False,
+    ):
         if profile is not None and profile not in PROFILES:
             raise ValueError(f"unknown LM profile {profile!r}; known: {sorted(PROFILES)}")
         self.work_dir = Path(work_dir)
         self.profile = profile
         self.overrides = dict(overrides or {})
+        self.k = k
+        self.cold_validation = cold_validation
+        self.popularity_weight_ = 0.0
 
     def config(self) -> LMConfig:
-        fields = {**(PROFILES[self.profile] if self.profile else {}), **self.overrides}
+        # the trainer's output is piped (see _stream): progress lines, not a terminal's bar
+        fields = {"progress_bar": False, **(PROFILES[self.profile] if self.profile else {}), **self.overrides}
         return LMConfig(**fields, data_dir=str(self.work_dir / "data"), output_dir=str(self.work_dir / "out"))
 
     def fit(self, train, validation=None, *, items=None, users=None) -> LMTwoTower:
@@ -77,11 +112,29 @@ class LMTwoTower(Recommender):
             items.to_parquet(data / "items.parquet", index=False)
         config_path = self.work_dir / "lm_config.json"
         config_path.write_text(config.model_dump_json(indent=2))
-        run = subprocess.run([sys.executable, "-m", "models.lm.train", "--config", str(config_path)])
-        if run.returncode != 0:
-            raise RuntimeError(f"LM training failed (exit {run.returncode}); see {config.output_dir}/logs")
+        code, tail = _stream([sys.executable, "-m", "models.lm.train", "--config", str(config_path)])
+        if code != 0:
+            last = "\n".join(tail)
+            raise RuntimeError(f"LM training failed (exit {code}); see {config.output_dir}/logs. Last output:\n{last}")
         self._load(Path(config.output_dir))
+        self._choose_popularity_weight(validation, config.popularity_weights)
         return self
+
+    def _choose_popularity_weight(self, validation, weights) -> None:
+        """The weight of log(1 + popularity) in ``score`` with the best validation NDCG@k (the smallest on
+        ties; 0 without validation users to judge by)."""
+        from models.evaluation.harness import ValidationNDCG
+
+        self.popularity_weight_ = 0.0
+        judge = ValidationNDCG(self, validation, self.k, cold_candidates=self.cold_validation)
+        if judge.targets is None or len(weights) < 2:
+            return
+        ndcg = {}
+        for weight in sorted(weights):
+            self.popularity_weight_ = float(weight)
+            ndcg[float(weight)] = judge(self)
+        self.popularity_weight_ = max(ndcg, key=lambda w: (ndcg[w], -w))
+        self.validation_ndcg_ = {f"{w:g}": round(v, 5) for w, v in ndcg.items()}
 
     def _load(self, out: Path) -> None:
         self.metrics_ = json.loads((out / "metrics.json").read_text())
@@ -142,4 +195,25 @@ class LMTwoTower(Recommender):
 
     def score(self, users: Ids) -> np.ndarray:
         d = self._dim
-        return self._user_vectors_for(users)[:, :d] @ self._item_vectors[:, :d].T
+        scores = self._user_vectors_for(users)[:, :d] @ self._item_vectors[:, :d].T
+        weight = float(getattr(self, "popularity_weight_", 0.0))  # bundles written before it: cosine alone
+        if weight:
+            scores = scores + weight * np.log1p(self.item_counts)[None, :]
+        return scores
+
+
+def _stream(command: list[str], keep: int = 40) -> tuple[int, deque]:
+    """Run ``command``, sending each line of its merged stdout/stderr to the ``reclab.lm`` logger (stderr when
+    no handler is configured) as it comes, without known noise; returns (exit code, its last ``keep`` lines)."""
+    tail: deque = deque(maxlen=keep)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    for line in process.stdout:
+        line = line.rstrip()
+        if not line or any(mark in line for mark in NOISE):
+            continue
+        tail.append(line)
+        if LOG.hasHandlers():
+            LOG.info(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+    return process.wait(), tail

@@ -56,7 +56,10 @@ def train(config: LMConfig) -> dict:
 
     from models.lm.module import TwoTowerModule
 
+    ProgressLog = progress_callback()
+
     L.seed_everything(config.seed, workers=True)
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them; no effect on CPU
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     data, out = Path(config.data_dir), Path(config.output_dir)
@@ -81,16 +84,34 @@ def train(config: LMConfig) -> dict:
         ranking_weight=config.ranking_weight,
         temperature=config.temperature,
         freeze_layers=config.freeze_layers,
+        positive_threshold=min(config.positive_threshold, float(frames["train"]["rating"].max())),
     )
     if config.cache_frozen and config.freeze_layers > 0:
         datamodule.setup("fit")
         start = time.perf_counter()
         if module.cache_frozen_states(datamodule.tokens):
             print(
-                f"cached the {config.freeze_layers} frozen layers' states of {len(datamodule.tokens.ids)} "
+                f"[lm] cached the {config.freeze_layers} frozen layers' states of {len(datamodule.tokens.ids)} "
                 f"profiles in {time.perf_counter() - start:.0f} s",
                 file=sys.stderr,
+                flush=True,
             )
+    datamodule.setup("fit")
+    batches = len(datamodule.train_dataloader())
+    if isinstance(config.limit_train_batches, float):
+        batches = max(1, int(batches * config.limit_train_batches))
+    else:
+        batches = min(batches, config.limit_train_batches)
+    steps_per_epoch = max(1, batches // config.accumulate_grad_batches)
+    total_steps = steps_per_epoch * config.max_epochs
+    if config.max_steps > 0:
+        total_steps = min(total_steps, config.max_steps)
+    # a run shorter than an epoch validates where it stops, so that best.ckpt and early stopping have val_rmse
+    val_check = (
+        min(batches, config.max_steps * config.accumulate_grad_batches)
+        if 0 < config.max_steps < steps_per_epoch
+        else None
+    )
 
     class FailAfter(Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -126,7 +147,14 @@ def train(config: LMConfig) -> dict:
         limit_train_batches=config.limit_train_batches,
         accumulate_grad_batches=config.accumulate_grad_batches,
         gradient_clip_val=config.gradient_clip_val,
-        callbacks=[best, last, EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience), FailAfter()],
+        callbacks=[
+            best,
+            last,
+            EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience, check_on_train_epoch_end=False),
+            FailAfter(),
+            ProgressLog(config.log_every_n_steps, total_steps, config.batch_size),
+        ],
+        val_check_interval=val_check,
         logger=loggers,
         log_every_n_steps=10,
         enable_progress_bar=config.progress_bar,
@@ -167,10 +195,65 @@ def train(config: LMConfig) -> dict:
                 out,
                 readout_folds=config.readout_folds,
                 seed=config.seed,
+                device=str(trainer.strategy.root_device),
             )
         )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def progress_callback():
+    """The ProgressLog class (Lightning imported on first use)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class ProgressLog(Callback):
+        """A plain line every ``every`` optimizer steps and after each validation (step, loss, samples/s, ETA),
+        on stderr, flushed: readable in a non-terminal log (global rank 0 only)."""
+
+        def __init__(self, every: int, total_steps: int, batch_size: int):
+            self.every, self.total, self.batch_size = every, total_steps, batch_size
+            self.start = self.last_time = None
+            self.last_step = 0
+
+        def _print(self, trainer, text: str) -> None:
+            if trainer.is_global_zero:
+                print(f"[lm] {text}", file=sys.stderr, flush=True)
+
+        def on_train_start(self, trainer, module):
+            self.start = self.last_time = time.perf_counter()
+            self.last_step = trainer.global_step
+            self._print(
+                trainer, f"training: {self.total} steps of {self.batch_size} pairs ({trainer.world_size} process(es))"
+            )
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            step = trainer.global_step
+            if step == self.last_step or step % self.every:
+                return
+            now = time.perf_counter()
+            rate = (step - self.last_step) * self.batch_size * trainer.world_size / max(now - self.last_time, 1e-9)
+            done = step / max(1, self.total)
+            eta = (now - self.start) / max(done, 1e-9) * (1 - done)
+            loss = trainer.callback_metrics.get("train_loss")
+            loss_text = f"loss {float(loss):.4f} " if loss is not None else ""
+            self._print(
+                trainer,
+                f"epoch {trainer.current_epoch + 1} step {step}/{self.total} ({100 * done:.0f}%) {loss_text}"
+                f"| {rate:.1f} samples/s | ETA {_duration(eta)}",
+            )
+            self.last_step, self.last_time = step, now
+
+        def on_validation_end(self, trainer, module):
+            rmse = trainer.callback_metrics.get("val_rmse")
+            if rmse is not None and not trainer.sanity_checking:
+                self._print(trainer, f"validation at step {trainer.global_step}: RMSE {float(rmse):.4f}")
+
+    return ProgressLog
 
 
 def data_module(config: LMConfig, frames: dict, items):
@@ -205,6 +288,7 @@ def data_module(config: LMConfig, frames: dict, items):
         config.pairs_per_user,
         config.seed,
         extra_keys=export_keys(users, item_ids),
+        mixed_negatives=config.mixed_negatives,
     )
     return profiles, datamodule, users, item_ids
 
@@ -249,6 +333,7 @@ def export(
     *,
     readout_folds: int = 5,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict:
     """The rating readout, embeddings and rating statistics of every training user and catalogue item (full
     profiles), rating predictions for validation and test, and the readout's out-of-fold predictions of the
@@ -260,8 +345,15 @@ def export(
     if checkpoint and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    module.eval().to("cpu")
+    module.eval().to(device)  # encode every profile where training ran (a GPU encodes them in seconds)
+    start = time.perf_counter()
     vectors = module.encode_tokens(datamodule.tokens)
+    print(
+        f"[lm] encoded {len(vectors)} profiles on {device} in {_duration(time.perf_counter() - start)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    module.to("cpu")
     stats = np.array([profiles.rating_stats(key) for key in datamodule.tokens.keys], dtype=np.float64)
     validation = datamodule.datasets["validation"]
     head = module.rate_vectors(vectors[validation.users], vectors[validation.items])

@@ -30,31 +30,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Ids, Recommender, rows_at
+from models.evaluation.harness import ValidationNDCG
 from models.recommenders.baselines import biased_factor_predictions
 
 
 def _library(name: str) -> str:
     return f"{name} {version(name)}"
-
-
-class _ValidationNDCG:
-    """NDCG@k of a ranking model on validation (the users with a held-out candidate), for grid search."""
-
-    def __init__(self, model: Recommender, validation: pd.DataFrame | None, k: int):
-        from models.evaluation.harness import ranking_targets
-
-        self.k = k
-        self.targets = None
-        if validation is not None and len(validation):
-            users, relevant, exclude, cols = ranking_targets(model, validation)
-            if len(users):
-                self.targets = (users, relevant, exclude, cols)
-
-    def __call__(self, model: Recommender) -> float:
-        from models.evaluation.metrics import ranking_metrics
-
-        users, relevant, exclude, cols = self.targets
-        return float(ranking_metrics(model.score(users)[:, cols], relevant, exclude, self.k)["ndcg"].mean())
 
 
 def _best(configs: list, fit_one, score, lower_is_better: bool):
@@ -125,7 +106,7 @@ class EASE(_CornacRanker):
         u, i = self._index(train, items)
         data, _, known = self._cornac_data(u, i)
         self.library_ = _library("cornac")
-        judge = _ValidationNDCG(self, validation, self.k)
+        judge = ValidationNDCG(self, validation, self.k)
         lambdas = list(self.lambdas) if judge.targets is not None else [self.lambdas[len(self.lambdas) // 2]]
 
         def fit_one(lamb):
@@ -175,7 +156,7 @@ class BPR(_CornacRanker):
         u, i = self._index(train, items)
         data, known_users, known_items = self._cornac_data(u, i)
         self.library_ = _library("cornac")
-        judge = _ValidationNDCG(self, validation, self.k)
+        judge = ValidationNDCG(self, validation, self.k)
         grid = list(self.grid) if judge.targets is not None else [self.grid[0]]
 
         def fit_one(config):
@@ -235,7 +216,7 @@ class ImplicitALS(Recommender):
         self._index(train, items)
         self.library_ = _library("implicit")
         user_items = sp.csr_matrix((self._seen > 0).astype(np.float32))
-        judge = _ValidationNDCG(self, validation, self.k)
+        judge = ValidationNDCG(self, validation, self.k)
         grid = list(self.grid) if judge.targets is not None else [self.grid[0]]
 
         def fit_one(config):
