@@ -209,9 +209,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model-seed", type=int, default=0, help="model initialisation and bootstrap seed (default 0)")
     group.add_argument(
         "--lm-profile",
-        choices=("cpu", "gpu"),
+        choices=("cpu", "gpu", "cpu-lora", "gpu-lora"),
         default="cpu",
-        help="transformer fine-tuning profile: cpu (minutes on 2 cores) or gpu (bf16, all GPUs)",
+        help="transformer fine-tuning profile: cpu (lower layers frozen, minutes on 2 cores), gpu (full "
+        "fine-tuning, bf16, all GPUs), cpu-lora / gpu-lora (LoRA adapters instead) (default cpu)",
     )
     group.add_argument(
         "--lm-encoder", help="pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)"

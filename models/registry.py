@@ -262,7 +262,9 @@ class TrainConfig(BaseModel):
     # LightFM hyperparameters to use instead of the defaults (keys of
     # models.recommenders.lightfm_hybrid.SEARCH_SPACE), e.g. the best configuration of `python -m flows.search`
     lightfm_params: dict[Literal["no_components", "learning_rate", "item_alpha", "content_weight"], float] = {}
-    lm_profile: Literal["cpu", "gpu"] = "cpu"  # LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)
+    lm_profile: Literal["cpu", "gpu", "cpu-lora", "gpu-lora"] = (
+        "cpu"  # LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)
+    )
     lm_overrides: dict = {}  # further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}
     seed: int = 0
 

@@ -513,3 +513,32 @@ def test_trainer_output_is_streamed_to_the_log_without_noise(caplog):
         code, tail = _stream([sys.executable, "-c", script])
     assert code == 3 and list(tail) == ["[lm] step 1/2", "[lm] done"]
     assert [r.getMessage() for r in caplog.records if r.name == "reclab.lm"] == ["[lm] step 1/2", "[lm] done"]
+
+
+def test_lora_trains_the_adapters_pooling_and_head_only(tokenizer):
+    import lightning as L
+
+    from models.lm.module import TwoTowerModule
+
+    data = lm_reviews()
+    frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
+    module = PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        build_profiles(data),
+        tokenizer,
+        max_length=32,
+        batch_size=8,
+    )
+    model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, lora_rank=2)
+    trainable, total = model.net.trainable_parameters()
+    # adapters: rank 2 on query and value of 2 layers of hidden size 32: 2 layers x 2 x (32x2 + 2x32) = 512
+    head = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and p.requires_grad)
+    assert trainable - head == 512 and trainable < total / 2
+    assert model.recipe().startswith("LoRA r=2 on query, value (")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
+    moved = {n for n, p in model.named_parameters() if not torch_equal(before[n], p)}
+    assert any("lora_B" in n for n in moved) and any(n.startswith("net.head") for n in moved)
+    assert not any("lora_" not in n and n.startswith("net.encoder") for n in moved)  # pretrained weights stay
+    with pytest.raises(ValueError, match="freeze_layers to 0"):
+        TwoTowerModule(encoder_config=TINY_BERT, lora_rank=2, freeze_layers=1)

@@ -117,11 +117,19 @@ class TwoTowerModule(L.LightningModule):
         freeze_layers: int = 0,
         head_hidden: int = 256,
         positive_threshold: float = 4.0,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.1,
+        lora_targets: tuple[str, ...] = ("query", "value"),
     ):
         super().__init__()
         self.save_hyperparameters()
         self.net = TwoTower(build_encoder(encoder, encoder_config), head_hidden=head_hidden, rating_mean=rating_mean)
         self.net.train()  # from_pretrained returns the encoder in eval mode (dropout off)
+        if lora_rank > 0:
+            if freeze_layers:
+                raise ValueError("LoRA freezes every pretrained weight itself: set freeze_layers to 0 with lora_rank")
+            self.net.add_lora(lora_rank, lora_alpha, lora_dropout, tuple(lora_targets))
         self.net.freeze_lower_layers(freeze_layers)
         self._sums: dict[str, torch.Tensor] = {}
         self._frozen: FrozenStates | None = None
@@ -213,6 +221,18 @@ class TwoTowerModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_rmse("test")
+
+    def recipe(self) -> str:
+        """The fine-tuning recipe in words, with its trainable share (the report's cost section names it)."""
+        trainable, total = self.net.trainable_parameters()
+        h = self.hparams
+        if h.lora_rank > 0:
+            name = f"LoRA r={h.lora_rank} on {', '.join(h.lora_targets)}"
+        elif h.freeze_layers > 0:
+            name = f"lower {h.freeze_layers} layers frozen"
+        else:
+            name = "full fine-tuning"
+        return f"{name} ({trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trained)"
 
     def configure_optimizers(self):
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")

@@ -135,6 +135,19 @@ class TwoTower(nn.Module):
         """(n, dim), (n, dim) -> (n,) predicted ratings."""
         return self.rating_mean + self.head(torch.cat([u, v, u * v], dim=-1)).squeeze(-1)
 
+    def add_lora(self, rank: int, alpha: float, dropout: float, targets: tuple[str, ...]) -> None:
+        """Parameter-efficient fine-tuning: LoRA adapters (rank ``rank``) on the encoder's ``targets`` linear
+        layers through ``peft``; the pretrained weights stay frozen, the adapters, pooling and head train."""
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets))
+        self.encoder = get_peft_model(self.encoder, config)
+
+    def trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
     def freeze_lower_layers(self, n: int) -> None:
         """Freeze the embeddings and the lowest ``n`` transformer layers (cheaper steps on CPU)."""
         self.frozen = max(0, n)

@@ -85,7 +85,12 @@ def train(config: LMConfig) -> dict:
         temperature=config.temperature,
         freeze_layers=config.freeze_layers,
         positive_threshold=min(config.positive_threshold, float(frames["train"]["rating"].max())),
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_targets=config.lora_targets,
     )
+    print(f"[lm] recipe: {module.recipe()}", file=sys.stderr, flush=True)
     if config.cache_frozen and config.freeze_layers > 0:
         datamodule.setup("fit")
         start = time.perf_counter()
@@ -180,7 +185,15 @@ def train(config: LMConfig) -> dict:
         "train_seconds": seconds,
         "world_size": trainer.world_size,
         "precision": _precision(config),
+        "recipe": module.recipe(),
+        "trainable_parameters": module.net.trainable_parameters()[0],
         "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "peak_rss_gib": _peak_rss_gib(),
+        "train_samples_per_second": trainer.global_step
+        * config.batch_size
+        * config.accumulate_grad_batches
+        * trainer.world_size
+        / max(seconds, 1e-9),
     }
     if trainer.is_global_zero:
         metrics.update(
@@ -200,6 +213,13 @@ def train(config: LMConfig) -> dict:
         )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _peak_rss_gib() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _duration(seconds: float) -> str:
