@@ -286,11 +286,17 @@ def for_whom(diffs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean fit and evaluation seconds over the run's splits, and the fit time relative to all
-    traditional models together."""
+    """Per model: mean fit and evaluation seconds over the run's splits, the fit time relative to all
+    traditional models together, and how it was trained where that matters (the LM's fine-tuning recipe)."""
     if fits.empty:
         return pd.DataFrame()
     mean = fits.groupby("model")[["fit_seconds", "eval_seconds"]].mean()
+    recipes = {}
+    if "params" in fits:
+        for model, params in zip(fits["model"], fits["params"], strict=True):
+            recipe = (json_field(params).get("metrics_") or {}).get("recipe")
+            if recipe:
+                recipes.setdefault(model, recipe)
     traditional = mean.loc[mean.index.isin(registry.TRADITIONAL), "fit_seconds"].sum()
     order = [m for m in registry.REGISTRY if m in mean.index] + [m for m in mean.index if m not in registry.REGISTRY]
     mean = mean.reindex(order)
@@ -302,6 +308,7 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
             "× all traditional models": (mean["fit_seconds"] / traditional).round(2).to_numpy()
             if traditional > 0
             else np.nan,
+            "how": [recipes.get(m, "") for m in mean.index],
         }
     )
 

@@ -292,3 +292,14 @@ def test_a_ci_that_misses_its_point_estimate_still_draws():
     skewed = differences()
     skewed.loc[0, "ci_low"] = skewed.loc[0, "diff"] + 0.001
     assert forest(skewed, "mse")[:4] == b"\x89PNG"
+
+
+def test_the_cost_section_names_the_lms_fine_tuning_recipe():
+    fits = fits_rows()
+    recipe = "LoRA r=8 on query, value (0.37 M of 23.1 M parameters trained)"
+    fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": {"recipe": recipe}})
+    markdown, _ = to_markdown(build(result_rows(), differences(), fits, pd.DataFrame(), {"dataset": "toy"}))
+    cost = markdown.split("## Cost")[1].split("\n## ")[0]
+    lm_row = next(line for line in cost.splitlines() if line.startswith("| lm_two_tower"))
+    assert lm_row == f"| lm_two_tower | 300 | 1 | 30 | {recipe} |"
+    assert next(line for line in cost.splitlines() if line.startswith("| bias_als")).endswith("|  |")
