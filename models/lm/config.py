@@ -47,7 +47,7 @@ class LMConfig(BaseModel):
     # score with the weight of this grid that validation NDCG@k prefers (0: cosine alone)
     positive_threshold: float = 4.0
     mixed_negatives: int = Field(0, ge=0)
-    popularity_weights: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+    popularity_weights: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     freeze_layers: int = Field(0, ge=0)  # freeze embeddings + the lowest N transformer layers
     # LoRA adapters (peft) instead: rank (0: off), scaling, dropout and the encoder's linear layers they wrap
     lora_rank: int = Field(0, ge=0)
