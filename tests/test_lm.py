@@ -542,3 +542,33 @@ def test_lora_trains_the_adapters_pooling_and_head_only(tokenizer):
     assert not any("lora_" not in n and n.startswith("net.encoder") for n in moved)  # pretrained weights stay
     with pytest.raises(ValueError, match="freeze_layers to 0"):
         TwoTowerModule(encoder_config=TINY_BERT, lora_rank=2, freeze_layers=1)
+
+
+def test_length_buckets_keep_every_pair_once_and_pad_less(tokenizer):
+    data = lm_reviews(n_users=30, per_user=6)
+    frames = {"train": data, "validation": data.head(5), "test": data.head(0)}
+
+    def loader(buckets):
+        module = PairDataModule(
+            {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+            build_profiles(data),
+            tokenizer,
+            max_length=64,
+            batch_size=8,
+            pairs_per_user=2,
+            length_buckets=buckets,
+        )
+        module.setup("fit")
+        return module, list(module.train_dataloader())
+
+    module, bucketed = loader(4)
+    _, plain = loader(0)
+    pairs = lambda batches: sorted(  # noqa: E731
+        (u, i)
+        for b in batches
+        for u, i in zip(b["user_rows"][b["user_index"]].tolist(), b["item_rows"][b["item_index"]].tolist(), strict=True)
+    )
+    assert pairs(bucketed) == pairs(plain) and len(pairs(plain)) == len(data)  # every pair once per epoch
+    padding = lambda batches: sum(int((b["user_mask"] == 0).sum() + (b["item_mask"] == 0).sum()) for b in batches)  # noqa: E731
+    assert padding(bucketed) < 0.7 * padding(plain)
+    assert abs(len(bucketed) - len(plain)) <= 1  # batches of the same number of pair groups

@@ -64,7 +64,9 @@ class LMConfig(BaseModel):
     num_nodes: int = 1
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32-true on CPU
     num_threads: int = 0  # torch CPU threads (0: torch's default)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: batches are built in the training process)
+    # training batches of similar profile lengths (less padding): that many batches per length-sorted chunk
+    length_buckets: int = Field(0, ge=0)
     seed: int = 0
     progress_bar: bool = True  # Lightning's bar (a terminal); progress lines are logged either way
     log_every_n_steps: int = Field(50, ge=1)  # a progress line (step, loss, samples/s, ETA) every N steps
@@ -88,6 +90,8 @@ PROFILES: dict[str, dict] = {
         "accelerator": "gpu",
         "devices": -1,
         "precision": "bf16-mixed",
+        "length_buckets": 50,
+        "num_workers": 4,
     },
 }
 # LoRA on the GPU: the "gpu" profile with adapters instead of full fine-tuning

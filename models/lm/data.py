@@ -86,6 +86,33 @@ class PairDataset(Dataset):
         return [(int(self.users[r]), int(self.items[r]), float(self.ratings[r])) for r in rows]
 
 
+class LengthBuckets(Dataset):
+    """Training batches with little padding: each element is one whole batch of pair groups.
+
+    Groups are shuffled (seeded), cut into chunks of ``buckets`` batches, sorted within a chunk by the length
+    of their user profile, then of their longest item profile, and cut into batches of ``groups_per_batch``; a loader over this
+    (batch size 1, shuffled) draws them in a fresh order every epoch, and DDP's sampler shards whole batches.
+    A batch then pads to a length close to all of its profiles' instead of to the longest of random ones."""
+
+    def __init__(self, pairs: PairDataset, lengths: np.ndarray, groups_per_batch: int, buckets: int, seed: int = 0):
+        self.pairs = pairs
+        user = np.array([lengths[pairs.users[g]].max() for g in pairs.groups])
+        item = np.array([lengths[pairs.items[g]].max() for g in pairs.groups])
+        order = np.random.default_rng(seed).permutation(len(pairs.groups))
+        chunk = max(1, buckets) * groups_per_batch
+        self.batches = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.lexsort((item[part], user[part]))]  # by user profile length, then item
+            self.batches += [part[k : k + groups_per_batch] for k in range(0, len(part), groups_per_batch)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, n: int):
+        return [pair for group in self.batches[n] for pair in self.pairs[group]]
+
+
 class Collate:
     """Batch pairs: encode each distinct profile once; indices map pairs back to their profiles.
 
@@ -154,7 +181,9 @@ class PairDataModule(L.LightningDataModule):
     ``frames``: {"train", "validation", "test"} DataFrames of (user_id, item_id, rating) as strings/floats;
     ``profiles``: built from the training fold only; ``extra_keys``: more profiles to tokenise alongside
     (the full profiles export encodes), so that one ``tokens`` table serves training and export;
-    ``mixed_negatives``: catalogue items (full profiles) drawn uniformly per training batch as extra negatives.
+    ``mixed_negatives``: catalogue items (full profiles) drawn uniformly per training batch as extra negatives;
+    ``length_buckets`` > 0: training batches of similar profile lengths (:class:`LengthBuckets`, that many
+    batches per sorted chunk); ``pin_memory``: page-locked batches for a faster copy to the GPU.
     """
 
     def __init__(
@@ -169,9 +198,12 @@ class PairDataModule(L.LightningDataModule):
         seed: int = 0,
         extra_keys: list[tuple[str, str, int]] = (),
         mixed_negatives: int = 0,
+        length_buckets: int = 0,
+        pin_memory: bool = False,
     ):
         super().__init__()
         self.mixed_negatives = mixed_negatives
+        self.length_buckets, self.pin_memory = length_buckets, pin_memory
         self.extra_keys = list(extra_keys)
         self.frames, self.profiles, self.tokenizer = frames, profiles, tokenizer
         self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
@@ -215,12 +247,19 @@ class PairDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[name]
         mean_group = len(dataset.users) / max(1, len(dataset))  # batch_size counts pairs; a loader counts groups
+        groups_per_batch = max(1, round(self.batch_size / mean_group))
+        if name == "train" and self.length_buckets > 0:
+            lengths = np.array([len(ids) for ids in self.tokens.ids])
+            dataset = LengthBuckets(dataset, lengths, groups_per_batch, self.length_buckets, self.seed)
+            groups_per_batch = 1  # each element is a whole batch
         return DataLoader(
             dataset,
-            batch_size=max(1, round(self.batch_size / mean_group)),
+            batch_size=groups_per_batch,
             shuffle=shuffle,
             collate_fn=self.collate(self.mixed_negatives if name == "train" else 0),
             num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -215,6 +215,12 @@ def train(config: LMConfig) -> dict:
     return metrics
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _peak_rss_gib() -> float:
     """This process's peak resident memory (Linux reports KiB)."""
     import resource
@@ -309,6 +315,8 @@ def data_module(config: LMConfig, frames: dict, items):
         config.seed,
         extra_keys=export_keys(users, item_ids),
         mixed_negatives=config.mixed_negatives,
+        length_buckets=config.length_buckets,
+        pin_memory=config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and _cuda()),
     )
     return profiles, datamodule, users, item_ids
 
