@@ -46,6 +46,7 @@ class LMConfig(BaseModel):
     # uniformly per batch as extra negatives (mixed negative sampling); popularity mixed into the ranking
     # score with the weight of this grid that validation NDCG@k prefers (0: cosine alone)
     positive_threshold: float = 4.0
+    logq_correction: bool = True  # False: the plain in-batch softmax (for ablations)
     mixed_negatives: int = Field(0, ge=0)
     popularity_weights: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     freeze_layers: int = Field(0, ge=0)  # freeze embeddings + the lowest N transformer layers

@@ -121,6 +121,7 @@ class TwoTowerModule(L.LightningModule):
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.1,
         lora_targets: tuple[str, ...] = ("query", "value"),
+        logq_correction: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -187,7 +188,7 @@ class TwoTowerModule(L.LightningModule):
             batch["user_entity"],
             batch["item_entity"],
             batch["column_entity"],
-            batch["column_logq"],
+            batch["column_logq"] if self.hparams.logq_correction else torch.zeros_like(batch["column_logq"]),
             self.hparams.positive_threshold,
         )
         loss = mse + self.hparams.ranking_weight * ranking

@@ -89,6 +89,7 @@ def train(config: LMConfig) -> dict:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         lora_targets=config.lora_targets,
+        logq_correction=config.logq_correction,
     )
     print(f"[lm] recipe: {module.recipe()}", file=sys.stderr, flush=True)
     if config.cache_frozen and config.freeze_layers > 0:
