@@ -86,9 +86,24 @@ def run_cli(body: Callable[[], object]) -> int:
 
 
 # --- arguments ------------------------------------------------------------------------------------------------
-def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of the prepare stage (also accepted by ``flows.full``)."""
+def _prepare_arguments(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """Arguments of the prepare stage (also accepted by ``flows.full``); ``several``: ``flows.study``'s
+    (several datasets, each detected from its path, each in its own workspace)."""
     data = parser.add_argument_group("dataset")
+    if several:
+        data.add_argument(
+            "--data",
+            nargs="+",
+            metavar="PATH",
+            help="dataset files or folders, each detected from its path (default: the embedded default dataset)",
+        )
+        data.add_argument(
+            "--workspaces",
+            help="folder holding one workspace per dataset, <folder>/<dataset name> (default: workspace/ in the "
+            "project folder)",
+        )
+        _ingest_and_split_arguments(parser)
+        return
     data.add_argument("--data", help="dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)")
     data.add_argument("--format", choices=FORMATS, help="input format (default: detected from the path)")
     data.add_argument("--items", help="item metadata file, e.g. an Amazon meta_*.json.gz")
@@ -114,6 +129,10 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "--workspace",
         help="folder holding reclab.duckdb and run outputs (default: workspace/<dataset name> in the project folder)",
     )
+    _ingest_and_split_arguments(parser)
+
+
+def _ingest_and_split_arguments(parser: argparse.ArgumentParser) -> None:
     ingest = parser.add_argument_group("ingest and validation")
     ingest.add_argument(
         "--duplicate-policy",
@@ -270,17 +289,18 @@ def _prepare_params(args: argparse.Namespace):
     from models.evaluation import SplitConfig
     from tasks.ingest import IngestConfig
 
+    several = isinstance(args.data, list)  # flows.study: the study sets each dataset's path and workspace
     return PrepareParams(
-        data=args.data or PrepareParams.model_fields["data"].default,
-        format=args.format,
-        items=args.items,
-        users=args.users,
-        tags=args.tags,
-        mapping=args.mapping,
-        rating_scale=tuple(args.rating_scale) if args.rating_scale else None,
-        delimiter=args.delimiter,
-        name=args.name,
-        workspace=args.workspace,
+        data=args.data if args.data and not several else PrepareParams.model_fields["data"].default,
+        format=None if several else args.format,
+        items=None if several else args.items,
+        users=None if several else args.users,
+        tags=None if several else args.tags,
+        mapping=None if several else args.mapping,
+        rating_scale=tuple(args.rating_scale) if not several and args.rating_scale else None,
+        delimiter="," if several else args.delimiter,
+        name=None if several else args.name,
+        workspace=None if several else args.workspace,
         ingest=IngestConfig(duplicate_policy=args.duplicate_policy, text_duplicates=args.text_duplicates),
         validation=ValidationConfig(
             max_quarantine_fraction=args.max_quarantine,
@@ -475,6 +495,38 @@ def _run_recommend(args: argparse.Namespace) -> None:
             print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
 
 
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    _prepare_arguments(parser, several=True)
+    _model_arguments(parser)  # --runner: where the datasets' experiments run (each trains its splits in turn)
+    parser.add_argument_group("report").add_argument(
+        "--output", help="study report folder (default: <workspaces>/studies/<study id>)"
+    )
+
+
+def _run_study(args: argparse.Namespace) -> None:
+    from flows.params import FullParams, RunnerConfig, StudyParams
+
+    experiment = FullParams(
+        prepare=_prepare_params(args), train=_train_params(args).model_copy(update={"runner": RunnerConfig()})
+    )
+    params = StudyParams(
+        data=tuple(args.data or ()),
+        experiment=experiment,
+        runner=_runner_config(args),
+        workspaces=args.workspaces,
+        output=args.output,
+    )
+    for path in params.datasets():  # a bad path stops here, before Prefect's server starts
+        params.experiment.prepare.model_copy(update={"data": path}).dataset()
+    study = _flow("study")
+    summary = study(params)
+    print(f"\nstudy {summary['study_id']}:")
+    for name, outcome in summary["datasets"].items():
+        state = outcome["status"] if outcome["status"] == "completed" else f"failed: {outcome['error']}"
+        print(f"  {name}: {state}")
+    print(f"report: {summary['html']}\n        {summary['markdown']}")
+
+
 COMMANDS: dict[str, Command] = {
     "prepare": Command(_prepare_arguments, _run_prepare),
     "train": Command(_train_arguments, _run_train),
@@ -482,6 +534,7 @@ COMMANDS: dict[str, Command] = {
     "full": Command(_full_arguments, _run_full),
     "search": Command(_search_arguments, _run_search),
     "recommend": Command(_recommend_arguments, _run_recommend),
+    "study": Command(_study_arguments, _run_study),
 }
 
 

@@ -129,6 +129,22 @@ class FullParams(BaseModel):
     report: ReportParams = ReportParams()  # its workspace and run come from the earlier stages
 
 
+class StudyParams(BaseModel):
+    """The cross-dataset study: the full experiment on each dataset, then one report across them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: tuple[str, ...] = ()  # dataset files or folders; empty: the embedded default dataset alone
+    # the experiment each dataset gets (its dataset path, name and workspace are set per dataset)
+    experiment: FullParams = FullParams()
+    runner: RunnerConfig = RunnerConfig()  # where the datasets' experiments run: in turn, threads, or Dask
+    workspaces: str | None = None  # each dataset's workspace is <this>/<dataset name>; workspace/ by default
+    output: str | None = None  # folder for study.md/study.html (default: <workspaces>/studies/<study id>)
+
+    def datasets(self) -> tuple[str, ...]:
+        return self.data or (str(DEFAULT_DATASET),)
+
+
 class SearchParams(BaseModel):
     """Which split, how many trials, how LightFM trains, where the trials run."""
 

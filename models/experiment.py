@@ -27,7 +27,9 @@ class SplitFit:
     """One split's fitted models and their test values.
 
     ``per_user``: every model's per-user values (``models.evaluation.harness.PER_USER_COLUMNS``); ``fits``:
-    per model, its chosen hyperparameters, fit and evaluation seconds and global figures; ``models``: the
+    per model, its chosen hyperparameters, fit and evaluation seconds and global figures (``extras``, with
+    ``peak_memory_gib``: the process's peak resident memory during the fit, the LM's trainer process
+    included); ``models``: the
     fitted models by name (the fusion holds the others as components)."""
 
     protocol: str
@@ -54,9 +56,11 @@ def fit_split_models(
     for name in tqdm(order, desc=f"models on {split_id}", disable=None):
         context = BuildContext(protocol, Path(work_dir), eval_config.k, components=dict(fitted))
         model = build_model(name, config, context)
+        reset_peak_memory()
         start = time.perf_counter()
         model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
         done = time.perf_counter()
+        peak = peak_memory_gib()
         values, extras = per_user_values(
             model,
             name,
@@ -68,6 +72,8 @@ def fit_split_models(
         )
         parts.append(values)
         fitted[name] = model
+        child = (getattr(model, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
+        extras["peak_memory_gib"] = round(max(peak, child or 0.0), 3) if peak is not None else child
         fits.append(
             {
                 "model": name,
@@ -78,6 +84,25 @@ def fit_split_models(
             }
         )
     return SplitFit(protocol, pd.concat(parts, ignore_index=True), fits, fitted)
+
+
+def reset_peak_memory() -> None:
+    """Reset this process's peak resident memory (Linux: VmHWM), so that the next reading is one fit's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_gib() -> float | None:
+    """This process's peak resident memory since the last reset (Linux), None where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        return None
+    return None
 
 
 def diversity_vectors(data: dict[str, pd.DataFrame], seed: int) -> pd.DataFrame:

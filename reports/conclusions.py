@@ -183,7 +183,7 @@ def verdict_rows(
                     "LM − best": _cell(lm),
                     "fusion − best": _cell(fusion),
                     "answer": answer(diffs, split_id, task, metric, reference, lm, fusion, alone[task]),
-                    "data warnings": "; ".join(w["code"] for w in warnings) or "none",
+                    "data warnings": "; ".join(dict.fromkeys(w["code"] for w in warnings)) or "none",
                 }
             )
     return pd.DataFrame(rows)

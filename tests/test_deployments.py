@@ -79,7 +79,7 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
     _prefect(env, "work-pool", "create", "reclab-process", "--type", "process")
     deployed = _prefect(env, "--no-prompt", "deploy", "--all")
     assert "full/full-experiment" in deployed and "full/retrain-weekly" in deployed
-    assert "lightfm-search/lightfm-search" in deployed
+    assert "lightfm-search/lightfm-search" in deployed and "study/study" in deployed
     schedules = _prefect(env, "deployment", "schedule", "ls", "full/retrain-weekly")
     assert "0 3 * * 1" in schedules  # the weekly schedule ships, switched off
 
