@@ -4,6 +4,8 @@ every model on a tiny two-genre world (built from ``builders.py``)."""
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -12,6 +14,48 @@ import pytest
 from builders import NOW, fake_lm, genre_world
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Every process the suite starts inherits this mark; at the end, none may be left (see pytest_sessionfinish).
+SESSION_MARK = "RECLAB_TEST_SESSION"
+os.environ[SESSION_MARK] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _left_over() -> list:
+    """Processes other than this one that carry this session's mark (servers, workers, trainers the tests
+    started, orphaned or not)."""
+    import psutil
+
+    mark, found = os.environ[SESSION_MARK], []
+    for process in psutil.process_iter(["pid"]):
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get(SESSION_MARK) == mark:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No process the suite started may outlive it: wait a little for those shutting down, then kill the rest
+    and fail the session, naming them."""
+    import psutil
+
+    deadline = time.monotonic() + 15
+    left = _left_over()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _left_over()
+    if left:
+        names = []
+        for process in left:
+            try:
+                names.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+                process.kill()
+            except psutil.Error:
+                continue
+        print("\nprocesses started by the tests were still running at the end (now killed):\n  " + "\n  ".join(names))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -82,6 +82,20 @@ def _full(data: Path, workspace: Path, prefect_home: Path) -> subprocess.Popen:
     )
 
 
+def kill_with_children(run: subprocess.Popen) -> None:
+    """SIGKILL a run and every process it started (its temporary Prefect server would otherwise be orphaned
+    and outlive the tests)."""
+    import psutil
+
+    children = psutil.Process(run.pid).children(recursive=True)
+    run.send_signal(signal.SIGKILL)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def _final_metrics(workspace: Path) -> list[tuple]:
     with duckdb.connect(str(workspace / "reclab.duckdb"), read_only=True) as con:
         runs = con.execute(
@@ -124,7 +138,7 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
         while not any(f"for flow '{stage}'" in line for line in lines) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)  # into the stage's work
-        run.send_signal(signal.SIGKILL)
+        kill_with_children(run)
         assert run.wait() == -signal.SIGKILL, f"the run finished before it could be killed in {stage}"
     rerun = _full(data, killed, tmp_path / "ph3")
     out = rerun.communicate(timeout=600)[0]
