@@ -118,3 +118,13 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
         models = {m for (m,) in con.execute("SELECT DISTINCT model FROM eval_results").fetchall()}
     assert {"fusion", "lm_two_tower", "lightfm_hybrid"} <= models
     assert list(workspace.glob("reports/*/report.html"))
+
+
+def test_every_deployment_says_its_schedules_so_deploy_never_prompts():
+    """`prefect deploy` in a terminal asks "Would you like to configure schedules" for a deployment without a
+    `schedules` key (prefect.cli.deploy._schedules: only an absent key prompts); each one here has the key."""
+    import yaml
+
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    assert deployments and all("schedules" in d for d in deployments)
+    assert {d["name"] for d in deployments} >= {"full-experiment", "retrain-weekly", "study"}
