@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -74,7 +75,33 @@ def experiment(prefect_harness, tmp_path_factory):
     )
     from flows.full import full
 
-    return params, full(params), tmp_path / "ws"
+    handler = _Capture()
+    logging.getLogger("prefect").addHandler(handler)
+    try:
+        out = full(params)
+    finally:
+        logging.getLogger("prefect").removeHandler(handler)
+    RUN_LOG.extend(handler.messages)
+    return params, out, tmp_path / "ws"
+
+
+RUN_LOG: list[str] = []  # what the experiment fixture's run logged through Prefect's run loggers
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(f"{record.name} {record.getMessage()}")
+
+
+def test_the_lm_trainers_progress_reaches_the_runs_log(experiment):
+    lines = [line for line in RUN_LOG if line.startswith("prefect.task_runs") and "[lm] " in line]
+    assert any("[lm] training: " in line for line in lines), RUN_LOG[-20:]
+    assert any("[lm] validation at step" in line for line in lines)
+    assert not any("UNEXPECTED" in line or "litlogger" in line for line in RUN_LOG)  # known noise stays out
 
 
 @pytest.fixture(scope="module")
