@@ -572,3 +572,19 @@ def test_length_buckets_keep_every_pair_once_and_pad_less(tokenizer):
     padding = lambda batches: sum(int((b["user_mask"] == 0).sum() + (b["item_mask"] == 0).sum()) for b in batches)  # noqa: E731
     assert padding(bucketed) < 0.7 * padding(plain)
     assert abs(len(bucketed) - len(plain)) <= 1  # batches of the same number of pair groups
+
+
+def test_identical_profiles_get_identical_vectors(tokenizer):
+    """Items without reviews or metadata all read "no description": they must tie exactly (a cold-item ranking
+    of numerical noise is no ranking), whatever the other profiles batched with them."""
+    from models.lm.module import TwoTowerModule
+
+    profiles = build_profiles(lm_reviews())
+    keys = [("item", "nobody-1", FULL), ("user", "u0", FULL), ("item", "nobody-2", FULL)]
+    keys += [("item", f"i{i}", FULL) for i in range(5)] + [("item", "nobody-3", FULL)]
+    tokens = ProfileTokens.build(profiles, keys, tokenizer, 32)
+    model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0).eval()
+    vectors = model.encode_tokens(tokens, batch=2)
+    rows = [tokens.keys[k] for k in keys if k[1].startswith("nobody")]
+    assert (vectors[rows] == vectors[rows[0]]).all()
+    assert not np.allclose(vectors[tokens.keys[("item", "i0", FULL)]], vectors[rows[0]])

@@ -157,14 +157,19 @@ class TwoTowerModule(L.LightningModule):
         import numpy as np
 
         cached = self._frozen is not None and self._frozen.tokens is tokens
-        vectors = np.zeros((len(tokens.ids), 2 * self.net.dim), dtype=np.float32)
+        # one encoding per distinct token sequence: identical profiles (every cold item without metadata reads
+        # "no description") get identical vectors, not vectors that differ by their batch's padding numerics
+        first: dict[tuple[int, ...], int] = {}
+        source = np.array([first.setdefault(tuple(ids), row) for row, ids in enumerate(tokens.ids)])
+        distinct = sorted(first.values(), key=lambda row: len(tokens.ids[row]))  # similar lengths: less padding
+        encoded = np.zeros((len(tokens.ids), 2 * self.net.dim), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(tokens.ids), batch):
-                rows = list(range(start, min(start + batch, len(tokens.ids))))
+            for start in range(0, len(distinct), batch):
+                rows = distinct[start : start + batch]
                 ids, mask = tokens.pad(rows)
                 out = self.encode(ids.to(self.device), mask.to(self.device), torch.tensor(rows) if cached else None)
-                vectors[rows] = out.float().cpu().numpy()
-        return vectors
+                encoded[rows] = out.float().cpu().numpy()
+        return encoded[source]
 
     def rate_vectors(self, u, v):
         """The trained rating head's predictions for user/item vectors (numpy, as :meth:`encode_tokens` gives),
