@@ -36,6 +36,9 @@ class Recommender:
     tasks: ClassVar[tuple[str, ...]] = ("rating", "ranking")
     # Fitted attributes that predict/score read, saved in a model bundle (models.serving.bundle) besides the ids.
     state_fields: ClassVar[tuple[str, ...]] = ()
+    # state fields added after bundles were first published: the value that reproduces the older behaviour,
+    # used when an older bundle lacks them (any other missing field refuses the bundle)
+    state_defaults: ClassVar[dict] = {}
 
     # --- fitted state shared by every model ----------------------------------------------------------------
     user_ids: np.ndarray  # training users, sorted

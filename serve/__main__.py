@@ -28,14 +28,19 @@ def main(argv: list[str] | None = None) -> int:
         help="workspace whose registry champion is served (default: the default dataset's)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new champion (default 2)")
     parser.add_argument(
         "--no-log",
         action="store_true",
         help="do not log answered requests (default: logged to <workspace>/serving.duckdb)",
     )
-    parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default warning; the startup line is printed at every level)",
+    )
     args = parser.parse_args(argv)
     from models.serving.published import read_champion, registry_dir
 
@@ -53,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.serving_log import SERVING_DB
 
     log_db = None if args.no_log else args.workspace / SERVING_DB
+    champion = read_champion(registry)
+    print(
+        f"reclab serve: model {champion['version']} of {args.workspace.name} at http://{args.host}:{args.port} "
+        f"(docs: http://{args.host}:{args.port}/docs; Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(create_app(registry, args.poll, log_db), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -1,9 +1,16 @@
 """The recommendation service: FastAPI over the workspace registry's champion model.
 
     GET  /recommend?user_id=U&k=10   top-K unseen items with scores and explanations (cold users: popularity)
-    POST /predict                    {"pairs": [{"user_id": U, "item_id": I}, ...]} -> rating predictions
+    POST /predict                    {"pairs": [{"user_id": U, "item_id": I}, ...]} -> rating predictions,
+                                     each pair's unknown user or item flagged
     GET  /health                     200 once a model is loaded (503 before)
     GET  /model                      version, publication details (run, split, test metrics, code version)
+    GET  /docs, /redoc               the API's documentation, its assets served by the service (offline)
+
+Scores (``/recommend``): ``score_kind`` says what they are. "model score": the model's own ranking score,
+higher is better, only the order within one response matters (the fusion's is a weighted sum of per-user
+standardised component scores, typically -3 to 3); "popularity": the popularity fallback for a user
+unknown to the model, the item's number of training interactions.
 
 A/B test: with ``registry/ab.json`` set (``python -m serve.registry ab VERSION --share 0.1``), that share of
 users, chosen by a stable hash of their id, is answered by the challenger; every response says its ``arm``.
@@ -28,6 +35,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.serving.bundle import load_model
@@ -76,8 +84,62 @@ class BoundedBodies:
         return await self.app(scope, replayed, send)
 
 
+class Health(BaseModel):
+    status: str = Field(description='"ok" once a model is loaded ("unavailable", with a 503, before)')
+    model_version: str | None = Field(None, description="the champion's registry version")
+    detail: str | None = Field(None, description="why no model is loaded")
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the publication's details: run, split, metrics, code version
+
+    model_version: str = Field(description="the champion's registry version")
+    model: str = Field(description="the registered model's name (e.g. fusion)")
+    tasks: list[str] = Field(description="what it serves: rating (/predict), ranking (/recommend)")
+    users: int = Field(description="users known to the model (others get the cold-start fallbacks)")
+    items: int = Field(description="catalogue items it ranks")
+
+
+class Neighbour(BaseModel):
+    item_id: str
+    similarity: float = Field(description="cosine of the fine-tuned LM's item vectors")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(description="see the response's score_kind")
+    drivers: dict[str, float] | None = Field(
+        None, description="each component's share of the score (they sum to it); with explain=true"
+    )
+    similar_to: list[Neighbour] | None = Field(
+        None, description="the user's training items most similar to this one (the LM's vectors)"
+    )
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    model_version: str
+    arm: str = Field(description='"champion", or "challenger" for users in an A/B test\'s share')
+    strategy: str = Field(description='"personalised", or "popularity (unknown user)": the cold-start fallback')
+    score_kind: str = Field(description='"model score" (higher is better) or "popularity" (training interactions)')
+    items: list[RecommendedItem]
+    elapsed_ms: float
+
+
+class Predictions(BaseModel):
+    model_version: str
+    predictions: list[float] = Field(description="one rating per pair, clipped to the training rating range")
+    cold_user: list[bool] = Field(description="per pair: the user is unknown to the model (a fallback answered)")
+    cold_item: list[bool] = Field(description="per pair: the item had no training interactions")
+
+
 def _too_large() -> JSONResponse:
     return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+
+
+def _is_server_path(key: str, value) -> bool:
+    """A publication field that would show where the server keeps its files (never in a response)."""
+    return key == "path" or (isinstance(value, str) and (value.startswith("/") or ":\\" in value))
 
 
 def challenger_arm(user_id: str, share: float) -> bool:
@@ -117,8 +179,8 @@ class Champion:
         try:
             return ServingModel(load_model(path), version)
         except Exception as err:  # a broken bundle never replaces a working model
-            self.error = f"model {version} could not be loaded: {err}"
-            log.error(self.error)
+            log.error("model %s could not be loaded from %s: %s", version, path, err)
+            self.error = f"model {version} could not be loaded ({type(err).__name__}; details in the server log)"
             return None
 
     def refresh(self) -> bool:
@@ -126,10 +188,11 @@ class Champion:
         try:
             pointer, ab = read_champion(self.registry), read_ab(self.registry)
         except (OSError, ValueError) as err:
-            self.error = f"cannot read the registry pointers: {err}"
+            log.error("cannot read the registry pointers in %s: %s", self.registry, err)
+            self.error = f"cannot read the registry pointers ({type(err).__name__}; details in the server log)"
             return False
         if pointer is None:
-            self.error = f"no champion in {self.registry} yet: run `python -m flows.full` to publish one"
+            self.error = "no champion published yet: run `python -m flows.full` to publish one"
             return False
         champion, challenger, share = self.arms
         wanted = (pointer["version"], ab and ab["challenger"], ab["share"] if ab else 0.0)
@@ -192,7 +255,9 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         if responses is not None:
             responses.stop()
 
-    app = FastAPI(title="reclab", description=__doc__, lifespan=lifespan)
+    # the documentation pages' JavaScript and CSS come from the fastapi-offline package, served here: /docs
+    # and /redoc render without internet
+    app = FastAPIOffline(title="reclab", description=__doc__, lifespan=lifespan)
     app.state.champion = champion
     app.state.responses = responses
 
@@ -216,29 +281,30 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
 
     # Endpoints are async: each answer is a fraction of a millisecond of numpy, cheaper inline on the event
     # loop than handed to a thread pool.
-    @app.get("/health")
+    @app.get("/health", response_model=Health, response_model_exclude_none=True)
     async def health():
         current = champion.current
         if current is None:
             return JSONResponse({"status": "unavailable", "detail": champion.error}, status_code=503)
         return {"status": "ok", "model_version": current.version}
 
-    @app.get("/model")
+    @app.get("/model", response_model=ModelInfo)
     async def model_info():
         current = model()
         _, challenger, share = champion.arms
         ab = {"ab_test": {"challenger": challenger.version, "share": share}} if challenger is not None else {}
+        publication = {k: v for k, v in champion.publication.items() if not _is_server_path(k, v)}
         return {
+            **publication,
             "model_version": current.version,
             "model": current.model.name,
             "tasks": list(current.model.tasks),
             "users": len(current.model.user_ids),
             "items": current.n_items,
-            **champion.publication,
             **ab,
         }
 
-    @app.get("/recommend")
+    @app.get("/recommend", response_model=Recommendations)
     async def recommend(
         user_id: str = Query(min_length=1, max_length=MAX_ID_LENGTH, description="the user to recommend for"),
         k: int = Query(10, ge=1, le=MAX_K, description="how many items"),
@@ -261,22 +327,31 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
                 "model_version": current.version,
                 "arm": arm,
                 "strategy": rec.strategy,
+                "score_kind": "popularity" if rec.strategy.startswith("popularity") else "model score",
                 "items": items,
                 "elapsed_ms": round(elapsed, 3),
             }
         )
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Predictions)
     async def predict(body: PredictRequest):
         start = time.perf_counter()
         current = model()  # ratings come from the champion: the A/B test compares what users are shown
         users = [p.user_id for p in body.pairs]
         items = [p.item_id for p in body.pairs]
         predictions = current.predict(users, items)
+        cold_user, cold_item = current.cold(users, items)
         if responses is not None:
             responses.add(
                 "predict", f"{len(users)} pairs", "champion", current.version, [], 1000 * (time.perf_counter() - start)
             )
-        return JSONResponse({"model_version": current.version, "predictions": predictions})
+        return JSONResponse(
+            {
+                "model_version": current.version,
+                "predictions": predictions,
+                "cold_user": cold_user,
+                "cold_item": cold_item,
+            }
+        )
 
     return app

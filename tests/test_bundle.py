@@ -62,5 +62,15 @@ def test_an_altered_or_foreign_bundle_is_refused(fitted, tmp_path):
     (lm / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="no _user_stats: published by an older reclab"):
         load_model(lm, verify=False)
+    # a field added later, with the value that reproduces the older behaviour: the bundle still loads
+    before_weight = save_model(fusion.components["lm_two_tower"], tmp_path / "before_weight")
+    manifest = json.loads((before_weight / "manifest.json").read_text())
+    del manifest["values"]["popularity_weight_"]
+    (before_weight / "manifest.json").write_text(json.dumps(manifest))
+    old = load_model(before_weight, verify=False)
+    assert old.popularity_weight_ == 0.0
+    lm_model = fusion.components["lm_two_tower"]
+    cosine = lm_model._user_vectors_for(["u1"])[:, : lm_model._dim] @ lm_model._item_vectors[:, : lm_model._dim].T
+    np.testing.assert_allclose(old.score(["u1"]), cosine)
     with pytest.raises(FileExistsError):
         save_model(fusion, folder)  # never overwrites a published bundle

@@ -204,3 +204,50 @@ def test_arms_compare_on_later_interactions():
     report = compare_arms(served, later)  # a: x after it was served (hit); b: z before (no); c: q not served (no)
     assert report["arms"]["challenger"]["hit_rate"] == 0.5 and report["arms"]["champion"]["hit_rate"] == 0.0
     assert report["arms"]["challenger"]["requests"] == 2 and report["arms"]["champion"]["latency_p50_ms"] == 2.0
+
+
+def test_docs_render_offline_and_every_answer_has_a_schema(client):
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "cdn" not in html.lower() and "https://" not in html  # nothing fetched from the internet
+        assets = [part.split('"')[0] for part in html.split('src="')[1:]] + [
+            part.split('"')[0] for part in html.split('href="')[1:] if part.split('"')[0].endswith(".css")
+        ]
+        assert assets and all(a.startswith("/") for a in assets)
+        for asset in assets:
+            served = client.get(asset)
+            assert served.status_code == 200 and len(served.content) > 1000, asset
+    schema = client.get("/openapi.json").json()
+    for path in ("/health", "/model", "/recommend", "/predict"):
+        method = "post" if path == "/predict" else "get"
+        ok = schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok.get("$ref", "").startswith("#/components/schemas/"), (path, ok)
+    assert "score_kind" in schema["components"]["schemas"]["Recommendations"]["properties"]
+
+
+def test_predict_flags_cold_pairs_scores_say_their_kind_and_no_server_path_is_answered(client, registry):
+    _, _, fusion, train = registry
+    known_user, known_item = train["user_id"].iloc[0], train["item_id"].iloc[0]
+    pairs = [
+        {"user_id": known_user, "item_id": known_item},
+        {"user_id": "never-seen", "item_id": known_item},
+        {"user_id": known_user, "item_id": "no-such-item"},
+    ]
+    body = client.post("/predict", json={"pairs": pairs}).json()
+    assert body["cold_user"] == [False, True, False] and body["cold_item"] == [False, False, True]
+    assert client.get("/recommend", params={"user_id": known_user}).json()["score_kind"] == "model score"
+    assert client.get("/recommend", params={"user_id": "never-seen"}).json()["score_kind"] == "popularity"
+    info = client.get("/model").json()
+    assert "path" not in info and not any(isinstance(v, str) and v.startswith("/") for v in info.values())
+    assert str(registry[0]) not in client.get("/health").text
+
+
+def test_the_service_prints_its_address_and_model_at_startup(registry, tmp_path, monkeypatch, capsys):
+    import serve.__main__ as entry
+
+    reg, db, _, _ = registry
+    workspace = reg.parent  # the registry lives at <workspace>/registry
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    assert entry.main(["--workspace", str(workspace), "--no-log", "--port", "8123"]) == 0
+    err = capsys.readouterr().err
+    assert f"reclab serve: model v1 of {workspace.name} at http://127.0.0.1:8123" in err and "/docs" in err

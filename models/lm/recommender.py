@@ -75,6 +75,7 @@ class LMTwoTower(Recommender):
         "metrics_",
         "popularity_weight_",
     )
+    state_defaults = {"popularity_weight_": 0.0}  # bundles published before it ranked by the cosine alone
 
     def __init__(
         self,

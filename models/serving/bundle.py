@@ -92,7 +92,8 @@ def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
     with np.load(folder / ARRAYS, allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
     model = cls.__new__(cls)
-    state = _decode(manifest["values"], arrays)
+    # a field added since the bundle was published takes the value that reproduces that reclab's behaviour
+    state = {**getattr(cls, "state_defaults", {}), **_decode(manifest["values"], arrays)}
     missing = [field for field in (*COMMON_FIELDS, *cls.state_fields) if field not in state]
     if missing:
         raise BundleError(f"{path}: no {', '.join(missing)}: published by an older reclab; publish the model again")

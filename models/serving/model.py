@@ -101,6 +101,13 @@ class ServingModel:
             ]
         return out
 
+    def cold(self, user_ids: list[str], item_ids: list[str]) -> tuple[list[bool], list[bool]]:
+        """Per pair: (the user is unknown to the model, the item has no training interactions)."""
+        users = self.model.user_index(np.asarray(user_ids, dtype=str)) < 0
+        pos = self.model.item_index(np.asarray(item_ids, dtype=str))
+        items = (pos < 0) | (self.model.item_counts[np.maximum(pos, 0)] == 0)
+        return users.tolist(), items.tolist()
+
     def predict(self, user_ids: list[str], item_ids: list[str]) -> list[float]:
         """Rating predictions for (user, item) pairs, clipped to the training rating range."""
         if len(user_ids) != len(item_ids):
