@@ -291,7 +291,7 @@ def _prepare_params(args: argparse.Namespace):
 
     several = isinstance(args.data, list)  # flows.study: the study sets each dataset's path and workspace
     return PrepareParams(
-        data=args.data if args.data and not several else PrepareParams.model_fields["data"].default,
+        data=args.data if args.data and not several else None,
         format=None if several else args.format,
         items=None if several else args.items,
         users=None if several else args.users,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from data_checks import DataCardConfig, ValidationConfig
 from models.evaluation.harness import EvalConfig
@@ -19,7 +20,7 @@ from models.serving.promotion import PromotionConfig
 from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
 from readers.spec import Format
 from tasks.ingest import IngestConfig
-from tasks.store import DEFAULT_WORKSPACE, Workspace
+from tasks.store import Workspace
 
 
 class RunnerConfig(BaseModel):
@@ -31,9 +32,11 @@ class RunnerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["sequential", "threads", "dask"] = "sequential"
-    workers: int = Field(2, ge=1)  # threads, or local Dask worker processes (one thread each)
-    address: str | None = None  # an existing Dask scheduler; a local cluster is started when None
+    kind: Literal["sequential", "threads", "dask"] = Field(
+        "sequential", description="sequential (one at a time), threads, or dask (prefect-dask)"
+    )
+    workers: int = Field(2, ge=1, description="threads, or local Dask worker processes (one thread each)")
+    address: str | None = Field(None, description="an existing Dask scheduler; a local cluster is started when None")
 
     def build(self):
         """A fresh (not yet started) Prefect task runner; use it as a context manager inside a flow."""
@@ -56,25 +59,33 @@ class PrepareParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = str(DEFAULT_DATASET)  # dataset file or folder
-    format: Format | None = None  # detected from the path when None
-    items: str | None = None  # item metadata file (Amazon meta_*.json.gz, ...), overrides detection
-    users: str | None = None  # user attributes file (MovieLens 100K u.user), overrides detection
-    tags: str | None = None  # MovieLens tags.csv, overrides detection
-    mapping: str | None = None  # tabular only: "user_id=col,item_id=col,rating=col,timestamp=col,..."
-    rating_scale: tuple[float, float] | None = None  # declared scale; the format's own by default
-    delimiter: str = ","  # tabular CSV only
-    name: str | None = None  # dataset name (names the default workspace); from the path by default
-    workspace: str | None = None  # folder for reclab.duckdb and run outputs; workspace/<name> by default
-    ingest: IngestConfig = IngestConfig()
-    validation: ValidationConfig = ValidationConfig()
-    data_card: DataCardConfig = DataCardConfig()
-    split: SplitConfig = SplitConfig()
-    seeds: tuple[int, ...] | None = None  # split seeds to make (each protocol once per seed); None: split.seed
+    data: str | None = Field(
+        None, description="dataset file or folder (empty: the embedded default dataset, resolved at run time)"
+    )
+    format: Format | None = Field(None, description="detected from the path when None")
+    items: str | None = Field(None, description="item metadata file (Amazon meta_*.json.gz, ...), overrides detection")
+    users: str | None = Field(None, description="user attributes file (MovieLens 100K u.user), overrides detection")
+    tags: str | None = Field(None, description="MovieLens tags.csv, overrides detection")
+    mapping: str | None = Field(
+        None, description='tabular only: "user_id=col,item_id=col,rating=col,timestamp=col,..."'
+    )
+    rating_scale: tuple[float, float] | None = Field(None, description="declared scale; the format's own by default")
+    delimiter: str = Field(",", description="tabular CSV only")
+    name: str | None = Field(None, description="dataset name (names the default workspace); from the path by default")
+    workspace: str | None = Field(
+        None, description="folder for reclab.duckdb and run outputs; workspace/<name> by default"
+    )
+    ingest: IngestConfig = Field(IngestConfig(), description="how repeated pairs and duplicate texts are handled")
+    validation: ValidationConfig = Field(ValidationConfig(), description="the quarantine and coverage gates")
+    data_card: DataCardConfig = Field(DataCardConfig(), description="thresholds of the data card's warnings")
+    split: SplitConfig = Field(SplitConfig(), description="which splits to make and how")
+    seeds: tuple[int, ...] | None = Field(
+        None, description="split seeds to make (each protocol once per seed); None: split.seed"
+    )
 
     def dataset(self) -> DatasetSpec:
         return resolve_dataset(
-            self.data,
+            self.data or str(DEFAULT_DATASET),
             self.format,
             items=self.items,
             users=self.users,
@@ -97,15 +108,25 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str = str(DEFAULT_WORKSPACE)  # a prepared workspace
-    splits: tuple[str, ...] = DEFAULT_SPLITS  # split ids made by prepare
-    train: TrainConfig = TrainConfig()
-    evaluation: EvalConfig = EvalConfig()
-    refresh_cache: bool = False  # refit even when a cached fit of the same split, configs and code exists
-    publish: bool = True  # publish the fused model to the workspace's registry (the first becomes champion)
-    publish_split: str | None = None  # whose fit to publish; default: the first temporal split, else the first
-    promotion: PromotionConfig = PromotionConfig()  # when a published model replaces the champion
-    runner: RunnerConfig = RunnerConfig()  # where the splits' fits run: in turn (default), threads, or Dask
+    workspace: str | None = Field(
+        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
+    )
+    splits: tuple[str, ...] = Field(DEFAULT_SPLITS, description="split ids made by prepare")
+    train: TrainConfig = Field(TrainConfig(), description="which models to train and how")
+    evaluation: EvalConfig = Field(EvalConfig(), description="how models are evaluated and compared")
+    refresh_cache: bool = Field(
+        False, description="refit even when a cached fit of the same split, configs and code exists"
+    )
+    publish: bool = Field(
+        True, description="publish the fused model to the workspace's registry (the first becomes champion)"
+    )
+    publish_split: str | None = Field(
+        None, description="whose fit to publish; default: the first temporal split, else the first"
+    )
+    promotion: PromotionConfig = Field(PromotionConfig(), description="when a published model replaces the champion")
+    runner: RunnerConfig = Field(
+        RunnerConfig(), description="where the splits' fits run: in turn (default), threads, or Dask"
+    )
 
 
 class ReportParams(BaseModel):
@@ -113,10 +134,29 @@ class ReportParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str = str(DEFAULT_WORKSPACE)
-    run_id: str | None = None  # an evaluated run (default: the latest one)
-    output: str | None = None  # folder for report.md/report.html (default: <workspace>/reports/<run_id>)
-    dataset: str | None = None  # the title's dataset name (default: the workspace folder's name)
+    workspace: str | None = Field(
+        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
+    )
+    run_id: str | None = Field(None, description="an evaluated run (default: the latest one)")
+    output: str | None = Field(
+        None, description="folder for report.md/report.html (default: <workspace>/reports/<run_id>)"
+    )
+    dataset: str | None = Field(None, description="the title's dataset name (default: the workspace folder's name)")
+
+
+class StageTrainParams(TrainParams):
+    """The train stage inside the full experiment: its workspace and splits are the prepare stage's, so they
+    are not offered as parameters."""
+
+    workspace: SkipJsonSchema[str | None] = None
+    splits: SkipJsonSchema[tuple[str, ...]] = DEFAULT_SPLITS
+
+
+class StageReportParams(ReportParams):
+    """The report stage inside the full experiment: it reports the run the earlier stages made."""
+
+    workspace: SkipJsonSchema[str | None] = None
+    run_id: SkipJsonSchema[str | None] = None
 
 
 class FullParams(BaseModel):
@@ -124,9 +164,19 @@ class FullParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prepare: PrepareParams = PrepareParams()
-    train: TrainParams = TrainParams()  # its workspace and splits come from the prepare stage
-    report: ReportParams = ReportParams()  # its workspace and run come from the earlier stages
+    prepare: PrepareParams = Field(PrepareParams(), description="the dataset, its ingestion, validation and splits")
+    train: StageTrainParams = Field(
+        StageTrainParams(), description="models, evaluation, publishing (workspace and splits: the prepare stage's)"
+    )
+    report: StageReportParams = Field(
+        StageReportParams(), description="where the report goes (its workspace and run: the earlier stages')"
+    )
+
+    @field_validator("train", "report", mode="before")
+    @classmethod
+    def _as_stage(cls, value):
+        """A train or report flow's parameters are accepted for its stage (their fields as values)."""
+        return value.model_dump() if isinstance(value, TrainParams | ReportParams) else value
 
 
 class StudyParams(BaseModel):
@@ -134,12 +184,20 @@ class StudyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: tuple[str, ...] = ()  # dataset files or folders; empty: the embedded default dataset alone
-    # the experiment each dataset gets (its dataset path, name and workspace are set per dataset)
-    experiment: FullParams = FullParams()
-    runner: RunnerConfig = RunnerConfig()  # where the datasets' experiments run: in turn, threads, or Dask
-    workspaces: str | None = None  # each dataset's workspace is <this>/<dataset name>; workspace/ by default
-    output: str | None = None  # folder for study.md/study.html (default: <workspaces>/studies/<study id>)
+    data: tuple[str, ...] = Field((), description="dataset files or folders; empty: the embedded default dataset alone")
+    experiment: FullParams = Field(
+        FullParams(),
+        description="the experiment each dataset gets (its dataset path, name and workspace are set per dataset)",
+    )
+    runner: RunnerConfig = Field(
+        RunnerConfig(), description="where the datasets' experiments run: in turn, threads, or Dask"
+    )
+    workspaces: str | None = Field(
+        None, description="each dataset's workspace is <this>/<dataset name>; workspace/ by default"
+    )
+    output: str | None = Field(
+        None, description="folder for study.md/study.html (default: <workspaces>/studies/<study id>)"
+    )
 
     def datasets(self) -> tuple[str, ...]:
         return self.data or (str(DEFAULT_DATASET),)
@@ -150,12 +208,14 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str = str(DEFAULT_WORKSPACE)
-    split: str = "random_s0"
-    trials: int = Field(8, ge=1)  # configurations tried, the default one included
-    seed: int = 0  # which configurations are drawn
-    train: TrainConfig = TrainConfig()  # loss, threads, max epochs, model seed
-    runner: RunnerConfig = RunnerConfig()
+    workspace: str | None = Field(
+        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
+    )
+    split: str = Field("random_s0", description="the split whose validation fold judges the trials")
+    trials: int = Field(8, ge=1, description="configurations tried, the default one included")
+    seed: int = Field(0, description="which configurations are drawn")
+    train: TrainConfig = Field(TrainConfig(), description="loss, threads, max epochs, model seed")
+    runner: RunnerConfig = Field(RunnerConfig(), description="where the trials run")
 
 
 class RecommendParams(BaseModel):
@@ -163,6 +223,8 @@ class RecommendParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str = str(DEFAULT_WORKSPACE)
-    users: tuple[str, ...] = Field(min_length=1)
-    k: int = Field(10, ge=1, le=1000)
+    workspace: str | None = Field(
+        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
+    )
+    users: tuple[str, ...] = Field(min_length=1, description="the users to recommend for")
+    k: int = Field(10, ge=1, le=1000, description="how many items per user")

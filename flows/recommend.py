@@ -23,11 +23,12 @@ from prefect import flow
 
 from flows.params import RecommendParams
 from models.serving.published import load_champion
+from tasks.store import DEFAULT_WORKSPACE
 
 
 @flow(name="recommend")
 def recommend(params: RecommendParams) -> dict:
     """Each user's top-K unseen items from the champion, with scores and explanations."""
-    champion = load_champion(params.workspace)
+    champion = load_champion(params.workspace or DEFAULT_WORKSPACE)
     recommendations = [asdict(champion.recommend(user, params.k)) for user in params.users]
     return {"model_version": champion.version, "recommendations": recommendations}

@@ -19,13 +19,13 @@ from prefect import flow
 
 from flows.params import ReportParams
 from tasks.report import latest_evaluated_run, write_report
-from tasks.store import Workspace
+from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
 @flow(name="report")
 def report(params: ReportParams = ReportParams()) -> dict:
     """Write the run's report files and publish its artifacts; return their paths."""
-    workspace = Workspace.existing(params.workspace)
+    workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow report"):  # one run at a time per workspace
         run_id = params.run_id or latest_evaluated_run(workspace.db)
         out = params.output or str(workspace.root / "reports" / run_id)

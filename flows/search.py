@@ -25,13 +25,13 @@ from prefect import flow, runtime
 from flows.params import SearchParams
 from models.recommenders.lightfm_hybrid import SEARCH_SPACE, LightFMHybrid, sample_configs
 from tasks.search import lightfm_trial, record_trials
-from tasks.store import Workspace
+from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
 @flow(name="lightfm-search")
 def search(params: SearchParams = SearchParams()) -> dict:
     """Run every trial on the task runner; record them; return them with the best."""
-    workspace = Workspace.existing(params.workspace)
+    workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow lightfm-search"):  # one run at a time per workspace
         default = {key: getattr(LightFMHybrid(), key) for key in SEARCH_SPACE}
         configs = [default, *sample_configs(params.trials - 1, params.seed)]

@@ -22,14 +22,14 @@ from flows.params import TrainParams
 from tasks.evaluate import evaluate_models
 from tasks.publish import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
-from tasks.store import Workspace
+from tasks.store import DEFAULT_WORKSPACE, Workspace
 from tasks.train import FitOutputsMissing, fit_split, load_fit_outputs, record_fits
 
 
 @flow(name="train")
 def train(params: TrainParams = TrainParams()) -> dict:
     """Train and evaluate every configured model on each split; results land in the eval_* tables."""
-    workspace = Workspace.existing(params.workspace)
+    workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow train"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)
         start_run(workspace.db, run_id, "train", params.model_dump(mode="json"))

@@ -254,19 +254,24 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: tuple[Literal[MODELS], ...] = MODELS  # type: ignore[valid-type]
-    lightfm_loss: Literal["warp", "bpr", "logistic"] = "warp"
-    lightfm_threads: int = Field(1, ge=1)  # >1 is faster but not exactly reproducible
-    lightfm_trials: int = Field(2, ge=0)  # random configurations tried on validation besides the default
-    lightfm_max_epochs: int = Field(30, ge=5)
-    # LightFM hyperparameters to use instead of the defaults (keys of
-    # models.recommenders.lightfm_hybrid.SEARCH_SPACE), e.g. the best configuration of `python -m flows.search`
-    lightfm_params: dict[Literal["no_components", "learning_rate", "item_alpha", "content_weight"], float] = {}
-    lm_profile: Literal["cpu", "gpu", "cpu-lora", "gpu-lora"] = (
-        "cpu"  # LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)
+    models: tuple[Literal[MODELS], ...] = Field(  # type: ignore[valid-type]
+        MODELS, description="the registered models to train (the fusion blends those trained before it)"
     )
-    lm_overrides: dict = {}  # further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}
-    seed: int = 0
+    lightfm_loss: Literal["warp", "bpr", "logistic"] = Field("warp", description="LightFM's loss")
+    lightfm_threads: int = Field(1, ge=1, description=">1 is faster but not exactly reproducible")
+    lightfm_trials: int = Field(2, ge=0, description="random configurations tried on validation besides the default")
+    lightfm_max_epochs: int = Field(30, ge=5, description="LightFM epochs at most (chosen on validation NDCG)")
+    lightfm_params: dict[Literal["no_components", "learning_rate", "item_alpha", "content_weight"], float] = Field(
+        {},
+        description="LightFM hyperparameters to use instead of the defaults (keys of models.recommenders.lightfm_hybrid.SEARCH_SPACE), e.g. the best configuration of `python -m flows.search`",
+    )
+    lm_profile: Literal["cpu", "gpu", "cpu-lora", "gpu-lora"] = Field(
+        "cpu", description="LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)"
+    )
+    lm_overrides: dict = Field(
+        {}, description='further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}'
+    )
+    seed: int = Field(0, description="model initialisation seed")
 
 
 def build_model(name: str, config: TrainConfig, context: BuildContext) -> Recommender:

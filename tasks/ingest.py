@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NONE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from data_checks import DataCardConfig
@@ -43,13 +43,14 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Repeated (user, item) pairs that are not exact duplicates: keep the latest by timestamp (ties: the
-    # later line), keep the earliest, or stop with an error listing them.
-    duplicate_policy: Literal["latest", "first", "error"] = "latest"
-    # One user's identical review text on several items (product variants; see the data card): keep them
-    # all, collapse each group to one interaction (chosen like duplicate_policy; logged in ``duplicates`` as
-    # 'text_duplicate' and counted in the accounting), or stop with an error listing them.
-    text_duplicates: Literal["keep", "collapse", "error"] = "keep"
+    duplicate_policy: Literal["latest", "first", "error"] = Field(
+        "latest",
+        description="Repeated (user, item) pairs that are not exact duplicates: keep the latest by timestamp (ties: the later line), keep the earliest, or stop with an error listing them.",
+    )
+    text_duplicates: Literal["keep", "collapse", "error"] = Field(
+        "keep",
+        description="One user's identical review text on several items (product variants; see the data card): keep them all, collapse each group to one interaction (chosen like duplicate_policy; logged in ``duplicates`` as 'text_duplicate' and counted in the accounting), or stop with an error listing them.",
+    )
 
 
 def _arrow_schema(table: str) -> pa.Schema:

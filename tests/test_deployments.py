@@ -82,6 +82,26 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
     assert "lightfm-search/lightfm-search" in deployed and "study/study" in deployed
     schedules = _prefect(env, "deployment", "schedule", "ls", "full/retrain-weekly")
     assert "0 3 * * 1" in schedules  # the weekly schedule ships, switched off
+    # the UI's parameter forms: every field described, no path of the deploying machine baked in, and the
+    # fields the full experiment sets itself (its train and report stages' workspace, splits, run) not offered
+    api = env["PREFECT_API_URL"]
+    for name in ("full/full-experiment", "study/study", "prepare/prepare", "report/report"):
+        with urllib.request.urlopen(f"{api}/deployments/name/{name}", timeout=10) as response:
+            schema = json.loads(response.read())["parameter_openapi_schema"]
+        text = json.dumps(schema)
+        assert str(ROOT) not in text and str(Path.home()) not in text, name
+        undescribed = [
+            f"{model}.{field}"
+            for model, definition in schema.get("definitions", {}).items()
+            for field, spec in definition.get("properties", {}).items()
+            if not spec.get("description")
+        ]
+        assert not undescribed, (name, undescribed)
+        if name == "full/full-experiment":
+            stages = schema["definitions"]
+            assert "workspace" not in stages["StageTrainParams"]["properties"]
+            assert "splits" not in stages["StageTrainParams"]["properties"]
+            assert "run_id" not in stages["StageReportParams"]["properties"]
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     data = write_lines(tmp_path / "reviews.json", records)

@@ -20,17 +20,24 @@ class SplitConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocols: tuple[Protocol, ...] = PROTOCOLS
-    seed: int = 0
-    # random: train / validation / test shares of interactions.
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    # cold_items: share of items held out (half validation, half test).
-    cold_item_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    # temporal: users with fewer interactions keep them all in training.
-    min_user_interactions: int = Field(3, ge=3)
-    # Optional k-core filter before splitting: drop users and items with fewer than k interactions,
-    # repeatedly, until every remaining user and item has at least k. None or 0: no filter.
-    kcore: int | None = Field(None, ge=0)
+    protocols: tuple[Protocol, ...] = Field(
+        PROTOCOLS, description="random, temporal (each user's last interactions held out), cold_items"
+    )
+    seed: int = Field(0, description="the split's seed")
+    fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="random: train / validation / test shares of interactions."
+    )
+    cold_item_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="cold_items: share of items held out (half validation, half test)."
+    )
+    min_user_interactions: int = Field(
+        3, ge=3, description="temporal: users with fewer interactions keep them all in training."
+    )
+    kcore: int | None = Field(
+        None,
+        ge=0,
+        description="Optional k-core filter before splitting: drop users and items with fewer than k interactions, repeatedly, until every remaining user and item has at least k. None or 0: no filter.",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
