@@ -23,11 +23,13 @@ def forward_to_run_logger(name: str = "reclab"):
 
     source = logging.getLogger(name)
     handler = _ToRunLogger(get_run_logger())
-    level = source.level
+    level, propagate = source.level, source.propagate
     source.addHandler(handler)
     source.setLevel(logging.INFO)
+    source.propagate = False  # the run logger prints it already: not a second time through the root's handlers
     try:
         yield
     finally:
         source.removeHandler(handler)
         source.setLevel(level)
+        source.propagate = propagate

@@ -102,6 +102,7 @@ def test_the_lm_trainers_progress_reaches_the_runs_log(experiment):
     assert any("[lm] training: " in line for line in lines), RUN_LOG[-20:]
     assert any("[lm] validation at step" in line for line in lines)
     assert not any("UNEXPECTED" in line or "litlogger" in line for line in RUN_LOG)  # known noise stays out
+    assert len(lines) == len(set(lines))  # each line once, through the run logger only
 
 
 @pytest.fixture(scope="module")
