@@ -86,20 +86,21 @@ def conclusions(datasets: list[dict]) -> list[str]:
             text += f", worse on {len(worse)}" + (f" ({', '.join(worse)})" if worse else "")
             text += f", not detectably different on {n - len(better) - len(worse)}."
             lines.append(text)
-    helped = {
-        s.split(" · ")[0]
-        for s in diffs.loc[
-            (diffs["model"] == LM)
-            & (diffs["segment"] == "all")
-            & (diffs["kind"] == BEST_TRADITIONAL)
-            & (diffs["verdict"] == BETTER),
-            "split_id",
-        ]
-    }
+    headline = diffs[
+        (diffs["model"] == LM)
+        & (diffs["segment"] == "all")
+        & (diffs["kind"] == BEST_TRADITIONAL)
+        & diffs["metric"].isin([metric for _, metric in TASKS])  # the verdict's metrics, not every metric
+    ]
+    helped = sorted({s.split(" · ")[0] for s in headline.loc[headline["verdict"] == BETTER, "split_id"]})
     if helped:
-        lines.insert(0, f"Bottom line: the fine-tuned LM helps detectably on {', '.join(sorted(helped))}.")
+        lines.insert(0, f"Bottom line: the fine-tuned LM helps detectably on {', '.join(helped)}.")
     else:
-        lines.insert(0, "Bottom line: on no dataset does the fine-tuned LM beat the best traditional model detectably.")
+        lines.insert(
+            0,
+            "Bottom line: on no dataset does the fine-tuned LM beat the best traditional model detectably "
+            f"({' or '.join(m.upper() for _, m in TASKS)}).",
+        )
     failed = [d["name"] for d in datasets if d["status"] != "completed"]
     if failed:
         lines.append(f"Not compared (their experiment did not complete): {', '.join(failed)}.")
@@ -113,7 +114,11 @@ def traits(datasets: list[dict]) -> pd.DataFrame:
         card = d["card"] or {}
         ratings = {float(k): v for k, v in (card.get("ratings") or {}).items()}
         meta = card.get("metadata_coverage") or {}
-        cold = [s.get("candidates") for s in (card.get("splits") or {}).values() if s.get("protocol") == "cold_items"]
+        cold = [
+            s.get("ranking_candidates")
+            for s in (card.get("splits") or {}).values()
+            if s.get("protocol") == "cold_items"
+        ]
         rows.append(
             {
                 "dataset": d["name"],

@@ -85,8 +85,13 @@ def test_conclusions_say_so_when_nothing_is_significant_and_name_failures():
     a = _dataset(
         "a", [_diff("a", "random_s0", "all", "lm_two_tower", 0.01, -0.02, 0.04, 1.0, "no detectable difference")]
     )
+    # a "better" on a metric the verdict does not judge (AUC) is no help in the bottom line
+    auc = _diff("a", "random_s0", "all", "lm_two_tower", 0.05, 0.02, 0.08, 0.5, "better") | {"metric": "auc", "k": 10}
+    a["differences"] = pd.concat([a["differences"], pd.DataFrame([auc])], ignore_index=True)
     lines = conclusions([a, {"name": "broken", "status": "failed", "error": "ValidationFailed: x"}])
-    assert lines[0] == "Bottom line: on no dataset does the fine-tuned LM beat the best traditional model detectably."
+    assert lines[0] == (
+        "Bottom line: on no dataset does the fine-tuned LM beat the best traditional model detectably (MSE or NDCG)."
+    )
     assert (
         "not detectably different from the best traditional model on any of 1 dataset × split comparisons" in lines[1]
     )
@@ -151,3 +156,31 @@ def test_the_study_runs_every_dataset_and_reports_a_failed_one(prefect_harness, 
     assert float(lm_cost.split("|")[4]) > 0  # peak memory recorded
     assert (tmp_path / "study" / "study.html").exists()
     assert json.loads(json.dumps(out["datasets"]["alpha"]))["run_id"] == alpha["run_id"]
+
+
+def test_traits_read_the_data_card():
+    from reports.study import traits
+
+    card = {
+        "interactions": 10,
+        "users": 3,
+        "items": 4,
+        "density": 10 / 12,
+        "ratings": {"1": 1, "5": 9},
+        "rating_mean": 4.6,
+        "per_user": {"median": 3.0},
+        "per_item": {"median": 2.5},
+        "users_with_at_most_3": 2 / 3,
+        "review_coverage": 0.9,
+        "review_words": {"median": 12.0},
+        "metadata_coverage": {"items": 0.75},
+        "splits": {
+            "cold_items_s0": {"protocol": "cold_items", "ranking_candidates": 2},
+            "random_s0": {"protocol": "random", "ranking_candidates": 4},
+        },
+        "warnings": [{"code": "small_fold"}, {"code": "small_fold"}],
+    }
+    (row,) = traits([{"name": "toy", "status": "completed", "card": card}]).to_dict(orient="records")
+    assert row["cold-item candidates"] == 2 and row["users with ≤ 3 ratings"] == "67%"
+    assert row["metadata coverage (items)"] == "75%" and row["data warnings"] == "small_fold"
+    assert row["rating skew"] == round((0.1 * (-3.6) ** 3 + 0.9 * 0.4**3) / (0.1 * 3.6**2 + 0.9 * 0.4**2) ** 1.5, 2)
