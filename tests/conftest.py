@@ -29,11 +29,17 @@ def _left_over() -> list:
         if process.pid == os.getpid():
             continue
         try:
-            if process.environ().get(SESSION_MARK) == mark:
+            if process.environ().get(SESSION_MARK) == mark and not _ends_with_us(process):
                 found.append(process)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return found
+
+
+def _ends_with_us(process) -> bool:
+    """Python's own helper processes of this interpreter (multiprocessing's resource tracker, forkserver):
+    they exit when it does."""
+    return process.ppid() == os.getpid() and "from multiprocessing." in " ".join(process.cmdline())
 
 
 def pytest_sessionfinish(session, exitstatus):
