@@ -515,6 +515,23 @@ def test_trainer_output_is_streamed_to_the_log_without_noise(caplog):
     assert [r.getMessage() for r in caplog.records if r.name == "reclab.lm"] == ["[lm] step 1/2", "[lm] done"]
 
 
+def test_trainer_output_goes_to_stderr_when_no_handler_would_show_it(capfd):
+    import logging
+
+    from models.lm.recommender import _stream
+
+    handler = logging.NullHandler()
+    logging.getLogger().addHandler(handler)  # a handler exists, but the level (WARNING) drops INFO lines
+    previous = logging.getLogger("reclab.lm").level
+    logging.getLogger("reclab.lm").setLevel(logging.WARNING)
+    try:
+        code, _ = _stream([sys.executable, "-c", "print('[lm] step 1/2')"])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger("reclab.lm").setLevel(previous)
+    assert code == 0 and "[lm] step 1/2" in capfd.readouterr().err
+
+
 def test_lora_trains_the_adapters_pooling_and_head_only(tokenizer):
     import lightning as L
 

@@ -205,7 +205,8 @@ class LMTwoTower(Recommender):
 
 def _stream(command: list[str], keep: int = 40) -> tuple[int, deque]:
     """Run ``command``, sending each line of its merged stdout/stderr to the ``reclab.lm`` logger (stderr when
-    no handler is configured) as it comes, without known noise; returns (exit code, its last ``keep`` lines)."""
+    no handler would show an INFO line) as it comes, without known noise; returns (exit code, its last
+    ``keep`` lines)."""
     tail: deque = deque(maxlen=keep)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     for line in process.stdout:
@@ -213,8 +214,8 @@ def _stream(command: list[str], keep: int = 40) -> tuple[int, deque]:
         if not line or any(mark in line for mark in NOISE):
             continue
         tail.append(line)
-        if LOG.hasHandlers():
+        if LOG.hasHandlers() and LOG.isEnabledFor(logging.INFO):  # a run's log (tasks.logs) or a configured one
             LOG.info(line)
-        else:
+        else:  # nothing would show it: the process's stderr, as the trainer wrote it
             print(line, file=sys.stderr, flush=True)
     return process.wait(), tail
