@@ -19,6 +19,18 @@ from models.lm.profiles import EMPTY_ITEM, EMPTY_USER, FULL, build_profiles
 CANARY = "zqxcanaryjv"
 
 
+def tiny_module(tokenizer, data, validation: int = 10, test: int = 0, **settings) -> PairDataModule:
+    """A data module over ``data`` (training pairs with text), its first ``validation`` / ``test`` rows as
+    those folds; 32 tokens and 8 pairs per batch unless ``settings`` say otherwise."""
+    frames = {"train": data, "validation": data.head(validation), "test": data.head(test)}
+    return PairDataModule(
+        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
+        settings.pop("profiles", None) or build_profiles(data),
+        tokenizer,
+        **{"max_length": 32, "batch_size": 8, **settings},
+    )
+
+
 def test_training_pairs_never_see_their_own_review():
     train = lm_reviews()
     profiles = build_profiles(train, max_reviews=50, folds=2)
@@ -205,13 +217,9 @@ def test_retrieval_loss_by_hand():
 
 def test_batches_carry_entities_and_expected_counts(tokenizer):
     data = lm_reviews()
-    frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
-    module = PairDataModule(
-        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-        build_profiles(data),
+    module = tiny_module(
         tokenizer,
-        max_length=32,
-        batch_size=8,
+        data,
         pairs_per_user=4,
         extra_keys=[("item", i, FULL) for i in sorted(data["item_id"].unique())],
         mixed_negatives=5,
@@ -276,14 +284,7 @@ def test_fast_dev_run(tokenizer):
 
     data = lm_reviews()
     profiles = build_profiles(data)
-    frames = {"train": data, "validation": data.head(10), "test": data.head(10)}
-    module = PairDataModule(
-        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-        profiles,
-        tokenizer,
-        max_length=32,
-        batch_size=8,
-    )
+    module = tiny_module(tokenizer, data, test=10, profiles=profiles)
     model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0)
     before = [p.detach().clone() for p in model.parameters()]
     L.Trainer(fast_dev_run=2, accelerator="cpu", enable_progress_bar=False, logger=False).fit(model, module)
@@ -314,14 +315,7 @@ def test_training_on_cached_frozen_states_moves_only_the_upper_layers(tokenizer)
     from models.lm.module import TwoTowerModule
 
     data = lm_reviews()
-    frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
-    module = PairDataModule(
-        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-        build_profiles(data),
-        tokenizer,
-        max_length=32,
-        batch_size=8,
-    )
+    module = tiny_module(tokenizer, data)
     module.setup("fit")
     model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1)
     assert model.cache_frozen_states(module.tokens)
@@ -538,14 +532,7 @@ def test_lora_trains_the_adapters_pooling_and_head_only(tokenizer):
     from models.lm.module import TwoTowerModule
 
     data = lm_reviews()
-    frames = {"train": data, "validation": data.head(10), "test": data.head(0)}
-    module = PairDataModule(
-        {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-        build_profiles(data),
-        tokenizer,
-        max_length=32,
-        batch_size=8,
-    )
+    module = tiny_module(tokenizer, data)
     model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, lora_rank=2)
     trainable, total = model.net.trainable_parameters()
     # adapters: rank 2 on query and value of 2 layers of hidden size 32: 2 layers x 2 x (32x2 + 2x32) = 512
@@ -563,18 +550,9 @@ def test_lora_trains_the_adapters_pooling_and_head_only(tokenizer):
 
 def test_length_buckets_keep_every_pair_once_and_pad_less(tokenizer):
     data = lm_reviews(n_users=30, per_user=6)
-    frames = {"train": data, "validation": data.head(5), "test": data.head(0)}
 
     def loader(buckets):
-        module = PairDataModule(
-            {k: v[["user_id", "item_id", "rating"]] for k, v in frames.items()},
-            build_profiles(data),
-            tokenizer,
-            max_length=64,
-            batch_size=8,
-            pairs_per_user=2,
-            length_buckets=buckets,
-        )
+        module = tiny_module(tokenizer, data, validation=5, max_length=64, pairs_per_user=2, length_buckets=buckets)
         module.setup("fit")
         return module, list(module.train_dataloader())
 
