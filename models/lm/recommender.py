@@ -37,7 +37,6 @@ NOISE = (
     "UNEXPECTED",
     "pooler.dense",
     "Notes:",
-    "- UNEXPECTED",
     "can be ignored when loading",
     "litlogger",
     "💡 Tip",
