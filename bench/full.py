@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="reclab-bench-"))
     env = {**os.environ, "PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    flow_args = ["--workspace", str(work / "ws"), "--seeds", *map(str, args.seeds), *args.extra]
+    flow_args = ["--workspace", str(work / "ws"), "--split-seeds", *map(str, args.seeds), *args.extra]
     if args.data:
         flow_args += ["--data", args.data]
     cold = run_flow(flow_args, env)

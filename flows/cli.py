@@ -1,9 +1,17 @@
 """The flows' command line: ``python -m flows.<name>`` parses its arguments here, builds the flow's parameter
-model (``flows/params.py``), runs the flow and prints what a user checks.
+model (``flows/params.py``, the same model the Prefect UI's form and ``--config FILE`` fill), runs the flow and
+prints what a user checks.
+
+Every option names one field of the flow's parameter model (``Option.path``): one flag per concept across the
+commands (``--k``, ``--splits``, ``--workspace``, ``--split-seeds``, ``--model-seed``), and the default shown in
+``--help`` is the model's (tests check both). ``--config FILE`` (YAML or JSON, the parameter model's fields)
+sets any field, options given on the command line override it, and ``--print-config`` prints the validated
+parameters without running: a run configured in a file, on the command line or in the UI is the same run.
 
 Parsing imports nothing heavy (no Prefect, pandas or torch: ``--help`` answers at once); a flow module runs
-:func:`main` before its own imports. Errors a user can cause (a bad path, invalid parameters, a dataset that
-fails validation, a busy workspace) end in one ``error:`` line and exit status 2, without a traceback.
+:func:`main` before its own imports. Errors a user can cause (a bad path or config file, invalid parameters, a
+dataset that fails validation, a busy workspace) end in one ``error:`` line and exit status 2, without a
+traceback.
 """
 
 from __future__ import annotations
@@ -12,32 +20,548 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 
 from models.evaluation import PROTOCOLS
 from models.registry import MODELS
 from readers.spec import FORMATS
 
+UNSET = object()  # an option whose field's default is resolved at run time (its help says how)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option: the parameter-model field(s) it sets, relative to where its group is mounted.
+
+    ``default`` is the field's default as ``--help`` shows it (tests check it equals the model's); ``const``
+    makes a switch that sets the field to that value; ``path=None``: an option of the command's output, not
+    of the flow's parameters."""
+
+    flag: str
+    path: str | tuple[str, ...] | None
+    help: str
+    default: object = UNSET
+    type: Callable | None = None
+    choices: Sequence | None = None
+    nargs: int | str | None = None
+    metavar: str | tuple[str, ...] | None = None
+    const: object = UNSET
+    repeat: bool = False  # given once per value (``--user a --user b``)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def paths(self, mount: str) -> tuple[str, ...]:
+        relative = (self.path,) if isinstance(self.path, str) else tuple(self.path or ())
+        return tuple(f"{mount}.{p}" if mount else p for p in relative)
+
+    def add_to(self, group) -> None:
+        shown = self.help
+        if self.default is not UNSET and self.const is UNSET:
+            value = " ".join(map(str, self.default)) if isinstance(self.default, tuple | list) else self.default
+            shown = f"{self.help} (default: {value})"
+        shown = shown.replace("%", "%%")  # argparse expands %(...)s in help
+        if self.const is not UNSET:
+            group.add_argument(self.flag, dest=self.dest, action="store_const", const=self.const, help=shown)
+            return
+        extra = {key: value for key, value in (("type", self.type), ("choices", self.choices), ("nargs", self.nargs),
+                                               ("metavar", self.metavar)) if value is not None}  # fmt: skip
+        if self.repeat:
+            extra["action"] = "append"
+        group.add_argument(self.flag, dest=self.dest, help=shown, **extra)
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    options: tuple[Option, ...]
+
 
 @dataclass(frozen=True)
 class Command:
-    """A flow's command line: its arguments, and how parsed arguments run the flow and print its summary."""
+    """A flow's command line: its parameter model (a class of ``flows/params.py``), its option groups, each
+    mounted at a field path of that model, and how the validated parameters run the flow."""
 
-    arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], None]
+    model: str
+    groups: tuple[tuple[Group, str], ...]
+    run: Callable[[object, dict], None]
+    outputs: tuple[Option, ...] = field(default_factory=tuple)
+
+    def options(self):
+        """(option, mount) for every option of the command's parameters."""
+        return [(option, mount) for group, mount in self.groups for option in group.options]
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg} at character {err.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"no_components\": 64}}', got {text!r}")
+    return value
+
+
+# --- the options, one group per component ------------------------------------------------------------------
+DATASET = Group(
+    "dataset",
+    (
+        Option("--data", "data", "dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)"),
+        Option("--format", "format", "input format (default: detected from the path)", choices=FORMATS),
+        Option("--items", "items", "item metadata file, e.g. an Amazon meta_*.json.gz (default: detected)"),
+        Option("--users", "users", "user attributes file, e.g. MovieLens 100K u.user (default: detected)"),
+        Option("--tags", "tags", "MovieLens tags.csv (default: detected)"),
+        Option(
+            "--map",
+            "mapping",
+            "tabular input: canonical field to input column, e.g. "
+            "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body' (default: the "
+            "canonical names)",
+            metavar="FIELD=COLUMN,...",
+        ),
+        Option(
+            "--rating-scale",
+            "rating_scale",
+            "declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)",
+            type=float,
+            nargs=2,
+            metavar=("LOW", "HIGH"),
+        ),
+        Option("--delimiter", "delimiter", "tabular CSV field delimiter", default=","),
+        Option("--name", "name", "dataset name; names the default workspace (default: from the path)"),
+        Option(
+            "--workspace",
+            "workspace",
+            "folder holding reclab.duckdb and run outputs (default: workspace/<dataset name> in the project folder)",
+        ),
+    ),
+)
+DATASETS = Group(  # flows.study: several datasets, each detected from its path, each in its own workspace
+    "datasets",
+    (
+        Option(
+            "--data",
+            "data",
+            "dataset files or folders, each detected from its path (default: the embedded default dataset)",
+            nargs="+",
+            metavar="PATH",
+        ),
+        Option(
+            "--workspaces",
+            "workspaces",
+            "folder holding one workspace per dataset, <folder>/<dataset name> (default: workspace/ in the "
+            "project folder)",
+        ),
+    ),
+)
+INGEST = Group(
+    "ingest and validation",
+    (
+        Option(
+            "--duplicate-policy",
+            "ingest.duplicate_policy",
+            "repeated (user, item) pairs: keep the latest, the first, or stop",
+            default="latest",
+            choices=("latest", "first", "error"),
+        ),
+        Option(
+            "--text-duplicates",
+            "ingest.text_duplicates",
+            "one user's identical review text on several items (product variants): keep them (the data card "
+            "warns), collapse each group to one interaction, or stop",
+            default="keep",
+            choices=("keep", "collapse", "error"),
+        ),
+        Option(
+            "--max-quarantine",
+            "validation.max_quarantine_fraction",
+            "stop when more than this share of a file's records is quarantined",
+            default=0.01,
+            type=float,
+            metavar="FRACTION",
+        ),
+        Option(
+            "--min-item-coverage",
+            "validation.min_item_coverage",
+            "with item metadata: stop when a smaller share of interactions has its item in it (items without "
+            "metadata are still used, with id features only)",
+            default=0.9,
+            type=float,
+            metavar="FRACTION",
+        ),
+        Option("--no-data-docs", "validation.data_docs", "skip writing GX Data Docs HTML", const=False),
+    ),
+)
+SPLIT = Group(
+    "split",
+    (
+        Option(
+            "--split-seeds",
+            "seeds",
+            "split seeds: every protocol is split once per seed (e.g. 0 1 2; the report adds mean ± sd) (default: 0)",
+            type=int,
+            nargs="+",
+            metavar="SEED",
+        ),
+        Option(
+            "--protocols",
+            "split.protocols",
+            f"splits to make, of {', '.join(PROTOCOLS)}",
+            default=PROTOCOLS,
+            choices=PROTOCOLS,
+            nargs="+",
+            metavar="PROTOCOL",
+        ),
+        Option(
+            "--fractions",
+            "split.fractions",
+            "random split shares",
+            default=(0.8, 0.1, 0.1),
+            type=float,
+            nargs=3,
+            metavar=("TRAIN", "VALIDATION", "TEST"),
+        ),
+        Option(
+            "--cold-item-fraction",
+            "split.cold_item_fraction",
+            "share of items held out by the cold_items split",
+            default=0.1,
+            type=float,
+        ),
+        Option(
+            "--min-user-interactions",
+            "split.min_user_interactions",
+            "temporal split: users with fewer interactions keep them all in training",
+            default=3,
+            type=int,
+        ),
+        Option("--kcore", "split.kcore", "k-core filter before splitting (default: none)", type=int),
+    ),
+)
+MODELS_GROUP = Group(
+    "models",
+    (
+        Option(
+            "--models",
+            "train.models",
+            f"models to train, of {', '.join(MODELS)}",
+            default=MODELS,
+            choices=MODELS,
+            nargs="+",
+            metavar="MODEL",
+        ),
+        Option(
+            "--model-seed",
+            ("train.seed", "evaluation.seed"),
+            "model initialisation and bootstrap seed",
+            default=0,
+            type=int,
+        ),
+        Option(
+            "--lightfm-loss",
+            "train.lightfm_loss",
+            "LightFM's loss",
+            default="warp",
+            choices=("warp", "bpr", "logistic"),
+        ),
+        Option(
+            "--lightfm-threads",
+            "train.lightfm_threads",
+            "LightFM threads (1: exactly reproducible; more is faster)",
+            default=1,
+            type=int,
+        ),
+        Option(
+            "--lightfm-trials",
+            "train.lightfm_trials",
+            "random LightFM configurations tried on validation besides the default",
+            default=2,
+            type=int,
+        ),
+        Option(
+            "--lightfm-max-epochs",
+            "train.lightfm_max_epochs",
+            "LightFM epochs at most (the number is chosen on validation NDCG)",
+            default=30,
+            type=int,
+        ),
+        Option(
+            "--lightfm-params",
+            "train.lightfm_params",
+            "LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
+            '\'{"no_components": 64, "learning_rate": 0.03}\' (default: none, the library defaults)',
+            type=_json_object,
+        ),
+        Option(
+            "--lm-profile",
+            "train.lm_profile",
+            "transformer fine-tuning profile: cpu (lower layers frozen, minutes on 2 cores), gpu (full "
+            "fine-tuning, bf16, all GPUs), cpu-lora / gpu-lora (LoRA adapters instead)",
+            default="cpu",
+            choices=("cpu", "gpu", "cpu-lora", "gpu-lora"),
+        ),
+        Option(
+            "--lm-encoder",
+            "train.lm_overrides.encoder",
+            "pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)",
+        ),
+        Option(
+            "--refresh",
+            "refresh_cache",
+            "refit every model even when a cached fit of the same split, settings and code exists",
+            const=True,
+        ),
+    ),
+)
+EVALUATION = Group(
+    "evaluation",
+    (
+        Option("--k", "k", "ranking cut-off K", default=10, type=int),
+        Option("--n-boot", "n_boot", "bootstrap resamples behind every 95% CI", default=1000, type=int),
+        Option(
+            "--ranking-users",
+            "ranking_users",
+            "rank at most this many test users per split (a seeded sample, the same for every model; "
+            "default: all). Full-catalogue ranking costs users x items: for very large datasets",
+            type=int,
+        ),
+        Option(
+            "--min-segment-users",
+            "min_segment_users",
+            "segments (user activity, item popularity) with fewer users get no verdict",
+            default=20,
+            type=int,
+        ),
+        Option(
+            "--alpha",
+            "alpha",
+            "significance level of the Holm-corrected paired tests behind 'better'/'worse'",
+            default=0.05,
+            type=float,
+        ),
+    ),
+)
+PUBLISHING = Group(
+    "publishing",
+    (
+        Option(
+            "--no-publish",
+            "publish",
+            "do not publish the fused model to the workspace's registry (published by default; the first "
+            "published model becomes the champion that `python -m serve` serves)",
+            const=False,
+        ),
+        Option(
+            "--publish-split",
+            "publish_split",
+            "whose fit to publish (default: the first temporal split, else the first)",
+        ),
+        Option(
+            "--promotion",
+            "promotion.mode",
+            "when the published model replaces the champion: gate (a significant gain on the same test users, "
+            "guards held), always, or never",
+            default="gate",
+            choices=("gate", "always", "never"),
+        ),
+        Option(
+            "--promotion-alpha",
+            "promotion.alpha",
+            "the promotion gate's significance level",
+            default=0.05,
+            type=float,
+        ),
+        Option(
+            "--promotion-tolerance",
+            "promotion.tolerance",
+            "the promotion gate: relative regression allowed on a guard metric",
+            default=0.02,
+            type=float,
+        ),
+    ),
+)
+RUNNER = Group(
+    "where independent work runs (splits and seeds, search trials, a study's datasets)",
+    (
+        Option(
+            "--runner",
+            "kind",
+            "Prefect task runner: sequential, threads, or dask (prefect-dask: a local cluster of --workers "
+            "processes, or the cluster at --dask-address)",
+            default="sequential",
+            choices=("sequential", "threads", "dask"),
+        ),
+        Option("--workers", "workers", "threads or local Dask worker processes", default=2, type=int),
+        Option(
+            "--dask-address", "address", "an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local one)"
+        ),
+    ),
+)
+
+
+def _workspace(what: str) -> Group:
+    return Group("workspace", (Option("--workspace", "workspace", f"{what} (default: the default dataset's)"),))
+
+
+SPLITS = Group(
+    "splits",
+    (
+        Option(
+            "--splits",
+            "splits",
+            "split ids made by prepare",
+            default=("random_s0", "temporal_s0", "cold_items_s0"),
+            nargs="+",
+        ),
+    ),
+)
+REPORT_OUTPUT = Group(
+    "report", (Option("--output", "output", "report folder (default: <workspace>/reports/<run id>)"),)
+)
+REPORT_RUN = Group(
+    "report",
+    (
+        Option("--run", "run_id", "run id of a train/full run (default: the latest evaluated)"),
+        Option("--output", "output", "report folder (default: <workspace>/reports/<run id>)"),
+        Option("--dataset-title", "dataset", "the dataset name in the title (default: the workspace folder's name)"),
+    ),
+)
+SEARCH = Group(
+    "search",
+    (
+        Option("--splits", "split", "the split whose validation fold judges the trials (one id)", default="random_s0"),
+        Option("--trials", "trials", "configurations tried, the default one included", default=8, type=int),
+        Option("--search-seed", "seed", "seed of the configuration draws", default=0, type=int),
+        Option(
+            "--lightfm-loss",
+            "train.lightfm_loss",
+            "LightFM's loss",
+            default="warp",
+            choices=("warp", "bpr", "logistic"),
+        ),
+        Option(
+            "--lightfm-max-epochs", "train.lightfm_max_epochs", "LightFM epochs at most per trial", default=30, type=int
+        ),
+        Option("--model-seed", "train.seed", "model initialisation seed", default=0, type=int),
+    ),
+)
+RECOMMEND = Group(
+    "recommendations",
+    (
+        Option(
+            "--user",
+            "users",
+            "a user id, repeatable: --user a --user b (no default: at least one, here or in --config)",
+            metavar="USER",
+            repeat=True,
+        ),
+        Option("--k", "k", "items per user (at most 1000)", default=10, type=int),
+    ),
+)
+STUDY_OUTPUT = Group(
+    "report", (Option("--output", "output", "study report folder (default: <workspaces>/studies/<study id>)"),)
+)
+
+
+# --- parameters from the config file and the command line ---------------------------------------------------
+def load_config(path: str) -> dict:
+    """The parameter model's fields from a YAML (``.yaml``/``.yml``) or JSON file, as a mapping."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as err:  # the parser's own message names the line and column
+        raise ConfigError(
+            f"config file {file} is not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: {err}"
+        ) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {file} must hold a mapping of parameter names, not a {type(values).__name__}")
+    return values
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read as parameters."""
+
+
+def _set(values: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for name in parents:
+        child = values.get(name)
+        if not isinstance(child, dict):
+            child = values[name] = {}
+        values = child
+    values[leaf] = list(value) if isinstance(value, tuple) else value
+
+
+def build_params(command: Command, given: dict, config: str | None = None):
+    """The flow's validated parameter model: the config file's values, overridden by the options given."""
+    values = load_config(config) if config else {}
+    for option, mount in command.options():
+        if option.dest in given:
+            for path in option.paths(mount):
+                _set(values, path, given[option.dest])
+    model = getattr(import_module("flows.params"), command.model)
+    return model.model_validate(values)
+
+
+def parser_for(flow: str, description: str | None = None) -> argparse.ArgumentParser:
+    """``python -m flows.<flow>``'s parser; options given are the only attributes of its namespace."""
+    command = COMMANDS[flow]
+    parser = argparse.ArgumentParser(
+        prog=f"python -m flows.{flow}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    config = parser.add_argument_group("configuration")
+    config.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML or JSON file with the parameters ({command.model} in flows/params.py, the fields of the "
+        "Prefect UI's form); options given here override it (default: none, every field's default)",
+    )
+    config.add_argument(
+        "--print-config", action="store_true", help="print the validated parameters as JSON and exit without running"
+    )
+    seen: dict[str, argparse._ArgumentGroup] = {}
+    for group, _ in command.groups:
+        if group.title not in seen:
+            seen[group.title] = parser.add_argument_group(group.title)
+        for option in group.options:
+            option.add_to(seen[group.title])
+    output = parser.add_argument_group("output") if command.outputs else None
+    for option in command.outputs:
+        option.add_to(output)
+    return parser
 
 
 def main(flow: str, description: str | None, argv: list[str] | None = None) -> int:
     """Parse ``argv`` for ``python -m flows.<flow>``, run it, and return the process's exit status."""
     command = COMMANDS[flow]
-    parser = argparse.ArgumentParser(
-        prog=f"python -m flows.{flow}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    command.arguments(parser)
-    args = parser.parse_args(argv)
-    return run_cli(lambda: command.run(args))
+    given = vars(parser_for(flow, description).parse_args(argv))
+    config, show = given.pop("config", None), given.pop("print_config", False)
+
+    def body() -> None:
+        params = build_params(command, given, config)
+        if show:
+            print(params.model_dump_json(indent=2))
+            return
+        command.run(params, given)
+
+    return run_cli(body)
 
 
 # --- errors ---------------------------------------------------------------------------------------------------
@@ -48,7 +572,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from readers import InputError
     from tasks.store import WorkspaceBusy
 
-    return (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError)
+    return (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError, ConfigError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -85,282 +609,12 @@ def run_cli(body: Callable[[], object]) -> int:
     return 0
 
 
-# --- arguments ------------------------------------------------------------------------------------------------
-def _prepare_arguments(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """Arguments of the prepare stage (also accepted by ``flows.full``); ``several``: ``flows.study``'s
-    (several datasets, each detected from its path, each in its own workspace)."""
-    data = parser.add_argument_group("dataset")
-    if several:
-        data.add_argument(
-            "--data",
-            nargs="+",
-            metavar="PATH",
-            help="dataset files or folders, each detected from its path (default: the embedded default dataset)",
-        )
-        data.add_argument(
-            "--workspaces",
-            help="folder holding one workspace per dataset, <folder>/<dataset name> (default: workspace/ in the "
-            "project folder)",
-        )
-        _ingest_and_split_arguments(parser)
-        return
-    data.add_argument("--data", help="dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)")
-    data.add_argument("--format", choices=FORMATS, help="input format (default: detected from the path)")
-    data.add_argument("--items", help="item metadata file, e.g. an Amazon meta_*.json.gz")
-    data.add_argument("--users", help="user attributes file, e.g. MovieLens 100K u.user")
-    data.add_argument("--tags", help="MovieLens tags.csv")
-    data.add_argument(
-        "--map",
-        dest="mapping",
-        metavar="FIELD=COLUMN,...",
-        help="tabular input: canonical field to input column, e.g. "
-        "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body'",
-    )
-    data.add_argument(
-        "--rating-scale",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        help="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)",
-    )
-    data.add_argument("--delimiter", default=",", help="tabular CSV field delimiter (default ',')")
-    data.add_argument("--name", help="dataset name (default: from the path); names the default workspace")
-    data.add_argument(
-        "--workspace",
-        help="folder holding reclab.duckdb and run outputs (default: workspace/<dataset name> in the project folder)",
-    )
-    _ingest_and_split_arguments(parser)
-
-
-def _ingest_and_split_arguments(parser: argparse.ArgumentParser) -> None:
-    ingest = parser.add_argument_group("ingest and validation")
-    ingest.add_argument(
-        "--duplicate-policy",
-        choices=("latest", "first", "error"),
-        default="latest",
-        help="repeated (user, item) pairs: keep the latest (default), the first, or stop",
-    )
-    ingest.add_argument(
-        "--text-duplicates",
-        choices=("keep", "collapse", "error"),
-        default="keep",
-        help="one user's identical review text on several items (product variants): keep them (default; the "
-        "data card warns), collapse each group to one interaction, or stop",
-    )
-    ingest.add_argument(
-        "--max-quarantine",
-        type=float,
-        default=0.01,
-        metavar="FRACTION",
-        help="stop when more than this share of a file's records is quarantined (default 0.01)",
-    )
-    ingest.add_argument(
-        "--min-item-coverage",
-        type=float,
-        default=0.9,
-        metavar="FRACTION",
-        help="with item metadata: stop when a smaller share of interactions has its item in it (default 0.9; "
-        "items without metadata are still used, with id features only)",
-    )
-    ingest.add_argument("--no-data-docs", action="store_true", help="skip writing GX Data Docs HTML")
-    split = parser.add_argument_group("split")
-    split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    split.add_argument(
-        "--seeds",
-        nargs="+",
-        type=int,
-        metavar="SEED",
-        help="make every split once per seed (e.g. --seeds 0 1 2); overrides --seed; the report adds mean ± sd",
-    )
-    split.add_argument(
-        "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="splits to make (default: all)"
-    )
-    split.add_argument(
-        "--fractions",
-        nargs=3,
-        type=float,
-        default=(0.8, 0.1, 0.1),
-        metavar=("TRAIN", "VALIDATION", "TEST"),
-        help="random split shares (default 0.8 0.1 0.1)",
-    )
-    split.add_argument(
-        "--cold-item-fraction",
-        type=float,
-        default=0.1,
-        help="share of items held out by the cold_items split (default 0.1)",
-    )
-    split.add_argument("--kcore", type=int, default=None, help="k-core filter before splitting (default: none)")
-
-
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of the train stage (also accepted by ``flows.full``)."""
-    group = parser.add_argument_group("models and evaluation")
-    group.add_argument(
-        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to train (default: all)"
-    )
-    group.add_argument("--k", type=int, default=10, help="ranking cut-off K (default 10)")
-    group.add_argument(
-        "--ranking-users",
-        type=int,
-        default=None,
-        help="rank at most this many test users per split (a seeded sample, the same for every model; "
-        "default: all). Full-catalogue ranking costs users x items: for very large datasets",
-    )
-    group.add_argument(
-        "--min-segment-users",
-        type=int,
-        default=20,
-        help="segments (user activity, item popularity) with fewer users get no verdict (default 20)",
-    )
-    group.add_argument(
-        "--alpha",
-        type=float,
-        default=0.05,
-        help="significance level of the Holm-corrected paired tests behind 'better'/'worse' (default 0.05)",
-    )
-    group.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp", help="LightFM loss")
-    group.add_argument(
-        "--lightfm-threads",
-        type=int,
-        default=1,
-        help="LightFM threads (default 1: exactly reproducible; more is faster)",
-    )
-    group.add_argument("--model-seed", type=int, default=0, help="model initialisation and bootstrap seed (default 0)")
-    group.add_argument(
-        "--lm-profile",
-        choices=("cpu", "gpu", "cpu-lora", "gpu-lora"),
-        default="cpu",
-        help="transformer fine-tuning profile: cpu (lower layers frozen, minutes on 2 cores), gpu (full "
-        "fine-tuning, bf16, all GPUs), cpu-lora / gpu-lora (LoRA adapters instead) (default cpu)",
-    )
-    group.add_argument(
-        "--lm-encoder", help="pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)"
-    )
-    group.add_argument(
-        "--refresh",
-        action="store_true",
-        help="refit every model even when a cached fit of the same split, settings and code exists",
-    )
-    group.add_argument(
-        "--promotion",
-        choices=("gate", "always", "never"),
-        default="gate",
-        help="when the published model replaces the champion: gate (a significant NDCG@K gain on the "
-        "same test users, guards held; default), always, or never",
-    )
-    group.add_argument(
-        "--lightfm-params",
-        type=json.loads,
-        default={},
-        help="LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
-        '\'{"no_components": 64, "learning_rate": 0.03}\'',
-    )
-    group.add_argument(
-        "--no-publish",
-        action="store_true",
-        help="do not publish the fused model to the workspace's registry (published by default; the "
-        "first published model becomes the champion that `python -m serve` serves)",
-    )
-    _runner_arguments(parser)
-
-
-def _runner_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where independent work runs (each split's or seed's fits, search trials): see ``RunnerConfig``."""
-    group = parser.add_argument_group("where independent work runs (splits and seeds, search trials)")
-    group.add_argument(
-        "--runner",
-        choices=("sequential", "threads", "dask"),
-        default="sequential",
-        help="Prefect task runner: sequential (default), threads, or dask (prefect-dask: a local "
-        "cluster of --workers processes, or the cluster at --dask-address)",
-    )
-    group.add_argument("--workers", type=int, default=2, help="threads or local Dask worker processes (default 2)")
-    group.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
-
-
-def _workspace_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--workspace", help=f"{what} (default: the default dataset's, workspace/<its name>)")
-
-
-# --- parameter models from arguments ----------------------------------------------------------------------
-def _prepare_params(args: argparse.Namespace):
-    from data_checks import ValidationConfig
-    from flows.params import PrepareParams
-    from models.evaluation import SplitConfig
-    from tasks.ingest import IngestConfig
-
-    several = isinstance(args.data, list)  # flows.study: the study sets each dataset's path and workspace
-    return PrepareParams(
-        data=args.data if args.data and not several else None,
-        format=None if several else args.format,
-        items=None if several else args.items,
-        users=None if several else args.users,
-        tags=None if several else args.tags,
-        mapping=None if several else args.mapping,
-        rating_scale=tuple(args.rating_scale) if not several and args.rating_scale else None,
-        delimiter="," if several else args.delimiter,
-        name=None if several else args.name,
-        workspace=None if several else args.workspace,
-        ingest=IngestConfig(duplicate_policy=args.duplicate_policy, text_duplicates=args.text_duplicates),
-        validation=ValidationConfig(
-            max_quarantine_fraction=args.max_quarantine,
-            min_item_coverage=args.min_item_coverage,
-            data_docs=not args.no_data_docs,
-        ),
-        split=SplitConfig(
-            protocols=tuple(args.protocols),
-            seed=args.seed,
-            fractions=tuple(args.fractions),
-            cold_item_fraction=args.cold_item_fraction,
-            kcore=args.kcore,
-        ),
-        seeds=tuple(args.seeds) if args.seeds else None,
-    )
-
-
-def _runner_config(args: argparse.Namespace):
-    from flows.params import RunnerConfig
-
-    return RunnerConfig(kind=args.runner, workers=args.workers, address=args.dask_address)
-
-
-def _train_params(args: argparse.Namespace, **fields):
-    """The train flow's parameter model (``fields``: workspace and splits, when given)."""
-    from flows.params import TrainParams
-    from models.evaluation.harness import EvalConfig
-    from models.registry import TrainConfig
-    from models.serving.promotion import PromotionConfig
-
-    return TrainParams(
-        train=TrainConfig(
-            models=tuple(args.models),
-            lightfm_loss=args.lightfm_loss,
-            lightfm_threads=args.lightfm_threads,
-            lightfm_params=args.lightfm_params,
-            seed=args.model_seed,
-            lm_profile=args.lm_profile,
-            lm_overrides={"encoder": args.lm_encoder} if args.lm_encoder else {},
-        ),
-        evaluation=EvalConfig(
-            k=args.k,
-            seed=args.model_seed,
-            ranking_users=args.ranking_users,
-            min_segment_users=args.min_segment_users,
-            alpha=args.alpha,
-        ),
-        refresh_cache=args.refresh,
-        publish=not args.no_publish,
-        promotion=PromotionConfig(mode=args.promotion),
-        runner=_runner_config(args),
-        **{key: value for key, value in fields.items() if value is not None},
-    )
-
-
-def _existing(workspace: str | None):
+# --- each flow's command --------------------------------------------------------------------------------------
+def _existing(workspace: str | None) -> str:
     """The named (or default) workspace, which prepare must have filled: a clear error otherwise."""
     from tasks.store import DEFAULT_WORKSPACE, Workspace
 
-    return Workspace.existing(workspace or DEFAULT_WORKSPACE)
+    return str(Workspace.existing(workspace or DEFAULT_WORKSPACE).root)
 
 
 def _flow(name: str):
@@ -369,92 +623,31 @@ def _flow(name: str):
     return getattr(import_module(f"flows.{name}"), name)
 
 
-# --- each flow's command --------------------------------------------------------------------------------------
-def _run_prepare(args: argparse.Namespace) -> None:
-    params = _prepare_params(args)
+def _run_prepare(params, _) -> None:
     params.dataset()  # a bad path or format stops here, before Prefect's server starts
-    prepare = _flow("prepare")
-    print_prepare_summary(prepare(params))
+    print_prepare_summary(_flow("prepare")(params))
 
 
-def _full_arguments(parser: argparse.ArgumentParser) -> None:
-    _prepare_arguments(parser)
-    _model_arguments(parser)
-    parser.add_argument_group("report").add_argument(
-        "--output", help="report folder (default: <workspace>/reports/<run id>)"
-    )
+def _run_train(params, _) -> None:
+    params = params.model_copy(update={"workspace": _existing(params.workspace)})
+    print_evaluation(_flow("train")(params))
 
 
-def _run_full(args: argparse.Namespace) -> None:
-    from flows.params import FullParams, ReportParams
+def _run_report(params, _) -> None:
+    paths = _flow("report")(params.model_copy(update={"workspace": _existing(params.workspace)}))
+    print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
 
-    params = FullParams(
-        prepare=_prepare_params(args), train=_train_params(args), report=ReportParams(output=args.output)
-    )
+
+def _run_full(params, _) -> None:
     params.prepare.dataset()
-    full = _flow("full")
-    summary = full(params)
+    summary = _flow("full")(params)
     print_prepare_summary(summary["prepare"])
     print_evaluation(summary["train"])
     print(f"\nreport: {summary['report']['html']}\n        {summary['report']['markdown']}")
 
 
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    _workspace_argument(parser, "prepared workspace folder")
-    parser.add_argument(
-        "--splits", nargs="+", help="split ids to evaluate (default: random_s0 temporal_s0 cold_items_s0)"
-    )
-    _model_arguments(parser)
-
-
-def _run_train(args: argparse.Namespace) -> None:
-    workspace = _existing(args.workspace)
-    params = _train_params(args, workspace=str(workspace.root), splits=tuple(args.splits) if args.splits else None)
-    train = _flow("train")
-    print_evaluation(train(params))
-
-
-def _report_arguments(parser: argparse.ArgumentParser) -> None:
-    _workspace_argument(parser, "workspace folder")
-    parser.add_argument("--run", dest="run_id", help="run id of a train/full run (default: the latest evaluated)")
-    parser.add_argument("--output", help="output folder (default: <workspace>/reports/<run id>)")
-
-
-def _run_report(args: argparse.Namespace) -> None:
-    from flows.params import ReportParams
-
-    workspace = _existing(args.workspace)
-    params = ReportParams(workspace=str(workspace.root), run_id=args.run_id, output=args.output)
-    report = _flow("report")
-    paths = report(params)
-    print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
-
-
-def _search_arguments(parser: argparse.ArgumentParser) -> None:
-    _workspace_argument(parser, "prepared workspace folder")
-    parser.add_argument("--split", default="random_s0", help="split whose validation fold judges (default random_s0)")
-    parser.add_argument("--trials", type=int, default=8, help="configurations tried, the default included (8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the configuration draws (default 0)")
-    parser.add_argument("--lightfm-loss", choices=("warp", "bpr", "logistic"), default="warp")
-    parser.add_argument("--max-epochs", type=int, default=30, help="epochs at most per trial (default 30)")
-    _runner_arguments(parser)
-
-
-def _run_search(args: argparse.Namespace) -> None:
-    from flows.params import SearchParams
-    from models.registry import TrainConfig
-
-    workspace = _existing(args.workspace)
-    params = SearchParams(
-        workspace=str(workspace.root),
-        split=args.split,
-        trials=args.trials,
-        seed=args.seed,
-        train=TrainConfig(lightfm_loss=args.lightfm_loss, lightfm_max_epochs=args.max_epochs),
-        runner=_runner_config(args),
-    )
-    search = _flow("search")
-    out = search(params)
+def _run_search(params, _) -> None:
+    out = _flow("search")(params.model_copy(update={"workspace": _existing(params.workspace)}))
     print(f"\n{'trial':>5}  {'validation NDCG':>15}  {'epochs':>6}  {'seconds':>8}  config")
     for t in out["trials"]:
         print(
@@ -468,21 +661,9 @@ def _run_search(args: argparse.Namespace) -> None:
     )
 
 
-def _recommend_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--user", dest="users", action="append", required=True, help="user id (repeatable)")
-    parser.add_argument("-k", type=int, default=10, help="items per user (default 10, at most 1000)")
-    _workspace_argument(parser, "workspace whose champion answers")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _run_recommend(args: argparse.Namespace) -> None:
-    from flows.params import RecommendParams
-
-    fields = {"workspace": args.workspace} if args.workspace else {}
-    params = RecommendParams(users=tuple(args.users), k=args.k, **fields)
-    recommend = _flow("recommend")
-    result = recommend.fn(params)  # the flow's function: no Prefect run for one shell answer
-    if args.json:
+def _run_recommend(params, given: dict) -> None:
+    result = _flow("recommend").fn(params)  # the flow's function: no Prefect run for one shell answer
+    if given.get("json"):
         print(json.dumps(result, indent=1))
         return
     print(f"model {result['model_version']}")
@@ -495,31 +676,10 @@ def _run_recommend(args: argparse.Namespace) -> None:
             print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
 
 
-def _study_arguments(parser: argparse.ArgumentParser) -> None:
-    _prepare_arguments(parser, several=True)
-    _model_arguments(parser)  # --runner: where the datasets' experiments run (each trains its splits in turn)
-    parser.add_argument_group("report").add_argument(
-        "--output", help="study report folder (default: <workspaces>/studies/<study id>)"
-    )
-
-
-def _run_study(args: argparse.Namespace) -> None:
-    from flows.params import FullParams, RunnerConfig, StudyParams
-
-    experiment = FullParams(
-        prepare=_prepare_params(args), train=_train_params(args).model_copy(update={"runner": RunnerConfig()})
-    )
-    params = StudyParams(
-        data=tuple(args.data or ()),
-        experiment=experiment,
-        runner=_runner_config(args),
-        workspaces=args.workspaces,
-        output=args.output,
-    )
+def _run_study(params, _) -> None:
     for path in params.datasets():  # a bad path stops here, before Prefect's server starts
         params.experiment.prepare.model_copy(update={"data": path}).dataset()
-    study = _flow("study")
-    summary = study(params)
+    summary = _flow("study")(params)
     print(f"\nstudy {summary['study_id']}:")
     for name, outcome in summary["datasets"].items():
         state = outcome["status"] if outcome["status"] == "completed" else f"failed: {outcome['error']}"
@@ -527,14 +687,46 @@ def _run_study(args: argparse.Namespace) -> None:
     print(f"report: {summary['html']}\n        {summary['markdown']}")
 
 
+def _under(prefix: str, mount: str) -> str:
+    return ".".join(part for part in (prefix, mount) if part)
+
+
+_PREPARE = ((DATASET, ""), (INGEST, ""), (SPLIT, ""))
+_TRAIN = ((MODELS_GROUP, ""), (EVALUATION, "evaluation"), (PUBLISHING, ""), (RUNNER, "runner"))
 COMMANDS: dict[str, Command] = {
-    "prepare": Command(_prepare_arguments, _run_prepare),
-    "train": Command(_train_arguments, _run_train),
-    "report": Command(_report_arguments, _run_report),
-    "full": Command(_full_arguments, _run_full),
-    "search": Command(_search_arguments, _run_search),
-    "recommend": Command(_recommend_arguments, _run_recommend),
-    "study": Command(_study_arguments, _run_study),
+    "prepare": Command("PrepareParams", _PREPARE, _run_prepare),
+    "train": Command("TrainParams", ((_workspace("prepared workspace folder"), ""), (SPLITS, ""), *_TRAIN), _run_train),
+    "report": Command("ReportParams", ((_workspace("workspace folder"), ""), (REPORT_RUN, "")), _run_report),
+    "full": Command(
+        "FullParams",
+        (
+            *((group, "prepare") for group, _ in _PREPARE),
+            *((group, _under("train", mount)) for group, mount in _TRAIN),
+            (REPORT_OUTPUT, "report"),
+        ),
+        _run_full,
+    ),
+    "search": Command(
+        "SearchParams", ((_workspace("prepared workspace folder"), ""), (SEARCH, ""), (RUNNER, "runner")), _run_search
+    ),
+    "recommend": Command(
+        "RecommendParams",
+        ((_workspace("workspace whose champion answers"), ""), (RECOMMEND, "")),
+        _run_recommend,
+        outputs=(Option("--json", None, "print the result as JSON", const=True),),
+    ),
+    "study": Command(
+        "StudyParams",
+        (
+            (DATASETS, ""),
+            (INGEST, "experiment.prepare"),
+            (SPLIT, "experiment.prepare"),
+            *((group, _under("experiment.train", mount)) for group, mount in _TRAIN if group is not RUNNER),
+            (RUNNER, "runner"),  # the datasets' experiments; each trains its splits in turn
+            (STUDY_OUTPUT, ""),
+        ),
+        _run_study,
+    ),
 }
 
 

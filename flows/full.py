@@ -6,7 +6,7 @@ validation; all evaluated on test with CIs and paired tests, on every split; the
 report (Markdown + HTML with the conclusions, and Prefect artifacts).
 
     python -m flows.full
-    python -m flows.full --seeds 0 1 2                     # repeat on three seeded splits: mean ± sd
+    python -m flows.full --split-seeds 0 1 2               # repeat on three seeded splits: mean ± sd
     python -m flows.full --data ../shared/data/movielens-latest-small --lm-profile cpu
     python -m flows.full --help
 """

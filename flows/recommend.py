@@ -1,7 +1,7 @@
 """Recommend from the workspace's champion model (the one ``python -m serve`` serves), from the shell.
 
-    python -m flows.recommend --user A2EZWZ8MBEDOLN -k 10
-    python -m flows.recommend --user A2EZWZ8MBEDOLN --user nobody -k 5 --json
+    python -m flows.recommend --user A2EZWZ8MBEDOLN --k 10
+    python -m flows.recommend --user A2EZWZ8MBEDOLN --user nobody --k 5 --json
     python -m flows.recommend --help
 
 The command line calls the flow's function directly (no Prefect run: answers in about a second); the

@@ -1,7 +1,7 @@
 """LightFM hyperparameter search on validation: independent trials, in parallel on a Dask cluster if asked.
 
     python -m flows.search --trials 16 --runner dask --workers 4        # a local Dask cluster of 4 processes
-    python -m flows.search --split temporal_s0 --runner dask --dask-address tcp://scheduler:8786
+    python -m flows.search --splits temporal_s0 --runner dask --dask-address tcp://scheduler:8786
     python -m flows.search --help
 
 Trial 0 is the default configuration, the others seeded draws from

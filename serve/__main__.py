@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m serve``'s parser."""
     from tasks.store import DEFAULT_WORKSPACE
 
     parser = argparse.ArgumentParser(
@@ -41,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level (default warning; the startup line is printed at every level)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from models.serving.published import read_champion, registry_dir
 
     registry = registry_dir(args.workspace)

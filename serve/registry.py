@@ -23,7 +23,8 @@ from pathlib import Path
 from tasks.store import DEFAULT_WORKSPACE
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m serve.registry``'s parser, its sub-commands sharing ``--workspace``."""
     parser = argparse.ArgumentParser(
         prog="python -m serve.registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -35,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list", parents=[common], help="published models, the champion marked with *")
     promote = commands.add_parser("promote", parents=[common], help="make a published version the champion")
     promote.add_argument("version")
-    promote.add_argument("--reason", default="manual promotion")
+    promote.add_argument("--reason", default="manual promotion", help="recorded in promotions (default: %(default)s)")
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous champion the champion again")
-    rollback.add_argument("--reason", default="manual rollback")
+    rollback.add_argument("--reason", default="manual rollback", help="recorded in promotions (default: %(default)s)")
     ab = commands.add_parser("ab", parents=[common], help="start, change or stop (--off) an A/B test")
     ab.add_argument("version", nargs="?", help="the challenger: a published version")
     ab.add_argument("--share", type=float, default=0.1, help="share of users (stable hash) it answers (default 0.1)")
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         parents=[common],
         help="compare the A/B arms in the serving log: later-interaction hit rate, latency",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from flows.cli import run_cli
     from models.serving.published import read_champion, registry_dir

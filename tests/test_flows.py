@@ -277,7 +277,7 @@ def test_cli_recommend_registry_and_serve_without_a_champion(tmp_path):
         out = _cli(*args, "--workspace", str(tmp_path))
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert "no champion model" in out.stderr or "no prepared workspace" in out.stderr
-    out = _cli("flows.recommend", "--user", "u1", "-k", "0")
+    out = _cli("flows.recommend", "--user", "u1", "--k", "0")
     assert out.returncode == 2 and "k" in out.stderr and "Traceback" not in out.stderr
 
 

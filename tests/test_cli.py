@@ -1,0 +1,214 @@
+"""The command lines: one flag per concept over every ``python -m`` entry point, defaults in ``--help`` that
+are the parameter models', and ``--config FILE`` filling the same model the Prefect UI's form fills."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pydantic_core import PydanticUndefined
+
+from flows.cli import COMMANDS, UNSET, build_params, parser_for
+
+
+def _field_default(model, path: str):
+    """The parameter model's default at a dotted field path (``train.evaluation.k``)."""
+    head, *rest = path.split(".")
+    value = model.model_fields[head].get_default(call_default_factory=True)
+    for name in rest:
+        value = value[name] if isinstance(value, dict) else getattr(value, name)
+    return value
+
+
+def _model(flow: str):
+    import flows.params
+
+    return getattr(flows.params, COMMANDS[flow].model)
+
+
+def _entry_point_parsers():
+    """Every ``python -m`` entry point's parser: each flow's, the service's and the registry's sub-commands."""
+    import argparse
+
+    from serve.__main__ import build_parser as serve_parser
+    from serve.registry import build_parser as registry_parser
+
+    parsers = {f"flows.{flow}": parser_for(flow) for flow in COMMANDS}
+    parsers["serve"] = serve_parser()
+    registry = registry_parser()
+    parsers["serve.registry"] = registry
+    for action in registry._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.update({f"serve.registry {name}": sub for name, sub in action.choices.items()})
+    return parsers
+
+
+def test_every_entry_point_shows_how_it_is_run_and_each_option_its_default():
+    for name, parser in _entry_point_parsers().items():
+        assert parser.prog.startswith(f"python -m {name.split()[0]}"), (name, parser.prog)
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            flags = action.option_strings
+            assert all(flag.startswith("--") for flag in flags), (name, flags)  # no one-letter aliases
+            switch = action.nargs == 0
+            assert action.help and (switch or "default" in action.help), (name, flags, action.help)
+
+
+# one flag per concept: the field each shared flag names, whatever the command
+CONCEPTS = {
+    "--k": "k",
+    "--workspace": "workspace",
+    "--splits": "split",  # split ids: several to evaluate, one to judge a search
+    "--split-seeds": "seeds",
+    "--model-seed": "seed",
+    "--search-seed": "seed",
+    "--data": "data",
+    "--runner": "kind",
+    "--lightfm-loss": "lightfm_loss",
+    "--lightfm-max-epochs": "lightfm_max_epochs",
+    "--output": "output",
+}
+
+
+def test_one_flag_per_concept_across_the_flows():
+    seen: dict[str, set[str]] = {}
+    for flow, command in COMMANDS.items():
+        flags = [option.flag for option, _ in command.options()]
+        assert len(flags) == len(set(flags)), (flow, flags)
+        assert "--seed" not in flags and "-k" not in flags  # which seed, which K: always said
+        for option, mount in command.options():
+            leaves = {path.rsplit(".", 1)[-1].removesuffix("s") for path in option.paths(mount)}
+            seen.setdefault(option.flag, set()).update(leaves)
+    for flag, leaves in seen.items():
+        assert len(leaves) == 1, (flag, leaves)
+    for flag, field in CONCEPTS.items():
+        assert seen[flag] == {field.removesuffix("s")}, (flag, seen[flag])
+    # the service and the registry name the workspace the same way
+    for name, parser in _entry_point_parsers().items():
+        options = {flag for action in parser._actions for flag in action.option_strings}
+        if name.startswith("serve"):
+            assert "--workspace" in options or name == "serve.registry", name
+
+
+@pytest.mark.parametrize("flow", sorted(COMMANDS))
+def test_help_defaults_are_the_parameter_models(flow):
+    model = _model(flow)
+    for option, mount in COMMANDS[flow].options():
+        for path in option.paths(mount):
+            if option.const is not UNSET:
+                continue
+            default = _field_default(model, path) if "lm_overrides." not in path else None
+            if option.default is UNSET:  # none, empty or required: the help says what happens
+                assert default in (None, {}, ()) or default is PydanticUndefined, (flow, option.flag, path, default)
+            else:
+                shown = tuple(option.default) if isinstance(option.default, list | tuple) else option.default
+                value = tuple(default) if isinstance(default, list | tuple) else default
+                assert shown == value, (flow, option.flag, path, shown, value)
+
+
+@pytest.mark.parametrize("flow", sorted(COMMANDS))
+def test_every_option_sets_its_field(flow):
+    """Each option given on the command line lands in the field its path names, validated by the model."""
+    samples = {int: 700, float: 0.25}  # within every bound
+    parser = parser_for(flow)
+    for option, mount in COMMANDS[flow].options():
+        action = next(a for a in parser._actions if option.flag in a.option_strings)
+        if option.const is not UNSET:
+            argv = [option.flag]
+        elif action.choices:
+            argv = [option.flag, list(action.choices)[-1]]
+        elif option.flag == "--lightfm-params":
+            argv = [option.flag, '{"no_components": 8}']
+        elif option.flag == "--fractions":
+            argv = [option.flag, "0.6", "0.2", "0.2"]
+        elif option.flag == "--rating-scale":
+            argv = [option.flag, "1", "10"]
+        elif option.flag == "--map":
+            argv = [option.flag, "user_id=a,item_id=b,rating=c"]
+        else:
+            value = samples.get(option.type, "x7")
+            argv = [option.flag, str(value)]
+        given = vars(
+            parser.parse_args(argv + (["--user", "u"] if flow == "recommend" and option.flag != "--user" else []))
+        )
+        params = build_params(COMMANDS[flow], given)
+        for path in option.paths(mount):
+            value = params
+            for name in path.split("."):
+                value = value[name] if isinstance(value, dict) else getattr(value, name)
+            expected = given[option.dest]
+            expected = tuple(expected) if isinstance(expected, list) else expected
+            value = tuple(value) if isinstance(value, list | tuple) else value
+            if option.flag == "--user":
+                expected = tuple(given["user"])
+            assert value == expected, (flow, option.flag, path, value, expected)
+
+
+def test_a_config_file_is_the_ui_form_and_the_command_line_overrides_it(tmp_path):
+    from flows.params import FullParams
+
+    yaml_file = tmp_path / "gift-cards.yaml"
+    yaml_file.write_text(
+        "prepare:\n"
+        "  data: ../shared/data/amazon2018-gift-cards\n"
+        "  data_card: {max_twin_share: 0.1}   # not on the command line: the file reaches every field\n"
+        "  split: {protocols: [random, temporal]}\n"
+        "train:\n"
+        "  train: {models: [bias_als, lightfm_hybrid]}\n"
+        "  evaluation: {k: 20, n_boot: 500}\n"
+    )
+    full = COMMANDS["full"]
+    from_file = build_params(full, {}, str(yaml_file))
+    assert from_file.prepare.data_card.max_twin_share == 0.1 and from_file.train.evaluation.k == 20
+    assert from_file.train.train.models == ("bias_als", "lightfm_hybrid")
+    # options given on the command line override the file, field by field
+    given = vars(parser_for("full").parse_args(["--k", "5", "--lm-encoder", "/models/x"]))
+    both = build_params(full, given, str(yaml_file))
+    assert both.train.evaluation.k == 5 and both.train.evaluation.n_boot == 500
+    assert both.train.train.lm_overrides == {"encoder": "/models/x"}
+    # the same run from JSON (what the UI's form submits, and what --print-config prints)
+    json_file = tmp_path / "run.json"
+    json_file.write_text(both.model_dump_json())
+    assert (
+        build_params(full, {}, str(json_file)) == both == FullParams.model_validate(json.loads(both.model_dump_json()))
+    )
+
+
+def test_config_errors_are_one_line(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("prepare: [1\n")
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"prepare": {"colour": "red"}}')
+    a_list = tmp_path / "list.json"
+    a_list.write_text("[1, 2]")
+    cases = [
+        (tmp_path / "missing.yaml", "does not exist"),
+        (bad_yaml, "is not valid YAML"),
+        (unknown, "invalid parameters: prepare.colour: Extra inputs are not permitted"),
+        (a_list, "must hold a mapping of parameter names"),
+    ]
+    for path, message in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "flows.full", "--config", str(path), "--print-config"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_print_config_prints_the_validated_parameters():
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.study", "--data", "a", "b", "--runner", "threads", "--k", "7", "--print-config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    assert printed["data"] == ["a", "b"] and printed["runner"]["kind"] == "threads"
+    assert printed["experiment"]["train"]["evaluation"]["k"] == 7
+    assert printed["experiment"]["train"]["runner"]["kind"] == "sequential"  # each dataset trains its splits in turn
