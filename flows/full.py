@@ -28,7 +28,7 @@ from flows.report import report
 from flows.train import train
 
 
-@flow(name="full")
+@flow(name="reclab-experiment")
 def full(params: FullParams = FullParams()) -> dict:
     """Run the experiment end to end and return each stage's summary."""
     with params.prepare.workspace_for(params.prepare.dataset()).lock("flow full"):  # the stages re-enter it

@@ -34,7 +34,7 @@ def _record_failure(flow, flow_run, state) -> None:
         pass
 
 
-@flow(name="prepare", on_failure=[_record_failure])
+@flow(name="reclab-prepare", on_failure=[_record_failure])
 def prepare(params: PrepareParams = PrepareParams()) -> dict:
     """Ingest a dataset into DuckDB, validate it with Great Expectations, and split it reproducibly."""
     spec = params.dataset()

@@ -26,7 +26,7 @@ from models.serving.published import load_champion
 from tasks.store import DEFAULT_WORKSPACE
 
 
-@flow(name="recommend")
+@flow(name="reclab-recommend")
 def recommend(params: RecommendParams) -> dict:
     """Each user's top-K unseen items from the champion, with scores and explanations."""
     champion = load_champion(params.workspace or DEFAULT_WORKSPACE)

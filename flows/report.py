@@ -22,7 +22,7 @@ from tasks.report import latest_evaluated_run, write_report
 from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
-@flow(name="report")
+@flow(name="reclab-report")
 def report(params: ReportParams = ReportParams()) -> dict:
     """Write the run's report files and publish its artifacts; return their paths."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)

@@ -28,7 +28,7 @@ from tasks.search import lightfm_trial, record_trials
 from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
-@flow(name="lightfm-search")
+@flow(name="reclab-lightfm-search")
 def search(params: SearchParams = SearchParams()) -> dict:
     """Run every trial on the task runner; record them; return them with the best."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)

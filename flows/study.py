@@ -49,7 +49,7 @@ def experiment(name: str, params: FullParams) -> dict:
     }
 
 
-@flow(name="study")
+@flow(name="reclab-study")
 def study(params: StudyParams = StudyParams()) -> dict:
     """Run the experiment on every dataset, then write the cross-dataset report."""
     experiments = {}

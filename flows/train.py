@@ -26,7 +26,7 @@ from tasks.store import DEFAULT_WORKSPACE, Workspace
 from tasks.train import FitOutputsMissing, fit_split, load_fit_outputs, record_fits
 
 
-@flow(name="train")
+@flow(name="reclab-train")
 def train(params: TrainParams = TrainParams()) -> dict:
     """Train and evaluate every configured model on each split; results land in the eval_* tables."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)

@@ -12,14 +12,42 @@ import subprocess
 import sys
 import time
 import urllib.request
+from importlib import import_module
 from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 from builders import TINY_BERT, review, write_lines
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _deployments() -> list[dict]:
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+
+
+def _flow_name(entrypoint: str) -> str:
+    """The Prefect flow name behind a deployment's entrypoint (``flows/full.py:full``)."""
+    path, attribute = entrypoint.split(":")
+    return getattr(import_module(path.removesuffix(".py").replace("/", ".")), attribute).name
+
+
+def test_flow_names_say_what_they_do_and_every_deployment_the_readme_names_exists():
+    flows = {d["entrypoint"]: _flow_name(d["entrypoint"]) for d in _deployments()}
+    assert flows["flows/full.py:full"] == "reclab-experiment"
+    assert all(name.startswith("reclab-") for name in flows.values()), flows
+    deployed = {d["name"] for d in _deployments()}
+    section = (ROOT / "README.md").read_text().split("## Prefect UI and deployments")[1].split("\n## ")[0]
+    named = set(
+        re.findall(
+            r"`([a-z-]+)`", section.split("Deployments (`prefect.yaml`):")[1].split("Every deployment states")[0]
+        )
+    )
+    assert named and named <= deployed | {"active: true"}, named - deployed
+    for flow in ("prepare", "train", "report", "full", "search", "study", "recommend"):
+        assert any(entry.startswith(f"flows/{flow}.py:") for entry in flows), f"no deployment of flows.{flow}"
 
 
 def _free_port() -> int:
@@ -78,14 +106,16 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
     env = prefect_server
     _prefect(env, "work-pool", "create", "reclab-process", "--type", "process")
     deployed = _prefect(env, "--no-prompt", "deploy", "--all")
-    assert "full/full-experiment" in deployed and "full/retrain-weekly" in deployed
-    assert "lightfm-search/lightfm-search" in deployed and "study/study" in deployed
-    schedules = _prefect(env, "deployment", "schedule", "ls", "full/retrain-weekly")
+    names = [f"{_flow_name(d['entrypoint'])}/{d['name']}" for d in _deployments()]
+    assert "reclab-experiment/full-experiment" in names and "reclab-experiment/retrain-weekly" in names
+    for name in names:
+        assert name in deployed, (name, deployed[-3000:])
+    schedules = _prefect(env, "deployment", "schedule", "ls", "reclab-experiment/retrain-weekly")
     assert "0 3 * * 1" in schedules  # the weekly schedule ships, switched off
     # the UI's parameter forms: every field described, no path of the deploying machine baked in, and the
     # fields the full experiment sets itself (its train and report stages' workspace, splits, run) not offered
     api = env["PREFECT_API_URL"]
-    for name in ("full/full-experiment", "study/study", "prepare/prepare", "report/report"):
+    for name in names:
         with urllib.request.urlopen(f"{api}/deployments/name/{name}", timeout=10) as response:
             schema = json.loads(response.read())["parameter_openapi_schema"]
         text = json.dumps(schema)
@@ -97,7 +127,7 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
             if not spec.get("description")
         ]
         assert not undescribed, (name, undescribed)
-        if name == "full/full-experiment":
+        if name == "reclab-experiment/full-experiment":
             stages = schema["definitions"]
             assert "workspace" not in stages["StageTrainParams"]["properties"]
             assert "splits" not in stages["StageTrainParams"]["properties"]
@@ -126,7 +156,7 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
             },
         }
     }
-    started = _prefect(env, "deployment", "run", "full/full-experiment", "--params", json.dumps(params))
+    started = _prefect(env, "deployment", "run", "reclab-experiment/full-experiment", "--params", json.dumps(params))
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
     worker = _prefect(env, "worker", "start", "--pool", "reclab-process", "--run-once", timeout=900)
 
