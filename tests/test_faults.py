@@ -135,7 +135,7 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
         reader = threading.Thread(target=lines.extend, args=(iter(run.stdout.readline, ""),), daemon=True)
         reader.start()
         deadline = time.monotonic() + 300
-        while not any(f"for flow '{stage}'" in line for line in lines) and time.monotonic() < deadline:
+        while not any(f"for flow 'reclab-{stage}'" in line for line in lines) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)  # into the stage's work
         kill_with_children(run)

@@ -105,7 +105,9 @@ def test_the_lm_trainers_progress_reaches_the_runs_log(experiment):
     lines = [line for line in RUN_LOG if line.startswith("prefect.task_runs") and "[lm] " in line]
     assert any("[lm] training: " in line for line in lines), RUN_LOG[-20:]
     assert any("[lm] validation at step" in line for line in lines)
-    assert not any("UNEXPECTED" in line or "litlogger" in line for line in RUN_LOG)  # known noise stays out
+    noise = ("UNEXPECTED", "litlogger", "Loading weights", "| Status", '"readout_val_mse"')
+    assert not any(mark in line for line in RUN_LOG for mark in noise)  # known noise stays out
+    assert any("[lm] done: validation MSE" in line for line in lines)
     assert not any(line.startswith("reclab.lm ") for line in ROOT_LOG)  # once, through the run logger only
 
 

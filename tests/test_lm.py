@@ -410,6 +410,8 @@ def test_max_steps_shorter_than_an_epoch_validates_and_logs_progress(tmp_path):
     steps = [line for line in lines if " step " in line and "samples/s" in line and "ETA" in line]
     assert [line.split(" step ")[1].split()[0] for line in steps] == ["1/3", "2/3", "3/3"]
     assert any(line.startswith("[lm] validation at step 3: RMSE") for line in lines)
+    assert lines[-1].startswith("[lm] done: validation MSE of the readout ") and "metrics.json" in lines[-1]
+    assert "{" not in run.stdout  # the metrics are in metrics.json, not printed
 
 
 @pytest.mark.slow

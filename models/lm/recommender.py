@@ -41,6 +41,10 @@ NOISE = (
     "litlogger",
     "💡 Tip",
     "LeafSpec",
+    "Loading weights",  # transformers' progress bar over the checkpoint's tensors
+    "| Status",  # the load report's table header and rule
+    "--+--",
+    "Seed set to",
 )
 
 

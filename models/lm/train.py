@@ -441,8 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = LMConfig.model_validate_json(args.config.read_text())
     metrics = train(config)
-    if metrics.get("users") is not None:
-        print(json.dumps(metrics, indent=2))
+    if metrics.get("users") is not None:  # the caller reads metrics.json; a reader of the log gets one line
+        print(
+            f"[lm] done: validation MSE of the readout {metrics['readout_val_mse']:.4f} (rating statistics alone "
+            f"{metrics['readout_stats_val_mse']:.4f}); metrics in {Path(config.output_dir) / 'metrics.json'}",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 
