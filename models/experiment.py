@@ -8,18 +8,21 @@ text and the validation/test folds *without* any text, so no model can read a he
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from models.base import Recommender
 from models.evaluation.harness import EvalConfig, per_user_values
+from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
 from models.registry import REGISTRY, BuildContext, TrainConfig, build_model
+
+LOG = logging.getLogger("reclab.experiment")
 
 
 @dataclass
@@ -53,9 +56,10 @@ def fit_split_models(
     cold = protocol == "cold_items"
     parts, fits, fitted = [], [], {}
     order = sorted(config.models, key=lambda name: REGISTRY[name].family == "fusion")
-    for name in tqdm(order, desc=f"models on {split_id}", disable=None):
+    for n, name in enumerate(order, start=1):
         context = BuildContext(protocol, Path(work_dir), eval_config.k, components=dict(fitted))
         model = build_model(name, config, context)
+        LOG.info(f"{split_id}: fitting {name} ({n} of {len(order)})")
         reset_peak_memory()
         start = time.perf_counter()
         model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
@@ -72,6 +76,9 @@ def fit_split_models(
         )
         parts.append(values)
         fitted[name] = model
+        LOG.info(
+            f"{split_id}: {name} fitted in {duration(done - start)}, evaluated in {duration(time.perf_counter() - done)}"
+        )
         child = (getattr(model, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
         extras["peak_memory_gib"] = round(max(peak, child or 0.0), 3) if peak is not None else child
         fits.append(

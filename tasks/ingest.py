@@ -16,15 +16,16 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
 
 from data_checks import DataCardConfig
+from models.progress import Progress
 from models.serving.bundle import sha256
 from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
 from readers.formats import layout_for
 from readers.records import read_header
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import tables
+from tasks.logs import forward_to_run_logger
 from tasks.store import connect, ensure, utc_now
 
 CHUNK = 50_000  # records per insert: bounds memory whatever the file size
@@ -94,18 +95,18 @@ def load_raw_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[s
         try:
             con.execute(tables.ddl(raw_table, replace=True))
             count, rows = 0, []
-            progress = tqdm(desc=f"read {path.name}", unit=" records", mininterval=1.0, disable=None)
+            progress = Progress(f"reading {path.name}", 0, "records")  # the count is known at the end
             for record in iter_records(path, layout):
                 rows.append({"source_file": str(path), "line_no": record.line_no, "raw": record.raw})
                 if len(rows) >= CHUNK:
                     _insert(con, raw_table, rows, schema)
                     count += len(rows)
-                    progress.update(len(rows))
+                    progress.advance(len(rows))
                     rows = []
             _insert(con, raw_table, rows, schema)
             count += len(rows)
-            progress.update(len(rows))
-            progress.close()
+            progress.advance(len(rows))
+            progress.finish()
             header = read_header(path) if layout == "csv" else None
             con.execute(
                 f"INSERT INTO {tables.SOURCES} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -343,7 +344,7 @@ def _write_canonical(con, spec: DatasetSpec, accounting: dict[str, dict[str, int
 @task(cache_policy=NONE)
 def load_raw(db: Path, spec: DatasetSpec) -> dict[str, int]:
     """Copy input files into immutable raw tables (reused when the same file is already there)."""
-    with connect(db) as con:
+    with connect(db) as con, forward_to_run_logger():  # progress lines of large files
         return load_raw_tables(con, spec)
 
 

@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 
 from models.registry import BuildContext, TrainConfig, build_model
 from tasks import tables
+from tasks.logs import forward_to_run_logger
 from tasks.split import load_split, split_protocol
 from tasks.store import connect, replace_run_rows
 
@@ -25,7 +26,8 @@ def lightfm_trial(db: Path, split_id: str, trial: int, config: dict, train: Trai
     fixed = train.model_copy(update={"lightfm_params": config, "lightfm_trials": 0})  # this configuration only
     model = build_model("lightfm_hybrid", fixed, BuildContext(protocol, Path(db).parent))
     start = time.perf_counter()
-    model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+    with forward_to_run_logger():  # LightFM's epoch progress
+        model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
     return {
         "trial": trial,
         "config": config,

@@ -108,6 +108,10 @@ def test_the_lm_trainers_progress_reaches_the_runs_log(experiment):
     noise = ("UNEXPECTED", "litlogger", "Loading weights", "| Status", '"readout_val_mse"')
     assert not any(mark in line for line in RUN_LOG for mark in noise)  # known noise stays out
     assert any("[lm] done: validation MSE" in line for line in lines)
+    # the experiment loop says which model it fits, and how long fitting and evaluating took
+    steps = [line for line in RUN_LOG if line.startswith("prefect.task_runs") and "random_s0: " in line]
+    assert any("random_s0: fitting bias_als (" in line for line in steps), RUN_LOG[-20:]
+    assert any(" bias_als fitted in " in line and ", evaluated in " in line for line in steps)
     assert not any(line.startswith("reclab.lm ") for line in ROOT_LOG)  # once, through the run logger only
 
 

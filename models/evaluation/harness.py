@@ -32,6 +32,7 @@ from models.evaluation.metrics import (
     user_blocks,
 )
 from models.evaluation.stats import activity_segment, bootstrap_ci, holm, paired_tests, popularity_segment
+from models.progress import Progress
 
 PER_USER_COLUMNS = ["model", "metric", "k", "user_id", "user_segment", "item_segment", "num", "den"]
 # one row per pair of models and (metric, k): see significance()
@@ -152,11 +153,14 @@ def ranking_rows(
         chosen = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
         users, relevant, exclude = users[chosen], relevant[chosen], exclude[chosen]
     parts, tops, constant = [], [], []
+    progress = Progress(f"{model.name}: ranking the catalogue", len(users), "users")
     for rows in user_blocks(len(users), len(cols)):
         scores = model.score(users[rows])[:, cols]
         parts.append(ranking_metrics(scores, relevant[rows], exclude[rows], k))
         constant.append(constant_scores(scores, exclude[rows]))
         tops.append(cols[top_k(mask_seen(scores, exclude[rows]), min(k, len(cols)))])
+        progress.advance(len(scores))
+    progress.finish()
     values = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
     top = np.vstack(tops) if tops else np.zeros((0, min(k, len(cols))), dtype=np.int64)
     popularity = item_popularity(train_counts, len(model.user_ids))

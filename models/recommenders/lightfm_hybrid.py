@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from models.base import Ids, Recommender
 from models.evaluation.metrics import ranking_metrics, user_blocks
+from models.progress import Progress
 from models.recommenders.features import metadata_tokens, review_terms
 
 # Validation users ranked at each early-stopping check, at most (a seeded sample beyond that).
@@ -210,17 +211,25 @@ class LightFMHybrid(Recommender):
         configs = list({tuple(sorted(c.items())): c for c in configs}.values())
         features_by_weight = {}
         best = None
-        for config in configs:
+        # the tuning fits, then the final one (its epoch count known once chosen; max_epochs meanwhile)
+        self._progress = Progress(self.name, self.max_epochs * (len(configs) + tuning), "epochs")
+        for n, config in enumerate(configs):
             weight = config["content_weight"]
             if weight not in features_by_weight:
                 features_by_weight[weight] = self._build(train, items, users, weight)
             self.user_features, self.item_features = features_by_weight[weight]
+            self._note = f"(configuration {n + 1} of {len(configs)})" if tuning else ""
             epochs, quality = self._train(interactions, config, validation if tuning else None)
             if best is None or quality > best[0]:
                 best = (quality, config, epochs)
         self.validation_ndcg_, self.config_, self.epochs_ = best
         self.user_features, self.item_features = features_by_weight[self.config_["content_weight"]]
-        self._train(interactions, self.config_, None, epochs=self.epochs_)
+        if tuning:
+            self._progress.total = self.max_epochs * len(configs) + self.epochs_
+            self._note = "(the final fit)"
+            self._train(interactions, self.config_, None, epochs=self.epochs_)
+        self._progress.finish()
+        del self._progress, self._note  # nothing of the fit's progress stays on the model
         self._calibrate(validation if tuning else train)
         return self
 
@@ -239,29 +248,33 @@ class LightFMHybrid(Recommender):
     def _train(self, interactions, config, validation, epochs: int | None = None) -> tuple[int, float]:
         self.model_ = self._new_model(config)
         if validation is None:
-            self.model_.fit_partial(
-                interactions,
-                user_features=self.user_features,
-                item_features=self.item_features,
-                epochs=epochs or self.max_epochs,
-                num_threads=self.num_threads,
-            )
+            total = epochs or self.max_epochs
+            for chunk in np.diff(np.r_[0 : total : self.eval_every, total]):  # an epoch count is its chunks' sum
+                self._epochs(interactions, int(chunk))
             self._freeze()
-            return epochs or self.max_epochs, float("nan")
+            return total, float("nan")
         best = (-np.inf, self.eval_every)
         for epoch in range(self.eval_every, self.max_epochs + 1, self.eval_every):
-            self.model_.fit_partial(
-                interactions,
-                user_features=self.user_features,
-                item_features=self.item_features,
-                epochs=self.eval_every,
-                num_threads=self.num_threads,
-            )
+            self._epochs(interactions, self.eval_every)
             self._freeze()
             quality = self._validation_ndcg(validation)
             if quality > best[0]:
                 best = (quality, epoch)
         return best[1], best[0]
+
+    def _epochs(self, interactions, epochs: int) -> None:
+        """``epochs`` more epochs of the current model (LightFM's ``fit_partial`` continues where it stopped:
+        n calls of one epoch train exactly as one call of n), with a progress line when due."""
+        self.model_.fit_partial(
+            interactions,
+            user_features=self.user_features,
+            item_features=self.item_features,
+            epochs=epochs,
+            num_threads=self.num_threads,
+        )
+        progress = getattr(self, "_progress", None)
+        if progress is not None:
+            progress.advance(epochs, note=getattr(self, "_note", ""))
 
     def _freeze(self) -> None:
         """Cache the learned representations and fingerprint the feature matrices they belong to."""
