@@ -212,3 +212,18 @@ def test_print_config_prints_the_validated_parameters():
     assert printed["data"] == ["a", "b"] and printed["runner"]["kind"] == "threads"
     assert printed["experiment"]["train"]["evaluation"]["k"] == 7
     assert printed["experiment"]["train"]["runner"]["kind"] == "sequential"  # each dataset trains its splits in turn
+
+
+def test_the_shipped_config_files_are_valid_parameters():
+    """configs/<flow>-<name>.yaml: each validates against its flow's parameter model."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert files
+    for path in files:
+        flow = path.name.split("-")[0]
+        params = build_params(COMMANDS[flow], {}, str(path))
+        assert (
+            params.model_dump()
+            != type(params).model_validate({} if flow != "recommend" else {"users": ["u"]}).model_dump()
+        )
