@@ -19,6 +19,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, get_run_logger, runtime
 
 from flows.params import TrainParams
+from models.registry import FUSION
 from tasks.evaluate import evaluate_models
 from tasks.publish import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
@@ -35,6 +36,12 @@ def train(params: TrainParams = TrainParams()) -> dict:
         start_run(workspace.db, run_id, "train", params.model_dump(mode="json"))
         summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
         publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
+        if publish and FUSION not in params.train.models:
+            get_run_logger().warning(
+                "nothing is published: the fused model is what gets published and served, and 'fusion' is not "
+                "among the models trained (add it to --models, or pass --no-publish)"
+            )
+            publish = None
         fit = fit_split.with_options(refresh_cache=params.refresh_cache)
         with params.runner.build() as runner:
             # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.

@@ -304,6 +304,21 @@ def test_cli_prepare_prints_counts(tmp_path):
     assert "random_s0" in out.stdout and "24 ratings from 4 users on 6 items" in out.stdout
 
 
+def test_cli_train_without_the_fusion_publishes_nothing_and_says_so(tmp_path):
+    """Only the fused model is published: training a subset without it completes, with a warning, instead of
+    failing after every fit."""
+    records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
+    data, workspace = write_lines(tmp_path / "r.json", records), str(tmp_path / "ws")
+    out = _cli(
+        "flows.prepare", "--data", str(data), "--workspace", workspace, "--no-data-docs", "--protocols", "random"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = _cli("flows.train", "--workspace", workspace, "--models", "global_mean", "bias_als", "--splits", "random_s0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "nothing is published" in out.stdout + out.stderr and "bias_als" in out.stdout
+    assert not (tmp_path / "ws" / "registry" / "champion.json").exists()
+
+
 def test_cli_train_needs_a_prepared_workspace(tmp_path):
     out = _cli("flows.train", "--workspace", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no prepared workspace at" in out.stderr and "Traceback" not in out.stderr

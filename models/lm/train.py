@@ -436,7 +436,9 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.lm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, type=Path, help="JSON file with the LMConfig fields")
     args = parser.parse_args(argv)
     config = LMConfig.model_validate_json(args.config.read_text())
