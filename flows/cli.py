@@ -68,8 +68,8 @@ class Option:
         if self.const is not UNSET:
             group.add_argument(self.flag, dest=self.dest, action="store_const", const=self.const, help=shown)
             return
-        extra = {key: value for key, value in (("type", self.type), ("choices", self.choices), ("nargs", self.nargs),
-                                               ("metavar", self.metavar)) if value is not None}  # fmt: skip
+        extra = {"type": self.type, "choices": self.choices, "nargs": self.nargs, "metavar": self.metavar}
+        extra = {key: value for key, value in extra.items() if value is not None}
         if self.repeat:
             extra["action"] = "append"
         group.add_argument(self.flag, dest=self.dest, help=shown, **extra)
