@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -164,6 +165,7 @@ def train(config: LMConfig) -> dict:
         logger=loggers,
         log_every_n_steps=10,
         enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,  # the recipe line says what trains; the training line where
         default_root_dir=out,
     )
     resume = checkpoints / "last.ckpt"
@@ -255,7 +257,9 @@ def progress_callback():
             self.start = self.last_time = time.perf_counter()
             self.last_step = trainer.global_step
             self._print(
-                trainer, f"training: {self.total} steps of {self.batch_size} pairs ({trainer.world_size} process(es))"
+                trainer,
+                f"training: {self.total} steps of {self.batch_size} pairs ({trainer.world_size} process(es) on "
+                f"{trainer.strategy.root_device.type})",
             )
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
@@ -441,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, type=Path, help="JSON file with the LMConfig fields")
     args = parser.parse_args(argv)
+    # Lightning's informational lines (devices found, seed set, batch-limit notes) are noise in a run's log;
+    # its warnings still show. The trainer's own lines say what runs where.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = LMConfig.model_validate_json(args.config.read_text())
     metrics = train(config)
     if metrics.get("users") is not None:  # the caller reads metrics.json; a reader of the log gets one line
