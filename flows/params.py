@@ -179,14 +179,32 @@ class FullParams(BaseModel):
         return value.model_dump() if isinstance(value, TrainParams | ReportParams) else value
 
 
+class StudyPrepareParams(PrepareParams):
+    """The prepare stage of each dataset in a study: its path comes from the study's ``data``, its name from
+    the path and its workspace from ``workspaces``, so those are not offered as parameters."""
+
+    data: SkipJsonSchema[str | None] = None
+    name: SkipJsonSchema[str | None] = None
+    workspace: SkipJsonSchema[str | None] = None
+
+
+class StudyExperimentParams(FullParams):
+    """The experiment each dataset of a study gets."""
+
+    prepare: StudyPrepareParams = Field(
+        StudyPrepareParams(),
+        description="each dataset's ingestion, validation and splits (its path, name and workspace: the study's)",
+    )
+
+
 class StudyParams(BaseModel):
     """The cross-dataset study: the full experiment on each dataset, then one report across them."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: tuple[str, ...] = Field((), description="dataset files or folders; empty: the embedded default dataset alone")
-    experiment: FullParams = Field(
-        FullParams(),
+    experiment: StudyExperimentParams = Field(
+        StudyExperimentParams(),
         description="the experiment each dataset gets (its dataset path, name and workspace are set per dataset)",
     )
     runner: RunnerConfig = Field(
@@ -198,6 +216,14 @@ class StudyParams(BaseModel):
     output: str | None = Field(
         None, description="folder for study.md/study.html (default: <workspaces>/studies/<study id>)"
     )
+
+    @field_validator("experiment", mode="before")
+    @classmethod
+    def _as_experiment(cls, value):
+        """A full experiment's parameters are accepted (the study sets their dataset path, name and workspace)."""
+        if isinstance(value, FullParams) and not isinstance(value, StudyExperimentParams):
+            return value.model_dump(exclude={"prepare": {"data", "name", "workspace"}})
+        return value
 
     def datasets(self) -> tuple[str, ...]:
         return self.data or (str(DEFAULT_DATASET),)

@@ -214,7 +214,8 @@ def test_print_config_prints_the_validated_parameters():
     assert printed["experiment"]["train"]["runner"]["kind"] == "sequential"  # each dataset trains its splits in turn
     # not the fields the flow sets itself (the UI's form hides them too)
     assert "workspace" not in printed["experiment"]["train"] and "run_id" not in printed["experiment"]["report"]
-    assert "workspace" in printed["experiment"]["prepare"]
+    assert not {"data", "name", "workspace"} & set(printed["experiment"]["prepare"])  # the study's, per dataset
+    assert "split" in printed["experiment"]["prepare"]
 
 
 def test_the_shipped_config_files_are_valid_parameters():

@@ -132,6 +132,9 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
             assert "workspace" not in stages["StageTrainParams"]["properties"]
             assert "splits" not in stages["StageTrainParams"]["properties"]
             assert "run_id" not in stages["StageReportParams"]["properties"]
+        if name == "reclab-study/study":  # each dataset's path, name and workspace are the study's
+            prepare = schema["definitions"]["StudyPrepareParams"]["properties"]
+            assert not {"data", "name", "workspace"} & set(prepare) and "split" in prepare
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]
     data = write_lines(tmp_path / "reviews.json", records)
