@@ -242,6 +242,17 @@ SPLIT = Group(
         Option("--kcore", "split.kcore", "k-core filter before splitting (default: none)", type=int),
     ),
 )
+# options of the LightFM configuration shared by the train stage and the search (fields of TrainConfig)
+LIGHTFM_LOSS = Option(
+    "--lightfm-loss", "train.lightfm_loss", "LightFM's loss", default="warp", choices=("warp", "bpr", "logistic")
+)
+LIGHTFM_MAX_EPOCHS = Option(
+    "--lightfm-max-epochs",
+    "train.lightfm_max_epochs",
+    "LightFM epochs at most per fit (the number is chosen on validation NDCG)",
+    default=30,
+    type=int,
+)
 MODELS_GROUP = Group(
     "models",
     (
@@ -261,13 +272,7 @@ MODELS_GROUP = Group(
             default=0,
             type=int,
         ),
-        Option(
-            "--lightfm-loss",
-            "train.lightfm_loss",
-            "LightFM's loss",
-            default="warp",
-            choices=("warp", "bpr", "logistic"),
-        ),
+        LIGHTFM_LOSS,
         Option(
             "--lightfm-threads",
             "train.lightfm_threads",
@@ -282,13 +287,7 @@ MODELS_GROUP = Group(
             default=2,
             type=int,
         ),
-        Option(
-            "--lightfm-max-epochs",
-            "train.lightfm_max_epochs",
-            "LightFM epochs at most (the number is chosen on validation NDCG)",
-            default=30,
-            type=int,
-        ),
+        LIGHTFM_MAX_EPOCHS,
         Option(
             "--lightfm-params",
             "train.lightfm_params",
@@ -436,16 +435,8 @@ SEARCH = Group(
         Option("--splits", "split", "the split whose validation fold judges the trials (one id)", default="random_s0"),
         Option("--trials", "trials", "configurations tried, the default one included", default=8, type=int),
         Option("--search-seed", "seed", "seed of the configuration draws", default=0, type=int),
-        Option(
-            "--lightfm-loss",
-            "train.lightfm_loss",
-            "LightFM's loss",
-            default="warp",
-            choices=("warp", "bpr", "logistic"),
-        ),
-        Option(
-            "--lightfm-max-epochs", "train.lightfm_max_epochs", "LightFM epochs at most per trial", default=30, type=int
-        ),
+        LIGHTFM_LOSS,
+        LIGHTFM_MAX_EPOCHS,
         Option("--model-seed", "train.seed", "model initialisation seed", default=0, type=int),
     ),
 )
