@@ -76,9 +76,8 @@ def fit_split_models(
         )
         parts.append(values)
         fitted[name] = model
-        LOG.info(
-            f"{split_id}: {name} fitted in {duration(done - start)}, evaluated in {duration(time.perf_counter() - done)}"
-        )
+        evaluated = time.perf_counter() - done
+        LOG.info(f"{split_id}: {name} fitted in {duration(done - start)}, evaluated in {duration(evaluated)}")
         child = (getattr(model, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
         extras["peak_memory_gib"] = round(max(peak, child or 0.0), 3) if peak is not None else child
         fits.append(
@@ -86,7 +85,7 @@ def fit_split_models(
                 "model": name,
                 "params": fitted_params(model),
                 "fit_seconds": done - start,
-                "eval_seconds": time.perf_counter() - done,
+                "eval_seconds": evaluated,
                 "extras": extras,
             }
         )
