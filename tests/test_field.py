@@ -31,6 +31,18 @@ def test_surprise_predictions_equal_the_librarys(cls, data):
     assert model.library_.startswith("scikit-surprise ")
 
 
+def test_svdpp_with_cached_ratings_learns_what_surprise_learns_without(data):
+    from surprise import SVDpp
+
+    train, valid, _ = data
+    model = SurpriseSVDpp(grid=((4, 0.05),)).fit(train, valid)
+    cached, trainset = model._library_model
+    assert cached.cache_ratings
+    plain = SVDpp(n_factors=4, n_epochs=model.n_epochs, reg_all=0.05, random_state=model.seed).fit(trainset)
+    for name in ("pu", "qi", "yj", "bu", "bi"):
+        assert np.array_equal(getattr(cached, name), getattr(plain, name)), name
+
+
 def test_svd_is_tuned_on_validation_rmse(data):
     train, valid, _ = data
     grid = ((2, 5.0), (8, 0.02))
@@ -73,6 +85,39 @@ def test_ease_lambda_is_chosen_by_validation_ndcg(data):
     assert model.lamb_ in (1.0, 1e6)
     one = EASE(lambdas=(model.lamb_,)).fit(train, None)
     assert np.array_equal(one.B, model.B)
+
+
+TUNED = {  # a grid whose best configuration is not the last one tried (the model must not hold the last fit)
+    EASE: ("lambdas", (1e6, 1.0), "lamb_"),
+    BPR: ("grid", ((8, 10.0), (4, 0.01)), ("factors_", "lambda_reg_")),
+    ImplicitALS: ("grid", ((8, 100.0, 1.0), (4, 0.1, 1.0)), ("factors_", "regularization_", "alpha_")),
+    SurpriseSVD: ("grid", ((4, 0.05), (8, 50.0)), ("n_factors_", "reg_all_")),
+    SurpriseSVDpp: ("grid", ((4, 0.05), (8, 50.0)), ("n_factors_", "reg_all_")),
+    SurpriseKNNBaseline: ("ks", (20, 1), "k_"),
+}
+
+
+@pytest.mark.parametrize("cls", list(TUNED))
+def test_a_tuned_model_is_its_best_configuration_fitted_alone(cls, data):
+    """Tuning keeps the best configuration's fit instead of refitting it: the same arrays as that
+    configuration fitted alone, also when it is not the last one tried."""
+    train, valid, _ = data
+    field, grid, chosen = TUNED[cls]
+    model = cls(**{field: grid}).fit(train, valid)
+    names = chosen if isinstance(chosen, tuple) else (chosen,)
+    best = tuple(getattr(model, name) for name in names)
+    best = best if isinstance(chosen, tuple) else best[0]
+    assert best == grid[0]  # the first of two: restored after the second was fitted
+    alone = cls(**{field: (best,)}).fit(train, valid)
+    for name in cls.state_fields:
+        if name != "library_":
+            assert np.array_equal(getattr(model, name), getattr(alone, name)), name
+    if cls in (EASE, BPR, ImplicitALS):  # the judge's view: the model scores as the configuration it reports
+        assert np.array_equal(model.score(model.user_ids[:5]), alone.score(alone.user_ids[:5]))
+    else:
+        assert np.array_equal(
+            model.predict(valid["user_id"], valid["item_id"]), alone.predict(valid["user_id"], valid["item_id"])
+        )
 
 
 @pytest.mark.parametrize("cls", [EASE, BPR, ImplicitALS, SurpriseSVD, SurpriseSVDpp, SurpriseKNNBaseline])

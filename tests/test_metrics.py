@@ -166,6 +166,20 @@ def test_cross_check_with_scikit_learn_on_random_data():
     assert ours["auc"] == pytest.approx([roc_auc_score(relevant[u], scores[u]) for u in range(40)])
 
 
+def test_asking_for_ndcg_alone_gives_the_same_ndcg_and_nothing_else():
+    rng = np.random.default_rng(2)
+    scores = np.round(rng.random((30, 40)), 1)  # ties included
+    relevant = (rng.random((30, 40)) < 0.2).astype(float)
+    relevant[:, 0] = 1.0
+    exclude = sp.csr_matrix((rng.random((30, 40)) < 0.2) & (relevant == 0))
+    full = ranking_metrics(scores, sp.csr_matrix(relevant), exclude, 5)
+    alone = ranking_metrics(scores, sp.csr_matrix(relevant), exclude, 5, ("ndcg",))
+    assert list(alone) == ["ndcg"]
+    assert np.array_equal(alone["ndcg"], full["ndcg"])
+    with pytest.raises(ValueError, match="unknown ranking metrics \\['ndgc'\\]"):
+        ranking_metrics(scores, sp.csr_matrix(relevant), exclude, 5, ("ndgc",))
+
+
 def test_auc_excluding_items_matches_scikit_learn_on_candidates():
     rng = np.random.default_rng(1)
     scores, relevant, exclude = rng.random((20, 25)), np.zeros((20, 25)), rng.random((20, 25)) < 0.3

@@ -72,7 +72,9 @@ def evaluate(folder: Path, frames: dict, config) -> dict:
     users, relevant, exclude, cols = ranking_targets(model, test)
     ndcg = []
     for rows in user_blocks(len(users), len(cols)):
-        ndcg.append(ranking_metrics(model.score(users[rows])[:, cols], relevant[rows], exclude[rows], 10)["ndcg"])
+        ndcg.append(
+            ranking_metrics(model.score(users[rows])[:, cols], relevant[rows], exclude[rows], 10, ("ndcg",))["ndcg"]
+        )
     return {
         "test_mse": float(error.mean()),
         "test_mse_users_le3": float(error[sparse].mean()) if sparse.any() else None,

@@ -126,7 +126,7 @@ class ValidationNDCG:
 
     def __call__(self, model: Recommender) -> float:
         users, relevant, exclude, cols = self.targets
-        return float(ranking_metrics(model.score(users)[:, cols], relevant, exclude, self.k)["ndcg"].mean())
+        return float(ranking_metrics(model.score(users)[:, cols], relevant, exclude, self.k, ("ndcg",))["ndcg"].mean())
 
 
 def ranking_rows(

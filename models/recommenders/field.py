@@ -38,19 +38,25 @@ def _library(name: str) -> str:
     return f"{name} {version(name)}"
 
 
-def _best(configs: list, fit_one, score, lower_is_better: bool):
-    """Fit every configuration, keep the best validation score (the first on ties); returns (config, score).
-    A single configuration is returned unfitted and unscored (the caller fits it)."""
+def _best(model: Recommender, configs: list, fit_one, score, lower_is_better: bool):
+    """Fit every configuration, keep the best validation score (the first on ties); returns (config, score)
+    with ``model`` left as the best configuration fitted it (its attributes as they were after that fit: every
+    ``fit_one`` binds new arrays, and each fit is seeded, so this is what refitting the best would give,
+    without paying for the fit twice). A single configuration is fitted and not scored (nan)."""
     if len(configs) == 1:
+        fit_one(configs[0])
         return configs[0], float("nan")
     best = None
-    for config in configs:
+    for n, config in enumerate(configs):
         fit_one(config)
         value = score()
         better = best is None or (value < best[1] if lower_is_better else value > best[1])
         if better:
-            best = (config, value)
-    return best
+            best = (config, value, n, dict(vars(model)))
+    if best[2] != len(configs) - 1:  # the model holds the last fit: put the best one's attributes back
+        vars(model).clear()
+        vars(model).update(best[3])
+    return best[0], best[1]
 
 
 @contextlib.contextmanager
@@ -117,8 +123,7 @@ class EASE(_CornacRanker):
             B[np.ix_(known, known)] = model.B
             self.B = B
 
-        self.lamb_, _ = _best(lambdas, fit_one, lambda: judge(self), False)
-        fit_one(self.lamb_)
+        self.lamb_, _ = _best(self, lambdas, fit_one, lambda: judge(self), False)
         return self
 
     def score(self, users: Ids) -> np.ndarray:
@@ -179,8 +184,7 @@ class BPR(_CornacRanker):
             self.Q[known_items] = model.i_factors
             self.item_bias[known_items] = model.i_biases
 
-        (self.factors_, self.lambda_reg_), _ = _best(grid, fit_one, lambda: judge(self), False)
-        fit_one((self.factors_, self.lambda_reg_))
+        (self.factors_, self.lambda_reg_), _ = _best(self, grid, fit_one, lambda: judge(self), False)
         return self
 
     def score(self, users: Ids) -> np.ndarray:
@@ -235,8 +239,7 @@ class ImplicitALS(Recommender):
             self._library_model = (model, user_items)
             self.P, self.Q = np.asarray(model.user_factors), np.asarray(model.item_factors)
 
-        (self.factors_, self.regularization_, self.alpha_), _ = _best(grid, fit_one, lambda: judge(self), False)
-        fit_one((self.factors_, self.regularization_, self.alpha_))
+        (self.factors_, self.regularization_, self.alpha_), _ = _best(self, grid, fit_one, lambda: judge(self), False)
         return self
 
     def score(self, users: Ids) -> np.ndarray:
@@ -278,8 +281,7 @@ class _SurpriseRater(Recommender):
             self._library_model = (algo, trainset)
             self._export(algo, trainset, known_users, known_items)
 
-        best, _ = _best(grid, fit_one, lambda: self._rmse(validation), True)
-        fit_one(best)
+        best, _ = _best(self, grid, fit_one, lambda: self._rmse(validation), True)
         return best
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
@@ -352,7 +354,11 @@ class SurpriseSVDpp(_SurpriseRater):
 
         def make(config):
             factors, reg = config
-            return SVDpp(n_factors=factors, n_epochs=self.n_epochs, reg_all=reg, random_state=self.seed)
+            # cache_ratings: the user's rated items as a C array instead of a Python loop per rating; the same
+            # arithmetic in the same order (identical parameters, a test checks), about 1.2x faster
+            return SVDpp(
+                n_factors=factors, n_epochs=self.n_epochs, reg_all=reg, random_state=self.seed, cache_ratings=True
+            )
 
         self.n_factors_, self.reg_all_ = self._tune(train, validation, items, self.grid, make)
         return self

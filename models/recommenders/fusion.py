@@ -269,7 +269,7 @@ class Fusion(Recommender):
         return targets
 
     def _ndcg_sum(self, scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix) -> float:
-        return float(np.sum(ranking_metrics(scores, relevant, exclude, self.config.k)["ndcg"]))
+        return float(np.sum(ranking_metrics(scores, relevant, exclude, self.config.k, ("ndcg",))["ndcg"]))
 
     # --- prediction ----------------------------------------------------------------------------------------
     def predict(self, users: Ids, items: Ids) -> np.ndarray:

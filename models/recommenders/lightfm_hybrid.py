@@ -297,7 +297,9 @@ class LightFMHybrid(Recommender):
             users, relevant = users[chosen], relevant[chosen]
         exclude = self._seen[users][:, cols]
         ndcg = [
-            ranking_metrics(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k)["ndcg"]
+            ranking_metrics(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k, ("ndcg",))[
+                "ndcg"
+            ]
             for rows in user_blocks(len(users), len(cols))
         ]
         return float(np.mean(np.concatenate(ndcg)))
