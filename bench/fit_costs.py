@@ -1,0 +1,107 @@
+"""Where a run's time goes: fit seconds (and peak memory) per model and split, from workspaces' ``model_fits``,
+side by side, e.g. the same dataset before and after a change.
+
+    python bench/fit_costs.py workspace/movielens-latest-small                  # one workspace's latest run
+    python bench/fit_costs.py BEFORE AFTER --labels before after --json /tmp/costs.json
+
+Each workspace's latest run that recorded fits is read (``--runs`` picks others). The table lists every model of
+every split with its fit seconds in each workspace, the last column over the first, and the split totals;
+the JSON (bench/results/fit_costs.json unless --json) holds the same rows with peak memory. Read-only: nothing is refitted. Seconds from different runs compare only as far as
+the machine was equally loaded during both (say so when reporting them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def fits(workspace: Path, run: str | None) -> tuple[str, dict]:
+    """(run id, {(split, model): (fit seconds, peak memory GiB or None)}) of a workspace's run."""
+    import duckdb
+
+    db = workspace / "reclab.duckdb"
+    if not db.exists():
+        raise SystemExit(f"error: {db} does not exist (pass a prepared and trained workspace folder)")
+    with duckdb.connect(str(db), read_only=True) as con:
+        if run is None:
+            found = con.execute(
+                "SELECT f.run_id FROM (SELECT DISTINCT run_id FROM model_fits) f LEFT JOIN runs r USING (run_id) "
+                "ORDER BY r.started_at DESC NULLS LAST LIMIT 1"
+            ).fetchone()
+            if found is None:
+                raise SystemExit(f"error: {db} has no fitted models (run `python -m flows.train` on it first)")
+            run = found[0]
+        frame = con.execute(
+            "SELECT split_id, model, fit_seconds, "
+            "TRY_CAST(json_extract(extras, '$.peak_memory_gib') AS DOUBLE) AS peak FROM model_fits WHERE run_id = ?",
+            [run],
+        ).df()
+    return run, {(r.split_id, r.model): (float(r.fit_seconds), r.peak) for r in frame.itertuples()}
+
+
+def table(columns: dict[str, dict]) -> list[dict]:
+    """One row per (split, model) seen in any column, then one total per split."""
+    labels = list(columns)
+    keys = sorted({key for fitted in columns.values() for key in fitted})
+    rows = []
+    for split, model in keys:
+        row = {"split": split, "model": model}
+        for label in labels:
+            seconds, peak = columns[label].get((split, model), (None, None))
+            row[f"{label}_seconds"], row[f"{label}_peak_gib"] = seconds, peak
+        rows.append(row)
+    for split in sorted({split for split, _ in keys}):
+        total = {"split": split, "model": "(total)"}
+        for label in labels:
+            values = [seconds for (s, _), (seconds, _) in columns[label].items() if s == split]
+            total[f"{label}_seconds"] = sum(values) if values else None
+            total[f"{label}_peak_gib"] = None
+        rows.append(total)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/fit_costs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("workspaces", nargs="+", type=Path, help="workspace folders (each holds reclab.duckdb)")
+    parser.add_argument("--labels", nargs="+", help="a column name per workspace (default: their folder names)")
+    parser.add_argument("--runs", nargs="+", help="a run id per workspace (default: each one's latest fitted run)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "fit_costs.json",
+        help="where the rows go (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    labels = args.labels or [str(path) for path in args.workspaces]
+    runs = args.runs or [None] * len(args.workspaces)
+    if len(labels) != len(args.workspaces) or len(runs) != len(args.workspaces):
+        parser.error("--labels and --runs need one value per workspace")
+    columns, used = {}, {}
+    for label, workspace, run in zip(labels, args.workspaces, runs, strict=True):
+        used[label], columns[label] = fits(workspace, run)
+    rows = table(columns)
+    head = ["split", "model", *(f"{label} s" for label in labels)] + ([f"{labels[-1]}/{labels[0]}"] * (len(labels) > 1))
+    print(" | ".join(head))
+    for row in rows:
+        cells = [row["split"], row["model"]]
+        cells += ["-" if row[f"{x}_seconds"] is None else f"{row[f'{x}_seconds']:.1f}" for x in labels]
+        if len(labels) > 1:
+            first, last = row[f"{labels[0]}_seconds"], row[f"{labels[-1]}_seconds"]
+            cells.append(f"{last / first:.2f}" if first and last is not None else "-")
+        print(" | ".join(cells))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"runs": used, "rows": rows}, indent=2, default=str))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
