@@ -12,6 +12,7 @@ from models.evaluation.metrics import (
     constant_scores,
     intra_list_diversity,
     item_popularity,
+    ndcg_at_k,
     novelty,
     popularity_bias,
     ranking_metrics,
@@ -176,6 +177,7 @@ def test_asking_for_ndcg_alone_gives_the_same_ndcg_and_nothing_else():
     alone = ranking_metrics(scores, sp.csr_matrix(relevant), exclude, 5, ("ndcg",))
     assert list(alone) == ["ndcg"]
     assert np.array_equal(alone["ndcg"], full["ndcg"])
+    assert np.array_equal(ndcg_at_k(scores, sp.csr_matrix(relevant), exclude, 5), full["ndcg"])
     with pytest.raises(ValueError, match="unknown ranking metrics \\['ndgc'\\]"):
         ranking_metrics(scores, sp.csr_matrix(relevant), exclude, 5, ("ndgc",))
 

@@ -58,7 +58,7 @@ def evaluate(folder: Path, frames: dict, config) -> dict:
     import numpy as np
 
     from models.evaluation.harness import ranking_targets
-    from models.evaluation.metrics import ranking_metrics, user_blocks
+    from models.evaluation.metrics import ndcg_at_k, user_blocks
     from models.lm.recommender import LMTwoTower
 
     model = LMTwoTower(folder, profile=None)
@@ -72,9 +72,7 @@ def evaluate(folder: Path, frames: dict, config) -> dict:
     users, relevant, exclude, cols = ranking_targets(model, test)
     ndcg = []
     for rows in user_blocks(len(users), len(cols)):
-        ndcg.append(
-            ranking_metrics(model.score(users[rows])[:, cols], relevant[rows], exclude[rows], 10, ("ndcg",))["ndcg"]
-        )
+        ndcg.append(ndcg_at_k(model.score(users[rows])[:, cols], relevant[rows], exclude[rows], 10))
     return {
         "test_mse": float(error.mean()),
         "test_mse_users_le3": float(error[sparse].mean()) if sparse.any() else None,

@@ -25,6 +25,7 @@ from models.evaluation.metrics import (
     constant_scores,
     intra_list_diversity,
     item_popularity,
+    ndcg_at_k,
     novelty,
     popularity_bias,
     ranking_metrics,
@@ -126,7 +127,7 @@ class ValidationNDCG:
 
     def __call__(self, model: Recommender) -> float:
         users, relevant, exclude, cols = self.targets
-        return float(ranking_metrics(model.score(users)[:, cols], relevant, exclude, self.k, ("ndcg",))["ndcg"].mean())
+        return float(ndcg_at_k(model.score(users)[:, cols], relevant, exclude, self.k).mean())
 
 
 def ranking_rows(

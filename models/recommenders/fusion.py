@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Ids, Recommender
 from models.evaluation.harness import ranking_targets
-from models.evaluation.metrics import ranking_metrics, user_blocks
+from models.evaluation.metrics import ndcg_at_k, user_blocks
 from models.evaluation.stats import activity_segment, popularity_segment
 from models.registry import fusion_candidates
 
@@ -269,7 +269,7 @@ class Fusion(Recommender):
         return targets
 
     def _ndcg_sum(self, scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix) -> float:
-        return float(np.sum(ranking_metrics(scores, relevant, exclude, self.config.k, ("ndcg",))["ndcg"]))
+        return float(np.sum(ndcg_at_k(scores, relevant, exclude, self.config.k)))
 
     # --- prediction ----------------------------------------------------------------------------------------
     def predict(self, users: Ids, items: Ids) -> np.ndarray:

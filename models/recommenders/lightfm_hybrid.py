@@ -30,7 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Ids, Recommender
-from models.evaluation.metrics import ranking_metrics, user_blocks
+from models.evaluation.metrics import ndcg_at_k, user_blocks
 from models.progress import Progress
 from models.recommenders.features import metadata_tokens, review_terms
 
@@ -297,9 +297,7 @@ class LightFMHybrid(Recommender):
             users, relevant = users[chosen], relevant[chosen]
         exclude = self._seen[users][:, cols]
         ndcg = [
-            ranking_metrics(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k, ("ndcg",))[
-                "ndcg"
-            ]
+            ndcg_at_k(self._raw_scores(users[rows])[:, cols], relevant[rows], exclude[rows], self.k)
             for rows in user_blocks(len(users), len(cols))
         ]
         return float(np.mean(np.concatenate(ndcg)))
