@@ -4,7 +4,7 @@ side by side, e.g. the same dataset before and after a change.
     python bench/fit_costs.py workspace/movielens-latest-small                  # one workspace's latest run
     python bench/fit_costs.py BEFORE AFTER --labels before after --json /tmp/costs.json
 
-Each workspace's latest run that recorded fits is read (``--runs`` picks others). The table lists every model of
+Each workspace's latest evaluated run is read (``--runs`` picks others). The table lists every model of
 every split with its fit seconds in each workspace, the last column over the first, and the split totals;
 the JSON (bench/results/fit_costs.json unless --json) holds the same rows with peak memory. Read-only: nothing is refitted. Seconds from different runs compare only as far as
 the machine was equally loaded during both (say so when reporting them).
@@ -22,24 +22,25 @@ sys.path.insert(0, str(ROOT))
 
 
 def fits(workspace: Path, run: str | None) -> tuple[str, dict]:
-    """(run id, {(split, model): (fit seconds, peak memory GiB or None)}) of a workspace's run."""
+    """(run id, {(split, model): (fit seconds, peak memory GiB or None)}) of a workspace's run (its latest
+    evaluated one when ``run`` is None: every train run records its fits and evaluates them)."""
     import duckdb
+
+    from readers.errors import InputError
+    from tasks import tables
+    from tasks.report import latest_evaluated_run
 
     db = workspace / "reclab.duckdb"
     if not db.exists():
         raise SystemExit(f"error: {db} does not exist (pass a prepared and trained workspace folder)")
+    try:
+        run = run or latest_evaluated_run(db)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
     with duckdb.connect(str(db), read_only=True) as con:
-        if run is None:
-            found = con.execute(
-                "SELECT f.run_id FROM (SELECT DISTINCT run_id FROM model_fits) f LEFT JOIN runs r USING (run_id) "
-                "ORDER BY r.started_at DESC NULLS LAST LIMIT 1"
-            ).fetchone()
-            if found is None:
-                raise SystemExit(f"error: {db} has no fitted models (run `python -m flows.train` on it first)")
-            run = found[0]
         frame = con.execute(
-            "SELECT split_id, model, fit_seconds, "
-            "TRY_CAST(json_extract(extras, '$.peak_memory_gib') AS DOUBLE) AS peak FROM model_fits WHERE run_id = ?",
+            "SELECT split_id, model, fit_seconds, TRY_CAST(json_extract(extras, '$.peak_memory_gib') AS DOUBLE) "
+            f"AS peak FROM {tables.MODEL_FITS} WHERE run_id = ?",
             [run],
         ).df()
     return run, {(r.split_id, r.model): (float(r.fit_seconds), r.peak) for r in frame.itertuples()}
