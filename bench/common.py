@@ -21,7 +21,7 @@ def prepared(
     None), validated when asked, and split with seed 0."""
     import duckdb
 
-    from models.evaluation.split import PROTOCOLS, SplitConfig
+    from models.evaluation.split import DEFAULT_PROTOCOLS, SplitConfig
     from readers import resolve_dataset
     from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
     from tasks.store import DUCKDB_CONFIG
@@ -37,5 +37,5 @@ def prepared(
         validate_workspace(con, spec, ValidationConfig(data_docs=False), "bench")
     from tasks.split import split_workspace
 
-    split_workspace(con, SplitConfig(seed=0, protocols=protocols or PROTOCOLS))
+    split_workspace(con, SplitConfig(seed=0, protocols=protocols or DEFAULT_PROTOCOLS))
     return con

@@ -14,6 +14,12 @@ the split assignments), computed by prepare and stored in DuckDB (``tasks.dataca
   - ``small_fold``: a validation or test fold with fewer ratings or users than can be judged;
   - ``few_candidates``: fewer ranking candidates than the cut-off K (every model then gets recall 1).
 
+A warning changes the conclusion, not only the page: :func:`verdict_gates` turns the warnings that make a
+split's metrics unable to judge (``text_twins``, ``small_fold``; and fewer ranking candidates than the
+evaluation's K) into the reason its verdict is withheld (the report's "not judged", with what to do).
+:func:`unit_sizes` gives each judged unit's test users before anything is trained, and with them the smallest
+paired effect a primary test of that size could detect (in units of the per-user spread).
+
 Text is compared after normalisation (lower case, punctuation and repeated spaces removed: near-identical
 texts compare equal) and only when at least ``text_min_chars`` long, so that "Great!" or "Five stars" on
 two items is not called a duplicate.
@@ -27,6 +33,23 @@ import numpy as np
 import pandas as pd
 
 from data_checks import DataCardConfig
+from models.evaluation import judged_unit
+from models.evaluation.inference import detectable_in_sd
+
+# The warnings that withhold a verdict, the tasks they withhold it for, and what to do about them.
+GATES = {
+    "text_twins": (
+        ("rating", "ranking"),
+        "re-run prepare with --text-duplicates collapse (one interaction per group of identical texts)",
+    ),
+    "small_fold": (
+        ("rating", "ranking"),
+        "test every rating with --protocols kfold, or make the fold larger (--fractions, --cold-item-fraction)",
+    ),
+    "few_candidates": (("ranking",), "hold out more items (--cold-item-fraction) or rank at a smaller --k"),
+}
+# the questions each unit is planned to answer: 2 tasks (rating, ranking) x 2 contenders (the LM, the fusion)
+PLANNED_TESTS_PER_UNIT = 4
 
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
 
@@ -206,6 +229,57 @@ def threats(card: dict, per_split: dict[str, dict], config: DataCardConfig) -> l
     return out
 
 
+def unit_sizes(assignments: pd.DataFrame, alpha: float = 0.05) -> dict[str, dict]:
+    """Per judged unit (a split; a k-fold protocol's folds together): its splits, test ratings and test users
+    (each user once across the folds), and ``detectable_sd``: the smallest true paired effect, in units of the
+    per-user standard deviation of the difference, that a primary test on that many users detects with 80%
+    power at the planned family's Bonferroni level (α over 4 tests per unit: rating and ranking, the LM and
+    the fusion). Known before anything is trained; the report turns it into metric units with the observed
+    spread."""
+    test = assignments[assignments["fold"] == "test"].assign(unit=lambda f: f["split_id"].map(judged_unit))
+    units = {}
+    for unit, part in test.groupby("unit", sort=True):
+        units[unit] = {
+            "splits": sorted(part["split_id"].unique().tolist()),
+            "test_ratings": int(len(part)),
+            "test_users": int(part["user_id"].nunique()),
+        }
+    level = alpha / max(PLANNED_TESTS_PER_UNIT * len(units), 1)
+    for entry in units.values():
+        entry["detectable_sd"] = detectable_in_sd(entry["test_users"], level)
+        entry["alpha"] = level
+    return units
+
+
+def verdict_gates(card: dict | None, split_ids, k: int) -> dict[str, dict[str, str]]:
+    """Judged unit -> task -> why its verdict is withheld (what the card found and what to do), for the
+    units of ``split_ids``: a leaking or too-small split (its warnings), or fewer ranking candidates than the
+    evaluation's cut-off ``k``. A unit is withheld when any of its splits is."""
+    out: dict[str, dict[str, list[str]]] = {}
+    wanted = set(split_ids)
+
+    def withhold(split_id: str, code: str, message: str) -> None:
+        tasks, advice = GATES[code]
+        for task in tasks:
+            reasons = out.setdefault(judged_unit(split_id), {}).setdefault(task, [])
+            if not any(r.startswith(f"{code}:") for r in reasons):
+                reasons.append(f"{code}: {message} What to do: {advice}.")
+
+    for warning in (card or {}).get("warnings", []):
+        if warning["code"] in ("text_twins", "small_fold"):
+            for split_id in sorted(wanted & set(warning["splits"])):
+                withhold(split_id, warning["code"], warning["message"])
+    for split_id, checks in sorted((card or {}).get("splits", {}).items()):
+        if split_id in wanted and checks.get("ranking_candidates", k) < k:
+            withhold(
+                split_id,
+                "few_candidates",
+                f"{split_id}: only {checks['ranking_candidates']} items are ranking candidates, fewer than K = {k}: "
+                "every model recalls everything at K.",
+            )
+    return {unit: {task: " ".join(reasons) for task, reasons in tasks.items()} for unit, tasks in out.items()}
+
+
 def data_card(
     interactions: pd.DataFrame,
     metadata_items: set[str] | None,
@@ -213,9 +287,11 @@ def data_card(
     splits: pd.DataFrame,
     config: DataCardConfig,
 ) -> dict:
-    """The whole card: description, per-split checks and the warnings."""
+    """The whole card: description, per-split checks, per judged unit its test size and what it can detect,
+    and the warnings."""
     card = describe(interactions, metadata_items, config)
     card["splits"] = split_checks(interactions, assignments, splits, config)
+    card["units"] = unit_sizes(assignments)
     card["warnings"] = threats(card, card["splits"], config)
     card["thresholds"] = config.model_dump()
     return _plain(card)
@@ -273,5 +349,12 @@ def card_lines(card: dict) -> list[str]:
             f"{split_id}: test {test['ratings']:,} ratings from {test['users']:,} users, "
             f"{s['ranking_candidates']:,} ranking candidates; held-out pairs with a training text twin: "
             f"{s['held_out_with_same_user_twin']:.1%} same user, {s['held_out_with_any_user_twin']:.1%} any user"
+        )
+    for unit, u in card.get("units", {}).items():
+        pooled = f" ({len(u['splits'])} folds, each rating tested once)" if len(u["splits"]) > 1 else ""
+        lines.append(
+            f"{unit}{pooled}: {u['test_ratings']:,} test ratings from {u['test_users']:,} users; a primary test "
+            f"detects a paired effect of {u['detectable_sd']:.2f} per-user standard deviations or more "
+            f"(80% power, α = {u['alpha']:.4f})"
         )
     return lines

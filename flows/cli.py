@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 
-from models.evaluation import PROTOCOLS
+from models.evaluation import DEFAULT_PROTOCOLS, PROTOCOLS
 from models.registry import MODELS
 from readers.spec import FORMATS
 
@@ -210,8 +210,9 @@ SPLIT = Group(
         Option(
             "--protocols",
             "split.protocols",
-            f"splits to make, of {', '.join(PROTOCOLS)}",
-            default=PROTOCOLS,
+            f"splits to make, of {', '.join(PROTOCOLS)} (kfold: every rating tested once over --folds folds, "
+            "judged as one pooled unit)",
+            default=DEFAULT_PROTOCOLS,
             choices=PROTOCOLS,
             nargs="+",
             metavar="PROTOCOL",
@@ -224,6 +225,22 @@ SPLIT = Group(
             type=float,
             nargs=3,
             metavar=("TRAIN", "VALIDATION", "TEST"),
+        ),
+        Option(
+            "--folds",
+            "split.folds",
+            "kfold: the number of folds K (each rating in exactly one test fold)",
+            default=5,
+            type=int,
+            metavar="K",
+        ),
+        Option(
+            "--kfold-validation",
+            "split.kfold_validation",
+            "kfold: share of each fold's training part held out as its validation set",
+            default=0.125,
+            type=float,
+            metavar="FRACTION",
         ),
         Option(
             "--cold-item-fraction",

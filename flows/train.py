@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, runtime
 
 from flows.params import TrainParams
 from models.registry import FUSION
-from tasks.evaluate import evaluate_models
+from tasks.evaluate import evaluate_models, judge_run
 from tasks.publish import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
 from tasks.store import DEFAULT_WORKSPACE, Workspace
@@ -65,6 +65,9 @@ def train(params: TrainParams = TrainParams()) -> dict:
                     get_run_logger().warning("%s; refitting %s", err, split_id)
                     trained = load_fit_outputs(fit_split.with_options(refresh_cache=True)(**inputs[split_id]))
                 _record_split(workspace, run_id, split_id, trained, params, publish, summary)
+        # judge: the pre-registered comparisons of every unit (a k-fold split's folds pooled), gated by the
+        # data card, corrected within their family
+        judge_run(workspace.db, run_id, params.evaluation)
         finish_run(workspace.db, run_id, {"splits": list(params.splits)})
         return summary
 
@@ -81,7 +84,7 @@ def _record_split(
     """One split's fitted results, in split order: recorded, evaluated, and (for one split) published."""
     record_fits(workspace.db, run_id, split_id, trained)
     # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
-    results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation, trained["fits"])
+    results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
     summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}
     if split_id == publish:
         # publish: the fused model of this split becomes a registry version (champion if the first)

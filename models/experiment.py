@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Recommender
-from models.evaluation.harness import EvalConfig, per_user_values
+from models.evaluation.harness import EvalConfig, per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
 from models.registry import REGISTRY, BuildContext, TrainConfig, build_model
@@ -32,7 +32,8 @@ class SplitFit:
     ``per_user``: every model's per-user values (``models.evaluation.harness.PER_USER_COLUMNS``); ``fits``:
     per model, its chosen hyperparameters, fit and evaluation seconds and global figures (``extras``, with
     ``peak_memory_gib``: the process's peak resident memory during the fit, the LM's trainer process
-    included); ``models``: the
+    included, and for traditional models ``validation``: their validation MSE / NDCG sums, from which the
+    reference is chosen); ``models``: the
     fitted models by name (the fusion holds the others as components)."""
 
     protocol: str
@@ -74,6 +75,10 @@ def fit_split_models(
             cold_candidates=cold,
             item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
         )
+        if REGISTRY[name].traditional:  # the reference is chosen among these, on validation
+            extras["validation"] = validation_summary(
+                model, data["train"], data["validation"], eval_config.k, cold_candidates=cold
+            )
         parts.append(values)
         fitted[name] = model
         evaluated = time.perf_counter() - done

@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.evaluation.split import SplitConfig, split
+from models.evaluation.split import SplitConfig, split_all
 from readers import InputError
 from tasks import tables
 from tasks.store import connect, ensure, utc_now
@@ -37,48 +37,59 @@ def split_workspace(con: duckdb.DuckDBPyConnection, config: SplitConfig) -> dict
         if protocol == "temporal" and frame["timestamp"].isna().any():
             log.warning("skipping the temporal split: this dataset has interactions without a timestamp")
             continue
-        split_id = config.split_id(protocol)
-        folds = split(frame, protocol, config)
-        assigned = pd.DataFrame(
-            {"split_id": split_id, "user_id": frame["user_id"], "item_id": frame["item_id"], "fold": folds}
-        ).dropna(subset=["fold"])  # noqa: F841 (read by DuckDB by name)
-        counts = {fold: int((assigned["fold"] == fold).sum()) for fold in tables.FOLDS}
-        empty = [fold for fold, count in counts.items() if count == 0]
-        if empty:
-            rule = (
-                f"; it holds out only users with at least {config.min_user_interactions} ratings"
-                if protocol == "temporal"
-                else ""
-            )
-            raise InputError(
-                f"split {split_id}: the {' and '.join(empty)} fold would be empty ({len(frame):,} ratings from "
-                f"{frame['user_id'].nunique():,} users on {frame['item_id'].nunique():,} items{rule}): the dataset "
-                f"is too small for the {protocol} protocol; leave it out with --protocols, or add data"
-            )
-        params = config.model_dump(mode="json", exclude={"protocols"})
-        con.begin()
-        con.execute(f"DELETE FROM {tables.SPLITS} WHERE split_id = ?", [split_id])
-        con.execute(f"DELETE FROM {tables.SPLIT_ASSIGNMENTS} WHERE split_id = ?", [split_id])
-        con.execute(
-            f"INSERT INTO {tables.SPLITS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                split_id,
-                protocol,
-                config.seed,
-                json.dumps(params),
-                counts["train"],
-                counts["validation"],
-                counts["test"],
-                utc_now(),
-            ],
-        )
-        con.execute(
-            f"INSERT INTO {tables.SPLIT_ASSIGNMENTS} SELECT split_id, user_id, item_id, fold FROM assigned "
-            "ORDER BY user_id, item_id"
-        )
-        con.commit()
-        sizes[split_id] = counts
+        for split_id, folds in split_all(frame, protocol, config).items():
+            sizes[split_id] = _store_split(con, frame, split_id, protocol, folds, config)
     return sizes
+
+
+def _store_split(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    split_id: str,
+    protocol: str,
+    folds: pd.Series,
+    config: SplitConfig,
+) -> dict[str, int]:
+    """Write one split's row and fold assignments (replacing a previous split of the same id); its fold sizes."""
+    assigned = pd.DataFrame(
+        {"split_id": split_id, "user_id": frame["user_id"], "item_id": frame["item_id"], "fold": folds}
+    ).dropna(subset=["fold"])  # noqa: F841 (read by DuckDB by name)
+    counts = {fold: int((assigned["fold"] == fold).sum()) for fold in tables.FOLDS}
+    empty = [fold for fold, count in counts.items() if count == 0]
+    if empty:
+        rule = (
+            f"; it holds out only users with at least {config.min_user_interactions} ratings"
+            if protocol == "temporal"
+            else ""
+        )
+        raise InputError(
+            f"split {split_id}: the {' and '.join(empty)} fold would be empty ({len(frame):,} ratings from "
+            f"{frame['user_id'].nunique():,} users on {frame['item_id'].nunique():,} items{rule}): the dataset "
+            f"is too small for the {protocol} protocol; leave it out with --protocols, or add data"
+        )
+    params = config.model_dump(mode="json", exclude={"protocols"})
+    con.begin()
+    con.execute(f"DELETE FROM {tables.SPLITS} WHERE split_id = ?", [split_id])
+    con.execute(f"DELETE FROM {tables.SPLIT_ASSIGNMENTS} WHERE split_id = ?", [split_id])
+    con.execute(
+        f"INSERT INTO {tables.SPLITS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            split_id,
+            protocol,
+            config.seed,
+            json.dumps(params),
+            counts["train"],
+            counts["validation"],
+            counts["test"],
+            utc_now(),
+        ],
+    )
+    con.execute(
+        f"INSERT INTO {tables.SPLIT_ASSIGNMENTS} SELECT split_id, user_id, item_id, fold FROM assigned "
+        "ORDER BY user_id, item_id"
+    )
+    con.commit()
+    return counts
 
 
 # The training fold's interactions with their text: the one query every reader of review text goes through.

@@ -217,10 +217,16 @@ def replace_run_rows(
     con.execute(f"DELETE FROM {table} WHERE run_id = ? AND split_id = ?", [run_id, split_id])
     if frame is not None:
         rows = frame.assign(run_id=run_id, split_id=split_id)[tables.columns(table)]  # noqa: F841 (read by DuckDB)
-        con.execute(f"INSERT INTO {table} SELECT * FROM rows")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM rows")
 
 
 def ensure(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Create a registered table if it does not exist yet."""
+    """Create a registered table if it does not exist yet; add the columns a newer version registered to a
+    table an older one made (their old rows read NULL there; columns it no longer registers are kept)."""
     if not table_exists(con, table):
         con.execute(tables.ddl(table))
+        return
+    present = {row[0] for row in con.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()}
+    for name, dtype in tables.SCHEMAS[table].items():
+        if name not in present:
+            con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {dtype}')

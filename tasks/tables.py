@@ -36,7 +36,7 @@ LIGHTFM_TRIALS = "lightfm_trials"  # one row per (run, split, trial) of a LightF
 EVAL_PER_USER = "eval_per_user"  # per-user metric sums: the unit of bootstrap and paired tests (tasks.evaluate)
 EVAL_RESULTS = "eval_results"  # aggregated metric values with 95% CIs per segment (tasks.evaluate)
 EVAL_TESTS = "eval_tests"  # paired t / Wilcoxon tests between models, Holm-corrected (tasks.evaluate)
-EVAL_DIFFERENCES = "eval_differences"  # paired differences with CIs and verdicts: what the report claims
+EVAL_DIFFERENCES = "eval_differences"  # per judged unit: paired differences, families, verdicts (the report's claims)
 LM_EMBEDDINGS = "lm_embeddings"  # the fine-tuned LM's user and item vectors (tasks.train)
 LM_PREDICTIONS = "lm_predictions"  # the LM's validation/test rating predictions (tasks.train)
 
@@ -172,17 +172,22 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     EVAL_DIFFERENCES: {
         "run_id": "VARCHAR",
-        "split_id": "VARCHAR",
+        "split_id": "VARCHAR",  # the judged unit: a split, or a k-fold protocol's folds together (kfold_s0)
         "metric": "VARCHAR",
         "k": "INTEGER",
         "segment": "VARCHAR",
         "model": "VARCHAR",
         "reference": "VARCHAR",
         "kind": "VARCHAR",
+        "family": "VARCHAR",  # primary (the contenders vs the reference: the answer) or secondary (exploratory)
+        "reference_rule": "VARCHAR",  # how the reference was chosen: "validation" (pre-registered)
+        "reference_validation": "DOUBLE",  # the reference's validation value of the task's metric
+        "test_best": "VARCHAR",  # the traditional model best on test (descriptive, never the reference)
         "n_users": "BIGINT",
         "value": "DOUBLE",
         "reference_value": "DOUBLE",
         "diff": "DOUBLE",
+        "se": "DOUBLE",
         "ci_low": "DOUBLE",
         "ci_high": "DOUBLE",
         "mean_user_diff": "DOUBLE",
@@ -191,10 +196,14 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "share_worse": "DOUBLE",
         "t_p": "DOUBLE",
         "wilcoxon_p": "DOUBLE",
-        "t_p_holm": "DOUBLE",
-        "wilcoxon_p_holm": "DOUBLE",
+        "t_p_adj": "DOUBLE",  # corrected within the family (primary: Holm; secondary: Benjamini-Hochberg)
+        "wilcoxon_p_adj": "DOUBLE",
+        "correction": "VARCHAR",
+        "family_size": "INTEGER",
+        "mdd": "DOUBLE",  # minimum detectable difference: 80% power at the family's alpha / family_size
         "verdict": "VARCHAR",
         "tests_disagree": "BOOLEAN",
+        "note": "VARCHAR",  # why a row is not judged (the data card's reason and what to do)
     },
     LM_EMBEDDINGS: {
         "run_id": "VARCHAR",

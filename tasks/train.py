@@ -29,7 +29,7 @@ from tasks.store import PROJECT_ROOT, connect, replace_run_rows
 # Code whose change invalidates cached fits: the models and how they are trained and fed.
 CACHE_SOURCES = ("models", "tasks/train.py", "tasks/split.py")
 # judged after the fit, from its stored per-user values: a change there needs no refit
-CACHE_EXEMPT = ("models/evaluation/comparisons.py",)
+CACHE_EXEMPT = ("models/evaluation/comparisons.py", "models/evaluation/inference.py")
 
 
 @task(cache_key_fn=lambda context, parameters: fit_cache_key(parameters), persist_result=True, result_serializer="json")

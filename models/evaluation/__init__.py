@@ -6,13 +6,22 @@ imports no pandas; the protocols themselves are :mod:`models.evaluation.split`.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Protocol = Literal["random", "temporal", "cold_items"]
-PROTOCOLS: tuple[str, ...] = ("random", "temporal", "cold_items")
+Protocol = Literal["random", "temporal", "cold_items", "kfold"]
+PROTOCOLS: tuple[str, ...] = ("random", "temporal", "cold_items", "kfold")  # every protocol known
+DEFAULT_PROTOCOLS: tuple[str, ...] = ("random", "temporal", "cold_items")  # what a run makes unless told
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
+_FOLD_SUFFIX = re.compile(r"_f\d+$")
+
+
+def judged_unit(split_id: str) -> str:
+    """The unit a split's verdict belongs to: a k-fold split's folds (``kfold_s0_f1`` ... ``kfold_s0_f5``) are
+    judged together as ``kfold_s0``; any other split is its own unit."""
+    return _FOLD_SUFFIX.sub("", split_id) if split_id.startswith("kfold_") else split_id
 
 
 class SplitConfig(BaseModel):
@@ -21,7 +30,9 @@ class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocols: tuple[Protocol, ...] = Field(
-        PROTOCOLS, description="random, temporal (each user's last interactions held out), cold_items"
+        DEFAULT_PROTOCOLS,
+        description="random, temporal (each user's last interactions held out), cold_items, kfold (every rating "
+        "tested once over K folds; opt-in)",
     )
     seed: int = Field(0, description="the split's seed")
     fractions: tuple[float, float, float] = Field(
@@ -29,6 +40,20 @@ class SplitConfig(BaseModel):
     )
     cold_item_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="cold_items: share of items held out (half validation, half test)."
+    )
+    folds: int = Field(
+        5,
+        ge=2,
+        le=20,
+        description="kfold: K, the number of folds (each rating is in exactly one test fold; each user with at "
+        "least K ratings is in every test fold).",
+    )
+    kfold_validation: float = Field(
+        0.125,
+        gt=0.0,
+        lt=0.5,
+        description="kfold: share of each fold's training part carved out as its validation set (0.125 with "
+        "K = 5: 10% of all ratings, as the random split's).",
     )
     min_user_interactions: int = Field(
         3, ge=3, description="temporal: users with fewer interactions keep them all in training."
@@ -46,5 +71,11 @@ class SplitConfig(BaseModel):
         return self
 
     def split_id(self, protocol: str) -> str:
-        """Stable name of one split, e.g. ``random_s0`` or ``temporal_s0_k5``."""
+        """Stable name of one split (of a k-fold protocol: of its judged unit), e.g. ``random_s0``,
+        ``temporal_s0_k5`` or ``kfold_s0``."""
         return f"{protocol}_s{self.seed}" + (f"_k{self.kcore}" if self.kcore else "")
+
+    def split_ids(self, protocol: str) -> list[str]:
+        """The splits a protocol makes: one, or K for kfold (``kfold_s0_f1`` ... ``kfold_s0_f5``)."""
+        unit = self.split_id(protocol)
+        return [f"{unit}_f{fold}" for fold in range(1, self.folds + 1)] if protocol == "kfold" else [unit]

@@ -130,6 +130,33 @@ class ValidationNDCG:
         return float(ndcg_at_k(model.score(users)[:, cols], relevant, exclude, self.k).mean())
 
 
+def validation_summary(
+    model: Recommender, train: pd.DataFrame, validation: pd.DataFrame | None, k: int, *, cold_candidates: bool = False
+) -> dict[str, list[float] | float]:
+    """A fitted model's validation MSE and NDCG@k as sums, ``{"mse": [Σ squared error, ratings], "ndcg": [Σ
+    NDCG, users], "constant_share": share of ranked users with constant scores}`` (the tasks it serves; empty
+    without a validation fold): what the pre-registered choice of the reference model reads, before any test
+    value is looked at. Sums, so that the K folds of a k-fold protocol pool exactly."""
+    out: dict[str, list[float] | float] = {}
+    if validation is None or not len(validation):
+        return out
+    if "rating" in model.tasks:
+        rows = rating_rows(model, train, validation)
+        mse = rows[(rows["metric"] == "mse") & (rows["item_segment"] == "all")]
+        out["mse"] = [float(mse["num"].sum()), float(mse["den"].sum())]
+    if "ranking" in model.tasks:
+        users, relevant, exclude, cols = ranking_targets(model, validation, cold_candidates=cold_candidates)
+        total, constant = 0.0, []
+        for rows in user_blocks(len(users), len(cols)):
+            scores = model.score(users[rows])[:, cols]
+            total += float(ndcg_at_k(scores, relevant[rows], exclude[rows], k).sum())
+            constant.append(constant_scores(scores, exclude[rows]))
+        if len(users):
+            out["ndcg"] = [total, float(len(users))]
+            out["constant_share"] = float(np.concatenate(constant).mean())
+    return out
+
+
 def ranking_rows(
     model: Recommender,
     test: pd.DataFrame,

@@ -13,6 +13,12 @@ When to use which:
   interactions stay entirely in training (they cannot give up two).
 - ``cold_items``: a seeded fraction of items is held out with *all* their interactions, half of those items
   for validation and half for test. For cold-start evaluation: training never sees them.
+- ``kfold``: K-fold cross-validation, user-stratified: each user's ratings are dealt in a seeded order to the K
+  test folds, from a seeded starting fold, so every rating is tested exactly once and every user with at least
+  K ratings is in every test fold. Fold f's split holds test fold f out; a seeded share of the rest becomes its
+  validation set (tuning, fusion weights, the choice of the reference model), the remainder its training set.
+  Ten times the random split's test ratings per seed, for the price of K fits: the protocol whose verdicts can
+  see the smallest differences (the K folds are judged together, each user once).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.evaluation import PROTOCOLS, TEST, TRAIN, VALIDATION, SplitConfig
+from models.evaluation import DEFAULT_PROTOCOLS, PROTOCOLS, TEST, TRAIN, VALIDATION, SplitConfig  # noqa: F401
 
 
 def _canonical_order(frame: pd.DataFrame) -> np.ndarray:
@@ -87,8 +93,59 @@ def cold_item_split(frame: pd.DataFrame, seed: int, fraction: float = 0.1) -> pd
     return frame["item_id"].astype(str).map(fold).fillna(TRAIN).rename("fold")
 
 
+def kfold_assignment(frame: pd.DataFrame, seed: int, folds: int) -> np.ndarray:
+    """The test fold (0 .. folds-1) of every row: each user's rows in a seeded random order, dealt round-robin
+    from a seeded starting fold per user. Every row gets exactly one fold; a user's rows spread over
+    min(n_user, folds) folds, as evenly as possible."""
+    n = len(frame)
+    order = _canonical_order(frame)
+    rng = np.random.default_rng([seed, folds])
+    key = np.empty(n)
+    key[order] = rng.random(n)
+    users = frame["user_id"].astype(str).to_numpy()
+    work = pd.DataFrame({"user_id": users, "key": key}).sort_values(["user_id", "key"], kind="stable")
+    position = work.groupby("user_id", sort=False).cumcount().to_numpy()
+    unique = np.sort(pd.unique(users))
+    start = pd.Series(rng.integers(0, folds, len(unique)), index=unique)
+    out = np.empty(n, dtype=np.int64)
+    out[work.index.to_numpy()] = (position + start.reindex(work["user_id"]).to_numpy()) % folds  # work: by position
+    return out
+
+
+def kfold_split(frame: pd.DataFrame, seed: int, folds: int, fold: int, validation: float = 0.125) -> pd.Series:
+    """Fold ``fold`` (1-based) of the K-fold protocol: its test fold, a seeded ``validation`` share of the
+    remaining rows as validation, the rest training."""
+    if not 1 <= fold <= folds:
+        raise ValueError(f"fold {fold} is not one of 1..{folds}")
+    test = kfold_assignment(frame, seed, folds) == fold - 1
+    rest = np.flatnonzero(~test)
+    order = _canonical_order(frame)  # canonical positions, so the draw ignores the input's row order
+    rank = np.empty(len(frame), dtype=np.int64)
+    rank[order] = np.arange(len(frame))
+    rest = rest[np.argsort(rank[rest])]
+    n_val = int(np.floor(len(rest) * validation))
+    chosen = rest[np.random.default_rng([seed, folds, fold]).permutation(len(rest))[:n_val]]
+    labels = np.full(len(frame), TRAIN, dtype=object)
+    labels[test] = TEST
+    labels[chosen] = VALIDATION
+    return pd.Series(labels, index=frame.index, name="fold")
+
+
+def split_all(frame: pd.DataFrame, protocol: str, config: SplitConfig) -> dict[str, pd.Series]:
+    """Every split ``protocol`` makes under ``config`` (one; K for kfold), by split id."""
+    if protocol != "kfold":
+        return {config.split_id(protocol): split(frame, protocol, config)}
+    keep = kcore_filter(frame, config.kcore or 0)
+    sub = frame[keep]
+    return {
+        split_id: kfold_split(sub, config.seed, config.folds, fold, config.kfold_validation).reindex(frame.index)
+        for fold, split_id in enumerate(config.split_ids(protocol), start=1)
+    }
+
+
 def split(frame: pd.DataFrame, protocol: str, config: SplitConfig) -> pd.Series:
-    """Fold labels for ``protocol`` under ``config`` (rows removed by the k-core filter get NaN)."""
+    """Fold labels for a single-split ``protocol`` under ``config`` (rows removed by the k-core filter get NaN);
+    kfold's K splits come from :func:`split_all`."""
     keep = kcore_filter(frame, config.kcore or 0)
     sub = frame[keep]
     if protocol == "random":
@@ -97,6 +154,8 @@ def split(frame: pd.DataFrame, protocol: str, config: SplitConfig) -> pd.Series:
         folds = temporal_split(sub, config.seed, config.min_user_interactions)
     elif protocol == "cold_items":
         folds = cold_item_split(sub, config.seed, config.cold_item_fraction)
+    elif protocol == "kfold":
+        raise ValueError("kfold makes K splits: use split_all(frame, 'kfold', config)")
     else:
         raise ValueError(f"unknown split protocol {protocol!r}; known: {PROTOCOLS}")
     return folds.reindex(frame.index)
