@@ -806,8 +806,15 @@ def _cell(rows, metric: str) -> str:
 
 
 def print_evaluation(summary: dict) -> None:
-    """Each split's models x headline metrics, value [95% CI], segment 'all'."""
+    """Each split's models x headline metrics, value [95% CI], segment 'all' (a k-fold protocol's folds in one
+    line: they are judged pooled), then the verdict: the bottom line and one sentence per contender and task."""
+    from models.evaluation import judged_unit
+
+    folds: dict[str, list[str]] = {}
     for split_id, split in summary["splits"].items():
+        if judged_unit(split_id) != split_id:
+            folds.setdefault(judged_unit(split_id), []).append(split_id)
+            continue
         results = split["results"]
         overall = results[results["segment"] == "all"]
         print(f"\n{split_id} ({split['protocol']}), test set; 95% bootstrap CIs over users")
@@ -822,6 +829,15 @@ def print_evaluation(summary: dict) -> None:
             for model, rows in table.groupby("model", sort=False):
                 by_metric = rows.set_index("metric")
                 print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
+    for unit, ids in folds.items():
+        print(f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)")
+    differences = summary.get("differences")
+    if differences is not None and not differences.empty:
+        from reports.conclusions import bottom_line, task_sentences
+
+        print("\nverdict (pre-registered primary comparisons)")
+        for line in [bottom_line(differences), *task_sentences(differences)]:
+            print(f"  {line}")
     print(
         f"\nper-user values, metrics and paired tests are in {summary['database']} "
         "(eval_per_user, eval_results, eval_tests)"

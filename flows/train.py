@@ -67,7 +67,7 @@ def train(params: TrainParams = TrainParams()) -> dict:
                 _record_split(workspace, run_id, split_id, trained, params, publish, summary)
         # judge: the pre-registered comparisons of every unit (a k-fold split's folds pooled), gated by the
         # data card, corrected within their family
-        judge_run(workspace.db, run_id, params.evaluation)
+        summary["differences"] = judge_run(workspace.db, run_id, params.evaluation)
         finish_run(workspace.db, run_id, {"splits": list(params.splits)})
         return summary
 

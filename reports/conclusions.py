@@ -1,9 +1,12 @@
 """The experiment's answer, generated from the evaluation tables (never hand-written).
 
-Every claim rests on a row of ``eval_differences`` (a paired difference with its 95% bootstrap CI and
-Holm-corrected tests, see :mod:`models.evaluation.comparisons`) and quotes it: "better"/"worse" only where
-that row's verdict says so, "no detectable difference (difference [CI])" otherwise, the two tests'
-disagreement in words, and the data card's warnings next to every verdict they affect.
+Every claim rests on a row of ``eval_differences`` (see :mod:`models.evaluation.comparisons`) and quotes it.
+The verdict speaks only of the **primary family**: per judged unit (a split, or a k-fold split's folds
+pooled) and task, the contenders (the fine-tuned LM, the fusion) against the reference chosen on validation,
+Holm-corrected over the run. Each such row is said in one plain sentence with its relative difference, 95% CI
+and the smallest difference its test could detect, so that "no effect" reads apart from "not enough data".
+A unit the data card condemns is "not judged", with the reason and what to do, and counts nowhere. Segments
+and every other comparison are the exploratory secondary family (Benjamini–Hochberg), shown as such.
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ import numpy as np
 import pandas as pd
 
 from models import registry
+from models.evaluation import judged_unit
 from models.evaluation.comparisons import (
     BEST_TRADITIONAL,
     BETTER,
-    COMPONENT,
+    BY_VALIDATION,
     LOWER_IS_BETTER,
+    NOT_JUDGED,
+    PRIMARY,
+    PRIMARY_METRIC,
     SAME,
+    SECONDARY,
     TOO_FEW,
     WORSE,
     ranks_nothing,
@@ -27,9 +35,38 @@ from models.evaluation.comparisons import (
 
 LM = registry.LANGUAGE[0] if registry.LANGUAGE else None  # the fine-tuned transformer
 FUSION = registry.FUSION
-# the one metric that answers each task in the verdict (the appendix has the others)
-TASKS = (("rating", "mse"), ("ranking", "ndcg"))
+CONTENDERS = ((FUSION, "the fusion"), (LM, "the fine-tuned LM"))
+TASKS = tuple(PRIMARY_METRIC.items())  # (task, the metric that answers it)
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
+GLOSSARY = (
+    "MSE: mean squared error of the predicted ratings over a unit's test ratings (lower is better); RMSE is its "
+    "square root.",
+    "NDCG@10: normalised discounted cumulative gain of each test user's top 10 among the candidate items (the "
+    "catalogue minus the user's training items; on cold-item splits, the items without training ratings), "
+    "averaged over users (higher is better).",
+    "Reference: per unit and task, the traditional model (every model but the fine-tuned LM and the fusion, "
+    "and not the global mean) with the best validation value, chosen before any test value is looked at; "
+    "'best on test' is shown beside it and never chosen.",
+    "Primary family: the fine-tuned LM and the fusion against the reference, on MSE and NDCG@10, over every "
+    "judged unit of the run: the experiment's pre-registered questions, Holm-corrected among themselves. "
+    "Secondary family: every other comparison (other models, metrics, segments, the fusion against its "
+    "components): exploratory, Benjamini–Hochberg-corrected (q: the false discovery rate at which a row is "
+    "significant).",
+    "Holm: a step-down correction that keeps the chance of any false 'better'/'worse' in the family under α (0.05).",
+    "Paired t-test: on the users both models served, of the reported difference (each user weighing as in the "
+    "metric). Wilcoxon: the signed-rank test of per-user differences, where the typical user lies; when the "
+    "two disagree the report says so.",
+    "Detectable: the minimum detectable difference, the smallest true difference the test finds with 80% "
+    "power at the family's α divided by its size; a 'no detectable difference' whose detectable size is "
+    "small says the effect is small, one whose detectable size is large says the test was too small.",
+    "Units and split ids: random_s0 (80/10/10 of ratings, seed 0), temporal_s0 (each user's last rating "
+    "tested, leave-last-out), cold_items_s0 (10% of items held out with all their ratings), kfold_s0 (5 folds: "
+    "every rating tested exactly once, the folds pooled per user).",
+    "Not judged: a unit whose data card says its figures cannot judge (held-out pairs with a training text "
+    "twin, a fold under the minimum size, fewer ranking candidates than K): shown, never counted.",
+    "Cost: mean fit and evaluation seconds per model per split, and each model's fit time as a multiple of all "
+    "traditional models' together.",
+)
 
 
 def metric_label(metric: str, k: int) -> str:
@@ -43,6 +80,15 @@ def number(value: float, signed: bool = False) -> str:
     if round(float(value), 4) == 0:
         return "0.0000" if not signed else "±0.0000"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def percent(value: float, signed: bool = True) -> str:
+    """A relative difference as a percentage with one decimal; never "-0.0%"."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if round(100 * float(value), 1) == 0:
+        return "±0.0%" if signed else "0.0%"
+    return f"{100 * value:+.1f}%" if signed else f"{100 * abs(value):.1f}%"
 
 
 def p_value(p: float) -> str:
@@ -61,13 +107,16 @@ def fmt(row: pd.Series) -> str:
 
 
 def difference(row: pd.Series) -> str:
-    """'+0.0123 [+0.0040, +0.0200], p = 0.003' of an ``eval_differences`` row (Holm-corrected t-test)."""
+    """'+0.0123 [+0.0040, +0.0200]' of an ``eval_differences`` row."""
     if row["verdict"] == TOO_FEW:
-        return f"{number(row['diff'], True)} (only {int(row['n_users'])} users: not judged)"
-    return (
-        f"{number(row['diff'], True)} [{number(row['ci_low'], True)}, {number(row['ci_high'], True)}], "
-        f"{p_text(row['t_p_holm'])}"
-    )
+        return f"{number(row['diff'], True)} (only {int(row['n_users'])} users: not tested)"
+    return f"{number(row['diff'], True)} [{number(row['ci_low'], True)}, {number(row['ci_high'], True)}]"
+
+
+def relative(row: pd.Series) -> tuple[float, float, float, float]:
+    """(difference, CI low, CI high, detectable) relative to the reference's value."""
+    scale = abs(row["reference_value"]) if row["reference_value"] else float("nan")
+    return tuple(float(row[c]) / scale for c in ("diff", "ci_low", "ci_high", "mdd"))  # type: ignore[return-value]
 
 
 def json_field(value) -> dict:
@@ -77,12 +126,22 @@ def json_field(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def fusion_alone(fits: pd.DataFrame, split_id: str) -> dict[str, str | None]:
-    """Task -> the one component the fusion reduced to on this split (None when it blends several)."""
-    row = fits[(fits["split_id"] == split_id) & (fits["model"] == FUSION)]
-    if row.empty:
+def _unit_fits(fits: pd.DataFrame, unit: str) -> pd.DataFrame:
+    return fits[fits["split_id"].map(judged_unit) == unit] if not fits.empty else fits
+
+
+def fusion_alone(fits: pd.DataFrame, unit: str) -> dict[str, str | None]:
+    """Task -> the one component the fusion reduced to in the unit (in every fold of a k-fold unit; None
+    when it blends several)."""
+    rows = _unit_fits(fits, unit)
+    rows = rows[rows["model"] == FUSION]
+    if rows.empty:
         return {"rating": None, "ranking": None}
-    params = json_field(row.iloc[0]["params"])
+    found = [_alone(json_field(params)) for params in rows["params"]]
+    return {task: found[0][task] if all(f[task] == found[0][task] for f in found) else None for task in found[0]}
+
+
+def _alone(params: dict) -> dict[str, str | None]:
     single = (params.get("blender_") or {}).get("single")
     if single is None:
         rating = {n: w for n, w in (params.get("rating_weights_") or {}).get("global", {}).items() if n != "intercept"}
@@ -93,45 +152,182 @@ def fusion_alone(fits: pd.DataFrame, split_id: str) -> dict[str, str | None]:
     return {"rating": single, "ranking": used[0] if len(used) == 1 and len(ranking) > 1 else None}
 
 
-def no_ranking(fits: pd.DataFrame, split_id: str) -> list[str]:
-    """Models that scored every candidate the same on this split (their ranking figures are chance)."""
-    here = fits[fits["split_id"] == split_id]
-    if "extras" not in here:
+def no_ranking(fits: pd.DataFrame, unit: str) -> list[str]:
+    """Models that scored every candidate the same in every split of the unit (their ranking figures are
+    chance: never drawn in ranking plots, never a reference)."""
+    here = _unit_fits(fits, unit)
+    if here.empty or "extras" not in here:
         return []
-    return sorted(m for m, e in zip(here["model"], here["extras"], strict=True) if ranks_nothing(json_field(e)))
+    silent = here.assign(silent=[ranks_nothing(json_field(e)) for e in here["extras"]])
+    every = silent.groupby("model")["silent"].all()
+    return sorted(every[every].index)
 
 
-def split_warnings(card: dict | None, split_id: str) -> list[dict]:
-    return [w for w in (card or {}).get("warnings", []) if split_id in w["splits"]]
+def protocol_of(unit: str, splits: pd.DataFrame) -> str:
+    """A unit's protocol, from the ``splits`` rows of its splits ('?' when unknown)."""
+    if splits.empty:
+        return "?"
+    rows = splits[splits["split_id"].map(judged_unit) == unit]
+    return str(rows["protocol"].iloc[0]) if not rows.empty else "?"
 
 
-def _row(diffs, split_id, metric, model, reference=None, kind=BEST_TRADITIONAL, segment="all"):
-    mask = (
-        (diffs["split_id"] == split_id)
-        & (diffs["metric"] == metric)
-        & (diffs["model"] == model)
-        & (diffs["kind"] == kind)
-        & (diffs["segment"] == segment)
-    )
-    if reference is not None:
-        mask &= diffs["reference"] == reference
-    rows = diffs[mask]
-    return None if rows.empty else rows.iloc[0]
+def primary(diffs: pd.DataFrame) -> pd.DataFrame:
+    """The primary family's rows (the contenders against the reference, each task's metric, all users)."""
+    if diffs.empty or "family" not in diffs:
+        return diffs.iloc[0:0]
+    return diffs[(diffs["family"] == PRIMARY) & (diffs["segment"] == "all")]
 
 
-def claim(row: pd.Series, reference_words: str | None = None) -> str:
-    """One comparison in words: the verdict, the difference with its CI and p, and the tests' disagreement."""
-    ref = reference_words or row["reference"]
+def _task(row) -> str:
+    return "ranking" if int(row["k"]) > 0 else "rating"
+
+
+def sentence(row: pd.Series) -> str:
+    """One primary row in words: the relative change, its CI, what the test could detect, the verdict."""
     label = metric_label(row["metric"], int(row["k"]))
-    if row["verdict"] in (BETTER, WORSE):
-        text = f"{row['model']} is {row['verdict']} than {ref} ({label} {difference(row)})"
-    elif row["verdict"] == TOO_FEW:
-        text = f"{row['model']} vs {ref}: {difference(row)}"
-    else:
-        text = f"{row['model']}: no detectable difference from {ref} ({label} {difference(row)})"
+    if row["verdict"] == NOT_JUDGED:
+        return f"{row['split_id']}: not judged ({_reason_code(row['note'])})"
+    if row["verdict"] == TOO_FEW:
+        return f"{row['split_id']}: {label} {difference(row)}"
+    change, low, high, detectable = relative(row)
+    text = (
+        f"{row['split_id']}: {label} {percent(change)} [{percent(low)}, {percent(high)}] against {row['reference']}"
+        f" ({number(row['value'])} vs {number(row['reference_value'])}); this test detects {percent(detectable, False)}"
+        f" or more: {_verdict_words(row)}"
+    )
     if bool(row["tests_disagree"]):
-        text += "; " + disagreement(row)
+        text += f"; {typical_user(row)}"
     return text
+
+
+def typical_user(row: pd.Series) -> str:
+    """Where the typical user lies, when the Wilcoxon test and the t-test disagree, in a few words."""
+    side = "better" if row["share_better"] > row["share_worse"] else "worse"
+    share = max(row["share_better"], row["share_worse"])
+    return f"most users ({share:.0%}) are served {side} (Wilcoxon {p_text(row['wilcoxon_p_adj'])})"
+
+
+def _verdict_words(row: pd.Series) -> str:
+    if row["verdict"] in (BETTER, WORSE):
+        return f"{row['verdict']} (Holm {p_text(row['t_p_adj'])})"
+    return f"no detectable difference (Holm {p_text(row['t_p_adj'])})"
+
+
+def _reason_code(note) -> str:
+    """The data card's codes named in a not-judged row's note (``text_twins, small_fold``)."""
+    from data_checks.card import GATES
+
+    return ", ".join(code for code in GATES if f"{code}:" in str(note or "")) or "data card"
+
+
+def task_sentences(diffs: pd.DataFrame) -> list[str]:
+    """One sentence per contender and task, over the run's units (the verdict's words)."""
+    rows = primary(diffs)
+    lines = []
+    for task, metric in TASKS:
+        for model, words in CONTENDERS:
+            here = rows[(rows["model"] == model) & (rows["metric"] == metric)]
+            if here.empty:
+                continue
+            parts = [sentence(r) for _, r in here.sort_values("split_id").iterrows()]
+            lines.append(f"{words[0].upper()}{words[1:]}, {task} ({metric.upper()}): " + "; ".join(parts) + ".")
+    return lines
+
+
+def bottom_line(diffs: pd.DataFrame) -> str:
+    """The answer in one sentence: per contender, on how many judged primary comparisons it is better, worse,
+    or not detectably different (with the largest detectable size among the last), and how many the data card
+    withheld."""
+    rows = primary(diffs)
+    if rows.empty:
+        return "Bottom line: no primary comparison was made (the LM and the fusion were not both trained against a reference)."
+    parts = []
+    for model, words in CONTENDERS:
+        here = rows[rows["model"] == model]
+        judged = here[~here["verdict"].isin([NOT_JUDGED, TOO_FEW])]
+        if judged.empty:
+            continue
+        better = judged[judged["verdict"] == BETTER]
+        worse = judged[judged["verdict"] == WORSE]
+        same = judged[judged["verdict"] == SAME]
+        text = f"{words} is better than the reference in {len(better)} of {len(judged)} judged comparisons"
+        if len(better):
+            text += " (" + ", ".join(_where(r) for _, r in better.iterrows()) + ")"
+        text += f", worse in {len(worse)}"
+        if len(worse):
+            text += " (" + ", ".join(_where(r) for _, r in worse.iterrows()) + ")"
+        if len(same):
+            sizes = sorted(abs(relative(r)[3]) for _, r in same.iterrows())
+            span = percent(sizes[0], False) + (f" to {percent(sizes[-1], False)}" if len(sizes) > 1 else "")
+            text += f"; no difference was detected in {len(same)}, where the tests could see {span} or more"
+        parts.append(text)
+    withheld = rows[rows["verdict"] == NOT_JUDGED]
+    tail = ""
+    if len(withheld):
+        units = ", ".join(sorted(set(withheld["split_id"])))
+        tail = f"{len(withheld)} comparisons on {units} are not judged: the data card condemns them (see Not judged)."
+    if not parts:
+        return f"Bottom line: nothing was judged. {tail}".strip()
+    family = int(rows["family_size"].max())
+    return (
+        f"Bottom line ({family} pre-registered comparisons, Holm-corrected): " + "; ".join(parts) + ". " + tail
+    ).strip()
+
+
+def _where(row: pd.Series) -> str:
+    change = relative(row)[0]
+    return f"{row['split_id']} {metric_label(row['metric'], int(row['k']))} {percent(change)}"
+
+
+def verdict_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """The primary family as a table: one row per unit, task and contender that was judged."""
+    rows = primary(diffs)
+    rows = rows[rows["verdict"] != NOT_JUDGED]
+    out = []
+    for _, r in rows.sort_values(["split_id", "k", "model"]).iterrows():
+        change, _, _, detectable = relative(r)
+        chosen = f"{r['reference']} {number(r['reference_value'])}"
+        if r.get("reference_rule") not in (None, BY_VALIDATION) and isinstance(r.get("reference_rule"), str):
+            chosen += f" (chosen on {r['reference_rule']})"
+        out.append(
+            {
+                "unit": r["split_id"],
+                "protocol": protocol_of(r["split_id"], splits),
+                "task": f"{_task(r)} ({metric_label(r['metric'], int(r['k']))})",
+                "reference (validation-best)": chosen,
+                "best on test": r.get("test_best") or "—",
+                "contender": r["model"],
+                "value": number(r["value"]),
+                "difference [95% CI]": difference(r),
+                "relative": percent(change),
+                "Holm p": p_value(r["t_p_adj"]),
+                "detectable": f"{number(r['mdd'])} ({percent(detectable, False)})",
+                "verdict": r["verdict"] + (" (tests disagree)" if bool(r["tests_disagree"]) else ""),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def not_judged_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """Units and tasks whose verdict the data card withheld: what it found and what to do (once per unit
+    and task), with the contenders' measured differences for the record."""
+    rows = primary(diffs)
+    rows = rows[rows["verdict"] == NOT_JUDGED]
+    out = []
+    for (unit, k), part in rows.groupby(["split_id", "k"], sort=True):
+        first = part.iloc[0]
+        out.append(
+            {
+                "unit": unit,
+                "protocol": protocol_of(unit, splits),
+                "task": f"{_task(first)} ({metric_label(first['metric'], int(k))})",
+                "measured, not judged": "; ".join(
+                    f"{r['model']} − {r['reference']} {difference(r)}" for _, r in part.iterrows()
+                ),
+                "why, and what to do": first["note"],
+            }
+        )
+    return pd.DataFrame(out)
 
 
 def disagreement(row: pd.Series) -> str:
@@ -143,7 +339,7 @@ def disagreement(row: pd.Series) -> str:
         f"{row['share_better']:.0%} of users are served better, {row['share_worse']:.0%} worse"
         + (", the rest equally" if row["share_better"] + row["share_worse"] < 0.995 else "")
         + f"; median per-user difference {number(row['median_user_diff'], True)}; "
-        f"Wilcoxon {p_text(row['wilcoxon_p_holm'])}"
+        f"Wilcoxon {p_text(row['wilcoxon_p_adj'])}"
     )
     if not mean_significant:
         return f"the means do not differ detectably, but per-user ranks do ({shares})"
@@ -156,128 +352,28 @@ def disagreement(row: pd.Series) -> str:
     return f"the mean {'improves' if mean_improves else 'worsens'} but the typical user does not detectably ({shares})"
 
 
-def verdict_rows(
-    diffs: pd.DataFrame, fits: pd.DataFrame, splits: pd.DataFrame, card: dict | None = None
-) -> pd.DataFrame:
-    """One row per split and task: the best traditional model, the LM and the fusion against it, the answer
-    in one sentence, and the data card's warnings for that split."""
-    protocol = splits.set_index("split_id")["protocol"].to_dict() if not splits.empty else {}
-    rows = []
-    for split_id in list(dict.fromkeys(diffs["split_id"])):
-        warnings = split_warnings(card, split_id)
-        alone = fusion_alone(fits, split_id)
-        for task, metric in TASKS:
-            here = diffs[(diffs["split_id"] == split_id) & (diffs["metric"] == metric) & (diffs["segment"] == "all")]
-            best = here[here["kind"] == BEST_TRADITIONAL]
-            if best.empty:
-                continue
-            reference = best.iloc[0]["reference"]
-            k = int(best.iloc[0]["k"])
-            lm, fusion = _row(diffs, split_id, metric, LM), _row(diffs, split_id, metric, FUSION)
-            rows.append(
-                {
-                    "split": split_id,
-                    "protocol": protocol.get(split_id, "?"),
-                    "task": f"{task} ({metric_label(metric, k)})",
-                    "best traditional": f"{reference} {number(best.iloc[0]['reference_value'])}",
-                    "LM − best": _cell(lm),
-                    "fusion − best": _cell(fusion),
-                    "answer": answer(diffs, split_id, task, metric, reference, lm, fusion, alone[task]),
-                    "data warnings": "; ".join(dict.fromkeys(w["code"] for w in warnings)) or "none",
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def _cell(row: pd.Series | None) -> str:
-    if row is None:
-        return "not trained"
-    return f"{number(row['value'])}: {difference(row)} ({row['verdict']})"
-
-
-def answer(diffs, split_id, task, metric, reference, lm, fusion, alone) -> str:
-    """The split's answer for one task in one or two sentences."""
-    parts = []
-    if fusion is not None:
-        text = claim(fusion, f"the best traditional model {reference}")
-        if alone:
-            text += f" (here the fusion is {alone} alone: blending did not pay on validation)"
-        parts.append(text)
-        components = diffs[
-            (diffs["split_id"] == split_id)
-            & (diffs["metric"] == metric)
-            & (diffs["segment"] == "all")
-            & (diffs["model"] == FUSION)
-            & (diffs["kind"] == COMPONENT)
-        ]
-        if not components.empty:
-            same_everywhere = (components["share_better"] == 0) & (components["share_worse"] == 0)
-            identical = components[same_everywhere]["reference"].tolist()
-            rest = components[~same_everywhere]
-            bits = []
-            for verdict, words in (
-                (BETTER, "is better than"),
-                (SAME, "shows no detectable difference from"),
-                (WORSE, "is worse than"),
-            ):
-                names = rest[rest["verdict"] == verdict]["reference"].tolist()
-                if names:
-                    bits.append(f"{words} {', '.join(names)}")
-            if identical:
-                bits.append(f"is identical to {', '.join(identical)} for every user (effectively that component alone)")
-            parts.append("Against its components, the fusion " + "; ".join(bits))
-    if lm is not None:
-        parts.append(claim(lm))
-    return ". ".join(parts) + "."
-
-
-def overall_answer(verdicts: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
-    """The answer across splits: a bottom line, then one line per task and contender saying on how many
-    splits it is better / worse / not detectably different from the best traditional model."""
-    lines, tally = [], {}
-    for task, metric in TASKS:
-        here = diffs[(diffs["metric"] == metric) & (diffs["segment"] == "all") & (diffs["kind"] == BEST_TRADITIONAL)]
-        for model, words in ((FUSION, "the fusion"), (LM, "the fine-tuned LM alone")):
-            rows = here[here["model"] == model]
-            if rows.empty:
-                continue
-            counts = rows["verdict"].value_counts()
-            n = len(rows)
-            better = [s for s, v in zip(rows["split_id"], rows["verdict"], strict=True) if v == BETTER]
-            worse = [s for s, v in zip(rows["split_id"], rows["verdict"], strict=True) if v == WORSE]
-            total = tally.setdefault(words, [0, 0, 0])
-            total[0], total[1], total[2] = total[0] + len(better), total[1] + len(worse), total[2] + n
-            lines.append(
-                f"{task.capitalize()} ({metric.upper()}): {words} is significantly better than the best traditional "
-                f"model on {counts.get(BETTER, 0)} of {n} splits"
-                + (f" ({', '.join(better)})" if better else "")
-                + f", worse on {counts.get(WORSE, 0)}"
-                + (f" ({', '.join(worse)})" if worse else "")
-                + f", with no detectable difference on {counts.get(SAME, 0) + counts.get(TOO_FEW, 0)}."
-            )
-    if tally:
-        parts = [
-            f"{words} beats the best traditional model in {b} of {n} split × task comparisons and loses in {w}"
-            for words, (b, w, n) in tally.items()
-        ]
-        lines.insert(0, "Bottom line: " + "; ".join(parts) + ".")
-    return lines
-
-
 def for_whom(diffs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(segments where the LM or the fusion differs significantly from the best traditional model,
-    segments too small to judge)."""
-    seg = diffs[(diffs["segment"] != "all") & (diffs["kind"] == BEST_TRADITIONAL) & diffs["model"].isin([LM, FUSION])]
+    """(segments where the LM or the fusion differs significantly from the reference in the exploratory
+    family, segments too small to test)."""
+    if diffs.empty or "family" not in diffs:
+        return pd.DataFrame(), pd.DataFrame()
+    seg = diffs[
+        (diffs["segment"] != "all")
+        & (diffs["kind"] == BEST_TRADITIONAL)
+        & diffs["model"].isin([LM, FUSION])
+        & (diffs["family"] == SECONDARY)
+    ]
     found = seg[seg["verdict"].isin([BETTER, WORSE])]
     table = pd.DataFrame(
         {
-            "split": found["split_id"],
+            "unit": found["split_id"],
             "segment": found["segment"],
             "metric": [metric_label(m, int(k)) for m, k in zip(found["metric"], found["k"], strict=True)],
             "model": found["model"],
             "vs": found["reference"],
             "users": found["n_users"].astype(int),
-            "difference [95% CI], Holm p": [difference(r) for _, r in found.iterrows()],
+            "difference [95% CI]": [difference(r) for _, r in found.iterrows()],
+            "BH q": [p_value(p) for p in found["t_p_adj"]],
             "verdict": found["verdict"],
         }
     )
@@ -313,11 +409,23 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def unit_protocols(splits: pd.DataFrame) -> pd.DataFrame:
+    """One row per judged unit: ``unit``, ``protocol``, ``seed``, ``splits`` (how many)."""
+    if splits.empty:
+        return pd.DataFrame(columns=["unit", "protocol", "seed", "splits"])
+    frame = splits.assign(unit=splits["split_id"].map(judged_unit))
+    return frame.groupby("unit", as_index=False).agg(
+        protocol=("protocol", "first"), seed=("seed", "first"), splits=("split_id", "count")
+    )
+
+
 def seed_summary(results: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± standard deviation over seeds of each protocol's headline values (segment ``all``).
+    """Mean ± standard deviation over seeds of each protocol's headline values (segment ``all``; a k-fold
+    unit's pooled values, never its folds as if they were seeds).
 
     ``splits``: split_id -> protocol and seed. Returns protocol, model, metric, k, mean, std, seeds."""
-    merged = results[results["segment"] == "all"].merge(splits[["split_id", "protocol", "seed"]], on="split_id")
+    units = unit_protocols(splits)
+    merged = results[results["segment"] == "all"].merge(units, left_on="split_id", right_on="unit")
     merged = merged[merged["metric"].isin(HEADLINE)]
     grouped = merged.groupby(["protocol", "model", "metric", "k"], as_index=False)["value"]
     return grouped.agg(

@@ -6,9 +6,11 @@ A report is a list of blocks, each one of: ``("h1"|"h2"|"h3", text)``, ``("p", t
 the blocks from DataFrames of ``eval_results``, ``eval_differences``, ``model_fits`` and ``splits`` rows
 and the data card; :func:`to_markdown` and :func:`to_html` render them.
 
-Layout: the verdict first (one screen: the answer across splits, one row per split and task, a forest plot
-of the differences), then for whom, cost and the data card; every full table and per-split figure goes to
-the appendix. Each model keeps one colour in every figure (:func:`colour_of`).
+Layout: the verdict first (one screen: the bottom line, one sentence per contender and task, the primary
+family's table, what the data card withheld, a forest plot per task marking the significant differences),
+then for whom (exploratory), cost and the data card; every full table and per-unit figure goes to the
+appendix, a glossary closes it. Each model keeps one colour in every figure (:func:`colour_of`); a model that
+ranks nothing is never drawn in a ranking figure.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import io
 import numpy as np
 import pandas as pd
 
+from models.evaluation import judged_unit
+from models.evaluation.comparisons import BETTER, NOT_JUDGED, TOO_FEW, WORSE
 from models.registry import FUSION, REGISTRY
 from reports.conclusions import (
+    GLOSSARY,
     HEADLINE,
-    LM,
     LOWER_IS_BETTER,
+    bottom_line,
     cost_rows,
     fmt,
     for_whom,
@@ -32,10 +37,13 @@ from reports.conclusions import (
     json_field,
     metric_label,
     no_ranking,
+    not_judged_rows,
     number,
-    overall_answer,
     p_value,
+    primary,
+    protocol_of,
     seed_summary,
+    task_sentences,
     verdict_rows,
 )
 
@@ -106,13 +114,19 @@ def segment_table(results: pd.DataFrame, split_id: str, metric: str, k: int, seg
     return _flat(table.reset_index())
 
 
-def differences_table(diffs: pd.DataFrame, split_id: str) -> pd.DataFrame:
-    """Every paired comparison of the split (segment ``all``): difference, CI, both corrected tests, verdict."""
-    rows = diffs[(diffs["split_id"] == split_id) & (diffs["segment"] == "all")]
+SHORT_VERDICT = {BETTER: "better", WORSE: "worse", TOO_FEW: "too few users", NOT_JUDGED: "not judged"}
+
+
+def differences_table(diffs: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Every paired comparison of the unit (segment ``all``): family, difference, CI, both corrected tests,
+    the detectable size and the verdict ("n.s." for no detectable difference, to keep the table short)."""
+    rows = diffs[(diffs["split_id"] == unit) & (diffs["segment"] == "all")]
     if rows.empty:
         return pd.DataFrame()
+    rows = rows.sort_values(["family", "k", "metric", "kind", "model"])
     return pd.DataFrame(
         {
+            "family": rows["family"],
             "metric": [metric_label(m, int(k)) for m, k in zip(rows["metric"], rows["k"], strict=True)],
             "model": rows["model"],
             "vs": rows["reference"],
@@ -121,12 +135,14 @@ def differences_table(diffs: pd.DataFrame, split_id: str) -> pd.DataFrame:
                 f"[{number(lo, True)}, {number(hi, True)}]"
                 for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)
             ],
-            "t p (Holm)": [p_value(p) for p in rows["t_p_holm"]],
-            "Wilcoxon p (Holm)": [p_value(p) for p in rows["wilcoxon_p_holm"]],
+            "t p (adj.)": [p_value(p) for p in rows["t_p_adj"]],
+            "Wilcoxon p (adj.)": [p_value(p) for p in rows["wilcoxon_p_adj"]],
+            "detectable": [number(v) for v in rows["mdd"]],
             "users better / worse": [
                 f"{b:.0%} / {w:.0%}" for b, w in zip(rows["share_better"], rows["share_worse"], strict=True)
             ],
-            "verdict": rows["verdict"] + np.where(rows["tests_disagree"].astype(bool), " (tests disagree)", ""),
+            "verdict": [SHORT_VERDICT.get(v, "n.s.") for v in rows["verdict"]]
+            + np.where(rows["tests_disagree"].astype(bool), " (tests disagree)", ""),
         }
     ).reset_index(drop=True)
 
@@ -139,7 +155,8 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _figure(draw, height: float = 3.6) -> bytes:
+def draw_png(draw, height: float = 3.6) -> bytes:
+    """A PNG of one matplotlib axes drawn by ``draw(ax)``, 7.5 inches wide (Agg: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,13 +171,15 @@ def _figure(draw, height: float = 3.6) -> bytes:
     return buffer.getvalue()
 
 
-def points_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int) -> bytes | None:
-    """Each model's value as a point with its 95% CI (no bars from zero), best first, fixed colours."""
+def points_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int, silent=()) -> bytes | None:
+    """Each model's value as a point with its 95% CI (no bars from zero), best first, fixed colours; a ranking
+    metric leaves out the models in ``silent`` (they rank nothing here: their figure is chance)."""
     rows = results[
         (results["split_id"] == split_id)
         & (results["metric"] == metric)
         & (results["k"] == k)
         & (results["segment"] == "all")
+        & ~(results["model"].isin(list(silent)) & (k > 0))
     ].dropna(subset=["value"])
     if rows.empty:
         return None
@@ -171,19 +190,23 @@ def points_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int) ->
         ax.set_xlabel(f"{metric_label(metric, k)}, 95% CI{' (lower is better)' if metric in LOWER_IS_BETTER else ''}")
         ax.set_title(f"{split_id}: {metric_label(metric, k)}")
 
-    return _figure(draw, 0.9 + 0.32 * len(rows))
+    return draw_png(draw, 0.9 + 0.32 * len(rows))
 
 
-def _points_with_ci(ax, rows: pd.DataFrame, column: str, labels) -> None:
-    """One point per row (``column``, coloured by its model) with its 95% CI whiskers, first row on top. A
-    percentile CI need not contain its point estimate (skewed resamples): whiskers are never negative."""
+def _points_with_ci(ax, rows: pd.DataFrame, column: str, labels, filled=None) -> None:
+    """One point per row (``column``, coloured by its model) with its 95% CI whiskers, first row on top;
+    ``filled`` (one flag per row): a filled marker where True, hollow elsewhere. A percentile CI need not
+    contain its point estimate (skewed resamples): whiskers are never negative."""
     for y, row in rows.iterrows():
+        colour = colour_of(row["model"])
+        solid = True if filled is None else bool(filled[y])
         ax.errorbar(
             row[column],
             y,
             xerr=[[max(row[column] - row["ci_low"], 0)], [max(row["ci_high"] - row[column], 0)]],
             fmt="o",
-            color=colour_of(row["model"]),
+            color=colour,
+            markerfacecolor=colour if solid else "white",
             capsize=3,
         )
     ax.set_yticks(range(len(rows)), labels)
@@ -192,36 +215,44 @@ def _points_with_ci(ax, rows: pd.DataFrame, column: str, labels) -> None:
 
 
 def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
-    """The LM's and the fusion's difference from the best traditional model, per split, with 95% CIs."""
-    rows = diffs[
-        (diffs["metric"] == metric)
-        & (diffs["segment"] == "all")
-        & (diffs["kind"] == "vs_best_traditional")
-        & diffs["model"].isin([LM, FUSION])
-    ].dropna(subset=["ci_low"])
+    """The primary family on one task: the LM's and the fusion's difference from the reference, per unit,
+    with 95% CIs; filled markers (and a * in the label) where the Holm-corrected test is significant, hollow
+    where not; units the data card withheld are left out."""
+    rows = primary(diffs)
+    rows = rows[(rows["metric"] == metric) & (rows["verdict"] != NOT_JUDGED)].dropna(subset=["ci_low"])
     if rows.empty:
         return None
     rows = rows.sort_values(["split_id", "model"]).reset_index(drop=True)
+    significant = rows["verdict"].isin([BETTER, WORSE]).to_numpy()
 
     def draw(ax):
         labels = [
-            f"{s}: {m} vs {r}" for s, m, r in zip(rows["split_id"], rows["model"], rows["reference"], strict=True)
+            f"{'* ' if sig else ''}{s}: {m} vs {r}"
+            for s, m, r, sig in zip(rows["split_id"], rows["model"], rows["reference"], significant, strict=True)
         ]
-        _points_with_ci(ax, rows, "diff", labels)
+        for y, mdd in enumerate(rows["mdd"]):  # what each test could see: a grey band of ± its detectable size
+            if np.isfinite(mdd):
+                ax.plot([-mdd, mdd], [y, y], lw=7, color="#e3e3e3", solid_capstyle="butt", zorder=0)
+        _points_with_ci(ax, rows, "diff", labels, filled=significant)
         ax.axvline(0, color="#444", lw=1)
         better = "left" if metric in LOWER_IS_BETTER else "right"
-        ax.set_xlabel(f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better})")
+        ax.set_xlabel(
+            f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better}); "
+            "filled, *: significant (Holm); grey: ± detectable size"
+        )
 
-    return _figure(draw, 0.9 + 0.32 * len(rows))
+    return draw_png(draw, 0.9 + 0.32 * len(rows))
 
 
-def by_activity(results: pd.DataFrame, split_id: str, metric: str, k: int) -> bytes | None:
-    """Each model's value per user-activity bucket with its 95% CI; the bucket's n under its label."""
+def by_activity(results: pd.DataFrame, split_id: str, metric: str, k: int, silent=()) -> bytes | None:
+    """Each model's value per user-activity bucket with its 95% CI; the bucket's n under its label (a ranking
+    metric leaves out the models in ``silent``)."""
     rows = results[
         (results["split_id"] == split_id)
         & (results["metric"] == metric)
         & (results["k"] == k)
         & results["segment"].isin(ACTIVITY_ORDER)
+        & ~(results["model"].isin(list(silent)) & (k > 0))
     ]
     if rows.empty:
         return None
@@ -242,19 +273,27 @@ def by_activity(results: pd.DataFrame, split_id: str, metric: str, k: int) -> by
         ax.set_title(f"{split_id}: {metric_label(metric, k)} by user activity")
         ax.legend(fontsize=7, ncol=2)
 
-    return _figure(draw)
+    return draw_png(draw)
 
 
-def fusion_weights(fits: pd.DataFrame, split_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rating weights per segment, ranking weights) of the split's fusion fit."""
-    row = fits[(fits["split_id"] == split_id) & (fits["model"] == FUSION)]
-    if row.empty:
+def fusion_weights(fits: pd.DataFrame, unit: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rating weights, ranking weights) of the unit's fusion fit: per segment for a single split, the global
+    weights and the ranking weights per fold for a k-fold unit."""
+    rows = fits[(fits["split_id"].map(judged_unit) == unit) & (fits["model"] == FUSION)] if not fits.empty else fits
+    if rows.empty:
         return pd.DataFrame(), pd.DataFrame()
-    params = json_field(row.iloc[0]["params"])
-    rating = pd.DataFrame(params.get("rating_weights_", {})).T.round(3)
-    rating = _flat(rating.reset_index(names="segment")) if not rating.empty else rating
-    ranking = pd.DataFrame([params.get("ranking_weights_", {})]).round(3)
-    return rating, ranking
+    if len(rows) == 1:
+        params = json_field(rows.iloc[0]["params"])
+        rating = pd.DataFrame(params.get("rating_weights_", {})).T.round(3)
+        rating = _flat(rating.reset_index(names="segment")) if not rating.empty else rating
+        ranking = pd.DataFrame([params.get("ranking_weights_", {})]).round(3)
+        return rating, ranking
+    folds = [(s, json_field(p)) for s, p in zip(rows["split_id"], rows["params"], strict=True)]
+    rating = pd.DataFrame([{"fold": s, **(p.get("rating_weights_", {}).get("global") or {})} for s, p in folds]).round(
+        3
+    )
+    ranking = pd.DataFrame([{"fold": s, **(p.get("ranking_weights_") or {})} for s, p in folds]).round(3)
+    return _flat(rating), _flat(ranking)
 
 
 def build(
@@ -272,80 +311,93 @@ def build(
     blocks.append(
         (
             "p",
-            f"Run {meta.get('run_id', '?')}, {meta.get('created', '')}. Does the fine-tuned LM, fused with "
-            "collaborative filtering, beat the best traditional recommender? Test folds; each claim is a paired "
-            'difference over the same users with a 95% bootstrap CI and Holm-corrected tests; "better" and '
-            '"worse" only where significant. Fusion weights were learned on validation only.',
+            f"Run {meta.get('run_id', '?')}, {meta.get('created', '')}. Does the fine-tuned LM, or its fusion with "
+            "collaborative filtering, beat the best traditional recommender? Asked before any test value was "
+            "seen: per unit (a split; the folds of a k-fold split together) and task, the LM and the fusion "
+            "against the traditional model best on validation, on test users, paired, Holm-corrected over these "
+            'primary comparisons only; "better" and "worse" only where significant, with the smallest '
+            "difference each test could see. Everything else is exploratory.",
         )
     )
     warnings = (card or {}).get("warnings", [])
     if warnings:
         blocks.append(("warn", [f"Data card: {w['message']}" for w in warnings]))
     blocks.append(("h2", "Verdict"))
-    if diffs.empty:
-        blocks.append(("p", "This run has no paired differences (it predates them): re-run `python -m flows.train`."))
-    else:
-        verdicts = verdict_rows(diffs, fits, splits, card)
-        blocks.append(("ul", overall_answer(verdicts, diffs)))
-        blocks.append(("table", verdicts.drop(columns=["answer"])))
-        blocks.append(("ul", [f"{r['split']}, {r['task']}: {r['answer']}" for _, r in verdicts.iterrows()]))
-        for metric in ("mse", "ndcg"):
-            figure = forest(diffs, metric)
-            if figure:
-                blocks.append(
-                    (
-                        "figure",
-                        f"verdict_{metric}",
-                        f"{metric.upper()}: LM and fusion minus the best traditional model, per split (95% CI)",
-                        figure,
-                    )
-                )
-        found, small = for_whom(diffs)
-        blocks.append(("h2", "For whom"))
+    if diffs.empty or "family" not in diffs:
         blocks.append(
             (
                 "p",
-                "Segments (user activity, item popularity) where the LM or the fusion differs significantly from "
-                "the best traditional model, paired over the segment's users; elsewhere no detectable difference.",
+                "This run has no pre-registered comparisons (it predates them): re-run `python -m flows.train` on "
+                "its workspace (its fits come from the cache) to judge it.",
+            )
+        )
+    else:
+        blocks.append(("p", bottom_line(diffs)))
+        blocks.append(("ul", task_sentences(diffs)))
+        blocks.append(("table", verdict_rows(diffs, splits)))
+        withheld = not_judged_rows(diffs, splits)
+        if not withheld.empty:
+            blocks += [("h3", "Not judged"), ("table", withheld)]
+        for metric in ("mse", "ndcg"):
+            figure = forest(diffs, metric)
+            if figure:
+                caption = f"{metric.upper()}: the LM and the fusion minus the reference, per unit (95% CI; filled: significant)"
+                blocks.append(("figure", f"verdict_{metric}", caption, figure))
+        found, small = for_whom(diffs)
+        blocks.append(("h2", "For whom (exploratory)"))
+        blocks.append(
+            (
+                "p",
+                "Segments (user activity, item popularity) where the LM or the fusion differs from the reference, "
+                "paired over the segment's users: the secondary family, Benjamini–Hochberg-corrected (false "
+                "discovery rate 5%). A lead for the next experiment, not a conclusion of this one.",
             )
         )
         blocks.append(("table", found))
         if not small.empty:
             listed = [f"{s} {g} (n={int(n)})" for s, g, n in small.itertuples(index=False)]
-            blocks.append(("p", "Too few users to judge (not tested): " + ", ".join(listed) + "."))
+            blocks.append(("p", "Too few users to test: " + ", ".join(listed) + "."))
     blocks += [("h2", "Cost"), ("table", cost_rows(fits))]
     if card:
         blocks += [("h2", "Data card"), ("ul", card_lines(card))]
         if not warnings:
             blocks.append(("p", "No threat to validity above the thresholds."))
     blocks += _appendix(results, diffs, fits, splits)
+    blocks += [("h2", "Glossary"), ("ul", list(GLOSSARY))]
     return blocks
 
 
 def _appendix(results, diffs, fits, splits) -> list:
     blocks: list = [("h2", "Appendix")]
-    split_ids = list(dict.fromkeys(results["split_id"]))
-    protocol = splits.set_index("split_id")["protocol"].to_dict() if not splits.empty else {}
-    if not splits.empty and splits.groupby("protocol")["seed"].nunique().max() > 1:
+    units = list(dict.fromkeys(judged_unit(s) for s in results["split_id"]))
+    if (
+        not splits.empty
+        and splits.assign(unit=splits["split_id"].map(judged_unit)).groupby("protocol")["seed"].nunique().max() > 1
+    ):
         summary = seed_summary(results, splits)
         summary = summary[summary["seeds"] > 1]
         summary["metric"] = [metric_label(m, int(k)) for m, k in zip(summary["metric"], summary["k"], strict=True)]
         summary["mean ± sd"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["mean"], summary["std"], strict=True)]
         table = summary.pivot_table(index=["protocol", "model"], columns="metric", values="mean ± sd", aggfunc="first")
         blocks += [("h3", "Across seeds (mean ± standard deviation)"), ("table", _flat(table.reset_index()))]
-    for split_id in split_ids:
-        silent = no_ranking(fits, split_id)
-        blocks.append(("h3", f"Split {split_id} ({protocol.get(split_id, '?')})"))
-        blocks.append(("table", metrics_table(results, split_id, silent)))
+    has_family = not diffs.empty and "family" in diffs
+    for unit in units:
+        if unit not in set(results["split_id"]):
+            continue  # a k-fold unit whose pooled rows were not written (an interrupted judge)
+        silent = no_ranking(fits, unit)
+        folds = sorted({s for s in results["split_id"] if judged_unit(s) == unit and s != unit})
+        pooled = f", {len(folds)} folds pooled: each rating tested once" if folds else ""
+        blocks.append(("h3", f"{unit} ({protocol_of(unit, splits)}{pooled})"))
+        blocks.append(("table", metrics_table(results, unit, silent)))
         if silent:
             blocks.append(
                 (
                     "p",
                     f"No ranking: {', '.join(silent)} gave every candidate the same score for every user "
-                    "here; their ranking figures are what a random order gets, and they are never a reference.",
+                    "here; their ranking figures are what a random order gets: never a reference, never drawn.",
                 )
             )
-        alone = {task: name for task, name in fusion_alone(fits, split_id).items() if name}
+        alone = {task: name for task, name in fusion_alone(fits, unit).items() if name}
         if alone:
             blocks.append(
                 (
@@ -355,37 +407,37 @@ def _appendix(results, diffs, fits, splits) -> list:
                     + ".",
                 )
             )
-        table = differences_table(diffs, split_id) if not diffs.empty else pd.DataFrame()
+        table = differences_table(diffs, unit) if has_family else pd.DataFrame()
         if not table.empty:
-            blocks += [("p", "Paired differences (model − reference):"), ("table", table)]
-        here = results[results["split_id"] == split_id]
+            note = (
+                "Paired differences (model − reference; primary: Holm, secondary: Benjamini–Hochberg; detectable: "
+                "80% power at the family's α/m; n.s.: no detectable difference):"
+            )
+            blocks += [("p", note), ("table", table)]
+        here = results[results["split_id"] == unit]
         ks = here.loc[here["metric"] == "ndcg", "k"]
         for metric, mk in (("mse", 0), ("ndcg", int(ks.iloc[0]) if len(ks) else None)):
             if mk is None or here[here["metric"] == metric].empty:
                 continue
             blocks += [
                 ("p", f"{metric_label(metric, mk)} by user activity:"),
-                ("table", segment_table(results, split_id, metric, mk, ACTIVITY_ORDER)),
+                ("table", segment_table(results, unit, metric, mk, ACTIVITY_ORDER)),
             ]
             for name, figure in (
-                ("points", points_with_ci(results, split_id, metric, mk)),
-                ("activity", by_activity(results, split_id, metric, mk)),
+                ("points", points_with_ci(results, unit, metric, mk, silent)),
+                ("activity", by_activity(results, unit, metric, mk, silent)),
             ):
                 if figure:
-                    blocks.append(
-                        ("figure", f"{split_id}_{metric}_{name}", f"{split_id}: {metric_label(metric, mk)}", figure)
-                    )
+                    blocks.append(("figure", f"{unit}_{metric}_{name}", f"{unit}: {metric_label(metric, mk)}", figure))
         if not here[here["segment"].isin(ITEM_ORDER)].empty:
             blocks += [
                 ("p", "MSE by item popularity:"),
-                ("table", segment_table(results, split_id, "mse", 0, ITEM_ORDER)),
+                ("table", segment_table(results, unit, "mse", 0, ITEM_ORDER)),
             ]
-        rating, ranking = fusion_weights(fits, split_id)
+        rating, ranking = fusion_weights(fits, unit)
         if not rating.empty:
-            blocks += [
-                ("p", "Fusion rating blender (learned on validation), per segment and global:"),
-                ("table", rating),
-            ]
+            what = "per segment and global" if not folds else "global weights, per fold"
+            blocks += [("p", f"Fusion rating blender (learned on validation), {what}:"), ("table", rating)]
         if not ranking.empty:
             blocks += [("p", "Fusion ranking weights of the standardised component scores:"), ("table", ranking)]
     return blocks

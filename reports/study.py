@@ -1,17 +1,27 @@
 """The cross-dataset study's report (pure: DataFrames and dicts in, report blocks out; ``reports.render``
 writes them as Markdown and HTML).
 
-It follows the single report's rules: the verdict first; every claim a paired difference with its 95% CI
-and Holm-corrected p from that dataset's own experiment; "better"/"worse" only where significant; segments
-below the minimum size untested; each dataset's data-card warnings beside each of its verdicts; a dataset
-that failed is reported, never silently dropped.
+It follows the single report's rules: the verdict first; each dataset's rows are that dataset's own primary
+tests (pre-registered, reference chosen on validation, Holm within the dataset's run), with what each test
+could detect; a unit the dataset's data card condemns is "not judged" and counts nowhere; a dataset that
+failed is reported, never silently dropped.
 
-Pooling across datasets (``pooled_segments``): a difference in MSE or NDCG is on each dataset's own scale
-(rating scales and catalogue sizes differ), so differences are pooled as *relative* differences (difference
-over the reference model's value on that dataset), inverse-variance weighted (fixed effect; each dataset's
-standard error from its bootstrap CI, half-width / 1.96, over the same reference value), one split per
-protocol and dataset, only where at least two datasets have the segment tested. The count of datasets on
-which the segment's verdict is better / worse / no difference is shown beside it, which needs no pooling.
+Across datasets, per protocol, task and contender (the primary question asked of every dataset):
+
+- a **random-effects meta-analysis** (DerSimonian–Laird, :func:`models.evaluation.inference.random_effects`)
+  of the relative difference (difference over the reference's value on that dataset: MSE and NDCG are on
+  each dataset's own scale), each dataset's standard error the paired test's over the same reference value,
+  one unit per protocol and dataset (the first seed), with τ² (the between-dataset variance) and I² (the share
+  of the spread beyond chance). The pooled p-values are Holm-corrected over the study's analyses. With three
+  datasets τ² is estimated from two degrees of freedom: the pooled CI is wide when the datasets disagree, as
+  it should be;
+- a **replicability count**: the largest u for which "the contender is better on at least u of the N judged
+  datasets" holds (partial conjunction tests, Benjamini & Heller 2008, with Fisher's combination of the
+  datasets' one-sided p-values, tested in order u = 1, 2, ... at the Bonferroni level α/M over the study's M
+  analyses; Dror, Baumer, Bogomolov and Reichart, TACL 2017).
+
+The study's bottom line speaks only of these. Segments are pooled the same way (random effects), as
+exploration.
 """
 
 from __future__ import annotations
@@ -19,28 +29,38 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.evaluation import judged_unit
 from models.evaluation.comparisons import (
     BEST_TRADITIONAL,
     BETTER,
     LOWER_IS_BETTER,
+    NOT_JUDGED,
+    PRIMARY_METRIC,
     SAME,
     SEGMENTED,
     TOO_FEW,
     WORSE,
 )
+from models.evaluation.inference import (
+    minimum_detectable_difference,
+    one_sided_p,
+    random_effects,
+    replicability_count,
+)
+from models.evaluation.stats import holm
 from models.registry import FUSION, LANGUAGE, REGISTRY
-from reports.conclusions import TASKS, json_field, metric_label, verdict_rows
-from reports.render import forest
+from reports.conclusions import CONTENDERS, json_field, metric_label, percent, primary, unit_protocols, verdict_rows
 
 LM = LANGUAGE[0]
-Z = 1.959963984540054
+ALPHA = 0.05
 
 
 def dataset_verdicts(datasets: list[dict]) -> pd.DataFrame:
-    """One row per dataset, split and task: the single report's verdict row with the dataset in front."""
+    """One row per dataset, judged unit, task and contender: the dataset's own primary verdict row with the
+    dataset in front."""
     parts = []
     for d in _completed(datasets):
-        rows = verdict_rows(d["differences"], d["fits"], d["splits"], d["card"])
+        rows = verdict_rows(d["differences"], d["splits"])
         if not rows.empty:
             parts.append(rows.assign(dataset=d["name"]))
     if not parts:
@@ -49,62 +69,194 @@ def dataset_verdicts(datasets: list[dict]) -> pd.DataFrame:
     return out[["dataset", *[c for c in out.columns if c != "dataset"]]]
 
 
-def all_differences(datasets: list[dict]) -> pd.DataFrame:
-    """Every dataset's paired differences, ``split_id`` prefixed with the dataset's name (for plots)."""
-    parts = [
-        d["differences"].assign(dataset=d["name"], split_id=d["name"] + " · " + d["differences"]["split_id"])
-        for d in _completed(datasets)
-        if not d["differences"].empty
-    ]
+def not_judged(datasets: list[dict]) -> pd.DataFrame:
+    """Every dataset's units and tasks whose verdict its data card withheld, with the reason."""
+    from reports.conclusions import not_judged_rows
+
+    parts = [not_judged_rows(d["differences"], d["splits"]).assign(dataset=d["name"]) for d in _completed(datasets)]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    return out[["dataset", *[c for c in out.columns if c != "dataset"]]]
+
+
+def _protocol_rows(datasets: list[dict]) -> pd.DataFrame:
+    """Every dataset's primary rows with ``dataset`` and ``protocol``; one unit per protocol and dataset (the
+    first seed), so that seeds never count as datasets."""
+    parts = []
+    for d in _completed(datasets):
+        rows = primary(d["differences"])
+        if rows.empty:
+            continue
+        units = unit_protocols(d["splits"]).set_index("unit")
+        rows = rows.assign(
+            dataset=d["name"],
+            protocol=rows["split_id"].map(units["protocol"]) if not units.empty else "?",
+            seed=rows["split_id"].map(units["seed"]) if not units.empty else 0,
+        )
+        first = rows.groupby("protocol")["seed"].transform("min")
+        parts.append(rows[rows["seed"] == first])
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def conclusions(datasets: list[dict]) -> list[str]:
-    """Where the LM (and the fusion) helps, counted over datasets × splits per task, in words; honest when
-    nothing is significant."""
-    diffs = all_differences(datasets)
-    if diffs.empty:
-        return ["No dataset produced paired differences: nothing can be concluded."]
-    lines = []
-    for task, metric in TASKS:
-        here = diffs[(diffs["metric"] == metric) & (diffs["segment"] == "all") & (diffs["kind"] == BEST_TRADITIONAL)]
-        for model, words in ((LM, "the fine-tuned LM"), (FUSION, "the fusion")):
-            rows = here[here["model"] == model]
-            if rows.empty:
-                continue
-            better = sorted(set(rows.loc[rows["verdict"] == BETTER, "split_id"]))
-            worse = sorted(set(rows.loc[rows["verdict"] == WORSE, "split_id"]))
-            n = len(rows)
-            if not better and not worse:
-                lines.append(
-                    f"{task.capitalize()} ({metric.upper()}): {words} is not detectably different from the best "
-                    f"traditional model on any of {n} dataset × split comparisons."
-                )
-                continue
-            text = f"{task.capitalize()} ({metric.upper()}): {words} is significantly better than the best traditional model on {len(better)} of {n}"
-            text += f" ({', '.join(better)})" if better else ""
-            text += f", worse on {len(worse)}" + (f" ({', '.join(worse)})" if worse else "")
-            text += f", not detectably different on {n - len(better) - len(worse)}."
-            lines.append(text)
-    headline = diffs[
-        (diffs["model"] == LM)
-        & (diffs["segment"] == "all")
-        & (diffs["kind"] == BEST_TRADITIONAL)
-        & diffs["metric"].isin([metric for _, metric in TASKS])  # the verdict's metrics, not every metric
-    ]
-    helped = sorted({s.split(" · ")[0] for s in headline.loc[headline["verdict"] == BETTER, "split_id"]})
-    if helped:
-        lines.insert(0, f"Bottom line: the fine-tuned LM helps detectably on {', '.join(helped)}.")
-    else:
-        lines.insert(
-            0,
-            "Bottom line: on no dataset does the fine-tuned LM beat the best traditional model detectably "
-            f"({' or '.join(m.upper() for _, m in TASKS)}).",
+def meta_analysis(datasets: list[dict], alpha: float = ALPHA) -> pd.DataFrame:
+    """Per protocol, task and contender: the datasets' verdicts, the random-effects pooled relative difference
+    with its 95% CI, Holm p (over the study's analyses), τ², I², what the pooled test could detect, and how
+    many datasets it is better on at least (the replicability count)."""
+    rows = _protocol_rows(datasets)
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for (protocol, metric, model), part in rows.groupby(["protocol", "metric", "model"], sort=True):
+        judged = part[~part["verdict"].isin([NOT_JUDGED, TOO_FEW])].dropna(subset=["se"])
+        judged = judged[judged["reference_value"].abs() > 0]
+        scale = judged["reference_value"].abs()
+        pooled = random_effects(judged["diff"] / scale, judged["se"] / scale)
+        lower = metric in LOWER_IS_BETTER
+        one_sided = [
+            one_sided_p(t, int(n), lower) for t, n in zip(judged["diff"] / judged["se"], judged["n_users"], strict=True)
+        ]
+        counts = part["verdict"].value_counts()
+        out.append(
+            {
+                "protocol": protocol,
+                "task": f"{'ranking' if int(part['k'].iloc[0]) else 'rating'} ({metric_label(metric, int(part['k'].iloc[0]))})",
+                "contender": model,
+                "metric": metric,
+                "datasets": int(part["dataset"].nunique()),
+                "judged": len(judged),
+                "better / worse / n.s. / not judged": f"{counts.get(BETTER, 0)} / {counts.get(WORSE, 0)} / "
+                f"{counts.get(SAME, 0) + counts.get(TOO_FEW, 0)} / {counts.get(NOT_JUDGED, 0)}",
+                "estimate": pooled["estimate"],
+                "se": pooled["se"],
+                "ci_low": pooled["ci_low"],
+                "ci_high": pooled["ci_high"],
+                "p": pooled["p"],
+                "tau2": pooled["tau2"],
+                "i2": pooled["i2"],
+                "one_sided": one_sided,
+            }
         )
+    table = pd.DataFrame(out)
+    m = len(table)
+    tested = table["p"].notna() & (table["judged"] >= 2)
+    table["holm_p"] = np.nan
+    if tested.any():
+        table.loc[tested, "holm_p"] = holm(table.loc[tested, "p"].to_numpy())
+    level = alpha / max(int(tested.sum()), 1)
+    table["detectable"] = [minimum_detectable_difference(se, level) for se in table["se"]]
+    table["better on at least"] = [replicability_count(p, level) if len(p) else 0 for p in table["one_sided"]]
+    table["analyses"] = m
+    return table.drop(columns=["one_sided"])
+
+
+def meta_table(meta: pd.DataFrame) -> pd.DataFrame:
+    """:func:`meta_analysis` for reading: the pooled difference in percent, its CI, Holm p, heterogeneity."""
+    if meta.empty:
+        return meta
+    pooled = meta["judged"] >= 2
+    return pd.DataFrame(
+        {
+            "protocol": meta["protocol"],
+            "task": meta["task"],
+            "contender": meta["contender"],
+            "datasets: better / worse / n.s. / not judged": meta["better / worse / n.s. / not judged"],
+            "pooled relative difference [95% CI]": [
+                f"{percent(e)} [{percent(lo)}, {percent(hi)}]" if ok else "not pooled (fewer than 2 judged)"
+                for e, lo, hi, ok in zip(meta["estimate"], meta["ci_low"], meta["ci_high"], pooled, strict=True)
+            ],
+            "Holm p": [_p(p) if ok else "" for p, ok in zip(meta["holm_p"], pooled, strict=True)],
+            "detectable": [percent(v, False) if ok else "" for v, ok in zip(meta["detectable"], pooled, strict=True)],
+            "τ²": [f"{v:.2g}" if ok else "" for v, ok in zip(meta["tau2"], pooled, strict=True)],
+            "I²": [f"{v:.0%}" if ok and np.isfinite(v) else "" for v, ok in zip(meta["i2"], pooled, strict=True)],
+            "better on at least": [
+                f"{u} of {n}" for u, n in zip(meta["better on at least"], meta["judged"], strict=True)
+            ],
+        }
+    )
+
+
+def _p(p: float) -> str:
+    from reports.conclusions import p_value
+
+    return p_value(p)
+
+
+def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
+    """The study's answer: a bottom line from the pooled analyses and the replicability counts, then per task
+    and contender the datasets' own verdicts counted; honest when nothing is significant."""
+    rows = _protocol_rows(datasets)
+    if rows.empty:
+        return ["No dataset produced primary comparisons: nothing can be concluded."]
+    meta = meta_analysis(datasets, alpha)
+    found = []
+    for _, m in meta.iterrows():
+        if m["judged"] >= 2 and np.isfinite(m["holm_p"]) and m["holm_p"] < alpha:
+            lower = m["metric"] in LOWER_IS_BETTER
+            helps = (m["estimate"] < 0) if lower else (m["estimate"] > 0)
+            found.append(
+                f"{_name(m['contender'])} is {'better' if helps else 'worse'} on {m['protocol']} {m['task']}, pooled "
+                f"{percent(m['estimate'])} [{percent(m['ci_low'])}, {percent(m['ci_high'])}] (Holm p "
+                f"{_p(m['holm_p'])}, I² {m['i2']:.0%}), better on at least {m['better on at least']} of "
+                f"{m['judged']} datasets"
+            )
+    analyses = int((meta["judged"] >= 2).sum())
+    if found:
+        lines = [f"Bottom line ({analyses} pooled analyses across datasets, Holm-corrected): " + "; ".join(found) + "."]
+    else:
+        sizes = meta.loc[meta["judged"] >= 2, "detectable"].abs().dropna()
+        span = (
+            f" (the pooled tests could see {percent(sizes.min(), False)} to {percent(sizes.max(), False)} or more)"
+            if len(sizes)
+            else ""
+        )
+        lines = [
+            f"Bottom line: in none of the {analyses} analyses pooled across datasets do the fine-tuned LM or the "
+            f"fusion differ detectably from the reference{span}."
+        ]
+    replicated = meta[meta["better on at least"] > 0]
+    for _, m in replicated.iterrows():
+        lines.append(
+            f"{_name(m['contender'])[0].upper()}{_name(m['contender'])[1:]} is better than the reference on at least {m['better on at least']} "
+            f"of {m['judged']} judged datasets on {m['protocol']} {m['task']} (partial conjunction, Fisher, α/M)."
+        )
+    for task, metric in PRIMARY_METRIC.items():
+        for model, words in CONTENDERS:
+            here = rows[(rows["model"] == model) & (rows["metric"] == metric)]
+            if here.empty:
+                continue
+            counts = here["verdict"].value_counts()
+            judged = len(here) - counts.get(NOT_JUDGED, 0)
+            better = sorted(
+                f"{d} · {u}"
+                for d, u, v in zip(here["dataset"], here["split_id"], here["verdict"], strict=True)
+                if v == BETTER
+            )
+            worse = sorted(
+                f"{d} · {u}"
+                for d, u, v in zip(here["dataset"], here["split_id"], here["verdict"], strict=True)
+                if v == WORSE
+            )
+            text = (
+                f"{task.capitalize()} ({metric.upper()}), {words}, each dataset's own primary test: better on "
+                f"{len(better)} of {judged} judged units"
+                + (f" ({', '.join(better)})" if better else "")
+                + f", worse on {len(worse)}"
+                + (f" ({', '.join(worse)})" if worse else "")
+                + f", no detectable difference on {judged - len(better) - len(worse)}"
+            )
+            if counts.get(NOT_JUDGED, 0):
+                text += f"; {counts.get(NOT_JUDGED, 0)} not judged (data card)"
+            lines.append(text + ".")
     failed = [d["name"] for d in datasets if d["status"] != "completed"]
     if failed:
         lines.append(f"Not compared (their experiment did not complete): {', '.join(failed)}.")
     return lines
+
+
+def _name(model: str) -> str:
+    return dict(CONTENDERS).get(model, model)
 
 
 def traits(datasets: list[dict]) -> pd.DataFrame:
@@ -154,31 +306,38 @@ def skewness(histogram: dict[float, int]) -> float:
 
 
 def pooled_segments(datasets: list[dict]) -> pd.DataFrame:
-    """The LM's and the fusion's gain over the best traditional model per segment, pooled across datasets
-    as relative differences (see the module's docstring), with the count of per-dataset verdicts."""
-    diffs = all_differences(datasets)
-    if diffs.empty:
+    """The LM's and the fusion's difference from the reference per segment, pooled across datasets as
+    relative differences by random effects (exploratory: the secondary family), with the count of
+    per-dataset verdicts."""
+    parts = [
+        d["differences"].assign(dataset=d["name"])
+        for d in _completed(datasets)
+        if not d["differences"].empty and "family" in d["differences"]
+    ]
+    if not parts:
         return pd.DataFrame()
+    diffs = pd.concat(parts, ignore_index=True)
     seg = diffs[
-        (diffs["kind"] == BEST_TRADITIONAL) & diffs["model"].isin([LM, FUSION]) & diffs["metric"].isin(SEGMENTED)
+        (diffs["kind"] == BEST_TRADITIONAL)
+        & diffs["model"].isin([LM, FUSION])
+        & diffs["metric"].isin(SEGMENTED)
+        & (diffs["segment"] != "all")
     ].copy()
-    seg["protocol"] = seg["split_id"].str.split(" · ").str[1].str.rsplit("_s", n=1).str[0]
-    # one split per protocol and dataset (the first seed), so that seeds do not count as datasets
+    seg["protocol"] = seg["split_id"].map(lambda s: judged_unit(s).rsplit("_s", 1)[0])
+    # one unit per protocol and dataset (the first seed), so that seeds do not count as datasets
     seg = seg.sort_values("split_id").drop_duplicates(["dataset", "protocol", "model", "metric", "k", "segment"])
     rows = []
     for (protocol, model, metric, k, segment), part in seg.groupby(["protocol", "model", "metric", "k", "segment"]):
-        tested = part[part["verdict"] != TOO_FEW].dropna(subset=["ci_low", "ci_high"])
+        tested = part[~part["verdict"].isin([TOO_FEW, NOT_JUDGED])].dropna(subset=["se"])
         tested = tested[tested["reference_value"].abs() > 0]
-        relative = tested["diff"] / tested["reference_value"].abs()
-        se = (tested["ci_high"] - tested["ci_low"]) / (2 * Z) / tested["reference_value"].abs()
-        ok = se > 0
-        relative, se = relative[ok], se[ok]
+        scale = tested["reference_value"].abs()
         pooled = ci = "not pooled (fewer than 2 datasets tested)"
-        if len(relative) >= 2:
-            w = 1 / se**2
-            estimate, error = float((w * relative).sum() / w.sum()), float(np.sqrt(1 / w.sum()))
-            pooled = f"{estimate:+.1%}"
-            ci = f"[{estimate - Z * error:+.1%}, {estimate + Z * error:+.1%}]"
+        heterogeneity = ""
+        if len(tested) >= 2:
+            result = random_effects(tested["diff"] / scale, tested["se"] / scale)
+            pooled = percent(result["estimate"])
+            ci = f"[{percent(result['ci_low'])}, {percent(result['ci_high'])}]"
+            heterogeneity = f"{result['i2']:.0%}" if np.isfinite(result["i2"]) else ""
         counts = part["verdict"].value_counts()
         rows.append(
             {
@@ -187,14 +346,71 @@ def pooled_segments(datasets: list[dict]) -> pd.DataFrame:
                 "metric": metric_label(metric, int(k)),
                 "model": model,
                 "datasets": part["dataset"].nunique(),
-                "better / worse / no difference / too few": f"{counts.get(BETTER, 0)} / {counts.get(WORSE, 0)} / "
-                f"{counts.get(SAME, 0)} / {counts.get(TOO_FEW, 0)}",
+                "better / worse / n.s. / too few or not judged": f"{counts.get(BETTER, 0)} / {counts.get(WORSE, 0)} / "
+                f"{counts.get(SAME, 0)} / {counts.get(TOO_FEW, 0) + counts.get(NOT_JUDGED, 0)}",
                 "pooled relative difference": pooled,
                 "95% CI": ci,
+                "I²": heterogeneity,
                 "better is": "lower" if metric in LOWER_IS_BETTER else "higher",
             }
         )
     return pd.DataFrame(rows)
+
+
+def study_forest(datasets: list[dict], metric: str) -> bytes | None:
+    """Each dataset's relative difference (contender − reference, over the reference) with its 95% CI, per
+    protocol and contender, and the random-effects pooled estimate as a diamond; filled markers where the
+    dataset's own test is significant; units the data card withheld are left out."""
+    from reports.render import colour_of, draw_png
+
+    rows = _protocol_rows(datasets)
+    if rows.empty:
+        return None
+    rows = rows[(rows["metric"] == metric) & ~rows["verdict"].isin([NOT_JUDGED, TOO_FEW])].dropna(subset=["se"])
+    rows = rows[rows["reference_value"].abs() > 0]
+    if rows.empty:
+        return None
+    lines = []  # (label, estimate, low, high, model, kind) top to bottom
+    for (protocol, model), part in rows.groupby(["protocol", "model"], sort=True):
+        scale = part["reference_value"].abs()
+        for (_, r), s in zip(part.sort_values("dataset").iterrows(), scale, strict=True):
+            kind = "significant" if r["verdict"] in (BETTER, WORSE) else "dataset"
+            lines.append(
+                (
+                    f"{protocol} · {model} · {r['dataset']}",
+                    r["diff"] / s,
+                    r["ci_low"] / s,
+                    r["ci_high"] / s,
+                    model,
+                    kind,
+                )
+            )
+        if len(part) >= 2:
+            pooled = random_effects(part["diff"] / scale, part["se"] / scale)
+            label = f"{protocol} · {model} · pooled (I² {pooled['i2']:.0%})"
+            lines.append((label, pooled["estimate"], pooled["ci_low"], pooled["ci_high"], model, "pooled"))
+
+    def draw(ax):
+        for y, (_, est, lo, hi, model, kind) in enumerate(lines):
+            colour = colour_of(model)
+            if kind == "pooled":
+                ax.fill([lo, est, hi, est], [y, y - 0.3, y, y + 0.3], color=colour, alpha=0.8)
+            else:
+                face = colour if kind == "significant" else "white"
+                xerr = [[max(est - lo, 0)], [max(hi - est, 0)]]
+                ax.errorbar(est, y, xerr=xerr, fmt="o", color=colour, markerfacecolor=face, capsize=3)
+        ax.set_yticks(range(len(lines)), [line[0] for line in lines], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="#444", lw=1)
+        ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:+.0f}%")
+        ax.grid(axis="x", alpha=0.3)
+        better = "left" if metric in LOWER_IS_BETTER else "right"
+        ax.set_xlabel(
+            f"{metric.upper()} relative difference from the reference, 95% CI (better to the {better}); "
+            "diamond: random-effects pooled; filled: significant in its dataset"
+        )
+
+    return draw_png(draw, 0.9 + 0.3 * len(lines))
 
 
 def cost(datasets: list[dict]) -> pd.DataFrame:
@@ -226,15 +442,19 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
     """The study report's blocks. ``datasets``: per dataset ``name``, ``status`` ("completed" or "failed"),
     ``error`` (failed), and, completed, ``run_id``, ``differences``, ``fits``, ``splits``, ``card``,
     ``seconds``; ``meta``: study id, created."""
+    from reports.conclusions import GLOSSARY
+
     names = [d["name"] for d in datasets]
     blocks: list = [("h1", f"reclab study — {len(datasets)} dataset(s): {', '.join(names)}")]
     blocks.append(
         (
             "p",
-            f"Study {meta.get('study_id', '?')}, {meta.get('created', '')}. Where, and for whom, does the fine-tuned "
-            "LM help? Each dataset ran the full experiment on its own (its splits, its models tuned on its "
-            "validation); each claim is a paired difference over that dataset's test users, with a 95% bootstrap "
-            'CI and Holm-corrected tests; "better" and "worse" only where significant.',
+            f"Study {meta.get('study_id', '?')}, {meta.get('created', '')}. Where does the fine-tuned LM, or its "
+            "fusion with collaborative filtering, beat the best traditional recommender? Each dataset ran the "
+            "full experiment on its own: per unit and task, the LM and the fusion against the traditional model "
+            "best on that dataset's validation, Holm-corrected within its run. Across datasets: the relative "
+            "differences pooled by random effects (DerSimonian–Laird, with τ² and I²), Holm over the study's "
+            "analyses, and on how many datasets each contender is better at least (partial conjunction tests).",
         )
     )
     warn = [
@@ -247,31 +467,52 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
     if warn:
         blocks.append(("warn", warn))
     blocks += [("h2", "Verdict"), ("ul", conclusions(datasets))]
+    meta_rows = meta_table(meta_analysis(datasets))
+    if not meta_rows.empty:
+        blocks += [
+            ("p", "Pooled across datasets (random effects), per protocol, task and contender:"),
+            ("table", meta_rows),
+        ]
     verdicts = dataset_verdicts(datasets)
     if not verdicts.empty:
-        blocks.append(("table", verdicts.drop(columns=["answer"])))
-        diffs = all_differences(datasets)
-        for metric in ("mse", "ndcg"):
-            figure = forest(diffs, metric)
-            if figure:
-                caption = (
-                    f"{metric.upper()}: LM and fusion minus the best traditional model, per dataset and split (95% CI)"
-                )
-                blocks.append(("figure", f"study_{metric}", caption, figure))
+        blocks += [("p", "Each dataset's own primary tests:"), ("table", verdicts)]
+    withheld = not_judged(datasets)
+    if not withheld.empty:
+        blocks += [("h3", "Not judged"), ("table", withheld)]
+    for metric in ("mse", "ndcg"):
+        figure = study_forest(datasets, metric)
+        if figure:
+            caption = (
+                f"{metric.upper()}: the LM and the fusion relative to the reference per dataset, and pooled (diamonds)"
+            )
+            blocks.append(("figure", f"study_{metric}", caption, figure))
     blocks += [
         ("h2", "Where: the datasets' traits"),
         ("table", traits(datasets)),
-        ("h2", "For whom: segments across datasets"),
+        ("h2", "For whom: segments across datasets (exploratory)"),
         (
             "p",
-            "The LM's and the fusion's difference from each dataset's best traditional model per segment "
-            "(user activity, item popularity), pooled across datasets as relative differences, inverse-variance "
-            "weighted (fixed effect), one split per protocol and dataset; a segment tested on fewer than two "
-            "datasets is not pooled. The verdict counts need no pooling.",
+            "The LM's and the fusion's difference from each dataset's reference per segment (user activity, item "
+            "popularity), pooled across datasets as relative differences by random effects, one unit per "
+            "protocol and dataset; a segment tested on fewer than two datasets is not pooled. Exploratory: a lead "
+            "for the next experiment, not a conclusion of this one.",
         ),
         ("table", pooled_segments(datasets)),
         ("h2", "Cost"),
         ("table", cost(datasets)),
+        ("h2", "Glossary"),
+        (
+            "ul",
+            [
+                *GLOSSARY,
+                "Pooled relative difference: the datasets' (contender − reference) / reference, combined by a "
+                "DerSimonian–Laird random-effects meta-analysis; τ²: the between-dataset variance of the true "
+                "effects; I²: the share of the datasets' spread beyond chance.",
+                "Better on at least u of N: partial conjunction tests (Benjamini & Heller 2008) on the judged "
+                "datasets' one-sided p-values, Fisher's combination, in order u = 1, 2, ... at α over the study's "
+                "analyses.",
+            ],
+        ),
     ]
     return blocks
 

@@ -34,8 +34,8 @@ def fusion_components(fits: list[dict]) -> dict[str, list[str]]:
             continue
         params = fit["params"]
         rating = [name for name in params.get("rating_weights_", {}).get("global", {}) if name != "intercept"]
-        for task, names in (("rating", rating), ("ranking", list(params.get("ranking_weights_", {})))):
-            out[task] += [name for name in names if name not in out[task]]
+        for which, names in (("rating", rating), ("ranking", list(params.get("ranking_weights_", {})))):
+            out[which] += [name for name in names if name not in out[which]]
     return out
 
 

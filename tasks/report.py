@@ -90,7 +90,7 @@ def publish_artifacts(blocks: list, paths: dict) -> None:
         create_table_artifact(
             table=verdict.to_dict(orient="records"),
             key=f"{ARTIFACT_KEY}-verdict",
-            description="per split and task: the best traditional model, the LM and the fusion against it",
+            description="the primary comparisons: per unit and task, the LM and the fusion against the reference",
         )
 
 

@@ -57,6 +57,6 @@ def write_study_report(datasets: list[dict], out_dir: Path, study_id: str) -> di
     verdicts = dataset_verdicts(datasets)
     if not verdicts.empty:
         create_table_artifact(
-            table=verdicts.drop(columns=["answer"]).to_dict(orient="records"), key=f"{ARTIFACT_KEY}-verdict"
+            table=verdicts.to_dict(orient="records"), key=f"{ARTIFACT_KEY}-verdict"
         )
     return paths

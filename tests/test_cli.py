@@ -124,6 +124,8 @@ def test_every_option_sets_its_field(flow):
             argv = [option.flag, '{"no_components": 8}']
         elif option.flag == "--fractions":
             argv = [option.flag, "0.6", "0.2", "0.2"]
+        elif option.flag == "--folds":
+            argv = [option.flag, "7"]  # K: 2 to 20
         elif option.flag == "--rating-scale":
             argv = [option.flag, "1", "10"]
         elif option.flag == "--map":

@@ -8,7 +8,7 @@ import pytest
 from builders import review, write_lines
 
 from data_checks import DataCardConfig
-from data_checks.card import data_card, describe, normalise_text, split_checks, threats
+from data_checks.card import data_card, describe, normalise_text, split_checks, threats, unit_sizes, verdict_gates
 from readers import InputError, resolve_dataset
 from tasks import tables
 
@@ -151,3 +151,45 @@ def test_keep_leaves_them_and_error_names_the_lines(tmp_path, ingest):
     expected = r"3 interaction\(s\) repeat .* user u0 at lines \[1, 2, 3\]; user u1 at lines \[4, 5\].*collapse"
     with pytest.raises(InputError, match=expected):
         ingest(planted(tmp_path), db=tmp_path / "other.duckdb", text_duplicates="error")
+
+
+def test_condemned_splits_withhold_their_units_verdicts_with_the_reason_and_what_to_do():
+    card = {
+        "warnings": [
+            {"code": "text_twins", "splits": ["random_s0"], "message": "random_s0: 84% of 500 held-out pairs ..."},
+            {"code": "small_fold", "splits": ["kfold_s0_f2"], "message": "kfold_s0_f2: the validation fold ..."},
+            {"code": "variant_duplicates", "splits": ["random_s0", "temporal_s0"], "message": "16% ..."},
+        ],
+        "splits": {
+            "random_s0": {"ranking_candidates": 900},
+            "temporal_s0": {"ranking_candidates": 900},
+            "cold_items_s0": {"ranking_candidates": 8},
+            "kfold_s0_f2": {"ranking_candidates": 900},
+        },
+    }
+    gates = verdict_gates(card, ["random_s0", "temporal_s0", "cold_items_s0", "kfold_s0_f1", "kfold_s0_f2"], k=10)
+    assert set(gates) == {"random_s0", "cold_items_s0", "kfold_s0"}  # a fold condemns its whole unit
+    assert gates["random_s0"]["rating"].startswith("text_twins: random_s0: 84%")
+    assert "--text-duplicates collapse" in gates["random_s0"]["ranking"]
+    assert set(gates["cold_items_s0"]) == {"ranking"}  # too few candidates says nothing of ratings
+    assert "fewer than K = 10" in gates["cold_items_s0"]["ranking"]
+    assert "--protocols kfold" in gates["kfold_s0"]["rating"]
+    assert "temporal_s0" not in gates  # variant duplicates alone do not withhold (their twins would)
+    assert verdict_gates(card, ["cold_items_s0"], k=5) == {}  # 8 candidates are enough for K = 5
+
+
+def test_unit_sizes_pool_the_folds_and_say_what_a_test_could_detect():
+    from scipy import stats
+
+    assignments = pd.DataFrame(
+        [("kfold_s0_f1", "u0", "a", "test"), ("kfold_s0_f2", "u0", "b", "test"), ("kfold_s0_f2", "u1", "a", "test")]
+        + [("random_s0", f"u{i}", "a", "test") for i in range(16)]
+        + [("random_s0", "u0", "b", "train")],
+        columns=["split_id", "user_id", "item_id", "fold"],
+    )
+    units = unit_sizes(assignments)
+    assert units["kfold_s0"]["test_ratings"] == 3 and units["kfold_s0"]["test_users"] == 2
+    assert units["kfold_s0"]["splits"] == ["kfold_s0_f1", "kfold_s0_f2"]
+    # two units x 4 planned tests: alpha 0.05 / 8; 16 users: (z + z) / 4 per-user standard deviations
+    z = stats.norm.ppf(1 - 0.05 / 8 / 2) + stats.norm.ppf(0.8)
+    assert units["random_s0"]["detectable_sd"] == pytest.approx(z / 4)

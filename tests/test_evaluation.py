@@ -101,3 +101,69 @@ def test_ranking_in_blocks_of_users_and_on_a_user_sample(monkeypatch):
     merged = ranking.merge(whole, on=["metric", "k", "user_id", "item_segment"], suffixes=("", "_all"))
     assert len(merged) == 2 and (merged["num"] == merged["num_all"]).all()
     assert sampled[sampled["metric"] == "mse"].equals(whole[whole["metric"] == "mse"])  # rating: every user
+
+
+def test_planted_text_twins_withhold_the_lms_win(tmp_path, ingest):
+    """Half the users wrote one text on every item they rated: held-out pairs have their twin in training,
+    where an LM can read its rating. Given per-user values in which the LM wins by a mile, the judge calls it
+    "better" without the data card, and withholds the verdict with the card (text_twins), so the report's
+    bottom line never counts it."""
+    import pandas as pd
+    from builders import review, write_lines
+
+    from data_checks import DataCardConfig
+    from models.evaluation.comparisons import BETTER, NOT_JUDGED
+    from models.evaluation.split import SplitConfig
+    from readers import resolve_dataset
+    from reports.conclusions import bottom_line
+    from tasks.datacard import card_for_workspace
+    from tasks.evaluate import judge_evaluations
+    from tasks.split import split_workspace, write_training_reviews
+
+    twin = "I bought this in every colour and each one is exactly what I hoped for."
+    records = [
+        review(
+            f"u{u}", f"i{(u * 3 + j) % 40}", 1 + (u + j) % 5, ts=1_400_000_000 + j, text=twin if u < 15 else f"t{u}-{j}"
+        )
+        for u in range(30)
+        for j in range(8)
+    ]
+    spec = resolve_dataset(write_lines(tmp_path / "twins.json", records))
+    con, _ = ingest(spec)
+    split_workspace(con, SplitConfig(protocols=("random",)))
+    write_training_reviews(con)
+    card = card_for_workspace(con, spec, DataCardConfig(min_fold_ratings=5, min_fold_users=5))
+    assert [w["code"] for w in card["warnings"] if "random_s0" in w["splits"]] == ["variant_duplicates", "text_twins"]
+    test = con.execute("SELECT user_id, count(*) AS n FROM split_assignments WHERE fold = 'test' GROUP BY 1").df()
+    per_user = pd.concat(
+        pd.DataFrame(
+            {
+                "split_id": "random_s0",
+                "model": model,
+                "metric": "mse",
+                "k": 0,
+                "user_id": test["user_id"],
+                "user_segment": "4-10",
+                "item_segment": "all",
+                "num": test["n"] * error + 0.01 * np.arange(len(test)),
+                "den": test["n"].astype(float),
+            }
+        )
+        for model, error in (("bias_als", 1.0), ("lm_two_tower", 0.1))
+    )
+    fits = [
+        {"split_id": "random_s0", "model": "bias_als", "params": {}, "extras": {"validation": {"mse": [1.0, 1.0]}}},
+        {"split_id": "random_s0", "model": "lm_two_tower", "params": {}, "extras": {}},
+    ]
+    config = EvalConfig(n_boot=100, min_segment_users=5)
+    blind, _ = judge_evaluations(per_user, fits, None, config)
+    row = blind[(blind["model"] == "lm_two_tower") & (blind["segment"] == "all")].iloc[0]
+    assert row["verdict"] == BETTER and row["family"] == "primary"  # what the report said before the gates
+    gated, _ = judge_evaluations(per_user, fits, card, config)
+    row = gated[(gated["model"] == "lm_two_tower") & (gated["segment"] == "all")].iloc[0]
+    assert row["verdict"] == NOT_JUDGED and row["note"].startswith("text_twins: random_s0: ")
+    assert "--text-duplicates collapse" in row["note"]
+    assert bottom_line(gated) == (
+        "Bottom line: nothing was judged. 1 comparisons on random_s0 are not judged: the data card condemns them "
+        "(see Not judged)."
+    )

@@ -1,4 +1,6 @@
-"""The report: conclusions generated from the numbers, Markdown + self-contained HTML, atomic files."""
+"""The report: the verdict from the primary family in plain sentences (relative change, CI, what the test
+could detect), "not judged" where the data card condemns a unit, exploration kept apart, Markdown +
+self-contained HTML, atomic files."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ import re
 import pandas as pd
 
 from models.evaluation.comparisons import DIFFERENCE_COLUMNS
-from reports.conclusions import number, overall_answer, seed_summary, verdict_rows
+from reports.conclusions import bottom_line, number, seed_summary, task_sentences, verdict_rows
 from reports.render import build, colour_of, to_html, to_markdown
 from tasks.report import write_report_files
 
-MODELS = {"bias_als": 0.75, "lightfm_hybrid": 0.80, "lm_two_tower": 0.78, "fusion": 0.70}
+MODELS = {"bias_als": 0.75, "lightfm_hybrid": 0.80, "lm_two_tower": 0.78, "fusion": 0.70, "popularity": 0.9}
+NDCG = {"bias_als": 0.02, "lightfm_hybrid": 0.06, "lm_two_tower": 0.03, "fusion": 0.05, "popularity": 0.04}
 
 
 def result_rows(split_id="random_s0", shift=0.0):
@@ -23,7 +26,7 @@ def result_rows(split_id="random_s0", shift=0.0):
         rows.append((split_id, model, "rmse", 0, "all", mse**0.5, (mse - 0.05) ** 0.5, (mse + 0.05) ** 0.5, 100))
         sparse = mse + (0.1 if model == "bias_als" else 0.02)
         rows.append((split_id, model, "mse", 0, "users:≤3", sparse, sparse - 0.2, sparse + 0.2, 20))
-        ndcg = {"bias_als": 0.02, "lightfm_hybrid": 0.06, "lm_two_tower": 0.03, "fusion": 0.05}[model]
+        ndcg = NDCG[model]
         rows.append((split_id, model, "ndcg", 10, "all", ndcg, ndcg - 0.01, ndcg + 0.01, 100))
     return pd.DataFrame(
         rows, columns=["split_id", "model", "metric", "k", "segment", "value", "ci_low", "ci_high", "n_users"]
@@ -31,8 +34,10 @@ def result_rows(split_id="random_s0", shift=0.0):
 
 
 def diff(split_id, metric, model, reference, kind="vs_best_traditional", segment="all", **fields):
-    value = fields.pop("value", MODELS.get(model, 0.5))
-    ref = fields.pop("reference_value", MODELS.get(reference, 0.5))
+    values = NDCG if metric == "ndcg" else MODELS
+    value = fields.pop("value", values.get(model, 0.5))
+    ref = fields.pop("reference_value", values.get(reference, 0.5))
+    primary = kind == "vs_best_traditional" and segment == "all" and model in ("fusion", "lm_two_tower")
     row = {
         "split_id": split_id,
         "metric": metric,
@@ -41,10 +46,15 @@ def diff(split_id, metric, model, reference, kind="vs_best_traditional", segment
         "model": model,
         "reference": reference,
         "kind": kind,
+        "family": "primary" if primary else "secondary",
+        "reference_rule": "validation",
+        "reference_validation": ref + 0.01,
+        "test_best": reference,
         "n_users": 100,
         "value": value,
         "reference_value": ref,
         "diff": value - ref,
+        "se": 0.005,
         "ci_low": value - ref - 0.01,
         "ci_high": value - ref + 0.01,
         "mean_user_diff": value - ref,
@@ -53,10 +63,14 @@ def diff(split_id, metric, model, reference, kind="vs_best_traditional", segment
         "share_worse": 0.3,
         "t_p": 0.001,
         "wilcoxon_p": 0.002,
-        "t_p_holm": 0.003,
-        "wilcoxon_p_holm": 0.004,
+        "t_p_adj": 0.003,
+        "wilcoxon_p_adj": 0.004,
+        "correction": "holm" if primary else "bh",
+        "family_size": 4 if primary else 3,
+        "mdd": 0.0175,
         "verdict": "better",
         "tests_disagree": False,
+        "note": None,
     }
     row.update(fields)
     return row
@@ -73,12 +87,12 @@ def differences(split_id="random_s0"):
             "bias_als",
             ci_low=-0.02,
             ci_high=0.08,
-            t_p_holm=0.4,
-            wilcoxon_p_holm=0.5,
+            t_p_adj=0.4,
+            wilcoxon_p_adj=0.5,
             verdict="no detectable difference",
         ),
         diff(split_id, "mse", "fusion", "lm_two_tower", kind="vs_component"),
-        # sparse users: the LM better, on 40 users; a 5-user segment is too small
+        # sparse users: the LM better, on 40 users (exploratory); a 5-user segment is too small
         diff(
             split_id,
             "mse",
@@ -99,19 +113,20 @@ def differences(split_id="random_s0"):
             ci_low=float("nan"),
             ci_high=float("nan"),
             t_p=float("nan"),
-            t_p_holm=float("nan"),
-            wilcoxon_p_holm=float("nan"),
+            t_p_adj=float("nan"),
+            wilcoxon_p_adj=float("nan"),
+            mdd=float("nan"),
             verdict="too few users",
         ),
-        # ranking: fusion vs lightfm: mean higher, but most users worse (the tests disagree)
+        # ranking: fusion vs lightfm: mean level, but most users worse (the tests disagree)
         diff(
             split_id,
             "ndcg",
             "fusion",
             "lightfm_hybrid",
             verdict="no detectable difference",
-            t_p_holm=0.2,
-            wilcoxon_p_holm=0.001,
+            t_p_adj=0.2,
+            wilcoxon_p_adj=0.001,
             share_better=0.2,
             share_worse=0.6,
             median_user_diff=-0.01,
@@ -131,44 +146,84 @@ def fits_rows(split_id="random_s0"):
     }
     return pd.DataFrame(
         [
-            (split_id, m, json.dumps(params if m == "fusion" else {}), s, 1.0)
-            for m, s in (("bias_als", 2.0), ("lightfm_hybrid", 8.0), ("lm_two_tower", 300.0), ("fusion", 3.0))
+            (split_id, m, json.dumps(params if m == "fusion" else {}), s, 1.0, json.dumps(extras))
+            for m, s, extras in (
+                ("bias_als", 2.0, {}),
+                ("lightfm_hybrid", 8.0, {}),
+                ("lm_two_tower", 300.0, {}),
+                ("fusion", 3.0, {}),
+                ("popularity", 0.1, {"constant_share": 1.0}),
+            )
         ],
-        columns=["split_id", "model", "params", "fit_seconds", "eval_seconds"],
+        columns=["split_id", "model", "params", "fit_seconds", "eval_seconds", "extras"],
     )
 
 
-def test_verdict_says_better_only_when_significant_with_direction_and_numbers():
-    verdicts = verdict_rows(differences(), fits_rows(), pd.DataFrame()).set_index("task")
-    rating = verdicts.loc["rating (MSE)"]
-    assert rating["best traditional"] == "bias_als 0.7500"
-    assert rating["fusion − best"] == "0.7000: -0.0500 [-0.0700, -0.0300], p = 0.003 (better)"
-    assert "fusion is better than the best traditional model bias_als (MSE -0.0500" in rating["answer"]
-    assert (
-        "lm_two_tower: no detectable difference from bias_als (MSE +0.0300 [-0.0200, +0.0800], p = 0.4)"
-        in (rating["answer"])
+def report(diffs=None, fits=None, results=None, splits=None, card=None) -> str:
+    blocks = build(
+        result_rows() if results is None else results,
+        differences() if diffs is None else diffs,
+        fits_rows() if fits is None else fits,
+        pd.DataFrame() if splits is None else splits,
+        {"dataset": "toy"},
+        card,
     )
-    assert "better than lm_two_tower" in rating["answer"]  # the fusion against its component
-    ranking = verdicts.loc["ranking (NDCG@10)"]
-    # a difference that rounds to zero is never "-0"; the disagreeing tests are put in words
-    assert (
-        "no detectable difference from the best traditional model lightfm_hybrid (NDCG@10 ±0.0000"
-        in (ranking["answer"])
+    return to_markdown(blocks)[0]
+
+
+def test_the_verdict_says_each_primary_comparison_in_words_with_what_the_test_could_detect():
+    sentences = task_sentences(differences())
+    rating_fusion = next(s for s in sentences if s.startswith("The fusion, rating"))
+    # the fusion: 0.70 vs 0.75, -6.7% [-9.3%, -4.0%]; detectable 0.0175 / 0.75 = 2.3%
+    assert rating_fusion == (
+        "The fusion, rating (MSE): random_s0: MSE -6.7% [-9.3%, -4.0%] against bias_als (0.7000 vs 0.7500); "
+        "this test detects 2.3% or more: better (Holm p = 0.003)."
     )
+    rating_lm = next(s for s in sentences if s.startswith("The fine-tuned LM, rating"))
+    assert "this test detects 2.3% or more: no detectable difference (Holm p = 0.4)" in rating_lm
+    ranking_fusion = next(s for s in sentences if s.startswith("The fusion, ranking"))
+    # a difference that rounds to zero is never "-0"; the typical user is named where the tests disagree
+    assert "NDCG@10 ±0.0% [" in ranking_fusion
+    assert "most users (60%) are served worse (Wilcoxon p = 0.001)" in ranking_fusion
+    line = bottom_line(differences())
+    assert line.startswith("Bottom line (4 pre-registered comparisons, Holm-corrected): the fusion is better than")
     assert (
-        "the means do not differ detectably, but per-user ranks do (20% of users are served better, 60% worse, "
-        "the rest equally; median per-user difference -0.0100; Wilcoxon p = 0.001)"
-    ) in ranking["answer"]
-    assert "lm_two_tower is worse than lightfm_hybrid" in ranking["answer"]
-    lines = overall_answer(verdicts, differences())
-    assert lines[0] == (
-        "Bottom line: the fusion beats the best traditional model in 1 of 2 split × task comparisons and loses in 0; "
-        "the fine-tuned LM alone beats the best traditional model in 0 of 2 split × task comparisons and loses in 1."
+        "the fusion is better than the reference in 1 of 2 judged comparisons (random_s0 MSE -6.7%), worse in 0" in line
     )
-    assert (
-        "Rating (MSE): the fusion is significantly better than the best traditional model on 1 of 1 splits"
-        in (lines[1])
-    )
+    assert "the fine-tuned LM is better than the reference in 0 of 2 judged comparisons, worse in 1" in line
+
+
+def test_the_verdict_table_names_the_validation_reference_and_the_test_best_beside_it():
+    table = verdict_rows(differences(), pd.DataFrame()).set_index(["task", "contender"])
+    row = table.loc[("rating (MSE)", "fusion")]
+    assert row["reference (validation-best)"] == "bias_als 0.7500" and row["best on test"] == "bias_als"
+    assert row["difference [95% CI]"] == "-0.0500 [-0.0700, -0.0300]" and row["Holm p"] == "0.003"
+    assert row["detectable"] == "0.0175 (2.3%)" and row["verdict"] == "better"
+    assert table.loc[("ranking (NDCG@10)", "fusion"), "verdict"] == "no detectable difference (tests disagree)"
+    assert len(table) == 4  # the primary family only: no component, no other model, no segment
+
+
+def test_a_unit_the_data_card_condemns_is_not_judged_and_never_counts():
+    # the LM "wins" by a mile on a leaking split: planted text twins
+    leak = [
+        diff(
+            "random_s0", "mse", "lm_two_tower", "bias_als", verdict="not judged", value=0.2, ci_low=-0.6, ci_high=-0.5
+        ),
+        diff("random_s0", "mse", "fusion", "bias_als", verdict="not judged"),
+    ]
+    note = "text_twins: random_s0: 84% of 500 held-out pairs ... What to do: re-run prepare with --text-duplicates collapse."
+    frame = pd.DataFrame(leak, columns=["split_id", *DIFFERENCE_COLUMNS]).assign(note=note, t_p_adj=float("nan"))
+    frame = pd.concat([frame, differences("temporal_s0")], ignore_index=True)
+    line = bottom_line(frame)
+    assert "random_s0 MSE" not in line.split(" are not judged")[0]
+    assert "2 comparisons on random_s0 are not judged: the data card condemns them (see Not judged)." in line
+    assert "the fine-tuned LM is better than the reference in 0 of 2 judged comparisons" in line
+    assert not any("random_s0: MSE" in s for s in task_sentences(frame))
+    assert any("random_s0: not judged (text_twins)" in s for s in task_sentences(frame))
+    markdown = report(frame)
+    withheld = markdown.split("### Not judged")[1].split("![")[0]
+    assert "| random_s0 | ? | rating (MSE) |" in withheld and "--text-duplicates collapse" in withheld
+    assert "random_s0" not in markdown.split("## Verdict")[1].split("### Not judged")[0].split("\n| unit")[1]
 
 
 def test_opposite_mean_and_typical_user_are_said_in_words():
@@ -200,25 +255,22 @@ def test_a_fusion_reduced_to_one_component_is_named():
         "ranking_weights_": {"lightfm_hybrid": 1.0, "lm_two_tower": 0.0},
     }
     fits.loc[fits["model"] == "fusion", "params"] = json.dumps(params)
-    verdicts = verdict_rows(differences(), fits, pd.DataFrame()).set_index("task")
-    assert "here the fusion is lm_two_tower alone" in verdicts.loc["rating (MSE)", "answer"]
-    assert "here the fusion is lightfm_hybrid alone" in verdicts.loc["ranking (NDCG@10)", "answer"]
-    markdown, _ = to_markdown(build(result_rows(), differences(), fits, pd.DataFrame(), {"dataset": "toy"}))
+    markdown = report(fits=fits)
     assert "The fusion reduced to one component: rating: lm_two_tower alone, ranking: lightfm_hybrid alone." in markdown
 
 
-def test_for_whom_lists_significant_segments_and_names_the_small_ones():
-    markdown, _ = to_markdown(build(result_rows(), differences(), fits_rows(), pd.DataFrame(), {"dataset": "toy"}))
-    whom = markdown.split("## For whom")[1].split("## Cost")[0]
+def test_for_whom_lists_significant_segments_as_exploration_and_names_the_small_ones():
+    whom = report().split("## For whom (exploratory)")[1].split("## Cost")[0]
+    assert "Benjamini–Hochberg" in whom
     assert (
-        "| random_s0 | users:≤3 | MSE | lm_two_tower | bias_als | 40 | -0.0500 [-0.0600, -0.0400], p = 0.003 | better |"
+        "| random_s0 | users:≤3 | MSE | lm_two_tower | bias_als | 40 | -0.0500 [-0.0600, -0.0400] | 0.003 | better |"
         in whom
     )
     assert "users:>25" not in whom.split("Too few users")[0]
-    assert "Too few users to judge (not tested): random_s0 users:>25 (n=5)." in whom
+    assert "Too few users to test: random_s0 users:>25 (n=5)." in whom
 
 
-def test_data_card_warnings_open_the_report_and_mark_every_affected_verdict():
+def test_data_card_warnings_open_the_report():
     card = {
         "warnings": [{"code": "text_twins", "splits": ["random_s0"], "message": "random_s0: 90% of held-out pairs..."}],
         "interactions": 10,
@@ -238,18 +290,29 @@ def test_data_card_warnings_open_the_report_and_mark_every_affected_verdict():
     }
     blocks = build(result_rows(), differences(), fits_rows(), pd.DataFrame(), {"dataset": "toy"}, card)
     assert blocks[2] == ("warn", ["Data card: random_s0: 90% of held-out pairs..."])
-    verdict = next(b[1] for b in blocks if b[0] == "table")
-    assert set(verdict["data warnings"]) == {"text_twins"}
     markdown, _ = to_markdown(blocks)
     assert markdown.index("> **Warning.** Data card") < markdown.index("## Verdict") < markdown.index("## Data card")
 
 
-def test_every_number_in_the_verdict_appears_in_the_appendix():
-    markdown, _ = to_markdown(build(result_rows(), differences(), fits_rows(), pd.DataFrame(), {"dataset": "toy"}))
+def test_every_number_in_the_verdict_table_appears_in_the_appendix():
+    markdown = report()
     verdict = markdown.split("## Verdict")[1].split("## For whom")[0]
+    table = verdict[verdict.index("| unit") :]
     appendix = markdown.split("## Appendix")[1]
-    for value in re.findall(r"[-+±]?\d+\.\d{4}", verdict):
+    for value in re.findall(r"[-+±]?\d+\.\d{4}", table):
         assert value in appendix, value
+
+
+def test_the_report_ends_with_a_glossary_and_repeats_no_verdict_sentence_per_row():
+    markdown = report()
+    glossary = markdown.split("## Glossary")[1]
+    for term in ("MSE", "NDCG@10", "Holm", "Wilcoxon", "Detectable", "random_s0", "kfold_s0", "Cost"):
+        assert term in glossary, term
+    verdict = markdown.split("## Verdict")[1].split("## For whom")[0]
+    appendix = markdown.split("## Appendix")[1].split("## Glossary")[0]
+    assert verdict.count("no detectable difference") == 4  # two sentences, two table cells: one per comparison
+    assert appendix.count("no detectable difference") == 1  # the legend of "n.s.", never a sentence per row
+    assert "| n.s. |" in appendix
 
 
 def test_numbers_never_print_minus_zero_and_colours_are_fixed_per_model():
@@ -275,14 +338,83 @@ def test_markdown_html_and_figures_are_written(tmp_path):
     assert written["html"].endswith("report.html")
 
 
-def test_seed_summary_is_mean_and_sample_sd():
+def test_a_model_that_ranks_nothing_is_not_drawn_in_ranking_plots(monkeypatch):
+    import reports.render as render
+
+    drawn = []
+    monkeypatch.setattr(render, "draw_png", lambda draw, height=3.6: drawn.append(draw) or b"\x89PNG")
+
+    class Axes:
+        def __init__(self):
+            self.labels = []
+
+        def set_yticks(self, ticks, labels=None, **_):
+            self.labels += [] if labels is None else list(labels)
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    render.points_with_ci(result_rows(), "random_s0", "ndcg", 10, silent=["popularity"])
+    render.points_with_ci(result_rows(), "random_s0", "mse", 0, silent=["popularity"])
+    ndcg_axes, mse_axes = Axes(), Axes()
+    drawn[0](ndcg_axes)
+    drawn[1](mse_axes)
+    assert "popularity" not in list(ndcg_axes.labels) and "popularity" in list(mse_axes.labels)
+
+
+def test_the_forest_marks_significant_primary_differences(monkeypatch):
+    import reports.render as render
+
+    drawn = []
+    monkeypatch.setattr(render, "draw_png", lambda draw, height=3.6: drawn.append(draw) or b"\x89PNG")
+    labels, faces = [], []
+
+    class Axes:
+        def set_yticks(self, ticks, names=None, **_):
+            labels.extend(names)
+
+        def errorbar(self, *args, markerfacecolor=None, **kwargs):
+            faces.append(markerfacecolor)
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    render.forest(differences(), "mse")
+    drawn[0](Axes())
+    assert labels == ["* random_s0: fusion vs bias_als", "random_s0: lm_two_tower vs bias_als"]
+    assert faces[0] == colour_of("fusion") and faces[1] == "white"  # filled: significant; hollow: not
+
+
+def test_seed_summary_is_mean_and_sample_sd_and_a_kfold_unit_is_one_seed():
     results = pd.concat([result_rows(f"random_s{s}", shift=0.01 * s) for s in range(3)])
-    splits = pd.DataFrame({"split_id": [f"random_s{s}" for s in range(3)], "protocol": "random", "seed": [0, 1, 2]})
-    summary = seed_summary(results, splits).set_index(["model", "metric"])
-    row = summary.loc[("fusion", "mse")]
+    folds = pd.concat([result_rows(f"kfold_s0_f{f}", shift=0.5) for f in (1, 2)] + [result_rows("kfold_s0")])
+    splits = pd.DataFrame(
+        {
+            "split_id": [f"random_s{s}" for s in range(3)] + ["kfold_s0_f1", "kfold_s0_f2"],
+            "protocol": ["random"] * 3 + ["kfold"] * 2,
+            "seed": [0, 1, 2, 0, 0],
+        }
+    )
+    summary = seed_summary(pd.concat([results, folds]), splits).set_index(["protocol", "model", "metric"])
+    row = summary.loc[("random", "fusion", "mse")]
     assert row["mean"] == 0.71 and abs(row["std"] - 0.01) < 1e-12 and row["seeds"] == 3
-    html = to_html(build(results, differences(), fits_rows(), splits, {"dataset": "toy"}))
+    assert summary.loc[("kfold", "fusion", "mse"), "seeds"] == 1  # its folds are not seeds; its pooled value
+    assert summary.loc[("kfold", "fusion", "mse"), "mean"] == 0.70
+    html = to_html(build(results, differences(), fits_rows(), splits.iloc[:3], {"dataset": "toy"}))
     assert "Across seeds" in html and "0.7100 ± 0.0100" in html
+
+
+def test_a_kfold_unit_is_reported_once_from_its_pooled_rows():
+    results = pd.concat(
+        [result_rows("kfold_s0_f1", shift=0.5), result_rows("kfold_s0_f2", shift=0.5), result_rows("kfold_s0")]
+    )
+    fits = pd.concat([fits_rows("kfold_s0_f1"), fits_rows("kfold_s0_f2")], ignore_index=True)
+    splits = pd.DataFrame({"split_id": ["kfold_s0_f1", "kfold_s0_f2"], "protocol": "kfold", "seed": 0})
+    markdown = report(differences("kfold_s0"), fits, results, splits)
+    assert "### kfold_s0 (kfold, 2 folds pooled: each rating tested once)" in markdown
+    assert "### kfold_s0_f1" not in markdown
+    assert "Fusion rating blender (learned on validation), global weights, per fold:" in markdown
+    assert "| kfold_s0 | kfold | rating (MSE) |" in markdown
 
 
 def test_a_ci_that_misses_its_point_estimate_still_draws():
@@ -298,8 +430,12 @@ def test_the_cost_section_names_the_lms_fine_tuning_recipe():
     fits = fits_rows()
     recipe = "LoRA r=8 on query, value (0.37 M of 23.1 M parameters trained)"
     fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": {"recipe": recipe}})
-    markdown, _ = to_markdown(build(result_rows(), differences(), fits, pd.DataFrame(), {"dataset": "toy"}))
-    cost = markdown.split("## Cost")[1].split("\n## ")[0]
+    cost = report(fits=fits).split("## Cost")[1].split("\n## ")[0]
     lm_row = next(line for line in cost.splitlines() if line.startswith("| lm_two_tower"))
-    assert lm_row == f"| lm_two_tower | 300 | 1 | 30 | {recipe} |"
+    assert lm_row == f"| lm_two_tower | 300 | 1 | 29.7 | {recipe} |"  # 300 s over 2 + 8 + 0.1 s
     assert next(line for line in cost.splitlines() if line.startswith("| bias_als")).endswith("|  |")
+
+
+def test_a_run_without_families_asks_to_be_judged_again():
+    old = differences().drop(columns=["family"])
+    assert "re-run `python -m flows.train`" in report(old)

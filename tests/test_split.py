@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 from builders import review, write_lines
 
-from models.evaluation.split import SplitConfig, cold_item_split, kcore_filter, random_split, split, temporal_split
+from models.evaluation.split import (
+    SplitConfig,
+    cold_item_split,
+    kcore_filter,
+    kfold_assignment,
+    random_split,
+    split,
+    split_all,
+    temporal_split,
+)
 from readers import resolve_dataset
 from tasks.split import split_workspace
 
@@ -98,3 +107,54 @@ def test_same_seed_same_split_byte_for_byte(tmp_path, ingest):
         "SELECT split_id, seed, n_train + n_validation + n_test FROM splits ORDER BY split_id"
     ).fetchall()
     assert ("random_s7", 7, len({(f"u{i % 11}", f"i{i % 13}") for i in range(120)})) in params
+
+
+def test_kfold_tests_every_rating_exactly_once_with_disjoint_folds():
+    df = frame(n_users=30, n_items=40, per_user=7)
+    folds = split_all(df, "kfold", SplitConfig(protocols=("kfold",), folds=5))
+    assert list(folds) == [f"kfold_s0_f{f}" for f in range(1, 6)]
+    tested = pd.concat([(labels == "test").astype(int) for labels in folds.values()], axis=1)
+    assert (tested.sum(axis=1) == 1).all()  # each rating in exactly one test fold: folds disjoint, all covered
+    for split_id, labels in folds.items():
+        test = df[labels == "test"]
+        train = df[labels == "train"]
+        # no user's test rating is in its own fold's training (the same pair never sits in two folds)
+        assert not set(zip(test["user_id"], test["item_id"], strict=True)) & set(
+            zip(train["user_id"], train["item_id"], strict=True)
+        )
+        # every user with at least K = 5 ratings is in every test fold (user-stratified)
+        assert set(test["user_id"]) == set(df["user_id"]), split_id
+        rest = (labels != "test").sum()
+        assert (labels == "validation").sum() == int(rest * 0.125)  # carved from the fold's training part
+
+
+def test_kfold_deals_each_users_ratings_over_the_folds_evenly():
+    df = frame(n_users=12, n_items=30, per_user=7)
+    fold = pd.Series(kfold_assignment(df, seed=0, folds=5), index=df.index)
+    per_user = df.assign(fold=fold).groupby("user_id")["fold"].value_counts().unstack(fill_value=0)
+    assert per_user.shape[1] == 5 and per_user.min().min() >= 1 and per_user.max().max() <= 2  # 7 over 5: 1 or 2
+    few = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["x", "y"]})
+    assert sorted(kfold_assignment(few, seed=0, folds=5)) in ([0, 1], [1, 2], [2, 3], [3, 4], [0, 4])
+
+
+def test_kfold_is_seeded_and_independent_of_input_order():
+    df = frame(n_users=15, n_items=30, per_user=6)
+    config = SplitConfig(protocols=("kfold",), folds=3)
+    a = split_all(df, "kfold", config)
+    shuffled = split_all(df.sample(frac=1.0, random_state=4), "kfold", config)
+    assert all(shuffled[k].reindex(df.index).tolist() == a[k].tolist() for k in a)
+    other = split_all(df, "kfold", config.model_copy(update={"seed": 1}))
+    assert other["kfold_s1_f1"].tolist() != a["kfold_s0_f1"].tolist()
+    with pytest.raises(ValueError, match="split_all"):
+        split(df, "kfold", config)
+
+
+def test_kfold_splits_are_stored_one_per_fold(tmp_path, ingest):
+    records = [review(f"u{i % 11}", f"i{i % 13}", 1 + i % 5, ts=1_400_000_000 + i * 37) for i in range(120)]
+    con, _ = ingest(resolve_dataset(write_lines(tmp_path / "r.json", records)), db=tmp_path / "k.duckdb")
+    sizes = split_workspace(con, SplitConfig(protocols=("kfold",), folds=4, seed=2))
+    assert list(sizes) == ["kfold_s2_f1", "kfold_s2_f2", "kfold_s2_f3", "kfold_s2_f4"]
+    n = len({(f"u{i % 11}", f"i{i % 13}") for i in range(120)})
+    assert sum(s["test"] for s in sizes.values()) == n
+    rows = con.execute("SELECT DISTINCT protocol, seed FROM splits").fetchall()
+    assert rows == [("kfold", 2)]
