@@ -830,7 +830,9 @@ def print_evaluation(summary: dict) -> None:
                 by_metric = rows.set_index("metric")
                 print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
     for unit, ids in folds.items():
-        print(f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)")
+        print(
+            f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)"
+        )
     differences = summary.get("differences")
     if differences is not None and not differences.empty:
         from reports.conclusions import bottom_line, task_sentences

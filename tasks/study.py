@@ -56,7 +56,5 @@ def write_study_report(datasets: list[dict], out_dir: Path, study_id: str) -> di
     create_markdown_artifact(markdown=text + f"\n\nWith plots: `{paths['html']}`\n", key=ARTIFACT_KEY)
     verdicts = dataset_verdicts(datasets)
     if not verdicts.empty:
-        create_table_artifact(
-            table=verdicts.to_dict(orient="records"), key=f"{ARTIFACT_KEY}-verdict"
-        )
+        create_table_artifact(table=verdicts.to_dict(orient="records"), key=f"{ARTIFACT_KEY}-verdict")
     return paths

@@ -172,7 +172,9 @@ def test_planted_variant_duplicates_are_flagged_in_prepare_and_in_the_report(exp
     verdict = markdown.split("## Verdict")[1].split("## For whom")[0]
     withheld = {s for w in card["warnings"] if w["code"] in ("text_twins", "small_fold") for s in w["splits"]}
     assert withheld == {"random_s0", "temporal_s0"}
-    assert verdict.startswith("\n\nBottom line: nothing was judged. 8 comparisons on random_s0, temporal_s0 are not judged")
+    assert verdict.startswith(
+        "\n\nBottom line: nothing was judged. 8 comparisons on random_s0, temporal_s0 are not judged"
+    )
     assert "### Not judged" in verdict and "--protocols kfold" in verdict
 
 
