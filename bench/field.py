@@ -96,7 +96,7 @@ def main() -> None:
             ci = f"{j['diff']:+.4f} [{j['ci_low']:+.4f}, {j['ci_high']:+.4f}]"
             print(
                 f"{split_id:<13}{j['metric']:<9}{j['reference']:<16}{j['value']:>8.4f}{j['reference_value']:>8.4f}"
-                f"{ci:>26}{j['t_p_holm']:>9.3g}"
+                f"{ci:>26}{j['t_p_adj']:>9.3g}"
             )
         print("\nrating blender chosen on validation, per split:")
         for split_id, b in blenders.items():
@@ -120,7 +120,9 @@ def main() -> None:
 def fusion_vs_best(per_user, overall, metric: str, k: int) -> dict:
     """The fusion against the single model with the best test value of ``metric``@``k``: paired difference
     with its bootstrap CI, t-test Holm-corrected over the fusion's comparisons with every single model."""
-    from models.evaluation.comparisons import LOWER_IS_BETTER, paired_differences
+    import numpy as np
+
+    from models.evaluation.comparisons import LOWER_IS_BETTER, PRIMARY, SECONDARY, judge, paired_differences
     from models.registry import REGISTRY
 
     singles = [m for (m, name) in overall.index if name == metric and m != "fusion" and not REGISTRY[m].floor]
@@ -128,6 +130,9 @@ def fusion_vs_best(per_user, overall, metric: str, k: int) -> dict:
     best = (values.idxmin() if metric in LOWER_IS_BETTER else values.idxmax())[0]
     pairs = [(metric, k, "fusion", m, "vs_single") for m in singles]
     table = paired_differences(per_user, pairs, n_boot=1000)
+    # the fusion against every single model (all users) is one Holm family; segments are exploratory
+    families = np.where(table["segment"] == "all", PRIMARY, SECONDARY)
+    table = judge(table.assign(family=families, split_id="bench"))
     row = table[(table["segment"] == "all") & (table["reference"] == best)].iloc[0]
     keys = (
         "metric",
@@ -138,7 +143,7 @@ def fusion_vs_best(per_user, overall, metric: str, k: int) -> dict:
         "ci_low",
         "ci_high",
         "t_p",
-        "t_p_holm",
+        "t_p_adj",
         "verdict",
     )
     return {key: row[key] if isinstance(row[key], str) else float(row[key]) for key in keys}

@@ -355,7 +355,8 @@ EVALUATION = Group(
         Option(
             "--alpha",
             "alpha",
-            "significance level of the Holm-corrected paired tests behind 'better'/'worse'",
+            "significance level behind 'better'/'worse' (primary comparisons Holm-corrected, exploratory ones "
+            "Benjamini-Hochberg)",
             default=0.05,
             type=float,
         ),

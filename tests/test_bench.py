@@ -43,3 +43,96 @@ def test_fit_costs_refuses_a_folder_without_a_database(tmp_path, capsys):
     fit_costs = _script("fit_costs")
     with pytest.raises(SystemExit, match="reclab.duckdb does not exist"):
         fit_costs.main([str(tmp_path)])
+
+
+def test_verdict_change_reads_the_primary_rows_and_says_why_a_unit_is_not_judged():
+    import pandas as pd
+
+    verdict_change = _script("verdict_change")
+    diffs = pd.DataFrame(
+        [
+            # the primary family: kept; a secondary row: left out
+            (
+                "random_s0",
+                "mse",
+                0,
+                "all",
+                "fusion",
+                "svd",
+                "vs_best_traditional",
+                "primary",
+                "biased_mf",
+                -0.0070,
+                -0.0146,
+                0.0012,
+                0.4,
+                0.0137,
+                "no detectable difference",
+                None,
+            ),
+            (
+                "random_s0",
+                "ndcg",
+                10,
+                "all",
+                "lm_two_tower",
+                "ease",
+                "vs_best_traditional",
+                "primary",
+                "ease",
+                -0.03,
+                -0.04,
+                -0.02,
+                0.3,
+                0.01,
+                "not judged",
+                "text_twins: random_s0: 84% ... What to do: collapse.",
+            ),
+            (
+                "random_s0",
+                "mse",
+                0,
+                "all",
+                "svd",
+                "biased_mf",
+                "vs_best_traditional",
+                "secondary",
+                "biased_mf",
+                0.001,
+                -0.01,
+                0.01,
+                1.0,
+                0.02,
+                "no detectable difference",
+                None,
+            ),
+        ],
+        columns=[
+            "split_id",
+            "metric",
+            "k",
+            "segment",
+            "model",
+            "reference",
+            "kind",
+            "family",
+            "test_best",
+            "diff",
+            "ci_low",
+            "ci_high",
+            "t_p_adj",
+            "mdd",
+            "verdict",
+            "note",
+        ],
+    )
+    rows = verdict_change.after_rows(diffs)
+    assert set(rows) == {("random_s0", "rating", "fusion"), ("random_s0", "ranking", "lm_two_tower")}
+    rating = rows[("random_s0", "rating", "fusion")]
+    assert rating["reference"] == "svd" and rating["test_best"] == "biased_mf"
+    assert verdict_change._cell(rating, True) == (
+        "svd -0.0070 [-0.0146, +0.0012] p=0.4 det 0.0137: no detectable difference"
+    )
+    withheld = verdict_change._cell(rows[("random_s0", "ranking", "lm_two_tower")], True)
+    assert withheld == "ease -0.0300: not judged (text_twins)"
+    assert verdict_change._cell(None, False) == "—"
