@@ -189,6 +189,8 @@ def sentence(row: pd.Series) -> str:
         return f"{row['split_id']}: not judged ({_reason_code(row['note'])})"
     if row["verdict"] == TOO_FEW:
         return f"{row['split_id']}: {label} {difference(row)}"
+    if identical(row):
+        return f"{row['split_id']}: {label} identical to {row['reference']} for every user (no difference to test)"
     change, low, high, detectable = relative(row)
     text = (
         f"{row['split_id']}: {label} {percent(change)} [{percent(low)}, {percent(high)}] against {row['reference']}"
@@ -198,6 +200,12 @@ def sentence(row: pd.Series) -> str:
     if bool(row["tests_disagree"]):
         text += f"; {typical_user(row)}"
     return text
+
+
+def identical(row: pd.Series) -> bool:
+    """Whether the two models gave every user the same value (the fusion reduced to its reference): no spread,
+    no difference, nothing a test could detect."""
+    return row["diff"] == 0 and row.get("se") == 0
 
 
 def typical_user(row: pd.Series) -> str:
@@ -257,9 +265,15 @@ def bottom_line(diffs: pd.DataFrame) -> str:
         if len(worse):
             text += " (" + ", ".join(_where(r) for _, r in worse.iterrows()) + ")"
         if len(same):
-            sizes = sorted(abs(relative(r)[3]) for _, r in same.iterrows())
-            span = percent(sizes[0], False) + (f" to {percent(sizes[-1], False)}" if len(sizes) > 1 else "")
-            text += f"; no difference was detected in {len(same)}, where the tests could see {span} or more"
+            sizes = sorted(abs(relative(r)[3]) for _, r in same.iterrows() if not identical(r))
+            text += f"; no difference was detected in {len(same)}"
+            if sizes:
+                span = percent(sizes[0], False) + (f" to {percent(sizes[-1], False)}" if len(sizes) > 1 else "")
+                text += f", where the tests could see {span} or more"
+            else:
+                text += " (identical to the reference)"
+            if len(sizes) < len(same):
+                text += f" ({len(same) - len(sizes)} identical to the reference for every user)"
         parts.append(text)
     withheld = rows[rows["verdict"] == NOT_JUDGED]
     tail = ""
@@ -301,7 +315,7 @@ def verdict_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
                 "difference [95% CI]": difference(r),
                 "relative": percent(change),
                 "Holm p": p_value(r["t_p_adj"]),
-                "detectable": f"{number(r['mdd'])} ({percent(detectable, False)})",
+                "detectable": "— (identical)" if identical(r) else f"{number(r['mdd'])} ({percent(detectable, False)})",
                 "verdict": r["verdict"] + (" (tests disagree)" if bool(r["tests_disagree"]) else ""),
             }
         )

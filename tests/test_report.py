@@ -439,3 +439,28 @@ def test_the_cost_section_names_the_lms_fine_tuning_recipe():
 def test_a_run_without_families_asks_to_be_judged_again():
     old = differences().drop(columns=["family"])
     assert "re-run `python -m flows.train`" in report(old)
+
+
+def test_a_contender_identical_to_its_reference_is_said_so_not_given_a_detectable_size():
+    from reports.conclusions import sentence
+
+    row = pd.Series(
+        diff(
+            "cold_items_s0",
+            "ndcg",
+            "fusion",
+            "lightfm_hybrid",
+            value=0.0384,
+            reference_value=0.0384,
+            se=0.0,
+            ci_low=0.0,
+            ci_high=0.0,
+            mdd=0.0,
+            verdict="no detectable difference",
+            t_p_adj=1.0,
+        )
+    )
+    assert row["diff"] == 0
+    assert sentence(row) == "cold_items_s0: NDCG@10 identical to lightfm_hybrid for every user (no difference to test)"
+    frame = pd.DataFrame([row.to_dict()])
+    assert "no difference was detected in 1 (identical to the reference)" in bottom_line(frame)

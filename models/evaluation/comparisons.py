@@ -188,10 +188,10 @@ def choose_references(
     """Task -> its :class:`Reference` among ``candidates`` (traditional models, the floor excluded).
 
     ``test_values``: (metric, k) -> {model: test value} (segment ``all``); ``validation``: model -> its pooled
-    validation values (:func:`pooled_validation`); ``no_ranking``: models that rank nothing on test. A model
-    ranks nothing for the reference choice when its validation scores were constant for every user (or, with
-    no validation record, its test scores). Without any validation value for the task, the test-best is used
-    and the rule says so."""
+    validation values (:func:`pooled_validation`); ``no_ranking``: models that rank nothing on test (a
+    property of the model, its scores constant over every user's candidates, not of its accuracy); a model whose
+    validation scores were constant is left out too. Without any validation value for the task, the test-best
+    is used and the rule says so."""
     out = {}
     for task, metric in PRIMARY_METRIC.items():
         key = (metric, k if task == "ranking" else 0)
@@ -199,14 +199,9 @@ def choose_references(
             continue
         lower = metric in LOWER_IS_BETTER
         eligible = [m for m in candidates if m in test_values[key]]
-        if task == "ranking":
+        if task == "ranking":  # never a model that ranks nothing, on validation or on test
             eligible = [
-                m
-                for m in eligible
-                if not (
-                    validation.get(m, {}).get("constant_share", 1.0 if m in no_ranking else 0.0) >= 1.0
-                    or m in no_ranking
-                )
+                m for m in eligible if m not in no_ranking and validation.get(m, {}).get("constant_share", 0.0) < 1.0
             ]
         test_best = _best({m: test_values[key][m] for m in eligible}, lower)
         by_validation = {m: validation[m][metric] for m in eligible if metric in validation.get(m, {})}
