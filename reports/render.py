@@ -118,9 +118,10 @@ SHORT_VERDICT = {BETTER: "better", WORSE: "worse", TOO_FEW: "too few users", NOT
 
 
 def differences_table(diffs: pd.DataFrame, unit: str) -> pd.DataFrame:
-    """Every paired comparison of the unit (segment ``all``): family, difference, CI, both corrected tests,
-    the detectable size and the verdict ("n.s." for no detectable difference, to keep the table short)."""
-    rows = diffs[(diffs["split_id"] == unit) & (diffs["segment"] == "all")]
+    """The unit's paired comparisons on the tasks' metrics (MSE, NDCG@K; segment ``all``; the other metrics'
+    rows are in ``eval_differences``): family, difference, CI, both corrected tests, the detectable size and
+    the verdict ("n.s." for no detectable difference, to keep the table short)."""
+    rows = diffs[(diffs["split_id"] == unit) & (diffs["segment"] == "all") & diffs["metric"].isin(["mse", "ndcg"])]
     if rows.empty:
         return pd.DataFrame()
     rows = rows.sort_values(["family", "k", "metric", "kind", "model"])
@@ -237,11 +238,11 @@ def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
         ax.axvline(0, color="#444", lw=1)
         better = "left" if metric in LOWER_IS_BETTER else "right"
         ax.set_xlabel(
-            f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better}); "
-            "filled, *: significant (Holm); grey: ± detectable size"
+            f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better})\n"
+            "filled, *: significant (Holm); grey: ± detectable difference"
         )
 
-    return draw_png(draw, 0.9 + 0.32 * len(rows))
+    return draw_png(draw, 1.2 + 0.32 * len(rows))
 
 
 def by_activity(results: pd.DataFrame, split_id: str, metric: str, k: int, silent=()) -> bytes | None:
@@ -410,8 +411,9 @@ def _appendix(results, diffs, fits, splits) -> list:
         table = differences_table(diffs, unit) if has_family else pd.DataFrame()
         if not table.empty:
             note = (
-                "Paired differences (model − reference; primary: Holm, secondary: Benjamini–Hochberg; detectable: "
-                "80% power at the family's α/m; n.s.: no detectable difference):"
+                "Paired differences on MSE and NDCG (model − reference; primary: Holm, secondary: "
+                "Benjamini–Hochberg; detectable: 80% power at the family's α/m; n.s.: no detectable difference; "
+                "every other metric's are in the eval_differences table):"
             )
             blocks += [("p", note), ("table", table)]
         here = results[results["split_id"] == unit]

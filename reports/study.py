@@ -406,11 +406,11 @@ def study_forest(datasets: list[dict], metric: str) -> bytes | None:
         ax.grid(axis="x", alpha=0.3)
         better = "left" if metric in LOWER_IS_BETTER else "right"
         ax.set_xlabel(
-            f"{metric.upper()} relative difference from the reference, 95% CI (better to the {better}); "
+            f"{metric.upper()} relative difference from the reference, 95% CI (better to the {better})\n"
             "diamond: random-effects pooled; filled: significant in its dataset"
         )
 
-    return draw_png(draw, 0.9 + 0.3 * len(lines))
+    return draw_png(draw, 1.2 + 0.3 * len(lines))
 
 
 def cost(datasets: list[dict]) -> pd.DataFrame:
