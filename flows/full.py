@@ -7,6 +7,7 @@ report (Markdown + HTML with the conclusions, and Prefect artifacts).
 
     python -m flows.full
     python -m flows.full --split-seeds 0 1 2               # repeat on three seeded splits: mean ± sd
+    python -m flows.full --protocols kfold temporal cold_items   # every rating tested once (5 folds, pooled)
     python -m flows.full --data ../shared/data/movielens-latest-small --lm-profile cpu
     python -m flows.full --help
 """

@@ -387,7 +387,12 @@ def _appendix(results, diffs, fits, splits) -> list:
             continue  # a k-fold unit whose pooled rows were not written (an interrupted judge)
         silent = no_ranking(fits, unit)
         folds = sorted({s for s in results["split_id"] if judged_unit(s) == unit and s != unit})
-        pooled = f", {len(folds)} folds pooled: each rating tested once" if folds else ""
+        expected = _folds_planned(splits, unit)
+        pooled = ""
+        if folds and len(folds) >= expected:
+            pooled = f", {len(folds)} folds pooled: each rating tested once"
+        elif folds:
+            pooled = f", {len(folds)} of {expected} folds pooled: not every rating is tested"
         blocks.append(("h3", f"{unit} ({protocol_of(unit, splits)}{pooled})"))
         blocks.append(("table", metrics_table(results, unit, silent)))
         if silent:
@@ -443,6 +448,15 @@ def _appendix(results, diffs, fits, splits) -> list:
         if not ranking.empty:
             blocks += [("p", "Fusion ranking weights of the standardised component scores:"), ("table", ranking)]
     return blocks
+
+
+def _folds_planned(splits: pd.DataFrame, unit: str) -> int:
+    """K of a k-fold unit, from its splits' stored parameters (0 when unknown)."""
+    if splits.empty or "parameters" not in splits:
+        return 0
+    rows = splits[splits["split_id"].map(judged_unit) == unit]
+    planned = [json_field(p).get("folds", 0) for p in rows["parameters"]]
+    return int(max(planned, default=0))
 
 
 def _md_table(frame: pd.DataFrame) -> str:

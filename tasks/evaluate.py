@@ -88,7 +88,7 @@ def judge_evaluations(
             log.warning("%s: %s missing from some folds, left out of its comparisons", unit, ", ".join(incomplete))
             values = values[~values["model"].isin(incomplete)]
         values = pool_folds(values)
-        if len(split_ids) > 1:
+        if split_ids != [unit]:  # a k-fold unit (even one fold of it): its pooled rows under the unit's id
             pooled[unit] = values
         unit_fits = [f for f in fits if f["split_id"] in split_ids]
         rows = unit_differences(

@@ -415,6 +415,9 @@ def test_a_kfold_unit_is_reported_once_from_its_pooled_rows():
     assert "### kfold_s0_f1" not in markdown
     assert "Fusion rating blender (learned on validation), global weights, per fold:" in markdown
     assert "| kfold_s0 | kfold | rating (MSE) |" in markdown
+    partial = splits.assign(parameters=json.dumps({"folds": 5}))  # 2 of the protocol's 5 folds were trained
+    markdown = report(differences("kfold_s0"), fits, results, partial)
+    assert "### kfold_s0 (kfold, 2 of 5 folds pooled: not every rating is tested)" in markdown
 
 
 def test_a_ci_that_misses_its_point_estimate_still_draws():
