@@ -186,7 +186,7 @@ def sentence(row: pd.Series) -> str:
     """One primary row in words: the relative change, its CI, what the test could detect, the verdict."""
     label = metric_label(row["metric"], int(row["k"]))
     if row["verdict"] == NOT_JUDGED:
-        return f"{row['split_id']}: not judged ({_reason_code(row['note'])})"
+        return f"{row['split_id']}: not judged ({reason_codes(row['note'])})"
     if row["verdict"] == TOO_FEW:
         return f"{row['split_id']}: {label} {difference(row)}"
     if identical(row):
@@ -221,7 +221,7 @@ def _verdict_words(row: pd.Series) -> str:
     return f"no detectable difference (Holm {p_text(row['t_p_adj'])})"
 
 
-def _reason_code(note) -> str:
+def reason_codes(note) -> str:
     """The data card's codes named in a not-judged row's note (``text_twins, small_fold``)."""
     from data_checks.card import GATES
 
@@ -229,15 +229,20 @@ def _reason_code(note) -> str:
 
 
 def task_sentences(diffs: pd.DataFrame) -> list[str]:
-    """One sentence per contender and task, over the run's units (the verdict's words)."""
+    """One sentence per contender and task, over the run's judged units (those the data card withheld are
+    named once at the end: the *Not judged* table says why)."""
     rows = primary(diffs)
     lines = []
     for task, metric in TASKS:
         for model, words in CONTENDERS:
-            here = rows[(rows["model"] == model) & (rows["metric"] == metric)]
+            here = rows[(rows["model"] == model) & (rows["metric"] == metric)].sort_values("split_id")
             if here.empty:
                 continue
-            parts = [sentence(r) for _, r in here.sort_values("split_id").iterrows()]
+            judged = here[here["verdict"] != NOT_JUDGED]
+            parts = [sentence(r) for _, r in judged.iterrows()]
+            withheld = here.loc[here["verdict"] == NOT_JUDGED, "split_id"].tolist()
+            if withheld:
+                parts.append(f"not judged on {', '.join(withheld)} (data card)")
             lines.append(f"{words[0].upper()}{words[1:]}, {task} ({metric.upper()}): " + "; ".join(parts) + ".")
     return lines
 
@@ -323,22 +328,25 @@ def verdict_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_judged_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """Units and tasks whose verdict the data card withheld: what it found and what to do (once per unit
-    and task), with the contenders' measured differences for the record."""
+    """Units whose verdict the data card withheld: per unit and reason (its tasks together), the contenders'
+    measured differences for the record, what the card found and what to do."""
     rows = primary(diffs)
     rows = rows[rows["verdict"] == NOT_JUDGED]
     out = []
-    for (unit, k), part in rows.groupby(["split_id", "k"], sort=True):
-        first = part.iloc[0]
+    for (unit, note), part in rows.groupby(["split_id", "note"], sort=True):
+        tasks = [
+            f"{_task(r)} ({metric_label(r['metric'], int(r['k']))})" for _, r in part.drop_duplicates("k").iterrows()
+        ]
         out.append(
             {
                 "unit": unit,
                 "protocol": protocol_of(unit, splits),
-                "task": f"{_task(first)} ({metric_label(first['metric'], int(k))})",
+                "tasks": ", ".join(tasks),
                 "measured, not judged": "; ".join(
-                    f"{r['model']} − {r['reference']} {difference(r)}" for _, r in part.iterrows()
+                    f"{r['model']} − {r['reference']} {metric_label(r['metric'], int(r['k']))} {difference(r)}"
+                    for _, r in part.iterrows()
                 ),
-                "why, and what to do": first["note"],
+                "why, and what to do": note,
             }
         )
     return pd.DataFrame(out)

@@ -334,8 +334,9 @@ def build(
         )
     else:
         blocks.append(("p", bottom_line(diffs)))
-        blocks.append(("ul", task_sentences(diffs)))
-        blocks.append(("table", verdict_rows(diffs, splits)))
+        table = verdict_rows(diffs, splits)
+        if not table.empty:  # nothing judged: the bottom line and the Not judged table say so
+            blocks += [("ul", task_sentences(diffs)), ("table", table)]
         withheld = not_judged_rows(diffs, splits)
         if not withheld.empty:
             blocks += [("h3", "Not judged"), ("table", withheld)]

@@ -219,10 +219,11 @@ def test_a_unit_the_data_card_condemns_is_not_judged_and_never_counts():
     assert "2 comparisons on random_s0 are not judged: the data card condemns them (see Not judged)." in line
     assert "the fine-tuned LM is better than the reference in 0 of 2 judged comparisons" in line
     assert not any("random_s0: MSE" in s for s in task_sentences(frame))
-    assert any("random_s0: not judged (text_twins)" in s for s in task_sentences(frame))
+    assert any(s.endswith("; not judged on random_s0 (data card).") for s in task_sentences(frame))
     markdown = report(frame)
     withheld = markdown.split("### Not judged")[1].split("![")[0]
-    assert "| random_s0 | ? | rating (MSE) |" in withheld and "--text-duplicates collapse" in withheld
+    assert "| random_s0 | ? | rating (MSE) | " in withheld and "fusion − bias_als MSE " in withheld
+    assert "--text-duplicates collapse" in withheld
     assert "random_s0" not in markdown.split("## Verdict")[1].split("### Not judged")[0].split("\n| unit")[1]
 
 
