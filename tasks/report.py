@@ -73,9 +73,9 @@ def write_report_files(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dic
     return {"markdown": str(out_dir / "report.md"), "html": str(out_dir / "report.html"), "blocks": blocks}
 
 
-def publish_artifacts(blocks: list, paths: dict) -> None:
+def publish_artifacts(blocks: list, paths: dict, verdict: pd.DataFrame | None = None) -> None:
     """The report as Prefect artifacts: Markdown that leads with the verdict (everything before the appendix,
-    without figures) and the verdict table."""
+    without figures) and the primary comparisons' table (``verdict``)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from reports.render import to_markdown
@@ -85,7 +85,6 @@ def publish_artifacts(blocks: list, paths: dict) -> None:
     markdown, _ = to_markdown(text_only)
     markdown += f"\n\nFull report with plots and the appendix: `{paths['html']}`\n"
     create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY, description="reclab experiment report")
-    verdict = next((b[1] for b in text_only if b[0] == "table"), None)
     if verdict is not None and not verdict.empty:
         create_table_artifact(
             table=verdict.to_dict(orient="records"),
@@ -104,5 +103,8 @@ def write_report(db: Path, run_id: str, out_dir: Path, meta: dict) -> dict:
         started = con.execute(f"SELECT started_at FROM {tables.RUNS} WHERE run_id = ?", [run_id]).fetchone()
     created = f"started {started[0]:%Y-%m-%d %H:%M} UTC" if started and started[0] else ""
     written = write_report_files(frames, Path(out_dir), {"created": created, **meta, "run_id": run_id})
-    publish_artifacts(written.pop("blocks"), written)
+    from reports.conclusions import verdict_rows
+
+    verdict = verdict_rows(frames["differences"], frames["splits"]) if "family" in frames["differences"] else None
+    publish_artifacts(written.pop("blocks"), written, verdict)
     return written
