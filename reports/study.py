@@ -111,13 +111,14 @@ def meta_analysis(datasets: list[dict], alpha: float = ALPHA) -> pd.DataFrame:
     for (protocol, metric, model), part in rows.groupby(["protocol", "metric", "model"], sort=True):
         judged = part[~part["verdict"].isin([NOT_JUDGED, TOO_FEW])].dropna(subset=["se"])
         judged = judged[judged["reference_value"].abs() > 0]
+        identical = int(((judged["se"] == 0) & (judged["diff"] == 0)).sum())
+        counts = part["verdict"].value_counts()
         scale = judged["reference_value"].abs()
         pooled = random_effects(judged["diff"] / scale, judged["se"] / scale)
         lower = metric in LOWER_IS_BETTER
         one_sided = [
             one_sided_p(t, int(n), lower) for t, n in zip(judged["diff"] / judged["se"], judged["n_users"], strict=True)
         ]
-        counts = part["verdict"].value_counts()
         out.append(
             {
                 "protocol": protocol,
@@ -126,6 +127,8 @@ def meta_analysis(datasets: list[dict], alpha: float = ALPHA) -> pd.DataFrame:
                 "metric": metric,
                 "datasets": int(part["dataset"].nunique()),
                 "judged": len(judged),
+                "identical": identical,
+                "worse": int(counts.get(WORSE, 0)),
                 "better / worse / n.s. / not judged": f"{counts.get(BETTER, 0)} / {counts.get(WORSE, 0)} / "
                 f"{counts.get(SAME, 0) + counts.get(TOO_FEW, 0)} / {counts.get(NOT_JUDGED, 0)}",
                 "estimate": pooled["estimate"],
@@ -135,19 +138,20 @@ def meta_analysis(datasets: list[dict], alpha: float = ALPHA) -> pd.DataFrame:
                 "p": pooled["p"],
                 "tau2": pooled["tau2"],
                 "i2": pooled["i2"],
+                "with_spread": pooled["k"],  # the datasets the pooling can weigh (a standard error above 0)
                 "one_sided": one_sided,
             }
         )
     table = pd.DataFrame(out)
-    m = len(table)
-    tested = table["p"].notna() & (table["judged"] >= 2)
+    tested = table["p"].notna() & (table["with_spread"] >= 2)  # poolable: two judged datasets with a spread
     table["holm_p"] = np.nan
     if tested.any():
         table.loc[tested, "holm_p"] = holm(table.loc[tested, "p"].to_numpy())
     level = alpha / max(int(tested.sum()), 1)
     table["detectable"] = [minimum_detectable_difference(se, level) for se in table["se"]]
     table["better on at least"] = [replicability_count(p, level) if len(p) else 0 for p in table["one_sided"]]
-    table["analyses"] = m
+    table["pooled"] = tested
+    table["analyses"] = int(tested.sum())
     return table.drop(columns=["one_sided"])
 
 
@@ -155,7 +159,13 @@ def meta_table(meta: pd.DataFrame) -> pd.DataFrame:
     """:func:`meta_analysis` for reading: the pooled difference in percent, its CI, Holm p, heterogeneity."""
     if meta.empty:
         return meta
-    pooled = meta["judged"] >= 2
+    pooled = meta["pooled"]
+
+    def unpooled(row) -> str:
+        if row["judged"] >= 2 and row["identical"] == row["judged"]:
+            return "not pooled: identical to the reference on every judged dataset"
+        return "not pooled (fewer than 2 judged)"
+
     return pd.DataFrame(
         {
             "protocol": meta["protocol"],
@@ -163,8 +173,8 @@ def meta_table(meta: pd.DataFrame) -> pd.DataFrame:
             "contender": meta["contender"],
             "datasets: better / worse / n.s. / not judged": meta["better / worse / n.s. / not judged"],
             "pooled relative difference [95% CI]": [
-                f"{percent(e)} [{percent(lo)}, {percent(hi)}]" if ok else "not pooled (fewer than 2 judged)"
-                for e, lo, hi, ok in zip(meta["estimate"], meta["ci_low"], meta["ci_high"], pooled, strict=True)
+                f"{percent(r['estimate'])} [{percent(r['ci_low'])}, {percent(r['ci_high'])}]" if ok else unpooled(r)
+                for (_, r), ok in zip(meta.iterrows(), pooled, strict=True)
             ],
             "Holm p": [_p(p) if ok else "" for p, ok in zip(meta["holm_p"], pooled, strict=True)],
             "detectable": [percent(v, False) if ok else "" for v, ok in zip(meta["detectable"], pooled, strict=True)],
@@ -192,20 +202,24 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
     meta = meta_analysis(datasets, alpha)
     found = []
     for _, m in meta.iterrows():
-        if m["judged"] >= 2 and np.isfinite(m["holm_p"]) and m["holm_p"] < alpha:
+        if m["pooled"] and m["holm_p"] < alpha:
             lower = m["metric"] in LOWER_IS_BETTER
             helps = (m["estimate"] < 0) if lower else (m["estimate"] > 0)
+            where = (
+                f"better on at least {m['better on at least']} of {m['judged']} datasets"
+                if helps
+                else f"worse in {m['worse']} of the {m['judged']} datasets' own tests"
+            )
             found.append(
                 f"{_name(m['contender'])} is {'better' if helps else 'worse'} on {m['protocol']} {m['task']}, pooled "
                 f"{percent(m['estimate'])} [{percent(m['ci_low'])}, {percent(m['ci_high'])}] (Holm p "
-                f"{_p(m['holm_p'])}, I² {m['i2']:.0%}), better on at least {m['better on at least']} of "
-                f"{m['judged']} datasets"
+                f"{_p(m['holm_p'])}, I² {m['i2']:.0%}), {where}"
             )
-    analyses = int((meta["judged"] >= 2).sum())
+    analyses = int(meta["pooled"].sum())
     if found:
         lines = [f"Bottom line ({analyses} pooled analyses across datasets, Holm-corrected): " + "; ".join(found) + "."]
     else:
-        sizes = meta.loc[meta["judged"] >= 2, "detectable"].abs().dropna()
+        sizes = meta.loc[meta["pooled"], "detectable"].abs().dropna()
         span = (
             f" (the pooled tests could see {percent(sizes.min(), False)} to {percent(sizes.max(), False)} or more)"
             if len(sizes)

@@ -233,3 +233,19 @@ def test_traits_read_the_data_card():
     assert row["cold-item candidates"] == 2 and row["users with ≤ 3 ratings"] == "67%"
     assert row["metadata coverage (items)"] == "75%" and row["data warnings"] == "small_fold"
     assert row["rating skew"] == round((0.1 * (-3.6) ** 3 + 0.9 * 0.4**3) / (0.1 * 3.6**2 + 0.9 * 0.4**2) ** 1.5, 2)
+
+
+def test_a_pooled_loss_is_said_as_one_and_identical_datasets_are_not_pooled():
+    from reports.study import conclusions, meta_analysis, meta_table
+
+    lines = conclusions(_three([0.05, 0.04, 0.06], ["worse"] * 3))
+    assert "the fusion is worse on random rating (MSE), pooled +5.0%" in lines[0]
+    assert "worse in 3 of the 3 datasets' own tests" in lines[0] and "better on at least" not in lines[0]
+    # the fusion reduced to the reference on every dataset: nothing to pool, said so
+    same = _three([0.0, 0.0, 0.0], ["no detectable difference"] * 3)
+    for d in same:
+        d["differences"]["se"] = 0.0
+    meta = meta_analysis(same)
+    assert not meta.iloc[0]["pooled"] and meta.iloc[0]["identical"] == 3
+    cell = meta_table(meta).iloc[0]["pooled relative difference [95% CI]"]
+    assert cell == "not pooled: identical to the reference on every judged dataset"
