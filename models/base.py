@@ -39,6 +39,9 @@ class Recommender:
     # state fields added after bundles were first published: the value that reproduces the older behaviour,
     # used when an older bundle lacks them (any other missing field refuses the bundle)
     state_defaults: ClassVar[dict] = {}
+    # fitted attributes besides state_fields that a model restored from the fit store needs to serve as the
+    # fusion's component as the fitted one did (models.experiment.FitStore); never published
+    reuse_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- fitted state shared by every model ----------------------------------------------------------------
     user_ids: np.ndarray  # training users, sorted

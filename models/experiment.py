@@ -8,7 +8,11 @@ text and the validation/test folds *without* any text, so no model can read a he
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +24,7 @@ from models.base import Recommender
 from models.evaluation.harness import EvalConfig, per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
-from models.registry import REGISTRY, BuildContext, TrainConfig, build_model
+from models.registry import FUSION, REGISTRY, BuildContext, TrainConfig, build_model
 
 LOG = logging.getLogger("reclab.experiment")
 
@@ -42,6 +46,64 @@ class SplitFit:
     models: dict[str, Recommender]
 
 
+@dataclass(frozen=True)
+class FitStore:
+    """Fitted models kept between runs of one split, each under a key of the split's content, the code and
+    the evaluation settings (``base_key``, from the train stage) and the model's name and training settings:
+    a model whose key is unchanged is restored, with its test values and fit record, instead of refitted. So
+    adding one model to a run fits only that model and the fusion; changing a model's settings, the data or
+    the code refits. The fusion is never kept: it blends every component, and is refitted whenever the split
+    is. Files: ``<root>/<model>-<key>/`` with the model (a bundle with its ``reuse_fields``), its per-user
+    test values and its fit record, each checksummed; an altered or partial entry is refitted."""
+
+    root: Path
+    base_key: str
+
+    def key(self, name: str, config: TrainConfig) -> str:
+        settings = config.model_dump_json(exclude={"models"})  # the list of models is not a model's setting
+        return hashlib.sha256(f"{self.base_key}|{name}|{settings}".encode()).hexdigest()[:24]
+
+    def restore(self, name: str, model: Recommender, key: str) -> tuple[pd.DataFrame, dict] | None:
+        """Restore the kept fit of ``name`` into ``model`` (unfitted, built from the same settings); its
+        per-user values and fit record, or None when there is none (or it was altered)."""
+        from models.serving.bundle import BundleError, load_model, sha256
+
+        folder = self.root / f"{name}-{key}"
+        try:
+            record = json.loads((folder / "record.json").read_text())
+            if any(sha256(folder / f) != digest for f, digest in record["files"].items()):
+                return None
+            load_model(folder / "model", into=model)
+            return pd.read_parquet(folder / "per_user.parquet"), record["fit"]
+        except (OSError, ValueError, KeyError, BundleError):
+            return None
+
+    def keep(self, name: str, model: Recommender, key: str, values: pd.DataFrame, fit: dict) -> None:
+        """Keep a fresh fit (written to a temporary folder, then renamed: never half an entry)."""
+        from models.serving.bundle import save_model, sha256
+
+        folder = self.root / f"{name}-{key}"
+        if folder.exists():
+            return
+        temporary = self.root / f".{name}-{key}.{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        save_model(model, temporary / "model", extra_fields=type(model).reuse_fields)
+        values.to_parquet(temporary / "per_user.parquet", index=False)
+        files = {"per_user.parquet": sha256(temporary / "per_user.parquet")}
+        record = {"fit": json.loads(json.dumps(fit, default=_plain)), "files": files}
+        (temporary / "record.json").write_text(json.dumps(record))
+        try:
+            temporary.rename(folder)
+        except OSError:  # kept meanwhile by a concurrent run of the same split
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _plain(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"a fit record holds a {type(value).__name__}")
+
+
 def fit_split_models(
     data: dict[str, pd.DataFrame],
     protocol: str,
@@ -49,10 +111,12 @@ def fit_split_models(
     config: TrainConfig,
     eval_config: EvalConfig,
     work_dir: Path,
+    store: FitStore | None = None,
 ) -> SplitFit:
     """Fit every model of ``config`` on one split's ``data`` (``train`` with text, ``validation`` and ``test``
     without, ``items``, ``users``) in registry order, the fusion last, and evaluate each on ``test``.
-    ``work_dir``: where models write files (the LM's trainer run)."""
+    ``work_dir``: where models write files (the LM's trainer run); ``store``: fits kept from earlier runs of
+    this split, restored instead of refitted (and fresh fits kept there)."""
     vectors = diversity_vectors(data, config.seed)
     cold = protocol == "cold_items"
     parts, fits, fitted = [], [], {}
@@ -60,6 +124,19 @@ def fit_split_models(
     for n, name in enumerate(order, start=1):
         context = BuildContext(protocol, Path(work_dir), eval_config.k, components=dict(fitted))
         model = build_model(name, config, context)
+        key = store.key(name, config) if store is not None and name != FUSION else None
+        kept = store.restore(name, model, key) if key is not None else None
+        if kept is not None:
+            values, fit = kept
+            fit["extras"]["reused"] = True
+            LOG.info(
+                f"{split_id}: {name} ({n} of {len(order)}) restored from the fit store "
+                f"(its first fit took {duration(fit['fit_seconds'])})"
+            )
+            parts.append(values)
+            fitted[name] = model
+            fits.append(fit)
+            continue
         LOG.info(f"{split_id}: fitting {name} ({n} of {len(order)})")
         reset_peak_memory()
         start = time.perf_counter()
@@ -94,6 +171,8 @@ def fit_split_models(
                 "extras": extras,
             }
         )
+        if key is not None:
+            store.keep(name, model, key, values, fits[-1])
     return SplitFit(protocol, pd.concat(parts, ignore_index=True), fits, fitted)
 
 

@@ -415,6 +415,15 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
             recipe = (json_field(params).get("metrics_") or {}).get("recipe")
             if recipe:
                 recipes.setdefault(model, recipe)
+    reused = {}
+    if "extras" in fits:  # restored from the fit store: the seconds are its first fit's
+        for model, extras in zip(fits["model"], fits["extras"], strict=True):
+            reused[model] = reused.get(model, 0) + bool(json_field(extras).get("reused"))
+    splits = fits.groupby("model")["model"].count()
+    for model, n in reused.items():
+        if n:
+            note = f"restored from the fit store on {n} of {splits[model]} splits (seconds: its first fit's)"
+            recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
     traditional = mean.loc[mean.index.isin(registry.TRADITIONAL), "fit_seconds"].sum()
     order = [m for m in registry.REGISTRY if m in mean.index] + [m for m in mean.index if m not in registry.REGISTRY]
     mean = mean.reindex(order)

@@ -30,6 +30,11 @@ from tasks.store import PROJECT_ROOT, connect, replace_run_rows
 CACHE_SOURCES = ("models", "tasks/train.py", "tasks/split.py")
 # judged after the fit, from its stored per-user values: a change there needs no refit
 CACHE_EXEMPT = ("models/evaluation/comparisons.py", "models/evaluation/inference.py")
+# the workspace folder where each split's fitted models are kept between runs (models.experiment.FitStore):
+# adding a model to a run refits only it and the fusion; safe to delete (everything is refitted)
+FIT_STORE = "fits"
+# the evaluation's settings that act after the fit, on its stored per-user values: not part of any fit's key
+JUDGED_LATER = {"n_boot", "alpha", "min_segment_users"}
 
 
 @task(cache_key_fn=lambda context, parameters: fit_cache_key(parameters), persist_result=True, result_serializer="json")
@@ -40,13 +45,14 @@ def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalCon
 
     Cached by content: a rerun on the same split data, configs and model code returns the stored summary
     without fitting (``refresh_cache=True`` forces a refit). The cache holds JSON only."""
-    from models.experiment import fit_split_models
+    from models.experiment import FitStore, fit_split_models
 
     with connect(db, read_only=True) as con:  # released before the (long) fits
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
+        store = FitStore(Path(db).parent / FIT_STORE / split_id, fit_store_key(con, split_id, protocol, eval_config))
     folder = Path(work_dir) / split_id
     with forward_to_run_logger():  # the LM trainer's progress lines reach the run's log
-        fitted = fit_split_models(data, protocol, split_id, config, eval_config, folder)
+        fitted = fit_split_models(data, protocol, split_id, config, eval_config, folder, store)
     lm = next((fitted.models[name] for name in LANGUAGE if name in fitted.models), None)
     outputs = {
         "per_user": fitted.per_user,
@@ -139,10 +145,16 @@ def fit_cache_key(parameters: dict) -> str:
     """Prefect cache key of :func:`fit_split`: the split's content, the configs and the model code."""
     with connect(parameters["db"], read_only=True) as con:
         data = split_fingerprint(con, parameters["split_id"])
-    # the statistics' settings (bootstrap, alpha, minimum segment) act after the fit: not part of the key
-    judged_later = {"n_boot", "alpha", "min_segment_users"}
-    configs = parameters["config"].model_dump_json() + parameters["eval_config"].model_dump_json(exclude=judged_later)
+    configs = parameters["config"].model_dump_json() + parameters["eval_config"].model_dump_json(exclude=JUDGED_LATER)
     return hashlib.sha256(f"{data}|{configs}|{source_fingerprint()}".encode()).hexdigest()
+
+
+def fit_store_key(con: duckdb.DuckDBPyConnection, split_id: str, protocol: str, eval_config: EvalConfig) -> str:
+    """What every kept fit of a split depends on besides its own settings: the split's content, its protocol,
+    the evaluation settings that shape its test values, and the model code."""
+    data = split_fingerprint(con, split_id)
+    evaluation = eval_config.model_dump_json(exclude=JUDGED_LATER)
+    return hashlib.sha256(f"{data}|{protocol}|{evaluation}|{source_fingerprint()}".encode()).hexdigest()
 
 
 class FitOutputsMissing(RuntimeError):

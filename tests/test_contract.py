@@ -102,6 +102,43 @@ def test_every_registered_model_comes_back_from_its_bundle_unchanged(name, fitte
         np.testing.assert_array_equal(again_scores, scores)
 
 
+@pytest.mark.parametrize("name", [p for p in PARAMS if p != "fusion" and getattr(p, "values", [p])[0] != "fusion"])
+def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name, fitted, world, tmp_path):
+    """What the fusion reads of a component restored from the fit store instead of refitted: its predictions,
+    scores, refit copy (constructor arguments and chosen hyperparameters) and out-of-fold predictions, all
+    identical to the fitted model's."""
+    from models.experiment import FitStore
+
+    train, validation, items = world
+    model = fitted(name)
+    store = FitStore(tmp_path / "fits", "split-and-code")
+    key = store.key(name, CONFIG)
+    values = pd.DataFrame({"model": [name], "num": [1.0]})
+    store.keep(name, model, key, values, {"model": name, "params": {}, "fit_seconds": 1.5, "extras": {}})
+    restored = build_model(name, CONFIG, BuildContext("random", tmp_path / "other", k=5))
+    kept_values, fit = store.restore(name, restored, key)
+    assert kept_values.equals(values) and fit["fit_seconds"] == 1.5
+    users = np.r_[validation["user_id"].to_numpy(), ["nobody"]]
+    rated = np.r_[validation["item_id"].to_numpy(), ["never_rated"]]
+    if "rating" in model.tasks:
+        np.testing.assert_array_equal(restored.predict(users, rated), model.predict(users, rated))
+    if "ranking" in model.tasks:
+        np.testing.assert_array_equal(restored.score(users), model.score(users))
+    copy, again = model.refit_copy(), restored.refit_copy()
+    assert (copy is None) == (again is None)
+    if copy is not None:
+        assert vars(again) == vars(copy)  # the same constructor arguments and chosen hyperparameters
+    fold = np.arange(len(train)) % 3
+    oof, oof_again = model.oof_predictions(train, fold, items=items), restored.oof_predictions(train, fold, items=items)
+    assert (oof is None) == (oof_again is None)
+    if oof is not None:
+        np.testing.assert_array_equal(oof_again, oof)
+    # another key (another setting, split or code) finds nothing; an altered entry is refitted, not read
+    assert store.restore(name, build_model(name, CONFIG, BuildContext("random", tmp_path)), "other") is None
+    (tmp_path / "fits" / f"{name}-{key}" / "per_user.parquet").write_bytes(b"altered")
+    assert store.restore(name, build_model(name, CONFIG, BuildContext("random", tmp_path)), key) is None
+
+
 @pytest.mark.parametrize("name", PARAMS)
 def test_a_refit_copy_reproduces_the_model_and_out_of_fold_predictions_cover_training(name, fitted, world):
     """What the fusion's stacked blender learns from: a model's refit copy, fitted on the same training fold

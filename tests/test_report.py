@@ -468,3 +468,11 @@ def test_a_contender_identical_to_its_reference_is_said_so_not_given_a_detectabl
     assert sentence(row) == "cold_items_s0: NDCG@10 identical to lightfm_hybrid for every user (no difference to test)"
     frame = pd.DataFrame([row.to_dict()])
     assert "no difference was detected in 1 (identical to the reference)" in bottom_line(frame)
+
+
+def test_the_cost_section_says_which_fits_were_restored_from_the_fit_store():
+    fits = fits_rows()
+    fits.loc[fits["model"] == "bias_als", "extras"] = json.dumps({"reused": True})
+    cost = report(fits=fits).split("## Cost")[1].split("\n## ")[0]
+    row = next(line for line in cost.splitlines() if line.startswith("| bias_als"))
+    assert row.endswith("| restored from the fit store on 1 of 1 splits (seconds: its first fit's) |")

@@ -79,6 +79,7 @@ class LMTwoTower(Recommender):
         "popularity_weight_",
     )
     state_defaults = {"popularity_weight_": 0.0}  # bundles published before it ranked by the cosine alone
+    reuse_fields = ("_oof",)  # the readout's out-of-fold predictions of the training pairs: the fusion stacks them
 
     def __init__(
         self,
@@ -159,16 +160,25 @@ class LMTwoTower(Recommender):
             key: float(readout[key]) for key in ("bias", "alpha", "mean", "stat_bias", "stat_alpha")
         }
         self._dim = self._user_vectors.shape[1] // 2  # vectors are [retrieval half | attention-pooled half]
-        oof = out / "predictions_train_oof.parquet"  # the readout's, for the fusion's stacking (not bundled)
-        self._oof = pd.read_parquet(oof).set_index(["user_id", "item_id"])["prediction"] if oof.exists() else None
+        oof = out / "predictions_train_oof.parquet"  # the readout's, for the fusion's stacking (not published)
+        self._oof = None
+        if oof.exists():
+            table = pd.read_parquet(oof)
+            self._oof = {
+                "user_id": table["user_id"].astype(str).to_numpy(),
+                "item_id": table["item_id"].astype(str).to_numpy(),
+                "prediction": table["prediction"].to_numpy(dtype=np.float64),
+            }
 
     def oof_predictions(self, train, fold, *, items=None, users=None) -> np.ndarray | None:
         """The readout's out-of-fold predictions of the training pairs (``models.lm.readout.cross_fit_readout``,
         its own folds: ``fold`` is not used; no LM refit), None for a model loaded from a bundle."""
         if getattr(self, "_oof", None) is None:
             return None
+        index = pd.MultiIndex.from_arrays([self._oof["user_id"], self._oof["item_id"]])
+        table = pd.Series(self._oof["prediction"], index=index)
         keys = pd.MultiIndex.from_arrays([train["user_id"].astype(str), train["item_id"].astype(str)])
-        out = self._oof[~self._oof.index.duplicated()].reindex(keys).to_numpy(dtype=np.float64)
+        out = table[~table.index.duplicated()].reindex(keys).to_numpy(dtype=np.float64)
         return None if np.isnan(out).any() else out
 
     def restore(self, state, seen_indptr, seen_indices) -> None:

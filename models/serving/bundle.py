@@ -40,15 +40,18 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: Recommender, folder: str | Path) -> Path:
-    """Write ``model`` (fitted) into ``folder`` (created; must not exist yet). Returns the folder."""
+def save_model(model: Recommender, folder: str | Path, *, extra_fields: tuple[str, ...] = ()) -> Path:
+    """Write ``model`` (fitted) into ``folder`` (created; must not exist yet). Returns the folder.
+
+    ``extra_fields``: fitted attributes to keep besides its ``state_fields`` (the fit store keeps a model's
+    ``reuse_fields``; a published bundle has none)."""
     if bundle_classes().get(type(model).__name__) is not type(model):
         raise BundleError(f"{type(model).__name__} is not a registered model (models.registry): it could not be loaded")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=False)
     arrays: dict[str, np.ndarray] = {}
     values: dict[str, object] = {}
-    for field in (*COMMON_FIELDS, *type(model).state_fields):
+    for field in (*COMMON_FIELDS, *type(model).state_fields, *extra_fields):
         _encode(field, getattr(model, field, None), arrays, values)
     seen = model._seen.tocsr()
     arrays.update({"_seen.indptr": seen.indptr, "_seen.indices": seen.indices})
@@ -72,8 +75,11 @@ def save_model(model: Recommender, folder: str | Path) -> Path:
     return folder
 
 
-def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
-    """The model saved in ``folder`` by :func:`save_model`, ready to ``predict``/``score``/``recommend``."""
+def load_model(folder: str | Path, *, verify: bool = True, into: Recommender | None = None) -> Recommender:
+    """The model saved in ``folder`` by :func:`save_model`, ready to ``predict``/``score``/``recommend``.
+
+    ``into``: an unfitted instance of the saved class, built with the constructor arguments the fit had
+    (what ``refit_copy`` reads), to restore the state into; a bare instance of the class otherwise."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -91,7 +97,9 @@ def load_model(folder: str | Path, *, verify: bool = True) -> Recommender:
                 raise BundleError(f"{file}: missing or altered since it was published (checksum mismatch)")
     with np.load(folder / ARRAYS, allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
-    model = cls.__new__(cls)
+    if into is not None and type(into) is not cls:
+        raise BundleError(f"{path}: holds a {cls.__name__}, not a {type(into).__name__}")
+    model = cls.__new__(cls) if into is None else into
     # a field added since the bundle was published takes the value that reproduces that reclab's behaviour
     state = {**getattr(cls, "state_defaults", {}), **_decode(manifest["values"], arrays)}
     missing = [field for field in (*COMMON_FIELDS, *cls.state_fields) if field not in state]

@@ -1,0 +1,69 @@
+"""The experiment loop on one split: fitted models kept in the fit store between runs, so that adding a model
+fits only it and the fusion, with the same results as fitting everything afresh."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+from builders import genre_world
+
+from models.evaluation.harness import EvalConfig
+from models.experiment import FitStore, fit_split_models
+from models.registry import TrainConfig
+
+FIRST = ("global_mean", "bias_als", "biased_mf", "popularity", "svd", "ease", "fusion")
+MORE = ("global_mean", "bias_als", "biased_mf", "popularity", "svd", "knn_baseline", "ease", "fusion")
+
+
+@pytest.fixture(scope="module")
+def split():
+    ratings, items = genre_world(n_users=30, n_items=40, per_user=10)
+    ratings = ratings.assign(timestamp=range(len(ratings)))
+    parts = {
+        "train": ratings.iloc[::3].index.union(ratings.iloc[1::3].index),
+        "validation": ratings.iloc[2::6].index,
+        "test": ratings.iloc[5::6].index,
+    }
+    data = {fold: ratings.loc[index].reset_index(drop=True) for fold, index in parts.items()}
+    for fold in ("validation", "test"):
+        data[fold] = data[fold].drop(columns=["summary", "review_text"])
+    data["items"], data["users"] = items, pd.DataFrame({"user_id": sorted(ratings["user_id"].unique())})
+    return data
+
+
+def run(split, models, tmp_path, store=None, caplog=None):
+    config = TrainConfig(models=models, lightfm_trials=0)
+    return fit_split_models(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path, store)
+
+
+def test_adding_a_model_fits_only_it_and_the_fusion(split, tmp_path, caplog):
+    store = FitStore(tmp_path / "fits", "the split, its protocol, the code")
+    first = run(split, FIRST, tmp_path / "a", store)
+    assert not any(f["extras"].get("reused") for f in first.fits)
+    with caplog.at_level(logging.INFO, logger="reclab.experiment"):
+        second = run(split, MORE, tmp_path / "b", store)
+    reused = {f["model"] for f in second.fits if f["extras"].get("reused")}
+    assert reused == set(FIRST) - {"fusion"}  # everything but the new model and the fusion came from the store
+    fitting = [r.getMessage() for r in caplog.records if ": fitting " in r.getMessage()]
+    assert [m.split(": fitting ")[1].split(" (")[0] for m in fitting] == ["knn_baseline", "fusion"]
+    # the same results as every model fitted afresh: restored components, the same fusion
+    fresh = run(split, MORE, tmp_path / "c")
+    columns = ["model", "metric", "k", "user_id", "item_segment"]
+    got = second.per_user.sort_values(columns).reset_index(drop=True)
+    want = fresh.per_user.sort_values(columns).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+    fusion = next(f for f in second.fits if f["model"] == "fusion")
+    assert fusion["params"] == next(f for f in fresh.fits if f["model"] == "fusion")["params"]
+
+
+def test_a_changed_setting_refits_every_model(split, tmp_path):
+    store = FitStore(tmp_path / "fits", "the split, its protocol, the code")
+    run(split, FIRST, tmp_path / "a", store)
+    config = TrainConfig(models=FIRST, lightfm_trials=0, seed=1)
+    again = fit_split_models(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path / "b", store)
+    assert not any(f["extras"].get("reused") for f in again.fits)
+    other = FitStore(tmp_path / "fits", "another split or code")
+    third = run(split, FIRST, tmp_path / "c", other)
+    assert not any(f["extras"].get("reused") for f in third.fits)
