@@ -326,6 +326,12 @@ MODELS_GROUP = Group(
             "pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)",
         ),
         Option(
+            "--no-overlap",
+            "train.overlap",
+            "fit one model after the other (default: the LM trains in its own process beside the other fits)",
+            const=False,
+        ),
+        Option(
             "--refresh",
             "refresh_cache",
             "refit every model even when a cached fit of the same split, settings and code exists",

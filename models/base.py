@@ -19,6 +19,7 @@ The catalogue is the union of the training items and the ids of the ``items`` Da
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -58,6 +59,21 @@ class Recommender:
         users: pd.DataFrame | None = None,
     ) -> Recommender:
         raise NotImplementedError
+
+    def fit_in_background(
+        self,
+        train: pd.DataFrame,
+        validation: pd.DataFrame | None = None,
+        *,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        share_cores: Path | None = None,
+    ):
+        """Start fitting in another process and return at once, or return None where the model fits only in
+        this one (the default). A model that can returns a handle whose ``finish()`` waits for the fit,
+        completes this model and returns its CPU seconds; while the file ``share_cores`` exists, the other
+        process leaves a core to this one (``models.experiment`` fits the in-process models meanwhile)."""
+        return None
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         raise NotImplementedError(f"{self.name} does not predict ratings; use score/recommend")

@@ -60,7 +60,8 @@ class FitStore:
     base_key: str
 
     def key(self, name: str, config: TrainConfig) -> str:
-        settings = config.model_dump_json(exclude={"models"})  # the list of models is not a model's setting
+        # the list of models is not a model's setting, nor whether fits overlap
+        settings = config.model_dump_json(exclude={"models", "overlap"})
         return hashlib.sha256(f"{self.base_key}|{name}|{settings}".encode()).hexdigest()[:24]
 
     def restore(self, name: str, model: Recommender, key: str) -> tuple[pd.DataFrame, dict] | None:
@@ -112,37 +113,24 @@ def fit_split_models(
     eval_config: EvalConfig,
     work_dir: Path,
     store: FitStore | None = None,
+    text_cache: Path | None = None,
 ) -> SplitFit:
     """Fit every model of ``config`` on one split's ``data`` (``train`` with text, ``validation`` and ``test``
     without, ``items``, ``users``) in registry order, the fusion last, and evaluate each on ``test``.
     ``work_dir``: where models write files (the LM's trainer run); ``store``: fits kept from earlier runs of
-    this split, restored instead of refitted (and fresh fits kept there)."""
+    this split, restored instead of refitted (and fresh fits kept there); ``text_cache``: the workspace's
+    per-text encoder states (the LM's, shared by every split)."""
     vectors = diversity_vectors(data, config.seed)
     cold = protocol == "cold_items"
-    parts, fits, fitted = [], [], {}
     order = sorted(config.models, key=lambda name: REGISTRY[name].family == "fusion")
-    for n, name in enumerate(order, start=1):
-        context = BuildContext(protocol, Path(work_dir), eval_config.k, components=dict(fitted))
-        model = build_model(name, config, context)
-        key = store.key(name, config) if store is not None and name != FUSION else None
-        kept = store.restore(name, model, key) if key is not None else None
-        if kept is not None:
-            values, fit = kept
-            fit["extras"]["reused"] = True
-            LOG.info(
-                f"{split_id}: {name} ({n} of {len(order)}) restored from the fit store "
-                f"(its first fit took {duration(fit['fit_seconds'])})"
-            )
-            parts.append(values)
-            fitted[name] = model
-            fits.append(fit)
-            continue
-        LOG.info(f"{split_id}: fitting {name} ({n} of {len(order)})")
-        reset_peak_memory()
-        start = time.perf_counter()
-        model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+    parts: dict[str, pd.DataFrame] = {}
+    fits: dict[str, dict] = {}
+    fitted: dict[str, Recommender] = {}
+    position = {name: n for n, name in enumerate(order, start=1)}
+    share = Path(work_dir) / ".share_cores"  # exists while a fit runs in this process beside a background one
+
+    def evaluate(name: str, model: Recommender, wall: float, cpu: float, peak, extras_in: dict | None = None):
         done = time.perf_counter()
-        peak = peak_memory_gib()
         values, extras = per_user_values(
             model,
             name,
@@ -156,24 +144,105 @@ def fit_split_models(
             extras["validation"] = validation_summary(
                 model, data["train"], data["validation"], eval_config.k, cold_candidates=cold
             )
-        parts.append(values)
-        fitted[name] = model
         evaluated = time.perf_counter() - done
-        LOG.info(f"{split_id}: {name} fitted in {duration(done - start)}, evaluated in {duration(evaluated)}")
+        LOG.info(f"{split_id}: {name} fitted in {duration(wall)}, evaluated in {duration(evaluated)}")
         child = (getattr(model, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
         extras["peak_memory_gib"] = round(max(peak, child or 0.0), 3) if peak is not None else child
-        fits.append(
-            {
-                "model": name,
-                "params": fitted_params(model),
-                "fit_seconds": done - start,
-                "eval_seconds": evaluated,
-                "extras": extras,
-            }
+        extras["cpu_seconds"] = round(cpu, 2)
+        extras.update(extras_in or {})
+        parts[name], fitted[name] = values, model
+        fits[name] = {
+            "model": name,
+            "params": fitted_params(model),
+            "fit_seconds": wall,
+            "eval_seconds": evaluated,
+            "extras": extras,
+        }
+        if keys.get(name) is not None:
+            store.keep(name, model, keys[name], values, fits[name])
+
+    # restore what the fit store holds; build the rest (the fusion after every other model)
+    keys: dict[str, str | None] = {}
+    todo: dict[str, Recommender] = {}
+    for name in order:
+        if name == FUSION:
+            continue
+        context = BuildContext(protocol, Path(work_dir), eval_config.k, text_cache=text_cache)
+        model = build_model(name, config, context)
+        keys[name] = store.key(name, config) if store is not None else None
+        kept = store.restore(name, model, keys[name]) if keys[name] is not None else None
+        if kept is None:
+            todo[name] = model
+            continue
+        values, fit = kept
+        fit["extras"]["reused"] = True
+        LOG.info(
+            f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
+            f"(its first fit took {duration(fit['fit_seconds'])})"
         )
-        if key is not None:
-            store.keep(name, model, key, values, fits[-1])
-    return SplitFit(protocol, pd.concat(parts, ignore_index=True), fits, fitted)
+        parts[name], fitted[name], fits[name] = values, model, fit
+
+    # a model that fits in its own process (the LM) starts first and runs beside the in-process fits
+    background: dict[str, tuple] = {}
+    in_process = [name for name in todo if not _fits_in_background(todo[name])]
+    for name, model in todo.items():
+        if name in in_process or not config.overlap or not in_process:
+            continue
+        share.parent.mkdir(parents=True, exist_ok=True)
+        share.touch()
+        LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)}) in its own process, beside the rest")
+        start = time.perf_counter()
+        handle = model.fit_in_background(
+            data["train"], data["validation"], items=data["items"], users=data["users"], share_cores=share
+        )
+        background[name] = (handle, start)
+    try:
+        for name in [n for n in todo if n not in background]:
+            model = todo[name]
+            LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
+            reset_peak_memory()
+            start, cpu = time.perf_counter(), _cpu_seconds()
+            model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+            wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+            overlap = {"overlapped_with": sorted(background)} if background else None
+            evaluate(name, model, wall, cpu, peak_memory_gib(), overlap)
+    except BaseException:
+        for handle, _ in background.values():
+            handle.cancel()  # no trainer left running after a failed split
+        raise
+    finally:
+        share.unlink(missing_ok=True)  # the background fit takes every core from here
+    for name, (handle, start) in background.items():
+        cpu = handle.finish()
+        wall = time.perf_counter() - start
+        besides = [n for n in in_process if n in fits]
+        evaluate(name, todo[name], wall, cpu, None, {"overlapped_with": besides})
+
+    if FUSION in order:
+        name = FUSION
+        context = BuildContext(protocol, Path(work_dir), eval_config.k, components=dict(fitted), text_cache=text_cache)
+        model = build_model(name, config, context)
+        keys[name] = None
+        LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
+        reset_peak_memory()
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        evaluate(name, model, wall, cpu, peak_memory_gib())
+    return SplitFit(protocol, pd.concat([parts[n] for n in order], ignore_index=True), [fits[n] for n in order], fitted)
+
+
+def _fits_in_background(model: Recommender) -> bool:
+    return type(model).fit_in_background is not Recommender.fit_in_background
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished children (the LM's trainer run by
+    ``fit``), so far."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def reset_peak_memory() -> None:

@@ -39,6 +39,7 @@ class BuildContext:
     work_dir: Path  # where a model writes files (the LM's trainer inputs, checkpoints and outputs)
     k: int = 10  # the evaluation's ranking cut-off
     components: dict[str, Recommender] = field(default_factory=dict)  # models fitted before it (the fusion's)
+    text_cache: Path | None = None  # the workspace's per-text encoder states, shared by its splits (the LM's)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def _lm(cls, config: TrainConfig, context: BuildContext):
         {"seed": config.seed, **config.lm_overrides},
         k=context.k,
         cold_validation=context.protocol == "cold_items",
+        text_cache=context.text_cache,
     )
 
 
@@ -272,6 +274,11 @@ class TrainConfig(BaseModel):
         {}, description='further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}'
     )
     seed: int = Field(0, description="model initialisation seed")
+    overlap: bool = Field(
+        True,
+        description="fit the LM in its own process beside the other models (one core each until they are done, "
+        "then both for the LM); off: one model after the other",
+    )
 
 
 def build_model(name: str, config: TrainConfig, context: BuildContext) -> Recommender:

@@ -404,22 +404,34 @@ def for_whom(diffs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean fit and evaluation seconds over the run's splits, the fit time relative to all
-    traditional models together, and how it was trained where that matters (the LM's fine-tuning recipe)."""
+    """Per model: mean fit (wall) and CPU seconds and evaluation seconds over the run's splits, the fit time
+    relative to all traditional models together, and how it was trained where that matters (the LM's
+    fine-tuning recipe; the fits that ran beside one another, whose wall seconds overlap)."""
     if fits.empty:
         return pd.DataFrame()
-    mean = fits.groupby("model")[["fit_seconds", "eval_seconds"]].mean()
+    extras = [json_field(e) for e in fits["extras"]] if "extras" in fits else [{}] * len(fits)
+    fits = fits.assign(cpu_seconds=[e.get("cpu_seconds", np.nan) for e in extras])
+    mean = fits.groupby("model")[["fit_seconds", "eval_seconds", "cpu_seconds"]].mean()
     recipes = {}
     if "params" in fits:
         for model, params in zip(fits["model"], fits["params"], strict=True):
             recipe = (json_field(params).get("metrics_") or {}).get("recipe")
             if recipe:
                 recipes.setdefault(model, recipe)
-    reused = {}
-    if "extras" in fits:  # restored from the fit store: the seconds are its first fit's
-        for model, extras in zip(fits["model"], fits["extras"], strict=True):
-            reused[model] = reused.get(model, 0) + bool(json_field(extras).get("reused"))
+    reused, beside = {}, {}
+    for model, extra in zip(fits["model"], extras, strict=True):
+        reused[model] = reused.get(model, 0) + bool(extra.get("reused"))  # restored: seconds of its first fit
+        if extra.get("overlapped_with") and not extra.get("reused"):
+            beside.setdefault(model, []).append(len(extra["overlapped_with"]))
     splits = fits.groupby("model")["model"].count()
+    background = {m for m, counts in beside.items() if max(counts) > 1}  # ran beside several in-process fits
+    for model, counts in beside.items():
+        if model in background:
+            note = (
+                f"trained in its own process beside the {max(counts)} other fits on {len(counts)} of "
+                f"{splits[model]} splits, one core each until they finished (its wall seconds include that)"
+            )
+            recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
     for model, n in reused.items():
         if n:
             note = f"restored from the fit store on {n} of {splits[model]} splits (seconds: its first fit's)"
@@ -431,6 +443,7 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
         {
             "model": mean.index,
             "fit s (mean per split)": mean["fit_seconds"].round(1).to_numpy(),
+            "CPU s": mean["cpu_seconds"].round(1).to_numpy(),
             "evaluation s": mean["eval_seconds"].round(1).to_numpy(),
             "× all traditional models": (mean["fit_seconds"] / traditional).round(2).to_numpy()
             if traditional > 0

@@ -33,6 +33,9 @@ CACHE_EXEMPT = ("models/evaluation/comparisons.py", "models/evaluation/inference
 # the workspace folder where each split's fitted models are kept between runs (models.experiment.FitStore):
 # adding a model to a run refits only it and the fusion; safe to delete (everything is refitted)
 FIT_STORE = "fits"
+# the workspace folder of the LM encoder's per-text frozen-layer states (models.lm.text_cache), shared by
+# every split, fold, seed and run; safe to delete (states are computed again)
+TEXT_STATES = "text_states"
 # the evaluation's settings that act after the fit, on its stored per-user values: not part of any fit's key
 JUDGED_LATER = {"n_boot", "alpha", "min_segment_users"}
 
@@ -52,7 +55,9 @@ def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalCon
         store = FitStore(Path(db).parent / FIT_STORE / split_id, fit_store_key(con, split_id, protocol, eval_config))
     folder = Path(work_dir) / split_id
     with forward_to_run_logger():  # the LM trainer's progress lines reach the run's log
-        fitted = fit_split_models(data, protocol, split_id, config, eval_config, folder, store)
+        fitted = fit_split_models(
+            data, protocol, split_id, config, eval_config, folder, store, Path(db).parent / TEXT_STATES
+        )
     lm = next((fitted.models[name] for name in LANGUAGE if name in fitted.models), None)
     outputs = {
         "per_user": fitted.per_user,

@@ -67,3 +67,54 @@ def test_a_changed_setting_refits_every_model(split, tmp_path):
     other = FitStore(tmp_path / "fits", "another split or code")
     third = run(split, FIRST, tmp_path / "c", other)
     assert not any(f["extras"].get("reused") for f in third.fits)
+
+
+@pytest.mark.slow
+def test_the_lm_trains_in_its_own_process_beside_the_other_fits_with_the_same_results(split, tmp_path, caplog):
+    from builders import TINY_BERT
+
+    tiny = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
+    models = ("global_mean", "bias_als", "lm_two_tower", "fusion")
+    runs = {}
+    for overlap in (True, False):
+        config = TrainConfig(models=models, lightfm_trials=0, lm_overrides=tiny, overlap=overlap)
+        with caplog.at_level(logging.INFO):
+            runs[overlap] = fit_split_models(
+                split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path / str(overlap)
+            )
+    fits = {f["model"]: f for f in runs[True].fits}
+    assert [f["model"] for f in runs[True].fits] == list(models)  # recorded in registry order all the same
+    assert fits["lm_two_tower"]["extras"]["overlapped_with"] == ["global_mean", "bias_als"]
+    assert fits["bias_als"]["extras"]["overlapped_with"] == ["lm_two_tower"]
+    assert "overlapped_with" not in fits["fusion"]["extras"]
+    for f in runs[True].fits + runs[False].fits:  # wall and CPU seconds of every fit
+        assert f["fit_seconds"] > 0 and f["extras"]["cpu_seconds"] >= 0
+    lm = fits["lm_two_tower"]
+    assert lm["extras"]["cpu_seconds"] > 1  # the trainer process's own CPU time, not this process's
+    assert not any("overlapped_with" in f["extras"] for f in runs[False].fits)
+    columns = ["model", "metric", "k", "user_id", "item_segment"]
+    got = runs[True].per_user.sort_values(columns).reset_index(drop=True)
+    want = runs[False].per_user.sort_values(columns).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, rtol=1e-4)  # threads change float sums in the last digits at most
+    assert not (tmp_path / "True" / ".share_cores").exists()
+
+
+def test_the_trainer_takes_one_core_while_a_fit_runs_beside_it_and_both_after(tmp_path):
+    import torch
+
+    from models.lm.train import CoreShare
+
+    before = torch.get_num_threads()
+    flag = tmp_path / ".share_cores"
+    share = CoreShare(str(flag), threads=2)
+    try:
+        flag.touch()
+        share.adjust()
+        assert torch.get_num_threads() == 1
+        flag.unlink()
+        share.adjust()
+        assert torch.get_num_threads() == 2
+        CoreShare(None, threads=1).adjust()  # no file named: the thread count is left alone
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

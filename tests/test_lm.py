@@ -150,7 +150,8 @@ def test_the_readout_reads_rating_statistics_first_then_the_vectors():
 
 def test_cross_fitted_readout_never_reads_the_rating_it_predicts():
     """Out-of-fold readout predictions of training pairs: a pair's own rating never changes its prediction
-    (any other fold's ratings do), and they track the ratings as an in-sample readout would."""
+    (any other fold's ratings do), and they track the ratings as an in-sample readout would; the fast Gram
+    path equals fitting each fold's readout afresh."""
     from models.lm.readout import cross_fit_readout
 
     rng = np.random.default_rng(0)
@@ -165,17 +166,33 @@ def test_cross_fitted_readout_never_reads_the_rating_it_predicts():
             self.ratings = 3 + signal + rng.normal(0, 0.3, n) if ratings is None else ratings
 
     pairs = {"train": Pairs(400), "validation": Pairs(100)}
-    oof = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0)
+    oof = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0, strengths=(10.0, 100.0))
     assert oof.shape == (400,) and np.isfinite(oof).all()
     assert np.corrcoef(oof, pairs["train"].ratings)[0, 1] > 0.8
     fold = np.random.default_rng(0).integers(0, 4, 400)  # the folds cross_fit_readout draws (seed 0)
     changed = pairs["train"]
     original = changed.ratings.copy()
     changed.ratings = np.where(fold == 0, 5.0, original)
-    again = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0)
+    again = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0, strengths=(10.0, 100.0))
     changed.ratings = np.where(fold == 0, 1.0, original)
-    np.testing.assert_allclose(cross_fit_readout(vectors, stats, pairs, folds=4, seed=0)[fold == 0], again[fold == 0])
+    moved = cross_fit_readout(vectors, stats, pairs, folds=4, seed=0, strengths=(10.0, 100.0))
+    np.testing.assert_allclose(moved[fold == 0], again[fold == 0])
     assert (np.abs(again[fold != 0] - oof[fold != 0]) > 1e-9).all()
+    changed.ratings = original
+    from models.lm.readout import fit_ridge, pair_stat_features, readout_features
+
+    held, rest = fold == 1, fold != 1  # fold 1 by hand, centring the rest's features explicitly
+    X = readout_features(vectors[changed.users], vectors[changed.items])
+    Z = (X - X.mean(axis=0)) / (X.std(axis=0) + 1e-8)  # standardised over every training pair
+    u, i, y = changed.users, changed.items, original
+    S = pair_stat_features(stats[u[rest]], stats[i[rest]], y[rest].mean())
+    first = fit_ridge(S, y[rest], S[:0], y[:0], (10.0,))
+    residual = y[rest] - S @ first["weights"] - first["bias"]
+    Zc = Z[rest] - Z[rest].mean(axis=0)
+    coef = np.linalg.solve(Zc.T @ Zc + 100.0 * np.eye(Z.shape[1]), Zc.T @ (residual - residual.mean()))
+    base = pair_stat_features(stats[u[held]], stats[i[held]], y[rest].mean()) @ first["weights"] + first["bias"]
+    by_hand = base + residual.mean() + (Z[held] - Z[rest].mean(axis=0)) @ coef
+    np.testing.assert_allclose(oof[held], by_hand, rtol=1e-8, atol=1e-10)
 
 
 def test_retrieval_loss_by_hand():
@@ -292,20 +309,32 @@ def test_fast_dev_run(tokenizer):
     assert not any("pooler" in name for name, _ in model.named_parameters())
 
 
-def test_frozen_layer_cache_gives_the_whole_encoders_vectors(tokenizer):
+def test_kept_piece_states_give_the_vectors_of_states_computed_afresh(tokenizer):
+    """Frozen layers read each piece alone: kept (float16) states and states computed at every step give the
+    same vectors and predictions; a one-piece profile is encoded as the whole encoder encodes it."""
     from models.lm.module import TwoTowerModule
 
-    profiles = build_profiles(lm_reviews())
+    profiles = build_profiles(lm_reviews(), rating_history=3)
     keys = [("user", f"u{u}", FULL) for u in range(4)] + [("item", f"i{i}", FULL) for i in range(5)]
     tokens = ProfileTokens.build(profiles, keys, tokenizer, 32)
+    assert all(len(layout) > 1 for layout in tokens.layout)  # several pieces each
     model = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1).eval()
-    whole = model.encode_tokens(tokens)
+    whole = model.encode_tokens(tokens)  # nothing attached: every layer reads the whole profile
+    assert model.attach_tokens(tokens, keep=False) is not None
+    afresh = model.encode_tokens(tokens)
+    assert not np.allclose(afresh, whole, atol=1e-3)  # the frozen layers no longer see across pieces
     assert model.cache_frozen_states(tokens)
-    np.testing.assert_allclose(model.encode_tokens(tokens), whole, atol=2e-3)  # float16 storage of the states
+    np.testing.assert_allclose(model.encode_tokens(tokens), afresh, atol=2e-3)  # float16 storage of the states
     batch = Collate(tokens)([[(0, 5, 4.0), (1, 6, 3.0)]])  # a training batch finds its profiles by row
     pred, _, _ = model(batch)
-    model._frozen = None
+    model._pieces = None  # the same batch with states computed afresh
     np.testing.assert_allclose(pred.detach().numpy(), model(batch)[0].detach().numpy(), atol=2e-3)
+    single = ProfileTokens.build(build_profiles(lm_reviews()), [("item", "nobody", FULL)], tokenizer, 32)
+    alone = TwoTowerModule(encoder_config=TINY_BERT, rating_mean=3.0, freeze_layers=1).eval()
+    alone.load_state_dict(model.state_dict())
+    whole_single = alone.encode_tokens(single)
+    assert alone.cache_frozen_states(single)
+    np.testing.assert_allclose(alone.encode_tokens(single), whole_single, atol=2e-3)
     assert not TwoTowerModule(encoder_config=TINY_BERT, freeze_layers=0).cache_frozen_states(tokens)
 
 
@@ -503,27 +532,32 @@ def test_the_lm_mixes_popularity_into_its_ranking_only_where_validation_prefers_
 
 def test_trainer_output_is_streamed_to_the_log_without_noise(caplog):
     import logging
+    import threading
 
-    from models.lm.recommender import _stream
+    from models.lm.recommender import _Stream
 
     script = "import sys; print('[lm] step 1/2'); print('pooler.dense.bias | UNEXPECTED'); print('[lm] done', file=sys.stderr); sys.exit(3)"
     with caplog.at_level(logging.INFO, logger="reclab.lm"):
-        code, tail = _stream([sys.executable, "-c", script])
+        stream = _Stream([sys.executable, "-c", script])
+        code, tail = stream.wait(), stream.tail
     assert code == 3 and list(tail) == ["[lm] step 1/2", "[lm] done"]
-    assert [r.getMessage() for r in caplog.records if r.name == "reclab.lm"] == ["[lm] step 1/2", "[lm] done"]
+    records = [r for r in caplog.records if r.name == "reclab.lm"]
+    assert [r.getMessage() for r in records] == ["[lm] step 1/2", "[lm] done"]
+    # read on another thread, logged as the starting thread's: a task run forwarding its thread gets them
+    assert {r.thread for r in records} == {threading.get_ident()}
 
 
 def test_trainer_output_goes_to_stderr_when_no_handler_would_show_it(capfd):
     import logging
 
-    from models.lm.recommender import _stream
+    from models.lm.recommender import _Stream
 
     handler = logging.NullHandler()
     logging.getLogger().addHandler(handler)  # a handler exists, but the level (WARNING) drops INFO lines
     previous = logging.getLogger("reclab.lm").level
     logging.getLogger("reclab.lm").setLevel(logging.WARNING)
     try:
-        code, _ = _stream([sys.executable, "-c", "print('[lm] step 1/2')"])
+        code = _Stream([sys.executable, "-c", "print('[lm] step 1/2')"]).wait()
     finally:
         logging.getLogger().removeHandler(handler)
         logging.getLogger("reclab.lm").setLevel(previous)

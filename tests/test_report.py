@@ -148,9 +148,9 @@ def fits_rows(split_id="random_s0"):
         [
             (split_id, m, json.dumps(params if m == "fusion" else {}), s, 1.0, json.dumps(extras))
             for m, s, extras in (
-                ("bias_als", 2.0, {}),
+                ("bias_als", 2.0, {"cpu_seconds": 1.5, "overlapped_with": ["lm_two_tower"]}),
                 ("lightfm_hybrid", 8.0, {}),
-                ("lm_two_tower", 300.0, {}),
+                ("lm_two_tower", 300.0, {"cpu_seconds": 410.0, "overlapped_with": ["bias_als", "popularity"]}),
                 ("fusion", 3.0, {}),
                 ("popularity", 0.1, {"constant_share": 1.0}),
             )
@@ -436,8 +436,15 @@ def test_the_cost_section_names_the_lms_fine_tuning_recipe():
     fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": {"recipe": recipe}})
     cost = report(fits=fits).split("## Cost")[1].split("\n## ")[0]
     lm_row = next(line for line in cost.splitlines() if line.startswith("| lm_two_tower"))
-    assert lm_row == f"| lm_two_tower | 300 | 1 | 29.7 | {recipe} |"  # 300 s over 2 + 8 + 0.1 s
-    assert next(line for line in cost.splitlines() if line.startswith("| bias_als")).endswith("|  |")
+    overlap = (
+        "trained in its own process beside the 2 other fits on 1 of 1 splits, one core each until they "
+        "finished (its wall seconds include that)"
+    )
+    assert lm_row == f"| lm_two_tower | 300 | 410 | 1 | 29.7 | {recipe}; {overlap} |"  # 300 s over 2 + 8 + 0.1 s
+    assert (
+        next(line for line in cost.splitlines() if line.startswith("| bias_als"))
+        == "| bias_als | 2 | 1.5 | 1 | 0.2 |  |"
+    )
 
 
 def test_a_run_without_families_asks_to_be_judged_again():

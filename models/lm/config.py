@@ -3,6 +3,8 @@ override a few of them. Read by the trainer (``models.lm.train``) and by the rec
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -50,12 +52,22 @@ class LMConfig(BaseModel):
     mixed_negatives: int = Field(0, ge=0)
     popularity_weights: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     freeze_layers: int = Field(0, ge=0)  # freeze embeddings + the lowest N transformer layers
+    dropout: float | None = Field(None, ge=0, lt=1)  # the encoder's and head's dropout (None: the encoder's own)
+    # what trains in the unfrozen layers: "all", or "ffn": only their feed-forward blocks (attention frozen, so
+    # no backward pass runs through it); pooling and the rating head train either way
+    trainable: Literal["all", "ffn"] = "all"
     # LoRA adapters (peft) instead: rank (0: off), scaling, dropout and the encoder's linear layers they wrap
     lora_rank: int = Field(0, ge=0)
     lora_alpha: float = 16.0
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     lora_targets: tuple[str, ...] = ("query", "value")
-    cache_frozen: bool = True  # compute the frozen layers' output once per profile (BERT-style encoders)
+    # With lower layers frozen (BERT-style encoders), the frozen layers read each piece of a profile (review,
+    # metadata, rating history) alone and the trainable layers the pieces' states concatenated
+    # (models.lm.module.PieceStates). cache_frozen: compute each piece's states once and keep them (False:
+    # afresh at every step, the same numbers); text_cache: the folder where they are kept across splits and
+    # runs (models.lm.text_cache; the LM recommender sets <workspace>/text_states; None: this run only).
+    cache_frozen: bool = True
+    text_cache: str | None = None
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float = 1.0
     patience: int = Field(2, ge=1)  # early stopping on validation RMSE
@@ -63,8 +75,12 @@ class LMConfig(BaseModel):
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
-    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32-true on CPU
+    # "auto": bf16-mixed on GPU, 32-true on CPU; "bf16-mixed" on a CPU without native bfloat16 (AMX or
+    # AVX512-BF16, which oneDNN uses) runs 32-true, and says so
+    precision: str = "auto"
     num_threads: int = 0  # torch CPU threads (0: torch's default)
+    # while this file exists the trainer uses one thread: another fit runs beside it (models.experiment)
+    share_cores: str | None = None
     num_workers: int = 0  # DataLoader worker processes (0: batches are built in the training process)
     # training batches of similar profile lengths (less padding): that many batches per length-sorted chunk
     length_buckets: int = Field(0, ge=0)
@@ -74,10 +90,22 @@ class LMConfig(BaseModel):
 
 
 PROFILES: dict[str, dict] = {
-    # Fits on 2 CPU cores in minutes: shorter profiles, one epoch, all but the top layer frozen (their
-    # states are computed once per profile, see cache_frozen). Measured on the default dataset's random
-    # split, validation MSE of the readout: freeze 3 0.779 (291 s), 4 0.781 (224 s), 5 0.778 (159 s).
-    "cpu": {"max_length": 64, "max_reviews": 4, "freeze_layers": 5, "max_epochs": 1, "batch_size": 32},
+    # Fits on 2 CPU cores in about a minute: shorter profiles, one epoch, all but the top layer frozen (each
+    # text piece's states computed once per workspace, see cache_frozen / text_cache), of the top layer only
+    # the feed-forward block trained, no dropout, bfloat16 autocast where the CPU has it natively. Measured
+    # on the default dataset's random split, one session (python bench/lm_fit.py, README "The LM's cost"):
+    # validation MSE of the readout / training seconds: the whole top layer, dropout, float32 0.7611 / 93 s;
+    # no dropout, bf16 0.7608 / 67 s; feed-forward only, no dropout, bf16 0.7630 / 37 s.
+    "cpu": {
+        "max_length": 64,
+        "max_reviews": 4,
+        "freeze_layers": 5,
+        "max_epochs": 1,
+        "batch_size": 32,
+        "trainable": "ffn",
+        "dropout": 0.0,
+        "precision": "bf16-mixed",
+    },
     # Parameter-efficient: LoRA adapters (rank 8 on the attention's query and value) on every layer, the
     # pretrained weights frozen; otherwise as "cpu".
     "cpu-lora": {"max_length": 64, "max_reviews": 4, "max_epochs": 1, "batch_size": 32, "lora_rank": 8},

@@ -1,13 +1,14 @@
 """Data for the language-model recommender: profile tokens cached once, pairs batched with dynamic padding.
 
-Each distinct profile text (a user's or item's full profile, or one of its fold variants) is tokenised once
-and kept as a list of token ids; a batch pads only to its longest profile and encodes each distinct
-profile it contains once, however many of its pairs share it.
+Each distinct piece of text (a review, an item's metadata, a rating history) is tokenised once, and each
+profile (a user's or item's full profile, or one of its fold variants) is the concatenation of its pieces'
+token ids; a batch pads only to its longest profile and encodes each distinct profile it contains once,
+however many of its pairs share it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
@@ -22,36 +23,64 @@ TOKENIZE_CHUNK = 4096  # profiles tokenised at a time (full encodings, overflow 
 
 @dataclass
 class ProfileTokens:
-    """Token ids per profile key ("user"/"item", id, fold variant), tokenised once."""
+    """Token ids per profile key ("user"/"item", id, fold variant), tokenised once, piece by piece.
+
+    Each distinct piece text (``Profiles.pieces_of``: metadata, rating history, one review) is tokenised once,
+    with the tokenizer's special tokens, cut to ``max_length``: ``pieces``. A profile is its pieces'
+    tokens concatenated in reading order and cut to ``max_length`` in all: ``ids``, and ``layout`` says which
+    piece each stretch of it came from, as (piece row, tokens used) pairs, so that the frozen layers' states
+    of the pieces (``models.lm.module.PieceStates``) assemble the profile without re-encoding it."""
 
     keys: dict[tuple[str, str, int], int]
     ids: list[list[int]]
     pad_id: int
+    pieces: list[list[int]] = field(default_factory=list)
+    piece_texts: list[str] = field(default_factory=list)
+    layout: list[list[tuple[int, int]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, profiles: Profiles, needed: list[tuple[str, str, int]], tokenizer, max_length: int) -> ProfileTokens:
         keys: dict[tuple[str, str, int], int] = {}
-        texts: list[str] = []
+        piece_row: dict[str, int] = {}
+        profile_pieces: list[list[int]] = []
         for key in needed:
             if key not in keys:
-                keys[key] = len(texts)
-                kind, entity, fold = key
-                texts.append(profiles.user(entity, fold) if kind == "user" else profiles.item(entity, fold))
-        ids: list[list[int]] = []
+                keys[key] = len(profile_pieces)
+                profile_pieces.append([piece_row.setdefault(t, len(piece_row)) for t in profiles.pieces_of(key)])
+        texts = list(piece_row)
+        pieces: list[list[int]] = []
         for start in range(0, len(texts), TOKENIZE_CHUNK):  # a fast tokenizer's encodings of every text at once
             batch = tokenizer(texts[start : start + TOKENIZE_CHUNK], truncation=True, max_length=max_length)
-            ids += [list(x) for x in batch["input_ids"]]  # keep the ids only; the encodings are let go
-        return cls(keys=keys, ids=ids, pad_id=tokenizer.pad_token_id or 0)
+            pieces += [list(x) for x in batch["input_ids"]]  # keep the ids only; the encodings are let go
+        ids, layout = [], []
+        for rows in profile_pieces:
+            sequence, used = [], []
+            for row in rows:
+                take = min(len(pieces[row]), max_length - len(sequence))
+                if take <= 0:
+                    break
+                sequence += pieces[row][:take]
+                used.append((row, take))
+            ids.append(sequence)
+            layout.append(used)
+        return cls(
+            keys=keys, ids=ids, pad_id=tokenizer.pad_token_id or 0, pieces=pieces, piece_texts=texts, layout=layout
+        )
 
     def pad(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask of profiles ``rows``, padded to the longest of them."""
-        length = max(len(self.ids[r]) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for n, r in enumerate(rows):
-            ids[n, : len(self.ids[r])] = torch.tensor(self.ids[r])
-            mask[n, : len(self.ids[r])] = 1
-        return ids, mask
+        return pad_sequences([self.ids[r] for r in rows], self.pad_id)
+
+
+def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``sequences``, padded to the longest of them."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for n, sequence in enumerate(sequences):
+        ids[n, : len(sequence)] = torch.tensor(sequence)
+        mask[n, : len(sequence)] = 1
+    return ids, mask
 
 
 class PairDataset(Dataset):

@@ -4,11 +4,11 @@ mixed negatives: :func:`retrieval_loss`)."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,44 +17,108 @@ from models.lm.network import TwoTower, build_encoder
 PROGRESS_SECONDS = 30.0  # long loops print a progress line at most this often
 
 
-class FrozenStates:
-    """The frozen layers' token states of every profile of one ``ProfileTokens``, stored once (float16,
-    unpadded, concatenated): with the lower layers frozen, a step no longer recomputes them."""
+class PieceStates:
+    """The frozen layers' token states of the pieces of one ``ProfileTokens`` (``models.lm.data``), and how to
+    assemble a profile from them.
 
-    def __init__(self, tokens, states: torch.Tensor, offsets: list[int]):
+    With the lower layers frozen, the frozen layers read each piece of a profile alone (a review, the
+    metadata, the rating history) and the trainable upper layers read the profile as its pieces' states
+    concatenated (``ProfileTokens.layout``): so a piece is encoded once per dataset and encoder, whatever
+    profiles, fold variants and splits hold it (``models.lm.text_cache``), never once per profile.
+
+    ``states``: float16 (or float32) rows, piece after piece, each piece as many rows as the most any profile
+    uses of it; ``offsets``: each piece's first row."""
+
+    def __init__(self, tokens, states: torch.Tensor, offsets: np.ndarray):
         self.tokens, self.states, self.offsets = tokens, states, offsets
+        self._rows: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def used(tokens) -> np.ndarray:
+        """Per piece, the most tokens any profile of ``tokens`` takes of it (0: in no profile)."""
+        used = np.zeros(len(tokens.pieces), dtype=np.int64)
+        for layout in tokens.layout:
+            for piece, take in layout:
+                used[piece] = max(used[piece], take)
+        return used
 
     @classmethod
-    def compute(cls, net, tokens, batch: int = 64) -> FrozenStates:
-        lengths = [len(ids) for ids in tokens.ids]
-        offsets = [0, *itertools.accumulate(lengths)]
-        states = torch.zeros((offsets[-1], net.dim), dtype=torch.float16)
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)  # similar lengths together: less padding
-        device = next(net.parameters()).device
-        began = last = time.perf_counter()
-        for start in range(0, len(order), batch):
-            if time.perf_counter() - last > PROGRESS_SECONDS:
-                last, done = time.perf_counter(), start / len(order)
-                print(
-                    f"[lm] caching frozen states: {start}/{len(order)} profiles ({100 * done:.0f}%), "
-                    f"ETA {(last - began) / done * (1 - done):.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            rows = order[start : start + batch]
-            ids, mask = tokens.pad(rows)
-            hidden = net.frozen_states(ids.to(device), mask.to(device)).to("cpu", torch.float16)
-            for n, row in enumerate(rows):
-                states[offsets[row] : offsets[row + 1]] = hidden[n, : lengths[row]]
-        return cls(tokens, states, offsets)
+    def compute(
+        cls, net, tokens, cache=None, batch: int = 64, dtype: torch.dtype = torch.float16, pieces=None, between=None
+    ) -> tuple[PieceStates, dict]:
+        """The states of ``pieces`` (rows of ``tokens.pieces``; default: every piece a profile uses): read from
+        ``cache`` (a ``TextStateCache``) where it holds them, the rest encoded by ``net``'s frozen layers (each
+        piece alone, whole, as tokenised) and added to it. Returns the states and a count of pieces by origin."""
+        from models.lm.text_cache import text_hash
+
+        used = cls.used(tokens)
+        wanted = np.flatnonzero(used) if pieces is None else np.asarray(sorted(set(pieces)), dtype=np.int64)
+        hashes = {int(p): text_hash(tokens.piece_texts[p]) for p in wanted}
+        stored = cache.load(list(hashes.values())) if cache is not None else {}
+        missing = [int(p) for p in wanted if hashes[int(p)] not in stored]
+        fresh = _encode_pieces(net, tokens, missing, batch, dtype, between)
+        if cache is not None and missing:
+            cache.save([hashes[p] for p in missing], [fresh[p].astype(np.float16) for p in missing])
+        offsets = np.zeros(len(tokens.pieces) + 1, dtype=np.int64)
+        sizes = np.zeros(len(tokens.pieces), dtype=np.int64)
+        sizes[wanted] = used[wanted] if pieces is None else [len(tokens.pieces[p]) for p in wanted]
+        offsets[1:] = np.cumsum(sizes)
+        states = torch.zeros((int(offsets[-1]), net.dim), dtype=dtype)
+        for p in wanted:
+            p = int(p)
+            source = fresh[p] if p in fresh else stored[hashes[p]]
+            states[offsets[p] : offsets[p + 1]] = torch.from_numpy(np.array(source[: sizes[p]])).to(dtype)
+        return cls(tokens, states, offsets), {"pieces": len(wanted), "encoded": len(missing)}
+
+    def profile_rows(self, row: int) -> np.ndarray:
+        """Rows of ``states`` that make up profile ``row``, in order."""
+        found = self._rows.get(row)
+        if found is None:
+            parts = [np.arange(self.offsets[p], self.offsets[p] + take) for p, take in self.tokens.layout[row]]
+            found = self._rows[row] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return found
 
     def gather(self, rows: list[int], length: int) -> torch.Tensor:
         """(len(rows), length, dim) float32 states of profile ``rows``, zero-padded to ``length``."""
+        parts = [self.profile_rows(r) for r in rows]
+        lengths = np.array([len(p) for p in parts])
         out = torch.zeros((len(rows), length, self.states.shape[1]), dtype=torch.float32)
-        for n, row in enumerate(rows):
-            part = self.states[self.offsets[row] : self.offsets[row + 1]]
-            out[n, : len(part)] = part
+        if lengths.sum():
+            which = torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))
+            position = torch.from_numpy(np.concatenate([np.arange(n) for n in lengths]))
+            out[which, position] = self.states[torch.from_numpy(np.concatenate(parts))].float()
         return out
+
+
+def _encode_pieces(
+    net, tokens, pieces: list[int], batch: int, dtype=torch.float16, between=None
+) -> dict[int, np.ndarray]:
+    """The frozen states (``dtype``) of each of ``pieces`` (rows of ``tokens.pieces``), each encoded alone."""
+    from models.lm.data import pad_sequences
+
+    out: dict[int, np.ndarray] = {}
+    if not pieces:
+        return out
+    order = sorted(pieces, key=lambda p: len(tokens.pieces[p]))  # similar lengths together: less padding
+    device = next(net.parameters()).device
+    began = last = time.perf_counter()
+    for start in range(0, len(order), batch):
+        if between is not None:
+            between()
+        if time.perf_counter() - last > PROGRESS_SECONDS:
+            last, done = time.perf_counter(), start / len(order)
+            print(
+                f"[lm] encoding text pieces with the frozen layers: {start}/{len(order)} ({100 * done:.0f}%), "
+                f"ETA {(last - began) / done * (1 - done):.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        rows = order[start : start + batch]
+        ids, mask = pad_sequences([tokens.pieces[p] for p in rows], tokens.pad_id)
+        hidden = net.frozen_states(ids.to(device), mask.to(device)).to("cpu", dtype).numpy()
+        for n, p in enumerate(rows):
+            out[p] = hidden[n, : len(tokens.pieces[p])]
+    return out
 
 
 def retrieval_loss(
@@ -122,6 +186,8 @@ class TwoTowerModule(L.LightningModule):
         lora_dropout: float = 0.1,
         lora_targets: tuple[str, ...] = ("query", "value"),
         logq_correction: bool = True,
+        dropout: float | None = None,
+        trainable: str = "all",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -132,42 +198,73 @@ class TwoTowerModule(L.LightningModule):
                 raise ValueError("LoRA freezes every pretrained weight itself: set freeze_layers to 0 with lora_rank")
             self.net.add_lora(lora_rank, lora_alpha, lora_dropout, tuple(lora_targets))
         self.net.freeze_lower_layers(freeze_layers)
+        if trainable == "ffn":  # the unfrozen layers' attention stays as pretrained: no backward through it
+            if lora_rank > 0:
+                raise ValueError('trainable="ffn" freezes attention weights; LoRA adapts them: use one or the other')
+            for layer in self.net.encoder.encoder.layer[self.net.frozen :]:
+                for p in layer.attention.parameters():
+                    p.requires_grad_(False)
+        elif trainable != "all":
+            raise ValueError(f'trainable must be "all" or "ffn", not {trainable!r}')
+        if dropout is not None:  # the encoder's and the head's dropout (not LoRA's own)
+            for name, module in self.net.named_modules():
+                if isinstance(module, nn.Dropout) and "lora_" not in name:
+                    module.p = float(dropout)
         self._sums: dict[str, torch.Tensor] = {}
-        self._frozen: FrozenStates | None = None
+        self._pieces: PieceStates | None = None  # the frozen layers' states of the attached tokens' pieces
+        self._tokens = None  # the ProfileTokens whose profiles batches address by row (attach_tokens)
+
+    def attach_tokens(self, tokens, cache=None, keep: bool = True, batch: int = 64, between=None) -> dict | None:
+        """Read ``tokens``' profiles (a ``ProfileTokens``) piece by piece: the frozen lower layers see each piece
+        alone, the trainable layers the concatenation (:class:`PieceStates`). ``keep``: compute every piece's
+        states once now (from ``cache``, a ``TextStateCache``, where it holds them) and reuse them at every step;
+        otherwise each batch computes its pieces' states afresh (the same numbers, no storage). Batches whose
+        rows index ``tokens`` then take this path. Returns the count of pieces by origin when states were
+        kept, None when the encoder cannot be split (no frozen layers, or not BERT-style: profiles are then
+        encoded whole). ``between``: called between batches of pieces encoded."""
+        if not self.net.can_split():
+            return None
+        self._tokens = tokens
+        if not keep:
+            return {"pieces": 0, "encoded": 0}
+        self._pieces, counts = PieceStates.compute(self.net, tokens, cache, batch, between=between)
+        return counts
 
     def cache_frozen_states(self, tokens, batch: int = 64) -> bool:
-        """Compute once the frozen lower layers' output for every profile of ``tokens`` (a ``ProfileTokens``);
-        batches whose rows index those tokens then run only the trainable layers. Returns whether a cache
-        was built (it needs frozen layers and a BERT-style encoder)."""
-        if not self.net.can_split():
-            return False
-        self._frozen = FrozenStates.compute(self.net, tokens, batch)
-        return True
+        """Compute once the frozen layers' states of every piece of ``tokens`` (no disk cache); whether the
+        encoder could be split (:meth:`attach_tokens`)."""
+        return self.attach_tokens(tokens, None, True, batch) is not None
+
+    def _states(self, rows: list[int], length: int) -> torch.Tensor:
+        if self._pieces is not None:
+            return self._pieces.gather(rows, length)
+        needed = {piece for row in rows for piece, _ in self._tokens.layout[row]}
+        states, _ = PieceStates.compute(self.net, self._tokens, None, dtype=torch.float32, pieces=needed)
+        return states.gather(rows, length)
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Profile vectors of a padded batch; ``rows`` (profile rows of the cached tokens) takes the cache."""
-        if self._frozen is not None and rows is not None:
-            hidden = self._frozen.gather(rows.tolist(), mask.shape[1]).to(self.device)
+        """Profile vectors of a padded batch; ``rows`` (profile rows of the attached tokens) assembles them from
+        their pieces' frozen states."""
+        if self._tokens is not None and rows is not None:
+            hidden = self._states(rows.tolist(), mask.shape[1]).to(self.device)
             return self.net.encode_from_frozen(hidden, mask)
         return self.net.encode(ids, mask)
 
-    def encode_tokens(self, tokens, batch: int = 64):
+    def encode_tokens(self, tokens, batch: int = 64, bf16: bool = False):
         """Vectors of every profile in ``tokens`` (row order) as a float32 numpy array, without gradients;
-        uses the frozen-state cache when ``tokens`` is the one it was built from."""
-        import numpy as np
-
-        cached = self._frozen is not None and self._frozen.tokens is tokens
+        piece by piece when ``tokens`` are the attached ones; ``bf16``: under bfloat16 autocast (as trained)."""
+        attached = self._tokens is not None and self._tokens is tokens
         # one encoding per distinct token sequence: identical profiles (every cold item without metadata reads
         # "no description") get identical vectors, not vectors that differ by their batch's padding numerics
         first: dict[tuple[int, ...], int] = {}
         source = np.array([first.setdefault(tuple(ids), row) for row, ids in enumerate(tokens.ids)])
         distinct = sorted(first.values(), key=lambda row: len(tokens.ids[row]))  # similar lengths: less padding
         encoded = np.zeros((len(tokens.ids), 2 * self.net.dim), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, len(distinct), batch):
                 rows = distinct[start : start + batch]
                 ids, mask = tokens.pad(rows)
-                out = self.encode(ids.to(self.device), mask.to(self.device), torch.tensor(rows) if cached else None)
+                out = self.encode(ids.to(self.device), mask.to(self.device), torch.tensor(rows) if attached else None)
                 encoded[rows] = out.float().cpu().numpy()
         return encoded[source]
 
@@ -236,6 +333,8 @@ class TwoTowerModule(L.LightningModule):
             name = f"LoRA r={h.lora_rank} on {', '.join(h.lora_targets)}"
         elif h.freeze_layers > 0:
             name = f"lower {h.freeze_layers} layers frozen"
+            if h.get("trainable", "all") == "ffn" and h.freeze_layers < len(self.net.encoder.encoder.layer):
+                name += ", the feed-forward blocks above them trained"
         else:
             name = "full fine-tuning"
         return f"{name} ({trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trained)"

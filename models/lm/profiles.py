@@ -4,6 +4,11 @@ A profile is the text an encoder reads for a user or an item: the user's (item's
 recent first, each as "summary. text" cut to ``review_chars``, at most ``max_reviews`` of them; an item's
 profile starts with its metadata (title, brand, category, genres, description) when it has any.
 
+A profile is also kept as its *pieces*: the metadata text, the rating history ("ratings: 5 4."), and each
+review, in that order. A piece is the unit the encoder's frozen layers read (``models.lm.text_cache``): its
+states are computed once per dataset and encoder and shared by every profile, fold variant, split and run
+that holds it; the trainable top layers read a profile as the concatenation of its pieces' states.
+
 Leakage inside training: a training pair (u, i) must never see its own review, or the model learns to read
 the rating off the text. Every training pair gets a fold f in 0..folds-1 (seeded), and reads the *fold
 variant* f of both profiles, built from the reviews of the *other* folds. At prediction time (validation,
@@ -27,6 +32,8 @@ class Profiles:
     """Profile texts keyed by (kind, id, fold variant), their rating statistics, and each training pair's fold."""
 
     texts: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    # the same profiles as pieces (metadata, rating history, reviews: each one text the frozen layers read)
+    pieces: dict[tuple[str, str, int], tuple[str, ...]] = field(default_factory=dict)
     pair_fold: pd.Series | None = None  # index (user_id, item_id) of the training pairs -> fold
     # (sum, count) of the star ratings of every review a variant is built from (not only those its text
     # shows); a key that is absent has none. The same leave-fold-out rules as the texts.
@@ -42,6 +49,11 @@ class Profiles:
 
     def item(self, item_id: str, fold: int = FULL) -> str:
         return self.texts.get(("item", item_id, fold)) or EMPTY_ITEM
+
+    def pieces_of(self, key: tuple[str, str, int]) -> tuple[str, ...]:
+        """The pieces of profile ``key`` in reading order; the empty profile's text for a missing one (as
+        :meth:`user` / :meth:`item`: never the full profile in place of a missing fold variant)."""
+        return self.pieces.get(key) or ((EMPTY_USER,) if key[0] == "user" else (EMPTY_ITEM,))
 
 
 def _review_text(frame: pd.DataFrame, review_chars: int) -> pd.Series:
@@ -111,26 +123,43 @@ def build_profiles(
     frame = frame.sort_values(["timestamp", "user_id", "item_id"], ascending=[False, True, True], kind="stable")
     metadata = _metadata_text(items)
     texts: dict[tuple[str, str, int], str] = {}
+    pieces: dict[tuple[str, str, int], tuple[str, ...]] = {}
     stats: dict[tuple[str, str, int], tuple[float, int]] = {}
 
-    def reviews(group: pd.DataFrame) -> str:
-        text = " | ".join(t for t in group["text"].head(max_reviews) if t)
-        if rating_history > 0 and len(group):
-            text = "ratings: " + " ".join(group["stars"].head(rating_history)) + ". " + text
-        return text
+    text, stars = frame["text"].to_numpy(), frame["stars"].to_numpy()
+    rating, fold = frame["rating"].to_numpy(dtype=float), frame["fold"].to_numpy()
+    has_rating = "rating" in train
+
+    def profile(rows: np.ndarray) -> tuple[list[str], str]:
+        """(pieces, joined text) of a profile built from the reviews at ``rows`` (most recent first)."""
+        reviews = [t for t in text[rows[:max_reviews]] if t]
+        joined = " | ".join(reviews)
+        if rating_history > 0 and len(rows):
+            history = "ratings: " + " ".join(stars[rows[:rating_history]]) + "."
+            return [history, *reviews], history + " " + joined
+        return reviews, joined
 
     for kind, key in (("user", "user_id"), ("item", "item_id")):
-        for entity, group in frame.groupby(key, sort=True):
-            variants = {FULL: group} | {f: group[group["fold"] != f] for f in range(folds)}
+        entities = frame[key].to_numpy()
+        by_entity = np.argsort(entities, kind="stable")  # entity order; most recent first within one
+        sorted_entities = entities[by_entity]
+        starts = np.flatnonzero(np.r_[True, sorted_entities[1:] != sorted_entities[:-1]]) if len(by_entity) else []
+        ends = np.r_[starts[1:], len(by_entity)] if len(by_entity) else []
+        for begin, end in zip(starts, ends, strict=True):
+            entity, group = sorted_entities[begin], by_entity[begin:end]
+            variants = {FULL: group} | {f: group[fold[group] != f] for f in range(folds)}
             for variant, rows in variants.items():
-                if len(rows) and "rating" in train:
-                    stats[(kind, entity, variant)] = (float(rows["rating"].sum()), len(rows))
-                text = reviews(rows)
+                if len(rows) and has_rating:
+                    stats[(kind, entity, variant)] = (float(rating[rows].sum()), len(rows))
+                parts, joined = profile(rows)
                 if kind == "item" and entity in metadata:
-                    text = metadata[entity] + (" | " + text if text else "")
-                if text:
-                    texts[(kind, entity, variant)] = text
+                    parts.insert(0, metadata[entity])
+                    joined = metadata[entity] + (" | " + joined if joined else "")
+                if parts:
+                    pieces[(kind, entity, variant)] = tuple(parts)
+                    texts[(kind, entity, variant)] = joined
     for entity, text in metadata.items():
         texts.setdefault(("item", entity, FULL), text)
+        pieces.setdefault(("item", entity, FULL), (text,))
     pair_fold = frame.set_index(["user_id", "item_id"])["fold"].sort_index()
-    return Profiles(texts=texts, pair_fold=pair_fold, stats=stats)
+    return Profiles(texts=texts, pieces=pieces, pair_fold=pair_fold, stats=stats)

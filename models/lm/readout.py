@@ -3,9 +3,8 @@ statistics, fitted after training and applied at prediction (pure numpy: no torc
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
+import scipy.linalg
 
 READOUT_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 STAT_SHRINKS = (1.0, 3.0, 10.0, 30.0)  # n / (n + k): the shrinkage curves the readout weighs
@@ -46,7 +45,7 @@ def fit_ridge(X, y, X_val, y_val, alphas) -> dict:
     gram, moment = Z.T @ Z, Z.T @ target
     best = None
     for alpha in alphas:
-        coef = np.linalg.solve(gram + alpha * np.eye(len(gram)), moment)
+        coef = scipy.linalg.solve(gram + alpha * np.eye(len(gram)), moment, assume_a="pos")
         weights, bias = coef / scale, y.mean() - (mean / scale) @ coef
         val = float(np.mean((X_val @ weights + bias - y_val) ** 2)) if len(y_val) else 0.0
         if best is None or val < best["val_mse"]:
@@ -91,21 +90,49 @@ def fit_readout(vectors, stats, pairs: dict, head_validation) -> dict:
     }
 
 
-def cross_fit_readout(vectors, stats, pairs: dict, folds: int, seed: int) -> np.ndarray:
+def cross_fit_readout(vectors, stats, pairs: dict, folds: int, seed: int, strengths=None) -> np.ndarray:
     """Out-of-fold readout predictions of the training pairs (in ``pairs["train"]``'s order), for the fusion's
-    stacking blender: the pairs get one of ``folds`` folds (seeded) and each fold is predicted by a readout
-    (:func:`fit_readout`, strengths chosen on validation) fitted on the other folds' pairs. The vectors stay
-    those of the one fine-tuned encoder (no LM refit), which has seen every training pair's rating: these
-    predictions are out of fold for the readout, not for the encoder."""
+    stacking blender: the pairs get one of ``folds`` folds (seeded) and each fold is predicted by a two-stage
+    readout (as :func:`fit_readout`) fitted on the other folds' pairs. The vectors stay those of the one
+    fine-tuned encoder (no LM refit), which has seen every training pair's rating: these predictions are out
+    of fold for the readout, not for the encoder.
+
+    ``strengths``: the (statistics, vectors) ridge strengths, those validation chose for the readout of every
+    training pair (``fit_readout``'s ``stat_alpha`` and ``alpha``); None chooses them so first. The vector
+    stage standardises the features once over every training pair and gets each fold's centred Gram matrix
+    by subtraction (the whole one less the fold's, less the mean's outer product): exact ridge fits at the
+    cost of about one Gram matrix and one solve per fold, not one matrix and seven solves."""
     train = pairs["train"]
+    if strengths is None:
+        readout = fit_readout(vectors, stats, pairs, [])
+        strengths = (float(readout["stat_alpha"]), float(readout["alpha"]))
+    stat_alpha, alpha = strengths
     fold = np.random.default_rng(seed).integers(0, folds, len(train.ratings))
+    y = np.asarray(train.ratings, dtype=np.float64)
+    X = readout_features(vectors[train.users], vectors[train.items])
+    centre, scale = X.mean(axis=0), X.std(axis=0) + 1e-8
+    X -= centre
+    X /= scale  # standardised in place: Z
+    blocks = {f: np.flatnonzero(fold == f) for f in range(folds)}
+    grams = {f: X[rows].T @ X[rows] for f, rows in blocks.items()}
+    sums = {f: X[rows].sum(axis=0) for f, rows in blocks.items()}
+    gram, total = sum(grams.values()), sum(sums.values())
     out = np.full(len(fold), np.nan)
-    for f in range(folds):
-        held = fold == f
-        if not held.any() or held.all():
+    for f, held in blocks.items():
+        rest = np.flatnonzero(fold != f)
+        if not len(held) or not len(rest):
             continue
-        rest = SimpleNamespace(users=train.users[~held], items=train.items[~held], ratings=train.ratings[~held])
-        readout = fit_readout(vectors, stats, {"train": rest, "validation": pairs["validation"]}, [])
-        u, i = train.users[held], train.items[held]
-        out[held] = apply_readout(readout, vectors[u], vectors[i], stats[u], stats[i])
+        u, i = train.users[rest], train.items[rest]
+        mean = float(y[rest].mean())  # fit_readout's stage one: the statistics, then the vectors on the rest
+        S = pair_stat_features(stats[u], stats[i], mean)
+        first = fit_ridge(S, y[rest], S[:0], y[:0], (stat_alpha,))
+        residual = y[rest] - (S @ first["weights"] + first["bias"])
+        n, z_sum = len(rest), total - sums[f]
+        centred = gram - grams[f] - np.outer(z_sum, z_sum) / n
+        moment = X[rest].T @ residual - z_sum * residual.mean()
+        centred[np.diag_indices_from(centred)] += alpha
+        coef = scipy.linalg.solve(centred, moment, assume_a="pos")
+        # Z = (x − centre) / scale; the fit is residual ≈ mean(residual) + (z − z̄)·coef
+        base = pair_stat_features(stats[train.users[held]], stats[train.items[held]], mean) @ first["weights"]
+        out[held] = base + first["bias"] + residual.mean() + (X[held] - z_sum / n) @ coef
     return out

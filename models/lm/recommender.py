@@ -21,6 +21,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class LMTwoTower(Recommender):
     overrides : further LMConfig fields (e.g. ``encoder``, ``max_epochs``, ``devices``).
     k : the cut-off of the validation NDCG that chooses the popularity weight.
     cold_validation : judge that choice on items without training interactions (the cold-item protocol).
+    text_cache : folder of the per-text frozen-layer states shared by every split of a workspace
+        (``models.lm.text_cache``); None: the trainer keeps them for its own run only.
     """
 
     name = "lm_two_tower"
@@ -89,6 +92,7 @@ class LMTwoTower(Recommender):
         *,
         k: int = 10,
         cold_validation: bool = False,
+        text_cache: str | Path | None = None,
     ):
         if profile is not None and profile not in PROFILES:
             raise ValueError(f"unknown LM profile {profile!r}; known: {sorted(PROFILES)}")
@@ -97,16 +101,28 @@ class LMTwoTower(Recommender):
         self.overrides = dict(overrides or {})
         self.k = k
         self.cold_validation = cold_validation
+        self.text_cache = text_cache
         self.popularity_weight_ = 0.0
 
     def config(self) -> LMConfig:
-        # the trainer's output is piped (see _stream): progress lines, not a terminal's bar
+        # the trainer's output is piped (see _Stream): progress lines, not a terminal's bar
         fields = {"progress_bar": False, **(PROFILES[self.profile] if self.profile else {}), **self.overrides}
+        if getattr(self, "text_cache", None) is not None:
+            fields.setdefault("text_cache", str(self.text_cache))
         return LMConfig(**fields, data_dir=str(self.work_dir / "data"), output_dir=str(self.work_dir / "out"))
 
     def fit(self, train, validation=None, *, items=None, users=None) -> LMTwoTower:
+        self.fit_in_background(train, validation, items=items, users=users).finish()
+        return self
+
+    def fit_in_background(self, train, validation=None, *, items=None, users=None, share_cores=None):
+        """Write the trainer's inputs, start ``python -m models.lm.train`` and return a :class:`Training` handle
+        at once (``finish()`` waits, loads what it exported and chooses the popularity weight). ``share_cores``:
+        a file whose existence tells the trainer to use one thread (another fit runs in this process)."""
         self._index(train, items)
         config = self.config()
+        if share_cores is not None:
+            config = config.model_copy(update={"share_cores": str(share_cores)})
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         columns = [c for c in ("user_id", "item_id", "rating", "timestamp", "summary", "review_text") if c in train]
@@ -117,13 +133,8 @@ class LMTwoTower(Recommender):
             items.to_parquet(data / "items.parquet", index=False)
         config_path = self.work_dir / "lm_config.json"
         config_path.write_text(config.model_dump_json(indent=2))
-        code, tail = _stream([sys.executable, "-m", "models.lm.train", "--config", str(config_path)])
-        if code != 0:
-            last = "\n".join(tail)
-            raise RuntimeError(f"LM training failed (exit {code}); see {config.output_dir}/logs. Last output:\n{last}")
-        self._load(Path(config.output_dir))
-        self._choose_popularity_weight(validation, config.popularity_weights)
-        return self
+        command = [sys.executable, "-m", "models.lm.train", "--config", str(config_path)]
+        return Training(self, config, validation, _Stream(command))
 
     def _choose_popularity_weight(self, validation, weights) -> None:
         """The weight of log(1 + popularity) in ``score`` with the best validation NDCG@k (the smallest on
@@ -216,19 +227,57 @@ class LMTwoTower(Recommender):
         return scores
 
 
-def _stream(command: list[str], keep: int = 40) -> tuple[int, deque]:
-    """Run ``command``, sending each line of its merged stdout/stderr to the ``reclab.lm`` logger (stderr when
-    no handler would show an INFO line) as it comes, without known noise; returns (exit code, its last
-    ``keep`` lines)."""
-    tail: deque = deque(maxlen=keep)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    for line in process.stdout:
-        line = line.rstrip()
-        if not line or any(mark in line for mark in NOISE):
-            continue
-        tail.append(line)
-        if LOG.hasHandlers() and LOG.isEnabledFor(logging.INFO):  # a run's log (tasks.logs) or a configured one
-            LOG.info(line)
-        else:  # nothing would show it: the process's stderr, as the trainer wrote it
-            print(line, file=sys.stderr, flush=True)
-    return process.wait(), tail
+class Training:
+    """A fit of :class:`LMTwoTower` running in its trainer process (``LMTwoTower.fit_in_background``)."""
+
+    def __init__(self, model: LMTwoTower, config: LMConfig, validation, stream: _Stream):
+        self.model, self.config, self.validation, self.stream = model, config, validation, stream
+
+    def finish(self) -> float:
+        """Wait for the trainer, load its outputs into the model; the trainer's CPU seconds."""
+        code = self.stream.wait()
+        if code != 0:
+            last = "\n".join(self.stream.tail)
+            raise RuntimeError(
+                f"LM training failed (exit {code}); see {self.config.output_dir}/logs. Last output:\n{last}"
+            )
+        self.model._load(Path(self.config.output_dir))
+        self.model._choose_popularity_weight(self.validation, self.config.popularity_weights)
+        return float(self.model.metrics_.get("cpu_seconds") or 0.0)
+
+    def cancel(self) -> None:
+        """Stop the trainer (another fit of the split failed)."""
+        self.stream.process.kill()
+        self.stream.wait()
+
+
+class _Stream:
+    """Runs ``command``, sending each line of its merged stdout/stderr to the ``reclab.lm`` logger (stderr when
+    no handler would show an INFO line) as it comes, without known noise, from a reader thread; the records
+    carry the starting thread's id, so that a task run forwarding that thread's records gets them
+    (``tasks.logs``). ``tail``: its last ``keep`` lines."""
+
+    def __init__(self, command: list[str], keep: int = 40):
+        self.tail: deque = deque(maxlen=keep)
+        self.owner = threading.get_ident()
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.reader = threading.Thread(target=self._read, name="lm-trainer-output", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            line = line.rstrip()
+            if not line or any(mark in line for mark in NOISE):
+                continue
+            self.tail.append(line)
+            if LOG.hasHandlers() and LOG.isEnabledFor(logging.INFO):  # a run's log (tasks.logs) or a configured one
+                record = LOG.makeRecord(LOG.name, logging.INFO, __file__, 0, line, None, None)
+                record.thread = self.owner
+                LOG.handle(record)
+            else:  # nothing would show it: the process's stderr, as the trainer wrote it
+                print(line, file=sys.stderr, flush=True)
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        self.reader.join()
+        return code

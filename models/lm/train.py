@@ -39,12 +39,49 @@ FAIL_AFTER_STEPS_ENV = "RECLAB_LM_FAIL_AFTER_STEPS"
 
 
 def _precision(config: LMConfig) -> str:
-    if config.precision != "auto":
-        return config.precision
     import torch
 
     gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if gpu else "32-true"
+    if config.precision == "auto":
+        return "bf16-mixed" if gpu else "32-true"
+    if config.precision.startswith("bf16") and not gpu and not cpu_has_bf16():
+        return "32-true"
+    return config.precision
+
+
+class CoreShare:
+    """One thread while the file ``path`` exists (a fit runs beside the trainer in its parent process), the
+    full count once it is gone: checked between batches, so the second core is never idle nor fought over."""
+
+    def __init__(self, path: str | None, threads: int):
+        self.path, self.threads, self.current = path, max(1, threads), None
+
+    def adjust(self) -> None:
+        if self.path is None:
+            return
+        import torch
+
+        shared = os.path.exists(self.path)
+        wanted = 1 if shared else self.threads
+        if wanted != self.current:
+            torch.set_num_threads(wanted)
+            self.current = wanted
+            print(
+                f"[lm] {wanted} thread(s): {'a fit runs beside the trainer' if shared else 'the cores are free'}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's AMX or AVX512-BF16 kernels): elsewhere bf16 on
+    the CPU is emulated and slower than float32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def train(config: LMConfig) -> dict:
@@ -58,11 +95,15 @@ def train(config: LMConfig) -> dict:
     from models.lm.module import TwoTowerModule
 
     ProgressLog = progress_callback()
+    began = time.perf_counter()
+    phases: dict[str, float] = {}  # wall seconds of the trainer's phases (metrics.json "phase_seconds")
 
     L.seed_everything(config.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them; no effect on CPU
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    share = CoreShare(config.share_cores, torch.get_num_threads())
+    share.adjust()
     data, out = Path(config.data_dir), Path(config.output_dir)
     empty = pd.DataFrame(
         {"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str), "rating": pd.Series(dtype=float)}
@@ -74,6 +115,8 @@ def train(config: LMConfig) -> dict:
     items_path = data / "items.parquet"
     items = pd.read_parquet(items_path) if items_path.exists() else None
     profiles, datamodule, users, item_ids = data_module(config, frames, items)
+    datamodule.setup("fit")
+    phases["profiles"] = time.perf_counter() - began
     module = TwoTowerModule(
         encoder=config.encoder,
         encoder_config=config.encoder_config,
@@ -91,19 +134,29 @@ def train(config: LMConfig) -> dict:
         lora_dropout=config.lora_dropout,
         lora_targets=config.lora_targets,
         logq_correction=config.logq_correction,
+        dropout=config.dropout,
+        trainable=config.trainable,
     )
-    print(f"[lm] recipe: {module.recipe()}", file=sys.stderr, flush=True)
-    if config.cache_frozen and config.freeze_layers > 0:
-        datamodule.setup("fit")
+    precision = _precision(config)
+    if precision != config.precision and config.precision != "auto":
+        print(f"[lm] {config.precision} asked, {precision} used: this CPU has no native bfloat16", file=sys.stderr)
+    print(f"[lm] recipe: {module.recipe()}, {precision}", file=sys.stderr, flush=True)
+    phases["start"] = time.perf_counter() - began - phases["profiles"]
+    if config.freeze_layers > 0:
         start = time.perf_counter()
-        if module.cache_frozen_states(datamodule.tokens):
+        cache = text_state_cache(config, module, datamodule.tokenizer) if config.cache_frozen else None
+        counts = module.attach_tokens(datamodule.tokens, cache, keep=config.cache_frozen, between=share.adjust)
+        if counts and config.cache_frozen:
+            tokens = datamodule.tokens
             print(
-                f"[lm] cached the {config.freeze_layers} frozen layers' states of {len(datamodule.tokens.ids)} "
-                f"profiles in {time.perf_counter() - start:.0f} s",
+                f"[lm] {len(tokens.ids)} profiles from {counts['pieces']} text pieces: {counts['encoded']} encoded by "
+                f"the {config.freeze_layers} frozen layers, {counts['pieces'] - counts['encoded']} read from the "
+                f"text-state cache{'' if cache is not None else ' (none: states kept for this run only)'}, "
+                f"in {time.perf_counter() - start:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
-    datamodule.setup("fit")
+        phases["text_states"] = time.perf_counter() - start
     batches = len(datamodule.train_dataloader())
     if isinstance(config.limit_train_batches, float):
         batches = max(1, int(batches * config.limit_train_batches))
@@ -119,6 +172,10 @@ def train(config: LMConfig) -> dict:
         if 0 < config.max_steps < steps_per_epoch
         else None
     )
+
+    class ShareCores(Callback):
+        def on_train_batch_start(self, *args):
+            share.adjust()
 
     class FailAfter(Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -159,6 +216,7 @@ def train(config: LMConfig) -> dict:
             last,
             EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience, check_on_train_epoch_end=False),
             FailAfter(),
+            ShareCores(),
             ProgressLog(config.log_every_n_steps, total_steps, config.batch_size),
         ],
         val_check_interval=val_check,
@@ -178,7 +236,7 @@ def train(config: LMConfig) -> dict:
     stamp.write_text(fingerprint)
     start = time.perf_counter()
     trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None, weights_only=True)  # no pickle
-    seconds = time.perf_counter() - start
+    seconds = phases["train"] = time.perf_counter() - start
     metrics = {
         "best_val_rmse": float(best.best_model_score) if best.best_model_score is not None else None,
         "best_checkpoint": best.best_model_path,
@@ -199,6 +257,8 @@ def train(config: LMConfig) -> dict:
         / max(seconds, 1e-9),
     }
     if trainer.is_global_zero:
+        share.adjust()
+        start = time.perf_counter()
         metrics.update(
             export(
                 module,
@@ -212,10 +272,40 @@ def train(config: LMConfig) -> dict:
                 readout_folds=config.readout_folds,
                 seed=config.seed,
                 device=str(trainer.strategy.root_device),
+                bf16=_precision(config).startswith("bf16"),
             )
         )
+        phases["export"] = time.perf_counter() - start
+        metrics["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
+        metrics["cpu_seconds"] = time.process_time()  # every thread of this process, from its start
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def text_state_cache(config: LMConfig, module, tokenizer):
+    """The workspace's per-text frozen-state cache for this encoder (``models.lm.text_cache``), None when the
+    config names no folder."""
+    if not config.text_cache or not module.net.can_split():
+        return None
+    import hashlib
+
+    from models.lm.text_cache import TextStateCache, encoder_key
+
+    net = module.net
+    frozen = [("embeddings", net.encoder.embeddings)] + [
+        (f"layer{n}", layer) for n, layer in enumerate(net.encoder.encoder.layer[: net.frozen])
+    ]
+    parameters = [(f"{prefix}.{name}", p) for prefix, m in frozen for name, p in m.state_dict().items()]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    key = encoder_key(
+        parameters,
+        net.encoder.config.to_json_string(use_diff=False),
+        hashlib.sha256(vocabulary.encode()).hexdigest(),
+        net.frozen,
+        config.max_length,
+    )
+    return TextStateCache(config.text_cache, key)
 
 
 def _cuda() -> bool:
@@ -330,7 +420,11 @@ def inputs_fingerprint(config: LMConfig) -> str:
     """sha256 of the settings and input files: a checkpoint is resumed only by a run with the same ones."""
     import hashlib
 
-    digest = hashlib.sha256(config.model_dump_json(exclude={"output_dir", "progress_bar", "num_workers"}).encode())
+    digest = hashlib.sha256(
+        config.model_dump_json(
+            exclude={"output_dir", "progress_bar", "num_workers", "text_cache", "share_cores"}
+        ).encode()
+    )
     for path in sorted(Path(config.data_dir).glob("*.parquet")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -367,6 +461,7 @@ def export(
     readout_folds: int = 5,
     seed: int = 0,
     device: str = "cpu",
+    bf16: bool = False,
 ) -> dict:
     """The rating readout, embeddings and rating statistics of every training user and catalogue item (full
     profiles), rating predictions for validation and test, and the readout's out-of-fold predictions of the
@@ -380,19 +475,23 @@ def export(
         module.load_state_dict(state)
     module.eval().to(device)  # encode every profile where training ran (a GPU encodes them in seconds)
     start = time.perf_counter()
-    vectors = module.encode_tokens(datamodule.tokens)
+    vectors = module.encode_tokens(datamodule.tokens, bf16=bf16)
     print(
         f"[lm] encoded {len(vectors)} profiles on {device} in {_duration(time.perf_counter() - start)}",
         file=sys.stderr,
         flush=True,
     )
     module.to("cpu")
+    encode_seconds = time.perf_counter() - start
+    start = time.perf_counter()
     stats = np.array([profiles.rating_stats(key) for key in datamodule.tokens.keys], dtype=np.float64)
     validation = datamodule.datasets["validation"]
     head = module.rate_vectors(vectors[validation.users], vectors[validation.items])
     readout = fit_readout(vectors, stats, datamodule.datasets, head)
     np.savez(out / "readout.npz", **readout)
-    oof = cross_fit_readout(vectors, stats, datamodule.datasets, readout_folds, seed)
+    strengths = (float(readout["stat_alpha"]), float(readout["alpha"]))
+    oof = cross_fit_readout(vectors, stats, datamodule.datasets, readout_folds, seed, strengths)
+    readout_seconds = time.perf_counter() - start
     train_pairs = frames["train"][["user_id", "item_id"]].astype(str)
     train_pairs.assign(prediction=oof).to_parquet(out / "predictions_train_oof.parquet", index=False)
     rows = [datamodule.tokens.keys[key] for key in export_keys(users, item_ids)]
@@ -436,6 +535,8 @@ def export(
         "readout_val_mse": float(readout["val_mse"]),
         "readout_stats_val_mse": float(readout["stats_val_mse"]),
         "head_val_mse": float(readout["head_val_mse"]),
+        "encode_seconds": round(encode_seconds, 2),
+        "readout_seconds": round(readout_seconds, 2),
     }
 
 
