@@ -67,9 +67,9 @@ def test_a_pieces_states_are_encoded_once_and_read_by_the_next_split(tokenizer, 
 
     _, second = tokens_of(second_split, tokenizer)
     second_counts = model.attach_tokens(second, TextStateCache(tmp_path, key_of(model)))
-    new_texts = {
-        second.piece_texts[p] for p in np.flatnonzero(PieceStates.used(second))
-    } - {tokens.piece_texts[p] for p in np.flatnonzero(used)}
+    new_texts = {second.piece_texts[p] for p in np.flatnonzero(PieceStates.used(second))} - {
+        tokens.piece_texts[p] for p in np.flatnonzero(used)
+    }
     assert second_counts["encoded"] == len(new_texts) == counter.rows  # only what the first split lacked
     assert second_counts["pieces"] > second_counts["encoded"] > 0
 
@@ -119,7 +119,9 @@ def test_no_profile_assembled_from_pieces_holds_the_pairs_own_or_a_held_out_revi
     held_out = data.sample(frac=0.25, random_state=0)
     train = data.drop(held_out.index)
     profiles, tokens = tokens_of(train, tokenizer, folds=3, max_length=512, max_reviews=50)
-    held_texts = {f"s{u[1:]}-{i[1:]}. review by {u} of {i}" for u, i in zip(held_out.user_id, held_out.item_id)}
+    held_texts = {
+        f"s{u[1:]}-{i[1:]}. review by {u} of {i}" for u, i in zip(held_out.user_id, held_out.item_id, strict=True)
+    }
     assert not any(t.split(" word")[0] in held_texts for t in tokens.piece_texts)
     for row in train.itertuples():
         fold = int(profiles.pair_fold.loc[(row.user_id, row.item_id)])
