@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def fits(workspace: Path, run: str | None) -> tuple[str, dict]:
-    """(run id, {(split, model): (fit seconds, peak memory GiB or None)}) of a workspace's run (its latest
-    evaluated one when ``run`` is None: every train run records its fits and evaluates them)."""
+    """(run id, {(split, model): (fit seconds, peak memory GiB or None, CPU seconds or None)}) of a workspace's
+    run (its latest evaluated one when ``run`` is None: every train run records its fits and evaluates them).
+    CPU seconds are recorded by runs since the LM trains beside the other fits."""
     import duckdb
 
     from readers.errors import InputError
@@ -40,10 +41,14 @@ def fits(workspace: Path, run: str | None) -> tuple[str, dict]:
     with duckdb.connect(str(db), read_only=True) as con:
         frame = con.execute(
             "SELECT split_id, model, fit_seconds, TRY_CAST(json_extract(extras, '$.peak_memory_gib') AS DOUBLE) "
-            f"AS peak FROM {tables.MODEL_FITS} WHERE run_id = ?",
+            "AS peak, TRY_CAST(json_extract(extras, '$.cpu_seconds') AS DOUBLE) AS cpu "
+            f"FROM {tables.MODEL_FITS} WHERE run_id = ?",
             [run],
         ).df()
-    return run, {(r.split_id, r.model): (float(r.fit_seconds), r.peak) for r in frame.itertuples()}
+    cpu = frame["cpu"].astype(object).where(frame["cpu"].notna(), None)
+    return run, {
+        (r.split_id, r.model): (float(r.fit_seconds), r.peak, c) for r, c in zip(frame.itertuples(), cpu, strict=True)
+    }
 
 
 def table(columns: dict[str, dict]) -> list[dict]:
@@ -54,15 +59,17 @@ def table(columns: dict[str, dict]) -> list[dict]:
     for split, model in keys:
         row = {"split": split, "model": model}
         for label in labels:
-            seconds, peak = columns[label].get((split, model), (None, None))
-            row[f"{label}_seconds"], row[f"{label}_peak_gib"] = seconds, peak
+            seconds, peak, cpu = columns[label].get((split, model), (None, None, None))
+            row[f"{label}_seconds"], row[f"{label}_peak_gib"], row[f"{label}_cpu_seconds"] = seconds, peak, cpu
         rows.append(row)
     for split in sorted({split for split, _ in keys}):
         total = {"split": split, "model": "(total)"}
         for label in labels:
-            values = [seconds for (s, _), (seconds, _) in columns[label].items() if s == split]
+            values = [seconds for (s, _), (seconds, _, _) in columns[label].items() if s == split]
+            cpu = [c for (s, _), (_, _, c) in columns[label].items() if s == split and c is not None]
             total[f"{label}_seconds"] = sum(values) if values else None
             total[f"{label}_peak_gib"] = None
+            total[f"{label}_cpu_seconds"] = sum(cpu) if cpu else None
         rows.append(total)
     return rows
 
@@ -89,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     for label, workspace, run in zip(labels, args.workspaces, runs, strict=True):
         used[label], columns[label] = fits(workspace, run)
     rows = table(columns)
-    head = ["split", "model", *(f"{label} s" for label in labels)] + ([f"{labels[-1]}/{labels[0]}"] * (len(labels) > 1))
+    head = ["split", "model", *(f"{label} s" for label in labels), *(f"{label} CPU s" for label in labels)]
+    head += [f"{labels[-1]}/{labels[0]}"] * (len(labels) > 1)
     print(" | ".join(head))
     for row in rows:
         cells = [row["split"], row["model"]]
         cells += ["-" if row[f"{x}_seconds"] is None else f"{row[f'{x}_seconds']:.1f}" for x in labels]
+        cells += ["-" if row[f"{x}_cpu_seconds"] is None else f"{row[f'{x}_cpu_seconds']:.1f}" for x in labels]
         if len(labels) > 1:
             first, last = row[f"{labels[0]}_seconds"], row[f"{labels[-1]}_seconds"]
             cells.append(f"{last / first:.2f}" if first and last is not None else "-")

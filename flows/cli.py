@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 
-from models.evaluation import DEFAULT_PROTOCOLS, PROTOCOLS
+from models.evaluation import DEFAULT_PROTOCOLS, DEFAULT_SPLITS, PROTOCOLS
 from models.registry import MODELS
 from readers.spec import FORMATS
 
@@ -437,7 +437,7 @@ SPLITS = Group(
             "--splits",
             "splits",
             "split ids made by prepare",
-            default=("random_s0", "temporal_s0", "cold_items_s0"),
+            default=DEFAULT_SPLITS,
             nargs="+",
         ),
     ),
@@ -456,7 +456,9 @@ REPORT_RUN = Group(
 SEARCH = Group(
     "search",
     (
-        Option("--splits", "split", "the split whose validation fold judges the trials (one id)", default="random_s0"),
+        Option(
+            "--splits", "split", "the split whose validation fold judges the trials (one id)", default="kfold_s0_f1"
+        ),
         Option("--trials", "trials", "configurations tried, the default one included", default=8, type=int),
         Option("--search-seed", "seed", "seed of the configuration draws", default=0, type=int),
         LIGHTFM_LOSS,

@@ -14,6 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from data_checks import DataCardConfig, ValidationConfig
 from models.evaluation.harness import EvalConfig
+from models.evaluation import DEFAULT_SPLITS
 from models.evaluation.split import SplitConfig
 from models.registry import TrainConfig
 from models.serving.promotion import PromotionConfig
@@ -100,7 +101,6 @@ class PrepareParams(BaseModel):
         return Workspace.for_dataset(spec.name, self.workspace)
 
 
-DEFAULT_SPLITS = ("random_s0", "temporal_s0", "cold_items_s0")
 
 
 class TrainParams(BaseModel):
@@ -237,7 +237,7 @@ class SearchParams(BaseModel):
     workspace: str | None = Field(
         None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
     )
-    split: str = Field("random_s0", description="the split whose validation fold judges the trials")
+    split: str = Field("kfold_s0_f1", description="the split whose validation fold judges the trials")
     trials: int = Field(8, ge=1, description="configurations tried, the default one included")
     seed: int = Field(0, description="which configurations are drawn")
     train: TrainConfig = Field(TrainConfig(), description="loss, threads, max epochs, model seed")

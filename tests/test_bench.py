@@ -21,8 +21,8 @@ def _script(name: str):
 
 def test_fit_costs_lines_up_models_and_totals_each_split():
     fit_costs = _script("fit_costs")
-    before = {("s1", "ease"): (10.0, 1.5), ("s1", "svd"): (2.0, None), ("s2", "ease"): (4.0, 1.0)}
-    after = {("s1", "ease"): (8.0, 1.5), ("s2", "ease"): (3.0, 1.0), ("s2", "lm"): (5.0, 2.0)}
+    before = {("s1", "ease"): (10.0, 1.5, None), ("s1", "svd"): (2.0, None, None), ("s2", "ease"): (4.0, 1.0, None)}
+    after = {("s1", "ease"): (8.0, 1.5, 7.0), ("s2", "ease"): (3.0, 1.0, 3.5), ("s2", "lm"): (5.0, 2.0, 9.0)}
     rows = fit_costs.table({"before": before, "after": after})
     by_key = {(row["split"], row["model"]): row for row in rows}
     assert list(by_key) == [
@@ -37,6 +37,7 @@ def test_fit_costs_lines_up_models_and_totals_each_split():
     assert by_key["s2", "lm"]["before_seconds"] is None
     assert by_key["s1", "(total)"]["before_seconds"] == 12.0 and by_key["s1", "(total)"]["after_seconds"] == 8.0
     assert by_key["s2", "(total)"]["before_seconds"] == 4.0 and by_key["s2", "(total)"]["after_seconds"] == 8.0
+    assert by_key["s2", "(total)"]["after_cpu_seconds"] == 12.5 and by_key["s2", "(total)"]["before_cpu_seconds"] is None
 
 
 def test_fit_costs_refuses_a_folder_without_a_database(tmp_path, capsys):

@@ -96,13 +96,14 @@ def test_same_seed_same_split_byte_for_byte(tmp_path, ingest):
     spec = resolve_dataset(write_lines(tmp_path / "r.json", records))
     con_a, _ = ingest(spec, db=tmp_path / "a.duckdb")
     con_b, _ = ingest(spec, db=tmp_path / "b.duckdb")
+    every = ("random", "temporal", "cold_items", "kfold")
     for con in (con_a, con_b):
-        split_workspace(con, SplitConfig(seed=7))
-        split_workspace(con, SplitConfig(seed=8))
-    for protocol in ("random", "temporal", "cold_items"):
-        a, b = _export(con_a, f"{protocol}_s7"), _export(con_b, f"{protocol}_s7")
+        split_workspace(con, SplitConfig(seed=7, protocols=every))
+        split_workspace(con, SplitConfig(seed=8, protocols=every))
+    for split in ("random_s{}", "temporal_s{}", "cold_items_s{}", "kfold_s{}_f1", "kfold_s{}_f5"):
+        a, b = _export(con_a, split.format(7)), _export(con_b, split.format(7))
         assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest()
-        assert _export(con_a, f"{protocol}_s8") != a
+        assert _export(con_a, split.format(8)) != a
     params = con_a.execute(
         "SELECT split_id, seed, n_train + n_validation + n_test FROM splits ORDER BY split_id"
     ).fetchall()

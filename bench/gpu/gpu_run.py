@@ -100,7 +100,13 @@ def main() -> None:
         frames = split_frames(split_id)
         for name, frame in frames.items():
             frame.to_parquet(folder / "data" / f"{name}.parquet", index=False)
-        fields = {**PROFILES[args.profile], "encoder": str(encoder), "progress_bar": False, **json.loads(args.set)}
+        fields = {
+            **PROFILES[args.profile],
+            "encoder": str(encoder),
+            "progress_bar": False,
+            "text_cache": str(HERE / "text_states"),  # profiles with frozen layers share their pieces' states
+            **json.loads(args.set),
+        }
         config = LMConfig(**fields, data_dir=str(folder / "data"), output_dir=str(folder / "out"))
         (folder / "lm_config.json").write_text(config.model_dump_json(indent=2))
         print(f"[gpu-run] {split_id}: training ({args.profile})", flush=True)
@@ -117,6 +123,7 @@ def main() -> None:
             "train_s": metrics.get("train_seconds"),
             "wall_s": time.perf_counter() - start,
             "epochs": metrics.get("epochs"),
+            "phase_s": metrics.get("phase_seconds"),
             **evaluate(folder, frames, config),
         }
         rows.append(row)

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Protocol = Literal["random", "temporal", "cold_items", "kfold"]
 PROTOCOLS: tuple[str, ...] = ("random", "temporal", "cold_items", "kfold")  # every protocol known
-DEFAULT_PROTOCOLS: tuple[str, ...] = ("random", "temporal", "cold_items")  # what a run makes unless told
+# what a run makes unless told: every rating tested once (kfold, K = 5), each user's latest rating, cold items
+DEFAULT_PROTOCOLS: tuple[str, ...] = ("kfold", "temporal", "cold_items")
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 _FOLD_SUFFIX = re.compile(r"_f\d+$")
 
@@ -31,8 +32,8 @@ class SplitConfig(BaseModel):
 
     protocols: tuple[Protocol, ...] = Field(
         DEFAULT_PROTOCOLS,
-        description="random, temporal (each user's last interactions held out), cold_items, kfold (every rating "
-        "tested once over K folds; opt-in)",
+        description="kfold (every rating tested once over K folds), temporal (each user's last interactions held "
+        "out), cold_items, random (one 80/10/10 split)",
     )
     seed: int = Field(0, description="the split's seed")
     fractions: tuple[float, float, float] = Field(
@@ -79,3 +80,7 @@ class SplitConfig(BaseModel):
         """The splits a protocol makes: one, or K for kfold (``kfold_s0_f1`` ... ``kfold_s0_f5``)."""
         unit = self.split_id(protocol)
         return [f"{unit}_f{fold}" for fold in range(1, self.folds + 1)] if protocol == "kfold" else [unit]
+
+
+# the split ids a run makes unless told (prepare's default), what the train flow fits unless told
+DEFAULT_SPLITS: tuple[str, ...] = tuple(s for p in DEFAULT_PROTOCOLS for s in SplitConfig().split_ids(p))
