@@ -5,9 +5,9 @@ biased MF, LightFM collaborative and hybrid, the fine-tuned transformer, then th
 validation; all evaluated on test with CIs and paired tests, on every split; the fused model published),
 report (Markdown + HTML with the conclusions, and Prefect artifacts).
 
-    python -m flows.full
+    python -m flows.full                                   # 5-fold (every rating tested once), leave-last-out, cold items
+    python -m flows.full --protocols random temporal cold_items   # one random split instead: quicker, less sensitive
     python -m flows.full --split-seeds 0 1 2               # repeat on three seeded splits: mean ± sd
-    python -m flows.full --protocols kfold temporal cold_items   # every rating tested once (5 folds, pooled)
     python -m flows.full --data ../shared/data/movielens-latest-small --lm-profile cpu
     python -m flows.full --help
 """

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from data_checks import DataCardConfig, ValidationConfig
-from models.evaluation.harness import EvalConfig
 from models.evaluation import DEFAULT_SPLITS
+from models.evaluation.harness import EvalConfig
 from models.evaluation.split import SplitConfig
 from models.registry import TrainConfig
 from models.serving.promotion import PromotionConfig
@@ -99,8 +99,6 @@ class PrepareParams(BaseModel):
 
     def workspace_for(self, spec: DatasetSpec) -> Workspace:
         return Workspace.for_dataset(spec.name, self.workspace)
-
-
 
 
 class TrainParams(BaseModel):

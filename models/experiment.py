@@ -147,7 +147,7 @@ def fit_split_models(
         evaluated = time.perf_counter() - done
         LOG.info(f"{split_id}: {name} fitted in {duration(wall)}, evaluated in {duration(evaluated)}")
         child = (getattr(model, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
-        extras["peak_memory_gib"] = round(max(peak, child or 0.0), 3) if peak is not None else child
+        extras["peak_memory_gib"] = round(max(peak or 0.0, child or 0.0), 3) if peak or child else None
         extras["cpu_seconds"] = round(cpu, 2)
         extras.update(extras_in or {})
         parts[name], fitted[name] = values, model

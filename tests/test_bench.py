@@ -37,7 +37,9 @@ def test_fit_costs_lines_up_models_and_totals_each_split():
     assert by_key["s2", "lm"]["before_seconds"] is None
     assert by_key["s1", "(total)"]["before_seconds"] == 12.0 and by_key["s1", "(total)"]["after_seconds"] == 8.0
     assert by_key["s2", "(total)"]["before_seconds"] == 4.0 and by_key["s2", "(total)"]["after_seconds"] == 8.0
-    assert by_key["s2", "(total)"]["after_cpu_seconds"] == 12.5 and by_key["s2", "(total)"]["before_cpu_seconds"] is None
+    assert (
+        by_key["s2", "(total)"]["after_cpu_seconds"] == 12.5 and by_key["s2", "(total)"]["before_cpu_seconds"] is None
+    )
 
 
 def test_fit_costs_refuses_a_folder_without_a_database(tmp_path, capsys):

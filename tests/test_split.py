@@ -100,10 +100,10 @@ def test_same_seed_same_split_byte_for_byte(tmp_path, ingest):
     for con in (con_a, con_b):
         split_workspace(con, SplitConfig(seed=7, protocols=every))
         split_workspace(con, SplitConfig(seed=8, protocols=every))
-    for split in ("random_s{}", "temporal_s{}", "cold_items_s{}", "kfold_s{}_f1", "kfold_s{}_f5"):
-        a, b = _export(con_a, split.format(7)), _export(con_b, split.format(7))
+    for pattern in ("random_s{}", "temporal_s{}", "cold_items_s{}", "kfold_s{}_f1", "kfold_s{}_f5"):
+        a, b = _export(con_a, pattern.format(7)), _export(con_b, pattern.format(7))
         assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest()
-        assert _export(con_a, split.format(8)) != a
+        assert _export(con_a, pattern.format(8)) != a
     params = con_a.execute(
         "SELECT split_id, seed, n_train + n_validation + n_test FROM splits ORDER BY split_id"
     ).fetchall()

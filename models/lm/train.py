@@ -276,6 +276,7 @@ def train(config: LMConfig) -> dict:
             )
         )
         phases["export"] = time.perf_counter() - start
+        metrics["peak_rss_gib"] = _peak_rss_gib()  # export holds every profile's vector: its peak counts too
         metrics["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
         metrics["cpu_seconds"] = time.process_time()  # every thread of this process, from its start
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
