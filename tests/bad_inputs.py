@@ -219,7 +219,7 @@ CASES = [
     Case(
         "too small to split",
         _too_small_to_split,
-        error=r"split random_s0: the train and validation fold would be empty \(1 ratings from 1 users",
+        error=r"split kfold_s0_f1: the validation and test fold would be empty \(1 ratings from 1 users",
     ),
     Case(
         "every row bad",
