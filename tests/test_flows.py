@@ -33,7 +33,9 @@ def test_prepare_default_dataset(prefect_harness, tmp_path):
     }
     assert summary["data_card"]["warnings"] == []  # the default dataset passes the data card
     assert summary["data_card"]["variant_duplicates"]["groups"] == 4
-    assert summary["splits"]["random_s0"] == {"train": 8208, "validation": 1026, "test": 1027}
+    folds = [summary["splits"][f"kfold_s0_f{f}"] for f in range(1, 6)]  # the default: every rating tested once
+    assert sum(fold["test"] for fold in folds) == 10_261
+    assert all(sum(fold.values()) == 10_261 for fold in folds)
     assert summary["splits"]["temporal_s0"] == {"train": 10_261 - 2 * 1_429, "validation": 1_429, "test": 1_429}
     with duckdb.connect(summary["database"], read_only=True) as con:
         status, fingerprint, params = con.execute(
