@@ -310,7 +310,10 @@ def test_cli_prepare_prints_counts(tmp_path):
     out = _cli("flows.prepare", "--data", str(path), "--workspace", str(tmp_path / "ws"), "--no-data-docs")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "interactions          24        24            0          0           0" in out.stdout
-    assert "random_s0" in out.stdout and "24 ratings from 4 users on 6 items" in out.stdout
+    assert "24 ratings from 4 users on 6 items" in out.stdout
+    # the default protocols: 5 user-stratified folds, every rating tested exactly once (5+5+5+4+5 = 24)
+    tests = [int(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("kfold_s0_f")]
+    assert tests == [5, 5, 5, 4, 5] and "kfold_s0_f4                   18           2         4" in out.stdout
 
 
 def test_cli_train_without_the_fusion_publishes_nothing_and_says_so(tmp_path):
@@ -403,6 +406,7 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
     found = search(
         SearchParams(
             workspace=workspace,
+            split="random_s0",
             trials=3,
             train=train.model_copy(update={"lightfm_max_epochs": 10}),
             runner=RunnerConfig(kind="dask", workers=2),
