@@ -51,6 +51,13 @@ class DataCardConfig(BaseModel):
     )
     min_fold_users: int = Field(20, ge=1, description="a validation or test fold with fewer users is flagged")
     k: int = Field(10, ge=1, description="Warn when a split has fewer ranking candidates than the ranking cut-off K.")
+    min_cold_content: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="On a cold-item split, withhold the text models' verdicts when a smaller share of its cold test "
+        "items has any metadata (their only text before anyone rates them).",
+    )
 
 
 class ValidationFailed(RuntimeError):

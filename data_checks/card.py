@@ -47,7 +47,16 @@ GATES = {
         "test every rating with --protocols kfold, or make the fold larger (--fractions, --cold-item-fraction)",
     ),
     "few_candidates": (("ranking",), "hold out more items (--cold-item-fraction) or rank at a smaller --k"),
+    # withholds the verdicts of the models that read text only (TEXT_GATED), not the others'
+    "no_cold_content": (
+        ("rating", "ranking"),
+        "give the dataset an item metadata file (titles, categories, descriptions) or judge the text models on "
+        "warm items only",
+    ),
 }
+TEXT_GATED = ("no_cold_content",)
+# the metadata fields a cold item can be known by (readers.schema's items columns that hold text)
+METADATA_FIELDS = ("title", "brand", "category", "genres", "description")
 # the questions each unit is planned to answer: 2 tasks (rating, ranking) x 2 contenders (the LM, the fusion)
 PLANNED_TESTS_PER_UNIT = 4
 
@@ -80,6 +89,19 @@ def _quantiles(values: pd.Series) -> dict[str, float]:
         "p90": float(q[2]),
         "max": float(q[3]),
     }
+
+
+def metadata_fields(items: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Item id -> which of :data:`METADATA_FIELDS` it has (non-empty), one boolean column each; None without
+    a metadata file."""
+    if items is None:
+        return None
+    present = {
+        field: (items[field].fillna("").astype(str).str.strip().str.len() > 0).to_numpy()
+        for field in METADATA_FIELDS
+        if field in items
+    }
+    return pd.DataFrame(present, index=items["item_id"].astype(str).to_numpy())
 
 
 def describe(interactions: pd.DataFrame, metadata_items: set[str] | None, config: DataCardConfig) -> dict:
@@ -132,10 +154,16 @@ def describe(interactions: pd.DataFrame, metadata_items: set[str] | None, config
 
 
 def split_checks(
-    interactions: pd.DataFrame, assignments: pd.DataFrame, splits: pd.DataFrame, config: DataCardConfig
+    interactions: pd.DataFrame,
+    assignments: pd.DataFrame,
+    splits: pd.DataFrame,
+    config: DataCardConfig,
+    fields: pd.DataFrame | None = None,
 ) -> dict[str, dict]:
     """Per split: fold sizes, ranking candidates, and held-out pairs with a training text twin (same user /
-    any user). ``assignments``: split_id, user_id, item_id, fold; ``splits``: split_id, protocol."""
+    any user); on a cold-item split, how many of its cold test items have metadata and which fields
+    (``fields``: :func:`metadata_fields`). ``assignments``: split_id, user_id, item_id, fold; ``splits``:
+    split_id, protocol."""
     norm = (
         interactions[["user_id", "item_id"]]
         .astype(str)
@@ -165,6 +193,18 @@ def split_checks(
             "held_out_with_any_user_twin": float(any_user.mean()) if len(held) else 0.0,
             "held_out_pairs": int(len(held)),
         }
+        if protocol == "cold_items":
+            cold = pd.Index(rows.loc[rows["fold"] == "test", "item_id"].unique()).difference(train["item_id"].unique())
+            known = (
+                fields.reindex(cold).fillna(False).astype(bool)
+                if fields is not None
+                else pd.DataFrame(index=cold, dtype=bool)
+            )
+            out[split_id]["cold_test_items"] = {
+                "items": int(len(cold)),
+                "with_metadata": int(known.any(axis=1).sum()) if len(known.columns) else 0,
+                "fields": {field: int(known[field].sum()) for field in known.columns},
+            }
     return out
 
 
@@ -215,6 +255,19 @@ def threats(card: dict, per_split: dict[str, dict], config: DataCardConfig) -> l
                         ),
                     }
                 )
+        cold = s.get("cold_test_items")
+        if cold and cold["items"] and cold["with_metadata"] / cold["items"] < config.min_cold_content:
+            out.append(
+                {
+                    "code": "no_cold_content",
+                    "splits": [split_id],
+                    "message": (
+                        f"{split_id}: {cold['with_metadata']:,} of {cold['items']:,} cold test items have metadata, "
+                        f"under {config.min_cold_content:.0%}: a model that reads text sees the same empty profile "
+                        "for the rest, so its cold-item figures measure nothing of the text."
+                    ),
+                }
+            )
         if s["ranking_candidates"] < config.k:
             out.append(
                 {
@@ -254,19 +307,22 @@ def unit_sizes(assignments: pd.DataFrame, alpha: float = 0.05) -> dict[str, dict
 def verdict_gates(card: dict | None, split_ids, k: int) -> dict[str, dict[str, str]]:
     """Judged unit -> task -> why its verdict is withheld (what the card found and what to do), for the
     units of ``split_ids``: a leaking or too-small split (its warnings), or fewer ranking candidates than the
-    evaluation's cut-off ``k``. A unit is withheld when any of its splits is."""
+    evaluation's cut-off ``k``. A unit is withheld when any of its splits is. A warning that concerns only the
+    models that read text (:data:`TEXT_GATED`: cold items without metadata) is keyed ``"<task>@text"``: it
+    withholds those models' verdicts (``models.evaluation.comparisons.judge``), not the others'."""
     out: dict[str, dict[str, list[str]]] = {}
     wanted = set(split_ids)
 
     def withhold(split_id: str, code: str, message: str) -> None:
         tasks, advice = GATES[code]
         for task in tasks:
-            reasons = out.setdefault(judged_unit(split_id), {}).setdefault(task, [])
+            key = f"{task}@text" if code in TEXT_GATED else task
+            reasons = out.setdefault(judged_unit(split_id), {}).setdefault(key, [])
             if not any(r.startswith(f"{code}:") for r in reasons):
                 reasons.append(f"{code}: {message} What to do: {advice}.")
 
     for warning in (card or {}).get("warnings", []):
-        if warning["code"] in ("text_twins", "small_fold"):
+        if warning["code"] in ("text_twins", "small_fold", *TEXT_GATED):
             for split_id in sorted(wanted & set(warning["splits"])):
                 withhold(split_id, warning["code"], warning["message"])
     for split_id, checks in sorted((card or {}).get("splits", {}).items()):
@@ -282,15 +338,17 @@ def verdict_gates(card: dict | None, split_ids, k: int) -> dict[str, dict[str, s
 
 def data_card(
     interactions: pd.DataFrame,
-    metadata_items: set[str] | None,
+    items: pd.DataFrame | None,
     assignments: pd.DataFrame,
     splits: pd.DataFrame,
     config: DataCardConfig,
 ) -> dict:
     """The whole card: description, per-split checks, per judged unit its test size and what it can detect,
-    and the warnings."""
-    card = describe(interactions, metadata_items, config)
-    card["splits"] = split_checks(interactions, assignments, splits, config)
+    and the warnings. ``items``: the metadata table (``item_id`` and any of :data:`METADATA_FIELDS`), None
+    when the dataset has none."""
+    fields = metadata_fields(items)
+    card = describe(interactions, None if fields is None else set(fields.index), config)
+    card["splits"] = split_checks(interactions, assignments, splits, config, fields)
     card["units"] = unit_sizes(assignments)
     card["warnings"] = threats(card, card["splits"], config)
     card["thresholds"] = config.model_dump()
@@ -350,6 +408,14 @@ def card_lines(card: dict) -> list[str]:
             f"{s['ranking_candidates']:,} ranking candidates; held-out pairs with a training text twin: "
             f"{s['held_out_with_same_user_twin']:.1%} same user, {s['held_out_with_any_user_twin']:.1%} any user"
         )
+        cold = s.get("cold_test_items")
+        if cold is not None:
+            which = ", ".join(f"{field} {count:,}" for field, count in cold["fields"].items() if count)
+            lines.append(
+                f"{split_id}: {cold['with_metadata']:,} of {cold['items']:,} cold test items have metadata"
+                + (f" ({which})" if which else "")
+                + " — the only text a model can read for them"
+            )
     for unit, u in card.get("units", {}).items():
         pooled = f" ({len(u['splits'])} folds, each rating tested once)" if len(u["splits"]) > 1 else ""
         lines.append(

@@ -103,11 +103,17 @@ def _lightfm(content: bool):
     return build
 
 
+# On a cold-item split, this share of the LM's training pairs reads its item as a cold item would (metadata
+# alone): the test's cold items have nothing else (models.lm.profiles).
+COLD_ITEM_METADATA_DROPOUT = 0.25
+
+
 def _lm(cls, config: TrainConfig, context: BuildContext):
+    cold = {"item_metadata_dropout": COLD_ITEM_METADATA_DROPOUT} if context.protocol == "cold_items" else {}
     return cls(
         context.work_dir / "lm_two_tower",
         config.lm_profile,
-        {"seed": config.seed, **config.lm_overrides},
+        {"seed": config.seed, **cold, **config.lm_overrides},
         k=context.k,
         cold_validation=context.protocol == "cold_items",
         text_cache=context.text_cache,

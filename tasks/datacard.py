@@ -27,7 +27,7 @@ def card_for_workspace(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, config
     ).df()
     metadata = None
     if ITEMS in spec.files:
-        metadata = {r[0] for r in con.execute(f"SELECT item_id FROM {tables.CANONICAL[ITEMS]}").fetchall()}
+        metadata = con.execute(f"SELECT * FROM {tables.CANONICAL[ITEMS]}").df()
     splits = con.execute(f"SELECT split_id, protocol FROM {tables.SPLITS} ORDER BY split_id").df()
     assignments = con.execute(f"SELECT split_id, user_id, item_id, fold FROM {tables.SPLIT_ASSIGNMENTS}").df()
     return data_card(interactions, metadata, assignments, splits, config)

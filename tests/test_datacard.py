@@ -193,3 +193,64 @@ def test_unit_sizes_pool_the_folds_and_say_what_a_test_could_detect():
     # two units x 4 planned tests: alpha 0.05 / 8; 16 users: (z + z) / 4 per-user standard deviations
     z = stats.norm.ppf(1 - 0.05 / 8 / 2) + stats.norm.ppf(0.8)
     assert units["random_s0"]["detectable_sd"] == pytest.approx(z / 4)
+
+
+def test_cold_items_without_metadata_withhold_only_the_text_models_verdicts():
+    """A cold-item split whose cold test items have no metadata: the card counts them by field, and the gate
+    withholds the verdicts of the models that read text (the LM), never the fusion's or another model's."""
+    from models.evaluation.comparisons import judge
+
+    assignments = pd.DataFrame(
+        [
+            ("cold_items_s0", "u0", "red", "train"),
+            ("cold_items_s0", "u1", "red", "train"),
+            ("cold_items_s0", "u2", "red", "validation"),
+            ("cold_items_s0", "u3", "green", "test"),
+            ("cold_items_s0", "u3", "blue", "test"),
+        ],
+        columns=["split_id", "user_id", "item_id", "fold"],
+    )
+    splits = pd.DataFrame({"split_id": ["cold_items_s0"], "protocol": ["cold_items"]})
+    config = DataCardConfig(min_fold_ratings=1, min_fold_users=1, k=2)
+    items = pd.DataFrame({"item_id": ["red", "green", "blue"], "title": ["Red strap", None, " "], "brand": [None] * 3})
+    card = data_card(INTERACTIONS, items, assignments, splits, config)
+    cold = card["splits"]["cold_items_s0"]["cold_test_items"]
+    assert cold == {"items": 2, "with_metadata": 0, "fields": {"title": 0, "brand": 0}}  # blank titles do not count
+    gates = verdict_gates(card, ["cold_items_s0"], k=2)
+    assert set(gates["cold_items_s0"]) == {"rating@text", "ranking@text"}
+    assert "0 of 2 cold test items have metadata" in gates["cold_items_s0"]["rating@text"]
+    measured = pd.DataFrame(
+        {
+            "split_id": "cold_items_s0",
+            "model": ["lm_two_tower", "fusion"],
+            "k": 0,
+            "family": "primary",
+            "t_p": 0.001,
+            "wilcoxon_p": 0.001,
+            "se": 0.01,
+            "diff": -0.1,
+            "ci_low": -0.12,
+            "ci_high": -0.08,
+            "share_better": 0.7,
+            "share_worse": 0.3,
+            "n_users": 50,
+            "metric": "mse",
+            "segment": "all",
+            "reference": "svd",
+            "kind": "best_traditional",
+            "reference_rule": "validation",
+            "reference_validation": 0.9,
+            "test_best": "svd",
+            "value": 0.8,
+            "reference_value": 0.9,
+            "mean_user_diff": -0.1,
+            "median_user_diff": -0.1,
+        }
+    )
+    verdicts = judge(measured, gates, text_models=("lm_two_tower",)).set_index("model")["verdict"]
+    assert verdicts["lm_two_tower"] == "not judged" and verdicts["fusion"] != "not judged"
+
+    items.loc[1, "title"] = "Green strap"  # one of the two cold items now has a title: half, not under half
+    card = data_card(INTERACTIONS, items, assignments, splits, config)
+    assert card["splits"]["cold_items_s0"]["cold_test_items"]["fields"] == {"title": 1, "brand": 0}
+    assert verdict_gates(card, ["cold_items_s0"], k=2) == {}

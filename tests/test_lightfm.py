@@ -108,3 +108,36 @@ def test_content_features_beat_identity_only_on_cold_items():
         frame, _ = ranking_rows(model, test, EvalConfig().k, cold_candidates=True)
         auc[content] = frame.loc[frame["metric"] == "auc", "num"].mean()
     assert auc[True] > 0.75 and auc[True] > auc[False] + 0.1
+
+
+def test_metadata_tokens_by_hand_read_the_fields_the_lm_reads():
+    """The hybrid's content features use the same metadata fields as the LM's item profile (title, brand,
+    category, genres, tags, and the description's first 300 characters), so their comparison is fair."""
+    import pandas as pd
+
+    from models.recommenders.features import metadata_tokens
+
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b"],
+            "title": ["Blue Guitar Strap", None],
+            "brand": ["Fender", None],
+            "category": ["Accessories|Straps", None],
+            "description": ["Soft leather strap. " + "x" * 300 + " hidden", None],
+        }
+    )
+    tokens = metadata_tokens(items)
+    assert tokens == {
+        "a": [
+            "title:blue",
+            "title:guitar",
+            "title:strap",
+            "brand:fender",
+            "category:accessories",
+            "category:straps",
+            "description:soft",
+            "description:leather",
+            "description:strap",
+            "description:" + "x" * 280,
+        ]
+    }

@@ -14,7 +14,7 @@ import pytest
 from builders import TINY_BERT, lm_reviews
 
 from models.lm.data import Collate, PairDataModule, ProfileTokens
-from models.lm.profiles import EMPTY_ITEM, EMPTY_USER, FULL, build_profiles
+from models.lm.profiles import EMPTY_ITEM, EMPTY_USER, FULL, METADATA_ONLY, build_profiles
 
 CANARY = "zqxcanaryjv"
 
@@ -148,6 +148,40 @@ def test_the_readout_reads_rating_statistics_first_then_the_vectors():
     assert mse < 0.15  # noise 0.09, plus the user deviations estimated from a few noisy ratings
 
 
+def test_readout_falls_back_to_the_statistics_where_the_vectors_hurt_validation():
+    """Validation items whose vectors mean the opposite of what training taught (the shift of cold items, whose
+    vectors read metadata only): the vector stage is dropped, so the readout predicts with the statistics
+    alone, in and out of fold, and its validation MSE is the statistics'."""
+    from models.lm.readout import apply_readout, cross_fit_readout, fit_readout, pair_stat_features
+
+    rng = np.random.default_rng(1)
+    n_users, n_items, dim = 50, 30, 4
+    vectors = np.vstack([np.zeros((n_users, dim)), rng.normal(size=(n_items, dim))]).astype(np.float32)
+    effect = vectors[n_users:] @ np.ones(dim)
+
+    class Pairs:
+        def __init__(self, n, sign):
+            self.users, self.items = rng.integers(0, n_users, n), n_users + rng.integers(0, n_items, n)
+            self.ratings = 3 + sign * 0.5 * effect[self.items - n_users] + rng.normal(0, 0.3, n)
+
+    pairs = {"train": Pairs(800, +1), "validation": Pairs(300, -1)}
+    stats = np.column_stack([np.full(n_users + n_items, 12.0), np.full(n_users + n_items, 4.0)])
+    readout = fit_readout(vectors, stats, pairs, [])
+    assert not readout["vector_stage"] and readout["vector_val_mse"] > readout["stats_val_mse"]
+    assert readout["val_mse"] == readout["stats_val_mse"] and not readout["weights"].any()
+    users, items = pairs["validation"].users, pairs["validation"].items
+    stats_only = pair_stat_features(stats[users], stats[items], float(readout["mean"])) @ readout["stat_weights"]
+    predicted = apply_readout(readout, vectors[users], vectors[items], stats[users], stats[items])
+    np.testing.assert_allclose(predicted, stats_only + readout["stat_bias"])
+    oof = cross_fit_readout(vectors, stats, pairs, 4, 0, (float(readout["stat_alpha"]), float(readout["alpha"])))
+    # every statistic is the same: out of fold, a pair's prediction is the mean rating of the other folds
+    assert np.isfinite(oof).all() and np.ptp(oof) < 0.2 and abs(oof.mean() - pairs["train"].ratings.mean()) < 0.05
+
+    pairs["validation"] = Pairs(300, +1)  # the same relation as in training: the vectors are kept
+    kept = fit_readout(vectors, stats, pairs, [])
+    assert kept["vector_stage"] and kept["val_mse"] < 0.5 * kept["stats_val_mse"]
+
+
 def test_cross_fitted_readout_never_reads_the_rating_it_predicts():
     """Out-of-fold readout predictions of training pairs: a pair's own rating never changes its prediction
     (any other fold's ratings do), and they track the ratings as an in-sample readout would; the fast Gram
@@ -263,8 +297,29 @@ def test_item_profiles_start_with_metadata():
         {"item_id": ["i1", "cold"], "title": ["Blue Guitar", "Red Drum"], "genres": ["rock|pop", None]}
     )
     profiles = build_profiles(lm_reviews(), items)
-    assert profiles.item("i1").startswith("Blue Guitar. genres: rock, pop | ")
-    assert profiles.item("cold") == "Red Drum"
+    assert profiles.item("i1").startswith("title: Blue Guitar. genres: rock, pop | ")
+    # a cold item holds only what is known before anyone rates it: its metadata, with no rating statistics
+    assert profiles.item("cold") == "title: Red Drum" and profiles.rating_stats(("item", "cold", FULL)) == (0.0, 0)
+    assert profiles.pieces_of(("item", "i1", METADATA_ONLY)) == ("title: Blue Guitar. genres: rock, pop",)
+    assert profiles.rating_stats(("item", "i1", METADATA_ONLY)) == (0.0, 0)
+    assert ("item", "i2", METADATA_ONLY) not in profiles.pieces  # no metadata: no metadata-only variant
+
+
+def test_item_dropout_shows_a_seeded_share_of_training_pairs_their_item_as_cold():
+    from models.lm.data import pair_keys
+
+    data = lm_reviews()
+    items = pd.DataFrame({"item_id": ["i1", "i2"], "title": ["Blue Guitar", "Red Drum"]})
+    profiles = build_profiles(data, items)
+    pairs = data[["user_id", "item_id"]].astype(str)
+    plain = pair_keys(pairs, profiles.pair_fold)[1]
+    _, dropped = pair_keys(pairs, profiles.pair_fold, {"i1", "i2"}, 0.5, seed=3)
+    assert dropped == pair_keys(pairs, profiles.pair_fold, {"i1", "i2"}, 0.5, seed=3)[1]  # seeded
+    changed = [(a, b) for a, b in zip(plain, dropped, strict=True) if a != b]
+    assert all(b == ("item", a[1], METADATA_ONLY) and a[1] in {"i1", "i2"} for a, b in changed)
+    eligible = int(pairs["item_id"].isin(["i1", "i2"]).sum())
+    assert 0.25 * eligible < len(changed) < 0.75 * eligible
+    assert pair_keys(pairs, None, {"i1"}, 0.9)[1] == [("item", i, FULL) for i in pairs["item_id"]]  # held-out pairs
 
 
 def test_canary_in_held_out_reviews_reaches_no_profile_and_no_token(tokenizer, tmp_path):

@@ -338,18 +338,31 @@ def unit_differences(
 
 
 def judge(
-    measured: pd.DataFrame, gates: dict[str, dict[str, str]] | None = None, alpha: float = 0.05, power: float = POWER
+    measured: pd.DataFrame,
+    gates: dict[str, dict[str, str]] | None = None,
+    alpha: float = 0.05,
+    power: float = POWER,
+    text_models: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     """A run's verdicts from its units' measured differences (``split_id``: the unit; columns of
-    :func:`unit_differences`): rows of a unit and task that ``gates`` condemns (unit -> task -> reason) are
-    "not judged"; the rest are corrected within their family (primary: Holm, secondary: Benjamini–Hochberg)
-    and get their minimum detectable difference at the family's α/m and their verdict.
+    :func:`unit_differences`): rows of a unit and task that ``gates`` condemns (unit -> task -> reason; a
+    ``"<task>@text"`` key condemns only the rows of ``text_models``, by default the registry's language
+    models) are "not judged"; the rest are corrected within their family (primary: Holm, secondary:
+    Benjamini–Hochberg) and get their minimum detectable difference at the family's α/m and their verdict.
 
     Returns ``split_id`` and :data:`DIFFERENCE_COLUMNS`."""
+    if text_models is None:
+        from models.registry import LANGUAGE as text_models
     out = measured.copy().reset_index(drop=True)
     gates = gates or {}
-    reason = [gates.get(unit, {}).get(task_of(int(mk))) for unit, mk in zip(out["split_id"], out["k"], strict=True)]
-    out["note"] = reason
+
+    def reason_of(unit: str, mk: int, model: str) -> str | None:
+        unit_gates, task = gates.get(unit, {}), task_of(int(mk))
+        return unit_gates.get(task) or (unit_gates.get(f"{task}@text") if model in text_models else None)
+
+    out["note"] = [
+        reason_of(unit, mk, model) for unit, mk, model in zip(out["split_id"], out["k"], out["model"], strict=True)
+    ]
     judged = out["note"].isna()
     out["t_p_adj"] = np.nan
     out["wilcoxon_p_adj"] = np.nan

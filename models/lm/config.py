@@ -23,6 +23,9 @@ class LMConfig(BaseModel):
     max_reviews: int = Field(8, ge=1)  # reviews per profile, most recent first
     review_chars: int = Field(300, ge=20)  # characters kept per review
     rating_history: int = Field(10, ge=0)  # star ratings of the most recent training reviews leading a profile
+    # the share of training pairs whose item (when it has metadata) reads its metadata-only profile, as a cold
+    # item does: training for the shift from warm items (reviews) to cold ones (metadata alone)
+    item_metadata_dropout: float = Field(0.0, ge=0, lt=1)
     # Leave-fold-out variants of training profiles: a training pair reads profiles built from the other
     # folds' reviews, (folds - 1) / folds of them, so more folds make them closer to the full profiles that
     # prediction reads, at the cost of more profiles to encode. Default dataset, cpu profile, validation MSE

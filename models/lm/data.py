@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from models.lm.profiles import FULL, Profiles
+from models.lm.profiles import FULL, METADATA_ONLY, Profiles
 
 TOKENIZE_CHUNK = 4096  # profiles tokenised at a time (full encodings, overflow included, are large)
 
@@ -190,8 +190,16 @@ class Collate:
         }
 
 
-def pair_keys(pairs: pd.DataFrame, fold: pd.Series | None) -> tuple[list, list]:
-    """Profile keys of each pair: fold variants for training pairs (``fold`` given), full otherwise."""
+def pair_keys(
+    pairs: pd.DataFrame,
+    fold: pd.Series | None,
+    metadata_items: set[str] = frozenset(),
+    metadata_share: float = 0.0,
+    seed: int = 0,
+) -> tuple[list, list]:
+    """Profile keys of each pair: fold variants for training pairs (``fold`` given), full otherwise. Item
+    dropout, for training pairs only: a seeded ``metadata_share`` of the pairs whose item is in
+    ``metadata_items`` read the item's metadata-only profile (as a cold item would), not its fold variant."""
     folds = (
         fold.reindex(pd.MultiIndex.from_arrays([pairs["user_id"], pairs["item_id"]])).to_numpy()
         if fold is not None
@@ -199,8 +207,13 @@ def pair_keys(pairs: pd.DataFrame, fold: pd.Series | None) -> tuple[list, list]:
     )
     if np.isnan(folds.astype(float)).any():
         raise ValueError("some training pairs have no fold: profiles were built from another training set")
+    item_folds = folds.astype(np.int64)
+    if fold is not None and metadata_share > 0 and metadata_items:
+        eligible = pairs["item_id"].isin(metadata_items).to_numpy()
+        drawn = np.random.default_rng([seed, 2]).random(len(pairs)) < metadata_share
+        item_folds = np.where(eligible & drawn, METADATA_ONLY, item_folds)
     users = [("user", u, int(f)) for u, f in zip(pairs["user_id"], folds, strict=True)]
-    items = [("item", i, int(f)) for i, f in zip(pairs["item_id"], folds, strict=True)]
+    items = [("item", i, int(f)) for i, f in zip(pairs["item_id"], item_folds, strict=True)]
     return users, items
 
 
@@ -212,7 +225,9 @@ class PairDataModule(L.LightningDataModule):
     (the full profiles export encodes), so that one ``tokens`` table serves training and export;
     ``mixed_negatives``: catalogue items (full profiles) drawn uniformly per training batch as extra negatives;
     ``length_buckets`` > 0: training batches of similar profile lengths (:class:`LengthBuckets`, that many
-    batches per sorted chunk); ``pin_memory``: page-locked batches for a faster copy to the GPU.
+    batches per sorted chunk); ``pin_memory``: page-locked batches for a faster copy to the GPU;
+    ``item_metadata_dropout``: the share of training pairs whose item (when it has metadata) reads its
+    metadata-only profile, so that training sees items as cold ones look (:func:`pair_keys`).
     """
 
     def __init__(
@@ -229,8 +244,10 @@ class PairDataModule(L.LightningDataModule):
         mixed_negatives: int = 0,
         length_buckets: int = 0,
         pin_memory: bool = False,
+        item_metadata_dropout: float = 0.0,
     ):
         super().__init__()
+        self.item_metadata_dropout = item_metadata_dropout
         self.mixed_negatives = mixed_negatives
         self.length_buckets, self.pin_memory = length_buckets, pin_memory
         self.extra_keys = list(extra_keys)
@@ -243,8 +260,14 @@ class PairDataModule(L.LightningDataModule):
         if self.tokens is not None:
             return
         keys = {}
+        with_metadata = {e for kind, e, f in self.profiles.pieces if kind == "item" and f == METADATA_ONLY}
         for name, frame in self.frames.items():
-            keys[name] = pair_keys(frame, self.profiles.pair_fold if name == "train" else None)
+            if name == "train":
+                keys[name] = pair_keys(
+                    frame, self.profiles.pair_fold, with_metadata, self.item_metadata_dropout, self.seed
+                )
+            else:
+                keys[name] = pair_keys(frame, None)
         needed = [k for users, items in keys.values() for k in (*users, *items)] + self.extra_keys
         self.tokens = ProfileTokens.build(self.profiles, needed, self.tokenizer, self.max_length)
         self.datasets = {

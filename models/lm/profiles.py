@@ -13,6 +13,11 @@ Leakage inside training: a training pair (u, i) must never see its own review, o
 the rating off the text. Every training pair gets a fold f in 0..folds-1 (seeded), and reads the *fold
 variant* f of both profiles, built from the reviews of the *other* folds. At prediction time (validation,
 test, serving) profiles use every training review: that is the "full" variant (fold -1).
+
+Cold items: an item nobody rated in training has only its metadata (never reviews: those would come from the
+held-out ratings). Every item with metadata also gets the *metadata-only* variant (-2), so that training can
+show a share of its pairs the item as a cold item would read (``LMConfig.item_metadata_dropout``).
+Metadata fields are named in the text ("title: … brand: … category: … description: …").
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 FULL = -1  # the fold variant that uses every training review
+METADATA_ONLY = -2  # an item's metadata alone: what a cold item's profile holds, and what training may show
 EMPTY_USER = "no reviews yet"
 EMPTY_ITEM = "no description"
 
@@ -73,12 +79,12 @@ def _metadata_text(items: pd.DataFrame | None, description_chars: int = 300) -> 
         return {}
     parts = []
     for column, label in (
-        ("title", ""),
+        ("title", "title: "),
         ("brand", "brand: "),
         ("category", "category: "),
         ("genres", "genres: "),
         ("tags", "tags: "),
-        ("description", ""),
+        ("description", "description: "),
     ):
         if column in items:
             values = items[column].fillna("").astype(str).str.replace("|", ", ", regex=False)
@@ -106,7 +112,8 @@ def build_profiles(
     ``rating_history`` most recent reviews, e.g. "ratings: 5 4 5.", the same leave-fold-out rules applying).
 
     Returns full profiles for every training user and every item (metadata-only for items without training
-    reviews) and, for ``folds`` ≥ 2, the fold variants that training pairs read; with a ``rating`` column,
+    reviews), the metadata-only variant of every item with metadata (:data:`METADATA_ONLY`, no rating
+    statistics) and, for ``folds`` ≥ 2, the fold variants that training pairs read; with a ``rating`` column,
     the rating sum and count of every variant.
     """
     if folds < 2:
@@ -161,5 +168,7 @@ def build_profiles(
     for entity, text in metadata.items():
         texts.setdefault(("item", entity, FULL), text)
         pieces.setdefault(("item", entity, FULL), (text,))
+        texts[("item", entity, METADATA_ONLY)] = text
+        pieces[("item", entity, METADATA_ONLY)] = (text,)
     pair_fold = frame.set_index(["user_id", "item_id"])["fold"].sort_index()
     return Profiles(texts=texts, pieces=pieces, pair_fold=pair_fold, stats=stats)

@@ -66,7 +66,9 @@ def fit_readout(vectors, stats, pairs: dict, head_validation) -> dict:
 
     The MLP head is what trains the encoder, but 1-2 epochs of noisy ratings leave it short of convergence;
     the closed-form readout is converged by construction. Returns the weights, biases, strengths and
-    validation MSEs (of the statistics alone, of the whole readout and of the trained head)."""
+    validation MSEs (of the statistics alone, of the whole readout, of the vector stage when it was fitted and
+    of the trained head). When the vector stage's validation MSE is above the statistics' alone, its weights
+    are zero (``vector_stage`` False, ``alpha`` inf): the readout is the statistics stage."""
     data = {name: pairs[name] for name in ("train", "validation")}
     mean = float(data["train"].ratings.mean())
     S = {n: pair_stat_features(stats[d.users], stats[d.items], mean) for n, d in data.items()}
@@ -79,8 +81,18 @@ def fit_readout(vectors, stats, pairs: dict, head_validation) -> dict:
     second = fit_ridge(
         X["train"], y["train"] - base["train"], X["validation"], y["validation"] - base["validation"], READOUT_ALPHAS
     )
+    # Never use the vectors where validation says they hurt: the statistics alone are a stage the readout can
+    # fall back to (cold items, whose vectors read metadata that training never paired with a rating, are
+    # where this happens). Without validation there is nothing to judge by, and the vectors stay.
+    vector_val_mse = second["val_mse"]
+    vector_stage = not len(y["validation"]) or vector_val_mse <= first["val_mse"]
+    if not vector_stage:
+        zeros = np.zeros_like(second["weights"])
+        second = {"weights": zeros, "bias": np.float64(0.0), "alpha": np.float64(np.inf), "val_mse": first["val_mse"]}
     return {
         **second,
+        "vector_val_mse": np.float64(vector_val_mse),
+        "vector_stage": np.bool_(vector_stage),
         "mean": np.float64(mean),
         "stat_weights": first["weights"],
         "stat_bias": first["bias"],
@@ -106,7 +118,7 @@ def cross_fit_readout(vectors, stats, pairs: dict, folds: int, seed: int, streng
     if strengths is None:
         readout = fit_readout(vectors, stats, pairs, [])
         strengths = (float(readout["stat_alpha"]), float(readout["alpha"]))
-    stat_alpha, alpha = strengths
+    stat_alpha, alpha = strengths  # alpha inf: the readout fell back to the statistics (no vector stage)
     fold = np.random.default_rng(seed).integers(0, folds, len(train.ratings))
     y = np.asarray(train.ratings, dtype=np.float64)
     X = readout_features(vectors[train.users], vectors[train.items])
@@ -127,12 +139,15 @@ def cross_fit_readout(vectors, stats, pairs: dict, folds: int, seed: int, streng
         S = pair_stat_features(stats[u], stats[i], mean)
         first = fit_ridge(S, y[rest], S[:0], y[:0], (stat_alpha,))
         residual = y[rest] - (S @ first["weights"] + first["bias"])
+        base = pair_stat_features(stats[train.users[held]], stats[train.items[held]], mean) @ first["weights"]
+        if not np.isfinite(alpha):
+            out[held] = base + first["bias"]
+            continue
         n, z_sum = len(rest), total - sums[f]
         centred = gram - grams[f] - np.outer(z_sum, z_sum) / n
         moment = X[rest].T @ residual - z_sum * residual.mean()
         centred[np.diag_indices_from(centred)] += alpha
         coef = scipy.linalg.solve(centred, moment, assume_a="pos")
         # Z = (x − centre) / scale; the fit is residual ≈ mean(residual) + (z − z̄)·coef
-        base = pair_stat_features(stats[train.users[held]], stats[train.items[held]], mean) @ first["weights"]
         out[held] = base + first["bias"] + residual.mean() + (X[held] - z_sum / n) @ coef
     return out

@@ -413,6 +413,7 @@ def data_module(config: LMConfig, frames: dict, items):
         mixed_negatives=config.mixed_negatives,
         length_buckets=config.length_buckets,
         pin_memory=config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and _cuda()),
+        item_metadata_dropout=config.item_metadata_dropout,
     )
     return profiles, datamodule, users, item_ids
 
@@ -535,6 +536,8 @@ def export(
         "readout_stat_alpha": float(readout["stat_alpha"]),
         "readout_val_mse": float(readout["val_mse"]),
         "readout_stats_val_mse": float(readout["stats_val_mse"]),
+        "readout_vector_val_mse": float(readout["vector_val_mse"]),
+        "readout_vector_stage": bool(readout["vector_stage"]),
         "head_val_mse": float(readout["head_val_mse"]),
         "encode_seconds": round(encode_seconds, 2),
         "readout_seconds": round(readout_seconds, 2),
@@ -556,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     if metrics.get("users") is not None:  # the caller reads metrics.json; a reader of the log gets one line
         print(
             f"[lm] done: validation MSE of the readout {metrics['readout_val_mse']:.4f} (rating statistics alone "
-            f"{metrics['readout_stats_val_mse']:.4f}); metrics in {Path(config.output_dir) / 'metrics.json'}",
+            f"{metrics['readout_stats_val_mse']:.4f}, with the vectors {metrics['readout_vector_val_mse']:.4f}"
+            + ("" if metrics["readout_vector_stage"] else ": worse, so the readout uses the statistics alone")
+            + f"); metrics in {Path(config.output_dir) / 'metrics.json'}",
             file=sys.stderr,
             flush=True,
         )

@@ -17,7 +17,8 @@ STOPWORDS = frozenset(
     "a an and are as at be but by for from has have i in is it its of on or that the this to was were with you "
     "my me we our your they them their he she his her not no so if than then too very can will just".split()
 )
-METADATA_FIELDS = ("title", "brand", "category", "genres", "tags")
+METADATA_FIELDS = ("title", "brand", "category", "genres", "tags", "description")
+DESCRIPTION_CHARS = 300  # the share of a description the LM's item profile reads (models.lm.profiles)
 
 
 def words(text: str | None) -> list[str]:
@@ -31,7 +32,8 @@ def metadata_tokens(items: pd.DataFrame | None) -> dict[str, list[str]]:
     """Per item: feature names from its metadata, e.g. ``title:guitar``, ``genre:comedy``, ``brand:fender``.
 
     Titles are split into words; ``category``/``genres``/``tags`` are '|'-separated lists kept whole (tags
-    also as words). Columns that are absent or empty contribute nothing.
+    also as words); a description's first :data:`DESCRIPTION_CHARS` characters as words (what the LM reads
+    of it). Columns that are absent or empty contribute nothing.
     """
     out: dict[str, list[str]] = {}
     if items is None or len(items) == 0:
@@ -39,7 +41,9 @@ def metadata_tokens(items: pd.DataFrame | None) -> dict[str, list[str]]:
     present = [c for c in METADATA_FIELDS if c in items.columns]
     for row in items[["item_id", *present]].itertuples(index=False):
         tokens: list[str] = []
-        values = dict(zip(["item_id", *present], row, strict=True))
+        # a missing field (None, NaN, blank) contributes nothing
+        values = {k: v if isinstance(v, str) and v.strip() else None for k, v in zip(present, row[1:], strict=True)}
+        values["item_id"] = row[0]
         tokens += [f"title:{w}" for w in words(values.get("title"))]
         if values.get("brand"):
             tokens.append(f"brand:{str(values['brand']).strip().lower()}")
@@ -48,6 +52,8 @@ def metadata_tokens(items: pd.DataFrame | None) -> dict[str, list[str]]:
                 tokens += [f"{prefix}:{p.strip().lower()}" for p in str(values[field]).split("|") if p.strip()]
         if values.get("tags"):
             tokens += [f"tag:{w}" for w in words(str(values["tags"]).replace("|", " "))]
+        if values.get("description"):
+            tokens += [f"description:{w}" for w in words(values["description"][:DESCRIPTION_CHARS])]
         if tokens:
             out[str(values["item_id"])] = list(dict.fromkeys(tokens))
     return out
