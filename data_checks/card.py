@@ -57,8 +57,9 @@ GATES = {
 TEXT_GATED = ("no_cold_content",)
 # the metadata fields a cold item can be known by (readers.schema's items columns that hold text)
 METADATA_FIELDS = ("title", "brand", "category", "genres", "description")
-# the questions each unit is planned to answer: 2 tasks (rating, ranking) x 2 contenders (the LM, the fusion)
-PLANNED_TESTS_PER_UNIT = 4
+# the questions each unit is planned to answer: 2 tasks (rating, ranking) x 3 (the LM and the fusion against the
+# reference, the fine-tuned LM against its frozen encoder)
+PLANNED_TESTS_PER_UNIT = 6
 
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
 
@@ -286,8 +287,8 @@ def unit_sizes(assignments: pd.DataFrame, alpha: float = 0.05) -> dict[str, dict
     """Per judged unit (a split; a k-fold protocol's folds together): its splits, test ratings and test users
     (each user once across the folds), and ``detectable_sd``: the smallest true paired effect, in units of the
     per-user standard deviation of the difference, that a primary test on that many users detects with 80%
-    power at the planned family's Bonferroni level (α over 4 tests per unit: rating and ranking, the LM and
-    the fusion). Known before anything is trained; the report turns it into metric units with the observed
+    power at the planned family's Bonferroni level (α over 6 tests per unit: rating and ranking, the LM and
+    the fusion against the reference, the LM against its frozen encoder). Known before anything is trained; the report turns it into metric units with the observed
     spread."""
     test = assignments[assignments["fold"] == "test"].assign(unit=lambda f: f["split_id"].map(judged_unit))
     units = {}

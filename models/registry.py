@@ -48,7 +48,9 @@ class ModelSpec:
 
     ``target``: its class as ``"module:Class"``; ``build(cls, config, context)``: a fresh, unfitted instance;
     ``fuse``: the tasks for which the fusion blends it (none: not a fusion candidate); ``floor``: a reference
-    every model must clear, never reported as the best traditional model (the global mean).
+    every model must clear, never reported as the best traditional model (the global mean); ``ablation_of``:
+    the registered model this one is an ablation of (the frozen encoder of the fine-tuned LM): every report
+    judges that model against it, a primary question (what the ablated part adds).
     """
 
     name: str
@@ -58,6 +60,7 @@ class ModelSpec:
     build: Callable[[type, TrainConfig, BuildContext], Recommender]
     fuse: tuple[Task, ...] = ()
     floor: bool = False
+    ablation_of: str | None = None  # the model it is an ablation of: that model's difference from it is judged
 
     @property
     def cls(self) -> type[Recommender]:
@@ -112,6 +115,18 @@ def _lm(cls, config: TrainConfig, context: BuildContext):
     cold = {"item_metadata_dropout": COLD_ITEM_METADATA_DROPOUT} if context.protocol == "cold_items" else {}
     return cls(
         context.work_dir / "lm_two_tower",
+        config.lm_profile,
+        {"seed": config.seed, **cold, **config.lm_overrides},
+        k=context.k,
+        cold_validation=context.protocol == "cold_items",
+        text_cache=context.text_cache,
+    )
+
+
+def _text_frozen(cls, config: TrainConfig, context: BuildContext):
+    """The LM's encoder without fine-tuning: the same profile and overrides (encoder, token limit, profiles)."""
+    cold = {"item_metadata_dropout": COLD_ITEM_METADATA_DROPOUT} if context.protocol == "cold_items" else {}
+    return cls(
         config.lm_profile,
         {"seed": config.seed, **cold, **config.lm_overrides},
         k=context.k,
@@ -233,6 +248,16 @@ REGISTRY: dict[str, ModelSpec] = {
             build=_lm,
             fuse=("rating", "ranking"),
         ),
+        # the same encoder frozen: what fine-tuning adds is the LM's difference from it (models/lm/frozen.py)
+        ModelSpec(
+            "text_frozen",
+            "models.lm.frozen:TextFrozen",
+            "language",
+            reads_text=True,
+            build=_text_frozen,
+            fuse=("rating", "ranking"),
+            ablation_of="lm_two_tower",
+        ),
         # fitted last: it blends the models fitted before it, learned on validation
         ModelSpec("fusion", "models.recommenders.fusion:Fusion", "fusion", reads_text=False, build=_fusion),
     )
@@ -241,6 +266,8 @@ MODELS: tuple[str, ...] = tuple(REGISTRY)
 FUSION = "fusion"  # the fused model: what is published, served and judged by the promotion gate
 TRADITIONAL: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.traditional)
 LANGUAGE: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.family == "language")
+# ablation -> the model it ablates (text_frozen -> lm_two_tower): "what does fine-tuning add"
+ABLATIONS: dict[str, str] = {name: spec.ablation_of for name, spec in REGISTRY.items() if spec.ablation_of}
 # the traditional models a language model or the fusion is compared with ("the best traditional model")
 CONTENDERS: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
 

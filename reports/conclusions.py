@@ -19,6 +19,7 @@ import pandas as pd
 from models import registry
 from models.evaluation import judged_unit
 from models.evaluation.comparisons import (
+    ABLATION,
     BEST_TRADITIONAL,
     BETTER,
     BY_VALIDATION,
@@ -44,10 +45,11 @@ GLOSSARY = (
     "NDCG@10: normalised discounted cumulative gain of each test user's top 10 among the candidate items (the "
     "catalogue minus the user's training items; on cold-item splits, the items without training ratings), "
     "averaged over users (higher is better).",
-    "Reference: per unit and task, the traditional model (every model but the fine-tuned LM and the fusion, "
+    "Reference: per unit and task, the traditional model (every model but the text models and the fusion, "
     "and not the global mean) with the best validation value, chosen before any test value is looked at; "
     "'best on test' is shown beside it and never chosen.",
-    "Primary family: the fine-tuned LM and the fusion against the reference, on MSE and NDCG@10, over every "
+    "Primary family: the fine-tuned LM and the fusion against the reference, and the fine-tuned LM against the "
+    "same encoder frozen (text_frozen: what fine-tuning adds), on MSE and NDCG@10, over every "
     "judged unit of the run: the experiment's pre-registered questions, Holm-corrected among themselves. "
     "Secondary family: every other comparison (other models, metrics, segments, the fusion against its "
     "components): exploratory, Benjamini–Hochberg-corrected (q: the false discovery rate at which a row is "
@@ -171,11 +173,32 @@ def protocol_of(unit: str, splits: pd.DataFrame) -> str:
     return str(rows["protocol"].iloc[0]) if not rows.empty else "?"
 
 
-def primary(diffs: pd.DataFrame) -> pd.DataFrame:
-    """The primary family's rows (the contenders against the reference, each task's metric, all users)."""
+def primary(diffs: pd.DataFrame, kind: str = BEST_TRADITIONAL) -> pd.DataFrame:
+    """The primary family's rows of one kind: the contenders against the reference (default), or each model
+    against its ablation (``ABLATION``: the fine-tuned LM against its frozen encoder), each task's metric, all
+    users."""
     if diffs.empty or "family" not in diffs:
         return diffs.iloc[0:0]
-    return diffs[(diffs["family"] == PRIMARY) & (diffs["segment"] == "all")]
+    here = (diffs["family"] == PRIMARY) & (diffs["segment"] == "all")
+    return diffs[here & (diffs["kind"] == kind)] if "kind" in diffs else diffs[here]
+
+
+def ablation_sentences(diffs: pd.DataFrame) -> list[str]:
+    """What fine-tuning adds, in words: per task, the fine-tuned LM against the same encoder frozen
+    (``text_frozen``), per judged unit, with the CI and what the test could detect (primary questions)."""
+    rows = primary(diffs, ABLATION)
+    lines = []
+    for task, metric in TASKS:
+        here = rows[rows["metric"] == metric].sort_values("split_id")
+        if here.empty:
+            continue
+        pairs = ", ".join(sorted({f"{m} against {r}" for m, r in zip(here["model"], here["reference"], strict=True)}))
+        lines.append(
+            f"What fine-tuning adds, {task} ({metric.upper()}; {pairs}): "
+            + "; ".join(sentence(r) for _, r in here.iterrows())
+            + "."
+        )
+    return lines
 
 
 def _task(row) -> str:

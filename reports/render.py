@@ -29,6 +29,7 @@ from reports.conclusions import (
     GLOSSARY,
     HEADLINE,
     LOWER_IS_BETTER,
+    ablation_sentences,
     bottom_line,
     cost_rows,
     fmt,
@@ -334,6 +335,9 @@ def build(
         )
     else:
         blocks.append(("p", bottom_line(diffs)))
+        tuned = ablation_sentences(diffs)
+        if tuned:
+            blocks.append(("ul", tuned))
         table = verdict_rows(diffs, splits)
         if not table.empty:  # nothing judged: the bottom line and the Not judged table say so
             blocks += [("ul", task_sentences(diffs)), ("table", table)]

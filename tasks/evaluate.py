@@ -22,7 +22,9 @@ from tasks.datacard import latest_card
 from tasks.store import connect, ensure, replace_run_rows
 
 log = logging.getLogger(__name__)
-CONTENDERS = (*registry.LANGUAGE, registry.FUSION)  # what the primary family judges against the reference
+# what the primary family judges against the reference (an ablation, the frozen encoder, is judged against the
+# model it ablates instead: registry.ABLATIONS)
+CONTENDERS = (*(m for m in registry.LANGUAGE if m not in registry.ABLATIONS), registry.FUSION)
 
 
 def fusion_components(fits: list[dict]) -> dict[str, list[str]]:
@@ -102,6 +104,7 @@ def judge_evaluations(
             n_boot=config.n_boot,
             seed=config.seed,
             min_users=config.min_segment_users,
+            ablations=registry.ABLATIONS,
         )
         measured.append(rows.assign(split_id=unit))
     if not measured:

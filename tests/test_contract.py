@@ -155,7 +155,7 @@ def test_a_refit_copy_reproduces_the_model_and_out_of_fold_predictions_cover_tra
             model.predict(validation["user_id"], validation["item_id"]),
         )
     oof = model.oof_predictions(train, np.arange(len(train)) % 3, items=items)
-    if copy is not None or name == "lm_two_tower":
+    if copy is not None or name in ("lm_two_tower", "text_frozen"):  # the text models' readout cross-fits
         assert oof.shape == (len(train),) and np.isfinite(oof).all()
     else:
         assert oof is None
@@ -182,6 +182,7 @@ def test_fusion_candidates_follow_the_registry():
 
     assert fusion_candidates("rating") == (
         "lm_two_tower",
+        "text_frozen",
         "lightfm_hybrid",
         "bias_als",
         "biased_mf",
@@ -191,6 +192,7 @@ def test_fusion_candidates_follow_the_registry():
     )
     assert fusion_candidates("ranking") == (
         "lm_two_tower",
+        "text_frozen",
         "lightfm_hybrid",
         "lightfm_cf",
         "ease",

@@ -190,8 +190,8 @@ def test_unit_sizes_pool_the_folds_and_say_what_a_test_could_detect():
     units = unit_sizes(assignments)
     assert units["kfold_s0"]["test_ratings"] == 3 and units["kfold_s0"]["test_users"] == 2
     assert units["kfold_s0"]["splits"] == ["kfold_s0_f1", "kfold_s0_f2"]
-    # two units x 4 planned tests: alpha 0.05 / 8; 16 users: (z + z) / 4 per-user standard deviations
-    z = stats.norm.ppf(1 - 0.05 / 8 / 2) + stats.norm.ppf(0.8)
+    # two units x 6 planned tests: alpha 0.05 / 12; 16 users: (z + z) / 4 per-user standard deviations
+    z = stats.norm.ppf(1 - 0.05 / 12 / 2) + stats.norm.ppf(0.8)
     assert units["random_s0"]["detectable_sd"] == pytest.approx(z / 4)
 
 

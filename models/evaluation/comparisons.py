@@ -55,7 +55,7 @@ JUDGED = ("mse", "mae", "ndcg", "recall", "precision", "hit_rate", "map", "mrr",
 SEGMENTED = ("mse", "ndcg")  # the metrics whose segments get comparisons ("for whom")
 PRIMARY_METRIC = {"rating": "mse", "ranking": "ndcg"}  # the one metric per task the verdict answers
 TASKS = tuple(PRIMARY_METRIC)
-BEST_TRADITIONAL, COMPONENT = "vs_best_traditional", "vs_component"
+BEST_TRADITIONAL, COMPONENT, ABLATION = "vs_best_traditional", "vs_component", "vs_ablation"
 PRIMARY, SECONDARY = "primary", "secondary"
 CORRECTION = {PRIMARY: "holm", SECONDARY: "bh"}
 BETTER, WORSE, SAME, TOO_FEW, NOT_JUDGED = (
@@ -220,10 +220,12 @@ def comparisons(
     fusion: str | None,
     components: dict[str, list[str]],
     no_ranking=(),
+    ablations: dict[str, str] | None = None,
 ) -> list[tuple[str, int, str, str, str]]:
     """The pairs to compare: (metric, k, model, reference, kind) for every judged metric: each model against
-    its task's reference, and the fusion against each of its components (``components``: task -> the models
-    the fusion blends for it)."""
+    its task's reference, the fusion against each of its components (``components``: task -> the models
+    the fusion blends for it), and each model against its ablation (``ablations``: ablation -> the model:
+    the fine-tuned LM against its frozen encoder)."""
     out = []
     for (metric, k), values in sorted(test_values.items()):
         task = task_of(k)
@@ -240,6 +242,9 @@ def comparisons(
             for component in components.get(task, []):
                 if component in models and component != reference:
                     out.append((metric, k, fusion, component, COMPONENT))
+        for ablation, model in sorted((ablations or {}).items()):
+            if ablation in models and model in models and not (k > 0 and {model, ablation} & set(no_ranking)):
+                out.append((metric, k, model, ablation, ABLATION))
     return out
 
 
@@ -308,11 +313,14 @@ def unit_differences(
     n_boot: int = 1000,
     seed: int = 0,
     min_users: int = 20,
+    ablations: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """One unit's paired differences (measured columns, the reference's columns and the family), from its
     per-user values (pooled, :func:`pool_folds`) and its fit records (validation values, which models rank).
 
-    ``traditional``: the reference's candidates; ``contenders``: the models the primary family judges."""
+    ``traditional``: the reference's candidates; ``contenders``: the models the primary family judges
+    against the reference; ``ablations`` (ablation -> model): each model against its ablation, also primary
+    (on the task's metric, all users)."""
     no_ranking = {f["model"] for f in fits if ranks_nothing(f.get("extras"))}
     overall = per_user[per_user["item_segment"] == "all"]
     sums = overall.groupby(["metric", "k", "model"])[["num", "den"]].sum()
@@ -320,7 +328,9 @@ def unit_differences(
     for (metric, mk, model), row in sums.iterrows():
         test_values.setdefault((metric, int(mk)), {})[model] = row["num"] / row["den"] if row["den"] else np.nan
     references = choose_references(test_values, pooled_validation(fits), traditional, no_ranking, k)
-    pairs = comparisons(test_values, references, fusion=fusion, components=components, no_ranking=no_ranking)
+    pairs = comparisons(
+        test_values, references, fusion=fusion, components=components, no_ranking=no_ranking, ablations=ablations
+    )
     out = paired_differences(per_user, pairs, n_boot=n_boot, seed=seed, min_users=min_users)
     for task, reference in references.items():
         here = out["k"].map(task_of) == task
@@ -328,8 +338,7 @@ def unit_differences(
         out.loc[here, "test_best"] = reference.test_best
         out.loc[here & (out["kind"] == BEST_TRADITIONAL), "reference_validation"] = reference.validation_value
     primary = (
-        (out["kind"] == BEST_TRADITIONAL)
-        & out["model"].isin(list(contenders))
+        (((out["kind"] == BEST_TRADITIONAL) & out["model"].isin(list(contenders))) | (out["kind"] == ABLATION))
         & (out["segment"] == "all")
         & (out["metric"] == out["k"].map(lambda mk: PRIMARY_METRIC[task_of(mk)]))
     )
