@@ -60,6 +60,9 @@ class Recommender:
     ) -> Recommender:
         raise NotImplementedError
 
+    # whether fit_in_background starts another process (then models.experiment fits this model beside the rest)
+    background: ClassVar[bool] = False
+
     def fit_in_background(
         self,
         train: pd.DataFrame,

@@ -233,7 +233,7 @@ def fit_split_models(
 
 
 def _fits_in_background(model: Recommender) -> bool:
-    return type(model).fit_in_background is not Recommender.fit_in_background
+    return bool(getattr(type(model), "background", False))
 
 
 def _cpu_seconds() -> float:

@@ -74,7 +74,7 @@ def test_the_lm_trains_in_its_own_process_beside_the_other_fits_with_the_same_re
     from builders import TINY_BERT
 
     tiny = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
-    models = ("global_mean", "bias_als", "lm_two_tower", "fusion")
+    models = ("global_mean", "bias_als", "lm_two_tower", "text_frozen", "fusion")
     runs = {}
     for overlap in (True, False):
         config = TrainConfig(models=models, lightfm_trials=0, lm_overrides=tiny, overlap=overlap)
@@ -84,8 +84,10 @@ def test_the_lm_trains_in_its_own_process_beside_the_other_fits_with_the_same_re
             )
     fits = {f["model"]: f for f in runs[True].fits}
     assert [f["model"] for f in runs[True].fits] == list(models)  # recorded in registry order all the same
-    assert fits["lm_two_tower"]["extras"]["overlapped_with"] == ["global_mean", "bias_als"]
+    # text_frozen is a language model too, but fits in this process, beside the LM's trainer
+    assert fits["lm_two_tower"]["extras"]["overlapped_with"] == ["global_mean", "bias_als", "text_frozen"]
     assert fits["bias_als"]["extras"]["overlapped_with"] == ["lm_two_tower"]
+    assert fits["text_frozen"]["extras"]["overlapped_with"] == ["lm_two_tower"]
     assert "overlapped_with" not in fits["fusion"]["extras"]
     for f in runs[True].fits + runs[False].fits:  # wall and CPU seconds of every fit
         assert f["fit_seconds"] > 0 and f["extras"]["cpu_seconds"] >= 0

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.base import Recommender
 from models.lm.recommender import LMTwoTower
 
 PROGRESS_SECONDS = 30.0
@@ -51,6 +52,8 @@ class TextFrozen(LMTwoTower):
     """
 
     name = "text_frozen"
+    background = False  # fitted in the calling process (its forward passes are cached per text)
+    fit_in_background = Recommender.fit_in_background  # never the LM's trainer process
 
     def __init__(
         self,
@@ -153,9 +156,6 @@ class TextFrozen(LMTwoTower):
         self._choose_popularity_weight(validation, config.popularity_weights)
         self.metrics_["seconds"] = round(time.perf_counter() - start, 2)
         return self
-
-    def fit_in_background(self, train, validation=None, *, items=None, users=None, share_cores=None):
-        return None  # in process: the encoder's forward passes are cached per text
 
     def _embed(self, texts: list[str], config) -> tuple[np.ndarray, dict]:
         """(vectors of ``texts`` in order, counts of pieces read from the cache and encoded)."""

@@ -83,6 +83,7 @@ class LMTwoTower(Recommender):
     )
     state_defaults = {"popularity_weight_": 0.0}  # bundles published before it ranked by the cosine alone
     reuse_fields = ("_oof",)  # the readout's out-of-fold predictions of the training pairs: the fusion stacks them
+    background = True  # its trainer is its own process (fit_in_background)
 
     def __init__(
         self,
