@@ -243,6 +243,16 @@ SPLIT = Group(
             metavar="FRACTION",
         ),
         Option(
+            "--train-fractions",
+            "split.train_fractions",
+            "the sparsity axis: also make each split with only these shares of each user's training ratings "
+            "(nested, seeded; the same validation and test folds), e.g. 0.1 0.25 1.0",
+            default=(1.0,),
+            type=float,
+            nargs="+",
+            metavar="FRACTION",
+        ),
+        Option(
             "--cold-item-fraction",
             "split.cold_item_fraction",
             "share of items held out by the cold_items split",

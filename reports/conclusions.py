@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models import registry
-from models.evaluation import judged_unit
+from models.evaluation import full_data_unit, judged_unit, train_fraction
 from models.evaluation.comparisons import (
     ABLATION,
     BEST_TRADITIONAL,
@@ -348,6 +348,70 @@ def verdict_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(out)
+
+
+def question(row) -> str:
+    """A primary row's question in a few words: ``lm_two_tower vs reference`` or ``lm_two_tower vs text_frozen``."""
+    return f"{row['model']} vs {'reference' if row['kind'] == BEST_TRADITIONAL else row['reference']}"
+
+
+def sparsity_frame(diffs: pd.DataFrame) -> pd.DataFrame:
+    """The primary rows of every unit that was also made with fewer training ratings (``--train-fractions``):
+    columns of ``eval_differences`` plus ``base`` (the full-data unit), ``fraction`` and ``question``. Empty
+    when the run has no reduced unit."""
+    rows = pd.concat([primary(diffs), primary(diffs, ABLATION)], ignore_index=True)
+    if rows.empty:
+        return rows
+    rows = rows.assign(
+        base=rows["split_id"].map(full_data_unit),
+        fraction=rows["split_id"].map(train_fraction),
+        question=[question(r) for _, r in rows.iterrows()],
+    )
+    axis = rows.groupby("base")["fraction"].nunique()
+    return rows[rows["base"].isin(axis[axis > 1].index)].sort_values(["base", "k", "question", "fraction"])
+
+
+def sparsity_rows(diffs: pd.DataFrame) -> pd.DataFrame:
+    """The sparsity axis as a table: per full-data unit, task and question, the difference at each training
+    fraction with its CI, relative change, what the test could detect and the verdict (primary tests, each
+    fraction's unit a member of the family)."""
+    rows = sparsity_frame(diffs)
+    out = []
+    for _, r in rows.iterrows():
+        judged = r["verdict"] not in (NOT_JUDGED, TOO_FEW)
+        change, low, high, detectable = relative(r) if judged else (np.nan,) * 4
+        out.append(
+            {
+                "unit": r["base"],
+                "task": f"{_task(r)} ({metric_label(r['metric'], int(r['k']))})",
+                "question": r["question"],
+                "training ratings kept": f"{r['fraction']:.0%}",
+                "against": f"{r['reference']} {number(r['reference_value'])}",
+                "difference [95% CI]": difference(r) if judged else "—",
+                "relative [95% CI]": f"{percent(change)} [{percent(low)}, {percent(high)}]" if judged else "—",
+                "detectable": f"{percent(detectable, False)}" if judged and not identical(r) else "—",
+                "verdict": r["verdict"],
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def sparsity_sentences(diffs: pd.DataFrame) -> list[str]:
+    """Per full-data unit and question, on the task's metric: how the relative difference moves from the
+    smallest training fraction to all of it, and the verdicts (does the LM need less data?)."""
+    rows = sparsity_frame(diffs)
+    lines = []
+    for (base, k, asked), part in rows.groupby(["base", "k", "question"], sort=False):
+        label = metric_label(part["metric"].iloc[0], int(k))
+        steps = []
+        for _, r in part.iterrows():
+            if r["verdict"] in (NOT_JUDGED, TOO_FEW):
+                steps.append(f"{r['fraction']:.0%}: {r['verdict']}")
+                continue
+            change, low, high, _ = relative(r)
+            steps.append(f"{r['fraction']:.0%}: {percent(change)} [{percent(low)}, {percent(high)}] {r['verdict']}")
+        lines.append(f"{base}, {label}, {asked}, by share of training ratings kept: " + "; ".join(steps) + ".")
+    return lines
 
 
 def not_judged_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:

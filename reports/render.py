@@ -43,7 +43,11 @@ from reports.conclusions import (
     p_value,
     primary,
     protocol_of,
+    relative,
     seed_summary,
+    sparsity_frame,
+    sparsity_rows,
+    sparsity_sentences,
     task_sentences,
     verdict_rows,
 )
@@ -246,6 +250,69 @@ def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
     return draw_png(draw, 1.2 + 0.32 * len(rows))
 
 
+def sparsity_blocks(diffs: pd.DataFrame, title: str = "Less training data: does the LM need less?") -> list:
+    """The sparsity axis (``--train-fractions``): sentences, a plot per task and the table; nothing when the run
+    made no reduced split."""
+    table = sparsity_rows(diffs)
+    if table.empty:
+        return []
+    blocks: list = [
+        ("h2", title),
+        (
+            "p",
+            "Each split was also made with only a share of each user's training ratings (nested, seeded; the "
+            "same validation and test folds, so the fractions are paired), and every model, the fusion and the "
+            "LM (its profiles from the kept reviews only) trained on it. Each fraction's comparisons are primary "
+            "tests of their own. A difference that shrinks as the share grows is what 'needs less data' means.",
+        ),
+        ("ul", sparsity_sentences(diffs)),
+    ]
+    for metric in ("mse", "ndcg"):
+        figure = sparsity_curve(sparsity_frame(diffs), metric)
+        if figure:
+            caption = (
+                f"{metric.upper()}: relative difference by share of training ratings kept (95% CI; filled: significant)"
+            )
+            blocks.append(("figure", f"sparsity_{metric}", caption, figure))
+    blocks.append(("table", table))
+    return blocks
+
+
+def sparsity_curve(rows: pd.DataFrame, metric: str, by: tuple[str, ...] = ("base", "question")) -> bytes | None:
+    """Relative difference (%) against the share of training ratings kept, one line per ``by`` group (a unit
+    and question; the study adds the dataset), with 95% CIs; filled markers where significant."""
+    rows = rows[(rows["metric"] == metric) & ~rows["verdict"].isin([NOT_JUDGED])].dropna(subset=["ci_low"])
+    if rows.empty:
+        return None
+    groups = list(rows.groupby(list(by), sort=True))
+
+    def draw(ax):
+        for n, (key, part) in enumerate(groups):
+            part = part.sort_values("fraction")
+            rel = np.array([relative(r)[:3] for _, r in part.iterrows()]) * 100
+            x = part["fraction"].to_numpy() * (1 + 0.03 * (n - len(groups) / 2))  # apart, not on top of each other
+            err = np.vstack([rel[:, 0] - rel[:, 1], rel[:, 2] - rel[:, 0]]).clip(min=0)
+            colour = colour_of(part["model"].iloc[0]) if "text_frozen" not in str(key) else colour_of("text_frozen")
+            style = "--" if "text_frozen" in str(key) else "-"
+            ax.errorbar(
+                x, rel[:, 0], yerr=err, fmt=style, color=colour, lw=1, capsize=2, label=" · ".join(map(str, key))
+            )
+            sig = part["verdict"].isin([BETTER, WORSE]).to_numpy()
+            ax.scatter(x[sig], rel[sig, 0], color=colour, zorder=3, s=22)
+            ax.scatter(x[~sig], rel[~sig, 0], facecolors="white", edgecolors=colour, zorder=3, s=22)
+        fractions = sorted(set(rows["fraction"]))
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+        ax.minorticks_off()
+        ax.axhline(0, color="#444", lw=1)
+        better = "below" if metric in LOWER_IS_BETTER else "above"
+        ax.set_xlabel("share of each user's training ratings kept")
+        ax.set_ylabel(f"{metric.upper()} difference, % of the reference ({better} 0: better)")
+        ax.legend(fontsize=7)
+
+    return draw_png(draw, 3.8)
+
+
 def by_activity(results: pd.DataFrame, split_id: str, metric: str, k: int, silent=()) -> bytes | None:
     """Each model's value per user-activity bucket with its 95% CI; the bucket's n under its label (a ranking
     metric leaves out the models in ``silent``)."""
@@ -349,6 +416,7 @@ def build(
             if figure:
                 caption = f"{metric.upper()}: the LM and the fusion minus the reference, per unit (95% CI; filled: significant)"
                 blocks.append(("figure", f"verdict_{metric}", caption, figure))
+        blocks += sparsity_blocks(diffs)
         found, small = for_whom(diffs)
         blocks.append(("h2", "For whom (exploratory)"))
         blocks.append(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.evaluation import judged_unit
+from models.evaluation import judged_unit, train_fraction
 from models.evaluation.comparisons import (
     BEST_TRADITIONAL,
     BETTER,
@@ -49,7 +49,17 @@ from models.evaluation.inference import (
 )
 from models.evaluation.stats import holm
 from models.registry import FUSION, LANGUAGE, REGISTRY
-from reports.conclusions import CONTENDERS, json_field, metric_label, percent, primary, unit_protocols, verdict_rows
+from reports.conclusions import (
+    CONTENDERS,
+    json_field,
+    metric_label,
+    percent,
+    primary,
+    sparsity_frame,
+    sparsity_rows,
+    unit_protocols,
+    verdict_rows,
+)
 
 LM = LANGUAGE[0]
 ALPHA = 0.05
@@ -90,9 +100,11 @@ def _protocol_rows(datasets: list[dict]) -> pd.DataFrame:
         if rows.empty:
             continue
         units = unit_protocols(d["splits"]).set_index("unit")
+        protocol = rows["split_id"].map(units["protocol"]) if not units.empty else "?"
+        fraction = rows["split_id"].map(train_fraction)  # each share of training ratings is an analysis of its own
         rows = rows.assign(
             dataset=d["name"],
-            protocol=rows["split_id"].map(units["protocol"]) if not units.empty else "?",
+            protocol=[p if f >= 1 else f"{p} ({f:.0%} of training)" for p, f in zip(protocol, fraction, strict=True)],
             seed=rows["split_id"].map(units["seed"]) if not units.empty else 0,
         )
         first = rows.groupby("protocol")["seed"].transform("min")
@@ -452,6 +464,23 @@ def cost(datasets: list[dict]) -> pd.DataFrame:
     return out.sort_values(["dataset", "model"], key=lambda c: c.map(order) if c.name == "model" else c)
 
 
+def sparsity(datasets: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the sparsity axis's primary rows of every dataset with ``dataset``, the readable table with the
+    dataset in front): per dataset, unit, task and question, the difference at each share of training
+    ratings kept."""
+    frames, tables = [], []
+    for d in _completed(datasets):
+        rows = sparsity_frame(d["differences"])
+        if rows.empty:
+            continue
+        frames.append(rows.assign(dataset=d["name"]))
+        tables.append(sparsity_rows(d["differences"]).assign(dataset=d["name"]))
+    if not frames:
+        return pd.DataFrame(), pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), table[["dataset", *[c for c in table.columns if c != "dataset"]]]
+
+
 def study_blocks(datasets: list[dict], meta: dict) -> list:
     """The study report's blocks. ``datasets``: per dataset ``name``, ``status`` ("completed" or "failed"),
     ``error`` (failed), and, completed, ``run_id``, ``differences``, ``fits``, ``splits``, ``card``,
@@ -500,6 +529,27 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
                 f"{metric.upper()}: the LM and the fusion relative to the reference per dataset, and pooled (diamonds)"
             )
             blocks.append(("figure", f"study_{metric}", caption, figure))
+    curves, table = sparsity(datasets)
+    if not table.empty:
+        from reports.render import sparsity_curve
+
+        blocks += [
+            ("h2", "Less training data: does the LM need less?"),
+            (
+                "p",
+                "Each dataset's splits were also made with only a share of each user's training ratings (nested, "
+                "seeded, the same validation and test folds); every model trained at each share. Per dataset, the "
+                "contenders' relative difference from that share's validation-chosen reference, and the "
+                "fine-tuned LM's from its frozen encoder (primary tests of each dataset's run); the pooled rows "
+                "above give each share across datasets.",
+            ),
+        ]
+        for metric in ("mse", "ndcg"):
+            figure = sparsity_curve(curves, metric, by=("dataset", "question"))
+            if figure:
+                caption = f"{metric.upper()}: relative difference by share of training ratings kept, per dataset"
+                blocks.append(("figure", f"study_sparsity_{metric}", caption, figure))
+        blocks.append(("table", table))
     blocks += [
         ("h2", "Where: the datasets' traits"),
         ("table", traits(datasets)),

@@ -483,3 +483,44 @@ def test_the_cost_section_says_which_fits_were_restored_from_the_fit_store():
     cost = report(fits=fits).split("## Cost")[1].split("\n## ")[0]
     row = next(line for line in cost.splitlines() if line.startswith("| bias_als"))
     assert row.endswith("| restored from the fit store on 1 of 1 splits (seconds: its first fit's) |")
+
+
+def test_what_fine_tuning_adds_is_said_under_the_bottom_line():
+    rows = differences()
+    ablation = diff(
+        "random_s0",
+        "mse",
+        "lm_two_tower",
+        "text_frozen",
+        kind="vs_ablation",
+        family="primary",
+        value=0.70,
+        reference_value=0.80,
+        ci_low=-0.14,
+        ci_high=-0.06,
+    )
+    text = report(pd.concat([rows, pd.DataFrame([ablation])], ignore_index=True))
+    line = next(line for line in text.splitlines() if "What fine-tuning adds" in line)
+    # -0.10 of 0.80 = -12.5% [-17.5%, -7.5%]; detectable 0.0175 / 0.80 = 2.2%
+    assert "lm_two_tower against text_frozen" in line and "-12.5% [-17.5%, -7.5%]" in line.replace("−", "-")
+    assert "detects 2.2%" in line and line.endswith("better (Holm p = 0.003).")
+    assert text.index("Bottom line") < text.index("What fine-tuning adds") < text.index("## For whom")
+    # the LM's comparison with the reference is still its own sentence, not mixed with the ablation
+    lm = next(line for line in task_sentences(pd.concat([rows, pd.DataFrame([ablation])])) if "fine-tuned LM" in line)
+    assert "text_frozen" not in lm
+
+
+def test_the_sparsity_axis_is_a_table_a_curve_and_sentences_per_unit_and_question(monkeypatch):
+    from reports import render
+
+    drawn = []
+    monkeypatch.setattr(render, "draw_png", lambda draw, height=3.6: drawn.append(draw) or b"png")
+    rows = [differences(s) for s in ("random_s0", "random_s0_t25", "random_s0_t10")]
+    text = report(pd.concat(rows, ignore_index=True))
+    assert "## Less training data: does the LM need less?" in text
+    line = next(line for line in text.splitlines() if line.startswith("- random_s0, MSE, lm_two_tower vs reference"))
+    assert line.index("10%:") < line.index("25%:") < line.index("100%:")  # the smallest share first
+    table = [line for line in text.splitlines() if line.startswith("| random_s0 | rating (MSE) | fusion vs reference")]
+    assert [cell.split("|")[4].strip() for cell in table] == ["10%", "25%", "100%"]
+    assert "sparsity_mse" in text and "sparsity_ndcg" in text
+    assert "Less training data" not in report()  # a run without reduced splits has no such section

@@ -159,3 +159,36 @@ def test_kfold_splits_are_stored_one_per_fold(tmp_path, ingest):
     assert sum(s["test"] for s in sizes.values()) == n
     rows = con.execute("SELECT DISTINCT protocol, seed FROM splits").fetchall()
     assert rows == [("kfold", 2)]
+
+
+def test_train_fractions_nest_keep_every_user_and_leave_validation_and_test_untouched():
+    import math
+
+    from models.evaluation import full_data_unit, judged_unit, train_fraction
+
+    data = frame(n_users=30, n_items=40, per_user=12)
+    config = SplitConfig(protocols=("kfold", "random"), train_fractions=(0.1, 0.25, 1.0), folds=3)
+    made = split_all(data, "random", config)
+    assert list(made) == ["random_s0", "random_s0_t25", "random_s0_t10"]
+    full, quarter, tenth = (made[s] for s in made)
+    for reduced, fraction in ((quarter, 0.25), (tenth, 0.1)):
+        held = full.isin(["validation", "test"])
+        pd.testing.assert_series_equal(reduced[held], full[held])  # the same validation and test rows
+        assert reduced[~held].isna().sum() == (full == "train").sum() - (reduced == "train").sum()
+        kept = data[reduced == "train"].groupby("user_id").size()
+        whole = data[full == "train"].groupby("user_id").size()
+        # every user keeps ceil(fraction x n) of their n training ratings, at least one
+        assert kept.reindex(whole.index).tolist() == [max(1, math.ceil(fraction * n)) for n in whole]
+    assert set(data.index[tenth == "train"]) <= set(data.index[quarter == "train"])  # nested
+    again = split_all(data.sample(frac=1.0, random_state=4), "random", config)["random_s0_t10"]
+    pd.testing.assert_series_equal(again.reindex(data.index), tenth)  # seeded, independent of row order
+    other = split_all(data, "random", config.model_copy(update={"seed": 1}))["random_s1_t10"]
+    assert not other.equals(tenth)
+
+    folds = split_all(data, "kfold", config)
+    assert list(folds)[3:] == ["kfold_s0_t25_f1", "kfold_s0_t25_f2", "kfold_s0_t25_f3", *list(folds)[6:]]
+    assert judged_unit("kfold_s0_t25_f2") == "kfold_s0_t25" and full_data_unit("kfold_s0_t25") == "kfold_s0"
+    assert train_fraction("kfold_s0_t25_f2") == 0.25 and train_fraction("random_s0_t10") == 0.1
+    assert train_fraction("kfold_s0_f2") == 1.0 and train_fraction("temporal_s0") == 1.0
+    with pytest.raises(ValueError, match="whole percentage"):
+        SplitConfig(train_fractions=(0.125,))

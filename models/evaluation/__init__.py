@@ -17,12 +17,37 @@ PROTOCOLS: tuple[str, ...] = ("random", "temporal", "cold_items", "kfold")  # ev
 DEFAULT_PROTOCOLS: tuple[str, ...] = ("kfold", "temporal", "cold_items")
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 _FOLD_SUFFIX = re.compile(r"_f\d+$")
+_FRACTION = re.compile(r"_t(\d+)(?=_f\d+$|$)")
 
 
 def judged_unit(split_id: str) -> str:
     """The unit a split's verdict belongs to: a k-fold split's folds (``kfold_s0_f1`` ... ``kfold_s0_f5``) are
     judged together as ``kfold_s0``; any other split is its own unit."""
     return _FOLD_SUFFIX.sub("", split_id) if split_id.startswith("kfold_") else split_id
+
+
+def train_fraction(split_id: str) -> float:
+    """The share of each user's training ratings a split keeps (``random_s0_t25``: 0.25; ``kfold_s0_t10_f3``:
+    0.1); 1.0 for a split with every training rating."""
+    found = _FRACTION.search(split_id)
+    return int(found.group(1)) / 100 if found else 1.0
+
+
+def full_data_unit(unit: str) -> str:
+    """The unit with every training rating that a reduced unit's test folds come from (``random_s0_t25`` ->
+    ``random_s0``)."""
+    return _FRACTION.sub("", unit)
+
+
+def with_fraction(split_id: str, fraction: float) -> str:
+    """The id of ``split_id`` reduced to ``fraction`` of each user's training ratings: ``_t<percent>`` before a
+    k-fold split's fold suffix (``kfold_s0_t25_f1``, judged as ``kfold_s0_t25``), else at the end; the id
+    itself for 1.0."""
+    if fraction >= 1.0:
+        return split_id
+    tag = f"_t{round(fraction * 100)}"
+    fold = _FOLD_SUFFIX.search(split_id)
+    return split_id[: fold.start()] + tag + fold.group(0) if fold else split_id + tag
 
 
 class SplitConfig(BaseModel):
@@ -56,6 +81,12 @@ class SplitConfig(BaseModel):
         description="kfold: share of each fold's training part carved out as its validation set (0.125 with "
         "K = 5: 10% of all ratings, as the random split's).",
     )
+    train_fractions: tuple[float, ...] = Field(
+        (1.0,),
+        description="the sparsity axis: each split is also made with only this share of each user's training "
+        "ratings (seeded, nested: a smaller share's ratings are inside a larger one's; every user keeps at least "
+        "one), the same validation and test folds, e.g. 0.1 0.25 1.0 (1.0: the split itself)",
+    )
     min_user_interactions: int = Field(
         3, ge=3, description="temporal: users with fewer interactions keep them all in training."
     )
@@ -69,6 +100,12 @@ class SplitConfig(BaseModel):
     def _fractions_sum_to_one(self) -> SplitConfig:
         if abs(sum(self.fractions) - 1.0) > 1e-9 or min(self.fractions) < 0:
             raise ValueError(f"split fractions {self.fractions} must be non-negative and sum to 1")
+        bad = [f for f in self.train_fractions if not 0.01 <= f <= 1.0 or abs(f * 100 - round(f * 100)) > 1e-9]
+        if bad or not self.train_fractions:
+            raise ValueError(
+                f"train fractions {self.train_fractions}: each must be a whole percentage between 0.01 and 1 "
+                "(e.g. 0.1 0.25 1.0)"
+            )
         return self
 
     def split_id(self, protocol: str) -> str:
@@ -77,9 +114,15 @@ class SplitConfig(BaseModel):
         return f"{protocol}_s{self.seed}" + (f"_k{self.kcore}" if self.kcore else "")
 
     def split_ids(self, protocol: str) -> list[str]:
-        """The splits a protocol makes: one, or K for kfold (``kfold_s0_f1`` ... ``kfold_s0_f5``)."""
+        """The splits a protocol makes with every training rating: one, or K for kfold (``kfold_s0_f1`` ...
+        ``kfold_s0_f5``); :meth:`all_split_ids` adds the reduced ones."""
         unit = self.split_id(protocol)
         return [f"{unit}_f{fold}" for fold in range(1, self.folds + 1)] if protocol == "kfold" else [unit]
+
+    def all_split_ids(self, protocol: str) -> list[str]:
+        """Every split a protocol makes: :meth:`split_ids` at each of ``train_fractions``, largest first."""
+        fractions = sorted(set(self.train_fractions), reverse=True)
+        return [with_fraction(s, f) for f in fractions for s in self.split_ids(protocol)]
 
 
 # the split ids a run makes unless told (prepare's default), what the train flow fits unless told

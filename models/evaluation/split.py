@@ -26,7 +26,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.evaluation import DEFAULT_PROTOCOLS, PROTOCOLS, TEST, TRAIN, VALIDATION, SplitConfig  # noqa: F401
+from models.evaluation import (  # noqa: F401
+    DEFAULT_PROTOCOLS,
+    PROTOCOLS,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    SplitConfig,
+    with_fraction,
+)
 
 
 def _canonical_order(frame: pd.DataFrame) -> np.ndarray:
@@ -132,15 +140,41 @@ def kfold_split(frame: pd.DataFrame, seed: int, folds: int, fold: int, validatio
 
 
 def split_all(frame: pd.DataFrame, protocol: str, config: SplitConfig) -> dict[str, pd.Series]:
-    """Every split ``protocol`` makes under ``config`` (one; K for kfold), by split id."""
+    """Every split ``protocol`` makes under ``config`` (one; K for kfold), by split id, and each of them reduced
+    to every fraction of ``config.train_fractions`` below 1 (:func:`reduce_training`)."""
     if protocol != "kfold":
-        return {config.split_id(protocol): split(frame, protocol, config)}
-    keep = kcore_filter(frame, config.kcore or 0)
-    sub = frame[keep]
-    return {
-        split_id: kfold_split(sub, config.seed, config.folds, fold, config.kfold_validation).reindex(frame.index)
-        for fold, split_id in enumerate(config.split_ids(protocol), start=1)
-    }
+        made = {config.split_id(protocol): split(frame, protocol, config)}
+    else:
+        keep = kcore_filter(frame, config.kcore or 0)
+        sub = frame[keep]
+        made = {
+            split_id: kfold_split(sub, config.seed, config.folds, fold, config.kfold_validation).reindex(frame.index)
+            for fold, split_id in enumerate(config.split_ids(protocol), start=1)
+        }
+    out = {}
+    for fraction in sorted(set(config.train_fractions), reverse=True):
+        for split_id, folds in made.items():
+            reduced = folds if fraction >= 1.0 else reduce_training(frame, folds, fraction, config.seed)
+            out[with_fraction(split_id, fraction)] = reduced
+    return out
+
+
+def reduce_training(frame: pd.DataFrame, folds: pd.Series, fraction: float, seed: int) -> pd.Series:
+    """``folds`` with only ``fraction`` of each user's training rows kept (the rest NaN: in no fold), the
+    validation and test rows untouched. Each user keeps ceil(fraction × n) of their n training rows, at least
+    one, those first in a seeded random order of the rows (the same order for every fraction: a smaller
+    fraction's rows are inside a larger one's)."""
+    order = _canonical_order(frame)
+    key = np.empty(len(frame))
+    key[order] = np.random.default_rng([seed, 7919]).random(len(frame))
+    train = (folds == TRAIN).to_numpy()
+    work = pd.DataFrame({"user_id": frame["user_id"].astype(str).to_numpy()[train], "key": key[train]})
+    rank = work.groupby("user_id")["key"].rank(method="first").to_numpy()
+    size = work.groupby("user_id")["key"].transform("size").to_numpy()
+    keep = rank <= np.maximum(1, np.ceil(fraction * size - 1e-9))
+    out = folds.copy()
+    out.iloc[np.flatnonzero(train)[~keep]] = np.nan
+    return out
 
 
 def split(frame: pd.DataFrame, protocol: str, config: SplitConfig) -> pd.Series:

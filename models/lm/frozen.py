@@ -19,7 +19,7 @@ reruns only average and solve. Runs in the calling process (torch and transforme
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from models.base import Recommender
 from models.lm.recommender import LMTwoTower
 
 PROGRESS_SECONDS = 30.0
+LOG = logging.getLogger("reclab.text_frozen")  # forwarded to the Prefect run's log inside a flow (tasks.logs)
 
 
 @dataclass
@@ -186,11 +187,9 @@ class TextFrozen(LMTwoTower):
             for start in range(0, len(order), self.batch_size):
                 if time.perf_counter() - last > PROGRESS_SECONDS:
                     last, done = time.perf_counter(), start / len(order)
-                    print(
+                    LOG.info(
                         f"[text_frozen] embedding texts: {start}/{len(order)} ({100 * done:.0f}%), "
-                        f"ETA {(last - began) / done * (1 - done):.0f} s",
-                        file=sys.stderr,
-                        flush=True,
+                        f"ETA {(last - began) / done * (1 - done):.0f} s"
                     )
                 batch = order[start : start + self.batch_size]
                 encoded = tokenizer(
@@ -204,6 +203,8 @@ class TextFrozen(LMTwoTower):
                 pooled = mean_pool(hidden, encoded["attention_mask"]).numpy()
                 for n, vector in zip(batch, pooled, strict=True):
                     fresh[n] = vector
+        if missing:
+            LOG.info(f"[text_frozen] embedded {len(missing):,} texts in {time.perf_counter() - began:.0f} s")
         if cache is not None and missing:
             cache.save([hashes[n] for n in missing], [fresh[n][None, :].astype(np.float16) for n in missing])
         dim = encoder.config.hidden_size
