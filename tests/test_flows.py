@@ -418,3 +418,45 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
         ).fetchall()
     assert [t for t, _ in stored] == [0, 1, 2] and found["trials"][0]["config"]["learning_rate"] == 0.05
     assert found["best"]["validation_ndcg"] == max(v for _, v in stored)
+
+
+def test_train_fractions_make_reduced_splits_that_are_trained_and_judged_as_units_of_their_own(
+    prefect_harness, tmp_path
+):
+    """--train-fractions 0.5 1.0: prepare makes random_s0 and random_s0_t50 (half of each user's training
+    ratings, the same test fold), train fits both, and each is a judged unit with its own primary rows."""
+    from flows.params import PrepareParams, TrainParams
+    from flows.prepare import prepare
+    from flows.train import train as train_flow
+    from models.evaluation.harness import EvalConfig
+    from models.registry import TrainConfig
+
+    records = [review(f"u{i // 10}", f"i{(i * 7) % 23}", 1 + (i * 3) % 5, ts=1_400_000_000 + i) for i in range(300)]
+    workspace = str(tmp_path / "ws")
+    prepared = prepare(
+        PrepareParams(
+            data=str(write_lines(tmp_path / "r.json", records)),
+            workspace=workspace,
+            split={"protocols": ("random",), "train_fractions": (0.5, 1.0)},
+            validation={"data_docs": False},
+        )
+    )
+    assert list(prepared["splits"]) == ["random_s0", "random_s0_t50"]
+    full, half = prepared["splits"]["random_s0"], prepared["splits"]["random_s0_t50"]
+    assert (half["validation"], half["test"]) == (full["validation"], full["test"])
+    assert full["train"] / 2 <= half["train"] < full["train"] / 2 + 30  # ceil per user (30 users)
+    out = train_flow(
+        TrainParams(
+            workspace=workspace,
+            splits=tuple(prepared["splits"]),
+            train=TrainConfig(models=("global_mean", "bias_als", "popularity", "fusion"), lightfm_trials=0),
+            evaluation=EvalConfig(n_boot=100),
+            publish=False,
+        )
+    )
+    with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
+        units = con.execute(
+            "SELECT DISTINCT split_id FROM eval_differences WHERE run_id = ? AND family = 'primary' ORDER BY 1",
+            [out["run_id"]],
+        ).fetchall()
+    assert units == [("random_s0",), ("random_s0_t50",)]
