@@ -336,6 +336,14 @@ MODELS_GROUP = Group(
             "pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)",
         ),
         Option(
+            "--lm-encoders",
+            "train.lm_encoders",
+            "further encoders (local folders or hub ids), one LM variant each beside lm_two_tower, named "
+            "lm_two_tower@<folder name>: accuracy against parameters and cost",
+            nargs="+",
+            metavar="ENCODER",
+        ),
+        Option(
             "--no-overlap",
             "train.overlap",
             "fit one model after the other (default: the LM trains in its own process beside the other fits)",

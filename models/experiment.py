@@ -24,7 +24,7 @@ from models.base import Recommender
 from models.evaluation.harness import EvalConfig, per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
-from models.registry import FUSION, REGISTRY, BuildContext, TrainConfig, build_model
+from models.registry import FUSION, BuildContext, TrainConfig, build_model, encoder_variants, run_models, spec_of
 
 LOG = logging.getLogger("reclab.experiment")
 
@@ -60,9 +60,10 @@ class FitStore:
     base_key: str
 
     def key(self, name: str, config: TrainConfig) -> str:
-        # the list of models is not a model's setting, nor whether fits overlap
-        settings = config.model_dump_json(exclude={"models", "overlap"})
-        return hashlib.sha256(f"{self.base_key}|{name}|{settings}".encode()).hexdigest()[:24]
+        # the list of models is not a model's setting, nor whether fits overlap, nor the other encoders' variants
+        settings = config.model_dump_json(exclude={"models", "overlap", "lm_encoders"})
+        encoder = encoder_variants(config).get(name, "")  # an encoder variant's own encoder
+        return hashlib.sha256(f"{self.base_key}|{name}|{settings}|{encoder}".encode()).hexdigest()[:24]
 
     def restore(self, name: str, model: Recommender, key: str) -> tuple[pd.DataFrame, dict] | None:
         """Restore the kept fit of ``name`` into ``model`` (unfitted, built from the same settings); its
@@ -122,7 +123,7 @@ def fit_split_models(
     per-text encoder states (the LM's, shared by every split)."""
     vectors = diversity_vectors(data, config.seed)
     cold = protocol == "cold_items"
-    order = sorted(config.models, key=lambda name: REGISTRY[name].family == "fusion")
+    order = list(run_models(config))  # the fusion last
     parts: dict[str, pd.DataFrame] = {}
     fits: dict[str, dict] = {}
     fitted: dict[str, Recommender] = {}
@@ -140,7 +141,7 @@ def fit_split_models(
             cold_candidates=cold,
             item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
         )
-        if REGISTRY[name].traditional:  # the reference is chosen among these, on validation
+        if spec_of(name).traditional:  # the reference is chosen among these, on validation
             extras["validation"] = validation_summary(
                 model, data["train"], data["validation"], eval_config.k, cold_candidates=cold
             )
@@ -182,7 +183,8 @@ def fit_split_models(
         )
         parts[name], fitted[name], fits[name] = values, model, fit
 
-    # a model that fits in its own process (the LM) starts first and runs beside the in-process fits
+    # a model that fits in its own process (the LM) starts first and runs beside the in-process fits (the first
+    # such model only: two trainers beside each other would share two cores three ways)
     background: dict[str, tuple] = {}
     in_process = [name for name in todo if not _fits_in_background(todo[name])]
     for name, model in todo.items():
@@ -196,6 +198,7 @@ def fit_split_models(
             data["train"], data["validation"], items=data["items"], users=data["users"], share_cores=share
         )
         background[name] = (handle, start)
+        break  # one trainer beside the in-process fits; a further one (an encoder variant) runs after them
     try:
         for name in [n for n in todo if n not in background]:
             model = todo[name]

@@ -13,13 +13,14 @@ a parameter form) imports neither torch nor the libraries models wrap.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from models.base import Recommender
@@ -272,6 +273,41 @@ ABLATIONS: dict[str, str] = {name: spec.ablation_of for name, spec in REGISTRY.i
 CONTENDERS: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
 
 
+# LM variants, one per further encoder (TrainConfig.lm_encoders): "lm_two_tower@<encoder's short name>"
+VARIANT = "@"
+VARIED = "lm_two_tower"  # the registered model an encoder variant is a copy of
+
+
+def encoder_name(encoder: str) -> str:
+    """A short name for an encoder: a folder's or hub id's last part, lower case, [a-z0-9_.-] only."""
+    last = encoder.rstrip("/\\").replace("\\", "/").split("/")[-1] or encoder
+    return re.sub(r"[^a-z0-9_.-]+", "-", last.lower()).strip("-") or "encoder"
+
+
+def encoder_variants(config: TrainConfig) -> dict[str, str]:
+    """Variant name -> encoder, for each of ``config.lm_encoders``."""
+    return {f"{VARIED}{VARIANT}{encoder_name(e)}": e for e in config.lm_encoders}
+
+
+def spec_of(name: str) -> ModelSpec:
+    """The registered model behind ``name`` (an encoder variant's is the LM's)."""
+    try:
+        return REGISTRY[name.partition(VARIANT)[0]]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
+
+
+def run_models(config: TrainConfig) -> tuple[str, ...]:
+    """The models a run fits: ``config.models`` with each encoder variant after the LM (when the LM is one
+    of them), the fusion last."""
+    out = []
+    for name in config.models:
+        out.append(name)
+        if name == VARIED:
+            out += list(encoder_variants(config))
+    return tuple(sorted(out, key=lambda n: spec_of(n).family == "fusion"))
+
+
 def fusion_candidates(task: Task) -> tuple[str, ...]:
     """The models the fusion blends for ``task``, in the order of its weights (see :data:`FUSION_ORDER`)."""
     fused = [spec for spec in REGISTRY.values() if task in spec.fuse]
@@ -306,6 +342,12 @@ class TrainConfig(BaseModel):
     lm_overrides: dict = Field(
         {}, description='further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}'
     )
+    lm_encoders: tuple[str, ...] = Field(
+        (),
+        description="further encoders (local folders or hub ids), one LM variant each, trained beside "
+        "lm_two_tower as lm_two_tower@<its short name> with the same settings: accuracy against parameters and "
+        "cost (the fusion blends the registered LM only)",
+    )
     seed: int = Field(0, description="model initialisation seed")
     overlap: bool = Field(
         True,
@@ -313,13 +355,27 @@ class TrainConfig(BaseModel):
         "then both for the LM); off: one model after the other",
     )
 
+    @model_validator(mode="after")
+    def _variants_have_names(self) -> TrainConfig:
+        if self.lm_encoders and VARIED not in self.models:
+            raise ValueError(f"lm_encoders trains variants of {VARIED}: add it to the models")
+        names = [encoder_name(e) for e in self.lm_encoders]
+        twins = sorted({n for n in names if names.count(n) > 1})
+        if twins:
+            raise ValueError(f"lm_encoders: two encoders share the short name {twins[0]!r}; give distinct folders")
+        return self
+
 
 def build_model(name: str, config: TrainConfig, context: BuildContext) -> Recommender:
-    """A fresh, unfitted model by registered name."""
-    try:
-        spec = REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
+    """A fresh, unfitted model by registered name, or an encoder variant of the LM by its variant name
+    (:func:`encoder_variants`: the LM's settings with that encoder, in a folder of its own)."""
+    spec = spec_of(name)
+    if VARIANT in name:
+        encoder = encoder_variants(config).get(name)
+        if encoder is None:
+            raise ValueError(f"{name!r} is not one of this run's encoder variants: {sorted(encoder_variants(config))}")
+        config = config.model_copy(update={"lm_overrides": {**config.lm_overrides, "encoder": encoder}})
+        context = replace(context, work_dir=context.work_dir / "variants" / name.partition(VARIANT)[2])
     model = spec.build(spec.cls, config, context)
     model.name = name  # a class may serve several entries (LightFM: lightfm_cf, lightfm_hybrid)
     return model

@@ -414,6 +414,34 @@ def sparsity_sentences(diffs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def encoder_rows(results: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """The text models (the fine-tuned LM, its encoder variants, the frozen encoder): encoder, parameters,
+    what trained, mean fit seconds per split, and each unit's test MSE and NDCG@10: accuracy against size and
+    cost."""
+    if fits.empty or results.empty:
+        return pd.DataFrame()
+    text = [m for m in dict.fromkeys(fits["model"]) if registry.spec_of(m).family == "language"]
+    out = []
+    for model in text:
+        rows = fits[fits["model"] == model]
+        metrics = json_field(rows.iloc[0]["params"]).get("metrics_") or {}
+        entry = {
+            "model": model,
+            "encoder": metrics.get("encoder", "—"),
+            "parameters": f"{metrics['parameters'] / 1e6:.1f} M" if metrics.get("parameters") else "—",
+            "trained": metrics.get("recipe") or ("nothing (frozen)" if model in registry.ABLATIONS else "—"),
+            "fit s / split": f"{rows['fit_seconds'].mean():.0f}",
+        }
+        for (metric, k), label in (((PRIMARY_METRIC["rating"], 0), "MSE"), (("ndcg", 10), "NDCG@10")):
+            here = results[(results["model"] == model) & (results["metric"] == metric) & (results["segment"] == "all")]
+            here = here[here["k"] == k]
+            for _, r in here.sort_values("split_id").iterrows():
+                if r["split_id"] == judged_unit(r["split_id"]):  # a unit (k-fold folds: their pooled row)
+                    entry[f"{label} {r['split_id']}"] = number(r["value"])
+        out.append(entry)
+    return pd.DataFrame(out) if len(out) else pd.DataFrame()
+
+
 def not_judged_rows(diffs: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     """Units whose verdict the data card withheld: per unit and reason (its tasks together), the contenders'
     measured differences for the record, what the card found and what to do."""

@@ -32,6 +32,7 @@ from reports.conclusions import (
     ablation_sentences,
     bottom_line,
     cost_rows,
+    encoder_rows,
     fmt,
     for_whom,
     fusion_alone,
@@ -432,6 +433,18 @@ def build(
             listed = [f"{s} {g} (n={int(n)})" for s, g, n in small.itertuples(index=False)]
             blocks.append(("p", "Too few users to test: " + ", ".join(listed) + "."))
     blocks += [("h2", "Cost"), ("table", cost_rows(fits))]
+    encoders = encoder_rows(results, fits)
+    if not encoders.empty:
+        blocks += [
+            ("h3", "Text models: accuracy against size and cost"),
+            (
+                "p",
+                "The fine-tuned LM, its encoder variants (--lm-encoders) and the same encoder frozen (text_frozen), "
+                "with their parameter counts, what trained and their fit seconds per split (exploratory: only the "
+                "LM's comparisons with the reference and with its frozen encoder are primary).",
+            ),
+            ("table", encoders),
+        ]
     if card:
         blocks += [("h2", "Data card"), ("ul", card_lines(card))]
         if not warnings:

@@ -120,3 +120,41 @@ def test_the_trainer_takes_one_core_while_a_fit_runs_beside_it_and_both_after(tm
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_encoder_variants_are_named_apart_built_with_their_encoder_and_refit_nothing_else(tmp_path):
+    from models.registry import BuildContext, build_model, encoder_variants, run_models
+
+    config = TrainConfig(lm_encoders=("/models/bert-base-uncased", "sentence-transformers/all-mpnet-base-v2"))
+    names = list(encoder_variants(config))
+    assert names == ["lm_two_tower@bert-base-uncased", "lm_two_tower@all-mpnet-base-v2"]
+    order = run_models(config)
+    assert order[order.index("lm_two_tower") + 1 : order.index("lm_two_tower") + 3] == tuple(names)
+    assert order[-1] == "fusion"
+    model = build_model(names[1], config, BuildContext("random", tmp_path))
+    assert model.name == names[1] and model.config().encoder == "sentence-transformers/all-mpnet-base-v2"
+    assert model.work_dir == tmp_path / "variants" / "all-mpnet-base-v2" / "lm_two_tower"  # a folder of its own
+    store = FitStore(tmp_path / "fits", "the split")
+    plain = TrainConfig()
+    # adding encoder variants changes no other model's fit-store key; each variant's key is its own
+    assert store.key("lm_two_tower", config) == store.key("lm_two_tower", plain)
+    assert store.key(names[0], config) != store.key(names[1], config)
+    with pytest.raises(ValueError, match="add it to the models"):
+        TrainConfig(models=("bias_als",), lm_encoders=("x",))
+
+
+@pytest.mark.slow
+def test_two_encoder_variants_on_a_tiny_model_get_their_own_rows(split, tmp_path):
+    from builders import TINY_BERT
+
+    tiny = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1}
+    config = TrainConfig(
+        models=("global_mean", "lm_two_tower", "fusion"), lm_overrides=tiny, lm_encoders=("tiny-a", "tiny-b")
+    )
+    fitted = fit_split_models(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path)
+    names = [f["model"] for f in fitted.fits]
+    assert names == ["global_mean", "lm_two_tower", "lm_two_tower@tiny-a", "lm_two_tower@tiny-b", "fusion"]
+    for name in names:
+        assert len(fitted.per_user[fitted.per_user["model"] == name]) > 0
+    # the fusion blends the registered LM only
+    assert "lm_two_tower@tiny-a" not in str(fitted.fits[-1]["params"])

@@ -211,7 +211,8 @@ class TextFrozen(LMTwoTower):
         out = np.zeros((len(texts), dim), dtype=np.float32)
         for n, h in enumerate(hashes):
             out[n] = fresh[n] if n in fresh else np.asarray(stored[h][0], dtype=np.float32)
-        return out, {"cached": len(texts) - len(missing), "encoded": len(missing)}
+        counts = {"cached": len(texts) - len(missing), "encoded": len(missing)}
+        return out, counts | {"parameters": sum(p.numel() for p in encoder.parameters())}
 
 
 def pooled_key(encoder, tokenizer, max_length: int) -> str:

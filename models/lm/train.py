@@ -247,6 +247,8 @@ def train(config: LMConfig) -> dict:
         "world_size": trainer.world_size,
         "precision": _precision(config),
         "recipe": module.recipe(),
+        "encoder": config.encoder if config.encoder_config is None else "random (encoder_config)",
+        "parameters": module.net.trainable_parameters()[1],
         "trainable_parameters": module.net.trainable_parameters()[0],
         "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "peak_rss_gib": _peak_rss_gib(),
