@@ -339,7 +339,7 @@ MODELS_GROUP = Group(
             "--lm-encoders",
             "train.lm_encoders",
             "further encoders (local folders or hub ids), one LM variant each beside lm_two_tower, named "
-            "lm_two_tower@<folder name>: accuracy against parameters and cost",
+            "lm_two_tower@<folder name>: accuracy against parameters and cost (default: none)",
             nargs="+",
             metavar="ENCODER",
         ),
