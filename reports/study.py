@@ -31,6 +31,7 @@ import pandas as pd
 
 from models.evaluation import judged_unit, train_fraction
 from models.evaluation.comparisons import (
+    ABLATION,
     BEST_TRADITIONAL,
     BETTER,
     LOWER_IS_BETTER,
@@ -96,7 +97,9 @@ def _protocol_rows(datasets: list[dict]) -> pd.DataFrame:
     first seed), so that seeds never count as datasets."""
     parts = []
     for d in _completed(datasets):
-        rows = primary(d["differences"])
+        tuned = primary(d["differences"], ABLATION)  # what fine-tuning adds: its own analyses, under its own name
+        tuned = tuned.assign(model=[f"{m} vs {r}" for m, r in zip(tuned["model"], tuned["reference"], strict=True)])
+        rows = pd.concat([primary(d["differences"]), tuned], ignore_index=True)
         if rows.empty:
             continue
         units = unit_protocols(d["splits"]).set_index("unit")
@@ -239,12 +242,14 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
         )
         lines = [
             f"Bottom line: in none of the {analyses} analyses pooled across datasets do the fine-tuned LM or the "
-            f"fusion differ detectably from the reference{span}."
+            f"fusion differ detectably from the reference"
+            + (", or the LM from its frozen encoder" if meta["contender"].str.contains(" vs ").any() else "")
+            + f"{span}."
         ]
     replicated = meta[meta["better on at least"] > 0]
     for _, m in replicated.iterrows():
         lines.append(
-            f"{_name(m['contender'])[0].upper()}{_name(m['contender'])[1:]} is better than the reference on at least {m['better on at least']} "
+            f"{_name(m['contender'])[0].upper()}{_name(m['contender'])[1:]} is better than {_against(m['contender'])} on at least {m['better on at least']} "
             f"of {m['judged']} judged datasets on {m['protocol']} {m['task']} (partial conjunction, Fisher, α/M)."
         )
     for task, metric in PRIMARY_METRIC.items():
@@ -282,7 +287,13 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
 
 
 def _name(model: str) -> str:
+    if " vs " in model:  # an ablation: the fine-tuned LM against its frozen encoder
+        return f"the fine-tuned LM against {model.split(' vs ')[1]}"
     return dict(CONTENDERS).get(model, model)
+
+
+def _against(model: str) -> str:
+    return model.split(" vs ")[1] if " vs " in model else "the reference"
 
 
 def traits(datasets: list[dict]) -> pd.DataFrame:

@@ -249,3 +249,55 @@ def test_a_pooled_loss_is_said_as_one_and_identical_datasets_are_not_pooled():
     assert not meta.iloc[0]["pooled"] and meta.iloc[0]["identical"] == 3
     cell = meta_table(meta).iloc[0]["pooled relative difference [95% CI]"]
     assert cell == "not pooled: identical to the reference on every judged dataset"
+
+
+def test_each_share_of_training_and_fine_tuning_are_analyses_of_their_own():
+    """Reduced splits pool per share, never with the full split of the same dataset; the fine-tuned LM against
+    its frozen encoder pools under its own name; the sparsity table carries each dataset's shares."""
+    from models.evaluation.inference import random_effects
+    from reports.study import meta_analysis, sparsity
+
+    def rows(name, shift):
+        out = []
+        for split, diff in (("random_s0", -0.02), ("random_s0_t10", -0.06)):
+            out.append(_diff(name, split, "all", "lm_two_tower", diff + shift, 0.01, 1.0, "better"))
+            out.append(
+                _diff(
+                    name,
+                    split,
+                    "all",
+                    "lm_two_tower",
+                    -0.03,
+                    0.01,
+                    1.0,
+                    "better",
+                    reference="text_frozen",
+                    kind="vs_ablation",
+                )
+            )
+        return out
+
+    datasets = []
+    for name, shift in (("a", 0.0), ("b", 0.01)):
+        d = _dataset(name, rows(name, shift))
+        d["splits"] = pd.DataFrame(
+            {"split_id": ["random_s0", "random_s0_t10"], "protocol": ["random", "random"], "seed": [0, 0]}
+        )
+        datasets.append(d)
+    meta = meta_analysis(datasets).set_index(["protocol", "contender"])
+    assert set(meta.index) == {
+        ("random", "lm_two_tower"),
+        ("random (10% of training)", "lm_two_tower"),
+        ("random", "lm_two_tower vs text_frozen"),
+        ("random (10% of training)", "lm_two_tower vs text_frozen"),
+    }
+    tenth = meta.loc[("random (10% of training)", "lm_two_tower")]
+    assert tenth["datasets"] == 2 and tenth["estimate"] == pytest.approx(
+        random_effects([-0.06, -0.05], [0.01, 0.01])["estimate"]
+    )
+    curves, table = sparsity(datasets)
+    assert list(table.columns[:2]) == ["dataset", "unit"] and len(table) == 8  # 2 datasets x 2 shares x 2 questions
+    assert set(curves["fraction"]) == {0.1, 1.0} and set(curves["question"]) == {
+        "lm_two_tower vs reference",
+        "lm_two_tower vs text_frozen",
+    }
