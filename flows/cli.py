@@ -498,7 +498,17 @@ RECOMMEND = Group(
     ),
 )
 STUDY_OUTPUT = Group(
-    "report", (Option("--output", "output", "study report folder (default: <workspaces>/studies/<study id>)"),)
+    "report",
+    (
+        Option("--output", "output", "study report folder (default: <workspaces>/studies/<study id>)"),
+        Option(
+            "--report-only",
+            "report_only",
+            "train nothing: write the study report from each dataset's latest evaluated run in its workspace "
+            "(after a change to the report, or to read a study again)",
+            const=True,
+        ),
+    ),
 )
 
 

@@ -214,6 +214,10 @@ class StudyParams(BaseModel):
     output: str | None = Field(
         None, description="folder for study.md/study.html (default: <workspaces>/studies/<study id>)"
     )
+    report_only: bool = Field(
+        False,
+        description="train nothing: write the report from each dataset's latest evaluated run in its workspace",
+    )
 
     @field_validator("experiment", mode="before")
     @classmethod

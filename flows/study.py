@@ -28,7 +28,9 @@ from prefect.cache_policies import NONE
 
 from flows.full import full
 from flows.params import FullParams, StudyParams
-from tasks.store import DEFAULT_WORKSPACES
+from readers import InputError
+from tasks.report import latest_evaluated_run
+from tasks.store import DEFAULT_WORKSPACES, Workspace
 from tasks.study import collect_dataset, write_study_report
 
 
@@ -49,6 +51,15 @@ def experiment(name: str, params: FullParams) -> dict:
     }
 
 
+def latest_outcome(params: FullParams) -> dict:
+    """A dataset's latest evaluated run in its workspace, as an experiment's outcome (``--report-only``)."""
+    try:
+        db = Workspace.existing(params.prepare.workspace).db
+        return {"status": "completed", "database": str(db), "run_id": latest_evaluated_run(db), "seconds": None}
+    except (InputError, OSError) as err:
+        return {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+
+
 @flow(name="reclab-study")
 def study(params: StudyParams = StudyParams()) -> dict:
     """Run the experiment on every dataset, then write the cross-dataset report."""
@@ -61,12 +72,16 @@ def study(params: StudyParams = StudyParams()) -> dict:
         if name in experiments:
             raise ValueError(f"dataset {name!r} is given twice (--data {path})")
         experiments[name] = params.experiment.model_copy(update={"prepare": prepare})
-    with params.runner.build() as runner:
-        # every dataset's experiment is independent: all submitted at once (in turn with the default runner)
-        futures = {
-            name: runner.submit(experiment, parameters={"name": name, "params": p}) for name, p in experiments.items()
-        }
-        outcomes = {name: future.result() for name, future in futures.items()}
+    if params.report_only:
+        outcomes = {name: latest_outcome(p) for name, p in experiments.items()}
+    else:
+        with params.runner.build() as runner:
+            # every dataset's experiment is independent: all submitted at once (in turn with the default runner)
+            futures = {
+                name: runner.submit(experiment, parameters={"name": name, "params": p})
+                for name, p in experiments.items()
+            }
+            outcomes = {name: future.result() for name, future in futures.items()}
     datasets = [collect_dataset(name, outcome) for name, outcome in outcomes.items()]
     study_id = str(runtime.flow_run.id)
     root = Path(params.workspaces) if params.workspaces else DEFAULT_WORKSPACES

@@ -205,6 +205,12 @@ def test_the_study_runs_every_dataset_and_reports_a_failed_one(prefect_harness, 
     assert float(lm_cost.split("|")[4]) > 0  # peak memory recorded
     assert (tmp_path / "study" / "study.html").exists()
     assert json.loads(json.dumps(out["datasets"]["alpha"]))["run_id"] == alpha["run_id"]
+    # --report-only: nothing trained, the same run's verdict rows written again from the workspace
+    again = study(params.model_copy(update={"report_only": True, "output": str(tmp_path / "again")}))
+    assert again["datasets"]["alpha"]["run_id"] == alpha["run_id"]
+    assert again["datasets"]["broken"]["status"] == "failed"  # its workspace holds no evaluated run
+    rewritten = open(again["markdown"]).read()
+    assert all(("| alpha | " + " | ".join(str(v) for v in r.to_numpy()) + " |") in rewritten for _, r in own.iterrows())
 
 
 def test_traits_read_the_data_card():
