@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import judged_unit
-from models.evaluation.comparisons import BETTER, NOT_JUDGED, TOO_FEW, WORSE
+from models.evaluation.comparisons import ABLATION, BETTER, NOT_JUDGED, TOO_FEW, WORSE
 from models.registry import FUSION, REGISTRY
 from reports.conclusions import (
     GLOSSARY,
@@ -286,6 +286,9 @@ def sparsity_curve(rows: pd.DataFrame, metric: str, by: tuple[str, ...] = ("base
     if rows.empty:
         return None
     groups = list(rows.groupby(list(by), sort=True))
+    # colour: the question (the model; the ablation its own); line style: the unit (and dataset)
+    places = list(dict.fromkeys(tuple(key[:-1]) for key, _ in groups))
+    styles = ("-", ":", "-.", "--", (0, (5, 1)), (0, (1, 3)))
 
     def draw(ax):
         for n, (key, part) in enumerate(groups):
@@ -293,14 +296,16 @@ def sparsity_curve(rows: pd.DataFrame, metric: str, by: tuple[str, ...] = ("base
             rel = np.array([relative(r)[:3] for _, r in part.iterrows()]) * 100
             x = part["fraction"].to_numpy() * (1 + 0.03 * (n - len(groups) / 2))  # apart, not on top of each other
             err = np.vstack([rel[:, 0] - rel[:, 1], rel[:, 2] - rel[:, 0]]).clip(min=0)
-            colour = colour_of(part["model"].iloc[0]) if "text_frozen" not in str(key) else colour_of("text_frozen")
-            style = "--" if "text_frozen" in str(key) else "-"
+            ablation = part["kind"].iloc[0] == ABLATION
+            colour = colour_of(part["reference"].iloc[0] if ablation else part["model"].iloc[0])
+            style = styles[places.index(tuple(key[:-1])) % len(styles)]
+            marker = "s" if ablation else "o"
             ax.errorbar(
-                x, rel[:, 0], yerr=err, fmt=style, color=colour, lw=1, capsize=2, label=" · ".join(map(str, key))
+                x, rel[:, 0], yerr=err, ls=style, color=colour, lw=1, capsize=2, label=" · ".join(map(str, key))
             )
             sig = part["verdict"].isin([BETTER, WORSE]).to_numpy()
-            ax.scatter(x[sig], rel[sig, 0], color=colour, zorder=3, s=22)
-            ax.scatter(x[~sig], rel[~sig, 0], facecolors="white", edgecolors=colour, zorder=3, s=22)
+            ax.scatter(x[sig], rel[sig, 0], color=colour, zorder=3, s=22, marker=marker)
+            ax.scatter(x[~sig], rel[~sig, 0], facecolors="white", edgecolors=colour, zorder=3, s=22, marker=marker)
         fractions = sorted(set(rows["fraction"]))
         ax.set_xscale("log")
         ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
@@ -308,7 +313,7 @@ def sparsity_curve(rows: pd.DataFrame, metric: str, by: tuple[str, ...] = ("base
         ax.axhline(0, color="#444", lw=1)
         better = "below" if metric in LOWER_IS_BETTER else "above"
         ax.set_xlabel("share of each user's training ratings kept")
-        ax.set_ylabel(f"{metric.upper()} difference, % of the reference ({better} 0: better)")
+        ax.set_ylabel(f"{metric.upper()} vs reference, % ({better} 0: better)")
         ax.legend(fontsize=7)
 
     return draw_png(draw, 3.8)
