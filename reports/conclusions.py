@@ -359,7 +359,7 @@ def sparsity_frame(diffs: pd.DataFrame) -> pd.DataFrame:
     """The primary rows of every unit that was also made with fewer training ratings (``--train-fractions``):
     columns of ``eval_differences`` plus ``base`` (the full-data unit), ``fraction`` and ``question``. Empty
     when the run has no reduced unit."""
-    rows = pd.concat([primary(diffs), primary(diffs, ABLATION)], ignore_index=True)
+    rows = pd.concat([primary(diffs), primary(diffs, ABLATION), _ablations_vs_reference(diffs)], ignore_index=True)
     if rows.empty:
         return rows
     rows = rows.assign(
@@ -371,10 +371,24 @@ def sparsity_frame(diffs: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["base"].isin(axis[axis > 1].index)].sort_values(["base", "k", "question", "fraction"])
 
 
+def _ablations_vs_reference(diffs: pd.DataFrame) -> pd.DataFrame:
+    """The ablations' (the frozen encoder's) own rows against the reference, on each task's metric, all users:
+    secondary (exploratory) rows, shown beside the primary ones on the sparsity axis."""
+    if diffs.empty or "family" not in diffs:
+        return diffs.iloc[0:0]
+    metric_of_task = diffs["k"].map(lambda mk: PRIMARY_METRIC["ranking" if int(mk) > 0 else "rating"])
+    return diffs[
+        (diffs["kind"] == BEST_TRADITIONAL)
+        & diffs["model"].isin(list(registry.ABLATIONS))
+        & (diffs["segment"] == "all")
+        & (diffs["metric"] == metric_of_task)
+    ]
+
+
 def sparsity_rows(diffs: pd.DataFrame) -> pd.DataFrame:
     """The sparsity axis as a table: per full-data unit, task and question, the difference at each training
     fraction with its CI, relative change, what the test could detect and the verdict (primary tests, each
-    fraction's unit a member of the family)."""
+    fraction's unit a member of the family; the frozen encoder against the reference is exploratory)."""
     rows = sparsity_frame(diffs)
     out = []
     for _, r in rows.iterrows():
@@ -390,7 +404,7 @@ def sparsity_rows(diffs: pd.DataFrame) -> pd.DataFrame:
                 "difference [95% CI]": difference(r) if judged else "—",
                 "relative [95% CI]": f"{percent(change)} [{percent(low)}, {percent(high)}]" if judged else "—",
                 "detectable": f"{percent(detectable, False)}" if judged and not identical(r) else "—",
-                "verdict": r["verdict"],
+                "verdict": r["verdict"] + ("" if r["family"] == PRIMARY else " (exploratory, BH)"),
             }
         )
     return pd.DataFrame(out)

@@ -516,6 +516,8 @@ def test_the_sparsity_axis_is_a_table_a_curve_and_sentences_per_unit_and_questio
     drawn = []
     monkeypatch.setattr(render, "draw_png", lambda draw, height=3.6: drawn.append(draw) or b"png")
     rows = [differences(s) for s in ("random_s0", "random_s0_t25", "random_s0_t10")]
+    frozen = [diff(s, "mse", "text_frozen", "bias_als") for s in ("random_s0", "random_s0_t10")]  # secondary
+    rows.append(pd.DataFrame(frozen))
     text = report(pd.concat(rows, ignore_index=True))
     assert "## Less training data: does the LM need less?" in text
     line = next(line for line in text.splitlines() if line.startswith("- random_s0, MSE, lm_two_tower vs reference"))
@@ -523,4 +525,6 @@ def test_the_sparsity_axis_is_a_table_a_curve_and_sentences_per_unit_and_questio
     table = [line for line in text.splitlines() if line.startswith("| random_s0 | rating (MSE) | fusion vs reference")]
     assert [cell.split("|")[4].strip() for cell in table] == ["10%", "25%", "100%"]
     assert "sparsity_mse" in text and "sparsity_ndcg" in text
+    frozen_rows = [line for line in text.splitlines() if "| text_frozen vs reference |" in line]
+    assert len(frozen_rows) == 2 and all("better (exploratory, BH)" in line for line in frozen_rows)
     assert "Less training data" not in report()  # a run without reduced splits has no such section
