@@ -32,7 +32,8 @@ def paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, d
     Returns ``diff``, ``se`` (the linearised standard error: the standard deviation of each user's
     contribution z_i = (num_a,i − R_a·den_a,i)/mean(den_a) − (num_b,i − R_b·den_b,i)/mean(den_b), over √n),
     ``t_p`` (two-sided, t with n − 1 degrees of freedom), ``t`` and ``n``. Rows with a missing value are
-    dropped; fewer than two users give no test (NaN)."""
+    dropped; fewer than two users give no test (NaN). Per-user values equal to float noise
+    (:func:`numerically_identical`) are no difference: 0, no spread, p = 1."""
     arrays = [np.asarray(x, dtype=np.float64) for x in (num_a, den_a, num_b, den_b)]
     keep = np.logical_and.reduce([np.isfinite(x) for x in arrays])
     na, da, nb, db = (x[keep] for x in arrays)
@@ -41,6 +42,8 @@ def paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, d
         return {"diff": float("nan"), "se": float("nan"), "t": float("nan"), "t_p": float("nan"), "n": 0}
     ra, rb = na.sum() / da.sum(), nb.sum() / db.sum()
     diff = float(ra - rb)
+    if numerically_identical(na / da, nb / db):  # one computation reached along two paths: float noise only
+        return {"diff": 0.0, "se": 0.0, "t": 0.0, "t_p": 1.0, "n": n}
     if n < 2:
         return {"diff": diff, "se": float("nan"), "t": float("nan"), "t_p": float("nan"), "n": n}
     z = (na - ra * da) / da.mean() - (nb - rb * db) / db.mean()
@@ -50,6 +53,21 @@ def paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, d
         return {"diff": diff, "se": 0.0, "t": t, "t_p": p, "n": n}
     t = diff / se
     return {"diff": diff, "se": se, "t": float(t), "t_p": float(2 * stats.t.sf(abs(t), n - 1)), "n": n}
+
+
+IDENTICAL_TOLERANCE = 1e-6  # per user, relative to the values' scale
+
+
+def numerically_identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two models' per-user values agree for every user to ``IDENTICAL_TOLERANCE`` of their scale:
+    the same prediction reached along two paths (two text models whose readouts both fell back to the same
+    rating statistics) differs in the last float digits, which a paired test on thousands of users would call
+    significant. No difference between two recommenders that matters is that small."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not len(a):
+        return False
+    scale = max(1.0, float(np.nanmax(np.abs(np.concatenate([a, b])))))
+    return bool(np.nanmax(np.abs(a - b)) <= IDENTICAL_TOLERANCE * scale)
 
 
 def one_sided_p(t: float, n: int, improves_when_negative: bool) -> float:
