@@ -24,8 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
+from typing import get_args
 
 from models.evaluation import DEFAULT_PROTOCOLS, DEFAULT_SPLITS, PROTOCOLS
+from models.lm.config import Profile
+from models.recommenders import LightFMLoss
 from models.registry import MODELS
 from readers.spec import FORMATS
 
@@ -271,7 +274,7 @@ SPLIT = Group(
 )
 # options of the LightFM configuration shared by the train stage and the search (fields of TrainConfig)
 LIGHTFM_LOSS = Option(
-    "--lightfm-loss", "train.lightfm_loss", "LightFM's loss", default="warp", choices=("warp", "bpr", "logistic")
+    "--lightfm-loss", "train.lightfm_loss", "LightFM's loss", default="warp", choices=get_args(LightFMLoss)
 )
 LIGHTFM_MAX_EPOCHS = Option(
     "--lightfm-max-epochs",
@@ -328,7 +331,7 @@ MODELS_GROUP = Group(
             "transformer fine-tuning profile: cpu (lower layers frozen, minutes on 2 cores), gpu (full "
             "fine-tuning, bf16, all GPUs), cpu-lora / gpu-lora (LoRA adapters instead)",
             default="cpu",
-            choices=("cpu", "gpu", "cpu-lora", "gpu-lora"),
+            choices=get_args(Profile),
         ),
         Option(
             "--lm-encoder",

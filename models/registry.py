@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.lm.config import Profile, profile_fields
+from models.recommenders import LightFMLoss
+
 if TYPE_CHECKING:
     from models.base import Recommender
 
@@ -112,12 +115,18 @@ def _lightfm(content: bool):
 COLD_ITEM_METADATA_DROPOUT = 0.25
 
 
-def _lm(cls, config: TrainConfig, context: BuildContext):
+def _lm_settings(config: TrainConfig, context: BuildContext) -> dict:
+    """The LM's and text_frozen's LMConfig overrides: the run's seed, item dropout on a cold-item split, then
+    the user's ``lm_overrides``."""
     cold = {"item_metadata_dropout": COLD_ITEM_METADATA_DROPOUT} if context.protocol == "cold_items" else {}
+    return {"seed": config.seed, **cold, **config.lm_overrides}
+
+
+def _lm(cls, config: TrainConfig, context: BuildContext):
     return cls(
         context.work_dir / "lm_two_tower",
         config.lm_profile,
-        {"seed": config.seed, **cold, **config.lm_overrides},
+        _lm_settings(config, context),
         k=context.k,
         cold_validation=context.protocol == "cold_items",
         text_cache=context.text_cache,
@@ -126,10 +135,9 @@ def _lm(cls, config: TrainConfig, context: BuildContext):
 
 def _text_frozen(cls, config: TrainConfig, context: BuildContext):
     """The LM's encoder without fine-tuning: the same profile and overrides (encoder, token limit, profiles)."""
-    cold = {"item_metadata_dropout": COLD_ITEM_METADATA_DROPOUT} if context.protocol == "cold_items" else {}
     return cls(
         config.lm_profile,
-        {"seed": config.seed, **cold, **config.lm_overrides},
+        _lm_settings(config, context),
         k=context.k,
         cold_validation=context.protocol == "cold_items",
         text_cache=context.text_cache,
@@ -328,7 +336,7 @@ class TrainConfig(BaseModel):
     models: tuple[Literal[MODELS], ...] = Field(  # type: ignore[valid-type]
         MODELS, description="the registered models to train (the fusion blends those trained before it)"
     )
-    lightfm_loss: Literal["warp", "bpr", "logistic"] = Field("warp", description="LightFM's loss")
+    lightfm_loss: LightFMLoss = Field("warp", description="LightFM's loss")
     lightfm_threads: int = Field(1, ge=1, description=">1 is faster but not exactly reproducible")
     lightfm_trials: int = Field(2, ge=0, description="random configurations tried on validation besides the default")
     lightfm_max_epochs: int = Field(30, ge=5, description="LightFM epochs at most (chosen on validation NDCG)")
@@ -336,7 +344,7 @@ class TrainConfig(BaseModel):
         {},
         description="LightFM hyperparameters to use instead of the defaults (keys of models.recommenders.lightfm_hybrid.SEARCH_SPACE), e.g. the best configuration of `python -m flows.search`",
     )
-    lm_profile: Literal["cpu", "gpu", "cpu-lora", "gpu-lora"] = Field(
+    lm_profile: Profile = Field(
         "cpu", description="LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)"
     )
     lm_overrides: dict = Field(
@@ -363,6 +371,7 @@ class TrainConfig(BaseModel):
         twins = sorted({n for n in names if names.count(n) > 1})
         if twins:
             raise ValueError(f"lm_encoders: two encoders share the short name {twins[0]!r}; give distinct folders")
+        profile_fields(self.lm_profile, self.lm_overrides)  # a misspelt LM setting stops the run before any fit
         return self
 
 

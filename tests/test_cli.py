@@ -186,11 +186,14 @@ def test_config_errors_are_one_line(tmp_path):
     unknown.write_text('{"prepare": {"colour": "red"}}')
     a_list = tmp_path / "list.json"
     a_list.write_text("[1, 2]")
+    lm_typo = tmp_path / "lm.json"  # a misspelt LM setting stops the command, not the LM's turn after every fit
+    lm_typo.write_text('{"train": {"train": {"lm_overrides": {"max_epoch": 3, "batch_size": 1}}}}')
     cases = [
         (tmp_path / "missing.yaml", "does not exist"),
         (bad_yaml, "is not valid YAML"),
         (unknown, "invalid parameters: prepare.colour: Extra inputs are not permitted"),
         (a_list, "must hold a mapping of parameter names"),
+        (lm_typo, "max_epoch: not a setting of the LM (models/lm/config.py LMConfig)"),
     ]
     for path, message in cases:
         out = subprocess.run(

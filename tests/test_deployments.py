@@ -39,7 +39,7 @@ def test_flow_names_say_what_they_do_and_every_deployment_the_readme_names_exist
     assert flows["flows/full.py:full"] == "reclab-experiment"
     assert all(name.startswith("reclab-") for name in flows.values()), flows
     deployed = {d["name"] for d in _deployments()}
-    section = (ROOT / "README.md").read_text().split("## Prefect UI and deployments")[1].split("\n## ")[0]
+    section = (ROOT / "docs" / "serving.md").read_text().split("## Prefect UI and deployments")[1].split("\n## ")[0]
     named = set(
         re.findall(
             r"`([a-z-]+)`", section.split("Deployments (`prefect.yaml`):")[1].split("Every deployment states")[0]

@@ -676,3 +676,25 @@ def test_identical_profiles_get_identical_vectors(tokenizer):
     rows = [tokens.keys[k] for k in keys if k[1].startswith("nobody")]
     assert (vectors[rows] == vectors[rows[0]]).all()
     assert not np.allclose(vectors[tokens.keys[("item", "i0", FULL)]], vectors[rows[0]])
+
+
+def test_lm_settings_are_checked_when_the_parameters_are():
+    from pydantic import ValidationError
+
+    from models.lm.config import PROFILES, profile_fields
+    from models.registry import TrainConfig
+
+    # the profile first, the overrides on top
+    assert profile_fields("cpu", {"max_epochs": 3}) == {**PROFILES["cpu"], "max_epochs": 3}
+    assert profile_fields(None, {}) == {}
+    with pytest.raises(ValueError, match="unknown LM profile 'gpx'"):
+        profile_fields("gpx", {})
+    # every problem named at once, a misspelt key as what it is
+    with pytest.raises(ValueError) as caught:
+        profile_fields("cpu", {"max_epoch": 3, "batch_size": 1})
+    message = str(caught.value)
+    assert "max_epoch: not a setting of the LM" in message and "batch_size: Input should be greater" in message
+    # ... when the training parameters are validated, before any model is built
+    with pytest.raises(ValidationError, match="max_epoch: not a setting of the LM"):
+        TrainConfig(lm_overrides={"max_epoch": 3})
+    assert TrainConfig(lm_overrides={"max_epochs": 3}).lm_overrides == {"max_epochs": 3}

@@ -3,9 +3,9 @@ override a few of them. Read by the trainer (``models.lm.train``) and by the rec
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class LMConfig(BaseModel):
@@ -128,3 +128,25 @@ PROFILES: dict[str, dict] = {
 }
 # LoRA on the GPU: the "gpu" profile with adapters instead of full fine-tuning
 PROFILES["gpu-lora"] = {**PROFILES["gpu"], "lora_rank": 8}
+
+# The profiles' names, spelled once: TrainConfig.lm_profile and the command line's choices read them here.
+Profile = Literal["cpu", "gpu", "cpu-lora", "gpu-lora"]
+assert set(get_args(Profile)) == set(PROFILES), "every profile has a name and every name a profile"
+
+
+def profile_fields(profile: str | None, overrides: dict) -> dict:
+    """The LMConfig fields of a profile with ``overrides`` on top, checked as LMConfig checks them: an unknown
+    key or a bad value is a ``ValueError`` naming it, raised when parameters are validated, before any model
+    fits (not when the LM's turn comes)."""
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"unknown LM profile {profile!r}; known: {sorted(PROFILES)}")
+    fields = {**(PROFILES[profile] if profile else {}), **overrides}
+    try:
+        LMConfig(**fields)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {'not a setting of the LM (models/lm/config.py LMConfig)' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in err.errors()
+        )
+        raise ValueError(f"LM settings ({profile or 'no'} profile with lm_overrides): {problems}") from None
+    return fields

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Ids, Recommender, positions, rows_at
-from models.lm.config import PROFILES, LMConfig
+from models.lm.config import LMConfig, profile_fields
 
 LOG = logging.getLogger("reclab.lm")
 # lines of the trainer's output that say nothing to a reader of the run's log
@@ -95,8 +95,7 @@ class LMTwoTower(Recommender):
         cold_validation: bool = False,
         text_cache: str | Path | None = None,
     ):
-        if profile is not None and profile not in PROFILES:
-            raise ValueError(f"unknown LM profile {profile!r}; known: {sorted(PROFILES)}")
+        profile_fields(profile, dict(overrides or {}))  # a bad key or value fails here, not in the trainer
         self.work_dir = Path(work_dir)
         self.profile = profile
         self.overrides = dict(overrides or {})
@@ -107,7 +106,7 @@ class LMTwoTower(Recommender):
 
     def config(self) -> LMConfig:
         # the trainer's output is piped (see _Stream): progress lines, not a terminal's bar
-        fields = {"progress_bar": False, **(PROFILES[self.profile] if self.profile else {}), **self.overrides}
+        fields = {"progress_bar": False, **profile_fields(self.profile, self.overrides)}
         if getattr(self, "text_cache", None) is not None:
             fields.setdefault("text_cache", str(self.text_cache))
         return LMConfig(**fields, data_dir=str(self.work_dir / "data"), output_dir=str(self.work_dir / "out"))

@@ -23,7 +23,7 @@ random embedding, i.e. chance).
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from models.base import Ids, Recommender
 from models.evaluation.metrics import ndcg_at_k, user_blocks
 from models.progress import Progress
+from models.recommenders import LightFMLoss
 from models.recommenders.features import metadata_tokens, review_terms
 
 # Validation users ranked at each early-stopping check, at most (a seeded sample beyond that).
@@ -108,7 +109,7 @@ class LightFMHybrid(Recommender):
 
     def __init__(
         self,
-        loss: Literal["warp", "bpr", "logistic"] = "warp",
+        loss: LightFMLoss = "warp",
         no_components: int = 32,
         learning_rate: float = 0.05,
         item_alpha: float = 1e-6,
@@ -125,7 +126,7 @@ class LightFMHybrid(Recommender):
         num_threads: int = 1,
         seed: int = 0,
     ):
-        if loss not in ("warp", "bpr", "logistic"):
+        if loss not in get_args(LightFMLoss):
             raise ValueError(f"loss must be 'warp', 'bpr' or 'logistic', got {loss!r}")
         if not (content or identity):
             raise ValueError("at least one of content and identity features is needed")
