@@ -18,7 +18,6 @@ reruns only average and solve. Runs in the calling process (torch and transforme
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -218,16 +217,12 @@ class TextFrozen(LMTwoTower):
 def pooled_key(encoder, tokenizer, max_length: int) -> str:
     """The text cache's key of a whole frozen encoder's pooled vectors (every parameter, the configuration,
     the tokenizer, the token limit; "pooled" keeps it apart from the LM's per-token frozen-layer states)."""
-    import hashlib
+    from models.lm.text_cache import encoder_key, tokenizer_digest
 
-    from models.lm.text_cache import encoder_key
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return "pooled-" + encoder_key(
         list(encoder.state_dict().items()),
         encoder.config.to_json_string(use_diff=False),
-        hashlib.sha256(vocabulary.encode()).hexdigest(),
+        tokenizer_digest(tokenizer),
         -1,
         max_length,
     )

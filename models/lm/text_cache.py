@@ -32,6 +32,14 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def tokenizer_digest(tokenizer) -> str:
+    """A digest of a Hugging Face tokenizer: its whole fast-tokenizer definition (vocabulary, normalisation,
+    pre-tokenisation), or its vocabulary where it has no fast backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(vocabulary.encode()).hexdigest()
+
+
 def encoder_key(parameters, config_json: str, tokenizer_digest: str, frozen: int, max_length: int) -> str:
     """The cache key of an encoder's frozen part: ``parameters`` (name, tensor) pairs of the frozen modules
     (their bytes are hashed), the encoder's configuration as JSON, a digest of the tokenizer, the number of

@@ -290,21 +290,17 @@ def text_state_cache(config: LMConfig, module, tokenizer):
     config names no folder."""
     if not config.text_cache or not module.net.can_split():
         return None
-    import hashlib
-
-    from models.lm.text_cache import TextStateCache, encoder_key
+    from models.lm.text_cache import TextStateCache, encoder_key, tokenizer_digest
 
     net = module.net
     frozen = [("embeddings", net.encoder.embeddings)] + [
         (f"layer{n}", layer) for n, layer in enumerate(net.encoder.encoder.layer[: net.frozen])
     ]
     parameters = [(f"{prefix}.{name}", p) for prefix, m in frozen for name, p in m.state_dict().items()]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     key = encoder_key(
         parameters,
         net.encoder.config.to_json_string(use_diff=False),
-        hashlib.sha256(vocabulary.encode()).hexdigest(),
+        tokenizer_digest(tokenizer),
         net.frozen,
         config.max_length,
     )
