@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "baselines.json")
     args = parser.parse_args()
 
-    from models.evaluation.harness import EvalConfig, aggregate, significance
+    from models.evaluation import EvalConfig
+    from models.evaluation.harness import aggregate, significance
     from models.experiment import fit_split_models
     from models.registry import LANGUAGE, TrainConfig
     from tasks.split import load_split, split_protocol

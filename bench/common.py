@@ -23,7 +23,8 @@ def prepared(
 
     from models.evaluation.split import DEFAULT_PROTOCOLS, SplitConfig
     from readers import resolve_dataset
-    from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
+    from tasks import IngestConfig
+    from tasks.ingest import build_canonical_tables, load_raw_tables
     from tasks.store import DUCKDB_CONFIG
 
     spec = resolve_dataset(path)

@@ -21,8 +21,8 @@ SHARED = ROOT.parent / "shared" / "data"
 def card_of(path: Path, policy: str) -> dict:
     from data_checks import DataCardConfig
     from readers import resolve_dataset
+    from tasks import IngestConfig
     from tasks.datacard import card_for_workspace
-    from tasks.ingest import IngestConfig
 
     con = prepared(path, ingest=IngestConfig(text_duplicates=policy))
     accounting = con.execute(

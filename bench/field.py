@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "field.json")
     args = parser.parse_args()
 
-    from models.evaluation.harness import EvalConfig, aggregate
+    from models.evaluation import EvalConfig
+    from models.evaluation.harness import aggregate
     from models.evaluation.split import SplitConfig
     from models.experiment import fit_split_models
     from models.registry import LANGUAGE, MODELS, TrainConfig

@@ -37,7 +37,8 @@ def children_cpu() -> float:
 def fit_variant(data: dict, protocol: str, overrides: dict, work: Path, text_cache: Path | None) -> dict:
     import numpy as np
 
-    from models.evaluation.harness import EvalConfig, per_user_values
+    from models.evaluation import EvalConfig
+    from models.evaluation.harness import per_user_values
     from models.lm.recommender import LMTwoTower
 
     model = LMTwoTower(work, "cpu", overrides, cold_validation=protocol == "cold_items", text_cache=text_cache)

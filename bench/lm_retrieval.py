@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lm_retrieval.json")
     args = parser.parse_args()
 
-    from models.evaluation.harness import EvalConfig, aggregate
+    from models.evaluation import EvalConfig
+    from models.evaluation.harness import aggregate
     from models.experiment import fit_split_models
     from models.registry import TrainConfig
     from readers import DEFAULT_DATASET

@@ -33,7 +33,8 @@ def time_steps(data: Path, workdir: Path) -> dict:
     from data_checks import ValidationConfig
     from models.evaluation.split import SplitConfig
     from readers import resolve_dataset
-    from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
+    from tasks import IngestConfig
+    from tasks.ingest import build_canonical_tables, load_raw_tables
     from tasks.split import split_workspace, write_training_reviews
     from tasks.validate import validate_workspace
 
@@ -99,7 +100,8 @@ PEAK_RSS = """
 import resource, sys, duckdb
 sys.path.insert(0, {root!r})
 from readers import resolve_dataset
-from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
+from tasks import IngestConfig
+from tasks.ingest import build_canonical_tables, load_raw_tables
 spec = resolve_dataset({path!r})
 con = duckdb.connect({db!r}, config={{"memory_limit": "256MB"}})
 load_raw_tables(con, spec)

@@ -75,7 +75,8 @@ def stage(name: str, data_dir: Path, work: Path, sample: int, ranking_users: int
             out["seconds"] = fitted - start
             out["epochs"] = model.epochs_
         else:
-            from models.evaluation.harness import EvalConfig, aggregate, per_user_values
+            from models.evaluation import EvalConfig
+            from models.evaluation.harness import aggregate, per_user_values
 
             config = EvalConfig(n_boot=100, ranking_users=ranking_users)
             values, _ = per_user_values(model, "lightfm_hybrid", data["train"], data["test"], config)

@@ -104,7 +104,7 @@ def after_rows(diffs) -> dict[tuple[str, str, str], dict]:
 def workspace_rows(workspace: Path, old) -> list[dict]:
     import duckdb
 
-    from models.evaluation.harness import EvalConfig
+    from models.evaluation import EvalConfig
     from tasks import tables
     from tasks.evaluate import run_fits
     from tasks.report import latest_evaluated_run

@@ -13,14 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from data_checks import DataCardConfig, ValidationConfig
-from models.evaluation import DEFAULT_SPLITS
-from models.evaluation.harness import EvalConfig
-from models.evaluation.split import SplitConfig
+from models.evaluation import DEFAULT_SPLITS, EvalConfig, SplitConfig
 from models.registry import TrainConfig
-from models.serving.promotion import PromotionConfig
+from models.serving import PromotionConfig
 from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
 from readers.spec import Format
-from tasks.ingest import IngestConfig
+from tasks import IngestConfig
 from tasks.store import Workspace
 
 

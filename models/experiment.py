@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from models.base import Recommender
-from models.evaluation.harness import EvalConfig, per_user_values, validation_summary
+from models.evaluation import EvalConfig
+from models.evaluation.harness import per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
 from models.registry import FUSION, BuildContext, TrainConfig, build_model, encoder_variants, run_models, spec_of

@@ -15,8 +15,9 @@ from prefect.cache_policies import NONE
 
 from data_checks.card import verdict_gates
 from models import registry
+from models.evaluation import EvalConfig
 from models.evaluation.comparisons import judge, pool_folds, unit_differences, units_of
-from models.evaluation.harness import EvalConfig, aggregate, significance
+from models.evaluation.harness import aggregate, significance
 from tasks import tables
 from tasks.datacard import latest_card
 from tasks.store import connect, ensure, replace_run_rows

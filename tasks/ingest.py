@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Literal
 
 import duckdb
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NONE
-from pydantic import BaseModel, ConfigDict, Field
 
 from data_checks import DataCardConfig
 from models.progress import Progress
@@ -24,7 +22,7 @@ from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
 from readers.formats import layout_for
 from readers.records import read_header
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
-from tasks import tables
+from tasks import IngestConfig, tables
 from tasks.logs import forward_to_run_logger
 from tasks.store import connect, ensure, utc_now
 
@@ -37,21 +35,6 @@ _ARROW = {
     "INTEGER": pa.int32(),
     "BLOB": pa.binary(),
 }
-
-
-class IngestConfig(BaseModel):
-    """How ingest resolves repeated records."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    duplicate_policy: Literal["latest", "first", "error"] = Field(
-        "latest",
-        description="Repeated (user, item) pairs that are not exact duplicates: keep the latest by timestamp (ties: the later line), keep the earliest, or stop with an error listing them.",
-    )
-    text_duplicates: Literal["keep", "collapse", "error"] = Field(
-        "keep",
-        description="One user's identical review text on several items (product variants; see the data card): keep them all, collapse each group to one interaction (chosen like duplicate_policy; logged in ``duplicates`` as 'text_duplicate' and counted in the accounting), or stop with an error listing them.",
-    )
 
 
 def _arrow_schema(table: str) -> pa.Schema:

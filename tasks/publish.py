@@ -11,10 +11,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from models.evaluation.harness import EvalConfig, per_user_values
+from models.evaluation import EvalConfig
+from models.evaluation.harness import per_user_values
 from models.registry import FUSION
+from models.serving import PromotionConfig
 from models.serving.bundle import load_model
-from models.serving.promotion import PromotionConfig, decide
+from models.serving.promotion import decide
 from models.serving.published import read_champion, registry_dir
 from readers import InputError
 from tasks import tables

@@ -18,7 +18,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.evaluation.harness import EvalConfig
+from models.evaluation import EvalConfig
 from models.registry import FUSION, LANGUAGE, TrainConfig
 from models.serving.bundle import save_model, sha256
 from tasks import tables

@@ -67,7 +67,8 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture
 def ingest(tmp_path):
     """Ingest a DatasetSpec into a fresh database; returns (connection, accounting)."""
-    from tasks.ingest import IngestConfig, build_canonical_tables, load_raw_tables
+    from tasks import IngestConfig
+    from tasks.ingest import build_canonical_tables, load_raw_tables
 
     opened = []
 

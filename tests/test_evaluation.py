@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from builders import folds, ratings
 
-from models.evaluation.harness import EvalConfig, aggregate, per_user_values, significance
+from models.evaluation import EvalConfig
+from models.evaluation.harness import aggregate, per_user_values, significance
 from models.recommenders.baselines import BiasALS, GlobalMean, Popularity
 from tasks import tables
 from tasks.evaluate import store_evaluation

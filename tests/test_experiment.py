@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from builders import genre_world
 
-from models.evaluation.harness import EvalConfig
+from models.evaluation import EvalConfig
 from models.experiment import FitStore, fit_split_models
 from models.registry import TrainConfig
 

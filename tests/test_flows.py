@@ -57,7 +57,7 @@ def experiment(prefect_harness, tmp_path_factory):
     """The full flow once on 64 reviews with a tiny transformer: (its parameters, its summary, workspace).
     User u0 wrote one text on all 8 of its items (planted variant duplicates: 12.5% of interactions)."""
     from flows.params import FullParams, PrepareParams, TrainParams
-    from models.evaluation.harness import EvalConfig
+    from models.evaluation import EvalConfig
     from models.registry import TrainConfig
 
     tmp_path = tmp_path_factory.mktemp("full")
@@ -221,7 +221,7 @@ def test_a_rerun_reuses_the_cached_fits_and_the_gate_keeps_the_champion(experime
 
 def test_promotion_always_moves_the_champion_and_every_decision_is_a_row(experiment, rerun):
     from flows.full import full
-    from models.serving.promotion import PromotionConfig
+    from models.serving import PromotionConfig
     from models.serving.published import load_champion
 
     params, out, workspace = experiment
@@ -362,7 +362,7 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
     from flows.prepare import prepare
     from flows.search import search
     from flows.train import train as train_flow
-    from models.evaluation.harness import EvalConfig
+    from models.evaluation import EvalConfig
     from models.registry import TrainConfig
 
     planted = "The same strap in every colour, and I love every one of them."
@@ -432,7 +432,7 @@ def test_train_fractions_make_reduced_splits_that_are_trained_and_judged_as_unit
     from flows.params import PrepareParams, TrainParams
     from flows.prepare import prepare
     from flows.train import train as train_flow
-    from models.evaluation.harness import EvalConfig
+    from models.evaluation import EvalConfig
     from models.registry import TrainConfig
 
     records = [review(f"u{i // 10}", f"i{(i * 7) % 23}", 1 + (i * 3) % 5, ts=1_400_000_000 + i) for i in range(300)]

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 from builders import genre_world
 
-from models.evaluation.harness import EvalConfig, ranking_rows
+from models.evaluation import EvalConfig
+from models.evaluation.harness import ranking_rows
 from models.evaluation.metrics import ranking_metrics
 from models.recommenders.lightfm_hybrid import LightFMHybrid
 

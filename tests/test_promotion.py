@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.serving.promotion import PromotionConfig, decide
+from models.serving import PromotionConfig
+from models.serving.promotion import decide
 
 
 def values(ndcg_gain: np.ndarray, mse_ratio: float = 1.0, users: int | None = None) -> pd.DataFrame:

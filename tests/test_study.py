@@ -151,7 +151,7 @@ MODELS = ("global_mean", "bias_als", "popularity", "lm_two_tower", "fusion")
 def test_the_study_runs_every_dataset_and_reports_a_failed_one(prefect_harness, tmp_path):
     from flows.params import FullParams, PrepareParams, StudyParams, TrainParams
     from flows.study import study
-    from models.evaluation.harness import EvalConfig
+    from models.evaluation import EvalConfig
     from models.registry import TrainConfig
     from reports.conclusions import verdict_rows
     from tasks.report import load_run_tables

@@ -127,3 +127,28 @@ class SplitConfig(BaseModel):
 
 # the split ids a run makes unless told (prepare's default), what the train flow fits unless told
 DEFAULT_SPLITS: tuple[str, ...] = tuple(s for p in DEFAULT_PROTOCOLS for s in SplitConfig().split_ids(p))
+
+
+class EvalConfig(BaseModel):
+    """How models are evaluated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(10, ge=1, description="ranking cut-off")
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples for 95% CIs")
+    seed: int = Field(0, description="bootstrap seed")
+    head_share: float = Field(0.2, gt=0, lt=1, description="share of items (by training popularity) in the head")
+    ranking_users: int | None = Field(
+        None,
+        ge=1,
+        description="Rank at most this many test users (a seeded sample, the same for every model): full-catalogue ranking costs users x items, so on very large datasets a sample keeps evaluation linear. None: every user.",
+    )
+    min_segment_users: int = Field(
+        20, ge=1, description='Segments with fewer users than this get no CI-based verdict (listed as "too few users").'
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description='Significance level of the Holm-corrected paired tests behind every "better"/"worse".',
+    )

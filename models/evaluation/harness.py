@@ -17,9 +17,9 @@ import itertools
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Recommender, mask_seen, top_k
+from models.evaluation import EvalConfig
 from models.evaluation.metrics import (
     catalogue_coverage,
     constant_scores,
@@ -38,31 +38,6 @@ from models.progress import Progress
 PER_USER_COLUMNS = ["model", "metric", "k", "user_id", "user_segment", "item_segment", "num", "den"]
 # one row per pair of models and (metric, k): see significance()
 TEST_COLUMNS = "metric k model_a model_b mean_diff n_users t_p wilcoxon_p t_p_holm wilcoxon_p_holm".split()
-
-
-class EvalConfig(BaseModel):
-    """How models are evaluated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    k: int = Field(10, ge=1, description="ranking cut-off")
-    n_boot: int = Field(1000, ge=100, description="bootstrap resamples for 95% CIs")
-    seed: int = Field(0, description="bootstrap seed")
-    head_share: float = Field(0.2, gt=0, lt=1, description="share of items (by training popularity) in the head")
-    ranking_users: int | None = Field(
-        None,
-        ge=1,
-        description="Rank at most this many test users (a seeded sample, the same for every model): full-catalogue ranking costs users x items, so on very large datasets a sample keeps evaluation linear. None: every user.",
-    )
-    min_segment_users: int = Field(
-        20, ge=1, description='Segments with fewer users than this get no CI-based verdict (listed as "too few users").'
-    )
-    alpha: float = Field(
-        0.05,
-        gt=0,
-        lt=1,
-        description='Significance level of the Holm-corrected paired tests behind every "better"/"worse".',
-    )
 
 
 def rating_rows(model: Recommender, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:

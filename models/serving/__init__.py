@@ -1,1 +1,29 @@
 """Serving: model bundles, the published-model folder, answering requests, and the promotion gate."""
+# The promotion gate's settings live here, importing no pandas, so that the flows' parameter models (and
+# --help) stay light; the gate itself is models.serving.promotion.
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PromotionConfig(BaseModel):
+    """When a newly published model becomes the champion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["gate", "always", "never"] = Field(
+        "gate", description="gate: only on a significant gain with guards held"
+    )
+    metric: str = Field(
+        "ndcg", description="the metric the challenger must improve (per-user values, paired over users)"
+    )
+    k: int | None = Field(None, ge=1, description="cut-off of ranking metrics (None: the evaluation's K)")
+    test: Literal["wilcoxon", "t"] = Field("wilcoxon", description="the paired test on the same test users")
+    alpha: float = Field(0.05, gt=0, lt=1, description="its significance level")
+    guards: tuple[str, ...] = Field(
+        ("rmse", "recall"), description="metrics that must not get worse beyond the tolerance"
+    )
+    tolerance: float = Field(0.02, ge=0, description="relative regression allowed on a guard metric")

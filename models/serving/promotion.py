@@ -12,35 +12,13 @@ Every number the decision used is returned with it, to be stored and shown.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from models.evaluation.stats import paired_tests
+from models.serving import PromotionConfig
 
 LOWER_IS_BETTER = {"rmse", "mse", "mae"}
-
-
-class PromotionConfig(BaseModel):
-    """When a newly published model becomes the champion."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["gate", "always", "never"] = Field(
-        "gate", description="gate: only on a significant gain with guards held"
-    )
-    metric: str = Field(
-        "ndcg", description="the metric the challenger must improve (per-user values, paired over users)"
-    )
-    k: int | None = Field(None, ge=1, description="cut-off of ranking metrics (None: the evaluation's K)")
-    test: Literal["wilcoxon", "t"] = Field("wilcoxon", description="the paired test on the same test users")
-    alpha: float = Field(0.05, gt=0, lt=1, description="its significance level")
-    guards: tuple[str, ...] = Field(
-        ("rmse", "recall"), description="metrics that must not get worse beyond the tolerance"
-    )
-    tolerance: float = Field(0.02, ge=0, description="relative regression allowed on a guard metric")
 
 
 def _per_user(values: pd.DataFrame, model: str, metric: str, k: int) -> tuple[pd.Series, pd.Series]:
