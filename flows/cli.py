@@ -21,38 +21,37 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
-from typing import get_args
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
-from models.evaluation import DEFAULT_PROTOCOLS, DEFAULT_SPLITS, PROTOCOLS
-from models.lm.config import Profile
-from models.recommenders import LightFMLoss
-from models.registry import MODELS
-from readers.spec import FORMATS
+from pydantic_core import PydanticUndefined
 
 UNSET = object()  # an option whose field's default is resolved at run time (its help says how)
 
 
 @dataclass(frozen=True)
 class Option:
-    """One command-line option: the parameter-model field(s) it sets, relative to where its group is mounted.
-
-    ``default`` is the field's default as ``--help`` shows it (tests check it equals the model's); ``const``
-    makes a switch that sets the field to that value; ``path=None``: an option of the command's output, not
-    of the flow's parameters."""
+    """One command-line option: its flag and the parameter-model field(s) it sets, relative to where its group
+    is mounted. Everything else comes from the field (:func:`resolved`): its description is the help, its
+    default is shown, its type, allowed values (a ``Literal``) and arity (a tuple) make the argument, a bool
+    field makes a switch to the other value. ``help`` is given only where no field describes the option
+    (a key of a dict field, an output option) or the option sets several fields; ``path=None``: an option of
+    the command's output, not of the flow's parameters."""
 
     flag: str
     path: str | tuple[str, ...] | None
-    help: str
+    help: str | None = None
+    metavar: str | tuple[str, ...] | None = None
+    repeat: bool = False  # given once per value (``--user a --user b``)
+    # filled from the field by resolved() (or given, for an option without one)
     default: object = UNSET
     type: Callable | None = None
     choices: Sequence | None = None
     nargs: int | str | None = None
-    metavar: str | tuple[str, ...] | None = None
     const: object = UNSET
-    repeat: bool = False  # given once per value (``--user a --user b``)
 
     @property
     def dest(self) -> str:
@@ -63,10 +62,10 @@ class Option:
         return tuple(f"{mount}.{p}" if mount else p for p in relative)
 
     def add_to(self, group) -> None:
-        shown = self.help
-        if self.default is not UNSET and self.const is UNSET:
+        shown = self.help or ""
+        if self.default is not UNSET and self.const is UNSET and self.default not in (None, (), {}):
             value = " ".join(map(str, self.default)) if isinstance(self.default, tuple | list) else self.default
-            shown = f"{self.help} (default: {value})"
+            shown = f"{shown} (default: {value})"
         shown = shown.replace("%", "%%")  # argparse expands %(...)s in help
         if self.const is not UNSET:
             group.add_argument(self.flag, dest=self.dest, action="store_const", const=self.const, help=shown)
@@ -76,6 +75,57 @@ class Option:
         if self.repeat:
             extra["action"] = "append"
         group.add_argument(self.flag, dest=self.dest, help=shown, **extra)
+
+
+def _field(model, path: str):
+    """The pydantic field at a dotted path of a parameter model, or None inside a dict field."""
+    info = None
+    for name in path.split("."):
+        if not (isinstance(model, type) and hasattr(model, "model_fields")):
+            return None
+        info = model.model_fields[name]
+        model = info.annotation
+    return info
+
+
+def _argument(annotation) -> dict:
+    """argparse's type, choices and nargs for a field's annotation (``X | None`` as X)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        annotation, args = args[0], list(get_args(args[0]))
+    if get_origin(annotation) is Literal:
+        return {"choices": get_args(annotation)}
+    if get_origin(annotation) is tuple:
+        element = args[0]
+        nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
+        return {"nargs": nargs, **_argument(element)}
+    if annotation in (int, float):
+        return {"type": annotation}
+    if annotation is dict or get_origin(annotation) is dict:
+        return {"type": _json_object}
+    return {}
+
+
+def resolved(option: Option, model, mount: str) -> Option:
+    """``option`` with its help, default, type, choices, arity or switch value taken from its field."""
+    if option.path is None:
+        return option
+    info = _field(model, option.paths(mount)[0])
+    if info is None:
+        return option
+    default = info.get_default(call_default_factory=True)
+    if default is PydanticUndefined:
+        default = UNSET
+    help_ = option.help or info.description
+    if info.annotation is bool:  # a switch to the other value
+        return replace(option, help=f"{'turn on' if not default else 'turn off'}: {help_}", const=not default)
+    metavar = option.metavar
+    argument = _argument(info.annotation)
+    if option.repeat:  # one value per flag (--user a --user b), appended
+        argument.pop("nargs", None)
+    if argument.get("choices") and argument.get("nargs") and metavar is None:
+        metavar = option.flag.lstrip("-").upper().rstrip("S")  # --models MODEL [MODEL ...]
+    return replace(option, help=help_, default=default, metavar=metavar, **argument)
 
 
 @dataclass(frozen=True)
@@ -94,9 +144,13 @@ class Command:
     run: Callable[[object, dict], None]
     outputs: tuple[Option, ...] = field(default_factory=tuple)
 
+    def model_class(self):
+        return getattr(import_module("flows.params"), self.model)
+
     def options(self):
-        """(option, mount) for every option of the command's parameters."""
-        return [(option, mount) for group, mount in self.groups for option in group.options]
+        """(option resolved from its field, mount) for every option of the command's parameters."""
+        model = self.model_class()
+        return [(resolved(option, model, mount), mount) for group, mount in self.groups for option in group.options]
 
 
 def _json_object(text: str) -> dict:
@@ -109,410 +163,128 @@ def _json_object(text: str) -> dict:
     return value
 
 
-# --- the options, one group per component ------------------------------------------------------------------
+# --- the options, one group per component: the flag and the field; help, default, type and choices are the
+# field's (flows/params.py and the components' configs) -----------------------------------------------------
+_O = Option
 DATASET = Group(
     "dataset",
     (
-        Option("--data", "data", "dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)"),
-        Option("--format", "format", "input format (default: detected from the path)", choices=FORMATS),
-        Option("--items", "items", "item metadata file, e.g. an Amazon meta_*.json.gz (default: detected)"),
-        Option("--users", "users", "user attributes file, e.g. MovieLens 100K u.user (default: detected)"),
-        Option("--tags", "tags", "MovieLens tags.csv (default: detected)"),
-        Option(
-            "--map",
-            "mapping",
-            "tabular input: canonical field to input column, e.g. "
-            "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body' (default: the "
-            "canonical names)",
-            metavar="FIELD=COLUMN,...",
-        ),
-        Option(
-            "--rating-scale",
-            "rating_scale",
-            "declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)",
-            type=float,
-            nargs=2,
-            metavar=("LOW", "HIGH"),
-        ),
-        Option("--delimiter", "delimiter", "tabular CSV field delimiter", default=","),
-        Option("--name", "name", "dataset name; names the default workspace (default: from the path)"),
-        Option(
-            "--workspace",
-            "workspace",
-            "folder holding reclab.duckdb and run outputs (default: workspace/<dataset name> in the project folder)",
-        ),
+        _O("--data", "data"),
+        _O("--format", "format"),
+        _O("--items", "items"),
+        _O("--users", "users"),
+        _O("--tags", "tags"),
+        _O("--map", "mapping", metavar="FIELD=COLUMN,..."),
+        _O("--rating-scale", "rating_scale", metavar=("LOW", "HIGH")),
+        _O("--delimiter", "delimiter"),
+        _O("--name", "name"),
+        _O("--workspace", "workspace"),
     ),
 )
 DATASETS = Group(  # flows.study: several datasets, each detected from its path, each in its own workspace
-    "datasets",
-    (
-        Option(
-            "--data",
-            "data",
-            "dataset files or folders, each detected from its path (default: the embedded default dataset)",
-            nargs="+",
-            metavar="PATH",
-        ),
-        Option(
-            "--workspaces",
-            "workspaces",
-            "folder holding one workspace per dataset, <folder>/<dataset name> (default: workspace/ in the "
-            "project folder)",
-        ),
-    ),
+    "datasets", (_O("--data", "data", metavar="PATH"), _O("--workspaces", "workspaces"))
 )
 INGEST = Group(
     "ingest and validation",
     (
-        Option(
-            "--duplicate-policy",
-            "ingest.duplicate_policy",
-            "repeated (user, item) pairs: keep the latest, the first, or stop",
-            default="latest",
-            choices=("latest", "first", "error"),
-        ),
-        Option(
-            "--text-duplicates",
-            "ingest.text_duplicates",
-            "one user's identical review text on several items (product variants): keep them (the data card "
-            "warns), collapse each group to one interaction, or stop",
-            default="keep",
-            choices=("keep", "collapse", "error"),
-        ),
-        Option(
-            "--max-quarantine",
-            "validation.max_quarantine_fraction",
-            "stop when more than this share of a file's records is quarantined",
-            default=0.01,
-            type=float,
-            metavar="FRACTION",
-        ),
-        Option(
-            "--min-item-coverage",
-            "validation.min_item_coverage",
-            "with item metadata: stop when a smaller share of interactions has its item in it (items without "
-            "metadata are still used, with id features only)",
-            default=0.9,
-            type=float,
-            metavar="FRACTION",
-        ),
-        Option("--no-data-docs", "validation.data_docs", "skip writing GX Data Docs HTML", const=False),
+        _O("--duplicate-policy", "ingest.duplicate_policy"),
+        _O("--text-duplicates", "ingest.text_duplicates"),
+        _O("--max-quarantine", "validation.max_quarantine_fraction", metavar="FRACTION"),
+        _O("--min-item-coverage", "validation.min_item_coverage", metavar="FRACTION"),
+        _O("--no-data-docs", "validation.data_docs"),
     ),
 )
 SPLIT = Group(
     "split",
     (
-        Option(
-            "--split-seeds",
-            "seeds",
-            "split seeds: every protocol is split once per seed (e.g. 0 1 2; the report adds mean ± sd) (default: 0)",
-            type=int,
-            nargs="+",
-            metavar="SEED",
-        ),
-        Option(
-            "--protocols",
-            "split.protocols",
-            f"splits to make, of {', '.join(PROTOCOLS)} (kfold: every rating tested once over --folds folds, "
-            "judged as one pooled unit)",
-            default=DEFAULT_PROTOCOLS,
-            choices=PROTOCOLS,
-            nargs="+",
-            metavar="PROTOCOL",
-        ),
-        Option(
-            "--fractions",
-            "split.fractions",
-            "random split shares",
-            default=(0.8, 0.1, 0.1),
-            type=float,
-            nargs=3,
-            metavar=("TRAIN", "VALIDATION", "TEST"),
-        ),
-        Option(
-            "--folds",
-            "split.folds",
-            "kfold: the number of folds K (each rating in exactly one test fold)",
-            default=5,
-            type=int,
-            metavar="K",
-        ),
-        Option(
-            "--kfold-validation",
-            "split.kfold_validation",
-            "kfold: share of each fold's training part held out as its validation set",
-            default=0.125,
-            type=float,
-            metavar="FRACTION",
-        ),
-        Option(
-            "--train-fractions",
-            "split.train_fractions",
-            "the sparsity axis: also make each split with only these shares of each user's training ratings "
-            "(nested, seeded; the same validation and test folds), e.g. 0.1 0.25 1.0",
-            default=(1.0,),
-            type=float,
-            nargs="+",
-            metavar="FRACTION",
-        ),
-        Option(
-            "--cold-item-fraction",
-            "split.cold_item_fraction",
-            "share of items held out by the cold_items split",
-            default=0.1,
-            type=float,
-        ),
-        Option(
-            "--min-user-interactions",
-            "split.min_user_interactions",
-            "temporal split: users with fewer interactions keep them all in training",
-            default=3,
-            type=int,
-        ),
-        Option("--kcore", "split.kcore", "k-core filter before splitting (default: none)", type=int),
+        _O("--split-seeds", "seeds", metavar="SEED"),
+        _O("--protocols", "split.protocols", metavar="PROTOCOL"),
+        _O("--fractions", "split.fractions", metavar=("TRAIN", "VALIDATION", "TEST")),
+        _O("--folds", "split.folds", metavar="K"),
+        _O("--kfold-validation", "split.kfold_validation", metavar="FRACTION"),
+        _O("--train-fractions", "split.train_fractions", metavar="FRACTION"),
+        _O("--cold-item-fraction", "split.cold_item_fraction"),
+        _O("--min-user-interactions", "split.min_user_interactions"),
+        _O("--kcore", "split.kcore"),
     ),
 )
 # options of the LightFM configuration shared by the train stage and the search (fields of TrainConfig)
-LIGHTFM_LOSS = Option(
-    "--lightfm-loss", "train.lightfm_loss", "LightFM's loss", default="warp", choices=get_args(LightFMLoss)
-)
-LIGHTFM_MAX_EPOCHS = Option(
-    "--lightfm-max-epochs",
-    "train.lightfm_max_epochs",
-    "LightFM epochs at most per fit (the number is chosen on validation NDCG)",
-    default=30,
-    type=int,
-)
+LIGHTFM_LOSS = _O("--lightfm-loss", "train.lightfm_loss")
+LIGHTFM_MAX_EPOCHS = _O("--lightfm-max-epochs", "train.lightfm_max_epochs")
 MODELS_GROUP = Group(
     "models",
     (
-        Option(
-            "--models",
-            "train.models",
-            f"models to train, of {', '.join(MODELS)}",
-            default=MODELS,
-            choices=MODELS,
-            nargs="+",
-            metavar="MODEL",
-        ),
-        Option(
-            "--model-seed",
-            ("train.seed", "evaluation.seed"),
-            "model initialisation and bootstrap seed",
-            default=0,
-            type=int,
-        ),
+        _O("--models", "train.models"),
+        _O("--model-seed", ("train.seed", "evaluation.seed"), "model initialisation and bootstrap seed"),
         LIGHTFM_LOSS,
-        Option(
-            "--lightfm-threads",
-            "train.lightfm_threads",
-            "LightFM threads (1: exactly reproducible; more is faster)",
-            default=1,
-            type=int,
-        ),
-        Option(
-            "--lightfm-trials",
-            "train.lightfm_trials",
-            "random LightFM configurations tried on validation besides the default",
-            default=2,
-            type=int,
-        ),
+        _O("--lightfm-threads", "train.lightfm_threads"),
+        _O("--lightfm-trials", "train.lightfm_trials"),
         LIGHTFM_MAX_EPOCHS,
-        Option(
-            "--lightfm-params",
-            "train.lightfm_params",
-            "LightFM hyperparameters as JSON, e.g. the best of `python -m flows.search`: "
-            '\'{"no_components": 64, "learning_rate": 0.03}\' (default: none, the library defaults)',
-            type=_json_object,
-        ),
-        Option(
-            "--lm-profile",
-            "train.lm_profile",
-            "transformer fine-tuning profile: cpu (lower layers frozen, minutes on 2 cores), gpu (full "
-            "fine-tuning, bf16, all GPUs), cpu-lora / gpu-lora (LoRA adapters instead)",
-            default="cpu",
-            choices=get_args(Profile),
-        ),
-        Option(
+        _O("--lightfm-params", "train.lightfm_params"),
+        _O("--lm-profile", "train.lm_profile"),
+        _O(
             "--lm-encoder",
             "train.lm_overrides.encoder",
             "pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)",
         ),
-        Option(
-            "--lm-encoders",
-            "train.lm_encoders",
-            "further encoders (local folders or hub ids), one LM variant each beside lm_two_tower, named "
-            "lm_two_tower@<folder name>: accuracy against parameters and cost (default: none)",
-            nargs="+",
-            metavar="ENCODER",
-        ),
-        Option(
-            "--no-overlap",
-            "train.overlap",
-            "fit one model after the other (default: the LM trains in its own process beside the other fits)",
-            const=False,
-        ),
-        Option(
-            "--refresh",
-            "refresh_cache",
-            "refit every model even when a cached fit of the same split, settings and code exists",
-            const=True,
-        ),
+        _O("--lm-encoders", "train.lm_encoders", metavar="ENCODER"),
+        _O("--no-overlap", "train.overlap"),
+        _O("--refresh", "refresh_cache"),
     ),
 )
 EVALUATION = Group(
     "evaluation",
     (
-        Option("--k", "k", "ranking cut-off K", default=10, type=int),
-        Option("--n-boot", "n_boot", "bootstrap resamples behind every 95% CI", default=1000, type=int),
-        Option(
-            "--ranking-users",
-            "ranking_users",
-            "rank at most this many test users per split (a seeded sample, the same for every model; "
-            "default: all). Full-catalogue ranking costs users x items: for very large datasets",
-            type=int,
-        ),
-        Option(
-            "--min-segment-users",
-            "min_segment_users",
-            "segments (user activity, item popularity) with fewer users get no verdict",
-            default=20,
-            type=int,
-        ),
-        Option(
-            "--alpha",
-            "alpha",
-            "significance level behind 'better'/'worse' (primary comparisons Holm-corrected, exploratory ones "
-            "Benjamini-Hochberg)",
-            default=0.05,
-            type=float,
-        ),
+        _O("--k", "k"),
+        _O("--n-boot", "n_boot"),
+        _O("--ranking-users", "ranking_users"),
+        _O("--min-segment-users", "min_segment_users"),
+        _O("--alpha", "alpha"),
     ),
 )
 PUBLISHING = Group(
     "publishing",
     (
-        Option(
-            "--no-publish",
-            "publish",
-            "do not publish the fused model to the workspace's registry (published by default; the first "
-            "published model becomes the champion that `python -m serve` serves)",
-            const=False,
-        ),
-        Option(
-            "--publish-split",
-            "publish_split",
-            "whose fit to publish (default: the first temporal split, else the first)",
-        ),
-        Option(
-            "--promotion",
-            "promotion.mode",
-            "when the published model replaces the champion: gate (a significant gain on the same test users, "
-            "guards held), always, or never",
-            default="gate",
-            choices=("gate", "always", "never"),
-        ),
-        Option(
-            "--promotion-alpha",
-            "promotion.alpha",
-            "the promotion gate's significance level",
-            default=0.05,
-            type=float,
-        ),
-        Option(
-            "--promotion-tolerance",
-            "promotion.tolerance",
-            "the promotion gate: relative regression allowed on a guard metric",
-            default=0.02,
-            type=float,
-        ),
+        _O("--no-publish", "publish"),
+        _O("--publish-split", "publish_split"),
+        _O("--promotion", "promotion.mode"),
+        _O("--promotion-alpha", "promotion.alpha"),
+        _O("--promotion-tolerance", "promotion.tolerance"),
     ),
 )
 RUNNER = Group(
     "where independent work runs (splits and seeds, search trials, a study's datasets)",
-    (
-        Option(
-            "--runner",
-            "kind",
-            "Prefect task runner: sequential, threads, or dask (prefect-dask: a local cluster of --workers "
-            "processes, or the cluster at --dask-address)",
-            default="sequential",
-            choices=("sequential", "threads", "dask"),
-        ),
-        Option("--workers", "workers", "threads or local Dask worker processes", default=2, type=int),
-        Option(
-            "--dask-address", "address", "an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local one)"
-        ),
-    ),
+    (_O("--runner", "kind"), _O("--workers", "workers"), _O("--dask-address", "address")),
 )
-
-
-def _workspace(what: str) -> Group:
-    return Group("workspace", (Option("--workspace", "workspace", f"{what} (default: the default dataset's)"),))
-
-
-SPLITS = Group(
-    "splits",
-    (
-        Option(
-            "--splits",
-            "splits",
-            "split ids made by prepare",
-            default=DEFAULT_SPLITS,
-            nargs="+",
-        ),
-    ),
-)
-REPORT_OUTPUT = Group(
-    "report", (Option("--output", "output", "report folder (default: <workspace>/reports/<run id>)"),)
-)
-REPORT_RUN = Group(
-    "report",
-    (
-        Option("--run", "run_id", "run id of a train/full run (default: the latest evaluated)"),
-        Option("--output", "output", "report folder (default: <workspace>/reports/<run id>)"),
-        Option("--dataset-title", "dataset", "the dataset name in the title (default: the workspace folder's name)"),
-    ),
-)
+WORKSPACE = Group("workspace", (_O("--workspace", "workspace"),))
+SPLITS = Group("splits", (_O("--splits", "splits"),))
+REPORT_OUTPUT = Group("report", (_O("--output", "output"),))
+REPORT_RUN = Group("report", (_O("--run", "run_id"), _O("--output", "output"), _O("--dataset-title", "dataset")))
 SEARCH = Group(
     "search",
     (
-        Option(
-            "--splits", "split", "the split whose validation fold judges the trials (one id)", default="kfold_s0_f1"
-        ),
-        Option("--trials", "trials", "configurations tried, the default one included", default=8, type=int),
-        Option("--search-seed", "seed", "seed of the configuration draws", default=0, type=int),
+        _O("--splits", "split"),
+        _O("--trials", "trials"),
+        _O("--search-seed", "seed"),
         LIGHTFM_LOSS,
         LIGHTFM_MAX_EPOCHS,
-        Option("--model-seed", "train.seed", "model initialisation seed", default=0, type=int),
+        _O("--model-seed", "train.seed"),
     ),
 )
 RECOMMEND = Group(
     "recommendations",
     (
-        Option(
+        _O(
             "--user",
             "users",
             "a user id, repeatable: --user a --user b (no default: at least one, here or in --config)",
             metavar="USER",
             repeat=True,
         ),
-        Option("--k", "k", "items per user (at most 1000)", default=10, type=int),
+        _O("--k", "k"),
     ),
 )
-STUDY_OUTPUT = Group(
-    "report",
-    (
-        Option("--output", "output", "study report folder (default: <workspaces>/studies/<study id>)"),
-        Option(
-            "--report-only",
-            "report_only",
-            "train nothing: write the study report from each dataset's latest evaluated run in its workspace "
-            "(after a change to the report, or to read a study again)",
-            const=True,
-        ),
-    ),
-)
+STUDY_OUTPUT = Group("report", (_O("--output", "output"), _O("--report-only", "report_only")))
 
 
 # --- parameters from the config file and the command line ---------------------------------------------------
@@ -603,11 +375,12 @@ def parser_for(flow: str, description: str | None = None) -> argparse.ArgumentPa
         "--print-config", action="store_true", help="print the validated parameters as JSON and exit without running"
     )
     seen: dict[str, argparse._ArgumentGroup] = {}
-    for group, _ in command.groups:
+    model = command.model_class()
+    for group, mount in command.groups:
         if group.title not in seen:
             seen[group.title] = parser.add_argument_group(group.title)
         for option in group.options:
-            option.add_to(seen[group.title])
+            resolved(option, model, mount).add_to(seen[group.title])
     output = parser.add_argument_group("output") if command.outputs else None
     for option in command.outputs:
         option.add_to(output)
@@ -690,11 +463,15 @@ def _flow(name: str):
 
 
 def _run_prepare(params, _) -> None:
+    from reports.console import print_prepare_summary
+
     params.dataset()  # a bad path or format stops here, before Prefect's server starts
     print_prepare_summary(_flow("prepare")(params))
 
 
 def _run_train(params, _) -> None:
+    from reports.console import print_evaluation
+
     params = params.model_copy(update={"workspace": _existing(params.workspace)})
     print_evaluation(_flow("train")(params))
 
@@ -705,6 +482,8 @@ def _run_report(params, _) -> None:
 
 
 def _run_full(params, _) -> None:
+    from reports.console import print_evaluation, print_prepare_summary
+
     params.prepare.dataset()
     summary = _flow("full")(params)
     print_prepare_summary(summary["prepare"])
@@ -761,8 +540,8 @@ _PREPARE = ((DATASET, ""), (INGEST, ""), (SPLIT, ""))
 _TRAIN = ((MODELS_GROUP, ""), (EVALUATION, "evaluation"), (PUBLISHING, ""), (RUNNER, "runner"))
 COMMANDS: dict[str, Command] = {
     "prepare": Command("PrepareParams", _PREPARE, _run_prepare),
-    "train": Command("TrainParams", ((_workspace("prepared workspace folder"), ""), (SPLITS, ""), *_TRAIN), _run_train),
-    "report": Command("ReportParams", ((_workspace("workspace folder"), ""), (REPORT_RUN, "")), _run_report),
+    "train": Command("TrainParams", ((WORKSPACE, ""), (SPLITS, ""), *_TRAIN), _run_train),
+    "report": Command("ReportParams", ((WORKSPACE, ""), (REPORT_RUN, "")), _run_report),
     "full": Command(
         "FullParams",
         (
@@ -772,12 +551,10 @@ COMMANDS: dict[str, Command] = {
         ),
         _run_full,
     ),
-    "search": Command(
-        "SearchParams", ((_workspace("prepared workspace folder"), ""), (SEARCH, ""), (RUNNER, "runner")), _run_search
-    ),
+    "search": Command("SearchParams", ((WORKSPACE, ""), (SEARCH, ""), (RUNNER, "runner")), _run_search),
     "recommend": Command(
         "RecommendParams",
-        ((_workspace("workspace whose champion answers"), ""), (RECOMMEND, "")),
+        ((WORKSPACE, ""), (RECOMMEND, "")),
         _run_recommend,
         outputs=(Option("--json", None, "print the result as JSON", const=True),),
     ),
@@ -794,93 +571,3 @@ COMMANDS: dict[str, Command] = {
         _run_study,
     ),
 }
-
-
-# --- what a user checks -----------------------------------------------------------------------------------------
-def print_prepare_summary(summary: dict) -> None:
-    """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
-    print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
-    print(
-        f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}{'text dup':>10}"
-    )
-    for role, a in summary["accounting"].items():
-        print(
-            f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
-            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}{a.get('text_duplicates', 0):>10,}"
-        )
-    t = summary["tables"]
-    print(
-        f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
-        f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
-        f"tags {t['tags']:,}"
-    )
-    print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
-    for split_id, sizes in summary["splits"].items():
-        print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
-    if summary.get("data_docs"):
-        print(f"\nGX Data Docs: {summary['data_docs']}")
-    if summary.get("data_card"):
-        print_data_card(summary["data_card"])
-
-
-def print_data_card(card: dict) -> None:
-    """The data card's few lines: what the data is, and its warnings as one paragraph."""
-    from data_checks.card import card_lines, warning_paragraph
-
-    print("\ndata card")
-    for line in card_lines(card):
-        print(f"  {line}")
-    paragraph = warning_paragraph(card)
-    print(f"\n{paragraph}" if paragraph else "  no threat to validity above the thresholds")
-
-
-RATING_COLUMNS = ("rmse", "mae")
-RANKING_COLUMNS = ("ndcg", "recall", "map", "mrr", "auc", "diversity", "novelty")
-
-
-def _cell(rows, metric: str) -> str:
-    if metric not in rows.index:
-        return "".rjust(24)
-    value, low, high = rows.loc[metric, ["value", "ci_low", "ci_high"]]
-    return f"{value:.4f} [{low:.3f},{high:.3f}]".rjust(24)
-
-
-def print_evaluation(summary: dict) -> None:
-    """Each split's models x headline metrics, value [95% CI], segment 'all' (a k-fold protocol's folds in one
-    line: they are judged pooled), then the verdict: the bottom line and one sentence per contender and task."""
-    from models.evaluation import judged_unit
-
-    folds: dict[str, list[str]] = {}
-    for split_id, split in summary["splits"].items():
-        if judged_unit(split_id) != split_id:
-            folds.setdefault(judged_unit(split_id), []).append(split_id)
-            continue
-        results = split["results"]
-        overall = results[results["segment"] == "all"]
-        print(f"\n{split_id} ({split['protocol']}), test set; 95% bootstrap CIs over users")
-        for title, metrics in (("rating", RATING_COLUMNS), ("ranking", RANKING_COLUMNS)):
-            table = overall[overall["metric"].isin(metrics)]
-            if table.empty:
-                continue
-            k = int(table["k"].max())
-            shown = [m for m in metrics if m in set(table["metric"])]
-            labels = [f"{m}@{k}" if title == "ranking" and m != "auc" else m for m in shown]  # AUC has no cut-off
-            print("  " + "model".ljust(16) + "".join(label.rjust(24) for label in labels))
-            for model, rows in table.groupby("model", sort=False):
-                by_metric = rows.set_index("metric")
-                print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
-    for unit, ids in folds.items():
-        print(
-            f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)"
-        )
-    differences = summary.get("differences")
-    if differences is not None and not differences.empty:
-        from reports.conclusions import bottom_line, task_sentences
-
-        print("\nverdict (pre-registered primary comparisons)")
-        for line in [bottom_line(differences), *task_sentences(differences)]:
-            print(f"  {line}")
-    print(
-        f"\nper-user values, metrics and paired tests are in {summary['database']} "
-        "(eval_per_user, eval_results, eval_tests)"
-    )

@@ -32,10 +32,14 @@ class RunnerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["sequential", "threads", "dask"] = Field(
-        "sequential", description="sequential (one at a time), threads, or dask (prefect-dask)"
+        "sequential",
+        description="Prefect task runner: sequential, threads, or dask (prefect-dask: a local cluster of workers "
+        "processes, or the cluster at address)",
     )
     workers: int = Field(2, ge=1, description="threads, or local Dask worker processes (one thread each)")
-    address: str | None = Field(None, description="an existing Dask scheduler; a local cluster is started when None")
+    address: str | None = Field(
+        None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local one)"
+    )
 
     def build(self):
         """A fresh (not yet started) Prefect task runner; use it as a context manager inside a flow."""
@@ -59,27 +63,35 @@ class PrepareParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str | None = Field(
-        None, description="dataset file or folder (empty: the embedded default dataset, resolved at run time)"
+        None, description="dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)"
     )
-    format: Format | None = Field(None, description="detected from the path when None")
-    items: str | None = Field(None, description="item metadata file (Amazon meta_*.json.gz, ...), overrides detection")
-    users: str | None = Field(None, description="user attributes file (MovieLens 100K u.user), overrides detection")
-    tags: str | None = Field(None, description="MovieLens tags.csv, overrides detection")
+    format: Format | None = Field(None, description="input format (default: detected from the path)")
+    items: str | None = Field(None, description="item metadata file, e.g. an Amazon meta_*.json.gz (default: detected)")
+    users: str | None = Field(None, description="user attributes file, e.g. MovieLens 100K u.user (default: detected)")
+    tags: str | None = Field(None, description="MovieLens tags.csv (default: detected)")
     mapping: str | None = Field(
-        None, description='tabular only: "user_id=col,item_id=col,rating=col,timestamp=col,..."'
+        None,
+        description="tabular input: canonical field to input column, e.g. "
+        "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body' (default: the canonical "
+        "names)",
     )
-    rating_scale: tuple[float, float] | None = Field(None, description="declared scale; the format's own by default")
-    delimiter: str = Field(",", description="tabular CSV only")
-    name: str | None = Field(None, description="dataset name (names the default workspace); from the path by default")
+    rating_scale: tuple[float, float] | None = Field(
+        None, description="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)"
+    )
+    delimiter: str = Field(",", description="tabular CSV field delimiter")
+    name: str | None = Field(None, description="dataset name; names the default workspace (default: from the path)")
     workspace: str | None = Field(
-        None, description="folder for reclab.duckdb and run outputs; workspace/<name> by default"
+        None,
+        description="folder holding reclab.duckdb and run outputs (default: workspace/ and the dataset's name, in the project folder)",
     )
     ingest: IngestConfig = Field(IngestConfig(), description="how repeated pairs and duplicate texts are handled")
     validation: ValidationConfig = Field(ValidationConfig(), description="the quarantine and coverage gates")
     data_card: DataCardConfig = Field(DataCardConfig(), description="thresholds of the data card's warnings")
     split: SplitConfig = Field(SplitConfig(), description="which splits to make and how")
     seeds: tuple[int, ...] | None = Field(
-        None, description="split seeds to make (each protocol once per seed); None: split.seed"
+        None,
+        description="split seeds: every protocol is split once per seed (e.g. 0 1 2; the report adds mean ± sd) "
+        "(default: the split's seed, 0)",
     )
 
     def dataset(self) -> DatasetSpec:
@@ -104,9 +116,7 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str | None = Field(
-        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
-    )
+    workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     splits: tuple[str, ...] = Field(DEFAULT_SPLITS, description="split ids made by prepare")
     train: TrainConfig = Field(TrainConfig(), description="which models to train and how")
     evaluation: EvalConfig = Field(EvalConfig(), description="how models are evaluated and compared")
@@ -130,9 +140,7 @@ class ReportParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str | None = Field(
-        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
-    )
+    workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     run_id: str | None = Field(None, description="an evaluated run (default: the latest one)")
     output: str | None = Field(
         None, description="folder for report.md/report.html (default: <workspace>/reports/<run_id>)"
@@ -234,9 +242,7 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str | None = Field(
-        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
-    )
+    workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     split: str = Field("kfold_s0_f1", description="the split whose validation fold judges the trials")
     trials: int = Field(8, ge=1, description="configurations tried, the default one included")
     seed: int = Field(0, description="which configurations are drawn")
@@ -249,8 +255,6 @@ class RecommendParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str | None = Field(
-        None, description="a prepared workspace folder (empty: the default dataset's, resolved at run time)"
-    )
+    workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     users: tuple[str, ...] = Field(min_length=1, description="the users to recommend for")
     k: int = Field(10, ge=1, le=1000, description="how many items per user")

@@ -337,15 +337,21 @@ class TrainConfig(BaseModel):
         MODELS, description="the registered models to train (the fusion blends those trained before it)"
     )
     lightfm_loss: LightFMLoss = Field("warp", description="LightFM's loss")
-    lightfm_threads: int = Field(1, ge=1, description=">1 is faster but not exactly reproducible")
-    lightfm_trials: int = Field(2, ge=0, description="random configurations tried on validation besides the default")
-    lightfm_max_epochs: int = Field(30, ge=5, description="LightFM epochs at most (chosen on validation NDCG)")
+    lightfm_threads: int = Field(1, ge=1, description="LightFM threads (1: exactly reproducible; more is faster)")
+    lightfm_trials: int = Field(
+        2, ge=0, description="random LightFM configurations tried on validation besides the default"
+    )
+    lightfm_max_epochs: int = Field(
+        30, ge=5, description="LightFM epochs at most per fit (the number is chosen on validation NDCG)"
+    )
     lightfm_params: dict[Literal["no_components", "learning_rate", "item_alpha", "content_weight"], float] = Field(
         {},
         description="LightFM hyperparameters to use instead of the defaults (keys of models.recommenders.lightfm_hybrid.SEARCH_SPACE), e.g. the best configuration of `python -m flows.search`",
     )
     lm_profile: Profile = Field(
-        "cpu", description="LMConfig overrides for the fine-tuned LM (models.lm.config.PROFILES)"
+        "cpu",
+        description="transformer fine-tuning profile (models.lm.config.PROFILES): cpu (lower layers frozen, minutes on "
+        "2 cores), gpu (full fine-tuning, bf16, all GPUs), cpu-lora / gpu-lora (LoRA adapters instead)",
     )
     lm_overrides: dict = Field(
         {}, description='further LMConfig fields, e.g. {"encoder": "/path/to/model", "max_epochs": 3}'
@@ -354,7 +360,7 @@ class TrainConfig(BaseModel):
         (),
         description="further encoders (local folders or hub ids), one LM variant each, trained beside "
         "lm_two_tower as lm_two_tower@<its short name> with the same settings: accuracy against parameters and "
-        "cost (the fusion blends the registered LM only)",
+        "cost (the fusion blends the registered LM only; default: none)",
     )
     seed: int = Field(0, description="model initialisation seed")
     overlap: bool = Field(

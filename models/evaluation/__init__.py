@@ -93,7 +93,7 @@ class SplitConfig(BaseModel):
     kcore: int | None = Field(
         None,
         ge=0,
-        description="Optional k-core filter before splitting: drop users and items with fewer than k interactions, repeatedly, until every remaining user and item has at least k. None or 0: no filter.",
+        description="Optional k-core filter before splitting: drop users and items with fewer than k interactions, repeatedly, until every remaining user and item has at least k (default: none; 0 is none too).",
     )
 
     @model_validator(mode="after")
@@ -134,14 +134,14 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    k: int = Field(10, ge=1, description="ranking cut-off")
-    n_boot: int = Field(1000, ge=100, description="bootstrap resamples for 95% CIs")
+    k: int = Field(10, ge=1, description="ranking cut-off K")
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples behind every 95% CI")
     seed: int = Field(0, description="bootstrap seed")
     head_share: float = Field(0.2, gt=0, lt=1, description="share of items (by training popularity) in the head")
     ranking_users: int | None = Field(
         None,
         ge=1,
-        description="Rank at most this many test users (a seeded sample, the same for every model): full-catalogue ranking costs users x items, so on very large datasets a sample keeps evaluation linear. None: every user.",
+        description="Rank at most this many test users (a seeded sample, the same for every model): full-catalogue ranking costs users x items, so on very large datasets a sample keeps evaluation linear (default: every user).",
     )
     min_segment_users: int = Field(
         20, ge=1, description='Segments with fewer users than this get no CI-based verdict (listed as "too few users").'
@@ -150,5 +150,6 @@ class EvalConfig(BaseModel):
         0.05,
         gt=0,
         lt=1,
-        description='Significance level of the Holm-corrected paired tests behind every "better"/"worse".',
+        description='significance level behind "better"/"worse" (primary comparisons Holm-corrected, exploratory '
+        "ones Benjamini-Hochberg)",
     )

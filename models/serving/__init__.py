@@ -15,15 +15,19 @@ class PromotionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["gate", "always", "never"] = Field(
-        "gate", description="gate: only on a significant gain with guards held"
+        "gate",
+        description="when the published model replaces the champion: gate (a significant gain on the same test "
+        "users, guards held), always, or never",
     )
     metric: str = Field(
         "ndcg", description="the metric the challenger must improve (per-user values, paired over users)"
     )
     k: int | None = Field(None, ge=1, description="cut-off of ranking metrics (None: the evaluation's K)")
     test: Literal["wilcoxon", "t"] = Field("wilcoxon", description="the paired test on the same test users")
-    alpha: float = Field(0.05, gt=0, lt=1, description="its significance level")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the promotion gate's significance level")
     guards: tuple[str, ...] = Field(
         ("rmse", "recall"), description="metrics that must not get worse beyond the tolerance"
     )
-    tolerance: float = Field(0.02, ge=0, description="relative regression allowed on a guard metric")
+    tolerance: float = Field(
+        0.02, ge=0, description="the promotion gate: relative regression allowed on a guard metric"
+    )

@@ -1,0 +1,93 @@
+"""What a user checks in the terminal after a command: prepare's counts, the data card's lines, each split's
+models with CIs and the verdict (pure: printed from the flows' summaries)."""
+
+from __future__ import annotations
+
+
+def print_prepare_summary(summary: dict) -> None:
+    """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
+    print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
+    print(
+        f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}{'text dup':>10}"
+    )
+    for role, a in summary["accounting"].items():
+        print(
+            f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
+            f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}{a.get('text_duplicates', 0):>10,}"
+        )
+    t = summary["tables"]
+    print(
+        f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
+        f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
+        f"tags {t['tags']:,}"
+    )
+    print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
+    for split_id, sizes in summary["splits"].items():
+        print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
+    if summary.get("data_docs"):
+        print(f"\nGX Data Docs: {summary['data_docs']}")
+    if summary.get("data_card"):
+        print_data_card(summary["data_card"])
+
+
+def print_data_card(card: dict) -> None:
+    """The data card's few lines: what the data is, and its warnings as one paragraph."""
+    from data_checks.card import card_lines, warning_paragraph
+
+    print("\ndata card")
+    for line in card_lines(card):
+        print(f"  {line}")
+    paragraph = warning_paragraph(card)
+    print(f"\n{paragraph}" if paragraph else "  no threat to validity above the thresholds")
+
+
+RATING_COLUMNS = ("rmse", "mae")
+RANKING_COLUMNS = ("ndcg", "recall", "map", "mrr", "auc", "diversity", "novelty")
+
+
+def _cell(rows, metric: str) -> str:
+    if metric not in rows.index:
+        return "".rjust(24)
+    value, low, high = rows.loc[metric, ["value", "ci_low", "ci_high"]]
+    return f"{value:.4f} [{low:.3f},{high:.3f}]".rjust(24)
+
+
+def print_evaluation(summary: dict) -> None:
+    """Each split's models x headline metrics, value [95% CI], segment 'all' (a k-fold protocol's folds in one
+    line: they are judged pooled), then the verdict: the bottom line and one sentence per contender and task."""
+    from models.evaluation import judged_unit
+
+    folds: dict[str, list[str]] = {}
+    for split_id, split in summary["splits"].items():
+        if judged_unit(split_id) != split_id:
+            folds.setdefault(judged_unit(split_id), []).append(split_id)
+            continue
+        results = split["results"]
+        overall = results[results["segment"] == "all"]
+        print(f"\n{split_id} ({split['protocol']}), test set; 95% bootstrap CIs over users")
+        for title, metrics in (("rating", RATING_COLUMNS), ("ranking", RANKING_COLUMNS)):
+            table = overall[overall["metric"].isin(metrics)]
+            if table.empty:
+                continue
+            k = int(table["k"].max())
+            shown = [m for m in metrics if m in set(table["metric"])]
+            labels = [f"{m}@{k}" if title == "ranking" and m != "auc" else m for m in shown]  # AUC has no cut-off
+            print("  " + "model".ljust(16) + "".join(label.rjust(24) for label in labels))
+            for model, rows in table.groupby("model", sort=False):
+                by_metric = rows.set_index("metric")
+                print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
+    for unit, ids in folds.items():
+        print(
+            f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)"
+        )
+    differences = summary.get("differences")
+    if differences is not None and not differences.empty:
+        from reports.conclusions import bottom_line, task_sentences
+
+        print("\nverdict (pre-registered primary comparisons)")
+        for line in [bottom_line(differences), *task_sentences(differences)]:
+            print(f"  {line}")
+    print(
+        f"\nper-user values, metrics and paired tests are in {summary['database']} "
+        "(eval_per_user, eval_results, eval_tests)"
+    )
