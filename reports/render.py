@@ -297,7 +297,8 @@ def sparsity_curve(rows: pd.DataFrame, metric: str, by: tuple[str, ...] = ("base
             x = part["fraction"].to_numpy() * (1 + 0.03 * (n - len(groups) / 2))  # apart, not on top of each other
             err = np.vstack([rel[:, 0] - rel[:, 1], rel[:, 2] - rel[:, 0]]).clip(min=0)
             ablation = part["kind"].iloc[0] == ABLATION
-            colour = colour_of(part["reference"].iloc[0] if ablation else part["model"].iloc[0])
+            # the ablation (fine-tuned vs frozen): the first colour no registered model takes, apart from both
+            colour = PALETTE[len(REGISTRY) % len(PALETTE)] if ablation else colour_of(part["model"].iloc[0])
             style = styles[places.index(tuple(key[:-1])) % len(styles)]
             marker = "s" if ablation else "o"
             ax.errorbar(
@@ -314,9 +315,9 @@ def sparsity_curve(rows: pd.DataFrame, metric: str, by: tuple[str, ...] = ("base
         better = "below" if metric in LOWER_IS_BETTER else "above"
         ax.set_xlabel("share of each user's training ratings kept")
         ax.set_ylabel(f"{metric.upper()} vs reference, % ({better} 0: better)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below, not on the data
 
-    return draw_png(draw, 3.8)
+    return draw_png(draw, 3.4 + 0.09 * len(groups))
 
 
 def by_activity(results: pd.DataFrame, split_id: str, metric: str, k: int, silent=()) -> bytes | None:
