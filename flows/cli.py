@@ -462,9 +462,14 @@ def _flow(name: str):
     return getattr(import_module(f"flows.{name}"), name)
 
 
-def _run_prepare(params, _) -> None:
+def _run_prepare(params, given: dict) -> None:
     from reports.console import print_prepare_summary
 
+    if given.get("list_datasets"):
+        from readers.catalogue import listing
+
+        print(listing())
+        return
     params.dataset()  # a bad path or format stops here, before Prefect's server starts
     print_prepare_summary(_flow("prepare")(params))
 
@@ -539,7 +544,19 @@ def _under(prefix: str, mount: str) -> str:
 _PREPARE = ((DATASET, ""), (INGEST, ""), (SPLIT, ""))
 _TRAIN = ((MODELS_GROUP, ""), (EVALUATION, "evaluation"), (PUBLISHING, ""), (RUNNER, "runner"))
 COMMANDS: dict[str, Command] = {
-    "prepare": Command("PrepareParams", _PREPARE, _run_prepare),
+    "prepare": Command(
+        "PrepareParams",
+        _PREPARE,
+        _run_prepare,
+        outputs=(
+            Option(
+                "--list-datasets",
+                None,
+                "print the dataset catalogue (names for --data, sizes, licences, whether cached) and exit",
+                const=True,
+            ),
+        ),
+    ),
     "train": Command("TrainParams", ((WORKSPACE, ""), (SPLITS, ""), *_TRAIN), _run_train),
     "report": Command("ReportParams", ((WORKSPACE, ""), (REPORT_RUN, "")), _run_report),
     "full": Command(

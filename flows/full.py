@@ -8,7 +8,7 @@ report (Markdown + HTML with the conclusions, and Prefect artifacts).
     python -m flows.full                                   # 5-fold (every rating tested once), leave-last-out, cold items
     python -m flows.full --protocols random temporal cold_items   # one random split instead: quicker, less sensitive
     python -m flows.full --split-seeds 0 1 2               # repeat on three seeded splits: mean ± sd
-    python -m flows.full --data ../shared/data/movielens-latest-small --lm-profile cpu
+    python -m flows.full --data movielens-latest-small --lm-profile cpu
     python -m flows.full --help
 """
 

@@ -63,7 +63,9 @@ class PrepareParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str | None = Field(
-        None, description="dataset file or folder (default: the embedded Amazon Musical Instruments 5-core)"
+        None,
+        description="dataset file or folder, or a catalogue name (python -m flows.prepare --list-datasets: fetched "
+        "once into the cache and verified) (default: the embedded Amazon Musical Instruments 5-core)",
     )
     format: Format | None = Field(None, description="input format (default: detected from the path)")
     items: str | None = Field(None, description="item metadata file, e.g. an Amazon meta_*.json.gz (default: detected)")
@@ -206,7 +208,11 @@ class StudyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: tuple[str, ...] = Field((), description="dataset files or folders; empty: the embedded default dataset alone")
+    data: tuple[str, ...] = Field(
+        (),
+        description="dataset files, folders or catalogue names (python -m flows.prepare --list-datasets) (default: "
+        "the embedded default dataset alone)",
+    )
     experiment: StudyExperimentParams = Field(
         StudyExperimentParams(),
         description="the experiment each dataset gets (its dataset path, name and workspace are set per dataset)",

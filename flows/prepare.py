@@ -1,7 +1,7 @@
 """Prepare: ingest -> validate -> split, on the embedded default dataset unless told otherwise.
 
 python -m flows.prepare                        # embedded Amazon Musical Instruments 5-core
-python -m flows.prepare --data ../shared/data/movielens-latest-small
+python -m flows.prepare --data movielens-latest-small
 python -m flows.prepare --help
 """
 

@@ -2,7 +2,7 @@
 (its own sub-flow and workspace, cached as ``flows.full`` is), then writes one report across them.
 
     python -m flows.study                                     # the embedded default dataset alone
-    python -m flows.study --data data/amazon-musical-instruments-5core ../shared/data/amazon2018-gift-cards
+    python -m flows.study --data amazon-musical-instruments-5core amazon2018-gift-cards
     python -m flows.study --data A B C --runner threads --workers 2
     python -m flows.study --help
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from readers.catalogue import CATALOGUE, locate
 from readers.errors import InputError
 from readers.formats import NAMES, detect_format, format_module
 from readers.schema import INTERACTIONS, ITEMS, ROLES, TAGS, USERS
@@ -114,7 +115,14 @@ def resolve_dataset(
     ``movies.csv``/``tags.csv``; one review JSON file plus an optional ``meta_*`` file); explicit
     ``items``/``users``/``tags`` paths override what is found.
     """
-    path = _exists(Path(path), "dataset path")
+    if not Path(path).exists():
+        if str(path) not in CATALOGUE:
+            raise InputError(
+                f"dataset path {path} does not exist, nor is it a catalogue dataset ({', '.join(CATALOGUE)}; "
+                "python -m flows.prepare --list-datasets)"
+            )
+        path = locate(str(path))  # a dataset by name: fetched once into the cache, verified
+    path = Path(path)
     fmt = format or detect_format(path)
     module = format_module(fmt)
     files = module.files(path)
