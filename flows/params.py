@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from data_checks import DataCardConfig, ValidationConfig
@@ -145,7 +145,7 @@ class ReportParams(BaseModel):
     workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     run_id: str | None = Field(None, description="an evaluated run (default: the latest one)")
     output: str | None = Field(
-        None, description="folder for report.md/report.html (default: <workspace>/reports/<run_id>)"
+        None, description="folder for report.md/report.html (default: `<workspace>/reports/<run_id>`)"
     )
     dataset: str | None = Field(None, description="the title's dataset name (default: the workspace folder's name)")
 
@@ -184,6 +184,16 @@ class FullParams(BaseModel):
         """A train or report flow's parameters are accepted for its stage (their fields as values)."""
         return value.model_dump() if isinstance(value, TrainParams | ReportParams) else value
 
+    @model_validator(mode="after")
+    def _one_k(self) -> FullParams:
+        """One ranking cut-off per experiment: the data card warns about too few candidates for the K the
+        evaluation ranks at (``--k 20`` used to leave the card judging K = 10)."""
+        k = self.train.evaluation.k
+        if self.prepare.data_card.k != k:
+            card = self.prepare.data_card.model_copy(update={"k": k})
+            self.prepare = self.prepare.model_copy(update={"data_card": card})
+        return self
+
 
 class StudyPrepareParams(PrepareParams):
     """The prepare stage of each dataset in a study: its path comes from the study's ``data``, its name from
@@ -221,10 +231,10 @@ class StudyParams(BaseModel):
         RunnerConfig(), description="where the datasets' experiments run: in turn, threads, or Dask"
     )
     workspaces: str | None = Field(
-        None, description="each dataset's workspace is <this>/<dataset name>; workspace/ by default"
+        None, description="each dataset's workspace is `<this folder>/<dataset name>` (default: `workspace/`)"
     )
     output: str | None = Field(
-        None, description="folder for study.md/study.html (default: <workspaces>/studies/<study id>)"
+        None, description="folder for study.md/study.html (default: `<workspaces>/studies/<study id>`)"
     )
     report_only: bool = Field(
         False,

@@ -359,7 +359,7 @@ class TrainConfig(BaseModel):
     lm_encoders: tuple[str, ...] = Field(
         (),
         description="further encoders (local folders or hub ids), one LM variant each, trained beside "
-        "lm_two_tower as lm_two_tower@<its short name> with the same settings: accuracy against parameters and "
+        "lm_two_tower as `lm_two_tower@<its short name>` with the same settings: accuracy against parameters and "
         "cost (the fusion blends the registered LM only; default: none)",
     )
     seed: int = Field(0, description="model initialisation seed")

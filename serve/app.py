@@ -142,6 +142,16 @@ def _is_server_path(key: str, value) -> bool:
     return key == "path" or (isinstance(value, str) and (value.startswith("/") or ":\\" in value))
 
 
+def _without_server_paths(value):
+    """``value`` with every field that would show a server path dropped, at any depth (a run's parameters
+    carry its workspace folder)."""
+    if isinstance(value, dict):
+        return {k: _without_server_paths(v) for k, v in value.items() if not _is_server_path(k, v)}
+    if isinstance(value, list):
+        return [_without_server_paths(v) for v in value if not _is_server_path("", v)]
+    return value
+
+
 def challenger_arm(user_id: str, share: float) -> bool:
     """Whether ``user_id`` is in the challenger's arm: a stable hash of the id, so a user always gets the
     same arm (for a given share), across requests, restarts and machines."""
@@ -293,7 +303,7 @@ def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | N
         current = model()
         _, challenger, share = champion.arms
         ab = {"ab_test": {"challenger": challenger.version, "share": share}} if challenger is not None else {}
-        publication = {k: v for k, v in champion.publication.items() if not _is_server_path(k, v)}
+        publication = _without_server_paths(champion.publication)
         return {
             **publication,
             "model_version": current.version,

@@ -236,3 +236,11 @@ def test_the_shipped_config_files_are_valid_parameters():
             params.model_dump()
             != type(params).model_validate({} if flow != "recommend" else {"users": ["u"]}).model_dump()
         )
+
+
+def test_one_k_for_the_evaluation_and_the_data_card():
+    """``--k 20`` ranks at 20 and the data card's 'fewer candidates than K' warning judges 20, not 10."""
+    for flow in ("full", "study"):
+        params = build_params(COMMANDS[flow], vars(parser_for(flow).parse_args(["--k", "20"])))
+        experiment = params if flow == "full" else params.experiment
+        assert experiment.train.evaluation.k == experiment.prepare.data_card.k == 20

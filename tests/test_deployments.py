@@ -182,3 +182,30 @@ def test_every_deployment_says_its_schedules_so_deploy_never_prompts():
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     assert deployments and all("schedules" in d for d in deployments)
     assert {d["name"] for d in deployments} >= {"full-experiment", "retrain-weekly", "study"}
+
+
+def test_every_parameter_description_reads_the_same_rendered_as_markdown():
+    """The Prefect UI renders field descriptions as Markdown: a leading '>' became a quote, '<workspace>'
+    vanished as an HTML tag. Every description of every flow's form must keep its text when rendered."""
+    import html
+
+    import markdown
+    from pydantic import BaseModel
+
+    import flows.params
+
+    def text(value: str) -> str:
+        return re.sub(r"\s+", " ", value).strip()
+
+    def walk(model, path=""):
+        for name, info in model.model_fields.items():
+            if info.description:
+                rendered = html.unescape(re.sub(r"<[^>]+>", "", markdown.markdown(info.description)))
+                yield f"{path}{name}", text(info.description.replace("`", "")), text(rendered)
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                yield from walk(info.annotation, f"{path}{name}.")
+
+    models = [flows.params.FullParams, flows.params.StudyParams, flows.params.SearchParams, flows.params.RecommendParams]
+    changed = [(field, source, shown) for m in models for field, source, shown in walk(m) if source != shown]
+    assert not changed, changed
+    assert sum(1 for m in models for _ in walk(m)) > 50  # the forms' fields were all read

@@ -31,7 +31,9 @@ def test_the_service_imports_neither_prefect_nor_the_registrys_database_code():
 def registry(fitted, tmp_path):
     fusion, train, validation = fitted
     reg = tmp_path / "registry"
-    install_bundle(save_model(fusion, tmp_path / "b1"), reg, "v1", {"metrics": {"rmse": 0.9}})
+    # a publication as tasks.publish writes it: the run's parameters name the workspace folder
+    details = {"metrics": {"rmse": 0.9}, "parameters": {"workspace": str(tmp_path), "splits": ["random_s0"]}}
+    install_bundle(save_model(fusion, tmp_path / "b1"), reg, "v1", details)
     install_bundle(save_model(fusion.components["bias_als"], tmp_path / "b2"), reg, "v2")
     with connect(tmp_path / "reclab.duckdb") as con:
         set_champion(con, reg, "v1", "publish", "first published model")
@@ -237,8 +239,11 @@ def test_predict_flags_cold_pairs_scores_say_their_kind_and_no_server_path_is_an
     assert body["cold_user"] == [False, True, False] and body["cold_item"] == [False, False, True]
     assert client.get("/recommend", params={"user_id": known_user}).json()["score_kind"] == "model score"
     assert client.get("/recommend", params={"user_id": "never-seen"}).json()["score_kind"] == "popularity"
-    info = client.get("/model").json()
+    answer = client.get("/model")
+    info = answer.json()
     assert "path" not in info and not any(isinstance(v, str) and v.startswith("/") for v in info.values())
+    assert str(registry[0].parent) not in answer.text  # nor nested: the run's parameters lose the workspace
+    assert info["parameters"] == {"splits": ["random_s0"]} and info["metrics"] == {"rmse": 0.9}
     assert str(registry[0]) not in client.get("/health").text
 
 
