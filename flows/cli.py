@@ -284,6 +284,7 @@ RECOMMEND = Group(
         _O("--k", "k"),
     ),
 )
+RETENTION = Group("retention", (_O("--retention-days", "retention_days"),))
 STUDY_OUTPUT = Group("report", (_O("--output", "output"), _O("--report-only", "report_only")))
 
 
@@ -537,6 +538,13 @@ def _run_study(params, _) -> None:
     print(f"report: {summary['html']}\n        {summary['markdown']}")
 
 
+def _run_prune(params, _) -> None:
+    out = _flow("prune")(params.model_copy(update={"workspace": _existing(params.workspace)}))
+    print(
+        f"\n{out['workspace']}: {out['removed']} serving-log requests older than {out['retention_days']} days removed"
+    )
+
+
 def _under(prefix: str, mount: str) -> str:
     return ".".join(part for part in (prefix, mount) if part)
 
@@ -575,6 +583,7 @@ COMMANDS: dict[str, Command] = {
         _run_recommend,
         outputs=(Option("--json", None, "print the result as JSON", const=True),),
     ),
+    "prune": Command("PruneParams", ((WORKSPACE, ""), (RETENTION, "")), _run_prune),
     "study": Command(
         "StudyParams",
         (

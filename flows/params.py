@@ -274,3 +274,14 @@ class RecommendParams(BaseModel):
     workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     users: tuple[str, ...] = Field(min_length=1, description="the users to recommend for")
     k: int = Field(10, ge=1, le=1000, description="how many items per user")
+
+
+class PruneParams(BaseModel):
+    """Whose serving log, and how long it keeps a request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: str | None = Field(None, description="a workspace folder (default: the default dataset's)")
+    retention_days: int = Field(
+        90, ge=1, description="days the serving log keeps a request; older requests are removed"
+    )

@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not log answered requests (default: logged to <workspace>/serving.duckdb)",
     )
     parser.add_argument(
+        "--retention-days",
+        type=int,
+        default=90,
+        help="days the serving log keeps a request; older ones are removed at start-up and by the prune flow "
+        "(default 90)",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(create_app(registry, args.poll, log_db), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(registry, args.poll, log_db, args.retention_days)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -246,14 +246,17 @@ class PredictRequest(BaseModel):
     pairs: list[Pair] = Field(min_length=1, max_length=MAX_PAIRS)
 
 
-def create_app(registry: str | Path, poll_s: float = 2.0, log_db: str | Path | None = None) -> FastAPI:
-    """The service over ``registry``; ``log_db``: where every answered request is logged (None: not logged)."""
+def create_app(
+    registry: str | Path, poll_s: float = 2.0, log_db: str | Path | None = None, retention_days: int = 90
+) -> FastAPI:
+    """The service over ``registry``; ``log_db``: where every answered request is logged (None: not logged),
+    keeping requests for ``retention_days`` (older ones removed at start-up)."""
     champion = Champion(Path(registry), poll_s)
     responses = None
     if log_db is not None:
         from tasks.serving_log import ResponseLog
 
-        responses = ResponseLog(Path(log_db))
+        responses = ResponseLog(Path(log_db), retention_days=retention_days)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

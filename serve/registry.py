@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_ab(report: dict) -> None:
+    period = report.get("period") or {}
+    if period.get("first_request"):
+        print(
+            f"requests from {period['first_request']} to {period['last_request']} (the log keeps its retention period)\n"
+        )
     print(f"{'arm':<12}{'versions':<28}{'requests':>9}{'users':>7}{'hit rate':>10}{'p50 ms':>8}{'p99 ms':>8}")
     for arm, a in report["arms"].items():
         print(

@@ -5,6 +5,10 @@ holding the workspace database never blocks serving), in batches from a backgrou
 joins the log with the workspace's interactions: a served list *hits* when the user later (after the
 response) interacts with one of its items; arms are compared on per-user hit rates (Welch's t-test and
 Mann-Whitney U: users are independent between arms) and on latency.
+
+Retention: requests are kept for ``retention_days`` (default 90, ``python -m serve --retention-days``). The
+service removes older rows when it starts, and the ``prune`` flow (a daily deployment) removes them while it
+runs; the A/B report says which period its requests cover.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +27,27 @@ from tasks import tables
 from tasks.store import connect, ensure
 
 SERVING_DB = "serving.duckdb"
+RETENTION_DAYS = 90
 log = logging.getLogger("reclab.serve")
+
+
+def prune(db: str | Path, retention_days: int = RETENTION_DAYS, now: datetime | None = None) -> int:
+    """Remove the serving log's requests older than ``retention_days`` (before ``now``); return how many."""
+    if not Path(db).exists():
+        return 0
+    cutoff = (now or datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=retention_days)
+    with connect(Path(db), wait_s=5) as con:
+        ensure(con, tables.SERVING_LOG)
+        (removed,) = con.execute(f"SELECT count(*) FROM {tables.SERVING_LOG} WHERE served_at < ?", [cutoff]).fetchone()
+        con.execute(f"DELETE FROM {tables.SERVING_LOG} WHERE served_at < ?", [cutoff])
+    return int(removed)
 
 
 class ResponseLog:
     """Queue rows from request handlers (cheap, never blocks a request) and insert them in batches."""
 
-    def __init__(self, db: Path, flush_s: float = 1.0):
-        self.db, self.flush_s = Path(db), flush_s
+    def __init__(self, db: Path, flush_s: float = 1.0, retention_days: int = RETENTION_DAYS):
+        self.db, self.flush_s, self.retention_days = Path(db), flush_s, retention_days
         self._rows: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serving-log", daemon=True)
@@ -38,6 +55,9 @@ class ResponseLog:
     def start(self) -> None:
         with connect(self.db) as con:
             ensure(con, tables.SERVING_LOG)
+        removed = prune(self.db, self.retention_days)
+        if removed:
+            log.warning("serving log: %d requests older than %d days removed", removed, self.retention_days)
         self._thread.start()
 
     def add(self, endpoint: str, user_id: str, arm: str, version: str, items: list[str], latency_ms: float) -> None:
@@ -116,7 +136,14 @@ def compare_arms(served: pd.DataFrame, interactions: pd.DataFrame, test=None) ->
             "latency_p50_ms": float(np.percentile(rows["latency_ms"], 50)),
             "latency_p99_ms": float(np.percentile(rows["latency_ms"], 99)),
         }
-    out = {"arms": arms}
+    stamps = pd.to_datetime(served["served_at"])
+    out = {
+        "period": {  # what the comparison covers: the log keeps requests for its retention period only
+            "first_request": stamps.min().isoformat() if len(served) else None,
+            "last_request": stamps.max().isoformat() if len(served) else None,
+        },
+        "arms": arms,
+    }
     if test is not None and {"champion", "challenger"} <= set(arms):
         a = per_user[per_user["arm"] == "challenger"]["hit_rate"].to_numpy()
         b = per_user[per_user["arm"] == "champion"]["hit_rate"].to_numpy()

@@ -14,7 +14,7 @@ from models.serving.bundle import save_model
 from models.serving.published import read_champion
 from serve.app import challenger_arm, create_app
 from tasks.registry import install_bundle, rollback_target, set_ab, set_champion
-from tasks.serving_log import compare_arms
+from tasks.serving_log import ResponseLog, compare_arms, prune
 from tasks.store import connect
 
 
@@ -256,3 +256,52 @@ def test_the_service_prints_its_address_and_model_at_startup(registry, tmp_path,
     assert entry.main(["--workspace", str(workspace), "--no-log", "--port", "8123"]) == 0
     err = capsys.readouterr().err
     assert f"reclab serve: model v1 of {workspace.name} at http://127.0.0.1:8123" in err and "/docs" in err
+
+
+def test_the_serving_log_keeps_requests_for_its_retention_period(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from tasks import tables
+
+    db = tmp_path / "serving.duckdb"
+    now = datetime(2026, 12, 1, 12, 0)
+    log = ResponseLog(db, retention_days=90)
+    log.start()
+    for days, user in ((120, "old"), (91, "older-than-90"), (89, "recent"), (0, "today")):
+        log._rows.put((now - timedelta(days=days), "recommend", user, "champion", "v1", ["x"], 1.0))
+    log.stop()
+    assert prune(db, 90, now=now) == 2
+    with connect(db, read_only=True) as con:
+        kept = [u for (u,) in con.execute(f"SELECT user_id FROM {tables.SERVING_LOG} ORDER BY served_at").fetchall()]
+    assert kept == ["recent", "today"]
+    assert prune(db, 90, now=now) == 0  # nothing left to remove
+    assert prune(tmp_path / "no-log.duckdb", 90) == 0  # no log yet: nothing to do, no file made
+    assert not (tmp_path / "no-log.duckdb").exists()
+    # the service prunes when it starts, by the real clock
+    real_now = datetime.now(UTC).replace(tzinfo=None)
+    fresh = ResponseLog(tmp_path / "fresh.duckdb")
+    fresh.start()
+    for days, user in ((45, "last month"), (1, "yesterday")):
+        fresh._rows.put((real_now - timedelta(days=days), "recommend", user, "champion", "v1", ["x"], 1.0))
+    fresh.stop()
+    restarted = ResponseLog(tmp_path / "fresh.duckdb", retention_days=30)
+    restarted.start()
+    restarted.stop()
+    with connect(tmp_path / "fresh.duckdb", read_only=True) as con:
+        assert con.execute(f"SELECT user_id FROM {tables.SERVING_LOG}").fetchall() == [("yesterday",)]
+
+
+def test_the_ab_comparison_says_which_period_it_covers():
+    served = pd.DataFrame(
+        {
+            "served_at": pd.to_datetime(["2026-11-01 10:00", "2026-11-20 09:30"]),
+            "user_id": ["a", "b"],
+            "arm": ["champion", "challenger"],
+            "model_version": ["v1", "v2"],
+            "items": [["x"], ["y"]],
+            "latency_ms": [1.0, 2.0],
+        }
+    )
+    later = pd.DataFrame({"user_id": [], "item_id": [], "timestamp": []})
+    period = compare_arms(served, later)["period"]
+    assert period == {"first_request": "2026-11-01T10:00:00", "last_request": "2026-11-20T09:30:00"}
