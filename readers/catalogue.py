@@ -14,7 +14,6 @@ Licences that forbid redistribution (MovieLens 100K) are stated; nothing is copi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from readers.errors import InputError
+from readers.records import sha256
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data"
 
@@ -179,16 +179,8 @@ def cache_root() -> Path:
     return base / "reclab" / "datasets"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _valid(path: Path, file: File) -> bool:
-    return path.is_file() and path.stat().st_size == file.size and sha256_of(path) == file.sha256
+    return path.is_file() and path.stat().st_size == file.size and sha256(path) == file.sha256
 
 
 def folder_of(dataset: Dataset, root: Path | None = None) -> Path:
@@ -273,7 +265,7 @@ def _download(url: str, part: Path, expected: int | None, log, opener) -> None:
 
 def _install(staged: Path, target: Path, file: File, where: str) -> None:
     """Move a verified file into place; a wrong checksum removes it and says so."""
-    got = sha256_of(staged)
+    got = sha256(staged)
     if got != file.sha256:
         staged.unlink(missing_ok=True)
         raise InputError(

@@ -9,6 +9,7 @@ first bytes, not their name.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import zlib
 from collections.abc import Iterator
@@ -120,3 +121,12 @@ def iter_records(path: str | Path, layout: str) -> Iterator[Record]:
         raise InputError(f"unknown record layout {layout!r}; known: {LAYOUTS}")
     for line_no, raw in rows:
         yield Record(line_no, raw)
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (read in 1 MiB blocks): raw inputs, dataset downloads, bundle files."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

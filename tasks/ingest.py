@@ -17,10 +17,9 @@ from prefect.cache_policies import NONE
 
 from data_checks import DataCardConfig
 from models.progress import Progress
-from models.serving.bundle import sha256
 from readers import DatasetSpec, InputError, Reject, iter_records, parser_for
 from readers.formats import layout_for
-from readers.records import read_header
+from readers.records import read_header, sha256
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import IngestConfig, tables
 from tasks.logs import forward_to_run_logger

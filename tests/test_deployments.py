@@ -205,7 +205,12 @@ def test_every_parameter_description_reads_the_same_rendered_as_markdown():
             if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
                 yield from walk(info.annotation, f"{path}{name}.")
 
-    models = [flows.params.FullParams, flows.params.StudyParams, flows.params.SearchParams, flows.params.RecommendParams]
+    models = [
+        flows.params.FullParams,
+        flows.params.StudyParams,
+        flows.params.SearchParams,
+        flows.params.RecommendParams,
+    ]
     changed = [(field, source, shown) for m in models for field, source, shown in walk(m) if source != shown]
     assert not changed, changed
     assert sum(1 for m in models for _ in walk(m)) > 50  # the forms' fields were all read

@@ -12,7 +12,6 @@ Each model class lists the fitted attributes serving needs in ``state_fields``; 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from models.base import Recommender
 from models.registry import bundle_classes
+from readers.records import sha256
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -30,14 +30,6 @@ COMMON_FIELDS = ("user_ids", "item_ids", "item_counts", "global_mean")
 
 class BundleError(ValueError):
     """A bundle is missing, incomplete, altered or of an unknown kind."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(model: Recommender, folder: str | Path, *, extra_fields: tuple[str, ...] = ()) -> Path:
