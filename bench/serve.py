@@ -38,12 +38,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def in_process(workspace: Path, n: int) -> dict:
+    import duckdb
     import numpy as np
 
     from models.serving.published import load_champion
+    from tasks import tables
+    from tasks.store import Workspace
 
-    champion = load_champion(workspace)
-    users = np.random.default_rng(0).choice(champion.model.user_ids, n)
+    champion = load_champion(workspace, Workspace(Path(workspace)).user_key(create=False))
+    with duckdb.connect(str(Path(workspace) / "reclab.duckdb"), read_only=True) as con:  # raw ids, as clients send
+        query = f"SELECT DISTINCT user_id FROM {tables.CANONICAL['interactions']} ORDER BY 1"
+        known = [u for (u,) in con.execute(query).fetchall()]
+    users = np.random.default_rng(0).choice(known, n)
     out = {}
     for explain in (False, True):
         champion.recommend(str(users[0]), 10, explain=explain)  # warm-up
@@ -53,7 +59,7 @@ def in_process(workspace: Path, n: int) -> dict:
             champion.recommend(str(user), 10, explain=explain)
             times.append(1000 * (time.perf_counter() - start))
         out["explained" if explain else "plain"] = percentiles(times)
-    return {"version": champion.version, "users": champion.model.user_ids[:2000].tolist(), **out}
+    return {"version": champion.version, "users": known[:2000], **out}
 
 
 def rss_mib(pid: int) -> float:

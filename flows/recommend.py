@@ -18,17 +18,19 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
     sys.exit(main("recommend", __doc__))
 
 from dataclasses import asdict
+from pathlib import Path
 
 from prefect import flow
 
 from flows.params import RecommendParams
 from models.serving.published import load_champion
-from tasks.store import DEFAULT_WORKSPACE
+from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
 @flow(name="reclab-recommend")
 def recommend(params: RecommendParams) -> dict:
     """Each user's top-K unseen items from the champion, with scores and explanations."""
-    champion = load_champion(params.workspace or DEFAULT_WORKSPACE)
+    workspace = Workspace(Path(params.workspace or DEFAULT_WORKSPACE))
+    champion = load_champion(workspace.root, workspace.user_key(create=False))
     recommendations = [asdict(champion.recommend(user, params.k)) for user in params.users]
     return {"model_version": champion.version, "recommendations": recommendations}

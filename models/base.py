@@ -43,6 +43,9 @@ class Recommender:
     # fitted attributes besides state_fields that a model restored from the fit store needs to serve as the
     # fusion's component as the fitted one did (models.experiment.FitStore); never published
     reuse_fields: ClassVar[tuple[str, ...]] = ()
+    # state fields holding user ids (an array or Index of them, or a Series indexed by them) besides
+    # ``user_ids``: a bundle published with a key stores their pseudonyms (models.serving.pseudonym)
+    user_keyed_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- fitted state shared by every model ----------------------------------------------------------------
     user_ids: np.ndarray  # training users, sorted

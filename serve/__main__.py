@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    app = create_app(registry, args.poll, log_db, args.retention_days)
+    from tasks.store import Workspace
+
+    # the workspace's key for user pseudonyms (made when a model was first published with them)
+    app = create_app(registry, args.poll, log_db, args.retention_days, Workspace(args.workspace).user_key(create=False))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.serving.bundle import load_model
 from models.serving.model import MAX_K, RequestError, ServingModel
+from models.serving.pseudonym import pseudonym
 from models.serving.published import read_ab, read_champion
 
 MAX_ID_LENGTH = 256
@@ -164,8 +165,8 @@ class Champion:
 
     ``arms`` is one immutable tuple (champion, challenger or None, share), replaced in one assignment."""
 
-    def __init__(self, registry: Path, poll_s: float = 2.0):
-        self.registry, self.poll_s = Path(registry), poll_s
+    def __init__(self, registry: Path, poll_s: float = 2.0, user_key: bytes | None = None):
+        self.registry, self.poll_s, self.user_key = Path(registry), poll_s, user_key
         self.arms: tuple[ServingModel | None, ServingModel | None, float] = (None, None, 0.0)
         self.publication: dict = {}
         self.error: str | None = None
@@ -187,7 +188,7 @@ class Champion:
             if loaded is not None and loaded.version == version:
                 return loaded
         try:
-            return ServingModel(load_model(path), version)
+            return ServingModel(load_model(path), version, self.user_key)
         except Exception as err:  # a broken bundle never replaces a working model
             log.error("model %s could not be loaded from %s: %s", version, path, err)
             self.error = f"model {version} could not be loaded ({type(err).__name__}; details in the server log)"
@@ -247,11 +248,21 @@ class PredictRequest(BaseModel):
 
 
 def create_app(
-    registry: str | Path, poll_s: float = 2.0, log_db: str | Path | None = None, retention_days: int = 90
+    registry: str | Path,
+    poll_s: float = 2.0,
+    log_db: str | Path | None = None,
+    retention_days: int = 90,
+    user_key: bytes | None = None,
 ) -> FastAPI:
     """The service over ``registry``; ``log_db``: where every answered request is logged (None: not logged),
-    keeping requests for ``retention_days`` (older ones removed at start-up)."""
-    champion = Champion(Path(registry), poll_s)
+    keeping requests for ``retention_days`` (older ones removed at start-up). ``user_key``: the workspace's
+    key for user pseudonyms: requests bring raw user ids, bundles and the log hold pseudonyms only."""
+    champion = Champion(Path(registry), poll_s, user_key)
+
+    def known_as(user_id: str) -> str:
+        """The id the log and the A/B split see: the user's pseudonym where the workspace has a key."""
+        return user_id if user_key is None else pseudonym(user_id, user_key)
+
     responses = None
     if log_db is not None:
         from tasks.serving_log import ResponseLog
@@ -325,7 +336,7 @@ def create_app(
     ):
         start = time.perf_counter()
         model()  # 503 before a champion is loaded
-        arm, current = champion.arm(user_id)
+        arm, current = champion.arm(known_as(user_id))
         rec = current.recommend(user_id, k, explain=explain)
         items = [
             {"item_id": item, "score": score, **(rec.explanations[n] if rec.explanations else {})}
@@ -333,7 +344,7 @@ def create_app(
         ]
         elapsed = 1000 * (time.perf_counter() - start)
         if responses is not None:
-            responses.add("recommend", user_id, arm, current.version, rec.items, elapsed)
+            responses.add("recommend", known_as(user_id), arm, current.version, rec.items, elapsed)
         return JSONResponse(
             {
                 "user_id": user_id,

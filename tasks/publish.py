@@ -17,13 +17,14 @@ from models.registry import FUSION
 from models.serving import PromotionConfig
 from models.serving.bundle import load_model
 from models.serving.promotion import decide
+from models.serving.pseudonym import pseudonymise
 from models.serving.published import read_champion, registry_dir
 from readers import InputError
 from tasks import tables
 from tasks.registry import install_bundle, record_promotion, set_champion
 from tasks.runs import code_version
 from tasks.split import load_split, split_fingerprint, split_protocol
-from tasks.store import connect, ensure, utc_now
+from tasks.store import Workspace, connect, ensure, utc_now
 
 
 @task(cache_policy=NONE)
@@ -57,7 +58,7 @@ def publish_model(
             "metrics": metrics,
             "parameters": parameters,
         }
-        path = install_bundle(Path(bundle), registry, version, row)
+        path = install_bundle(Path(bundle), registry, version, row, Workspace(Path(workspace_root)).user_key())
         con.execute(
             f"INSERT INTO {tables.MODEL_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -121,10 +122,17 @@ def challenge_champion(
     with connect(db, read_only=True) as con:
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
     champion = load_model(current["path"])
+    challenger = per_user[per_user["model"] == FUSION].assign(model="challenger")
+    if champion.user_key_id_ is not None:  # its user ids are pseudonyms: ask it about the same users by theirs
+        key = Workspace(Path(workspace_root)).user_key()
+        data = {
+            part: frame.assign(user_id=pseudonymise(frame["user_id"].astype(str), key)) if "user_id" in frame else frame
+            for part, frame in data.items()
+        }
+        challenger = challenger.assign(user_id=pseudonymise(challenger["user_id"].astype(str), key))
     values, _ = per_user_values(
         champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
     )
-    challenger = per_user[per_user["model"] == FUSION].assign(model="challenger")
     decision = decide(pd.concat([values, challenger], ignore_index=True), config)
     decision.update(
         {"challenger_version": published["version"], "champion_version": current["version"], "split_id": split_id}

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from models.serving.bundle import load_model
+from models.serving.bundle import load_model, save_model
 from models.serving.published import AB_FILE, CHAMPION_FILE, read_champion
 from readers import InputError
 from tasks import tables
@@ -69,16 +69,22 @@ def record_promotion(
     )
 
 
-def install_bundle(source: Path, registry: Path, version: str, publication: dict | None = None) -> Path:
+def install_bundle(
+    source: Path, registry: Path, version: str, publication: dict | None = None, user_key: bytes | None = None
+) -> Path:
     """Copy a bundle into the registry as ``version``: staged beside it, verified, then renamed into place
     (one atomic rename: no reader ever sees half a bundle). ``publication`` (run, split, metrics, ...) is
-    written beside the bundle's files as ``publication.json``."""
+    written beside the bundle's files as ``publication.json``. ``user_key``: the bundle is written again with
+    its user ids as keyed pseudonyms (what a service host receives carries no raw user id)."""
     target = registry / version
     if target.exists():
         raise FileExistsError(f"{target} already exists: a published version is never overwritten")
     registry.mkdir(parents=True, exist_ok=True)
     staging = registry / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(source, staging)
+    if user_key is None:
+        shutil.copytree(source, staging)
+    else:
+        save_model(load_model(source), staging, user_key=user_key)
     (staging / "publication.json").write_text(json.dumps({"version": version, **(publication or {})}, indent=1))
     try:
         load_model(staging)  # checksums and classes verified before the bundle becomes visible

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.serving.pseudonym import pseudonymise
 from readers import InputError
 from tasks import tables
-from tasks.store import connect, ensure
+from tasks.store import Workspace, connect, ensure
 
 SERVING_DB = "serving.duckdb"
 RETENTION_DAYS = 90
@@ -103,12 +104,15 @@ def ab_report(workspace_root: str | Path) -> dict:
             f"SELECT served_at, user_id, arm, model_version, items, latency_ms FROM {tables.SERVING_LOG} "
             "WHERE endpoint = 'recommend'"
         ).df()
+    key = Workspace(root).user_key(create=False)
     with connect(root / "reclab.duckdb", read_only=True) as con:
         later = con.execute(
-            f"SELECT user_id, item_id, timestamp FROM {tables.CANONICAL['interactions']} WHERE user_id IN "
-            "(SELECT unnest(?))",
-            [sorted(set(served["user_id"]))],
+            f"SELECT user_id, item_id, timestamp FROM {tables.CANONICAL['interactions']}"
+            + ("" if key is not None else " WHERE user_id IN (SELECT unnest(?))"),
+            [] if key is not None else [sorted(set(served["user_id"]))],
         ).df()
+    if key is not None:  # the log holds pseudonyms: the interactions' users are matched by theirs
+        later = later.assign(user_id=pseudonymise(later["user_id"].astype(str), key))
     return compare_arms(served, later, two_sample_tests)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -30,6 +31,9 @@ DEFAULT_WORKSPACE = DEFAULT_WORKSPACES / DEFAULT_DATASET.name  # the embedded de
 
 class WorkspaceBusy(RuntimeError):
     """Another process holds the workspace database's write lock for longer than we wait."""
+
+
+SECRET_FILE = "secret.key"  # the workspace's key for user pseudonyms (Workspace.user_key)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,29 @@ class Workspace:
     def lock(self, holder: str, wait_s: float | None = None):
         """Hold this workspace for one flow run: see :func:`workspace_lock`."""
         return workspace_lock(self.root, holder, wait_s)
+
+    def user_key(self, create: bool = True) -> bytes | None:
+        """The workspace's secret key for user pseudonyms (``models.serving.pseudonym``): 32 random bytes in
+        ``<workspace>/secret.key``, readable by its owner only, made on first use; never in a bundle or a log.
+        ``create=False``: None where there is none yet (nothing was published with pseudonyms)."""
+        path = self.root / SECRET_FILE
+        if not path.exists():
+            if not create:
+                return None
+            self.root.mkdir(parents=True, exist_ok=True)
+            # written whole under another name with owner-only permissions (never a moment readable by others
+            # or half written), then linked into place: the first of two racing processes wins, both read it
+            staged = self.root / f".{SECRET_FILE}-{os.getpid()}-{secrets.token_hex(4)}"
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(32))
+            try:
+                os.link(staged, path)
+            except FileExistsError:
+                pass
+            finally:
+                staged.unlink()
+        return path.read_bytes()
 
     def run_dir(self, run_id: str) -> Path:
         path = self.root / "runs" / run_id

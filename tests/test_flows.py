@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -196,9 +197,16 @@ def test_full_flow_publishes_its_first_model_as_the_champion(experiment):
     _, out, workspace = experiment
     published = out["train"]["published"]
     assert published["champion"] == published["version"]
-    champion = load_champion(workspace)
+    from tasks.store import Workspace
+
+    key = Workspace(Path(workspace)).user_key(create=False)
+    champion = load_champion(workspace, key)
     assert champion.version == published["version"] and champion.model.name == "fusion"
-    assert len(champion.recommend("u1", 3).items) == 3
+    rec = champion.recommend("u1", 3)  # a raw id, pseudonymised on arrival: known, personalised
+    assert len(rec.items) == 3 and rec.strategy == "personalised" and rec.user_id == "u1"
+    # the published bundle knows users by pseudonym only; the workspace's key is owner-only
+    assert "u1" not in set(champion.model.user_ids) and champion.model.user_key_id_ is not None
+    assert (Path(workspace) / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_rerun_reuses_the_cached_fits_and_the_gate_keeps_the_champion(experiment, rerun):
@@ -228,7 +236,10 @@ def test_promotion_always_moves_the_champion_and_every_decision_is_a_row(experim
     always = params.train.model_copy(update={"promotion": PromotionConfig(mode="always")})
     third = full(params.model_copy(update={"train": always}))
     assert third["train"]["promotion"]["promote"]
-    assert load_champion(workspace).version == third["train"]["published"]["version"]
+    from tasks.store import Workspace
+
+    key = Workspace(Path(workspace)).user_key(create=False)
+    assert load_champion(workspace, key).version == third["train"]["published"]["version"]
     with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
         actions = [a for (a,) in con.execute("SELECT action FROM promotions ORDER BY decided_at").fetchall()]
     assert actions == ["publish", "keep", "promote"]

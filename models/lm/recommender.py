@@ -66,6 +66,7 @@ class LMTwoTower(Recommender):
     name = "lm_two_tower"
     # the fine-tuned vectors and readout (serving needs no encoder for users and items it knows), and the
     # encoder reference and trainer metrics (best checkpoint path) they came from
+    user_keyed_fields = ("_users",)
     state_fields = (
         "_users",
         "_user_vectors",

@@ -78,6 +78,7 @@ class Fusion(Recommender):
 
     name = "fusion"
     # components are bundled beside it (models.serving.bundle)
+    user_keyed_fields = ("_activity",)  # training ratings per user id (its segments)
     state_fields = (
         "config",
         "rating_names",

@@ -20,6 +20,7 @@ import pandas as pd
 
 from models.base import Recommender
 from models.registry import bundle_classes
+from models.serving.pseudonym import key_id, pseudonymise_field
 from readers.records import sha256
 
 FORMAT = 1
@@ -32,24 +33,31 @@ class BundleError(ValueError):
     """A bundle is missing, incomplete, altered or of an unknown kind."""
 
 
-def save_model(model: Recommender, folder: str | Path, *, extra_fields: tuple[str, ...] = ()) -> Path:
+def save_model(
+    model: Recommender, folder: str | Path, *, extra_fields: tuple[str, ...] = (), user_key: bytes | None = None
+) -> Path:
     """Write ``model`` (fitted) into ``folder`` (created; must not exist yet). Returns the folder.
 
     ``extra_fields``: fitted attributes to keep besides its ``state_fields`` (the fit store keeps a model's
-    ``reuse_fields``; a published bundle has none)."""
+    ``reuse_fields``; a published bundle has none). ``user_key``: store every user id (``user_ids`` and the
+    class's ``user_keyed_fields``) as its keyed pseudonym, the components' too (a published bundle)."""
     if bundle_classes().get(type(model).__name__) is not type(model):
         raise BundleError(f"{type(model).__name__} is not a registered model (models.registry): it could not be loaded")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=False)
     arrays: dict[str, np.ndarray] = {}
     values: dict[str, object] = {}
+    user_keyed = {"user_ids", *type(model).user_keyed_fields}
     for field in (*COMMON_FIELDS, *type(model).state_fields, *extra_fields):
-        _encode(field, getattr(model, field, None), arrays, values)
+        value = getattr(model, field, None)
+        if user_key is not None and field in user_keyed and value is not None:
+            value = pseudonymise_field(value, user_key)
+        _encode(field, value, arrays, values)
     seen = model._seen.tocsr()
     arrays.update({"_seen.indptr": seen.indptr, "_seen.indices": seen.indices})
     components = {}
     for name, component in getattr(model, "components", {}).items():
-        save_model(component, folder / "components" / name)
+        save_model(component, folder / "components" / name, user_key=user_key)
         components[name] = type(component).__name__
     np.savez(folder / ARRAYS, **arrays)
     files = {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -61,6 +69,7 @@ def save_model(model: Recommender, folder: str | Path, *, extra_fields: tuple[st
         "values": values,
         "arrays": sorted(arrays),
         "components": components,
+        "user_key_id": key_id(user_key) if user_key is not None else None,  # pseudonymous user ids: which key
         "files": files,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
@@ -103,6 +112,7 @@ def load_model(folder: str | Path, *, verify: bool = True, into: Recommender | N
         }
     model.restore(state, arrays["_seen.indptr"], arrays["_seen.indices"])
     model.name = manifest["name"]
+    model.user_key_id_ = manifest.get("user_key_id")  # None: raw user ids
     return model
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from models.base import Recommender, top_k
 from models.registry import LANGUAGE
+from models.serving.bundle import BundleError
+from models.serving.pseudonym import key_id, pseudonymise
 
 MAX_K = 1000
 
@@ -36,8 +38,18 @@ class Recommendation:
 class ServingModel:
     """One published model, ready to answer requests. ``version``: its registry version."""
 
-    def __init__(self, model: Recommender, version: str = "local"):
+    def __init__(self, model: Recommender, version: str = "local", user_key: bytes | None = None):
+        """``user_key``: the workspace's key, needed when the bundle's user ids are pseudonymous (requests
+        bring raw ids: each is pseudonymised on arrival)."""
         self.model, self.version = model, version
+        made_with = getattr(model, "user_key_id_", None)
+        if made_with is not None and (user_key is None or key_id(user_key) != made_with):
+            raise BundleError(
+                f"model {version} holds pseudonymous user ids made with key {made_with}; this workspace's key "
+                f"({'none' if user_key is None else key_id(user_key)}) cannot map users onto them: serve it from "
+                "the workspace that published it"
+            )
+        self._key = user_key if made_with is not None else None
         self.components = getattr(model, "components", {})
         parts = {model.name: model, **self.components}
         lm = next((parts[name] for name in LANGUAGE if name in parts), None)  # its vectors explain items
@@ -49,6 +61,11 @@ class ServingModel:
         self._popular = np.argsort(-model.item_counts, kind="stable")
         lo_hi = getattr(model, "_rating_range", None)
         self.rating_range = tuple(lo_hi) if lo_hi is not None else None
+
+    def internal(self, user_ids):
+        """The ids the model knows users by: their pseudonyms for a pseudonymous bundle, else themselves."""
+        ids = np.asarray(user_ids, dtype=str)
+        return ids if self._key is None else pseudonymise(ids, self._key)
 
     @property
     def n_items(self) -> int:
@@ -64,7 +81,8 @@ class ServingModel:
     def recommend(self, user_id: str, k: int = 10, explain: bool = True) -> Recommendation:
         """The user's top ``k`` unseen catalogue items, best first, with per-item explanations."""
         k = self.check_k(k)
-        pos = int(self.model.user_index([user_id])[0])
+        known_as = str(self.internal([user_id])[0])
+        pos = int(self.model.user_index([known_as])[0])
         if pos < 0:
             top = self._popular[:k]
             counts = self.model.item_counts[top]
@@ -75,7 +93,7 @@ class ServingModel:
                 "popularity (unknown user)",
                 [{"drivers": {"popularity": float(c)}} for c in counts] if explain else [],
             )
-        parts = self._parts(user_id)
+        parts = self._parts(known_as)
         scores = sum(parts.values())
         seen = self.model._seen.indices[self.model._seen.indptr[pos] : self.model._seen.indptr[pos + 1]]
         scores[seen] = -np.inf
@@ -103,7 +121,7 @@ class ServingModel:
 
     def cold(self, user_ids: list[str], item_ids: list[str]) -> tuple[list[bool], list[bool]]:
         """Per pair: (the user is unknown to the model, the item has no training interactions)."""
-        users = self.model.user_index(np.asarray(user_ids, dtype=str)) < 0
+        users = self.model.user_index(self.internal(user_ids)) < 0
         pos = self.model.item_index(np.asarray(item_ids, dtype=str))
         items = (pos < 0) | (self.model.item_counts[np.maximum(pos, 0)] == 0)
         return users.tolist(), items.tolist()
@@ -114,7 +132,7 @@ class ServingModel:
             raise RequestError(f"{len(user_ids)} user ids but {len(item_ids)} item ids")
         if "rating" not in self.model.tasks:
             raise RequestError(f"model {self.model.name} does not predict ratings")
-        pred = self.model.predict(np.asarray(user_ids, dtype=str), np.asarray(item_ids, dtype=str))
+        pred = self.model.predict(self.internal(user_ids), np.asarray(item_ids, dtype=str))
         if self.rating_range is not None:
             pred = np.clip(pred, *self.rating_range)
         return pred.astype(float).tolist()

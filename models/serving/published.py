@@ -38,10 +38,11 @@ def read_ab(registry: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_champion(workspace_root: str | Path) -> ServingModel:
-    """The workspace's champion, ready to answer requests (checksums verified)."""
+def load_champion(workspace_root: str | Path, user_key: bytes | None = None) -> ServingModel:
+    """The workspace's champion, ready to answer requests (checksums verified); ``user_key``: the workspace's
+    key (``tasks.store.Workspace.user_key``), for a bundle with pseudonymous user ids."""
     registry = registry_dir(workspace_root)
     pointer = read_champion(registry)
     if pointer is None:
         raise BundleError(f"no champion model in {registry}: run `python -m flows.full` (it publishes one)")
-    return ServingModel(load_model(pointer["path"]), pointer["version"])
+    return ServingModel(load_model(pointer["path"]), pointer["version"], user_key)
