@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # the workspace's key for user pseudonyms (made when a model was first published with them)
     app = create_app(registry, args.poll, log_db, args.retention_days, Workspace(args.workspace).user_key(create=False))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # no access log: its request lines would carry raw user ids (the serving log keeps pseudonyms instead)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
 

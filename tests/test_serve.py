@@ -252,8 +252,10 @@ def test_the_service_prints_its_address_and_model_at_startup(registry, tmp_path,
 
     reg, db, _, _ = registry
     workspace = reg.parent  # the registry lives at <workspace>/registry
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    calls = []
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: calls.append(k))
     assert entry.main(["--workspace", str(workspace), "--no-log", "--port", "8123"]) == 0
+    assert calls[0]["access_log"] is False  # its request lines would carry raw user ids
     err = capsys.readouterr().err
     assert f"reclab serve: model v1 of {workspace.name} at http://127.0.0.1:8123" in err and "/docs" in err
 
