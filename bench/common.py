@@ -40,3 +40,11 @@ def prepared(
 
     split_workspace(con, SplitConfig(seed=0, protocols=protocols or DEFAULT_PROTOCOLS))
     return con
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Latency percentiles (p50, p95, p99), the maximum and the count."""
+    import numpy as np
+
+    a = np.asarray(values)
+    return {f"p{q}": float(np.percentile(a, q)) for q in (50, 95, 99)} | {"max": float(a.max()), "n": len(a)}

@@ -27,14 +27,8 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import percentiles  # noqa: E402
 from tasks.store import DEFAULT_WORKSPACE  # noqa: E402
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    a = np.asarray(values)
-    return {f"p{q}": float(np.percentile(a, q)) for q in (50, 95, 99)} | {"max": float(a.max()), "n": len(a)}
 
 
 def in_process(workspace: Path, n: int) -> dict:

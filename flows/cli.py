@@ -498,33 +498,19 @@ def _run_full(params, _) -> None:
 
 
 def _run_search(params, _) -> None:
-    out = _flow("search")(params.model_copy(update={"workspace": _existing(params.workspace)}))
-    print(f"\n{'trial':>5}  {'validation NDCG':>15}  {'epochs':>6}  {'seconds':>8}  config")
-    for t in out["trials"]:
-        print(
-            f"{t['trial']:>5}  {t['validation_ndcg']:>15.4f}  {t['epochs']:>6}  {t['fit_seconds']:>8.1f}  "
-            f"{json.dumps(t['config'])}"
-        )
-    best = out["best"]
-    print(
-        f"\nbest: trial {best['trial']} (validation NDCG {best['validation_ndcg']:.4f}); train with it:\n"
-        f"  python -m flows.full --lightfm-params '{json.dumps(best['config'])}'"
-    )
+    from reports.console import print_search
+
+    print_search(_flow("search")(params.model_copy(update={"workspace": _existing(params.workspace)})))
 
 
 def _run_recommend(params, given: dict) -> None:
+    from reports.console import print_recommendations
+
     result = _flow("recommend").fn(params)  # the flow's function: no Prefect run for one shell answer
     if given.get("json"):
         print(json.dumps(result, indent=1))
-        return
-    print(f"model {result['model_version']}")
-    for rec in result["recommendations"]:
-        print(f"\n{rec['user_id']} ({rec['strategy']})")
-        for n, (item, score) in enumerate(zip(rec["items"], rec["scores"], strict=True)):
-            why = rec["explanations"][n] if rec["explanations"] else {}
-            drivers = ", ".join(f"{name} {value:+.2f}" for name, value in why.get("drivers", {}).items())
-            similar = "; like " + ", ".join(s["item_id"] for s in why["similar_to"]) if why.get("similar_to") else ""
-            print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
+    else:
+        print_recommendations(result)
 
 
 def _run_study(params, _) -> None:

@@ -91,3 +91,32 @@ def print_evaluation(summary: dict) -> None:
         f"\nper-user values, metrics and paired tests are in {summary['database']} "
         "(eval_per_user, eval_results, eval_tests)"
     )
+
+
+def print_search(out: dict) -> None:
+    """A LightFM search's trials and how to train with the best."""
+    import json
+
+    print(f"\n{'trial':>5}  {'validation NDCG':>15}  {'epochs':>6}  {'seconds':>8}  config")
+    for t in out["trials"]:
+        print(
+            f"{t['trial']:>5}  {t['validation_ndcg']:>15.4f}  {t['epochs']:>6}  {t['fit_seconds']:>8.1f}  "
+            f"{json.dumps(t['config'])}"
+        )
+    best = out["best"]
+    print(
+        f"\nbest: trial {best['trial']} (validation NDCG {best['validation_ndcg']:.4f}); train with it:\n"
+        f"  python -m flows.full --lightfm-params '{json.dumps(best['config'])}'"
+    )
+
+
+def print_recommendations(result: dict) -> None:
+    """The champion's recommendations per user: items, scores, what drove each, the similar items seen."""
+    print(f"model {result['model_version']}")
+    for rec in result["recommendations"]:
+        print(f"\n{rec['user_id']} ({rec['strategy']})")
+        for n, (item, score) in enumerate(zip(rec["items"], rec["scores"], strict=True)):
+            why = rec["explanations"][n] if rec["explanations"] else {}
+            drivers = ", ".join(f"{name} {value:+.2f}" for name, value in why.get("drivers", {}).items())
+            similar = "; like " + ", ".join(s["item_id"] for s in why["similar_to"]) if why.get("similar_to") else ""
+            print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
