@@ -22,7 +22,7 @@ from tasks.store import Workspace, connect
 @pytest.fixture(scope="module")
 def raw_world(tmp_path_factory):
     """A fusion (with the fake LM, whose vectors are keyed by user id) on users with distinctive raw ids."""
-    from conftest import fake_lm
+    from builders import fake_lm
 
     from models.recommenders.baselines import BiasALS, GlobalMean, Popularity
     from models.recommenders.fusion import Fusion, FusionConfig
