@@ -147,10 +147,15 @@ class Command:
     def model_class(self):
         return getattr(import_module("flows.params"), self.model)
 
-    def options(self):
-        """(option resolved from its field, mount) for every option of the command's parameters."""
-        model = self.model_class()
-        return [(resolved(option, model, mount), mount) for group, mount in self.groups for option in group.options]
+    def options(self, resolve: bool = True):
+        """(option, mount) for every option of the command's parameters, resolved from its field (help,
+        default, type, ...) unless ``resolve`` is False (its flag and paths are all that setting a value needs)."""
+        model = self.model_class() if resolve else None
+        return [
+            (resolved(option, model, mount) if resolve else option, mount)
+            for group, mount in self.groups
+            for option in group.options
+        ]
 
 
 def _json_object(text: str) -> dict:
@@ -330,12 +335,11 @@ def _set(values: dict, path: str, value) -> None:
 def build_params(command: Command, given: dict, config: str | None = None):
     """The flow's validated parameter model: the config file's values, overridden by the options given."""
     values = load_config(config) if config else {}
-    for option, mount in command.options():
+    for option, mount in command.options(resolve=False):
         if option.dest in given:
             for path in option.paths(mount):
                 _set(values, path, given[option.dest])
-    model = getattr(import_module("flows.params"), command.model)
-    return model.model_validate(values)
+    return command.model_class().model_validate(values)
 
 
 def offered(params) -> dict:
