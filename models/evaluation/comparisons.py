@@ -45,7 +45,6 @@ from models.evaluation.inference import (
     POWER,
     benjamini_hochberg,
     minimum_detectable_difference,
-    numerically_identical,
     paired_difference,
 )
 from models.evaluation.stats import holm, paired_bootstrap_ci, paired_tests
@@ -297,7 +296,7 @@ def _compare(part, metric, k, segment, model, reference, kind, n_boot, seed, min
     if n < min_users:
         return (*head, value, ref_value, value - ref_value, np.nan, np.nan, np.nan, *shares, np.nan, np.nan)
     test = paired_difference(num_a, den_a, num_b, den_b)
-    if numerically_identical(num_a / den_a, num_b / den_b):  # float noise, not a difference (see there)
+    if test.get("identical"):  # float noise, not a difference (inference.numerically_identical)
         return (*head, value, ref_value, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
     lo, hi = paired_bootstrap_ci(num_a, den_a, num_b, den_b, n_boot=n_boot, seed=seed)
     wilcoxon = paired_tests(num_a / den_a, num_b / den_b)["wilcoxon_p"]

@@ -33,7 +33,7 @@ def paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, d
     contribution z_i = (num_a,i − R_a·den_a,i)/mean(den_a) − (num_b,i − R_b·den_b,i)/mean(den_b), over √n),
     ``t_p`` (two-sided, t with n − 1 degrees of freedom), ``t`` and ``n``. Rows with a missing value are
     dropped; fewer than two users give no test (NaN). Per-user values equal to float noise
-    (:func:`numerically_identical`) are no difference: 0, no spread, p = 1."""
+    (:func:`numerically_identical`) are no difference: 0, no spread, p = 1, and ``identical`` True."""
     arrays = [np.asarray(x, dtype=np.float64) for x in (num_a, den_a, num_b, den_b)]
     keep = np.logical_and.reduce([np.isfinite(x) for x in arrays])
     na, da, nb, db = (x[keep] for x in arrays)
@@ -43,7 +43,7 @@ def paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, d
     ra, rb = na.sum() / da.sum(), nb.sum() / db.sum()
     diff = float(ra - rb)
     if numerically_identical(na / da, nb / db):  # one computation reached along two paths: float noise only
-        return {"diff": 0.0, "se": 0.0, "t": 0.0, "t_p": 1.0, "n": n}
+        return {"diff": 0.0, "se": 0.0, "t": 0.0, "t_p": 1.0, "n": n, "identical": True}
     if n < 2:
         return {"diff": diff, "se": float("nan"), "t": float("nan"), "t_p": float("nan"), "n": n}
     z = (na - ra * da) / da.mean() - (nb - rb * db) / db.mean()
