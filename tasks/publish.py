@@ -125,11 +125,8 @@ def challenge_champion(
     challenger = per_user[per_user["model"] == FUSION].assign(model="challenger")
     if champion.user_key_id_ is not None:  # its user ids are pseudonyms: ask it about the same users by theirs
         key = Workspace(Path(workspace_root)).user_key()
-        data = {
-            part: frame.assign(user_id=pseudonymise(frame["user_id"].astype(str), key)) if "user_id" in frame else frame
-            for part, frame in data.items()
-        }
-        challenger = challenger.assign(user_id=pseudonymise(challenger["user_id"].astype(str), key))
+        data = {part: data[part].assign(user_id=pseudonymise(data[part]["user_id"], key)) for part in ("train", "test")}
+        challenger = challenger.assign(user_id=pseudonymise(challenger["user_id"], key))
     values, _ = per_user_values(
         champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
     )

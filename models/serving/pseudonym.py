@@ -25,8 +25,10 @@ def pseudonym(user_id: str, key: bytes) -> str:
 
 
 def pseudonymise(user_ids: Iterable[str], key: bytes) -> np.ndarray:
-    """Each id's pseudonym, in order (a string array)."""
-    return np.array([pseudonym(u, key) for u in user_ids], dtype=object).astype(str)
+    """Each id's pseudonym, in order (a string array); each distinct id is hashed once (a split's training
+    fold repeats every user's id per rating)."""
+    distinct, inverse = np.unique(np.asarray(list(user_ids), dtype=str), return_inverse=True)
+    return np.array([pseudonym(u, key) for u in distinct], dtype=object).astype(str)[inverse.reshape(-1)]
 
 
 def key_id(key: bytes) -> str:
