@@ -105,14 +105,19 @@ def ab_report(workspace_root: str | Path) -> dict:
             "WHERE endpoint = 'recommend'"
         ).df()
     key = Workspace(root).user_key(create=False)
+    interactions = tables.CANONICAL["interactions"]
     with connect(root / "reclab.duckdb", read_only=True) as con:
+        # the served users as the interactions name them: where the log holds pseudonyms, the users whose
+        # pseudonym was served (each distinct user hashed once, not every interaction)
+        logged_as = {u: u for u in set(served["user_id"])}
+        if key is not None:
+            users = [u for (u,) in con.execute(f"SELECT DISTINCT user_id FROM {interactions}").fetchall()]
+            logged_as = {u: p for u, p in zip(users, pseudonymise(users, key), strict=True) if p in logged_as}
         later = con.execute(
-            f"SELECT user_id, item_id, timestamp FROM {tables.CANONICAL['interactions']}"
-            + ("" if key is not None else " WHERE user_id IN (SELECT unnest(?))"),
-            [] if key is not None else [sorted(set(served["user_id"]))],
+            f"SELECT user_id, item_id, timestamp FROM {interactions} WHERE user_id IN (SELECT unnest(?))",
+            [sorted(logged_as)],
         ).df()
-    if key is not None:  # the log holds pseudonyms: the interactions' users are matched by theirs
-        later = later.assign(user_id=pseudonymise(later["user_id"].astype(str), key))
+    later = later.assign(user_id=later["user_id"].map(logged_as))  # matched to the log by the id it holds
     return compare_arms(served, later, two_sample_tests)
 
 

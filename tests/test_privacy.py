@@ -63,6 +63,7 @@ def test_no_raw_user_id_is_in_a_published_bundle_and_it_answers_as_the_raw_one(r
     raw = sorted(set(train["user_id"]))
     plain = load_model(save_model(fusion, tmp_path / "plain"))
     published = install_bundle(save_model(fusion, tmp_path / "fit"), tmp_path / "registry", "v1", {}, user_key=key)
+
     # byte for byte, as UTF-8 (JSON) and as numpy stores strings (UTF-32): no file of the published bundle holds
     # a raw user id (the plain bundle does: the search works)
     def holds(path, user):
@@ -109,3 +110,38 @@ def test_the_service_takes_raw_ids_and_logs_pseudonyms_only(raw_world, tmp_path)
         logged = [u for (u,) in con.execute(f"SELECT user_id FROM {tables.SERVING_LOG}").fetchall()]
     assert pseudonym(user, key) in logged and not any(u in logged for u in set(train["user_id"]))
     assert user.encode() not in log_db.read_bytes() and user.encode("utf-32-le") not in log_db.read_bytes()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_the_ab_report_matches_the_log_to_interactions_by_the_id_it_holds(tmp_path, keyed):
+    """The log holds pseudonyms where the workspace has a key, raw ids otherwise; either way a served item the
+    user rated after it was served is a hit, and users who were never served are not read."""
+    from datetime import datetime
+
+    from tasks.serving_log import ab_report
+
+    key = Workspace(tmp_path).user_key() if keyed else None
+    logged = (lambda u: pseudonym(u, key)) if keyed else (lambda u: u)
+    with connect(tmp_path / "reclab.duckdb") as con:
+        con.execute(tables.ddl(tables.CANONICAL["interactions"]))
+        rows = [("alice", "x", 200), ("bob", "z", 50), ("carol", "q", 200), ("never-served", "x", 300)]
+        for user, item, ts in rows:
+            con.execute(
+                f"INSERT INTO {tables.CANONICAL['interactions']} (user_id, item_id, rating, timestamp) VALUES (?, ?, 5, ?)",
+                [user, item, ts],
+            )
+    at = datetime.fromtimestamp(100)
+    with connect(tmp_path / "serving.duckdb") as con:
+        con.execute(tables.ddl(tables.SERVING_LOG))
+        for user, arm, items in (
+            ("alice", "challenger", ["x", "y"]),
+            ("bob", "champion", ["z"]),
+            ("carol", "challenger", ["w"]),
+        ):
+            con.execute(
+                f"INSERT INTO {tables.SERVING_LOG} VALUES (?, 'recommend', ?, ?, 'v', ?, 1.0)",
+                [at, logged(user), arm, items],
+            )
+    report = ab_report(tmp_path)
+    # alice: x rated after it was served (hit); bob: z before (no); carol: q was not served (no)
+    assert report["arms"]["challenger"]["hit_rate"] == 0.5 and report["arms"]["champion"]["hit_rate"] == 0.0
