@@ -15,7 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 from data_checks import DataCardConfig, ValidationConfig
 from models.evaluation import DEFAULT_SPLITS, EvalConfig, SplitConfig
 from models.registry import TrainConfig
-from models.serving import PromotionConfig
+from models.serving import RETENTION_DAYS, PromotionConfig
 from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
 from readers.spec import Format
 from tasks import IngestConfig
@@ -283,5 +283,5 @@ class PruneParams(BaseModel):
 
     workspace: str | None = Field(None, description="a workspace folder (default: the default dataset's)")
     retention_days: int = Field(
-        90, ge=1, description="days the serving log keeps a request; older requests are removed"
+        RETENTION_DAYS, ge=1, description="days the serving log keeps a request; older requests are removed"
     )

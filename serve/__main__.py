@@ -17,6 +17,7 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     """``python -m serve``'s parser."""
+    from models.serving import RETENTION_DAYS
     from tasks.store import DEFAULT_WORKSPACE
 
     parser = argparse.ArgumentParser(
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--retention-days",
         type=int,
-        default=90,
+        default=RETENTION_DAYS,
         help="days the serving log keeps a request; older ones are removed at start-up and by the prune flow "
         "(default 90)",
     )

@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.serving import RETENTION_DAYS
 from models.serving.bundle import load_model
 from models.serving.model import MAX_K, RequestError, ServingModel
 from models.serving.pseudonym import pseudonym
@@ -251,7 +252,7 @@ def create_app(
     registry: str | Path,
     poll_s: float = 2.0,
     log_db: str | Path | None = None,
-    retention_days: int = 90,
+    retention_days: int = RETENTION_DAYS,
     user_key: bytes | None = None,
 ) -> FastAPI:
     """The service over ``registry``; ``log_db``: where every answered request is logged (None: not logged),
@@ -336,7 +337,8 @@ def create_app(
     ):
         start = time.perf_counter()
         model()  # 503 before a champion is loaded
-        arm, current = champion.arm(known_as(user_id))
+        logged_as = known_as(user_id)
+        arm, current = champion.arm(logged_as)
         rec = current.recommend(user_id, k, explain=explain)
         items = [
             {"item_id": item, "score": score, **(rec.explanations[n] if rec.explanations else {})}
@@ -344,7 +346,7 @@ def create_app(
         ]
         elapsed = 1000 * (time.perf_counter() - start)
         if responses is not None:
-            responses.add("recommend", known_as(user_id), arm, current.version, rec.items, elapsed)
+            responses.add("recommend", logged_as, arm, current.version, rec.items, elapsed)
         return JSONResponse(
             {
                 "user_id": user_id,

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.serving import RETENTION_DAYS
 from models.serving.pseudonym import pseudonymise
 from readers import InputError
 from tasks import tables
 from tasks.store import Workspace, connect, ensure
 
 SERVING_DB = "serving.duckdb"
-RETENTION_DAYS = 90
 log = logging.getLogger("reclab.serve")
 
 
@@ -39,8 +39,7 @@ def prune(db: str | Path, retention_days: int = RETENTION_DAYS, now: datetime | 
     cutoff = (now or datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=retention_days)
     with connect(Path(db), wait_s=5) as con:
         ensure(con, tables.SERVING_LOG)
-        (removed,) = con.execute(f"SELECT count(*) FROM {tables.SERVING_LOG} WHERE served_at < ?", [cutoff]).fetchone()
-        con.execute(f"DELETE FROM {tables.SERVING_LOG} WHERE served_at < ?", [cutoff])
+        (removed,) = con.execute(f"DELETE FROM {tables.SERVING_LOG} WHERE served_at < ?", [cutoff]).fetchone()
     return int(removed)
 
 

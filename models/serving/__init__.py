@@ -8,6 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# days the serving log keeps a request (tasks.serving_log.prune; `python -m serve --retention-days`, the prune flow)
+RETENTION_DAYS = 90
+
 
 class PromotionConfig(BaseModel):
     """When a newly published model becomes the champion."""
