@@ -250,7 +250,8 @@ def _download(url: str, part: Path, expected: int | None, log, opener) -> None:
     started = last = time.monotonic()
     done = 0
     with opener(url, timeout=60) as response, open(part, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or expected
+        length = int(response.headers.get("Content-Length") or 0)  # announced by the server (0: not said)
+        total = length or expected
         while block := response.read(1 << 16):
             out.write(block)
             done += len(block)
@@ -258,7 +259,6 @@ def _download(url: str, part: Path, expected: int | None, log, opener) -> None:
                 last = time.monotonic()
                 share = f" of {total / 1e6:.1f} MB ({done / total:.0%})" if total else ""
                 log(f"fetching {url}: {done / 1e6:.1f} MB{share}, {done / 1e6 / (last - started):.1f} MB/s")
-        length = int(response.headers.get("Content-Length") or 0)
         if length and done < length:
             raise _Truncated(f"interrupted after {done:,} of {length:,} bytes")
 
