@@ -41,7 +41,7 @@ def surprise_tuned_mse(data) -> tuple[float, tuple[float, float]]:
     reader = surprise.Reader(rating_scale=(train["rating"].min(), train["rating"].max()))
     trainset = surprise.Dataset.load_from_df(train[["user_id", "item_id", "rating"]], reader).build_full_trainset()
     best = None
-    for reg_u, reg_i in itertools.product(BiasALS().grid, BiasALS().grid):
+    for reg_u, reg_i in itertools.product(BiasALS.PENALTIES, BiasALS.PENALTIES):
         algo = surprise.BaselineOnly(bsl_options={"method": "als", "reg_u": reg_u, "reg_i": reg_i}, verbose=False)
         algo.fit(trainset)
         pred = np.array([algo.predict(u, i).est for u, i in zip(valid["user_id"], valid["item_id"], strict=True)])

@@ -4,9 +4,10 @@
     python -m flows.search --splits temporal_s0 --runner dask --dask-address tcp://scheduler:8786
     python -m flows.search --help
 
-Trial 0 is the default configuration, the others seeded draws from
-models.recommenders.lightfm_hybrid.SEARCH_SPACE; each fits the LightFM hybrid on the split's training fold with
-early stopping on validation NDCG@K (the test fold is never read). Trials land in the ``lightfm_trials`` table;
+The trials are the candidates of the one tuner (models.tuning) over the LightFM hybrid's search space: trial 0
+the default configuration, the others seeded draws from models.recommenders.lightfm_hybrid.SEARCH_SPACE; each
+fits the model on the split's training fold with early stopping on validation NDCG@K, its judge in training
+too (the test fold is never read). Trials land in the ``lightfm_trials`` table;
 the best configuration is printed with the option that trains with it:
 ``python -m flows.full --lightfm-params '{...}'``.
 """
@@ -23,8 +24,8 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, runtime
 
 from flows.params import SearchParams
-from models.recommenders.lightfm_hybrid import SEARCH_SPACE, LightFMHybrid, sample_configs
-from tasks.search import lightfm_trial, record_trials
+from models.tuning import best_of
+from tasks.search import lightfm_candidates, lightfm_trial, record_trials
 from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
@@ -33,8 +34,7 @@ def search(params: SearchParams = SearchParams()) -> dict:
     """Run every trial on the task runner; record them; return them with the best."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow lightfm-search"):  # one run at a time per workspace
-        default = {key: getattr(LightFMHybrid(), key) for key in SEARCH_SPACE}
-        configs = [default, *sample_configs(params.trials - 1, params.seed)]
+        configs = lightfm_candidates(params.train, params.trials, params.seed)
         with params.runner.build() as runner:
             futures = [
                 runner.submit(
@@ -51,5 +51,5 @@ def search(params: SearchParams = SearchParams()) -> dict:
             ]
             trials = [future.result() for future in futures]
         record_trials(workspace.db, str(runtime.flow_run.id), params.split, trials)
-        best = max(trials, key=lambda t: (t["validation_ndcg"], -t["trial"]))  # ties: the earlier trial
+        best = trials[best_of([(t["config"], t["validation_ndcg"]) for t in trials], lower_is_better=False)]
         return {"run_id": str(runtime.flow_run.id), "split": params.split, "trials": trials, "best": best}

@@ -19,6 +19,7 @@ The catalogue is the union of the training items and the ids of the ``items`` Da
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import ClassVar
 
@@ -63,6 +64,9 @@ class Recommender:
     ) -> Recommender:
         raise NotImplementedError
 
+    # fitted attributes (JSON-ready figures) the fit's record keeps (models.experiment: model_fits.params)
+    summary_fields: ClassVar[tuple[str, ...]] = ()
+
     # whether fit_in_background starts another process (then models.experiment fits this model beside the rest)
     background: ClassVar[bool] = False
 
@@ -97,11 +101,38 @@ class Recommender:
         top = top_k(scores, min(k, scores.shape[1]))
         return self.item_ids[top], np.take_along_axis(scores, top, axis=1)
 
-    # --- out-of-fold predictions (what a stacking blender learns from) ---------------------------------------
-    def refit_copy(self) -> Recommender | None:
-        """An unfitted copy that refits with the hyperparameters this fitted model chose (no search on
-        validation), or None where refitting costs too much: what :meth:`oof_predictions` refits per fold."""
+    def fit_summary(self) -> dict:
+        """The fitted model's :attr:`summary_fields` that it has, for the fit's record."""
+        return {name: getattr(self, name) for name in self.summary_fields if hasattr(self, name)}
+
+    # --- hyperparameters: fixed at construction, searched by models.tuning ------------------------------------
+    def search_space(self):
+        """What :func:`models.tuning.tune` may try on validation (a :class:`models.tuning.SearchSpace`); None
+        (the default): nothing, the model is fitted as built."""
         return None
+
+    def params(self) -> dict:
+        """The constructor's arguments as this model holds them (scikit-learn's ``get_params``)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+    def with_params(self, **changes) -> Recommender:
+        """A fresh, unfitted copy with ``changes`` to its constructor's arguments (the registry's name kept)."""
+        unknown = sorted(set(changes) - set(self.params()))
+        if unknown:
+            raise ValueError(f"{self.name}: no hyperparameter {', '.join(unknown)}; it has {sorted(self.params())}")
+        copy = type(self)(**{**self.params(), **changes})
+        copy.name = self.name
+        return copy
+
+    # --- out-of-fold predictions (what a stacking blender learns from) ---------------------------------------
+    # whether refitting per fold is cheap enough for out-of-fold predictions (the fusion's stacked blender)
+    refits_per_fold: ClassVar[bool] = False
+
+    def fold_params(self) -> dict:
+        """Changes to the constructor's arguments with which a refit without validation repeats what this fit
+        chose on validation besides its searched configuration (an early-stopped epoch count)."""
+        return {}
 
     def oof_predictions(
         self,
@@ -112,9 +143,10 @@ class Recommender:
         users: pd.DataFrame | None = None,
     ) -> np.ndarray | None:
         """Rating predictions of every ``train`` row by a model that never saw it: for each fold f of ``fold``
-        (one integer per row), a :meth:`refit_copy` fitted on the other folds predicts fold f's rows. None
-        when the model does not predict ratings or has no cheap refit."""
-        if "rating" not in self.tasks or self.refit_copy() is None:
+        (one integer per row), a copy with this model's hyperparameters (:meth:`with_params`,
+        :meth:`fold_params`) fitted on the other folds predicts fold f's rows. None when the model does not
+        predict ratings or its refits are not cheap (:attr:`refits_per_fold`)."""
+        if "rating" not in self.tasks or not self.refits_per_fold:
             return None
         fold = np.asarray(fold)
         if len(fold) != len(train):
@@ -124,7 +156,7 @@ class Recommender:
             held = fold == f
             if held.all():
                 raise ValueError("out-of-fold predictions need at least two folds with rows")
-            model = self.refit_copy().fit(train[~held], None, items=items, users=users)
+            model = self.with_params(**self.fold_params()).fit(train[~held], None, items=items, users=users)
             out[held] = model.predict(train["user_id"][held].to_numpy(), train["item_id"][held].to_numpy())
         return out
 

@@ -26,6 +26,7 @@ from models.evaluation.harness import per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
 from models.registry import FUSION, BuildContext, TrainConfig, build_model, encoder_variants, run_models, spec_of
+from models.tuning import Tuned, tune
 
 LOG = logging.getLogger("reclab.experiment")
 
@@ -66,9 +67,10 @@ class FitStore:
         encoder = encoder_variants(config).get(name, "")  # an encoder variant's own encoder
         return hashlib.sha256(f"{self.base_key}|{name}|{settings}|{encoder}".encode()).hexdigest()[:24]
 
-    def restore(self, name: str, model: Recommender, key: str) -> tuple[pd.DataFrame, dict] | None:
-        """Restore the kept fit of ``name`` into ``model`` (unfitted, built from the same settings); its
-        per-user values and fit record, or None when there is none (or it was altered)."""
+    def restore(self, name: str, model: Recommender, key: str) -> tuple[pd.DataFrame, dict, Recommender] | None:
+        """Restore the kept fit of ``name`` into a copy of ``model`` (unfitted, built from the same settings)
+        with the configuration its tuning chose; its per-user values, fit record and the restored model, or None
+        when there is none (or it was altered)."""
         from models.serving.bundle import BundleError, load_model, sha256
 
         folder = self.root / f"{name}-{key}"
@@ -76,8 +78,11 @@ class FitStore:
             record = json.loads((folder / "record.json").read_text())
             if any(sha256(folder / f) != digest for f, digest in record["files"].items()):
                 return None
+            chosen = record["fit"]["params"].get("tuning", {}).get("chosen", {})
+            constructor = model.params()
+            model = model.with_params(**{k: v for k, v in chosen.items() if k in constructor}) if chosen else model
             load_model(folder / "model", into=model)
-            return pd.read_parquet(folder / "per_user.parquet"), record["fit"]
+            return pd.read_parquet(folder / "per_user.parquet"), record["fit"], model
         except (OSError, ValueError, KeyError, BundleError):
             return None
 
@@ -131,7 +136,8 @@ def fit_split_models(
     position = {name: n for n, name in enumerate(order, start=1)}
     share = Path(work_dir) / ".share_cores"  # exists while a fit runs in this process beside a background one
 
-    def evaluate(name: str, model: Recommender, wall: float, cpu: float, peak, extras_in: dict | None = None):
+    def evaluate(name: str, tuned: Tuned, wall: float, cpu: float, peak, extras_in: dict | None = None):
+        model = tuned.model
         done = time.perf_counter()
         values, extras = per_user_values(
             model,
@@ -155,7 +161,7 @@ def fit_split_models(
         parts[name], fitted[name] = values, model
         fits[name] = {
             "model": name,
-            "params": fitted_params(model),
+            "params": {**model.fit_summary(), "tuning": tuned.record()},
             "fit_seconds": wall,
             "eval_seconds": evaluated,
             "extras": extras,
@@ -176,7 +182,7 @@ def fit_split_models(
         if kept is None:
             todo[name] = model
             continue
-        values, fit = kept
+        values, fit, model = kept
         fit["extras"]["reused"] = True
         LOG.info(
             f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
@@ -206,10 +212,10 @@ def fit_split_models(
             LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
             reset_peak_memory()
             start, cpu = time.perf_counter(), _cpu_seconds()
-            model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+            tuned = tune(model, data["train"], data["validation"], items=data["items"], users=data["users"])
             wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
             overlap = {"overlapped_with": sorted(background)} if background else None
-            evaluate(name, model, wall, cpu, peak_memory_gib(), overlap)
+            evaluate(name, tuned, wall, cpu, peak_memory_gib(), overlap)
     except BaseException:
         for handle, _ in background.values():
             handle.cancel()  # no trainer left running after a failed split
@@ -218,9 +224,10 @@ def fit_split_models(
         share.unlink(missing_ok=True)  # the background fit takes every core from here
     for name, (handle, start) in background.items():
         cpu = handle.finish()
+        tuned = tune(todo[name], data["train"], data["validation"], items=data["items"], fitted=todo[name])
         wall = time.perf_counter() - start
         besides = [n for n in in_process if n in fits]
-        evaluate(name, todo[name], wall, cpu, None, {"overlapped_with": besides})
+        evaluate(name, tuned, wall, cpu, None, {"overlapped_with": besides})
 
     if FUSION in order:
         name = FUSION
@@ -230,9 +237,9 @@ def fit_split_models(
         LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
         reset_peak_memory()
         start, cpu = time.perf_counter(), _cpu_seconds()
-        model.fit(data["train"], data["validation"], items=data["items"], users=data["users"])
+        tuned = tune(model, data["train"], data["validation"], items=data["items"], users=data["users"])
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-        evaluate(name, model, wall, cpu, peak_memory_gib())
+        evaluate(name, tuned, wall, cpu, peak_memory_gib())
     return SplitFit(protocol, pd.concat([parts[n] for n in order], ignore_index=True), [fits[n] for n in order], fitted)
 
 
@@ -276,16 +283,3 @@ def diversity_vectors(data: dict[str, pd.DataFrame], seed: int) -> pd.DataFrame:
         tokens.setdefault(key, []).extend(terms)
     catalogue = np.sort(np.union1d(data["train"]["item_id"].astype(str).unique(), data["items"]["item_id"].astype(str)))
     return pd.DataFrame(item_vectors(catalogue, tokens, seed=seed), index=catalogue)
-
-
-def fitted_params(model: Recommender) -> dict:
-    """The fitted model's chosen hyperparameters (attributes ending in '_', as scikit-learn names them)."""
-    out = {}
-    for key, value in vars(model).items():
-        if (
-            key.endswith("_")
-            and not key.startswith("_")
-            and isinstance(value, (int, float, str, dict, np.floating, np.integer))
-        ):
-            out[key] = value.item() if isinstance(value, (np.floating, np.integer)) else value
-    return out

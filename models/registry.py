@@ -6,7 +6,8 @@ reads review text, and which of its outputs the fusion blends. Training (``model
 allowlist (``models.serving.bundle``), the fusion's candidates, the command line's ``--models`` choices and
 the report's model lists all derive from :data:`REGISTRY`.
 
-Adding a model: write its class (the contract of ``models.base``), then add one :class:`ModelSpec` here.
+Adding a model: write its class (the contract of ``models.base``, its search space for ``models.tuning``),
+then add one :class:`ModelSpec` here (docs/models.md has a worked example).
 Classes are named by ``"module:Class"`` and imported when first used, so reading the registry (a ``--help``,
 a parameter form) imports neither torch nor the libraries models wrap.
 """

@@ -153,3 +153,35 @@ def fake_lm(tmp_path, train, items):
     model._index(train, items)
     model._load(out)
     return model
+
+
+def keeps_the_contract(model, train, validation) -> None:
+    """The contract of ``models.base`` on a model fitted on :func:`lm_reviews`-like data whose catalogue has 11
+    items, one of them ``never_rated``: predictions and scores of the shapes it promises, finite, for unknown
+    users and items too; never a seen item recommended; the tasks it does not serve refused clearly."""
+    import pytest
+
+    assert "never_rated" in model.item_ids and len(model.item_ids) == 11
+    tasks = model.tasks  # what it serves: its class's (a fusion's: what its components serve)
+    assert tasks and set(tasks) <= {"rating", "ranking"}
+    if "rating" in tasks:
+        pred = model.predict(validation["user_id"], validation["item_id"])
+        assert pred.shape == (len(validation),) and np.isfinite(pred).all()
+        cold = model.predict(["nobody", "u1"], ["i1", "nothing"])  # unknown user, unknown item: no error
+        assert cold.shape == (2,) and np.isfinite(cold).all()
+    else:
+        with pytest.raises(NotImplementedError, match="does not predict ratings"):
+            model.predict(["u1"], ["i1"])
+    if "ranking" in tasks:
+        users = ["u0", "u1", "nobody"]
+        scores = model.score(users)
+        assert scores.shape == (3, 11) and not np.isnan(scores).any()
+        ids, top = model.recommend(users, k=4)
+        assert ids.shape == (3, 4) and (np.diff(top, axis=1) <= 0).all()
+        for user, row in zip(users, ids, strict=True):
+            assert not set(train.loc[train["user_id"] == user, "item_id"]) & set(row)  # never a seen item
+        with pytest.raises(ValueError, match="k must be positive"):
+            model.recommend(users, k=0)
+    else:
+        with pytest.raises(NotImplementedError, match="does not rank items"):
+            model.score(["u1"])

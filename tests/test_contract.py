@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from builders import TINY_BERT, lm_reviews
+from builders import TINY_BERT, keeps_the_contract, lm_reviews
 
 from models.registry import MODELS, REGISTRY, BuildContext, TrainConfig, build_model
 from models.serving.bundle import BundleError, load_model, save_model
+from models.tuning import tune
 
 SLOW = {"lm_two_tower", "fusion"}  # the transformer trains in its own process; the fusion blends it
 TINY_LM = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1, "progress_bar": False}
@@ -38,15 +39,19 @@ def fitted(world, tmp_path_factory):
     train, validation, items = world
     work_dir = tmp_path_factory.mktemp("contract")
     models: dict = {}
+    records: dict = {}
 
     def get(name: str):
         if name not in models:
             before = {n: get(n) for n in MODELS[: MODELS.index(name)]} if REGISTRY[name].family == "fusion" else {}
             model = build_model(name, CONFIG, BuildContext("random", work_dir, k=5, components=before))
-            assert model.fit(train, validation, items=items) is model
-            models[name] = model
+            tuned = tune(model, train, validation, items=items)  # its search space, judged on validation
+            assert type(tuned.model) is type(model) and tuned.model.name == name
+            models[name] = tuned.model
+            records[name] = tuned.record()
         return models[name]
 
+    get.records = records
     return get
 
 
@@ -58,30 +63,7 @@ def test_every_registered_model_keeps_the_contract(name, fitted, world):
     train, validation, _ = world
     model = fitted(name)
     assert type(model) is REGISTRY[name].cls and model.name == name
-    assert "never_rated" in model.item_ids and len(model.item_ids) == 11
-    tasks = model.tasks  # what it serves: its class's (a fusion's: what its components serve)
-    assert tasks and set(tasks) <= {"rating", "ranking"}
-    if "rating" in tasks:
-        pred = model.predict(validation["user_id"], validation["item_id"])
-        assert pred.shape == (len(validation),) and np.isfinite(pred).all()
-        cold = model.predict(["nobody", "u1"], ["i1", "nothing"])  # unknown user, unknown item: no error
-        assert cold.shape == (2,) and np.isfinite(cold).all()
-    else:
-        with pytest.raises(NotImplementedError, match="does not predict ratings"):
-            model.predict(["u1"], ["i1"])
-    if "ranking" in tasks:
-        users = ["u0", "u1", "nobody"]
-        scores = model.score(users)
-        assert scores.shape == (3, 11) and not np.isnan(scores).any()
-        ids, top = model.recommend(users, k=4)
-        assert ids.shape == (3, 4) and (np.diff(top, axis=1) <= 0).all()
-        for user, row in zip(users, ids, strict=True):
-            assert not set(train.loc[train["user_id"] == user, "item_id"]) & set(row)  # never a seen item
-        with pytest.raises(ValueError, match="k must be positive"):
-            model.recommend(users, k=0)
-    else:
-        with pytest.raises(NotImplementedError, match="does not rank items"):
-            model.score(["u1"])
+    keeps_the_contract(model, train, validation)
 
 
 @pytest.mark.parametrize("name", PARAMS)
@@ -105,7 +87,7 @@ def test_every_registered_model_comes_back_from_its_bundle_unchanged(name, fitte
 @pytest.mark.parametrize("name", [p for p in PARAMS if p != "fusion" and getattr(p, "values", [p])[0] != "fusion"])
 def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name, fitted, world, tmp_path):
     """What the fusion reads of a component restored from the fit store instead of refitted: its predictions,
-    scores, refit copy (constructor arguments and chosen hyperparameters) and out-of-fold predictions, all
+    scores, hyperparameters (those its tuning and its fit chose) and out-of-fold predictions, all
     identical to the fitted model's."""
     from models.experiment import FitStore
 
@@ -114,9 +96,10 @@ def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name
     store = FitStore(tmp_path / "fits", "split-and-code")
     key = store.key(name, CONFIG)
     values = pd.DataFrame({"model": [name], "num": [1.0]})
-    store.keep(name, model, key, values, {"model": name, "params": {}, "fit_seconds": 1.5, "extras": {}})
-    restored = build_model(name, CONFIG, BuildContext("random", tmp_path / "other", k=5))
-    kept_values, fit = store.restore(name, restored, key)
+    record = {"model": name, "params": {"tuning": fitted.records[name]}, "fit_seconds": 1.5, "extras": {}}
+    store.keep(name, model, key, values, record)
+    unfitted = build_model(name, CONFIG, BuildContext("random", tmp_path / "other", k=5))
+    kept_values, fit, restored = store.restore(name, unfitted, key)
     assert kept_values.equals(values) and fit["fit_seconds"] == 1.5
     users = np.r_[validation["user_id"].to_numpy(), ["nobody"]]
     rated = np.r_[validation["item_id"].to_numpy(), ["never_rated"]]
@@ -124,10 +107,10 @@ def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name
         np.testing.assert_array_equal(restored.predict(users, rated), model.predict(users, rated))
     if "ranking" in model.tasks:
         np.testing.assert_array_equal(restored.score(users), model.score(users))
-    copy, again = model.refit_copy(), restored.refit_copy()
-    assert (copy is None) == (again is None)
-    if copy is not None:
-        assert vars(again) == vars(copy)  # the same constructor arguments and chosen hyperparameters
+    if model.refits_per_fold:  # restored with the configuration its tuning chose, and what its fit chose
+        assert (
+            restored.with_params(**restored.fold_params()).params() == model.with_params(**model.fold_params()).params()
+        )
     fold = np.arange(len(train)) % 3
     oof, oof_again = model.oof_predictions(train, fold, items=items), restored.oof_predictions(train, fold, items=items)
     assert (oof is None) == (oof_again is None)
@@ -140,22 +123,23 @@ def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name
 
 
 @pytest.mark.parametrize("name", PARAMS)
-def test_a_refit_copy_reproduces_the_model_and_out_of_fold_predictions_cover_training(name, fitted, world):
-    """What the fusion's stacked blender learns from: a model's refit copy, fitted on the same training fold
-    without validation, predicts exactly as the model (its chosen hyperparameters, no search); its
-    out-of-fold predictions are finite, one per training rating."""
+def test_a_refit_with_its_chosen_hyperparameters_reproduces_the_model_and_out_of_fold_predictions_cover_training(
+    name, fitted, world
+):
+    """What the fusion's stacked blender learns from: a copy with the tuned model's hyperparameters (and what
+    its fit chose, an early-stopped epoch count), fitted on the same training fold without validation, predicts
+    exactly as the model (no search); its out-of-fold predictions are finite, one per training rating."""
     train, validation, items = world
     model = fitted(name)
-    copy = model.refit_copy()
-    if copy is not None:
-        assert type(copy) is type(model) and "rating" in model.tasks
-        copy.fit(train, None, items=items)
+    if model.refits_per_fold:
+        assert "rating" in model.tasks
+        copy = model.with_params(**model.fold_params()).fit(train, None, items=items)
         np.testing.assert_array_equal(
             copy.predict(validation["user_id"], validation["item_id"]),
             model.predict(validation["user_id"], validation["item_id"]),
         )
     oof = model.oof_predictions(train, np.arange(len(train)) % 3, items=items)
-    if copy is not None or name in ("lm_two_tower", "text_frozen"):  # the text models' readout cross-fits
+    if model.refits_per_fold or name in ("lm_two_tower", "text_frozen"):  # the text models' readout cross-fits
         assert oof.shape == (len(train),) and np.isfinite(oof).all()
     else:
         assert oof is None
@@ -165,7 +149,7 @@ def test_a_refit_copy_reproduces_the_model_and_out_of_fold_predictions_cover_tra
 def test_a_model_registered_as_not_reading_text_ignores_it(name, fitted, world, tmp_path):
     train, validation, items = world
     blank = train.assign(review_text="", summary="")
-    again = build_model(name, CONFIG, BuildContext("random", tmp_path)).fit(blank, validation, items=items)
+    again = tune(build_model(name, CONFIG, BuildContext("random", tmp_path)), blank, validation, items=items).model
     model = fitted(name)
     if "rating" in model.tasks:
         np.testing.assert_array_equal(

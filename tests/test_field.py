@@ -8,6 +8,7 @@ import pytest
 from builders import folds, ratings
 
 from models.recommenders.field import BPR, EASE, ImplicitALS, SurpriseKNNBaseline, SurpriseSVD, SurpriseSVDpp
+from models.tuning import SearchSpace, tune, validation_rmse
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_svdpp_with_cached_ratings_learns_what_surprise_learns_without(data):
     from surprise import SVDpp
 
     train, valid, _ = data
-    model = SurpriseSVDpp(grid=((4, 0.05),)).fit(train, valid)
+    model = SurpriseSVDpp(n_factors=4, reg_all=0.05).fit(train, valid)
     cached, trainset = model._library_model
     assert cached.cache_ratings
     plain = SVDpp(n_factors=4, n_epochs=model.n_epochs, reg_all=0.05, random_state=model.seed).fit(trainset)
@@ -46,12 +47,13 @@ def test_svdpp_with_cached_ratings_learns_what_surprise_learns_without(data):
 def test_svd_is_tuned_on_validation_rmse(data):
     train, valid, _ = data
     grid = ((2, 5.0), (8, 0.02))
-    chosen = SurpriseSVD(grid=grid).fit(train, valid)
+    space = SearchSpace(configs=tuple({"n_factors": f, "reg_all": r} for f, r in grid))
+    tuned = tune(SurpriseSVD(), train, valid, space=space)
     scores = {}
-    for config in grid:
-        alone = SurpriseSVD(grid=(config,)).fit(train, None)
-        scores[config] = alone._rmse(valid)
-    assert (chosen.n_factors_, chosen.reg_all_) == min(scores, key=scores.get)
+    for f, r in grid:
+        scores[(f, r)] = validation_rmse(SurpriseSVD(n_factors=f, reg_all=r).fit(train, None), valid)
+    assert (tuned.model.n_factors_, tuned.model.reg_all_) == min(scores, key=scores.get)
+    assert tuned.judge == "rmse" and tuned.score == min(scores.values()) and len(tuned.tried) == 2
 
 
 @pytest.mark.parametrize("cls", [EASE, BPR])
@@ -81,34 +83,33 @@ def test_implicit_scores_equal_the_librarys(data):
 
 def test_ease_lambda_is_chosen_by_validation_ndcg(data):
     train, valid, _ = data
-    model = EASE(lambdas=(1.0, 1e6)).fit(train, valid)
-    assert model.lamb_ in (1.0, 1e6)
-    one = EASE(lambdas=(model.lamb_,)).fit(train, None)
-    assert np.array_equal(one.B, model.B)
+    tuned = tune(EASE(), train, valid, space=SearchSpace(grid={"lamb": (1.0, 1e6)}))
+    assert tuned.model.lamb_ in (1.0, 1e6) and tuned.judge == "ndcg"
+    one = EASE(lamb=tuned.model.lamb_).fit(train, None)
+    assert np.array_equal(one.B, tuned.model.B)
 
 
-TUNED = {  # a grid whose best configuration is not the last one tried (the model must not hold the last fit)
-    EASE: ("lambdas", (1e6, 1.0), "lamb_"),
-    BPR: ("grid", ((8, 10.0), (4, 0.01)), ("factors_", "lambda_reg_")),
-    ImplicitALS: ("grid", ((8, 100.0, 1.0), (4, 0.1, 1.0)), ("factors_", "regularization_", "alpha_")),
-    SurpriseSVD: ("grid", ((4, 0.05), (8, 50.0)), ("n_factors_", "reg_all_")),
-    SurpriseSVDpp: ("grid", ((4, 0.05), (8, 50.0)), ("n_factors_", "reg_all_")),
-    SurpriseKNNBaseline: ("ks", (20, 1), "k_"),
+TUNED = {  # a space whose best configuration is not the last one tried (the tuner must not keep the last fit)
+    EASE: ({"lamb": 1e6}, {"lamb": 1.0}),
+    BPR: ({"factors": 8, "lambda_reg": 10.0}, {"factors": 4, "lambda_reg": 0.01}),
+    ImplicitALS: (
+        {"factors": 8, "regularization": 100.0, "alpha": 1.0},
+        {"factors": 4, "regularization": 0.1, "alpha": 1.0},
+    ),
+    SurpriseSVD: ({"n_factors": 4, "reg_all": 0.05}, {"n_factors": 8, "reg_all": 50.0}),
+    SurpriseSVDpp: ({"n_factors": 4, "reg_all": 0.05}, {"n_factors": 8, "reg_all": 50.0}),
+    SurpriseKNNBaseline: ({"k": 20}, {"k": 1}),
 }
 
 
 @pytest.mark.parametrize("cls", list(TUNED))
 def test_a_tuned_model_is_its_best_configuration_fitted_alone(cls, data):
-    """Tuning keeps the best configuration's fit instead of refitting it: the same arrays as that
-    configuration fitted alone, also when it is not the last one tried."""
+    """The tuner keeps the best configuration's fit: the same arrays as that configuration fitted alone, also
+    when it is not the last one tried."""
     train, valid, _ = data
-    field, grid, chosen = TUNED[cls]
-    model = cls(**{field: grid}).fit(train, valid)
-    names = chosen if isinstance(chosen, tuple) else (chosen,)
-    best = tuple(getattr(model, name) for name in names)
-    best = best if isinstance(chosen, tuple) else best[0]
-    assert best == grid[0]  # the first of two: restored after the second was fitted
-    alone = cls(**{field: (best,)}).fit(train, valid)
+    tuned = tune(cls(), train, valid, space=SearchSpace(configs=TUNED[cls]))
+    assert tuned.config == TUNED[cls][0]  # the first of two: kept while the second was fitted
+    model, alone = tuned.model, cls(**TUNED[cls][0]).fit(train, valid)
     for name in cls.state_fields:
         if name != "library_":
             assert np.array_equal(getattr(model, name), getattr(alone, name)), name
@@ -118,10 +119,3 @@ def test_a_tuned_model_is_its_best_configuration_fitted_alone(cls, data):
         assert np.array_equal(
             model.predict(valid["user_id"], valid["item_id"]), alone.predict(valid["user_id"], valid["item_id"])
         )
-
-
-@pytest.mark.parametrize("cls", [EASE, BPR, ImplicitALS, SurpriseSVD, SurpriseSVDpp, SurpriseKNNBaseline])
-def test_an_empty_training_fold_is_refused_clearly(cls, data):
-    train, _, _ = data
-    with pytest.raises(ValueError, match="cannot fit on an empty training set"):
-        cls().fit(train.iloc[:0])

@@ -572,17 +572,23 @@ def test_the_lm_mixes_popularity_into_its_ranking_only_where_validation_prefers_
             [{"user_id": u, "item_id": next(i for i in order if i not in s), "rating": 5.0} for u, s in seen.items()]
         )
 
-    grid = (0.0, 0.1, 10.0)
-    model._choose_popularity_weight(held_out(by_popularity), grid)
-    assert model.popularity_weight_ == 10.0 and model.validation_ndcg_["10"] > model.validation_ndcg_["0"]
+    from models.tuning import SearchSpace, tune
+
+    space = SearchSpace(after_fit={"popularity_weight_": (10.0, 0.0, 0.1)}, judge="ndcg")  # tried smallest first
+    assert model.search_space().after_fit["popularity_weight_"] == model.config().popularity_weights
+    tuned = tune(model, train, held_out(by_popularity), items=items, space=space, fitted=model)
+    assert tuned.model is model and model.popularity_weight_ == 10.0 and tuned.config == {"popularity_weight_": 10.0}
+    scores = {config["popularity_weight_"]: value for config, value in tuned.tried if config}
+    assert scores[10.0] > scores[0.0] and tuned.score == scores[10.0] and tuned.judge == "ndcg"
     users = list(seen.index[:3])
     cosine = model._user_vectors_for(users)[:, : model._dim] @ model._item_vectors[:, : model._dim].T
     np.testing.assert_allclose(model.score(users), cosine + 10.0 * np.log1p(model.item_counts))
-    model._choose_popularity_weight(held_out(by_popularity[::-1]), grid)  # the least popular: never mixed in
+    tune(model, train, held_out(by_popularity[::-1]), items=items, space=space, fitted=model)  # never mixed in
     assert model.popularity_weight_ == 0.0
     np.testing.assert_allclose(model.score(users), cosine)
-    model._choose_popularity_weight(None, grid)  # nothing to judge by: the cosine alone
-    assert model.popularity_weight_ == 0.0
+    fresh = fake_lm(tmp_path / "fresh", train, items)
+    tune(fresh, train, None, items=items, space=space, fitted=fresh)  # nothing to judge by: the cosine alone
+    assert fresh.popularity_weight_ == 0.0
 
 
 def test_trainer_output_is_streamed_to_the_log_without_noise(caplog):

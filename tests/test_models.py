@@ -10,6 +10,7 @@ from builders import folds, ratings
 
 from models.base import top_k
 from models.recommenders.baselines import BiasALS, BiasedMF, GlobalMean, Popularity
+from models.tuning import SearchSpace, tune
 
 
 def test_global_mean_by_hand():
@@ -51,7 +52,8 @@ def test_bias_als_matches_surprise_baselineonly():
 
 def test_tuning_uses_validation():
     train, valid, _ = folds(ratings(n_users=40, n_items=60, per_user=15))
-    model = BiasALS(grid=(0.0, 5.0, 50.0)).fit(train, valid)
+    penalties = (0.0, 5.0, 50.0)
+    model = tune(BiasALS(), train, valid, space=SearchSpace(grid={"reg_user": penalties, "reg_item": penalties})).model
     assert model.reg_user_ in (0.0, 5.0, 50.0) and model.reg_item_ in (0.0, 5.0, 50.0)
     rmse = lambda m: np.sqrt(np.mean((m.predict(valid["user_id"], valid["item_id"]) - valid["rating"]) ** 2))  # noqa: E731
     chosen = rmse(model)

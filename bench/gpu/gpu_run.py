@@ -60,11 +60,12 @@ def evaluate(folder: Path, frames: dict, config) -> dict:
     from models.evaluation.harness import ranking_targets
     from models.evaluation.metrics import ndcg_at_k, user_blocks
     from models.lm.recommender import LMTwoTower
+    from models.tuning import tune
 
     model = LMTwoTower(folder, profile=None)
     model._index(frames["train"], frames["items"])
     model._load(Path(config.output_dir))
-    model._choose_popularity_weight(frames["validation"], config.popularity_weights)
+    tune(model, frames["train"], frames["validation"], items=frames["items"], fitted=model)  # its popularity weight
     test = frames["test"]
     error = (np.clip(model.predict(test["user_id"], test["item_id"]), 1, 5) - test["rating"].to_numpy()) ** 2
     counts = frames["train"]["user_id"].value_counts()

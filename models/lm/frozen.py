@@ -153,7 +153,6 @@ class TextFrozen(LMTwoTower):
             "readout_vector_val_mse": float(readout["vector_val_mse"]),
             "readout_vector_stage": bool(readout["vector_stage"]),
         }
-        self._choose_popularity_weight(validation, config.popularity_weights)
         self.metrics_["seconds"] = round(time.perf_counter() - start, 2)
         return self
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from models.base import Ids, Recommender, positions, rows_at
 from models.lm.config import LMConfig, profile_fields
+from models.tuning import SearchSpace
 
 LOG = logging.getLogger("reclab.lm")
 # lines of the trainer's output that say nothing to a reader of the run's log
@@ -83,6 +84,7 @@ class LMTwoTower(Recommender):
         "popularity_weight_",
     )
     state_defaults = {"popularity_weight_": 0.0}  # bundles published before it ranked by the cosine alone
+    summary_fields = ("metrics_", "popularity_weight_")
     reuse_fields = ("_oof",)  # the readout's out-of-fold predictions of the training pairs: the fusion stacks them
     background = True  # its trainer is its own process (fit_in_background)
 
@@ -137,21 +139,10 @@ class LMTwoTower(Recommender):
         command = [sys.executable, "-m", "models.lm.train", "--config", str(config_path)]
         return Training(self, config, validation, _Stream(command))
 
-    def _choose_popularity_weight(self, validation, weights) -> None:
-        """The weight of log(1 + popularity) in ``score`` with the best validation NDCG@k (the smallest on
-        ties; 0 without validation users to judge by)."""
-        from models.evaluation.harness import ValidationNDCG
-
-        self.popularity_weight_ = 0.0
-        judge = ValidationNDCG(self, validation, self.k, cold_candidates=self.cold_validation)
-        if judge.targets is None or len(weights) < 2:
-            return
-        ndcg = {}
-        for weight in sorted(weights):
-            self.popularity_weight_ = float(weight)
-            ndcg[float(weight)] = judge(self)
-        self.popularity_weight_ = max(ndcg, key=lambda w: (ndcg[w], -w))
-        self.validation_ndcg_ = {f"{w:g}": round(v, 5) for w, v in ndcg.items()}
+    def search_space(self) -> SearchSpace:
+        """The weight of log(1 + popularity) in ``score``, tried on the fitted model by validation NDCG@k (the
+        smallest on ties; without validation users to judge by, 0: the cosine alone)."""
+        return SearchSpace(after_fit={"popularity_weight_": tuple(self.config().popularity_weights)}, judge="ndcg")
 
     def _load(self, out: Path) -> None:
         self.metrics_ = json.loads((out / "metrics.json").read_text())
@@ -235,7 +226,8 @@ class Training:
         self.model, self.config, self.validation, self.stream = model, config, validation, stream
 
     def finish(self) -> float:
-        """Wait for the trainer, load its outputs into the model; the trainer's CPU seconds."""
+        """Wait for the trainer, load its outputs into the model; the trainer's CPU seconds. (The popularity
+        weight is chosen by ``models.tuning.tune`` on the fitted model.)"""
         code = self.stream.wait()
         if code != 0:
             last = "\n".join(self.stream.tail)
@@ -243,7 +235,6 @@ class Training:
                 f"LM training failed (exit {code}); see {self.config.output_dir}/logs. Last output:\n{last}"
             )
         self.model._load(Path(self.config.output_dir))
-        self.model._choose_popularity_weight(self.validation, self.config.popularity_weights)
         return float(self.model.metrics_.get("cpu_seconds") or 0.0)
 
     def cancel(self) -> None:

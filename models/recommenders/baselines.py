@@ -1,24 +1,17 @@
 """Honest baselines: global mean, regularised user + item biases (ALS), popularity, biased MF (ALS).
 
-Each is tuned on the validation set it is given (a small grid, chosen by validation RMSE) and never looks
-at test data. Cold start: an unknown user or item contributes a zero bias (and zero factors), so
+Each declares a small search space that ``models.tuning`` searches on validation RMSE; none looks at test
+data. Cold start: an unknown user or item contributes a zero bias (and zero factors), so
 predictions fall back to the global mean plus whichever bias is known; an unknown user is ranked by item
 bias (bias ALS, biased MF) or popularity (popularity).
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
-import pandas as pd
 
 from models.base import Ids, Recommender, rows_at
-
-
-def _rmse(model: Recommender, frame: pd.DataFrame) -> float:
-    pred = model.predict(frame["user_id"], frame["item_id"])
-    return float(np.sqrt(np.mean((pred - frame["rating"].to_numpy()) ** 2)))
+from models.tuning import SearchSpace, validation_rmse
 
 
 class GlobalMean(Recommender):
@@ -54,62 +47,44 @@ class BiasALS(Recommender):
 
     The same estimator as Surprise's ``BaselineOnly`` (ALS): each sweep sets every item bias to
     Σ(r − μ − b_u) / (reg_item + n_i), then every user bias to Σ(r − μ − b_i) / (reg_user + n_u).
-    With a validation set, (reg_user, reg_item) are chosen from ``grid`` by validation RMSE.
+    Search space: (reg_user, reg_item) over :data:`PENALTIES` × :data:`PENALTIES`, by validation RMSE.
 
     Parameters
     ----------
     reg_user, reg_item : float
-        L2 penalties (used as given when no validation set is passed).
+        L2 penalties.
     n_epochs : int
         ALS sweeps; the estimate converges in a handful.
-    grid : sequence of float
-        Candidate penalties for both biases, tried as a full cross product.
     """
 
     name = "bias_als"
     state_fields = ("user_bias", "item_bias", "reg_user_", "reg_item_")
+    summary_fields = ("reg_user_", "reg_item_")
+    refits_per_fold = True
+    PENALTIES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 15.0, 20.0, 30.0)
 
-    def __init__(
-        self,
-        reg_user: float = 15.0,
-        reg_item: float = 10.0,
-        n_epochs: int = 20,
-        grid: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 15.0, 20.0, 30.0),
-    ):
+    def __init__(self, reg_user: float = 15.0, reg_item: float = 10.0, n_epochs: int = 20):
         self.reg_user = reg_user
         self.reg_item = reg_item
         self.n_epochs = n_epochs
-        self.grid = grid
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(grid={"reg_user": self.PENALTIES, "reg_item": self.PENALTIES})
 
     def fit(self, train, validation=None, *, items=None, users=None) -> BiasALS:
         u, i = self._index(train, items)
         r = train["rating"].to_numpy(dtype=np.float64)
-        candidates = [(self.reg_user, self.reg_item)]
-        if validation is not None and len(validation):
-            candidates = list(itertools.product(self.grid, self.grid))
-        best = None
-        for reg_u, reg_i in candidates:
-            self._fit_biases(u, i, r, reg_u, reg_i)
-            loss = _rmse(self, validation) if len(candidates) > 1 else 0.0
-            if best is None or loss < best[0]:
-                best = (loss, reg_u, reg_i)
-        self.reg_user_, self.reg_item_ = best[1], best[2]
-        self._fit_biases(u, i, r, self.reg_user_, self.reg_item_)
-        return self
-
-    def refit_copy(self) -> BiasALS:
-        return BiasALS(reg_user=self.reg_user_, reg_item=self.reg_item_, n_epochs=self.n_epochs)
-
-    def _fit_biases(self, u, i, r, reg_u, reg_i) -> None:
+        self.reg_user_, self.reg_item_ = self.reg_user, self.reg_item
         n_u, n_i = len(self.user_ids), len(self.item_ids)
         count_u = np.bincount(u, minlength=n_u)
         count_i = np.bincount(i, minlength=n_i)
         bu, bi = np.zeros(n_u), np.zeros(n_i)
         resid = r - self.global_mean
         for _ in range(self.n_epochs):
-            bi = np.bincount(i, resid - bu[u], minlength=n_i) / np.maximum(reg_i + count_i, 1e-12)
-            bu = np.bincount(u, resid - bi[i], minlength=n_u) / np.maximum(reg_u + count_u, 1e-12)
+            bi = np.bincount(i, resid - bu[u], minlength=n_i) / np.maximum(self.reg_item + count_i, 1e-12)
+            bu = np.bincount(u, resid - bi[i], minlength=n_u) / np.maximum(self.reg_user + count_u, 1e-12)
         self.user_bias, self.item_bias = bu, bi
+        return self
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         u, i = self.user_index(users), self.item_index(items)
@@ -124,8 +99,9 @@ class BiasedMF(Recommender):
     """Biased matrix factorisation for explicit ratings, r̂ = μ + b_u + b_i + p_u·q_i, fitted by ALS.
 
     Each half-sweep solves one small ridge regression per user (or item) on its ratings, with penalty
-    ``reg`` × (number of its ratings) on factors ("weighted-λ") and ``reg_bias`` on the bias. The number of
-    sweeps is chosen by validation RMSE (early stopping) and (factors, reg) from ``grid``.
+    ``reg`` × (number of its ratings) on factors ("weighted-λ") and ``reg_bias`` on the bias. With a
+    validation fold, the number of sweeps is chosen by validation RMSE (early stopping: the parameters of the
+    best sweep are kept). Search space: (factors, reg) from :data:`CONFIGS`, by validation RMSE.
 
     Parameters
     ----------
@@ -134,68 +110,56 @@ class BiasedMF(Recommender):
     reg, reg_bias : float
         Penalties on factors (per rating) and on biases.
     max_epochs : int
-        Upper bound on ALS sweeps.
-    grid : sequence of (factors, reg)
-        Configurations tried when a validation set is given.
+        ALS sweeps (at most, with a validation fold).
     seed : int
         Seed of the factor initialisation.
     """
 
     name = "biased_mf"
     state_fields = ("user_bias", "item_bias", "P", "Q", "factors_", "reg_", "epochs_")
+    summary_fields = ("factors_", "reg_", "epochs_")
+    refits_per_fold = True
+    CONFIGS = ({"factors": 8, "reg": 0.1}, {"factors": 16, "reg": 0.3}, {"factors": 32, "reg": 1.0})
 
-    def __init__(
-        self,
-        factors: int = 16,
-        reg: float = 0.1,
-        reg_bias: float = 5.0,
-        max_epochs: int = 10,
-        grid: tuple[tuple[int, float], ...] = ((8, 0.1), (16, 0.3), (32, 1.0)),
-        seed: int = 0,
-    ):
+    def __init__(self, factors: int = 16, reg: float = 0.1, reg_bias: float = 5.0, max_epochs: int = 10, seed: int = 0):
         self.factors = factors
         self.reg = reg
         self.reg_bias = reg_bias
         self.max_epochs = max_epochs
-        self.grid = grid
         self.seed = seed
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(configs=self.CONFIGS)
+
+    def fold_params(self) -> dict:
+        return {"max_epochs": self.epochs_}  # the early-stopped count, refitted without validation
 
     def fit(self, train, validation=None, *, items=None, users=None) -> BiasedMF:
         u, i = self._index(train, items)
         r = train["rating"].to_numpy(dtype=np.float64)
-        configs = list(self.grid) if validation is not None and len(validation) else [(self.factors, self.reg)]
-        best = None
-        for factors, reg in configs:
-            epochs, loss = self._train(u, i, r, factors, reg, validation, self.max_epochs)
-            if best is None or loss < best[0]:
-                best = (loss, factors, reg, epochs)
-        _, self.factors_, self.reg_, self.epochs_ = best
-        self._train(u, i, r, self.factors_, self.reg_, None, self.epochs_)
-        return self
-
-    def refit_copy(self) -> BiasedMF:
-        return BiasedMF(
-            factors=self.factors_, reg=self.reg_, reg_bias=self.reg_bias, max_epochs=self.epochs_, seed=self.seed
-        )
-
-    def _train(self, u, i, r, factors, reg, validation, epochs) -> tuple[int, float]:
+        self.factors_, self.reg_ = self.factors, self.reg
         rng = np.random.default_rng(self.seed)
         n_u, n_i = len(self.user_ids), len(self.item_ids)
-        self.P = rng.normal(0, 0.1, (n_u, factors))
-        self.Q = rng.normal(0, 0.1, (n_i, factors))
+        self.P = rng.normal(0, 0.1, (n_u, self.factors))
+        self.Q = rng.normal(0, 0.1, (n_i, self.factors))
         self.user_bias, self.item_bias = np.zeros(n_u), np.zeros(n_i)
         by_user = _groups(u, n_u)
         by_item = _groups(i, n_i)
         resid = r - self.global_mean
-        best = (np.inf, 0, None)
-        for epoch in range(1, epochs + 1):
-            self.P, self.user_bias = _ridge_side(by_user, i, resid - self.item_bias[i], self.Q, reg, self.reg_bias)
-            self.Q, self.item_bias = _ridge_side(by_item, u, resid - self.user_bias[u], self.P, reg, self.reg_bias)
-            if validation is not None:
-                loss = _rmse(self, validation)
-                if loss < best[0]:
-                    best = (loss, epoch, None)
-        return (best[1], best[0]) if validation is not None else (epochs, 0.0)
+        early = validation is not None and len(validation) > 0
+        best = (np.inf, 0, (self.P, self.Q, self.user_bias, self.item_bias))
+        for epoch in range(1, self.max_epochs + 1):
+            self.P, self.user_bias = _ridge_side(by_user, i, resid - self.item_bias[i], self.Q, self.reg, self.reg_bias)
+            self.Q, self.item_bias = _ridge_side(by_item, u, resid - self.user_bias[u], self.P, self.reg, self.reg_bias)
+            if early:
+                loss = validation_rmse(self, validation)
+                if loss < best[0]:  # each sweep binds new arrays: keeping them is a snapshot
+                    best = (loss, epoch, (self.P, self.Q, self.user_bias, self.item_bias))
+        self.epochs_ = self.max_epochs
+        if early:
+            self.epochs_ = best[1]
+            self.P, self.Q, self.user_bias, self.item_bias = best[2]
+        return self
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:
         return biased_factor_predictions(self, users, items)

@@ -94,6 +94,7 @@ class Fusion(Recommender):
         "blender_",
         "validation_ndcg_",
     )
+    summary_fields = ("rating_weights_", "ranking_weights_", "blender_", "validation_ndcg_", "cv_")
 
     def __init__(
         self,

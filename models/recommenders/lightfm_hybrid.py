@@ -22,6 +22,7 @@ random embedding, i.e. chance).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import get_args
 
@@ -34,6 +35,7 @@ from models.evaluation.metrics import ndcg_at_k, user_blocks
 from models.progress import Progress
 from models.recommenders import LightFMLoss
 from models.recommenders.features import metadata_tokens, review_terms
+from models.tuning import SearchSpace
 
 # Validation users ranked at each early-stopping check, at most (a seeded sample beyond that).
 VALIDATION_USERS = 10_000
@@ -44,12 +46,6 @@ SEARCH_SPACE = {
     "item_alpha": (0.0, 1e-6, 1e-5),
     "content_weight": (0.25, 1.0, 4.0),
 }
-
-
-def sample_configs(trials: int, seed: int) -> list[dict]:
-    """``trials`` seeded random draws from ``SEARCH_SPACE`` (what ``search_trials`` tries besides the default)."""
-    rng = np.random.default_rng(seed)
-    return [{key: values[rng.integers(len(values))] for key, values in SEARCH_SPACE.items()} for _ in range(trials)]
 
 
 def _fingerprint(*matrices: sp.csr_matrix) -> str:
@@ -68,8 +64,7 @@ class LightFMHybrid(Recommender):
     Parameters
     ----------
     loss : {"warp", "bpr", "logistic"}
-    no_components, learning_rate, item_alpha, user_alpha : LightFM hyperparameters (the starting point;
-        with a validation set ``search_trials`` seeded draws from ``SEARCH_SPACE`` are tried too).
+    no_components, learning_rate, item_alpha, user_alpha : LightFM hyperparameters.
     content : bool
         Use content features; ``False`` gives pure collaborative LightFM (identity features only).
     identity : bool
@@ -79,11 +74,13 @@ class LightFMHybrid(Recommender):
     text_terms : int
         TF-IDF terms per item/user from training reviews (0: none).
     max_epochs, eval_every : int
-        Epoch budget; the best epoch count by validation NDCG@k is kept.
+        Epoch budget; with a validation fold, NDCG@k is measured every ``eval_every`` epochs and the best
+        epoch's parameters are kept (early stopping).
     search_trials : int
-        Extra random configurations tried on validation (0: use the given hyperparameters).
+        Its search space (:meth:`search_space`): the given configuration and this many seeded random draws
+        from ``SEARCH_SPACE``, by the early-stopped validation NDCG.
     k : int
-        Cut-off of the validation NDCG that picks the configuration and epoch count.
+        Cut-off of the validation NDCG that picks the epoch count (and the configuration).
     cold_validation : bool
         Rank validation items only among items without training interactions (the cold-item protocol).
     num_threads : int
@@ -106,6 +103,7 @@ class LightFMHybrid(Recommender):
         "epochs_",
         "validation_ndcg_",
     )
+    summary_fields = ("config_", "epochs_", "validation_ndcg_")
 
     def __init__(
         self,
@@ -192,76 +190,65 @@ class LightFMHybrid(Recommender):
         return sp.csr_matrix(user_features, dtype=np.float32), sp.csr_matrix(item_features, dtype=np.float32)
 
     # --- fitting -------------------------------------------------------------------------------------------
+    def search_space(self) -> SearchSpace:
+        fixed = {} if self.content else {"content_weight": 0.0}  # no content: nothing for its weight to weigh
+        return SearchSpace(grid=SEARCH_SPACE, trials=self.search_trials, seed=self.seed, judge="own", fixed=fixed)
+
     def fit(self, train, validation=None, *, items=None, users=None) -> LightFMHybrid:
         u, i = self._index(train, items)
         interactions = sp.coo_matrix(
             (np.ones(len(u), dtype=np.float32), (u, i)), shape=(len(self.user_ids), len(self.item_ids))
         )
-        base = {
-            "no_components": self.no_components,
-            "learning_rate": self.learning_rate,
-            "item_alpha": self.item_alpha,
-            "content_weight": self.content_weight,
-        }
-        configs = [base]
-        tuning = validation is not None and len(validation) > 0
-        if tuning and self.search_trials:
-            configs += sample_configs(self.search_trials, self.seed)
-        if not self.content:
-            configs = [dict(c, content_weight=0.0) for c in configs]
-        configs = list({tuple(sorted(c.items())): c for c in configs}.values())
-        features_by_weight = {}
-        best = None
-        # the tuning fits, then the final one (its epoch count known once chosen; max_epochs meanwhile)
-        self._progress = Progress(self.name, self.max_epochs * (len(configs) + tuning), "epochs")
-        for n, config in enumerate(configs):
-            weight = config["content_weight"]
-            if weight not in features_by_weight:
-                features_by_weight[weight] = self._build(train, items, users, weight)
-            self.user_features, self.item_features = features_by_weight[weight]
-            self._note = f"(configuration {n + 1} of {len(configs)})" if tuning else ""
-            epochs, quality = self._train(interactions, config, validation if tuning else None)
-            if best is None or quality > best[0]:
-                best = (quality, config, epochs)
-        self.validation_ndcg_, self.config_, self.epochs_ = best
-        self.user_features, self.item_features = features_by_weight[self.config_["content_weight"]]
-        if tuning:
-            self._progress.total = self.max_epochs * len(configs) + self.epochs_
-            self._note = "(the final fit)"
-            self._train(interactions, self.config_, None, epochs=self.epochs_)
+        self.config_ = {key: getattr(self, key) for key in SEARCH_SPACE}
+        early = validation is not None and len(validation) > 0
+        self.user_features, self.item_features = self._build(train, items, users, self.content_weight)
+        self._progress = Progress(self.name, self.max_epochs, "epochs")
+        self.epochs_, self.validation_ndcg_ = self._train(interactions, validation if early else None)
         self._progress.finish()
-        del self._progress, self._note  # nothing of the fit's progress stays on the model
-        self._calibrate(validation if tuning else train)
+        del self._progress  # nothing of the fit's progress stays on the model
+        self.validation_score_ = self.validation_ndcg_  # what models.tuning judges it by
+        self._calibrate(validation if early else train)
         return self
 
-    def _new_model(self, config):
+    def _new_model(self):
         from lightfm import LightFM
 
         return LightFM(
             loss=self.loss,
-            no_components=config["no_components"],
-            learning_rate=config["learning_rate"],
-            item_alpha=config["item_alpha"],
+            no_components=self.no_components,
+            learning_rate=self.learning_rate,
+            item_alpha=self.item_alpha,
             user_alpha=self.user_alpha,
             random_state=self.seed,
         )
 
-    def _train(self, interactions, config, validation, epochs: int | None = None) -> tuple[int, float]:
-        self.model_ = self._new_model(config)
+    def _train(self, interactions, validation) -> tuple[int, float]:
+        """Train ``max_epochs`` in chunks of ``eval_every``; with ``validation``, keep the parameters of the
+        chunk with the best validation NDCG (the earliest on ties). (epochs kept, their NDCG or nan)"""
+        self.model_ = self._new_model()
         if validation is None:
-            total = epochs or self.max_epochs
+            total = self.max_epochs
             for chunk in np.diff(np.r_[0 : total : self.eval_every, total]):  # an epoch count is its chunks' sum
                 self._epochs(interactions, int(chunk))
             self._freeze()
             return total, float("nan")
-        best = (-np.inf, self.eval_every)
+        best = (-np.inf, self.eval_every, None)
         for epoch in range(self.eval_every, self.max_epochs + 1, self.eval_every):
             self._epochs(interactions, self.eval_every)
             self._freeze()
             quality = self._validation_ndcg(validation)
-            if quality > best[0]:
-                best = (quality, epoch)
+            if quality > best[0]:  # fit_partial trains model_ in place: keep a copy of this epoch's state
+                best = (quality, epoch, self._snapshot())
+        if best[2] is not None:
+            self._restore_snapshot(best[2])
         return best[1], best[0]
+
+    def _snapshot(self) -> tuple:
+        return (copy.deepcopy(self.model_), self._fingerprint, self._user_bias, self._user_repr, self._item_bias,
+                self._item_repr)  # fmt: skip
+
+    def _restore_snapshot(self, state: tuple) -> None:
+        (self.model_, self._fingerprint, self._user_bias, self._user_repr, self._item_bias, self._item_repr) = state
 
     def _epochs(self, interactions, epochs: int) -> None:
         """``epochs`` more epochs of the current model (LightFM's ``fit_partial`` continues where it stopped:
@@ -275,7 +262,7 @@ class LightFMHybrid(Recommender):
         )
         progress = getattr(self, "_progress", None)
         if progress is not None:
-            progress.advance(epochs, note=getattr(self, "_note", ""))
+            progress.advance(epochs)
 
     def _freeze(self) -> None:
         """Cache the learned representations and fingerprint the feature matrices they belong to."""

@@ -80,7 +80,7 @@ def load_model(folder: str | Path, *, verify: bool = True, into: Recommender | N
     """The model saved in ``folder`` by :func:`save_model`, ready to ``predict``/``score``/``recommend``.
 
     ``into``: an unfitted instance of the saved class, built with the constructor arguments the fit had
-    (what ``refit_copy`` reads), to restore the state into; a bare instance of the class otherwise."""
+    (those its tuning chose: ``models.experiment.FitStore``), to restore the state into; a bare instance of the class otherwise."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
