@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import prepared  # noqa: E402
+from bench.common import prepared, write_json  # noqa: E402
 from readers import DEFAULT_DATASET  # noqa: E402
 
 DATASETS = {"default": DEFAULT_DATASET, "movielens": ROOT.parent / "shared" / "data" / "movielens-latest-small"}
@@ -141,9 +140,7 @@ def main() -> None:
                     f"{auc.get('lightfm_cf', float('nan')):.4f} (Wilcoxon, Holm-corrected p = {p:.2g})"
                 )
         con.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {args.out}")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ seconds per command and the ratio. JSON goes to bench/results/cli_help.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
+
 MODULES = (
     "flows.prepare",
     "flows.train",
@@ -66,8 +68,7 @@ def main() -> None:
             line += f"{row['other_seconds']:>11.2f}{row['ratio']:>7.1f}x"
         rows.append(row)
         print(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"python": sys.executable, "compare": str(args.compare), "rows": rows}, indent=1))
+    write_json(args.out, {"python": sys.executable, "compare": str(args.compare), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""What the benchmark scripts share: a dataset prepared into DuckDB without Prefect."""
+"""What the benchmark scripts share: a dataset prepared into DuckDB without Prefect, percentiles, and the
+JSON file each script writes beside the table it prints."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -48,3 +50,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
     a = np.asarray(values)
     return {f"p{q}": float(np.percentile(a, q)) for q in (50, 95, 99)} | {"max": float(a.max()), "n": len(a)}
+
+
+def write_json(path: Path, results) -> None:
+    """Write a benchmark's results to ``path`` (folders made; numpy values as plain numbers, anything else
+    JSON cannot hold as its text) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=_plain))
+    print(f"\nwrote {path}")
+
+
+def _plain(value):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)

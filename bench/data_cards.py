@@ -9,11 +9,10 @@ each split have a same-user text twin in training, which warnings fire, and what
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from common import ROOT, prepared
+from common import ROOT, prepared, write_json
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -73,9 +72,7 @@ def main() -> None:
             f"{r['dataset']:<34}{r['policy']:>9}{r['raw']:>9,}{r['kept']:>9,}{r['variant_share']:>10.1%}"
             f"{r['variant_groups']:>8,}  {twins:<29}  {','.join(r['warnings']) or '-'}  {r['card_seconds']}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
-    print(f"\nwritten {args.out}")
+    write_json(args.out, rows)
 
 
 if __name__ == "__main__":

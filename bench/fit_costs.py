@@ -13,12 +13,12 @@ the machine was equally loaded during both (say so when reporting them).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
 
 
 def fits(workspace: Path, run: str | None) -> tuple[str, dict]:
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             first, last = row[f"{labels[0]}_seconds"], row[f"{labels[-1]}_seconds"]
             cells.append(f"{last / first:.2f}" if first and last is not None else "-")
         print(" | ".join(cells))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"runs": used, "rows": rows}, indent=2, default=str))
-    print(f"wrote {args.json}")
+    write_json(args.json, {"runs": used, "rows": rows})
     return 0
 
 

@@ -9,7 +9,6 @@ Peak memory is the largest resident set of any process of the run (the flow or t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
 
 
 def run_flow(args: list[str], env: dict) -> dict:
@@ -91,9 +91,7 @@ def main() -> None:
         print(f"\n{metric}@{k} ({segment})\n{table.round(4).to_string()}")
     print("\npaired tests involving fusion (Holm-corrected t-test p)")
     print(pd.DataFrame(figures["tests"]).round(4).to_string(index=False))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str))
-    print(f"\nwrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -109,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['encode_seconds'] or 0:>9.1f}{row['readout_seconds'] or 0:>10.1f}{row['samples_per_second']:>10.1f}"
             f"{row['validation_mse']:>9.4f}{row['test_mse']:>9.4f}{row['test_ndcg'] or float('nan'):>9.4f}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"split": args.split, "variants": rows}, indent=2))
-    print(f"JSON: {args.out}")
+    write_json(args.out, {"split": args.split, "variants": rows})
     return 0
 
 

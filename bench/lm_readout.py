@@ -19,7 +19,6 @@ LM and bias ALS (no weights learned). Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
 
 SPARSE = 3  # users with at most this many training ratings
 
@@ -141,9 +141,7 @@ def main() -> None:
         print(pd.DataFrame(rows[-len(predictions) :]).round(4).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     print("\nmean over splits\n" + table.groupby("readout", sort=False).mean(numeric_only=True).round(4).to_string())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"workspace": str(args.workspace), "rows": rows}, indent=2))
-    print(f"\nwrote {args.out}")
+    write_json(args.out, {"workspace": str(args.workspace), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, prepared
+from common import ROOT, prepared, write_json
 
 VARIANTS = {
     "before": ("cpu", {"positive_threshold": 0.0, "logq_correction": False, "popularity_weights": (0.0,)}),
@@ -98,9 +98,7 @@ def main() -> None:
         print(
             f"{r['split']:<15}{r['variant']:<12}{r['metric']:<9}{value:>26}{r['fit_s']:>8}{rate:>11}{rss:>9}  {r['recipe'] or ''}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
-    print(f"\nwritten {args.out}")
+    write_json(args.out, rows)
 
 
 if __name__ == "__main__":

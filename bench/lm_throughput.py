@@ -14,7 +14,6 @@ of the training pairs in the last column).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -179,9 +180,7 @@ def main() -> None:
             f"{length:>7}{plain:>11.1f}{same:>18.1f}{same / plain:>7.2f}{cpu:>20.1f}{cpu / plain:>7.2f}"
             f"{cache:>9.0f}{epoch:>11.1f}{epoch / plain:>7.2f}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

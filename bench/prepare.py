@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.common import write_json  # noqa: E402
 from readers import DEFAULT_DATASET  # noqa: E402
 
 DEFAULT_ML = ROOT.parent / "shared" / "data" / "movielens-latest-small"
@@ -151,9 +151,7 @@ def main() -> None:
             + ", ".join(f"{k} {v:.0f} MiB" for k, v in peaks.items())
             + f"; x30/x10 = {peaks['x30'] / peaks['x10']:.2f} for 3x the rows"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

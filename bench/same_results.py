@@ -12,12 +12,12 @@ differing, only in A, only in B, largest difference per table), writes JSON, and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
 
 TABLES = ("eval_results", "eval_tests", "eval_per_user", "lm_predictions")
 
@@ -93,8 +93,7 @@ def main() -> int:
     identical = all(r["differing"] == r["only_a"] == r["only_b"] == 0 for r in report["tables"].values())
     report["identical"] = identical
     print("\nidentical" if identical else "\nDIFFERENT")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    write_json(args.out, report)
     return 0 if identical else 1
 
 

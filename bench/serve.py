@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import percentiles  # noqa: E402
+from bench.common import percentiles, write_json  # noqa: E402
 from tasks.store import DEFAULT_WORKSPACE  # noqa: E402
 
 
@@ -164,9 +163,7 @@ def main() -> None:
         f"max {p['max']:.1f} ms, errors {http['errors']} of {p['n']}; server RSS {http['server_rss_mib_start']:.0f}"
         f" -> {http['server_rss_mib_end']:.0f} MiB"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"in_process_ms": local, "http": http}, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, {"in_process_ms": local, "http": http})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import write_json  # noqa: E402
+
 TASKS = (("rating", "mse", 0), ("ranking", "ndcg", 10))
 
 
@@ -163,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['dataset']} | {r['unit']} | {r['task']} | {r['contender']} | {_cell(r['before'], False)} | "
             f"{_cell(r['after'], True)} |"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=1, default=str))
-    print(f"\nwritten {args.json}")
+    write_json(args.json, rows)
     return 0
 
 
