@@ -290,6 +290,7 @@ RECOMMEND = Group(
     ),
 )
 RETENTION = Group("retention", (_O("--retention-days", "retention_days"),))
+FORGET = Group("erasure", (_O("--user-id", "user_id"),))
 STUDY_OUTPUT = Group("report", (_O("--output", "output"), _O("--report-only", "report_only")))
 
 
@@ -535,6 +536,23 @@ def _run_prune(params, _) -> None:
     )
 
 
+def _run_forget(params, _) -> None:
+    out = _flow("forget")(params.model_copy(update={"workspace": _existing(params.workspace)}))
+    print_erasure(out)
+
+
+def print_erasure(out: dict) -> None:
+    """What an erasure removed, one line per place."""
+    print(f"erasure {out['erasure_id']}:")
+    for table, n in out["tables"].items():
+        print(f"  {table}: {n} row(s)")
+    print(f"  serving log: {out['serving_log']} request(s)")
+    if out["folders"]:
+        print(f"  removed (recomputed on the next run): {', '.join(out['folders'])}")
+    marked = ", ".join(out["bundles_marked"]) or "none"
+    print(f"  published bundles trained on the user, marked: {marked} (retrain and publish to serve without them)")
+
+
 def _under(prefix: str, mount: str) -> str:
     return ".".join(part for part in (prefix, mount) if part)
 
@@ -574,6 +592,7 @@ COMMANDS: dict[str, Command] = {
         outputs=(Option("--json", None, "print the result as JSON", const=True),),
     ),
     "prune": Command("PruneParams", ((WORKSPACE, ""), (RETENTION, "")), _run_prune),
+    "forget": Command("ForgetParams", ((WORKSPACE, ""), (FORGET, "")), _run_forget),
     "study": Command(
         "StudyParams",
         (

@@ -285,3 +285,16 @@ class PruneParams(BaseModel):
     retention_days: int = Field(
         RETENTION_DAYS, ge=1, description="days the serving log keeps a request; older requests are removed"
     )
+
+
+class ForgetParams(BaseModel):
+    """Whose data to erase, from which workspace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
+    user_id: str = Field(
+        min_length=1,
+        description="the user's id as in the dataset; every row of theirs is erased (Prefect keeps a flow run's "
+        "parameters: erase with `python -m serve.registry forget` to keep the id out of Prefect's database)",
+    )

@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, runtime
 
 from flows.params import TrainParams
 from models.registry import FUSION
+from tasks.erasure import erased_since_last_training
 from tasks.evaluate import evaluate_models, judge_run
 from tasks.publish import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
@@ -68,7 +69,12 @@ def train(params: TrainParams = TrainParams()) -> dict:
         # judge: the pre-registered comparisons of every unit (a k-fold split's folds pooled), gated by the
         # data card, corrected within their family
         summary["differences"] = judge_run(workspace.db, run_id, params.evaluation)
-        finish_run(workspace.db, run_id, {"splits": list(params.splits)})
+        summary["erased_since_last_training"] = erased_since_last_training(workspace.db, run_id)
+        finish_run(
+            workspace.db,
+            run_id,
+            {"splits": list(params.splits), "erased_since_last_training": summary["erased_since_last_training"]},
+        )
         return summary
 
 

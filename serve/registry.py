@@ -7,10 +7,13 @@ A/B test and compare its arms.
     python -m serve.registry ab 20261128-150102-9a8b7c6d --share 0.1   # A/B: 10% of users get this version
     python -m serve.registry ab-report                                 # compare the arms in the serving log
     python -m serve.registry ab --off
+    python -m serve.registry forget A2EFCYXHNK06IS                     # erase a user's data on request
     python -m serve.registry --help
 
 ``python -m serve`` follows the champion: a promotion or rollback is served within its poll interval,
-without a restart. Every change is a row in the ``promotions`` table, with its reason.
+without a restart. Every change is a row in the ``promotions`` table, with its reason. ``forget`` erases a
+user's rows from every table, the serving log and the working folders, and marks the published bundles trained
+on them (``tasks/erasure.py``); retrain and publish to serve without them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from tasks.store import DEFAULT_WORKSPACE
@@ -48,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="compare the A/B arms in the serving log: later-interaction hit rate, latency",
     )
+    forget = commands.add_parser(
+        "forget",
+        parents=[common],
+        help="erase a user's data (every table, raw included; the serving log; marks bundles trained on them)",
+    )
+    forget.add_argument("user_id", help="the user's id as in the dataset")
     return parser
 
 
@@ -57,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.cli import run_cli
     from models.serving.published import read_champion, registry_dir
     from readers import InputError
+    from tasks.erasure import MARK
     from tasks.registry import list_models, rollback_target, set_ab, set_champion
     from tasks.serving_log import ab_report
     from tasks.store import Workspace, connect
@@ -77,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ab-report":
             print_ab(ab_report(workspace.root))
             return
+        if args.command == "forget":
+            from flows.cli import print_erasure
+            from tasks.erasure import forget_user
+
+            start = time.perf_counter()
+            print_erasure(forget_user(workspace, args.user_id))
+            print(f"done in {time.perf_counter() - start:.1f} s")
+            return
         with connect(workspace.db) as con:
             if args.command == "list":
                 champion = (read_champion(registry) or {}).get("version")
@@ -88,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
                         for name, value in metrics.items()
                         if name in ("rmse", "mae") or name.startswith(("ndcg@", "recall@"))
                     )
-                    print(f"{mark} {row.version}  run {row.run_id[:8]}  {row.split_id:<16} {shown}")
+                    erased = registry / row.version / MARK  # trained on users erased since
+                    note = (
+                        f"  (trained on {len(json.loads(erased.read_text()))} erased user(s))"
+                        if erased.exists()
+                        else ""
+                    )
+                    print(f"{mark} {row.version}  run {row.run_id[:8]}  {row.split_id:<16} {shown}{note}")
                 return
             version = args.version if args.command == "promote" else rollback_target(con, registry)
             pointer = set_champion(con, registry, version, args.command, args.reason)

@@ -46,6 +46,9 @@ PROMOTIONS = "promotions"  # one row per change of champion (first publish, prom
 
 # --- serving (tasks.serving_log; in <workspace>/serving.duckdb, written only by `python -m serve`) ------
 SERVING_LOG = "serving_log"  # one row per answered request: time, user, A/B arm, model version, items, latency
+ERASURES = (
+    "erasures"  # one row per user erased on request: when, a keyed pseudonym (never the id), counts (tasks.erasure)
+)
 
 FOLDS = ("train", "validation", "test")
 
@@ -249,6 +252,12 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "items": "VARCHAR[]",
         "latency_ms": "DOUBLE",
     },
+    ERASURES: {
+        "erasure_id": "VARCHAR",
+        "erased_at": "TIMESTAMP",
+        "user_key": "VARCHAR",  # the user's keyed pseudonym (models.serving.pseudonym): a later request is known
+        "counts": "JSON",  # rows removed per table, files and folders removed, bundles marked
+    },
     TRAIN_REVIEWS: {
         "split_id": "VARCHAR",
         "user_id": "VARCHAR",
@@ -258,6 +267,21 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "summary": "VARCHAR",
         "review_text": "VARCHAR",
     },
+}
+
+# A user's rows in each table that holds user ids (raw ids; the serving log's own database holds pseudonyms), as
+# a condition on one parameter, the id: what erasing a user deletes (tasks.erasure). The raw, quarantine and
+# duplicates tables are found through the canonical rows' provenance. Every table with a user column is listed
+# here (tests/test_erasure.py checks), so a new one cannot escape an erasure.
+USER_ROWS: dict[str, str] = {
+    CANONICAL[INTERACTIONS]: "user_id = ?",
+    CANONICAL[USERS]: "user_id = ?",
+    CANONICAL[TAGS]: "user_id = ?",
+    SPLIT_ASSIGNMENTS: "user_id = ?",
+    TRAIN_REVIEWS: "user_id = ?",
+    EVAL_PER_USER: "user_id = ?",
+    LM_PREDICTIONS: "user_id = ?",
+    LM_EMBEDDINGS: "kind = 'user' AND id = ?",
 }
 
 # Tables that hold every interaction's text, whatever its fold. Everything else is "training side":
