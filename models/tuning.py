@@ -21,14 +21,13 @@ per fit (``model_fits.params``). ``flows/search.py`` runs the same candidates an
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-LOG = logging.getLogger("reclab.tuning")
+from models.progress import Progress
 
 Judge = Literal["rmse", "ndcg", "own"]
 
@@ -193,18 +192,19 @@ def tune(
     found = candidates(model, space) if judge.usable and fitted is None else [{}]
     tried: list[tuple[dict, float]] = []
     best = None
-    for n, config in enumerate(found):
+    progress = Progress(f"{model.name}: tuning", len(found), "configurations")  # a line every 10 s, if that long
+    for config in found:
         if fitted is not None:
             current = fitted
         else:
-            if len(found) > 1:
-                LOG.info(f"{model.name}: configuration {n + 1} of {len(found)} {_short(config)}")
             built = model.with_params(**config) if config else model  # {}: the model as it was built
             current = built.fit(train, validation, items=items, users=users)
         value = judge(current) if judge.usable and len(found) > 1 else float("nan")
         tried.append((config, value))
         if best is None or _better(value, best[1], judge.lower_is_better()):
             best = (current, value, config)
+        progress.advance(note=f"(best so far: {_short(best[2])})" if len(found) > 1 else "")
+    progress.finish(note=f"(chose {_short(best[2])})")
     chosen, value, config = best
     if len(found) == 1 and judge.usable and judge.kind == "own":
         value = judge(chosen)  # its own early-stopping score costs nothing to read
