@@ -168,130 +168,104 @@ def _json_object(text: str) -> dict:
     return value
 
 
-# --- the options, one group per component: the flag and the field; help, default, type and choices are the
-# field's (flows/params.py and the components' configs) -----------------------------------------------------
-_O = Option
-DATASET = Group(
-    "dataset",
-    (
-        _O("--data", "data"),
-        _O("--format", "format"),
-        _O("--items", "items"),
-        _O("--users", "users"),
-        _O("--tags", "tags"),
-        _O("--map", "mapping", metavar="FIELD=COLUMN,..."),
-        _O("--rating-scale", "rating_scale", metavar=("LOW", "HIGH")),
-        _O("--delimiter", "delimiter"),
-        _O("--name", "name"),
-        _O("--workspace", "workspace"),
-    ),
-)
-DATASETS = Group(  # flows.study: several datasets, each detected from its path, each in its own workspace
-    "datasets", (_O("--data", "data", metavar="PATH"), _O("--workspaces", "workspaces"))
-)
-INGEST = Group(
+# --- the options, one group per component: field paths; the flag is the field's name (``--no-<name>`` for a
+# switch off), except for the short names below; help, default, type and choices are the field's --------------
+FLAGS = {  # field path -> its flag, where the field's own name is not the flag
+    "mapping": "--map",
+    "validation.max_quarantine_fraction": "--max-quarantine",
+    "seeds": "--split-seeds",
+    "refresh_cache": "--refresh",
+    "promotion.mode": "--promotion",
+    "promotion.alpha": "--promotion-alpha",
+    "promotion.tolerance": "--promotion-tolerance",
+    "kind": "--runner",
+    "address": "--dask-address",
+    "run_id": "--run",
+    "dataset": "--dataset-title",
+    "split": "--splits",  # the search's one split, named as the train stage's several
+    "seed": "--search-seed",
+    "train.seed": "--model-seed",
+}
+METAVARS = {
+    "mapping": "FIELD=COLUMN,...",
+    "rating_scale": ("LOW", "HIGH"),
+    "validation.max_quarantine_fraction": "FRACTION",
+    "validation.min_item_coverage": "FRACTION",
+    "seeds": "SEED",
+    "split.protocols": "PROTOCOL",
+    "split.fractions": ("TRAIN", "VALIDATION", "TEST"),
+    "split.folds": "K",
+    "split.kfold_validation": "FRACTION",
+    "split.train_fractions": "FRACTION",
+    "train.lm_encoders": "ENCODER",
+}
+
+
+def _fields(title: str, paths: str, *extra: Option) -> Group:
+    """A group of options, one per field path of ``paths`` (space-separated), then ``extra``."""
+    options = []
+    for path in paths.split():
+        name = path.rsplit(".", 1)[-1].replace("_", "-")
+        flag = FLAGS.get(path, f"--no-{name}" if path in SWITCHED_OFF else f"--{name}")
+        options.append(Option(flag, path, metavar=METAVARS.get(path)))
+    return Group(title, (*options, *extra))
+
+
+SWITCHED_OFF = {"validation.data_docs", "train.overlap", "publish"}  # True by default: the flag turns them off
+DATASET = _fields("dataset", "data format items users tags mapping rating_scale delimiter name workspace")
+DATASETS = Group("datasets", (Option("--data", "data", metavar="PATH"), Option("--workspaces", "workspaces")))
+INGEST = _fields(
     "ingest and validation",
-    (
-        _O("--duplicate-policy", "ingest.duplicate_policy"),
-        _O("--text-duplicates", "ingest.text_duplicates"),
-        _O("--max-quarantine", "validation.max_quarantine_fraction", metavar="FRACTION"),
-        _O("--min-item-coverage", "validation.min_item_coverage", metavar="FRACTION"),
-        _O("--no-data-docs", "validation.data_docs"),
-    ),
+    "ingest.duplicate_policy ingest.text_duplicates validation.max_quarantine_fraction validation.min_item_coverage "
+    "validation.data_docs",
 )
-SPLIT = Group(
+SPLIT = _fields(
     "split",
-    (
-        _O("--split-seeds", "seeds", metavar="SEED"),
-        _O("--protocols", "split.protocols", metavar="PROTOCOL"),
-        _O("--fractions", "split.fractions", metavar=("TRAIN", "VALIDATION", "TEST")),
-        _O("--folds", "split.folds", metavar="K"),
-        _O("--kfold-validation", "split.kfold_validation", metavar="FRACTION"),
-        _O("--train-fractions", "split.train_fractions", metavar="FRACTION"),
-        _O("--cold-item-fraction", "split.cold_item_fraction"),
-        _O("--min-user-interactions", "split.min_user_interactions"),
-        _O("--kcore", "split.kcore"),
-    ),
+    "seeds split.protocols split.fractions split.folds split.kfold_validation split.train_fractions "
+    "split.cold_item_fraction split.min_user_interactions split.kcore",
 )
-# options of the LightFM configuration shared by the train stage and the search (fields of TrainConfig)
-LIGHTFM_LOSS = _O("--lightfm-loss", "train.lightfm_loss")
-LIGHTFM_MAX_EPOCHS = _O("--lightfm-max-epochs", "train.lightfm_max_epochs")
-MODELS_GROUP = Group(
+MODELS_GROUP = _fields(
     "models",
-    (
-        _O("--models", "train.models"),
-        _O("--model-seed", ("train.seed", "evaluation.seed"), "model initialisation and bootstrap seed"),
-        LIGHTFM_LOSS,
-        _O("--lightfm-threads", "train.lightfm_threads"),
-        _O("--lightfm-trials", "train.lightfm_trials"),
-        LIGHTFM_MAX_EPOCHS,
-        _O("--lightfm-params", "train.lightfm_params"),
-        _O("--lm-profile", "train.lm_profile"),
-        _O(
-            "--lm-encoder",
-            "train.lm_overrides.encoder",
-            "pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)",
-        ),
-        _O("--lm-encoders", "train.lm_encoders", metavar="ENCODER"),
-        _O("--no-overlap", "train.overlap"),
-        _O("--refresh", "refresh_cache"),
+    "train.models",
+    Option("--model-seed", ("train.seed", "evaluation.seed"), "model initialisation and bootstrap seed"),
+    *_fields(
+        "",
+        "train.lightfm_loss train.lightfm_threads train.lightfm_trials train.lightfm_max_epochs "
+        "train.lightfm_params train.lm_profile",
+    ).options,  # fmt: skip
+    Option(
+        "--lm-encoder",
+        "train.lm_overrides.encoder",
+        "pretrained encoder: a local folder or hub id (default: the packaged all-MiniLM-L6-v2)",
     ),
+    *_fields("", "train.lm_encoders train.overlap refresh_cache").options,
 )
-EVALUATION = Group(
-    "evaluation",
-    (
-        _O("--k", "k"),
-        _O("--n-boot", "n_boot"),
-        _O("--ranking-users", "ranking_users"),
-        _O("--min-segment-users", "min_segment_users"),
-        _O("--alpha", "alpha"),
-    ),
+EVALUATION = _fields("evaluation", "k n_boot ranking_users min_segment_users alpha")
+PUBLISHING = _fields("publishing", "publish publish_split promotion.mode promotion.alpha promotion.tolerance")
+RUNNER = _fields(
+    "where independent work runs (splits and seeds, search trials, a study's datasets)", "kind workers address"
 )
-PUBLISHING = Group(
-    "publishing",
-    (
-        _O("--no-publish", "publish"),
-        _O("--publish-split", "publish_split"),
-        _O("--promotion", "promotion.mode"),
-        _O("--promotion-alpha", "promotion.alpha"),
-        _O("--promotion-tolerance", "promotion.tolerance"),
-    ),
-)
-RUNNER = Group(
-    "where independent work runs (splits and seeds, search trials, a study's datasets)",
-    (_O("--runner", "kind"), _O("--workers", "workers"), _O("--dask-address", "address")),
-)
-WORKSPACE = Group("workspace", (_O("--workspace", "workspace"),))
-SPLITS = Group("splits", (_O("--splits", "splits"),))
-REPORT_OUTPUT = Group("report", (_O("--output", "output"),))
-REPORT_RUN = Group("report", (_O("--run", "run_id"), _O("--output", "output"), _O("--dataset-title", "dataset")))
-SEARCH = Group(
-    "search",
-    (
-        _O("--splits", "split"),
-        _O("--trials", "trials"),
-        _O("--search-seed", "seed"),
-        LIGHTFM_LOSS,
-        LIGHTFM_MAX_EPOCHS,
-        _O("--model-seed", "train.seed"),
-    ),
-)
+WORKSPACE = _fields("workspace", "workspace")
+SPLITS = _fields("splits", "splits")
+REPORT_OUTPUT = _fields("report", "output")
+REPORT_RUN = _fields("report", "run_id output dataset")
+SEARCH = _fields("search", "split trials seed train.lightfm_loss train.lightfm_max_epochs train.seed")
 RECOMMEND = Group(
     "recommendations",
     (
-        _O(
+        Option(
             "--user",
             "users",
             "a user id, repeatable: --user a --user b (no default: at least one, here or in --config)",
             metavar="USER",
             repeat=True,
         ),
-        _O("--k", "k"),
+        Option("--k", "k"),
     ),
 )
-RETENTION = Group("retention", (_O("--retention-days", "retention_days"),))
-FORGET = Group("erasure", (_O("--user-id", "user_id"),))
-STUDY_OUTPUT = Group("report", (_O("--output", "output"), _O("--report-only", "report_only")))
+RETENTION = _fields("retention", "retention_days")
+FORGET = _fields("erasure", "user_id")
+STUDY_OUTPUT = _fields("report", "output report_only")
 
 
 # --- parameters from the config file and the command line ---------------------------------------------------
