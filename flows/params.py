@@ -295,6 +295,6 @@ class ForgetParams(BaseModel):
     workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     user_id: str = Field(
         min_length=1,
-        description="the user's id as in the dataset; every row of theirs is erased (Prefect keeps a flow run's "
-        "parameters: erase with `python -m serve.registry forget` to keep the id out of Prefect's database)",
+        description="the user's id as in the dataset, whose every row is erased (no default: required; Prefect keeps "
+        "a flow run's parameters, so `python -m serve.registry forget` keeps the id out of Prefect's database)",
     )

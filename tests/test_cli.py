@@ -133,9 +133,8 @@ def test_every_option_sets_its_field(flow):
         else:
             value = samples.get(option.type, "x7")
             argv = [option.flag, str(value)]
-        given = vars(
-            parser.parse_args(argv + (["--user", "u"] if flow == "recommend" and option.flag != "--user" else []))
-        )
+        required = {"recommend": "--user", "forget": "--user-id"}.get(flow)  # no default: given with every sample
+        given = vars(parser.parse_args(argv + ([required, "u"] if required and option.flag != required else [])))
         params = build_params(COMMANDS[flow], given)
         for path in option.paths(mount):
             value = params
