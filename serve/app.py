@@ -281,8 +281,9 @@ def create_app(
             responses.stop()
 
     # the documentation pages' JavaScript and CSS come from the fastapi-offline package, served here: /docs
-    # and /redoc render without internet
-    app = FastAPIOffline(title="reclab", description=__doc__, lifespan=lifespan)
+    # and /redoc render without internet (ReDoc's script with its footer logo served from here too, not its CDN)
+    app = FastAPIOffline(title="reclab", description=__doc__, lifespan=lifespan, redoc_url=None)
+    _offline_redoc(app)
     app.state.champion = champion
     app.state.responses = responses
 
@@ -381,3 +382,33 @@ def create_app(
         )
 
     return app
+
+
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"  # in ReDoc's script: its footer's logo, from a CDN
+
+
+def _offline_redoc(app: FastAPI) -> None:
+    """``/redoc`` as fastapi-offline serves it, but with ReDoc's script rewritten to show the service's own
+    favicon where it would fetch its logo from the internet."""
+    from fastapi.openapi.docs import get_redoc_html
+    from fastapi.responses import HTMLResponse, Response
+    import fastapi_offline
+
+    script = (Path(fastapi_offline.__file__).parent / "static" / "redoc.standalone.js").read_text(encoding="utf-8")
+    script = script.replace(REDOC_LOGO, "/static-offline-docs/favicon.png").encode()
+
+    @app.get("/redoc-assets/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script():
+        return Response(script, media_type="text/javascript")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}/redoc-assets/redoc.standalone.js",
+            with_google_fonts=False,
+            redoc_favicon_url=f"{root}/static-offline-docs/favicon.png",
+        )
+        return HTMLResponse(page.body)

@@ -218,6 +218,7 @@ def test_docs_render_offline_and_every_answer_has_a_schema(client):
         assert assets and all(a.startswith("/") for a in assets)
         for asset in assets:
             served = client.get(asset)
+            assert b"cdn.redoc.ly" not in served.content  # ReDoc's footer logo too (its script points at a CDN)
             assert served.status_code == 200 and len(served.content) > 1000, asset
     schema = client.get("/openapi.json").json()
     for path in ("/health", "/model", "/recommend", "/predict"):
