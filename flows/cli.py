@@ -511,20 +511,9 @@ def _run_prune(params, _) -> None:
 
 
 def _run_forget(params, _) -> None:
-    out = _flow("forget")(params.model_copy(update={"workspace": _existing(params.workspace)}))
-    print_erasure(out)
+    from reports.console import print_erasure
 
-
-def print_erasure(out: dict) -> None:
-    """What an erasure removed, one line per place."""
-    print(f"erasure {out['erasure_id']}:")
-    for table, n in out["tables"].items():
-        print(f"  {table}: {n} row(s)")
-    print(f"  serving log: {out['serving_log']} request(s)")
-    if out["folders"]:
-        print(f"  removed (recomputed on the next run): {', '.join(out['folders'])}")
-    marked = ", ".join(out["bundles_marked"]) or "none"
-    print(f"  published bundles trained on the user, marked: {marked} (retrain and publish to serve without them)")
+    print_erasure(_flow("forget")(params.model_copy(update={"workspace": _existing(params.workspace)})))
 
 
 def _under(prefix: str, mount: str) -> str:

@@ -120,3 +120,15 @@ def print_recommendations(result: dict) -> None:
             drivers = ", ".join(f"{name} {value:+.2f}" for name, value in why.get("drivers", {}).items())
             similar = "; like " + ", ".join(s["item_id"] for s in why["similar_to"]) if why.get("similar_to") else ""
             print(f"  {n + 1:>3}. {item:<14} {score:8.3f}   {drivers}{similar}")
+
+
+def print_erasure(out: dict) -> None:
+    """What an erasure removed, one line per place."""
+    print(f"erasure {out['erasure_id']}:")
+    for table, n in out["tables"].items():
+        print(f"  {table}: {n} row(s)")
+    print(f"  serving log: {out['serving_log']} request(s)")
+    if out["folders"]:
+        print(f"  removed (recomputed on the next run): {', '.join(out['folders'])}")
+    marked = ", ".join(out["bundles_marked"]) or "none"
+    print(f"  published bundles trained on the user, marked: {marked} (retrain and publish to serve without them)")

@@ -390,9 +390,9 @@ REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"  # in ReDoc's script: it
 def _offline_redoc(app: FastAPI) -> None:
     """``/redoc`` as fastapi-offline serves it, but with ReDoc's script rewritten to show the service's own
     favicon where it would fetch its logo from the internet."""
+    import fastapi_offline
     from fastapi.openapi.docs import get_redoc_html
     from fastapi.responses import HTMLResponse, Response
-    import fastapi_offline
 
     script = (Path(fastapi_offline.__file__).parent / "static" / "redoc.standalone.js").read_text(encoding="utf-8")
     script = script.replace(REDOC_LOGO, "/static-offline-docs/favicon.png").encode()

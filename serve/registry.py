@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print_ab(ab_report(workspace.root))
             return
         if args.command == "forget":
-            from flows.cli import print_erasure
+            from reports.console import print_erasure
             from tasks.erasure import forget_user
 
             start = time.perf_counter()
