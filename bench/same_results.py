@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import write_json  # noqa: E402
 
-TABLES = ("eval_results", "eval_tests", "eval_per_user", "lm_predictions")
+TABLES = ("eval_results", "eval_tests", "eval_differences", "eval_per_user", "lm_predictions")
 
 
 def latest_run(con) -> str:
