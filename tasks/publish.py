@@ -112,25 +112,21 @@ def challenge_champion(
 ) -> dict:
     """The promotion gate for a newly published model: evaluate the current champion on the same split's test
     users, decide (``models.serving.promotion.decide``), record the decision in ``promotions`` (and move the champion
-    when it says so), and publish it as the Prefect artifact ``reclab-promotion``."""
+    when it says so), and publish it as the Prefect artifact ``reclab-promotion``. A champion trained on users
+    erased since (``tasks.erasure``) gives way to the first model published without them, whatever the metrics."""
     registry = registry_dir(workspace_root)
     current = read_champion(registry)
     if current is None or current["version"] == published["version"]:
         return {"promote": False, "reason": "the published model is already the champion"}
-    if config.k is None:
-        config = config.model_copy(update={"k": eval_config.k})
-    with connect(db, read_only=True) as con:
-        protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-    champion = load_model(current["path"])
-    challenger = per_user[per_user["model"] == FUSION].assign(model="challenger")
-    if champion.user_key_id_ is not None:  # its user ids are pseudonyms: ask it about the same users by theirs
-        key = Workspace(Path(workspace_root)).user_key()
-        data = {part: data[part].assign(user_id=pseudonymise(data[part]["user_id"], key)) for part in ("train", "test")}
-        challenger = challenger.assign(user_id=pseudonymise(challenger["user_id"], key))
-    values, _ = per_user_values(
-        champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
-    )
-    decision = decide(pd.concat([values, challenger], ignore_index=True), config)
+    erased = _erased_users(Path(current["path"]))
+    if erased and not _erased_users(registry / published["version"]):  # erasure outranks the metrics
+        reason = (
+            f"the champion was trained on {erased} user(s) erased since; the first model published without them "
+            "replaces it, whatever the metrics"
+        )
+        decision = {"promote": True, "reason": reason}
+    else:
+        decision = _judged(db, workspace_root, split_id, current, per_user, eval_config, config)
     decision.update(
         {"challenger_version": published["version"], "champion_version": current["version"], "split_id": split_id}
     )
@@ -145,6 +141,33 @@ def challenge_champion(
         description=f"promotion decision for {published['version']}",
     )
     return decision
+
+
+def _judged(db, workspace_root, split_id, current, per_user, eval_config, config) -> dict:
+    """The gate's decision on the metrics: the champion evaluated on the split's test users beside the
+    challenger (``models.serving.promotion.decide``)."""
+    if config.k is None:
+        config = config.model_copy(update={"k": eval_config.k})
+    with connect(db, read_only=True) as con:
+        protocol, data = split_protocol(con, split_id), load_split(con, split_id)
+    champion = load_model(current["path"])
+    challenger = per_user[per_user["model"] == FUSION].assign(model="challenger")
+    if champion.user_key_id_ is not None:  # its user ids are pseudonyms: ask it about the same users by theirs
+        key = Workspace(Path(workspace_root)).user_key()
+        data = {part: data[part].assign(user_id=pseudonymise(data[part]["user_id"], key)) for part in ("train", "test")}
+        challenger = challenger.assign(user_id=pseudonymise(challenger["user_id"], key))
+    values, _ = per_user_values(
+        champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
+    )
+    return decide(pd.concat([values, challenger], ignore_index=True), config)
+
+
+def _erased_users(bundle: Path) -> int:
+    """How many erasures marked this published bundle as trained on their user (``tasks.erasure``)."""
+    from tasks.erasure import MARK
+
+    mark = bundle / MARK
+    return len(json.loads(mark.read_text())) if mark.exists() else 0
 
 
 def decision_markdown(decision: dict) -> str:

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from builders import TINY_BERT, review, write_lines
 
+from models.serving.bundle import load_model
 from models.serving.pseudonym import pseudonym
 from readers import InputError
 from tasks import tables
@@ -152,3 +153,15 @@ def test_the_next_run_trains_without_the_user_and_says_how_many_were_erased(eras
             f"SELECT summary FROM {tables.RUNS} WHERE flow = 'train' ORDER BY started_at DESC LIMIT 1"
         ).fetchone()
     assert json.loads(summary)["erased_since_last_training"] == 1
+    # the champion trained on u1 gives way to the model published without them, whatever the metrics
+    from models.serving.published import read_champion, registry_dir
+
+    champion = read_champion(registry_dir(workspace.root))
+    assert not (workspace.root / "registry" / champion["version"] / MARK).exists()
+    with duckdb.connect(str(workspace.db), read_only=True) as con:
+        action, reason = con.execute(
+            f"SELECT action, reason FROM {tables.PROMOTIONS} ORDER BY decided_at DESC LIMIT 1"
+        ).fetchone()
+    assert action == "promote" and "erased since" in reason
+    served = load_model(registry_dir(workspace.root) / champion["version"])
+    assert pseudonym(GONE, workspace.user_key()) not in set(served.user_ids)  # the service no longer knows them
