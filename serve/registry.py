@@ -65,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from flows.cli import run_cli
-    from models.serving.published import read_champion, registry_dir
+    from models.serving.published import erasure_marks, read_champion, registry_dir
     from readers import InputError
-    from tasks.erasure import MARK
     from tasks.registry import list_models, rollback_target, set_ab, set_champion
     from tasks.serving_log import ab_report
     from tasks.store import Workspace, connect
@@ -107,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                         for name, value in metrics.items()
                         if name in ("rmse", "mae") or name.startswith(("ndcg@", "recall@"))
                     )
-                    erased = registry / row.version / MARK  # trained on users erased since
-                    note = (
-                        f"  (trained on {len(json.loads(erased.read_text()))} erased user(s))"
-                        if erased.exists()
-                        else ""
-                    )
+                    erased = len(erasure_marks(registry / row.version))  # trained on users erased since
+                    note = f"  (trained on {erased} erased user(s))" if erased else ""
                     print(f"{mark} {row.version}  run {row.run_id[:8]}  {row.split_id:<16} {shown}{note}")
                 return
             version = args.version if args.command == "promote" else rollback_target(con, registry)

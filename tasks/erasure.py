@@ -40,7 +40,6 @@ from tasks.serving_log import SERVING_DB
 from tasks.store import Workspace, connect, ensure, table_exists, utc_now
 
 ERASED = "[erased]"
-MARK = "erased.json"  # beside a published bundle's manifest: the erasures of users it was trained on
 USER_FIELDS = ("reviewerID", "reviewer_id", "user_id", "userId", "userID")
 PER_USER_FOLDERS = ("fits", "runs", "text_states")  # recomputed on the next run
 
@@ -185,16 +184,14 @@ def _remove_folders(root: Path) -> list[str]:
 def _mark_bundles(root: Path, user_id: str, alias: str, erasure_id: str) -> list[str]:
     """Mark every published bundle whose users include the user; the versions marked."""
     from models.serving.bundle import MANIFEST
-    from models.serving.published import registry_dir
+    from models.serving.published import ERASED_FILE, erasure_marks, registry_dir
 
     marked = []
     registry = registry_dir(root)
     for manifest in sorted(registry.glob(f"*/{MANIFEST}")) if registry.exists() else []:
         if _holds_user(manifest.parent, {user_id, alias}):
-            mark = manifest.parent / MARK
-            entries = json.loads(mark.read_text()) if mark.exists() else []
-            entries.append({"erasure_id": erasure_id, "erased_at": utc_now().isoformat()})
-            mark.write_text(json.dumps(entries, indent=1))
+            entries = [*erasure_marks(manifest.parent), {"erasure_id": erasure_id, "erased_at": utc_now().isoformat()}]
+            (manifest.parent / ERASED_FILE).write_text(json.dumps(entries, indent=1))
             marked.append(manifest.parent.name)
     return marked
 

@@ -18,7 +18,7 @@ from models.serving import PromotionConfig
 from models.serving.bundle import load_model
 from models.serving.promotion import decide
 from models.serving.pseudonym import pseudonymise
-from models.serving.published import read_champion, registry_dir
+from models.serving.published import erasure_marks, read_champion, registry_dir
 from readers import InputError
 from tasks import tables
 from tasks.registry import install_bundle, record_promotion, set_champion
@@ -118,8 +118,8 @@ def challenge_champion(
     current = read_champion(registry)
     if current is None or current["version"] == published["version"]:
         return {"promote": False, "reason": "the published model is already the champion"}
-    erased = _erased_users(Path(current["path"]))
-    if erased and not _erased_users(registry / published["version"]):  # erasure outranks the metrics
+    erased = len(erasure_marks(current["path"]))
+    if erased and not erasure_marks(registry / published["version"]):  # erasure outranks the metrics
         reason = (
             f"the champion was trained on {erased} user(s) erased since; the first model published without them "
             "replaces it, whatever the metrics"
@@ -160,14 +160,6 @@ def _judged(db, workspace_root, split_id, current, per_user, eval_config, config
         champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
     )
     return decide(pd.concat([values, challenger], ignore_index=True), config)
-
-
-def _erased_users(bundle: Path) -> int:
-    """How many erasures marked this published bundle as trained on their user (``tasks.erasure``)."""
-    from tasks.erasure import MARK
-
-    mark = bundle / MARK
-    return len(json.loads(mark.read_text())) if mark.exists() else 0
 
 
 def decision_markdown(decision: dict) -> str:

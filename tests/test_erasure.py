@@ -13,9 +13,10 @@ from builders import TINY_BERT, review, write_lines
 
 from models.serving.bundle import load_model
 from models.serving.pseudonym import pseudonym
+from models.serving.published import ERASED_FILE
 from readers import InputError
 from tasks import tables
-from tasks.erasure import MARK, _names_user, forget_user
+from tasks.erasure import _names_user, forget_user
 from tasks.serving_log import SERVING_DB
 from tasks.store import Workspace, connect, ensure
 
@@ -122,7 +123,7 @@ def test_the_erasure_is_recorded_without_the_id_and_the_bundles_trained_on_them_
     assert f'"{GONE}"' not in json.dumps(rows, default=str)
     assert summary["folders"] == ["fits", "runs", "text_states"] and not (workspace.root / "runs").exists()
     (version,) = summary["bundles_marked"]
-    assert json.loads((workspace.root / "registry" / version / MARK).read_text())[0]["erasure_id"] == rows[0][0]
+    assert json.loads((workspace.root / "registry" / version / ERASED_FILE).read_text())[0]["erasure_id"] == rows[0][0]
 
 
 @pytest.mark.slow
@@ -157,7 +158,7 @@ def test_the_next_run_trains_without_the_user_and_says_how_many_were_erased(eras
     from models.serving.published import read_champion, registry_dir
 
     champion = read_champion(registry_dir(workspace.root))
-    assert not (workspace.root / "registry" / champion["version"] / MARK).exists()
+    assert not (workspace.root / "registry" / champion["version"] / ERASED_FILE).exists()
     with duckdb.connect(str(workspace.db), read_only=True) as con:
         action, reason = con.execute(
             f"SELECT action, reason FROM {tables.PROMOTIONS} ORDER BY decided_at DESC LIMIT 1"

@@ -3,6 +3,7 @@
     <workspace>/registry/<version>/      a model bundle (``models.serving.bundle``) and its publication.json
     <workspace>/registry/champion.json   {"version", "path", "since"}: the version being served
     <workspace>/registry/ab.json         {"challenger", "path", "share", "since"}: a running A/B test
+    <workspace>/registry/<version>/erased.json  the erasures of users the bundle was trained on (tasks.erasure)
 
 The pointer files are replaced atomically by the train stage's publishing and by ``python -m serve.registry``
 (``tasks/registry.py`` writes them and records each change in the workspace database); a serving process
@@ -20,6 +21,7 @@ from models.serving.model import ServingModel
 REGISTRY = "registry"
 CHAMPION_FILE = "champion.json"
 AB_FILE = "ab.json"
+ERASED_FILE = "erased.json"  # beside a published bundle's manifest: the erasures of users it was trained on
 
 
 def registry_dir(workspace_root: str | Path) -> Path:
@@ -36,6 +38,12 @@ def read_ab(registry: Path) -> dict | None:
     """The running A/B test ({"challenger", "path", "share"}), or None."""
     path = Path(registry) / AB_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def erasure_marks(bundle: str | Path) -> list[dict]:
+    """The erasures ({"erasure_id", "erased_at"}) of users a published bundle was trained on; [] for none."""
+    path = Path(bundle) / ERASED_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def load_champion(workspace_root: str | Path, user_key: bytes | None = None) -> ServingModel:
