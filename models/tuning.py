@@ -98,15 +98,12 @@ class Tuned:
 
     def record(self) -> dict:
         """The JSON-ready summary kept with the fit (``model_fits.params``)."""
-        plain = {key: _plain(value) for key, value in self.config.items()}
         score = None if np.isnan(self.score) else round(float(self.score), 6)
-        return {"chosen": plain, "validation": {self.judge: score} if self.judge else {}, "tried": len(self.tried)}
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return list(value) if isinstance(value, tuple) else value
+        return {
+            "chosen": dict(self.config),
+            "validation": {self.judge: score} if self.judge else {},
+            "tried": len(self.tried),
+        }
 
 
 def validation_rmse(model, validation: pd.DataFrame) -> float:
@@ -166,10 +163,15 @@ def best_of(scored: list[tuple[dict, float]], lower_is_better: bool) -> int:
     return where
 
 
+def _fit(model, config: dict, train, validation, items, users):
+    """``model`` with ``config`` fitted (``{}``: the model as it was built, not a copy)."""
+    return (model.with_params(**config) if config else model).fit(train, validation, items=items, users=users)
+
+
 def judge_fit(model, config: dict, space: SearchSpace, train, validation, *, items=None, users=None):
     """Fit ``model.with_params(**config)`` on ``train`` (it may early-stop on ``validation``) and judge it;
     (the fitted copy, its validation score). What one trial of ``flows/search.py`` runs."""
-    fitted = (model.with_params(**config) if config else model).fit(train, validation, items=items, users=users)
+    fitted = _fit(model, config, train, validation, items, users)
     judge = _judge(model, space or NOTHING, train, validation, items)
     return fitted, judge(fitted) if judge.usable else float("nan")
 
@@ -197,8 +199,7 @@ def tune(
         if fitted is not None:
             current = fitted
         else:
-            built = model.with_params(**config) if config else model  # {}: the model as it was built
-            current = built.fit(train, validation, items=items, users=users)
+            current = _fit(model, config, train, validation, items, users)
         value = judge(current) if judge.usable and len(found) > 1 else float("nan")
         tried.append((config, value))
         if best is None or _better(value, best[1], judge.lower_is_better()):
@@ -212,13 +213,10 @@ def tune(
     for key, values in space.after_fit.items():  # score-time settings, on the chosen fit
         if not judge.usable or len(values) < 2:
             continue  # nothing to choose between, or nothing to judge by: the value the fit left
-        scores, unset = [], getattr(chosen, key)
+        scores = []
         for candidate in sorted(values):
             setattr(chosen, key, type(getattr(chosen, key))(candidate))
             scores.append(({key: getattr(chosen, key)}, judge(chosen)))
-        if any(np.isnan(s) for _, s in scores):  # no validation user to rank: leave what the fit set
-            setattr(chosen, key, unset)
-            continue
         at = best_of(scores, judge.lower_is_better())
         setattr(chosen, key, scores[at][0][key])
         config[key], value = scores[at][0][key], scores[at][1]
