@@ -1,12 +1,13 @@
 """The flows' command line: ``python -m flows.<name>`` parses its arguments here, builds the flow's parameter
 model (``flows/params.py``, the same model the Prefect UI's form and ``--config FILE`` fill), runs the flow and
-prints what a user checks.
+prints what a user checks (``reports/console.py``).
 
-Every option names one field of the flow's parameter model (``Option.path``): one flag per concept across the
-commands (``--k``, ``--splits``, ``--workspace``, ``--split-seeds``, ``--model-seed``), and the default shown in
-``--help`` is the model's (tests check both). ``--config FILE`` (YAML or JSON, the parameter model's fields)
-sets any field, options given on the command line override it, and ``--print-config`` prints the validated
-parameters without running: a run configured in a file, on the command line or in the UI is the same run.
+This module says which fields each command offers and under which flag; everything else about an option comes
+from its field (``flows/options.py``: help, default, type, allowed values). One flag per concept across the
+commands (``--k``, ``--splits``, ``--workspace``, ``--split-seeds``, ``--model-seed``; tests check it).
+``--config FILE`` (YAML or JSON, the parameter model's fields) sets any field, options given on the command line
+override it, and ``--print-config`` prints the validated parameters without running: a run configured in a
+file, on the command line or in the UI is the same run.
 
 Parsing imports nothing heavy (no Prefect, pandas or torch: ``--help`` answers at once); a flow module runs
 :func:`main` before its own imports. Errors a user can cause (a bad path or config file, invalid parameters, a
@@ -16,156 +17,14 @@ traceback.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from importlib import import_module
-from pathlib import Path
-from types import UnionType
-from typing import Literal, Union, get_args, get_origin
 
-from pydantic_core import PydanticUndefined
+from flows.options import UNSET, Command, ConfigError, Group, Option, build_params, fields, guarded, offered
+from flows.options import parser_for as _parser
 
-UNSET = object()  # an option whose field's default is resolved at run time (its help says how)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One command-line option: its flag and the parameter-model field(s) it sets, relative to where its group
-    is mounted. Everything else comes from the field (:func:`resolved`): its description is the help, its
-    default is shown, its type, allowed values (a ``Literal``) and arity (a tuple) make the argument, a bool
-    field makes a switch to the other value. ``help`` is given only where no field describes the option
-    (a key of a dict field, an output option) or the option sets several fields; ``path=None``: an option of
-    the command's output, not of the flow's parameters."""
-
-    flag: str
-    path: str | tuple[str, ...] | None
-    help: str | None = None
-    metavar: str | tuple[str, ...] | None = None
-    repeat: bool = False  # given once per value (``--user a --user b``)
-    # filled from the field by resolved() (or given, for an option without one)
-    default: object = UNSET
-    type: Callable | None = None
-    choices: Sequence | None = None
-    nargs: int | str | None = None
-    const: object = UNSET
-
-    @property
-    def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
-    def paths(self, mount: str) -> tuple[str, ...]:
-        relative = (self.path,) if isinstance(self.path, str) else tuple(self.path or ())
-        return tuple(f"{mount}.{p}" if mount else p for p in relative)
-
-    def add_to(self, group) -> None:
-        shown = self.help or ""
-        if self.default is not UNSET and self.const is UNSET and self.default not in (None, (), {}):
-            value = " ".join(map(str, self.default)) if isinstance(self.default, tuple | list) else self.default
-            shown = f"{shown} (default: {value})"
-        shown = shown.replace("%", "%%")  # argparse expands %(...)s in help
-        if self.const is not UNSET:
-            group.add_argument(self.flag, dest=self.dest, action="store_const", const=self.const, help=shown)
-            return
-        extra = {"type": self.type, "choices": self.choices, "nargs": self.nargs, "metavar": self.metavar}
-        extra = {key: value for key, value in extra.items() if value is not None}
-        if self.repeat:
-            extra["action"] = "append"
-        group.add_argument(self.flag, dest=self.dest, help=shown, **extra)
-
-
-def _field(model, path: str):
-    """The pydantic field at a dotted path of a parameter model, or None inside a dict field."""
-    info = None
-    for name in path.split("."):
-        if not (isinstance(model, type) and hasattr(model, "model_fields")):
-            return None
-        info = model.model_fields[name]
-        model = info.annotation
-    return info
-
-
-def _argument(annotation) -> dict:
-    """argparse's type, choices and nargs for a field's annotation (``X | None`` as X)."""
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
-        annotation, args = args[0], list(get_args(args[0]))
-    if get_origin(annotation) is Literal:
-        return {"choices": get_args(annotation)}
-    if get_origin(annotation) is tuple:
-        element = args[0]
-        nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
-        return {"nargs": nargs, **_argument(element)}
-    if annotation in (int, float):
-        return {"type": annotation}
-    if annotation is dict or get_origin(annotation) is dict:
-        return {"type": _json_object}
-    return {}
-
-
-def resolved(option: Option, model, mount: str) -> Option:
-    """``option`` with its help, default, type, choices, arity or switch value taken from its field."""
-    if option.path is None:
-        return option
-    info = _field(model, option.paths(mount)[0])
-    if info is None:
-        return option
-    default = info.get_default(call_default_factory=True)
-    if default is PydanticUndefined:
-        default = UNSET
-    help_ = option.help or info.description
-    if info.annotation is bool:  # a switch to the other value
-        return replace(option, help=f"{'turn on' if not default else 'turn off'}: {help_}", const=not default)
-    metavar = option.metavar
-    argument = _argument(info.annotation)
-    if option.repeat:  # one value per flag (--user a --user b), appended
-        argument.pop("nargs", None)
-    if argument.get("choices") and argument.get("nargs") and metavar is None:
-        metavar = option.flag.lstrip("-").upper().rstrip("S")  # --models MODEL [MODEL ...]
-    return replace(option, help=help_, default=default, metavar=metavar, **argument)
-
-
-@dataclass(frozen=True)
-class Group:
-    title: str
-    options: tuple[Option, ...]
-
-
-@dataclass(frozen=True)
-class Command:
-    """A flow's command line: its parameter model (a class of ``flows/params.py``), its option groups, each
-    mounted at a field path of that model, and how the validated parameters run the flow."""
-
-    model: str
-    groups: tuple[tuple[Group, str], ...]
-    run: Callable[[object, dict], None]
-    outputs: tuple[Option, ...] = field(default_factory=tuple)
-
-    def model_class(self):
-        return getattr(import_module("flows.params"), self.model)
-
-    def options(self, resolve: bool = True):
-        """(option, mount) for every option of the command's parameters, resolved from its field (help,
-        default, type, ...) unless ``resolve`` is False (its flag and paths are all that setting a value needs)."""
-        model = self.model_class() if resolve else None
-        return [
-            (resolved(option, model, mount) if resolve else option, mount)
-            for group, mount in self.groups
-            for option in group.options
-        ]
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err.msg} at character {err.pos}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"no_components\": 64}}', got {text!r}")
-    return value
+__all__ = ["COMMANDS", "UNSET", "build_params", "main", "parser_for", "run_cli"]
 
 
 # --- the options, one group per component: field paths; the flag is the field's name (``--no-<name>`` for a
@@ -202,13 +61,7 @@ METAVARS = {
 
 
 def _fields(title: str, paths: str, *extra: Option) -> Group:
-    """A group of options, one per field path of ``paths`` (space-separated), then ``extra``."""
-    options = []
-    for path in paths.split():
-        name = path.rsplit(".", 1)[-1].replace("_", "-")
-        flag = FLAGS.get(path, f"--no-{name}" if path in SWITCHED_OFF else f"--{name}")
-        options.append(Option(flag, path, metavar=METAVARS.get(path)))
-    return Group(title, (*options, *extra))
+    return fields(title, paths, FLAGS, METAVARS, SWITCHED_OFF, *extra)
 
 
 SWITCHED_OFF = {"validation.data_docs", "train.overlap", "publish"}  # True by default: the flag turns them off
@@ -268,103 +121,9 @@ FORGET = _fields("erasure", "user_id")
 STUDY_OUTPUT = _fields("report", "output report_only")
 
 
-# --- parameters from the config file and the command line ---------------------------------------------------
-def load_config(path: str) -> dict:
-    """The parameter model's fields from a YAML (``.yaml``/``.yml``) or JSON file, as a mapping."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
-    text = file.read_text(encoding="utf-8")
-    try:
-        if file.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except Exception as err:  # the parser's own message names the line and column
-        raise ConfigError(
-            f"config file {file} is not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: {err}"
-        ) from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {file} must hold a mapping of parameter names, not a {type(values).__name__}")
-    return values
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read as parameters."""
-
-
-def _set(values: dict, path: str, value) -> None:
-    *parents, leaf = path.split(".")
-    for name in parents:
-        child = values.get(name)
-        if not isinstance(child, dict):
-            child = values[name] = {}
-        values = child
-    values[leaf] = list(value) if isinstance(value, tuple) else value
-
-
-def build_params(command: Command, given: dict, config: str | None = None):
-    """The flow's validated parameter model: the config file's values, overridden by the options given."""
-    values = load_config(config) if config else {}
-    for option, mount in command.options(resolve=False):
-        if option.dest in given:
-            for path in option.paths(mount):
-                _set(values, path, given[option.dest])
-    return command.model_class().model_validate(values)
-
-
-def offered(params) -> dict:
-    """The parameters as JSON values, without the fields the flow sets itself (hidden from the UI's form by
-    ``SkipJsonSchema``, e.g. the full experiment's train-stage workspace): what a config file holds."""
-    from pydantic import BaseModel
-    from pydantic.json_schema import SkipJsonSchema
-
-    def prune(model: BaseModel, dumped: dict) -> dict:
-        return {
-            name: prune(getattr(model, name), dumped[name])
-            if isinstance(getattr(model, name), BaseModel)
-            else dumped[name]
-            for name, info in type(model).model_fields.items()
-            if not any(isinstance(mark, SkipJsonSchema) for mark in info.metadata)
-        }
-
-    return prune(params, params.model_dump(mode="json"))
-
-
-def parser_for(flow: str, description: str | None = None) -> argparse.ArgumentParser:
+def parser_for(flow: str, description: str | None = None):
     """``python -m flows.<flow>``'s parser; options given are the only attributes of its namespace."""
-    command = COMMANDS[flow]
-    parser = argparse.ArgumentParser(
-        prog=f"python -m flows.{flow}",
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,
-    )
-    config = parser.add_argument_group("configuration")
-    config.add_argument(
-        "--config",
-        metavar="FILE",
-        help=f"YAML or JSON file with the parameters ({command.model} in flows/params.py, the fields of the "
-        "Prefect UI's form); options given here override it (default: none, every field's default)",
-    )
-    config.add_argument(
-        "--print-config", action="store_true", help="print the validated parameters as JSON and exit without running"
-    )
-    seen: dict[str, argparse._ArgumentGroup] = {}
-    model = command.model_class()
-    for group, mount in command.groups:
-        if group.title not in seen:
-            seen[group.title] = parser.add_argument_group(group.title)
-        for option in group.options:
-            resolved(option, model, mount).add_to(seen[group.title])
-    output = parser.add_argument_group("output") if command.outputs else None
-    for option in command.outputs:
-        option.add_to(output)
-    return parser
+    return _parser(COMMANDS[flow], f"python -m flows.{flow}", description)
 
 
 def main(flow: str, description: str | None, argv: list[str] | None = None) -> int:
@@ -383,137 +142,59 @@ def main(flow: str, description: str | None, argv: list[str] | None = None) -> i
     return run_cli(body)
 
 
-# --- errors ---------------------------------------------------------------------------------------------------
-def _user_errors() -> tuple[type[BaseException], ...]:
+def run_cli(body: Callable[[], object]) -> int:
+    """Run ``body``; the errors a user can cause end in one clear message and exit status 2 (Prefect's log of a
+    failed task or flow keeps the message and drops the traceback for them)."""
     from data_checks import ValidationFailed
     from models.serving.bundle import BundleError
     from models.serving.model import RequestError
     from readers import InputError
     from tasks.store import WorkspaceBusy
 
-    return (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError, ConfigError)
+    errors = (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError, ConfigError)
+    return guarded(body, errors, loggers=("prefect.flow_runs", "prefect.task_runs"))
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task's or flow's traceback; for errors in the user's input the message alone
-    says what to fix, so drop the traceback from those records (other errors keep theirs)."""
+# --- each flow's command ---------------------------------------------------------------------------------------
+def _runs(flow: str, printer: str, *, existing: bool = True, check: Callable | None = None) -> Callable:
+    """How ``python -m flows.<flow>`` runs: ``check`` its inputs before Prefect's server starts (a bad path stops
+    there), require its workspace to exist (prepare must have filled it), run the flow (imported only now: this
+    module never imports the flows at the top), print its result with ``reports.console.<printer>``."""
 
-    def __init__(self, errors: tuple[type[BaseException], ...]):
-        super().__init__()
-        self.errors = errors
+    def run(params, given: dict) -> None:
+        if check is not None:
+            check(params)
+        if existing:
+            from tasks.store import DEFAULT_WORKSPACE, Workspace
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], self.errors):
-            record.exc_info, record.exc_text = None, None
-        return True
+            root = Workspace.existing(params.workspace or DEFAULT_WORKSPACE).root
+            params = params.model_copy(update={"workspace": str(root)})
+        result = getattr(import_module(f"flows.{flow}"), flow)(params)
+        getattr(import_module("reports.console"), printer)(result)
 
-
-def run_cli(body: Callable[[], object]) -> int:
-    """Run ``body``; turn the errors a user can cause into one clear message and exit status 2."""
-    import pydantic
-
-    errors = _user_errors()
-    quiet = _NoTracebackForUserErrors(errors)
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(quiet)
-    try:
-        body()
-    except pydantic.ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        print(f"\nerror: invalid parameters: {problems}", file=sys.stderr)
-        return 2
-    except errors as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-# --- each flow's command --------------------------------------------------------------------------------------
-def _existing(workspace: str | None) -> str:
-    """The named (or default) workspace, which prepare must have filled: a clear error otherwise."""
-    from tasks.store import DEFAULT_WORKSPACE, Workspace
-
-    return str(Workspace.existing(workspace or DEFAULT_WORKSPACE).root)
-
-
-def _flow(name: str):
-    """The flow of ``flows/<name>.py``, imported only when it runs (the flow modules hand their command line
-    to this module before importing anything heavy; this module never imports them at the top)."""
-    return getattr(import_module(f"flows.{name}"), name)
+    return run
 
 
 def _run_prepare(params, given: dict) -> None:
-    from reports.console import print_prepare_summary
-
     if given.get("list_datasets"):
         from readers.catalogue import listing
 
         print(listing())
         return
-    params.dataset()  # a bad path or format stops here, before Prefect's server starts
-    print_prepare_summary(_flow("prepare")(params))
-
-
-def _run_train(params, _) -> None:
-    from reports.console import print_evaluation
-
-    params = params.model_copy(update={"workspace": _existing(params.workspace)})
-    print_evaluation(_flow("train")(params))
-
-
-def _run_report(params, _) -> None:
-    paths = _flow("report")(params.model_copy(update={"workspace": _existing(params.workspace)}))
-    print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
-
-
-def _run_full(params, _) -> None:
-    from reports.console import print_evaluation, print_prepare_summary
-
-    params.prepare.dataset()
-    summary = _flow("full")(params)
-    print_prepare_summary(summary["prepare"])
-    print_evaluation(summary["train"])
-    print(f"\nreport: {summary['report']['html']}\n        {summary['report']['markdown']}")
-
-
-def _run_search(params, _) -> None:
-    from reports.console import print_search
-
-    print_search(_flow("search")(params.model_copy(update={"workspace": _existing(params.workspace)})))
+    _runs("prepare", "print_prepare_summary", existing=False, check=lambda p: p.dataset())(params, given)
 
 
 def _run_recommend(params, given: dict) -> None:
+    from flows.recommend import recommend
     from reports.console import print_recommendations
 
-    result = _flow("recommend").fn(params)  # the flow's function: no Prefect run for one shell answer
-    if given.get("json"):
-        print(json.dumps(result, indent=1))
-    else:
-        print_recommendations(result)
+    result = recommend.fn(params)  # the flow's function: no Prefect run for one shell answer
+    print(json.dumps(result, indent=1)) if given.get("json") else print_recommendations(result)
 
 
-def _run_study(params, _) -> None:
-    for path in params.datasets():  # a bad path stops here, before Prefect's server starts
+def _check_study(params) -> None:
+    for path in params.datasets():
         params.experiment.prepare.model_copy(update={"data": path}).dataset()
-    summary = _flow("study")(params)
-    print(f"\nstudy {summary['study_id']}:")
-    for name, outcome in summary["datasets"].items():
-        state = outcome["status"] if outcome["status"] == "completed" else f"failed: {outcome['error']}"
-        print(f"  {name}: {state}")
-    print(f"report: {summary['html']}\n        {summary['markdown']}")
-
-
-def _run_prune(params, _) -> None:
-    out = _flow("prune")(params.model_copy(update={"workspace": _existing(params.workspace)}))
-    print(
-        f"\n{out['workspace']}: {out['removed']} serving-log requests older than {out['retention_days']} days removed"
-    )
-
-
-def _run_forget(params, _) -> None:
-    from reports.console import print_erasure
-
-    print_erasure(_flow("forget")(params.model_copy(update={"workspace": _existing(params.workspace)})))
 
 
 def _under(prefix: str, mount: str) -> str:
@@ -522,22 +203,12 @@ def _under(prefix: str, mount: str) -> str:
 
 _PREPARE = ((DATASET, ""), (INGEST, ""), (SPLIT, ""))
 _TRAIN = ((MODELS_GROUP, ""), (EVALUATION, "evaluation"), (PUBLISHING, ""), (RUNNER, "runner"))
+_LIST = Option("--list-datasets", None, "print the dataset catalogue (names for --data, sizes, licences, whether "
+               "cached) and exit", const=True)  # fmt: skip
 COMMANDS: dict[str, Command] = {
-    "prepare": Command(
-        "PrepareParams",
-        _PREPARE,
-        _run_prepare,
-        outputs=(
-            Option(
-                "--list-datasets",
-                None,
-                "print the dataset catalogue (names for --data, sizes, licences, whether cached) and exit",
-                const=True,
-            ),
-        ),
-    ),
-    "train": Command("TrainParams", ((WORKSPACE, ""), (SPLITS, ""), *_TRAIN), _run_train),
-    "report": Command("ReportParams", ((WORKSPACE, ""), (REPORT_RUN, "")), _run_report),
+    "prepare": Command("PrepareParams", _PREPARE, _run_prepare, outputs=(_LIST,)),
+    "train": Command("TrainParams", ((WORKSPACE, ""), (SPLITS, ""), *_TRAIN), _runs("train", "print_evaluation")),
+    "report": Command("ReportParams", ((WORKSPACE, ""), (REPORT_RUN, "")), _runs("report", "print_report")),
     "full": Command(
         "FullParams",
         (
@@ -545,17 +216,19 @@ COMMANDS: dict[str, Command] = {
             *((group, _under("train", mount)) for group, mount in _TRAIN),
             (REPORT_OUTPUT, "report"),
         ),
-        _run_full,
+        _runs("full", "print_experiment", existing=False, check=lambda p: p.prepare.dataset()),
     ),
-    "search": Command("SearchParams", ((WORKSPACE, ""), (SEARCH, ""), (RUNNER, "runner")), _run_search),
+    "search": Command(
+        "SearchParams", ((WORKSPACE, ""), (SEARCH, ""), (RUNNER, "runner")), _runs("search", "print_search")
+    ),
     "recommend": Command(
         "RecommendParams",
         ((WORKSPACE, ""), (RECOMMEND, "")),
         _run_recommend,
         outputs=(Option("--json", None, "print the result as JSON", const=True),),
     ),
-    "prune": Command("PruneParams", ((WORKSPACE, ""), (RETENTION, "")), _run_prune),
-    "forget": Command("ForgetParams", ((WORKSPACE, ""), (FORGET, "")), _run_forget),
+    "prune": Command("PruneParams", ((WORKSPACE, ""), (RETENTION, "")), _runs("prune", "print_prune")),
+    "forget": Command("ForgetParams", ((WORKSPACE, ""), (FORGET, "")), _runs("forget", "print_erasure")),
     "study": Command(
         "StudyParams",
         (
@@ -566,6 +239,6 @@ COMMANDS: dict[str, Command] = {
             (RUNNER, "runner"),  # the datasets' experiments; each trains its splits in turn
             (STUDY_OUTPUT, ""),
         ),
-        _run_study,
+        _runs("study", "print_study", existing=False, check=_check_study),
     ),
 }

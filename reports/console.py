@@ -132,3 +132,31 @@ def print_erasure(out: dict) -> None:
         print(f"  removed (recomputed on the next run): {', '.join(out['folders'])}")
     marked = ", ".join(out["bundles_marked"]) or "none"
     print(f"  published bundles trained on the user, marked: {marked} (retrain and publish to serve without them)")
+
+
+def print_report(paths: dict) -> None:
+    """Where a run's report was written."""
+    print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
+
+
+def print_experiment(summary: dict) -> None:
+    """The full experiment: prepare's counts, the evaluation and verdict, where the report is."""
+    print_prepare_summary(summary["prepare"])
+    print_evaluation(summary["train"])
+    print(f"\nreport: {summary['report']['html']}\n        {summary['report']['markdown']}")
+
+
+def print_study(summary: dict) -> None:
+    """Each dataset's outcome and where the study report is."""
+    print(f"\nstudy {summary['study_id']}:")
+    for name, outcome in summary["datasets"].items():
+        state = outcome["status"] if outcome["status"] == "completed" else f"failed: {outcome['error']}"
+        print(f"  {name}: {state}")
+    print(f"report: {summary['html']}\n        {summary['markdown']}")
+
+
+def print_prune(out: dict) -> None:
+    """How many serving-log requests the retention removed."""
+    print(
+        f"\n{out['workspace']}: {out['removed']} serving-log requests older than {out['retention_days']} days removed"
+    )
