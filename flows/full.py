@@ -26,21 +26,18 @@ from prefect import flow
 from flows.params import FullParams
 from flows.prepare import prepare
 from flows.report import report
+from flows.results import Experiment
 from flows.train import train
 
 
 @flow(name="reclab-experiment")
-def full(params: FullParams = FullParams()) -> dict:
-    """Run the experiment end to end and return each stage's summary."""
+def full(params: FullParams = FullParams()) -> Experiment:
+    """Run the experiment end to end and return each stage's result."""
     with params.prepare.workspace_for(params.prepare.dataset()).lock("flow full"):  # the stages re-enter it
         # prepare: ingest, validate, split
         prepared = prepare(params.prepare)
         # train: every model trained and evaluated on every split prepare made; the fused model published
-        trained = train(
-            params.train.model_copy(update={"workspace": prepared["workspace"], "splits": tuple(prepared["splits"])})
-        )
+        trained = train(params.train.on(prepared))
         # report: conclusions, tables and plots of this run; Prefect artifacts
-        dataset = params.report.dataset or prepared["dataset"]
-        run = {"workspace": prepared["workspace"], "run_id": trained["run_id"], "dataset": dataset}
-        written = report(params.report.model_copy(update=run))
-        return {"prepare": prepared, "train": trained, "report": written}
+        written = report(params.report.of(prepared, trained))
+        return Experiment(prepared, trained, written)

@@ -7,7 +7,7 @@ One model per flow, made of the components' typed configs (``IngestConfig``, ``V
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -20,6 +20,9 @@ from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
 from readers.spec import Format
 from tasks import IngestConfig
 from tasks.store import Workspace
+
+if TYPE_CHECKING:
+    from flows.results import Prepared, Trained
 
 
 class RunnerConfig(BaseModel):
@@ -157,12 +160,21 @@ class StageTrainParams(TrainParams):
     workspace: SkipJsonSchema[str | None] = None
     splits: SkipJsonSchema[tuple[str, ...]] = DEFAULT_SPLITS
 
+    def on(self, prepared: Prepared) -> StageTrainParams:
+        """These parameters on what the prepare stage made: its workspace and every split."""
+        return self.model_copy(update={"workspace": prepared.workspace, "splits": tuple(prepared.splits)})
+
 
 class StageReportParams(ReportParams):
     """The report stage inside the full experiment: it reports the run the earlier stages made."""
 
     workspace: SkipJsonSchema[str | None] = None
     run_id: SkipJsonSchema[str | None] = None
+
+    def of(self, prepared: Prepared, trained: Trained) -> StageReportParams:
+        """These parameters for the run the earlier stages made (titled with the dataset's name unless given)."""
+        run = {"workspace": prepared.workspace, "run_id": trained.run_id, "dataset": self.dataset or prepared.dataset}
+        return self.model_copy(update=run)
 
 
 class FullParams(BaseModel):

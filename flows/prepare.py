@@ -17,6 +17,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, runtime
 
 from flows.params import PrepareParams
+from flows.results import Prepared
 from tasks.datacard import describe_data
 from tasks.ingest import build_canonical, count_tables, load_raw
 from tasks.runs import finish_run, record_inputs, record_outcome, start_run
@@ -35,7 +36,7 @@ def _record_failure(flow, flow_run, state) -> None:
 
 
 @flow(name="reclab-prepare", on_failure=[_record_failure])
-def prepare(params: PrepareParams = PrepareParams()) -> dict:
+def prepare(params: PrepareParams = PrepareParams()) -> Prepared:
     """Ingest a dataset into DuckDB, validate it with Great Expectations, and split it reproducibly."""
     spec = params.dataset()
     workspace = params.workspace_for(spec)
@@ -61,19 +62,19 @@ def prepare(params: PrepareParams = PrepareParams()) -> dict:
         # describe: the data card (distribution, coverage, threats to validity), stored and warned about
         card = describe_data(workspace.db, spec, params.data_card, run_id)
 
-        summary = {
-            "dataset": spec.name,
-            "workspace": str(workspace.root),
-            "database": str(workspace.db),
-            "run_id": run_id,
-            "input_fingerprint": fingerprint,
-            "raw_records": raw,
-            "accounting": accounting,
-            "tables": count_tables(workspace.db),
-            "splits": splits,
-            "train_reviews": train_reviews,
-            "data_docs": str(data_docs / "index.html") if params.validation.data_docs else None,
-            "data_card": card,
-        }
-        finish_run(workspace.db, run_id, summary)
-        return summary
+        prepared = Prepared(
+            dataset=spec.name,
+            workspace=str(workspace.root),
+            database=str(workspace.db),
+            run_id=run_id,
+            input_fingerprint=fingerprint,
+            raw_records=raw,
+            accounting=accounting,
+            tables=count_tables(workspace.db),
+            splits=splits,
+            train_reviews=train_reviews,
+            data_docs=str(data_docs / "index.html") if params.validation.data_docs else None,
+            data_card=card,
+        )
+        finish_run(workspace.db, run_id, prepared.record())
+        return prepared

@@ -18,16 +18,18 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow
 
 from flows.params import ReportParams
+from flows.results import Written
 from tasks.report import latest_evaluated_run, write_report
 from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
 @flow(name="reclab-report")
-def report(params: ReportParams = ReportParams()) -> dict:
+def report(params: ReportParams = ReportParams()) -> Written:
     """Write the run's report files and publish its artifacts; return their paths."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow report"):  # one run at a time per workspace
         run_id = params.run_id or latest_evaluated_run(workspace.db)
         out = params.output or str(workspace.root / "reports" / run_id)
         meta = {"dataset": params.dataset or workspace.root.name}
-        return {"run_id": run_id, **write_report(workspace.db, run_id, out, meta)}
+        paths = write_report(workspace.db, run_id, out, meta)
+        return Written(run_id, markdown=paths["markdown"], html=paths["html"])

@@ -44,9 +44,9 @@ def experiment(name: str, params: FullParams) -> dict:
         return {"status": "failed", "error": f"{type(err).__name__}: {err}"}
     return {
         "status": "completed",
-        "database": out["prepare"]["database"],
-        "run_id": out["train"]["run_id"],
-        "report": out["report"]["html"],
+        "database": out.prepare.database,
+        "run_id": out.train.run_id,
+        "report": out.report.html,
         "seconds": time.perf_counter() - start,
     }
 

@@ -19,23 +19,23 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, get_run_logger, runtime
 
 from flows.params import TrainParams
+from flows.results import SplitResult, Trained
 from models.registry import FUSION
 from tasks.erasure import erased_since_last_training
 from tasks.evaluate import evaluate_models, judge_run
-from tasks.publish import challenge_champion, choose_publish_split, headline_metrics, publish_model
+from tasks.registry import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
 from tasks.store import DEFAULT_WORKSPACE, Workspace
-from tasks.train import FitOutputsMissing, fit_split, load_fit_outputs, record_fits
+from tasks.train import FitOutputsMissing, SplitOutputs, fit_split, record_fits
 
 
 @flow(name="reclab-train")
-def train(params: TrainParams = TrainParams()) -> dict:
+def train(params: TrainParams = TrainParams()) -> Trained:
     """Train and evaluate every configured model on each split; results land in the eval_* tables."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow train"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)
         start_run(workspace.db, run_id, "train", params.model_dump(mode="json"))
-        summary = {"run_id": run_id, "database": str(workspace.db), "splits": {}}
         publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
         if publish and FUSION not in params.train.models:
             get_run_logger().warning(
@@ -44,6 +44,7 @@ def train(params: TrainParams = TrainParams()) -> dict:
             )
             publish = None
         fit = fit_split.with_options(refresh_cache=params.refresh_cache)
+        splits, published, promotion = {}, None, None
         with params.runner.build() as runner:
             # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
             # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
@@ -59,58 +60,26 @@ def train(params: TrainParams = TrainParams()) -> dict:
                 for split_id in params.splits
             }
             futures = {split_id: runner.submit(fit, parameters=inputs[split_id]) for split_id in params.splits}
-            for split_id in params.splits:
+            for split_id in params.splits:  # in split order: recorded, evaluated, and (one split) published
                 try:
-                    trained = load_fit_outputs(futures[split_id].result())
+                    outputs = SplitOutputs.load(futures[split_id].result())
                 except FitOutputsMissing as err:  # a cached fit whose run folder was deleted: fit it again
                     get_run_logger().warning("%s; refitting %s", err, split_id)
-                    trained = load_fit_outputs(fit_split.with_options(refresh_cache=True)(**inputs[split_id]))
-                _record_split(workspace, run_id, split_id, trained, params, publish, summary)
+                    outputs = SplitOutputs.load(fit_split.with_options(refresh_cache=True)(**inputs[split_id]))
+                record_fits(workspace.db, run_id, outputs)
+                # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
+                results = evaluate_models(workspace.db, run_id, split_id, outputs.per_user, params.evaluation)
+                splits[split_id] = SplitResult(outputs.protocol, results, outputs.fits)
+                if split_id == publish:
+                    # publish: the fused model of this split becomes a registry version (champion if the first)
+                    published = publish_model(
+                        workspace, run_id, outputs, headline_metrics(results), params.model_dump(mode="json")
+                    )
+                    # promotion gate: the champion scored on the same test users; promote on a significant gain
+                    promotion = challenge_champion(workspace, published, outputs, params.evaluation, params.promotion)
         # judge: the pre-registered comparisons of every unit (a k-fold split's folds pooled), gated by the
         # data card, corrected within their family
-        summary["differences"] = judge_run(workspace.db, run_id, params.evaluation)
-        summary["erased_since_last_training"] = erased_since_last_training(workspace.db, run_id)
-        finish_run(
-            workspace.db,
-            run_id,
-            {"splits": list(params.splits), "erased_since_last_training": summary["erased_since_last_training"]},
-        )
-        return summary
-
-
-def _record_split(
-    workspace: Workspace,
-    run_id: str,
-    split_id: str,
-    trained: dict,
-    params: TrainParams,
-    publish: str | None,
-    summary: dict,
-) -> None:
-    """One split's fitted results, in split order: recorded, evaluated, and (for one split) published."""
-    record_fits(workspace.db, run_id, split_id, trained)
-    # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
-    results = evaluate_models(workspace.db, run_id, split_id, trained["per_user"], params.evaluation)
-    summary["splits"][split_id] = {"protocol": trained["protocol"], "results": results, "fits": trained["fits"]}
-    if split_id == publish:
-        # publish: the fused model of this split becomes a registry version (champion if the first)
-        summary["published"] = publish_model(
-            workspace.db,
-            workspace.root,
-            run_id,
-            split_id,
-            trained["protocol"],
-            trained.get("bundle"),
-            headline_metrics(results),
-            params.model_dump(mode="json"),
-        )
-        # promotion gate: the champion scored on the same test users; promote on a significant gain
-        summary["promotion"] = challenge_champion(
-            workspace.db,
-            workspace.root,
-            split_id,
-            summary["published"],
-            trained["per_user"],
-            params.evaluation,
-            params.promotion,
-        )
+        differences = judge_run(workspace.db, run_id, params.evaluation)
+        erased = erased_since_last_training(workspace.db, run_id)
+        finish_run(workspace.db, run_id, {"splits": list(params.splits), "erased_since_last_training": erased})
+        return Trained(run_id, str(workspace.db), splits, differences, erased, published, promotion)

@@ -4,30 +4,31 @@ models with CIs and the verdict (pure: printed from the flows' summaries)."""
 from __future__ import annotations
 
 
-def print_prepare_summary(summary: dict) -> None:
-    """The counts a user checks after prepare: accounting per file, table sizes, split sizes."""
-    print(f"\nprepared {summary['dataset']} in {summary['database']} (run {summary['run_id']})")
+def print_prepare_summary(prepared) -> None:
+    """The counts a user checks after prepare (``flows.results.Prepared``): accounting per file, table sizes,
+    split sizes."""
+    print(f"\nprepared {prepared.dataset} in {prepared.database} (run {prepared.run_id})")
     print(
         f"\n{'input':<14}{'raw':>10}{'kept':>10}{'quarantined':>13}{'exact dup':>11}{'superseded':>12}{'text dup':>10}"
     )
-    for role, a in summary["accounting"].items():
+    for role, a in prepared.accounting.items():
         print(
             f"{role:<14}{a['raw']:>10,}{a['kept']:>10,}{a['quarantined']:>13,}"
             f"{a['exact_duplicates']:>11,}{a['superseded']:>12,}{a.get('text_duplicates', 0):>10,}"
         )
-    t = summary["tables"]
+    t = prepared.tables
     print(
         f"\n{t['interactions']:,} ratings from {t['users_with_ratings']:,} users on "
         f"{t['items_with_ratings']:,} items; items table {t['items']:,}, users table {t['users']:,}, "
         f"tags {t['tags']:,}"
     )
     print(f"\n{'split':<22}{'train':>10}{'validation':>12}{'test':>10}")
-    for split_id, sizes in summary["splits"].items():
+    for split_id, sizes in prepared.splits.items():
         print(f"{split_id:<22}{sizes['train']:>10,}{sizes['validation']:>12,}{sizes['test']:>10,}")
-    if summary.get("data_docs"):
-        print(f"\nGX Data Docs: {summary['data_docs']}")
-    if summary.get("data_card"):
-        print_data_card(summary["data_card"])
+    if prepared.data_docs:
+        print(f"\nGX Data Docs: {prepared.data_docs}")
+    if prepared.data_card:
+        print_data_card(prepared.data_card)
 
 
 def print_data_card(card: dict) -> None:
@@ -52,19 +53,19 @@ def _cell(rows, metric: str) -> str:
     return f"{value:.4f} [{low:.3f},{high:.3f}]".rjust(24)
 
 
-def print_evaluation(summary: dict) -> None:
-    """Each split's models x headline metrics, value [95% CI], segment 'all' (a k-fold protocol's folds in one
+def print_evaluation(trained) -> None:
+    """A train run's result (``flows.results.Trained``): each split's models x headline metrics, value [95% CI], segment 'all' (a k-fold protocol's folds in one
     line: they are judged pooled), then the verdict: the bottom line and one sentence per contender and task."""
     from models.evaluation import judged_unit
 
     folds: dict[str, list[str]] = {}
-    for split_id, split in summary["splits"].items():
+    for split_id, split in trained.splits.items():
         if judged_unit(split_id) != split_id:
             folds.setdefault(judged_unit(split_id), []).append(split_id)
             continue
-        results = split["results"]
+        results = split.results
         overall = results[results["segment"] == "all"]
-        print(f"\n{split_id} ({split['protocol']}), test set; 95% bootstrap CIs over users")
+        print(f"\n{split_id} ({split.protocol}), test set; 95% bootstrap CIs over users")
         for title, metrics in (("rating", RATING_COLUMNS), ("ranking", RANKING_COLUMNS)):
             table = overall[overall["metric"].isin(metrics)]
             if table.empty:
@@ -80,7 +81,7 @@ def print_evaluation(summary: dict) -> None:
         print(
             f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)"
         )
-    differences = summary.get("differences")
+    differences = trained.differences
     if differences is not None and not differences.empty:
         from reports.conclusions import bottom_line, task_sentences
 
@@ -88,7 +89,7 @@ def print_evaluation(summary: dict) -> None:
         for line in [bottom_line(differences), *task_sentences(differences)]:
             print(f"  {line}")
     print(
-        f"\nper-user values, metrics and paired tests are in {summary['database']} "
+        f"\nper-user values, metrics and paired tests are in {trained.database} "
         "(eval_per_user, eval_results, eval_tests)"
     )
 
@@ -134,16 +135,17 @@ def print_erasure(out: dict) -> None:
     print(f"  published bundles trained on the user, marked: {marked} (retrain and publish to serve without them)")
 
 
-def print_report(paths: dict) -> None:
-    """Where a run's report was written."""
-    print(f"\nreport of run {paths['run_id']}:\n  {paths['html']}\n  {paths['markdown']}")
+def print_report(written) -> None:
+    """Where a run's report was written (``flows.results.Written``)."""
+    print(f"\nreport of run {written.run_id}:\n  {written.html}\n  {written.markdown}")
 
 
-def print_experiment(summary: dict) -> None:
-    """The full experiment: prepare's counts, the evaluation and verdict, where the report is."""
-    print_prepare_summary(summary["prepare"])
-    print_evaluation(summary["train"])
-    print(f"\nreport: {summary['report']['html']}\n        {summary['report']['markdown']}")
+def print_experiment(experiment) -> None:
+    """The full experiment (``flows.results.Experiment``): prepare's counts, the evaluation and verdict, where
+    the report is."""
+    print_prepare_summary(experiment.prepare)
+    print_evaluation(experiment.train)
+    print(f"\nreport: {experiment.report.html}\n        {experiment.report.markdown}")
 
 
 def print_study(summary: dict) -> None:

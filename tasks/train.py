@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -40,11 +41,61 @@ TEXT_STATES = "text_states"
 JUDGED_LATER = {"n_boot", "alpha", "min_segment_users"}
 
 
+@dataclass(frozen=True)
+class LMTables:
+    """The fitted LM's rows: its user and item vectors (``lm_embeddings``) and its validation and test rating
+    predictions (``lm_predictions``)."""
+
+    embeddings: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class SplitOutputs:
+    """One split's fit, in the one shape it keeps from the fit to the tables: every model's per-user test values
+    (``eval_per_user``, after evaluation), the fit records (``model_fits``: chosen configuration, seconds,
+    extras), the LM's rows (None without the LM) and the fused model's bundle folder (None without the fusion),
+    which publishing installs. :meth:`save` writes it as Parquet files beside the bundle and returns the JSON the
+    fit cache keeps (no pickle is ever written or read back); :meth:`load` reads it back, every file checked."""
+
+    split_id: str
+    protocol: str
+    per_user: pd.DataFrame
+    fits: list[dict]
+    lm: LMTables | None = None
+    bundle: str | None = None
+
+    def save(self, folder: Path) -> dict:
+        frames = {"per_user": self.per_user}
+        if self.lm is not None:
+            frames |= {"lm_embeddings": self.lm.embeddings, "lm_predictions": self.lm.predictions}
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name, frame in frames.items():
+            path = folder / f"{name}.parquet"
+            frame.to_parquet(path, index=False)
+            files[name] = {"path": str(path), "sha256": sha256(path)}
+        saved = {"split_id": self.split_id, "protocol": self.protocol, "fits": self.fits, "bundle": self.bundle}
+        return json.loads(json.dumps({**saved, "files": files}, default=_plain))  # plain JSON: nothing to rebuild
+
+    @classmethod
+    def load(cls, saved: dict) -> SplitOutputs:
+        frames = {}
+        for name, entry in saved["files"].items():
+            path = Path(entry["path"])
+            if not path.exists() or sha256(path) != entry["sha256"]:
+                raise FitOutputsMissing(f"the cached fit output {path} is missing or was altered since it was written")
+            frames[name] = pd.read_parquet(path)
+        lm = LMTables(frames["lm_embeddings"], frames["lm_predictions"]) if "lm_embeddings" in frames else None
+        fields = {key: saved[key] for key in ("split_id", "protocol", "fits", "bundle")}
+        return cls(per_user=frames["per_user"], lm=lm, **fields)
+
+
 @task(cache_key_fn=lambda context, parameters: fit_cache_key(parameters), persist_result=True, result_serializer="json")
 def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalConfig, work_dir: Path) -> dict:
-    """Fit the configured models on one split and compute their per-user test values; the tables are written
-    to ``<work_dir>/<split>/outputs`` and the task returns their summary (read them with
-    :func:`load_fit_outputs`).
+    """Fit the configured models on one split and compute their per-user test values; returns the JSON of
+    :meth:`SplitOutputs.save` (its tables in ``<work_dir>/<split>/outputs``; read them with
+    :meth:`SplitOutputs.load`).
 
     Cached by content: a rerun on the same split data, configs and model code returns the stored summary
     without fitting (``refresh_cache=True`` forces a refit). The cache holds JSON only."""
@@ -59,21 +110,22 @@ def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalCon
             data, protocol, split_id, config, eval_config, folder, store, Path(db).parent / TEXT_STATES
         )
     lm = next((fitted.models[name] for name in LANGUAGE if name in fitted.models), None)
-    outputs = {
-        "per_user": fitted.per_user,
-        "lm": lm_tables(lm, data) if lm is not None else None,
-        "fits": fitted.fits,
-        "protocol": protocol,
-        "bundle": save_bundle(fitted.models.get(FUSION), folder / "bundle"),
-    }
-    return save_fit_outputs(outputs, folder / "outputs")
+    outputs = SplitOutputs(
+        split_id,
+        protocol,
+        fitted.per_user,
+        fitted.fits,
+        lm_tables(lm, data) if lm is not None else None,
+        save_bundle(fitted.models.get(FUSION), folder / "bundle"),
+    )
+    return outputs.save(folder / "outputs")
 
 
 @task(cache_policy=NONE)
-def record_fits(db: Path, run_id: str, split_id: str, result: dict) -> None:
+def record_fits(db: Path, run_id: str, outputs: SplitOutputs) -> None:
     """Write one split's fits (and the LM's embeddings and predictions) under this run."""
     with connect(db) as con:
-        write_fits(con, run_id, split_id, result["fits"], result["lm"])
+        write_fits(con, run_id, outputs.split_id, outputs.fits, outputs.lm)
 
 
 def save_bundle(model, folder: Path) -> str | None:
@@ -85,7 +137,7 @@ def save_bundle(model, folder: Path) -> str | None:
     return str(save_model(model, folder))
 
 
-def lm_tables(model, data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def lm_tables(model, data: dict[str, pd.DataFrame]) -> LMTables:
     """The fitted LM's user/item vectors and its validation/test rating predictions, as table rows."""
     users, items = model.embeddings()
     embeddings = pd.concat(
@@ -104,7 +156,7 @@ def lm_tables(model, data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         ],
         ignore_index=True,
     )
-    return {"embeddings": embeddings, "predictions": predictions}
+    return LMTables(embeddings, predictions)
 
 
 def write_fits(
@@ -112,11 +164,11 @@ def write_fits(
     run_id: str,
     split_id: str,
     fits: list[dict],
-    lm: dict[str, pd.DataFrame] | None = None,
+    lm: LMTables | None = None,
 ) -> None:
     """Record the fits (and, when the LM was trained, its embeddings and predictions) of one split."""
     for table, key in ((tables.LM_EMBEDDINGS, "embeddings"), (tables.LM_PREDICTIONS, "predictions")):
-        replace_run_rows(con, table, run_id, split_id, None if lm is None else lm[key])
+        replace_run_rows(con, table, run_id, split_id, None if lm is None else getattr(lm, key))
     frame = pd.DataFrame(
         [
             {
@@ -166,40 +218,8 @@ class FitOutputsMissing(RuntimeError):
     """A cached fit's output files were deleted or altered since the fit wrote them."""
 
 
-def save_fit_outputs(result: dict, folder: Path) -> dict:
-    """Write a fit's tables as Parquet files beside its bundle; return a JSON-able summary naming each file
-    with its sha256 (what the cache stores: no pickle is ever written or read back)."""
-    frames = {"per_user": result["per_user"]}
-    if result["lm"] is not None:
-        frames |= {"lm_embeddings": result["lm"]["embeddings"], "lm_predictions": result["lm"]["predictions"]}
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, frame in frames.items():
-        path = folder / f"{name}.parquet"
-        frame.to_parquet(path, index=False)
-        files[name] = {"path": str(path), "sha256": sha256(path)}
-    summary = {"files": files, **{key: result[key] for key in ("fits", "protocol", "bundle")}}
-    return json.loads(json.dumps(summary, default=_plain))  # plain JSON types only: nothing to rebuild on load
-
-
 def _plain(value):
     """numpy scalars and arrays as Python numbers and lists (anything else is a bug: refuse it)."""
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     raise TypeError(f"a fit summary holds a {type(value).__name__}, which is not plain JSON")
-
-
-def load_fit_outputs(summary: dict) -> dict:
-    """The fit's result from :func:`save_fit_outputs`' summary, every file checked against its sha256."""
-    frames = {}
-    for name, entry in summary["files"].items():
-        path = Path(entry["path"])
-        if not path.exists() or sha256(path) != entry["sha256"]:
-            raise FitOutputsMissing(f"the cached fit output {path} is missing or was altered since it was written")
-        frames[name] = pd.read_parquet(path)
-    lm = (
-        {"embeddings": frames["lm_embeddings"], "predictions": frames["lm_predictions"]}
-        if "lm_embeddings" in frames
-        else None
-    )
-    return {"per_user": frames["per_user"], "lm": lm, **{key: summary[key] for key in ("fits", "protocol", "bundle")}}

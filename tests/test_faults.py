@@ -162,7 +162,7 @@ def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from tasks.train import FitOutputsMissing, load_fit_outputs, save_fit_outputs
+    from tasks.train import FitOutputsMissing, LMTables, SplitOutputs
 
     per_user = pd.DataFrame(
         {
@@ -177,30 +177,26 @@ def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
         }
     )
     vectors = pd.DataFrame({"kind": ["user"], "id": ["u1"], "vector": [[0.5, -1.0]]})
-    result = {
-        "per_user": per_user,
-        "fits": [
-            {
-                "model": "m",
-                "params": {"a_": 1.5, "n_": np.int64(3)},
-                "fit_seconds": 0.1,
-                "extras": {"coverage": np.float64(0.5)},
-            }
-        ],
-        "protocol": "random",
-        "bundle": None,
-        "lm": {"embeddings": vectors, "predictions": per_user[["user_id"]]},
-    }
-    summary = save_fit_outputs(result, tmp_path / "outputs")
+    fits = [
+        {
+            "model": "m",
+            "params": {"a_": 1.5, "n_": np.int64(3)},
+            "fit_seconds": 0.1,
+            "extras": {"coverage": np.float64(0.5)},
+        }
+    ]
+    outputs = SplitOutputs("random_s0", "random", per_user, fits, LMTables(vectors, per_user[["user_id"]]), None)
+    summary = outputs.save(tmp_path / "outputs")
     from prefect.serializers import JSONSerializer
 
     serializer = JSONSerializer()
     assert serializer.loads(serializer.dumps(summary)) == summary  # what Prefect's result cache stores
     assert "__class__" not in serializer.dumps(summary).decode()  # plain JSON: no object to rebuild
-    loaded = load_fit_outputs(summary)
-    assert loaded["per_user"].equals(per_user) and loaded["fits"] == result["fits"]
-    assert type(loaded["fits"][0]["params"]["n_"]) is int
-    assert list(loaded["lm"]["embeddings"]["vector"][0]) == [0.5, -1.0]
+    loaded = SplitOutputs.load(summary)
+    assert (loaded.split_id, loaded.protocol, loaded.bundle) == ("random_s0", "random", None)
+    assert loaded.per_user.equals(per_user) and loaded.fits == fits
+    assert type(loaded.fits[0]["params"]["n_"]) is int
+    assert list(loaded.lm.embeddings["vector"][0]) == [0.5, -1.0]
     per_user.assign(num=0.0).to_parquet(summary["files"]["per_user"]["path"], index=False)
     with pytest.raises(FitOutputsMissing, match="per_user.parquet is missing or was altered"):
-        load_fit_outputs(summary)
+        SplitOutputs.load(summary)

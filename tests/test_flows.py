@@ -22,9 +22,9 @@ def test_prepare_default_dataset(prefect_harness, tmp_path):
     from flows.prepare import prepare
 
     summary = prepare(PrepareParams(workspace=str(tmp_path / "ws")))
-    t = summary["tables"]
+    t = summary.tables
     assert (t["interactions"], t["users_with_ratings"], t["items_with_ratings"]) == (10_261, 1_429, 900)
-    assert summary["accounting"]["interactions"] == {
+    assert summary.accounting["interactions"] == {
         "raw": 10_261,
         "kept": 10_261,
         "quarantined": 0,
@@ -34,20 +34,20 @@ def test_prepare_default_dataset(prefect_harness, tmp_path):
     }
     # the default dataset passes the data card, but for its cold items: it has no metadata, so the text models
     # read an empty profile for each of them and their cold-item verdicts are withheld
-    warnings = summary["data_card"]["warnings"]
+    warnings = summary.data_card["warnings"]
     assert [(w["code"], w["splits"]) for w in warnings] == [("no_cold_content", ["cold_items_s0"])]
     assert warnings[0]["message"].startswith("cold_items_s0: 0 of ")
-    assert summary["data_card"]["variant_duplicates"]["groups"] == 4
-    folds = [summary["splits"][f"kfold_s0_f{f}"] for f in range(1, 6)]  # the default: every rating tested once
+    assert summary.data_card["variant_duplicates"]["groups"] == 4
+    folds = [summary.splits[f"kfold_s0_f{f}"] for f in range(1, 6)]  # the default: every rating tested once
     assert sum(fold["test"] for fold in folds) == 10_261
     assert all(sum(fold.values()) == 10_261 for fold in folds)
-    assert summary["splits"]["temporal_s0"] == {"train": 10_261 - 2 * 1_429, "validation": 1_429, "test": 1_429}
-    with duckdb.connect(summary["database"], read_only=True) as con:
+    assert summary.splits["temporal_s0"] == {"train": 10_261 - 2 * 1_429, "validation": 1_429, "test": 1_429}
+    with duckdb.connect(summary.database, read_only=True) as con:
         status, fingerprint, params = con.execute(
-            "SELECT status, input_fingerprint, parameters FROM runs WHERE run_id = ?", [summary["run_id"]]
+            "SELECT status, input_fingerprint, parameters FROM runs WHERE run_id = ?", [summary.run_id]
         ).fetchone()
     assert status == "completed" and len(fingerprint) == 64 and json.loads(params)["split"]["seed"] == 0
-    assert (tmp_path / "ws" / "runs" / summary["run_id"] / "data_docs" / "index.html").exists()
+    assert (tmp_path / "ws" / "runs" / summary.run_id / "data_docs" / "index.html").exists()
 
 
 MODELS = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tower", "fusion")
@@ -133,23 +133,23 @@ def rerun(experiment):
 
 def test_full_flow_trains_and_evaluates_every_model_on_every_split(experiment):
     _, out, _ = experiment
-    assert out["prepare"]["tables"]["interactions"] == 64
-    assert set(out["train"]["splits"]) == {"random_s0", "temporal_s0"}
-    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+    assert out.prepare.tables["interactions"] == 64
+    assert set(out.train.splits) == {"random_s0", "temporal_s0"}
+    with duckdb.connect(out.prepare.database, read_only=True) as con:
         rows = con.execute(
             "SELECT split_id, model, value, ci_low, ci_high FROM eval_results WHERE segment = 'all' AND metric = ?",
             ["rmse"],
         ).fetchall()
         fits = con.execute("SELECT DISTINCT model FROM model_fits").fetchall()
     rating_models = ("global_mean", "bias_als", "lightfm_hybrid", "lm_two_tower", "fusion")
-    assert {(s, m) for s, m, *_ in rows} == {(s, m) for s in out["train"]["splits"] for m in rating_models}
+    assert {(s, m) for s, m, *_ in rows} == {(s, m) for s in out.train.splits for m in rating_models}
     assert all(lo <= v <= hi for *_, v, lo, hi in rows)
     assert {m for (m,) in fits} == set(MODELS)
 
 
 def test_full_flow_stores_the_lms_vectors_and_predictions(experiment):
     _, out, _ = experiment
-    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+    with duckdb.connect(out.prepare.database, read_only=True) as con:
         lm_rows = con.execute(
             "SELECT split_id, kind, count(*), min(len(vector)) FROM lm_embeddings GROUP BY ALL"
         ).fetchall()
@@ -159,17 +159,17 @@ def test_full_flow_stores_the_lms_vectors_and_predictions(experiment):
     assert {(s, k) for s, k, n, dim in lm_rows if n > 0 and dim == 2 * TINY_BERT["hidden_size"]} == {
         (s, k) for s in ("random_s0", "temporal_s0") for k in ("user", "item")
     }
-    sizes = out["prepare"]["splits"]["random_s0"]
+    sizes = out.prepare.splits["random_s0"]
     assert dict(lm_preds) == {"validation": sizes["validation"], "test": sizes["test"]}
 
 
 def test_planted_variant_duplicates_are_flagged_in_prepare_and_in_the_report(experiment):
     _, out, _ = experiment
-    card = out["prepare"]["data_card"]
+    card = out.prepare.data_card
     assert card["variant_duplicates"] == {"interactions": 8, "share": 8 / 64, "groups": 1}
     warning = next(w for w in card["warnings"] if w["code"] == "variant_duplicates")
     assert warning["splits"] == ["random_s0", "temporal_s0"]
-    markdown = open(out["report"]["markdown"]).read()
+    markdown = open(out.report.markdown).read()
     first_screen = markdown.split("## Verdict")[0]
     assert "> **Warning.** Data card: 12% of interactions (8 in 1 groups) share one user's identical review" in (
         first_screen
@@ -187,21 +187,21 @@ def test_planted_variant_duplicates_are_flagged_in_prepare_and_in_the_report(exp
 
 def test_full_flow_writes_the_report(experiment):
     _, out, _ = experiment
-    report = out["report"]
-    assert "## Verdict" in open(report["markdown"]).read() and open(report["html"]).read().startswith("<!DOCTYPE")
+    report = out.report
+    assert "## Verdict" in open(report.markdown).read() and open(report.html).read().startswith("<!DOCTYPE")
 
 
 def test_full_flow_publishes_its_first_model_as_the_champion(experiment):
     from models.serving.published import load_champion
 
     _, out, workspace = experiment
-    published = out["train"]["published"]
-    assert published["champion"] == published["version"]
+    published = out.train.published
+    assert published.champion == published.version
     from tasks.store import Workspace
 
     key = Workspace(Path(workspace)).user_key(create=False)
     champion = load_champion(workspace, key)
-    assert champion.version == published["version"] and champion.model.name == "fusion"
+    assert champion.version == published.version and champion.model.name == "fusion"
     rec = champion.recommend("u1", 3)  # a raw id, pseudonymised on arrival: known, personalised
     assert len(rec.items) == 3 and rec.strategy == "personalised" and rec.user_id == "u1"
     # the published bundle knows users by pseudonym only; the workspace's key is owner-only
@@ -211,9 +211,9 @@ def test_full_flow_publishes_its_first_model_as_the_champion(experiment):
 
 def test_a_rerun_reuses_the_cached_fits_and_the_gate_keeps_the_champion(experiment, rerun):
     _, out, _ = experiment
-    assert rerun["train"]["run_id"] != out["train"]["run_id"]
-    runs = (out["train"]["run_id"], rerun["train"]["run_id"])
-    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+    assert rerun.train.run_id != out.train.run_id
+    runs = (out.train.run_id, rerun.train.run_id)
+    with duckdb.connect(out.prepare.database, read_only=True) as con:
         fits = con.execute(
             "SELECT run_id, split_id, model, fit_seconds FROM model_fits WHERE run_id IN (?, ?)", list(runs)
         ).df()
@@ -222,8 +222,8 @@ def test_a_rerun_reuses_the_cached_fits_and_the_gate_keeps_the_champion(experime
     assert len(first) == 2 * len(MODELS) and first.to_numpy().tolist() == second.to_numpy().tolist()  # cached
     # each run published its temporal split's fused model; the second (same fits) was gated out: no gain
     assert published == [("temporal_s0",), ("temporal_s0",)]
-    assert rerun["train"]["published"]["champion"] == out["train"]["published"]["version"]
-    gate = rerun["train"]["promotion"]
+    assert rerun.train.published.champion == out.train.published.version
+    gate = rerun.train.promotion
     assert not gate["promote"] and "not better" in gate["reason"] and gate["champion"] == gate["challenger"]
 
 
@@ -235,12 +235,12 @@ def test_promotion_always_moves_the_champion_and_every_decision_is_a_row(experim
     params, out, workspace = experiment
     always = params.train.model_copy(update={"promotion": PromotionConfig(mode="always")})
     third = full(params.model_copy(update={"train": always}))
-    assert third["train"]["promotion"]["promote"]
+    assert third.train.promotion["promote"]
     from tasks.store import Workspace
 
     key = Workspace(Path(workspace)).user_key(create=False)
-    assert load_champion(workspace, key).version == third["train"]["published"]["version"]
-    with duckdb.connect(out["prepare"]["database"], read_only=True) as con:
+    assert load_champion(workspace, key).version == third.train.published.version
+    with duckdb.connect(out.prepare.database, read_only=True) as con:
         actions = [a for (a,) in con.execute("SELECT action FROM promotions ORDER BY decided_at").fetchall()]
     assert actions == ["publish", "keep", "promote"]
 
@@ -399,7 +399,7 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
         out = train_flow(
             TrainParams(
                 workspace=workspace,
-                splits=tuple(prepared["splits"]),
+                splits=tuple(prepared.splits),
                 train=train,
                 evaluation=EvalConfig(n_boot=100),
                 publish=False,
@@ -407,7 +407,7 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
                 runner=RunnerConfig(kind=kind, workers=2),
             )
         )
-        runs[kind] = out["run_id"]
+        runs[kind] = out.run_id
     with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
         values = {
             kind: con.execute(
@@ -456,14 +456,14 @@ def test_train_fractions_make_reduced_splits_that_are_trained_and_judged_as_unit
             validation={"data_docs": False},
         )
     )
-    assert list(prepared["splits"]) == ["random_s0", "random_s0_t50"]
-    full, half = prepared["splits"]["random_s0"], prepared["splits"]["random_s0_t50"]
+    assert list(prepared.splits) == ["random_s0", "random_s0_t50"]
+    full, half = prepared.splits["random_s0"], prepared.splits["random_s0_t50"]
     assert (half["validation"], half["test"]) == (full["validation"], full["test"])
     assert full["train"] / 2 <= half["train"] < full["train"] / 2 + 30  # ceil per user (30 users)
     out = train_flow(
         TrainParams(
             workspace=workspace,
-            splits=tuple(prepared["splits"]),
+            splits=tuple(prepared.splits),
             train=TrainConfig(models=("global_mean", "bias_als", "popularity", "fusion"), lightfm_trials=0),
             evaluation=EvalConfig(n_boot=100),
             publish=False,
@@ -472,6 +472,6 @@ def test_train_fractions_make_reduced_splits_that_are_trained_and_judged_as_unit
     with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
         units = con.execute(
             "SELECT DISTINCT split_id FROM eval_differences WHERE run_id = ? AND family = 'primary' ORDER BY 1",
-            [out["run_id"]],
+            [out.run_id],
         ).fetchall()
     assert units == [("random_s0",), ("random_s0_t50",)]

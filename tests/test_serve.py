@@ -31,7 +31,7 @@ def test_the_service_imports_neither_prefect_nor_the_registrys_database_code():
 def registry(fitted, tmp_path):
     fusion, train, validation = fitted
     reg = tmp_path / "registry"
-    # a publication as tasks.publish writes it: the run's parameters name the workspace folder
+    # a publication as tasks.registry writes it: the run's parameters name the workspace folder
     details = {"metrics": {"rmse": 0.9}, "parameters": {"workspace": str(tmp_path), "splits": ["random_s0"]}}
     install_bundle(save_model(fusion, tmp_path / "b1"), reg, "v1", details)
     install_bundle(save_model(fusion.components["bias_als"], tmp_path / "b2"), reg, "v2")
