@@ -85,11 +85,15 @@ def ingest(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect backend for every flow test of the session."""
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect backend for every flow test of the session, with results (the fit cache's
+    records) stored in this session's own folder: a fit cached by an earlier session whose files still exist
+    is not found (tests that expect a fit would otherwise see it restored)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    results = tmp_path_factory.mktemp("prefect-results")
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}):
         yield
 
 
