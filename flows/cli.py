@@ -189,7 +189,10 @@ def _run_recommend(params, given: dict) -> None:
     from reports.console import print_recommendations
 
     result = recommend.fn(params)  # the flow's function: no Prefect run for one shell answer
-    print(json.dumps(result, indent=1)) if given.get("json") else print_recommendations(result)
+    if given.get("json"):
+        print(json.dumps(result, indent=1))
+    else:
+        print_recommendations(result)
 
 
 def _check_study(params) -> None:

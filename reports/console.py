@@ -54,8 +54,9 @@ def _cell(rows, metric: str) -> str:
 
 
 def print_evaluation(trained) -> None:
-    """A train run's result (``flows.results.Trained``): each split's models x headline metrics, value [95% CI], segment 'all' (a k-fold protocol's folds in one
-    line: they are judged pooled), then the verdict: the bottom line and one sentence per contender and task."""
+    """A train run's result (``flows.results.Trained``): each split's models x headline metrics, value [95% CI],
+    segment 'all' (a k-fold protocol's folds in one line: they are judged pooled), then the verdict: the bottom
+    line and one sentence per contender and task."""
     from models.evaluation import judged_unit
 
     folds: dict[str, list[str]] = {}
