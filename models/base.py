@@ -19,9 +19,10 @@ The catalogue is the union of the training items and the ids of the ``items`` Da
 
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,53 @@ class Recommender:
         copy = type(self)(**{**self.params(), **changes})
         copy.name = self.name
         return copy
+
+    # --- the model scored on test: everything known before the test (models.experiment) -----------------------
+    # How the model that is scored on test comes to know the validation interactions, once its settings are
+    # chosen there: "refit" (the field's protocol): refitted on training + validation with the chosen settings
+    # (:meth:`refitted`); "history": too dear to refit (the LM's trainer run), so the fit chosen on validation
+    # is kept and the validation interactions join each user's history at scoring time (:meth:`with_history`).
+    test_time: ClassVar[Literal["refit", "history"]] = "refit"
+
+    def refitted(
+        self,
+        chosen: dict,
+        history: pd.DataFrame,
+        *,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> Recommender:
+        """This model (fitted, its settings chosen on validation) made to know ``history`` (the training and
+        validation interactions): a fresh copy with the chosen configuration ``chosen`` (searched settings;
+        score-time ones are set on the refit) and :meth:`fold_params` fitted on ``history`` without validation
+        (:attr:`test_time` "refit"), or :meth:`with_history` ("history"). ``self`` is left as it is."""
+        if self.test_time == "history":
+            return self.with_history(history)
+        constructor = self.params()
+        settings = {k: v for k, v in chosen.items() if k in constructor}
+        model = self.with_params(**settings, **self.fold_params()).fit(history, None, items=items, users=users)
+        for key, value in chosen.items():  # score-time settings chosen on the validation fit
+            if key not in constructor:
+                setattr(model, key, value)
+        return model
+
+    def with_history(self, history: pd.DataFrame) -> Recommender:
+        """A shallow copy of this fitted model whose users' histories are ``history`` (a superset of its training
+        interactions): their items are excluded from its candidates (:meth:`seen_matrix`, :meth:`recommend`)
+        and counted in :attr:`item_counts`; users first seen there join :attr:`user_ids` (what the model
+        learned is unchanged: a new user is still scored as a cold one). Items outside the catalogue are
+        ignored."""
+        out = copy.copy(self)
+        users = history["user_id"].astype(str)
+        out.user_ids = np.union1d(self.user_ids, users.unique())
+        out._user_pos = pd.Index(out.user_ids)
+        i = self._item_pos.get_indexer(history["item_id"].astype(str))
+        u = out._user_pos.get_indexer(users)[i >= 0]
+        i = i[i >= 0]
+        shape = (len(out.user_ids), len(self.item_ids))
+        out._seen = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)), shape=shape)  # as _index builds it
+        out.item_counts = np.asarray(out._seen.sum(axis=0)).ravel()
+        return out
 
     # --- out-of-fold predictions (what a stacking blender learns from) ---------------------------------------
     # whether refitting per fold is cheap enough for out-of-fold predictions (the fusion's stacked blender)

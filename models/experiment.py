@@ -1,5 +1,7 @@
 """The experiment on one split: build every configured model from the registry, fit it on the training fold
-(tuning on validation), and compute its per-user test values.
+(tuning on validation), make it know everything before the test (refitted on training + validation with the
+chosen settings, or the validation interactions joining its users' histories: ``Recommender.refitted``), and
+compute its per-user test values.
 
 Pure: DataFrames in, DataFrames and fitted models out. Loading the split, caching fits and persisting their
 outputs are the train stage's tasks (``tasks/train.py``). Models receive the training fold *with* its review
@@ -22,7 +24,7 @@ import pandas as pd
 
 from models.base import Recommender
 from models.evaluation import EvalConfig
-from models.evaluation.harness import per_user_values, validation_summary
+from models.evaluation.harness import known_before_test, per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
 from models.registry import FUSION, BuildContext, TrainConfig, build_model, encoder_variants, run_models, spec_of
@@ -39,8 +41,10 @@ class SplitFit:
     per model, its chosen hyperparameters, fit and evaluation seconds and global figures (``extras``, with
     ``peak_memory_gib``: the process's peak resident memory during the fit, the LM's trainer process
     included, and for traditional models ``validation``: their validation MSE / NDCG sums, from which the
-    reference is chosen); ``models``: the
-    fitted models by name (the fusion holds the others as components)."""
+    reference is chosen, measured on the fit chosen there, before any refit; ``test_time``: "refit" or
+    "history"; ``refit_seconds``: the refit's share of ``fit_seconds``); ``models``: the models scored on test
+    by name, each knowing the training and validation interactions (the fusion holds the others as
+    components)."""
 
     protocol: str
     per_user: pd.DataFrame
@@ -55,7 +59,9 @@ class FitStore:
     a model whose key is unchanged is restored, with its test values and fit record, instead of refitted. So
     adding one model to a run fits only that model and the fusion; changing a model's settings, the data or
     the code refits. The fusion is never kept: it blends every component, and is refitted whenever the split
-    is. Files: ``<root>/<model>-<key>/`` with the model (a bundle with its ``reuse_fields``), its per-user
+    is. Files: ``<root>/<model>-<key>/`` with the fit chosen on validation (``model``: a bundle with its
+    ``reuse_fields``; the fusion's components), the model scored on test (``refit``: refitted on training +
+    validation; absent for a model that extends its history instead, which is cheap to repeat), its per-user
     test values and its fit record, each checksummed; an altered or partial entry is refitted."""
 
     root: Path
@@ -67,10 +73,11 @@ class FitStore:
         encoder = encoder_variants(config).get(name, "")  # an encoder variant's own encoder
         return hashlib.sha256(f"{self.base_key}|{name}|{settings}|{encoder}".encode()).hexdigest()[:24]
 
-    def restore(self, name: str, model: Recommender, key: str) -> tuple[pd.DataFrame, dict, Recommender] | None:
-        """Restore the kept fit of ``name`` into a copy of ``model`` (unfitted, built from the same settings)
-        with the configuration its tuning chose; its per-user values, fit record and the restored model, or None
-        when there is none (or it was altered)."""
+    def restore(self, name: str, model: Recommender, key: str, history: pd.DataFrame) -> Kept | None:
+        """Restore the kept fit of ``name`` into copies of ``model`` (unfitted, built from the same settings)
+        with the configuration its tuning chose, or None when there is none (or it was altered). ``history``:
+        the training and validation interactions, which a model that does not refit joins to its users'
+        histories again."""
         from models.serving.bundle import BundleError, load_model, sha256
 
         folder = self.root / f"{name}-{key}"
@@ -82,11 +89,16 @@ class FitStore:
             constructor = model.params()
             model = model.with_params(**{k: v for k, v in chosen.items() if k in constructor}) if chosen else model
             load_model(folder / "model", into=model)
-            return pd.read_parquet(folder / "per_user.parquet"), record["fit"], model
+            if model.test_time == "refit":
+                scored = model.with_params(**model.fold_params())
+                load_model(folder / "refit", into=scored)
+            else:
+                scored = model.with_history(history)
+            return Kept(pd.read_parquet(folder / "per_user.parquet"), record["fit"], model, scored)
         except (OSError, ValueError, KeyError, BundleError):
             return None
 
-    def keep(self, name: str, model: Recommender, key: str, values: pd.DataFrame, fit: dict) -> None:
+    def keep(self, name: str, kept: Kept, key: str) -> None:
         """Keep a fresh fit (written to a temporary folder, then renamed: never half an entry)."""
         from models.serving.bundle import save_model, sha256
 
@@ -95,15 +107,29 @@ class FitStore:
             return
         temporary = self.root / f".{name}-{key}.{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
-        save_model(model, temporary / "model", extra_fields=type(model).reuse_fields)
-        values.to_parquet(temporary / "per_user.parquet", index=False)
+        save_model(kept.chosen, temporary / "model", extra_fields=type(kept.chosen).reuse_fields)
+        if kept.chosen.test_time == "refit":
+            save_model(kept.scored, temporary / "refit", extra_fields=type(kept.scored).reuse_fields)
+        kept.values.to_parquet(temporary / "per_user.parquet", index=False)
         files = {"per_user.parquet": sha256(temporary / "per_user.parquet")}
-        record = {"fit": json.loads(json.dumps(fit, default=_plain)), "files": files}
+        record = {"fit": json.loads(json.dumps(kept.fit, default=_plain)), "files": files}
         (temporary / "record.json").write_text(json.dumps(record))
         try:
             temporary.rename(folder)
         except OSError:  # kept meanwhile by a concurrent run of the same split
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One model's fit on a split: its per-user test ``values``, its fit record, the fit ``chosen`` on
+    validation (trained on the training fold: what the fusion learns its weights from) and the model
+    ``scored`` on test (the chosen settings knowing the validation interactions too)."""
+
+    values: pd.DataFrame
+    fit: dict
+    chosen: Recommender
+    scored: Recommender
 
 
 def _plain(value):
@@ -124,50 +150,67 @@ def fit_split_models(
 ) -> SplitFit:
     """Fit every model of ``config`` on one split's ``data`` (``train`` with text, ``validation`` and ``test``
     without, ``items``, ``users``) in registry order, the fusion last, and evaluate each on ``test``.
-    ``work_dir``: where models write files (the LM's trainer run); ``store``: fits kept from earlier runs of
-    this split, restored instead of refitted (and fresh fits kept there); ``text_cache``: the workspace's
-    per-text encoder states (the LM's, shared by every split)."""
+
+    Each model's settings are chosen on validation from fits on the training fold; the model scored on test then
+    knows the validation interactions too (refitted on training + validation with those settings, or, where a
+    refit is too dear, the validation interactions joined to its users' histories: ``Recommender.refitted``),
+    and every model's candidates exclude everything the user had before the test. The fusion learns its weights
+    on validation from the training-only fits and applies them to the refitted components. ``work_dir``: where
+    models write files (the LM's trainer run); ``store``: fits kept from earlier runs of this split, restored
+    instead of refitted (and fresh fits kept there); ``text_cache``: the workspace's per-text encoder states
+    (the LM's, shared by every split)."""
     vectors = diversity_vectors(data, config.seed)
+    history = known_before_test(data["train"], data["validation"])
     cold = protocol == "cold_items"
     order = list(run_models(config))  # the fusion last
-    parts: dict[str, pd.DataFrame] = {}
-    fits: dict[str, dict] = {}
-    fitted: dict[str, Recommender] = {}
+    kept: dict[str, Kept] = {}
     position = {name: n for n, name in enumerate(order, start=1)}
     share = Path(work_dir) / ".share_cores"  # exists while a fit runs in this process beside a background one
 
     def evaluate(name: str, tuned: Tuned, wall: float, cpu: float, peak, extras_in: dict | None = None):
-        model = tuned.model
+        chosen = tuned.model
+        refit = time.perf_counter()
+        if name == FUSION:
+            scored = chosen.over({n: k.scored for n, k in kept.items()}, history, data["items"])
+        else:
+            scored = chosen.refitted(tuned.config, history, items=data["items"], users=data["users"])
+        refit = time.perf_counter() - refit
         done = time.perf_counter()
         values, extras = per_user_values(
-            model,
+            scored,
             name,
-            data["train"],
+            history,
             data["test"],
             eval_config,
             cold_candidates=cold,
-            item_vectors=vectors.reindex(model.item_ids).fillna(0.0).to_numpy(),
+            item_vectors=vectors.reindex(scored.item_ids).fillna(0.0).to_numpy(),
         )
-        if spec_of(name).traditional:  # the reference is chosen among these, on validation
+        if spec_of(name).traditional:  # the reference is chosen among these, on validation, before any refit
             extras["validation"] = validation_summary(
-                model, data["train"], data["validation"], eval_config.k, cold_candidates=cold
+                chosen, data["train"], data["validation"], eval_config.k, cold_candidates=cold
             )
         evaluated = time.perf_counter() - done
-        LOG.info(f"{split_id}: {name} fitted in {duration(wall)}, evaluated in {duration(evaluated)}")
-        child = (getattr(model, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
+        test_time = "refit" if name == FUSION else scored.test_time
+        LOG.info(
+            f"{split_id}: {name} fitted in {duration(wall)}"
+            + (f", refitted on training + validation in {duration(refit)}" if test_time == "refit" else "")
+            + f", evaluated in {duration(evaluated)}"
+        )
+        child = (getattr(chosen, "metrics_", None) or {}).get("peak_rss_gib")  # the LM trains in its own process
         extras["peak_memory_gib"] = round(max(peak or 0.0, child or 0.0), 3) if peak or child else None
-        extras["cpu_seconds"] = round(cpu, 2)
+        extras["cpu_seconds"] = round(cpu + refit, 2) if test_time == "refit" else round(cpu, 2)
+        extras["test_time"], extras["refit_seconds"] = test_time, round(refit, 3)
         extras.update(extras_in or {})
-        parts[name], fitted[name] = values, model
-        fits[name] = {
+        fit = {
             "model": name,
-            "params": {**model.fit_summary(), "tuning": tuned.record()},
-            "fit_seconds": wall,
+            "params": {**chosen.fit_summary(), "tuning": tuned.record()},
+            "fit_seconds": wall + refit,
             "eval_seconds": evaluated,
             "extras": extras,
         }
+        kept[name] = Kept(values, fit, chosen, scored)
         if keys.get(name) is not None:
-            store.keep(name, model, keys[name], values, fits[name])
+            store.keep(name, kept[name], keys[name])
 
     # restore what the fit store holds; build the rest (the fusion after every other model)
     keys: dict[str, str | None] = {}
@@ -178,17 +221,16 @@ def fit_split_models(
         context = BuildContext(protocol, Path(work_dir), eval_config.k, text_cache=text_cache)
         model = build_model(name, config, context)
         keys[name] = store.key(name, config) if store is not None else None
-        kept = store.restore(name, model, keys[name]) if keys[name] is not None else None
-        if kept is None:
+        restored = store.restore(name, model, keys[name], history) if keys[name] is not None else None
+        if restored is None:
             todo[name] = model
             continue
-        values, fit, model = kept
-        fit["extras"]["reused"] = True
+        restored.fit["extras"]["reused"] = True
         LOG.info(
             f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
-            f"(its first fit took {duration(fit['fit_seconds'])})"
+            f"(its first fit took {duration(restored.fit['fit_seconds'])})"
         )
-        parts[name], fitted[name], fits[name] = values, model, fit
+        kept[name] = restored
 
     # a model that fits in its own process (the LM) starts first and runs beside the in-process fits (the first
     # such model only: two trainers beside each other would share two cores three ways)
@@ -226,12 +268,13 @@ def fit_split_models(
         cpu = handle.finish()
         tuned = tune(todo[name], data["train"], data["validation"], items=data["items"], fitted=todo[name])
         wall = time.perf_counter() - start
-        besides = [n for n in in_process if n in fits]
+        besides = [n for n in in_process if n in kept]
         evaluate(name, tuned, wall, cpu, None, {"overlapped_with": besides})
 
     if FUSION in order:
         name = FUSION
-        context = BuildContext(protocol, Path(work_dir), eval_config.k, components=dict(fitted), text_cache=text_cache)
+        components = {n: k.chosen for n, k in kept.items()}  # the training-only fits: its weights learn from them
+        context = BuildContext(protocol, Path(work_dir), eval_config.k, components=components, text_cache=text_cache)
         model = build_model(name, config, context)
         keys[name] = None
         LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
@@ -240,7 +283,12 @@ def fit_split_models(
         tuned = tune(model, data["train"], data["validation"], items=data["items"], users=data["users"])
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         evaluate(name, tuned, wall, cpu, peak_memory_gib())
-    return SplitFit(protocol, pd.concat([parts[n] for n in order], ignore_index=True), [fits[n] for n in order], fitted)
+    return SplitFit(
+        protocol,
+        pd.concat([kept[n].values for n in order], ignore_index=True),
+        [kept[n].fit for n in order],
+        {n: kept[n].scored for n in order},
+    )
 
 
 def _fits_in_background(model: Recommender) -> bool:

@@ -161,7 +161,8 @@ def _judged(workspace: Workspace, outputs: SplitOutputs, current: dict, eval_con
     challenger (``models.serving.promotion.decide``)."""
     if config.k is None:
         config = config.model_copy(update={"k": eval_config.k})
-    from models.evaluation.harness import per_user_values  # imported here: the registry's commands do not need it
+    # imported here: the registry's commands do not need them
+    from models.evaluation.harness import known_before_test, per_user_values
     from models.serving.promotion import decide
 
     with connect(workspace.db, read_only=True) as con:
@@ -171,10 +172,16 @@ def _judged(workspace: Workspace, outputs: SplitOutputs, current: dict, eval_con
     challenger = per_user[per_user["model"] == FUSION].assign(model="challenger")
     if champion.user_key_id_ is not None:  # its user ids are pseudonyms: ask it about the same users by theirs
         key = workspace.user_key()
-        data = {part: data[part].assign(user_id=pseudonymise(data[part]["user_id"], key)) for part in ("train", "test")}
+        parts = ("train", "validation", "test")
+        data = {part: data[part].assign(user_id=pseudonymise(data[part]["user_id"], key)) for part in parts}
         challenger = challenger.assign(user_id=pseudonymise(challenger["user_id"], key))
     values, _ = per_user_values(
-        champion, "champion", data["train"], data["test"], eval_config, cold_candidates=protocol == "cold_items"
+        champion,
+        "champion",
+        known_before_test(data["train"], data["validation"]),  # the challenger's values were measured with it
+        data["test"],
+        eval_config,
+        cold_candidates=protocol == "cold_items",
     )
     return decide(pd.concat([values, challenger], ignore_index=True), config)
 

@@ -88,25 +88,32 @@ def test_every_registered_model_comes_back_from_its_bundle_unchanged(name, fitte
 def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name, fitted, world, tmp_path):
     """What the fusion reads of a component restored from the fit store instead of refitted: its predictions,
     scores, hyperparameters (those its tuning and its fit chose) and out-of-fold predictions, all
-    identical to the fitted model's."""
-    from models.experiment import FitStore
+    identical to the fitted model's; and the model scored on test (refitted on training + validation, or its
+    history extended) identical to the one kept."""
+    from models.evaluation.harness import known_before_test
+    from models.experiment import FitStore, Kept
 
     train, validation, items = world
     model = fitted(name)
+    history = known_before_test(train, validation)
+    scored = model.refitted(fitted.records[name]["chosen"], history, items=items)
     store = FitStore(tmp_path / "fits", "split-and-code")
     key = store.key(name, CONFIG)
     values = pd.DataFrame({"model": [name], "num": [1.0]})
     record = {"model": name, "params": {"tuning": fitted.records[name]}, "fit_seconds": 1.5, "extras": {}}
-    store.keep(name, model, key, values, record)
+    store.keep(name, Kept(values, record, model, scored), key)
     unfitted = build_model(name, CONFIG, BuildContext("random", tmp_path / "other", k=5))
-    kept_values, fit, restored = store.restore(name, unfitted, key)
-    assert kept_values.equals(values) and fit["fit_seconds"] == 1.5
+    kept = store.restore(name, unfitted, key, history)
+    restored = kept.chosen
+    assert kept.values.equals(values) and kept.fit["fit_seconds"] == 1.5
     users = np.r_[validation["user_id"].to_numpy(), ["nobody"]]
     rated = np.r_[validation["item_id"].to_numpy(), ["never_rated"]]
-    if "rating" in model.tasks:
-        np.testing.assert_array_equal(restored.predict(users, rated), model.predict(users, rated))
-    if "ranking" in model.tasks:
-        np.testing.assert_array_equal(restored.score(users), model.score(users))
+    for original, again in ((model, restored), (scored, kept.scored)):
+        if "rating" in model.tasks:
+            np.testing.assert_array_equal(again.predict(users, rated), original.predict(users, rated))
+        if "ranking" in model.tasks:
+            np.testing.assert_array_equal(again.score(users), original.score(users))
+            assert (again.seen_matrix(users) != original.seen_matrix(users)).nnz == 0
     if model.refits_per_fold:  # restored with the configuration its tuning chose, and what its fit chose
         assert (
             restored.with_params(**restored.fold_params()).params() == model.with_params(**model.fold_params()).params()
@@ -117,9 +124,9 @@ def test_every_model_but_the_fusion_comes_back_from_the_fit_store_as_fitted(name
     if oof is not None:
         np.testing.assert_array_equal(oof_again, oof)
     # another key (another setting, split or code) finds nothing; an altered entry is refitted, not read
-    assert store.restore(name, build_model(name, CONFIG, BuildContext("random", tmp_path)), "other") is None
+    assert store.restore(name, build_model(name, CONFIG, BuildContext("random", tmp_path)), "other", history) is None
     (tmp_path / "fits" / f"{name}-{key}" / "per_user.parquet").write_bytes(b"altered")
-    assert store.restore(name, build_model(name, CONFIG, BuildContext("random", tmp_path)), key) is None
+    assert store.restore(name, build_model(name, CONFIG, BuildContext("random", tmp_path)), key, history) is None
 
 
 @pytest.mark.parametrize("name", PARAMS)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 from builders import genre_world
 
 from models.evaluation import EvalConfig
 from models.experiment import FitStore, fit_split_models
-from models.registry import TrainConfig
+from models.registry import BuildContext, TrainConfig, build_model
 
 FIRST = ("global_mean", "bias_als", "biased_mf", "popularity", "svd", "ease", "fusion")
 MORE = ("global_mean", "bias_als", "biased_mf", "popularity", "svd", "knn_baseline", "ease", "fusion")
@@ -158,3 +159,65 @@ def test_two_encoder_variants_on_a_tiny_model_get_their_own_rows(split, tmp_path
         assert len(fitted.per_user[fitted.per_user["model"] == name]) > 0
     # the fusion blends the registered LM only
     assert "lm_two_tower@tiny-a" not in str(fitted.fits[-1]["params"])
+
+
+# --- everything known before the test: the refit on training + validation -------------------------------------
+def test_the_model_scored_on_test_knows_the_validation_interactions_and_never_a_test_one(split, tmp_path, monkeypatch):
+    """Each model's settings are chosen on validation from a training-only fit; the model scored on test is
+    refitted on training + validation with them (a canary: no fit ever sees a test pair), and its candidates
+    exclude the validation items as well as the training ones."""
+    from models.recommenders.field import EASE
+
+    seen_by_fits = []
+    original_fit = EASE.fit
+
+    def spying_fit(self, train, validation=None, **kwargs):
+        seen_by_fits.append((set(zip(train["user_id"], train["item_id"], strict=True)), validation is None))
+        return original_fit(self, train, validation, **kwargs)
+
+    monkeypatch.setattr(EASE, "fit", spying_fit)
+    out = run(split, ("popularity", "ease", "fusion"), tmp_path)
+    pairs = {
+        fold: set(zip(split[fold]["user_id"], split[fold]["item_id"], strict=True))
+        for fold in split
+        if fold in ("train", "validation", "test")
+    }
+    tuning, refit = [s for s, no_validation in seen_by_fits if not no_validation], [s for s, n in seen_by_fits if n]
+    assert tuning and all(s == pairs["train"] for s in tuning)  # chosen on validation from training-only fits
+    assert refit == [pairs["train"] | pairs["validation"]]  # one refit, on everything before the test
+    assert all(not (s & pairs["test"]) for s, _ in seen_by_fits)  # the canary: no fit sees a test pair
+    scored = out.models["ease"]
+    val = split["validation"]
+    seen = scored.seen_matrix(val["user_id"])
+    assert seen[range(len(val)), scored.item_index(val["item_id"])].min() == 1  # the history holds validation
+    test = split["test"]
+    assert (
+        seen.shape[0]
+        and scored.seen_matrix(test["user_id"])[range(len(test)), scored.item_index(test["item_id"])].max() == 0
+    )
+    record = next(f for f in out.fits if f["model"] == "ease")["extras"]
+    assert record["test_time"] == "refit" and record["refit_seconds"] >= 0
+
+
+def test_the_fusion_learns_its_weights_from_training_only_fits_and_scores_with_the_refits(split, tmp_path):
+    """Stacking as it is done: the weights are learned on validation from the components' training-only fits
+    (the same weights as a fusion built on them by hand), then applied to the refitted components."""
+    from models.evaluation.harness import known_before_test
+    from models.recommenders.fusion import Fusion
+    from models.tuning import tune
+
+    out = run(split, ("popularity", "ease", "fusion"), tmp_path)
+    fused = out.models["fusion"]
+    history = known_before_test(split["train"], split["validation"])
+    for name in ("popularity", "ease"):
+        assert fused.components[name] is out.models[name]  # the refitted components
+        assert fused.components[name].item_counts.sum() == len(history)
+    by_hand = {}
+    for name in ("popularity", "ease"):
+        model = build_model(name, TrainConfig(models=("popularity", "ease")), BuildContext("random", tmp_path, k=5))
+        by_hand[name] = tune(model, split["train"], split["validation"], items=split["items"]).model
+    weights = Fusion(by_hand, {"k": 5}).fit(split["train"], split["validation"], items=split["items"]).ranking_weights_
+    assert fused.ranking_weights_ == weights
+    users = split["test"]["user_id"].unique()
+    again = Fusion(dict(out.models), {"k": 5}, ranking_weights=weights).fit(history, None, items=split["items"])
+    np.testing.assert_allclose(fused.score(users), again.score(users))

@@ -40,6 +40,18 @@ PER_USER_COLUMNS = ["model", "metric", "k", "user_id", "user_segment", "item_seg
 TEST_COLUMNS = "metric k model_a model_b mean_diff n_users t_p wilcoxon_p t_p_holm wilcoxon_p_holm".split()
 
 
+def known_before_test(train: pd.DataFrame, validation: pd.DataFrame | None) -> pd.DataFrame:
+    """Everything known before the test: the training interactions (with their text) and the validation ones
+    (ids, rating and time; their review text is never read), sorted by (user, item). What the model scored on
+    test is fitted on or knows as history once its settings are chosen on validation, and what every model's
+    candidates exclude: the field's leave-one-out rule (the test item ranked from all that came before it)."""
+    if validation is None or not len(validation):
+        return train
+    held = validation[[c for c in validation.columns if c in train.columns]]
+    both = pd.concat([train, held], ignore_index=True)
+    return both.sort_values(["user_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
 def rating_rows(model: Recommender, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Per-user sums of squared and absolute errors, overall and per item segment."""
     users = test["user_id"].astype(str).to_numpy()

@@ -87,6 +87,9 @@ class LMTwoTower(Recommender):
     summary_fields = ("metrics_", "popularity_weight_")
     reuse_fields = ("_oof",)  # the readout's out-of-fold predictions of the training pairs: the fusion stacks them
     background = True  # its trainer is its own process (fit_in_background)
+    # a refit on training + validation would be a second trainer run: the validation interactions join the
+    # users' histories at scoring time instead (seen items, item counts); the profiles keep training text only
+    test_time = "history"
 
     def __init__(
         self,

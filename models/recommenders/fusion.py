@@ -27,12 +27,15 @@ simplex, chosen by validation NDCG@K.
 
 Components are already fitted (on the training fold; they may have used validation for early stopping or
 tuning, which makes their validation predictions slightly optimistic: documented, and the same for every
-component). Test data never reaches ``fit``. Fixed ``rating_weights``/``ranking_weights`` skip learning
+component). Test data never reaches ``fit``. The model scored on test is :meth:`Fusion.over` the components
+that know the validation interactions too (refitted, or the LM's history extended), with the weights learned
+here from their training-only fits. Fixed ``rating_weights``/``ranking_weights`` skip learning
 (parity checks: weights (1, 0, ...) reproduce the first component exactly).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -156,6 +159,23 @@ class Fusion(Recommender):
         if self.ranking_names:
             self._fit_ranking(validation)
         return self
+
+    def over(
+        self, components: dict[str, Recommender], history: pd.DataFrame, items: pd.DataFrame | None = None
+    ) -> Fusion:
+        """The blend learned on validation from the components' training-only fits, applied to ``components``
+        (the same models made to know ``history``, the training and validation interactions:
+        :meth:`Recommender.refitted`), as stacking is done: the weights are kept, the users' histories, activity
+        segments and the catalogue's counts become ``history``'s. ``self`` is unchanged."""
+        out = copy.copy(self)
+        out.components = {name: components[name] for name in self.components}
+        out._index(history, items)
+        for name, model in out.components.items():
+            if not np.array_equal(model.item_ids, out.item_ids):
+                raise ValueError(f"component {name} was refitted on another catalogue than the fusion's")
+        out._activity = history["user_id"].astype(str).value_counts()
+        out._item_segment = pd.Series(popularity_segment(out.item_counts), index=out.item_ids)
+        return out
 
     def _features(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 1 + components) design matrix [1, r̂_1, ...] of clipped predictions, and each row's segment."""

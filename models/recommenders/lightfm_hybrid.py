@@ -194,6 +194,10 @@ class LightFMHybrid(Recommender):
         fixed = {} if self.content else {"content_weight": 0.0}  # no content: nothing for its weight to weigh
         return SearchSpace(grid=SEARCH_SPACE, trials=self.search_trials, seed=self.seed, judge="own", fixed=fixed)
 
+    def fold_params(self) -> dict:
+        # the early-stopped epoch count, refitted without validation (its calibration then reads training pairs)
+        return {"max_epochs": self.epochs_}
+
     def fit(self, train, validation=None, *, items=None, users=None) -> LightFMHybrid:
         u, i = self._index(train, items)
         interactions = sp.coo_matrix(
