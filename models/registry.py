@@ -250,6 +250,23 @@ REGISTRY: dict[str, ModelSpec] = {
             build=_seeded_at_k,
             fuse=("ranking",),
         ),
+        # the sequential models of leave-last-out, through Cornac (models/recommenders/sequential.py)
+        ModelSpec(
+            "sasrec",
+            "models.recommenders.sequential:SASRec",
+            "collaborative",
+            reads_text=False,
+            build=_seeded_at_k,
+            fuse=("ranking",),
+        ),
+        ModelSpec(
+            "bert4rec",
+            "models.recommenders.sequential:BERT4Rec",
+            "collaborative",
+            reads_text=False,
+            build=_seeded_at_k,
+            fuse=("ranking",),
+        ),
         ModelSpec(
             "lm_two_tower",
             "models.lm.recommender:LMTwoTower",
