@@ -57,6 +57,7 @@ METAVARS = {
     "split.kfold_validation": "FRACTION",
     "split.train_fractions": "FRACTION",
     "train.lm_encoders": "ENCODER",
+    "train.sequential_protocols": "PROTOCOL",
 }
 
 
@@ -84,7 +85,7 @@ MODELS_GROUP = _fields(
     *_fields(
         "",
         "train.lightfm_loss train.lightfm_threads train.lightfm_trials train.lightfm_max_epochs "
-        "train.lightfm_params train.lm_profile",
+        "train.lightfm_params train.sequential_protocols train.sequential_trials train.lm_profile",
     ).options,  # fmt: skip
     Option(
         "--lm-encoder",

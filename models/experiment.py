@@ -69,7 +69,7 @@ class FitStore:
 
     def key(self, name: str, config: TrainConfig) -> str:
         # the list of models is not a model's setting, nor whether fits overlap, nor the other encoders' variants
-        settings = config.model_dump_json(exclude={"models", "overlap", "lm_encoders"})
+        settings = config.model_dump_json(exclude={"models", "overlap", "lm_encoders", "sequential_protocols"})
         encoder = encoder_variants(config).get(name, "")  # an encoder variant's own encoder
         return hashlib.sha256(f"{self.base_key}|{name}|{settings}|{encoder}".encode()).hexdigest()[:24]
 
@@ -162,7 +162,7 @@ def fit_split_models(
     vectors = diversity_vectors(data, config.seed)
     history = known_before_test(data["train"], data["validation"])
     cold = protocol == "cold_items"
-    order = list(run_models(config))  # the fusion last
+    order = list(run_models(config, protocol))  # the fusion last
     kept: dict[str, Kept] = {}
     position = {name: n for n, name in enumerate(order, start=1)}
     share = Path(work_dir) / ".share_cores"  # exists while a fit runs in this process beside a background one

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.evaluation import Protocol
 from models.lm.config import Profile, profile_fields
 from models.recommenders import LightFMLoss
 
@@ -55,7 +56,8 @@ class ModelSpec:
     ``fuse``: the tasks for which the fusion blends it (none: not a fusion candidate); ``floor``: a reference
     every model must clear, never reported as the best traditional model (the global mean); ``ablation_of``:
     the registered model this one is an ablation of (the frozen encoder of the fine-tuned LM): every report
-    judges that model against it, a primary question (what the ablated part adds).
+    judges that model against it, a primary question (what the ablated part adds); ``sequential``: a next-item
+    model, fitted only on the protocols of ``TrainConfig.sequential_protocols``.
     """
 
     name: str
@@ -66,6 +68,7 @@ class ModelSpec:
     fuse: tuple[Task, ...] = ()
     floor: bool = False
     ablation_of: str | None = None  # the model it is an ablation of: that model's difference from it is judged
+    sequential: bool = False  # reads each user's items in time order: fitted on TrainConfig.sequential_protocols
 
     @property
     def cls(self) -> type[Recommender]:
@@ -93,6 +96,10 @@ def _seeded(cls, config: TrainConfig, context: BuildContext):
 def _seeded_at_k(cls, config: TrainConfig, context: BuildContext):
     """A ranking model tuned on validation NDCG at the evaluation's cut-off."""
     return cls(k=context.k, seed=config.seed)
+
+
+def _sequential(cls, config: TrainConfig, context: BuildContext):
+    return cls(k=context.k, trials=config.sequential_trials, seed=config.seed)
 
 
 def _lightfm(content: bool):
@@ -256,16 +263,18 @@ REGISTRY: dict[str, ModelSpec] = {
             "models.recommenders.sequential:SASRec",
             "collaborative",
             reads_text=False,
-            build=_seeded_at_k,
+            build=_sequential,
             fuse=("ranking",),
+            sequential=True,
         ),
         ModelSpec(
             "bert4rec",
             "models.recommenders.sequential:BERT4Rec",
             "collaborative",
             reads_text=False,
-            build=_seeded_at_k,
+            build=_sequential,
             fuse=("ranking",),
+            sequential=True,
         ),
         ModelSpec(
             "lm_two_tower",
@@ -323,11 +332,14 @@ def spec_of(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
 
 
-def run_models(config: TrainConfig) -> tuple[str, ...]:
-    """The models a run fits: ``config.models`` with each encoder variant after the LM (when the LM is one
-    of them), the fusion last."""
+def run_models(config: TrainConfig, protocol: str | None = None) -> tuple[str, ...]:
+    """The models a run fits on a split of ``protocol``: ``config.models`` with each encoder variant after the LM
+    (when the LM is one of them), the sequential models only on ``config.sequential_protocols``, the fusion
+    last."""
     out = []
     for name in config.models:
+        if protocol is not None and spec_of(name).sequential and protocol not in config.sequential_protocols:
+            continue
         out.append(name)
         if name == VARIED:
             out += list(encoder_variants(config))
@@ -379,6 +391,15 @@ class TrainConfig(BaseModel):
         description="further encoders (local folders or hub ids), one LM variant each, trained beside "
         "lm_two_tower as `lm_two_tower@<its short name>` with the same settings: accuracy against parameters and "
         "cost (the fusion blends the registered LM only; default: none)",
+    )
+    sequential_protocols: tuple[Protocol, ...] = Field(
+        ("temporal",),
+        description="the split protocols on which the sequential models (sasrec, bert4rec) are fitted: "
+        "leave-last-out, their protocol, by default; add kfold, random or cold_items at their cost (about a "
+        "minute per fit on the default dataset on one core; the cold-item candidates are outside their vocabulary)",
+    )
+    sequential_trials: int = Field(
+        1, ge=0, description="random SASRec / BERT4Rec configurations tried on validation besides the default"
     )
     seed: int = Field(0, description="model initialisation seed")
     overlap: bool = Field(

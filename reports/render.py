@@ -392,7 +392,10 @@ def build(
             "seen: per unit (a split; the folds of a k-fold split together) and task, the LM and the fusion "
             "against the traditional model best on validation, on test users, paired, Holm-corrected over these "
             'primary comparisons only; "better" and "worse" only where significant, with the smallest '
-            "difference each test could see. Everything else is exploratory.",
+            "difference each test could see. Everything else is exploratory. Every model is scored with everything "
+            "known before the test: its settings chosen on validation from a training-only fit, it is refitted on "
+            "training + validation (the LM and its frozen encoder, too dear to refit, add the validation "
+            "interactions to their users' histories), and no user's earlier item is a candidate.",
         )
     )
     warnings = (card or {}).get("warnings", [])

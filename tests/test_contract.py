@@ -189,6 +189,8 @@ def test_fusion_candidates_follow_the_registry():
         "ease",
         "bpr",
         "implicit_als",
+        "sasrec",
+        "bert4rec",
         "popularity",
     )
     config = FusionConfig()

@@ -221,3 +221,14 @@ def test_the_fusion_learns_its_weights_from_training_only_fits_and_scores_with_t
     users = split["test"]["user_id"].unique()
     again = Fusion(dict(out.models), {"k": 5}, ranking_weights=weights).fit(history, None, items=split["items"])
     np.testing.assert_allclose(fused.score(users), again.score(users))
+
+
+def test_the_sequential_models_are_fitted_on_their_protocols_only():
+    """SASRec and BERT4Rec join a split of ``sequential_protocols`` (leave-last-out by default), not the others."""
+    from models.registry import run_models
+
+    config = TrainConfig(models=("popularity", "ease", "sasrec", "bert4rec", "fusion"))
+    assert run_models(config, "temporal") == ("popularity", "ease", "sasrec", "bert4rec", "fusion")
+    assert run_models(config, "kfold") == ("popularity", "ease", "fusion")
+    wider = config.model_copy(update={"sequential_protocols": ("temporal", "kfold")})
+    assert run_models(wider, "kfold") == ("popularity", "ease", "sasrec", "bert4rec", "fusion")

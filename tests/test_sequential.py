@@ -51,6 +51,8 @@ def test_scores_equal_cornacs_own_for_the_same_sequences_and_seed(cls):
         batch_size=32,
         learning_rate=1e-3,
         n_sample=16,
+        sample_alpha=0.0,  # uniform negatives, reclab's default
+        loss="ce",
         seed=3,
     ).fit(SequentialDataset.build(rows, fmt="USIT", seed=3))
     ours = model.score(model.user_ids)

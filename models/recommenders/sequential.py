@@ -33,14 +33,18 @@ from models.tuning import SearchSpace
 
 LOG = logging.getLogger("reclab.sequential")
 
-# what the tuner tries on validation NDCG@k (listed configurations: the first is the model as built); the
-# epochs are chosen with the rest, each candidate a fit of that many epochs
-CONFIGS = (
-    {},
-    {"epochs": 40},
-    {"factors": 32, "dropout": 0.5},
-    {"blocks": 1, "max_len": 20},
-)
+# The logQ correction (Yi et al., RecSys 2019) at scoring time: Cornac's sampled softmax learns against the
+# in-batch targets, drawn by popularity, so its scores are pushed down by log-popularity; this weight of
+# log(1 + interactions) puts it back, chosen on validation NDCG@k (0, Cornac's own scores, on ties).
+POPULARITY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+# the space the tuner draws from on validation NDCG@k: the model as built, then ``trials`` seeded random draws
+SEARCH_SPACE = {
+    "epochs": (20, 30, 50),
+    "factors": (32, 64, 128),
+    "blocks": (1, 2),
+    "dropout": (0.2, 0.5),
+    "max_len": (20, 50),
+}
 
 
 class SequentialRecommender(Recommender):
@@ -52,7 +56,11 @@ class SequentialRecommender(Recommender):
     factors, blocks, heads, dropout : the transformer's width, depth, attention heads and dropout.
     max_len : the longest history the network reads (the most recent ``max_len`` items).
     epochs, batch_size, learning_rate : training; Adam as Cornac sets it.
-    negatives : items sampled per batch for the loss (Cornac's ``n_sample``; popularity-weighted).
+    negatives, sample_alpha : items sampled per batch for the loss (Cornac's ``n_sample``), drawn with
+        probability ∝ popularity^``sample_alpha`` (0: uniformly).
+    loss : Cornac's loss over the batch's targets and the sampled items (``"ce"``: sampled softmax; ``"bce"``,
+        ``"bpr"``, ``"bpr-max"``, ``"top1"``).
+    trials : random configurations of :data:`SEARCH_SPACE` tried on validation besides this one (each a fit).
     threads : torch's CPU threads during fit and score (1: exactly reproducible, and one core left to a
         trainer running beside it).
     seed : torch's and the sampler's seed.
@@ -74,6 +82,7 @@ class SequentialRecommender(Recommender):
         "max_len",
         "threads",
         "seed",
+        "popularity_weight_",
     )
     summary_fields = ("epochs", "factors", "blocks", "dropout", "max_len", "ordered_")
 
@@ -85,11 +94,14 @@ class SequentialRecommender(Recommender):
         blocks: int = 2,
         heads: int = 1,
         dropout: float = 0.2,
-        max_len: int = 50,
-        epochs: int = 20,
+        max_len: int = 20,
+        epochs: int = 30,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
-        negatives: int = 512,
+        negatives: int = 2048,
+        sample_alpha: float = 0.0,
+        loss: str = "ce",
+        trials: int = 1,
         threads: int = 1,
         seed: int = 0,
     ):
@@ -103,11 +115,23 @@ class SequentialRecommender(Recommender):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.negatives = negatives
+        self.sample_alpha = sample_alpha
+        self.loss = loss
+        self.trials = trials
         self.threads = threads
         self.seed = seed
+        self.popularity_weight_ = 0.0
 
     def search_space(self) -> SearchSpace:
-        return SearchSpace(configs=CONFIGS)
+        """This configuration and ``trials`` random draws from :data:`SEARCH_SPACE` (epochs, factors, blocks,
+        dropout, sequence length), then, on the chosen fit, the weight of log(1 + the item's interactions) added to
+        the network's scores (:data:`POPULARITY_WEIGHTS`, the smallest on ties; 0: Cornac's scores)."""
+        return SearchSpace(
+            grid=SEARCH_SPACE,
+            trials=self.trials,
+            seed=self.seed,
+            after_fit={"popularity_weight_": POPULARITY_WEIGHTS},
+        )
 
     # --- fitting -------------------------------------------------------------------------------------------
     def fit(self, train, validation=None, *, items=None, users=None) -> SequentialRecommender:
@@ -160,6 +184,8 @@ class SequentialRecommender(Recommender):
                 batch_size=self.batch_size,
                 learning_rate=self.learning_rate,
                 n_sample=self.negatives,
+                sample_alpha=self.sample_alpha,
+                loss=self.loss,
                 seed=self.seed,
             ).fit(dataset)
             LOG.info(
@@ -179,7 +205,7 @@ class SequentialRecommender(Recommender):
 
     def score(self, users: Ids) -> np.ndarray:
         positions = self.user_index(users)
-        out = self.popularity_scores(len(positions))  # unknown users; every user where nothing is ordered
+        out = self.popularity_scores(len(positions))  # what an unknown user gets
         if not self._ordered:
             return np.zeros_like(out)
         import torch
@@ -200,6 +226,8 @@ class SequentialRecommender(Recommender):
                 out[row] = known
         finally:
             torch.set_num_threads(threads)
+        if self.popularity_weight_:
+            out[positions >= 0] += self.popularity_weight_ * np.log1p(self.item_counts)
         return out
 
     def _network(self):
@@ -229,6 +257,7 @@ class SequentialRecommender(Recommender):
     def restore(self, state, seen_indptr, seen_indices) -> None:
         super().restore(state, seen_indptr, seen_indices)
         self._ordered = bool(self._ordered)
+        self.popularity_weight_ = float(self.popularity_weight_)
         self._library = None
 
 
