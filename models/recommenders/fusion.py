@@ -144,12 +144,7 @@ class Fusion(Recommender):
                 f"fusion needs fitted components among {self.config.rating_components} or "
                 f"{self.config.ranking_components}; got {sorted(self.components)}"
             )
-        self._index(train, items)
-        for name, model in self.components.items():
-            if not np.array_equal(model.item_ids, self.item_ids):
-                raise ValueError(f"component {name} was fitted on another catalogue than the fusion's")
-        self._activity = train["user_id"].astype(str).value_counts()
-        self._item_segment = pd.Series(popularity_segment(self.item_counts), index=self.item_ids)
+        self._know(train, items)
         self._rating_range = (float(train["rating"].min()), float(train["rating"].max()))
         if validation is None or len(validation) == 0:
             if self._fixed_rating is None and self.rating_names or self._fixed_ranking is None and self.ranking_names:
@@ -169,13 +164,18 @@ class Fusion(Recommender):
         segments and the catalogue's counts become ``history``'s. ``self`` is unchanged."""
         out = copy.copy(self)
         out.components = {name: components[name] for name in self.components}
-        out._index(history, items)
-        for name, model in out.components.items():
-            if not np.array_equal(model.item_ids, out.item_ids):
-                raise ValueError(f"component {name} was refitted on another catalogue than the fusion's")
-        out._activity = history["user_id"].astype(str).value_counts()
-        out._item_segment = pd.Series(popularity_segment(out.item_counts), index=out.item_ids)
+        out._know(history, items)
         return out
+
+    def _know(self, interactions: pd.DataFrame, items: pd.DataFrame | None) -> None:
+        """The users' histories, activity segments and the catalogue's counts from ``interactions``, the
+        components checked to share its catalogue."""
+        self._index(interactions, items)
+        for name, model in self.components.items():
+            if not np.array_equal(model.item_ids, self.item_ids):
+                raise ValueError(f"component {name} was fitted on another catalogue than the fusion's")
+        self._activity = interactions["user_id"].astype(str).value_counts()
+        self._item_segment = pd.Series(popularity_segment(self.item_counts), index=self.item_ids)
 
     def _features(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 1 + components) design matrix [1, r̂_1, ...] of clipped predictions, and each row's segment."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
@@ -83,6 +84,11 @@ class SequentialRecommender(Recommender):
         "threads",
         "seed",
         "popularity_weight_",
+        "batch_size",
+        "learning_rate",
+        "negatives",
+        "sample_alpha",
+        "loss",
     )
     summary_fields = ("epochs", "factors", "blocks", "dropout", "max_len", "ordered_")
 
@@ -162,41 +168,41 @@ class SequentialRecommender(Recommender):
         return frame
 
     def _train(self, frame: pd.DataFrame):
-        import cornac
-        import torch
-        from cornac.data import SequentialDataset
-
         # one session per user, its items in order; Cornac's ids are reclab's catalogue positions (as strings)
         users, items = frame["user"].astype(str), frame["item"].astype(str)
-        rows = zip(users, users, items, range(len(frame)), strict=True)
-        dataset = SequentialDataset.build(list(rows), fmt="USIT", seed=self.seed)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            start = time.perf_counter()
-            library = getattr(cornac.models, self.network)(
-                embedding_dim=self.factors,
-                num_blocks=self.blocks,
-                num_heads=self.heads,
-                dropout=self.dropout,
-                max_len=self.max_len,
-                n_epochs=self.epochs,
-                batch_size=self.batch_size,
-                learning_rate=self.learning_rate,
-                n_sample=self.negatives,
-                sample_alpha=self.sample_alpha,
-                loss=self.loss,
-                seed=self.seed,
-            ).fit(dataset)
-            LOG.info(
-                f"{self.name}: {self.epochs} epochs over {len(frame):,} interactions in {duration(time.perf_counter() - start)}"
-            )
-        finally:
-            torch.set_num_threads(threads)
+        start = time.perf_counter()
+        library, dataset = self._cornac(list(zip(users, users, items, range(len(frame)), strict=True)), self.epochs)
+        elapsed = duration(time.perf_counter() - start)
+        LOG.info(f"{self.name}: {self.epochs} epochs over {len(frame):,} interactions in {elapsed}")
         # the network's vocabulary: its item index -> catalogue position
         self._vocabulary = np.array([int(key) for key in dataset.iid_map], dtype=np.int64)
         self._weights = {name: value.detach().numpy().copy() for name, value in library.model.state_dict().items()}
         return library
+
+    def _cornac(self, sessions: list[tuple], epochs: int):
+        """Cornac's model with this model's settings fitted ``epochs`` epochs on ``sessions`` ((user, session,
+        item, time) rows, in order), on :attr:`threads` threads; (the model, its dataset)."""
+        import cornac
+        from cornac.data import SequentialDataset
+
+        dataset = SequentialDataset.build(sessions, fmt="USIT", seed=self.seed)
+        library = getattr(cornac.models, self.network)(
+            embedding_dim=self.factors,
+            num_blocks=self.blocks,
+            num_heads=self.heads,
+            dropout=self.dropout,
+            max_len=self.max_len,
+            n_epochs=epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            n_sample=self.negatives,
+            sample_alpha=self.sample_alpha,
+            loss=self.loss,
+            seed=self.seed,
+        )
+        with _threads(self.threads):
+            library.fit(dataset)
+        return library, dataset
 
     # --- scoring -------------------------------------------------------------------------------------------
     def sequence(self, user: int) -> np.ndarray:
@@ -208,14 +214,10 @@ class SequentialRecommender(Recommender):
         out = self.popularity_scores(len(positions))  # what an unknown user gets
         if not self._ordered:
             return np.zeros_like(out)
-        import torch
-
         library = self._network()
         to_library = np.full(len(self.item_ids), -1, dtype=np.int64)
         to_library[self._vocabulary] = np.arange(len(self._vocabulary))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with _threads(self.threads):
             for row, user in enumerate(positions):
                 if user < 0:
                     continue
@@ -224,8 +226,6 @@ class SequentialRecommender(Recommender):
                 known = np.full(len(self.item_ids), scores.min() - 1.0)  # outside the vocabulary: below all
                 known[self._vocabulary] = scores
                 out[row] = known
-        finally:
-            torch.set_num_threads(threads)
         if self.popularity_weight_:
             out[positions >= 0] += self.popularity_weight_ * np.log1p(self.item_counts)
         return out
@@ -235,21 +235,10 @@ class SequentialRecommender(Recommender):
         library = getattr(self, "_library", None)
         if library is not None:
             return library
-        import cornac
         import torch
-        from cornac.data import SequentialDataset
 
         # a one-session dataset over the vocabulary: what Cornac's fit needs to size the network, trained 0 epochs
-        rows = [("0", "0", str(position), n) for n, position in enumerate(self._vocabulary)]
-        library = getattr(cornac.models, self.network)(
-            embedding_dim=self.factors,
-            num_blocks=self.blocks,
-            num_heads=self.heads,
-            dropout=self.dropout,
-            max_len=self.max_len,
-            n_epochs=0,
-            seed=self.seed,
-        ).fit(SequentialDataset.build(rows, fmt="USIT", seed=self.seed))
+        library, _ = self._cornac([("0", "0", str(position), n) for n, position in enumerate(self._vocabulary)], 0)
         library.model.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in self._weights.items()})
         self._library = library
         return library
@@ -259,6 +248,19 @@ class SequentialRecommender(Recommender):
         self._ordered = bool(self._ordered)
         self.popularity_weight_ = float(self.popularity_weight_)
         self._library = None
+
+
+@contextmanager
+def _threads(n: int):
+    """torch's CPU threads set to ``n`` inside the block, as they were after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class SASRec(SequentialRecommender):
