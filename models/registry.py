@@ -57,7 +57,8 @@ class ModelSpec:
     every model must clear, never reported as the best traditional model (the global mean); ``ablation_of``:
     the registered model this one is an ablation of (the frozen encoder of the fine-tuned LM): every report
     judges that model against it, a primary question (what the ablated part adds); ``sequential``: a next-item
-    model, fitted only on the protocols of ``TrainConfig.sequential_protocols``.
+    model, fitted only on the protocols of ``TrainConfig.sequential_protocols``; ``default``: trained unless
+    ``--models`` says otherwise (False: only when named there).
     """
 
     name: str
@@ -69,6 +70,7 @@ class ModelSpec:
     floor: bool = False
     ablation_of: str | None = None  # the model it is an ablation of: that model's difference from it is judged
     sequential: bool = False  # reads each user's items in time order: fitted on TrainConfig.sequential_protocols
+    default: bool = True  # among TrainConfig.models' default (False: trained when named in --models)
 
     @property
     def cls(self) -> type[Recommender]:
@@ -147,6 +149,19 @@ def _text_frozen(cls, config: TrainConfig, context: BuildContext):
         config.lm_profile,
         _lm_settings(config, context),
         k=context.k,
+        cold_validation=context.protocol == "cold_items",
+        text_cache=context.text_cache,
+    )
+
+
+def _lm_sequential(cls, config: TrainConfig, context: BuildContext):
+    """The sequential LM and its id-only twin: the LM's profile and overrides (encoder, profiles, seed), the
+    sequential models' number of random configurations."""
+    return cls(
+        config.lm_profile,
+        _lm_settings(config, context),
+        k=context.k,
+        trials=config.sequential_trials,
         cold_validation=context.protocol == "cold_items",
         text_cache=context.text_cache,
     )
@@ -294,11 +309,32 @@ REGISTRY: dict[str, ModelSpec] = {
             fuse=("rating", "ranking"),
             ablation_of="lm_two_tower",
         ),
+        # item text and ids read in the user's order by a causal transformer (models/lm/sequential.py), and the
+        # same network with its text zeroed: what text adds to a sequence model. Not yet among the defaults
+        ModelSpec(
+            "lm_sequential",
+            "models.lm.sequential:LMSequential",
+            "language",
+            reads_text=True,
+            build=_lm_sequential,
+            fuse=("ranking",),
+            default=False,
+        ),
+        ModelSpec(
+            "lm_sequential_ids",
+            "models.lm.sequential:LMSequentialIds",
+            "language",
+            reads_text=False,
+            build=_lm_sequential,
+            ablation_of="lm_sequential",
+            default=False,
+        ),
         # fitted last: it blends the models fitted before it, learned on validation
         ModelSpec("fusion", "models.recommenders.fusion:Fusion", "fusion", reads_text=False, build=_fusion),
     )
 }
 MODELS: tuple[str, ...] = tuple(REGISTRY)
+DEFAULT_MODELS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.default)
 FUSION = "fusion"  # the fused model: what is published, served and judged by the promotion gate
 TRADITIONAL: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.traditional)
 LANGUAGE: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.family == "language")
@@ -364,7 +400,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: tuple[Literal[MODELS], ...] = Field(  # type: ignore[valid-type]
-        MODELS, description="the registered models to train (the fusion blends those trained before it)"
+        DEFAULT_MODELS,
+        description="the registered models to train (the fusion blends those trained before it; default: every "
+        "registered model but lm_sequential and lm_sequential_ids)",
     )
     lightfm_loss: LightFMLoss = Field("warp", description="LightFM's loss")
     lightfm_threads: int = Field(1, ge=1, description="LightFM threads (1: exactly reproducible; more is faster)")
@@ -399,7 +437,9 @@ class TrainConfig(BaseModel):
         "minute per fit on the default dataset on one core; the cold-item candidates are outside their vocabulary)",
     )
     sequential_trials: int = Field(
-        1, ge=0, description="random SASRec / BERT4Rec configurations tried on validation besides the default"
+        1,
+        ge=0,
+        description="random SASRec / BERT4Rec / lm_sequential configurations tried on validation besides the default",
     )
     seed: int = Field(0, description="model initialisation seed")
     overlap: bool = Field(

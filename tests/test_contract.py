@@ -156,7 +156,7 @@ def test_a_refit_with_its_chosen_hyperparameters_reproduces_the_model_and_out_of
 def test_a_model_registered_as_not_reading_text_ignores_it(name, fitted, world, tmp_path):
     train, validation, items = world
     blank = train.assign(review_text="", summary="")
-    again = tune(build_model(name, CONFIG, BuildContext("random", tmp_path)), blank, validation, items=items).model
+    again = tune(build_model(name, CONFIG, BuildContext("random", tmp_path, k=5)), blank, validation, items=items).model
     model = fitted(name)
     if "rating" in model.tasks:
         np.testing.assert_array_equal(
@@ -184,6 +184,7 @@ def test_fusion_candidates_follow_the_registry():
     assert fusion_candidates("ranking") == (
         "lm_two_tower",
         "text_frozen",
+        "lm_sequential",
         "lightfm_hybrid",
         "lightfm_cf",
         "ease",

@@ -106,6 +106,7 @@ def build_profiles(
     folds: int = 2,
     seed: int = 0,
     rating_history: int = 0,
+    folds_by_user: bool = False,
 ) -> Profiles:
     """Profiles from the training fold (``user_id``, ``item_id``, ``timestamp``, ``summary``, ``review_text``,
     and ``rating`` when ``rating_history`` > 0: the profile then starts with the star ratings of its
@@ -114,7 +115,9 @@ def build_profiles(
     Returns full profiles for every training user and every item (metadata-only for items without training
     reviews), the metadata-only variant of every item with metadata (:data:`METADATA_ONLY`, no rating
     statistics) and, for ``folds`` ≥ 2, the fold variants that training pairs read; with a ``rating`` column,
-    the rating sum and count of every variant.
+    the rating sum and count of every variant. ``folds_by_user``: each user's pairs all in one fold (seeded),
+    so that an item's fold variant f holds no review of any user of fold f (the sequential LM reads every item
+    of a user's sequence and catalogue that way).
     """
     if folds < 2:
         raise ValueError("folds must be at least 2: a training pair must be able to skip its own review")
@@ -125,7 +128,11 @@ def build_profiles(
     frame["rating"] = train["rating"].to_numpy(dtype=float) if "rating" in train else np.nan
     order = np.lexsort((frame["item_id"].to_numpy(), frame["user_id"].to_numpy()))
     fold = np.empty(len(frame), dtype=np.int64)
-    fold[order] = np.random.default_rng(seed).integers(0, folds, len(frame))
+    if folds_by_user:
+        users, inverse = np.unique(frame["user_id"].to_numpy(), return_inverse=True)
+        fold[:] = np.random.default_rng(seed).integers(0, folds, len(users))[inverse]
+    else:
+        fold[order] = np.random.default_rng(seed).integers(0, folds, len(frame))
     frame["fold"] = fold
     frame = frame.sort_values(["timestamp", "user_id", "item_id"], ascending=[False, True, True], kind="stable")
     metadata = _metadata_text(items)
