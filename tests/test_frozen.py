@@ -67,7 +67,7 @@ def test_registered_as_the_lms_ablation_and_judged_against_it():
     from models.registry import ABLATIONS, LANGUAGE, REGISTRY, fusion_candidates
     from tasks.evaluate import CONTENDERS
 
-    assert ABLATIONS == {"text_frozen": "lm_two_tower"} and "text_frozen" in LANGUAGE
+    assert ABLATIONS["text_frozen"] == "lm_two_tower" and "text_frozen" in LANGUAGE
     assert "text_frozen" not in CONTENDERS and "lm_two_tower" in CONTENDERS  # judged against the LM instead
     assert "text_frozen" in fusion_candidates("rating") and REGISTRY["text_frozen"].reads_text
 

@@ -137,3 +137,16 @@ def test_no_item_profile_a_window_reads_holds_its_users_review():
         for item in log["item_id"].unique():
             pieces = profiles.pieces_of(("item", item, int(fold)))
             assert not any(p.startswith(f"by {user} of") for p in pieces)
+
+
+def test_registered_beside_its_twin_outside_the_defaults():
+    """lm_sequential is a contender of the language family (the fusion may blend its ranking), its id-only twin
+    its ablation (judged against it, a primary question); neither is trained unless named in --models."""
+    from models.registry import ABLATIONS, DEFAULT_MODELS, LANGUAGE, REGISTRY, TrainConfig, fusion_candidates
+    from tasks.evaluate import CONTENDERS
+
+    assert ABLATIONS["lm_sequential_ids"] == "lm_sequential" and "lm_sequential" in LANGUAGE
+    assert "lm_sequential" in CONTENDERS and "lm_sequential_ids" not in CONTENDERS
+    assert "lm_sequential" in fusion_candidates("ranking") and "lm_sequential_ids" not in fusion_candidates("ranking")
+    assert REGISTRY["lm_sequential"].reads_text and not REGISTRY["lm_sequential_ids"].reads_text
+    assert TrainConfig().models == DEFAULT_MODELS and not {"lm_sequential", "lm_sequential_ids"} & set(DEFAULT_MODELS)
