@@ -109,7 +109,7 @@ def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalCon
         fitted = fit_split_models(
             data, protocol, split_id, config, eval_config, folder, store, Path(db).parent / TEXT_STATES
         )
-    lm = next((fitted.models[name] for name in LANGUAGE if name in fitted.models), None)
+    lm = exporting_lm(fitted.models)
     outputs = SplitOutputs(
         split_id,
         protocol,
@@ -135,6 +135,12 @@ def save_bundle(model, folder: Path) -> str | None:
     if folder.exists():
         shutil.rmtree(folder)
     return str(save_model(model, folder))
+
+
+def exporting_lm(models: dict):
+    """The first fitted language model that exports user/item vectors and rating predictions (the two-tower LM
+    and text_frozen; the sequential LM ranks only), or None: what lm_embeddings and lm_predictions hold."""
+    return next((m for name in LANGUAGE if hasattr(m := models.get(name), "embeddings")), None)
 
 
 def lm_tables(model, data: dict[str, pd.DataFrame]) -> LMTables:

@@ -150,3 +150,15 @@ def test_registered_beside_its_twin_outside_the_defaults():
     assert "lm_sequential" in fusion_candidates("ranking") and "lm_sequential_ids" not in fusion_candidates("ranking")
     assert REGISTRY["lm_sequential"].reads_text and not REGISTRY["lm_sequential_ids"].reads_text
     assert TrainConfig().models == DEFAULT_MODELS and not {"lm_sequential", "lm_sequential_ids"} & set(DEFAULT_MODELS)
+
+
+def test_a_run_with_the_sequential_lm_alone_writes_no_lm_vector_tables():
+    """lm_embeddings / lm_predictions hold the two-tower LM's (or text_frozen's) vectors and ratings; a split
+    whose only language model is the sequential LM (ranking only) has none to write, and says so by None."""
+    from models.lm.frozen import TextFrozen
+    from tasks.train import exporting_lm
+
+    sequential = LMSequential(None, OVERRIDES)
+    frozen = TextFrozen(None, OVERRIDES)
+    assert exporting_lm({"lm_sequential": sequential, "popularity": object()}) is None
+    assert exporting_lm({"lm_sequential": sequential, "text_frozen": frozen}) is frozen
