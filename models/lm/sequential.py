@@ -44,7 +44,7 @@ import pandas as pd
 
 from models.base import Ids, Recommender
 from models.progress import duration
-from models.recommenders.sequential import _threads
+from models.recommenders.sequential import Sequences, _threads
 from models.tuning import SearchSpace
 
 LOG = logging.getLogger("reclab.lm_sequential")  # forwarded to the Prefect run's log inside a flow
@@ -72,7 +72,7 @@ class _Texts:
     user_fold: np.ndarray
 
 
-class LMSequential(Recommender):
+class LMSequential(Sequences, Recommender):
     """Item text (frozen encoder, trainable adapter) plus item ids, read in the user's order by a causal
     transformer.
 
@@ -216,23 +216,6 @@ class LMSequential(Recommender):
             "seconds": round(time.perf_counter() - start, 2),
         }
         return self
-
-    def _sequences(self, train: pd.DataFrame) -> pd.DataFrame:
-        """Each user's known items in time order (ties by item id), kept as CSR-like arrays."""
-        frame = pd.DataFrame(
-            {
-                "user": self.user_index(train["user_id"].astype(str)),
-                "item": self.item_index(train["item_id"].astype(str)),
-                "item_id": train["item_id"].astype(str).to_numpy(),
-                "user_id": train["user_id"].astype(str).to_numpy(),
-                "time": train["timestamp"].to_numpy() if self._ordered else np.zeros(len(train)),
-            }
-        )
-        frame = frame.sort_values(["user", "time", "item"], kind="stable").reset_index(drop=True)
-        self._sequence_items = frame["item"].to_numpy(np.int64)
-        starts = np.searchsorted(frame["user"].to_numpy(), np.arange(len(self.user_ids) + 1))
-        self._sequence_starts = starts.astype(np.int64)
-        return frame
 
     def _text(self, train, items, text, config) -> tuple[_Texts, dict]:
         """Each catalogue item's text vector: its full profile (scoring), its fold variants (training) and its
@@ -379,10 +362,6 @@ class LMSequential(Recommender):
                 return out
             out._sequences(known)  # on the base's copy: this model's own sequences stay as they are
         return out
-
-    def sequence(self, user: int) -> np.ndarray:
-        """Catalogue positions of a known user's items, oldest first (``user``: a position in ``user_ids``)."""
-        return self._sequence_items[self._sequence_starts[user] : self._sequence_starts[user + 1]]
 
     def score(self, users: Ids) -> np.ndarray:
         import torch

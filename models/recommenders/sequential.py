@@ -48,7 +48,33 @@ SEARCH_SPACE = {
 }
 
 
-class SequentialRecommender(Recommender):
+class Sequences:
+    """Each user's known items in time order (ties by item id), as CSR-like arrays over the catalogue: what a
+    model that reads the user's sequence keeps (SASRec and BERT4Rec here, the sequential LM in
+    ``models.lm.sequential``). Needs the contract's indexing (``user_index``, ``item_index``, ``user_ids``)
+    and ``_ordered`` (whether the interactions have timestamps)."""
+
+    def _sequences(self, train: pd.DataFrame) -> pd.DataFrame:
+        """Each user's known items in time order (ties by item id); kept as CSR-like arrays over the catalogue."""
+        frame = pd.DataFrame(
+            {
+                "user": self.user_index(train["user_id"].astype(str)),
+                "item": self.item_index(train["item_id"].astype(str)),
+                "time": train["timestamp"].to_numpy() if self._ordered else np.zeros(len(train)),
+            }
+        )
+        frame = frame.sort_values(["user", "time", "item"], kind="stable").reset_index(drop=True)
+        self._sequence_items = frame["item"].to_numpy(np.int64)
+        starts = np.searchsorted(frame["user"].to_numpy(), np.arange(len(self.user_ids) + 1))
+        self._sequence_starts = starts.astype(np.int64)
+        return frame
+
+    def sequence(self, user: int) -> np.ndarray:
+        """Catalogue positions of a known user's items, oldest first (``user``: a position in ``user_ids``)."""
+        return self._sequence_items[self._sequence_starts[user] : self._sequence_starts[user + 1]]
+
+
+class SequentialRecommender(Sequences, Recommender):
     """A Cornac next-item transformer (``network``) over each user's items in time order.
 
     Parameters
@@ -152,21 +178,6 @@ class SequentialRecommender(Recommender):
         self._library = self._train(frame)
         return self
 
-    def _sequences(self, train: pd.DataFrame) -> pd.DataFrame:
-        """Each user's known items in time order (ties by item id); kept as CSR-like arrays over the catalogue."""
-        frame = pd.DataFrame(
-            {
-                "user": self.user_index(train["user_id"].astype(str)),
-                "item": self.item_index(train["item_id"].astype(str)),
-                "time": train["timestamp"].to_numpy() if self._ordered else np.zeros(len(train)),
-            }
-        )
-        frame = frame.sort_values(["user", "time", "item"], kind="stable").reset_index(drop=True)
-        self._sequence_items = frame["item"].to_numpy(np.int64)
-        starts = np.searchsorted(frame["user"].to_numpy(), np.arange(len(self.user_ids) + 1))
-        self._sequence_starts = starts.astype(np.int64)
-        return frame
-
     def _train(self, frame: pd.DataFrame):
         # one session per user, its items in order; Cornac's ids are reclab's catalogue positions (as strings)
         users, items = frame["user"].astype(str), frame["item"].astype(str)
@@ -205,10 +216,6 @@ class SequentialRecommender(Recommender):
         return library, dataset
 
     # --- scoring -------------------------------------------------------------------------------------------
-    def sequence(self, user: int) -> np.ndarray:
-        """Catalogue positions of a known user's items, oldest first (``user``: a position in ``user_ids``)."""
-        return self._sequence_items[self._sequence_starts[user] : self._sequence_starts[user + 1]]
-
     def score(self, users: Ids) -> np.ndarray:
         positions = self.user_index(users)
         out = self.popularity_scores(len(positions))  # what an unknown user gets
