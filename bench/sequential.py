@@ -11,7 +11,8 @@ Models: SASRec and BERT4Rec (models/recommenders/sequential.py), the sequential 
 with its defaults plus the variant's settings, fitted on the training fold (no search), its score-time popularity
 weight chosen on validation NDCG@K (``--no-weight``: left at 0), then made to know training + validation (a
 refit, or for the sequential LMs the validation interactions joining the sequences) and scored on test: the
-path ``flows.full`` takes for one configuration. Read-only on
+path ``flows.full`` takes for one configuration (on a cold-item split, as the flow does: judged and scored over
+the items without training interactions, the sequential LMs with their item metadata dropout). Read-only on
 the workspace; the JSON (bench/results/sequential.json unless --json) holds the same rows.
 """
 
@@ -35,24 +36,29 @@ def sequence_models() -> list[str]:
     return [name for name, spec in REGISTRY.items() if hasattr(spec.cls, "sequence")]
 
 
-def build(name: str, settings: dict, *, k: int, workspace: Path):
-    """The model with its class's defaults and ``settings``; the sequential LMs read the workspace's text cache."""
-    from models.registry import REGISTRY
+def build(name: str, settings: dict, *, k: int, workspace: Path, cold: bool = False):
+    """The model with its class's defaults and ``settings``; the sequential LMs read the workspace's text cache
+    and, on a cold-item split (``cold``), are judged on cold items with the flow's item metadata dropout."""
+    from models.registry import COLD_ITEM_METADATA_DROPOUT, REGISTRY
 
     cls = REGISTRY[name].cls
     extra = {"text_cache": workspace / "text_states"} if REGISTRY[name].family == "language" else {}
+    if cold and REGISTRY[name].family == "language":
+        overrides = {"item_metadata_dropout": COLD_ITEM_METADATA_DROPOUT, **settings.pop("overrides", {})}
+        extra |= {"cold_validation": True, "overrides": overrides}
     model = cls(k=k, **extra, **settings)
     model.name = name
     return model
 
 
-def run_variant(data: dict, model, *, k: int, weight: bool) -> dict:
+def run_variant(data: dict, model, *, k: int, weight: bool, cold: bool = False) -> dict:
     from models.evaluation import EvalConfig
     from models.evaluation.harness import known_before_test, per_user_values
     from models.tuning import SearchSpace, tune
 
     name = model.name
-    space = SearchSpace(after_fit=model.search_space().after_fit if weight else {})
+    own = model.search_space()  # its score-time weights and its judge (NDCG for the sequential LM, a rating model)
+    space = SearchSpace(after_fit=own.after_fit if weight else {}, judge=own.judge)
     started = time.perf_counter()
     fitted = model.fit(data["train"], data["validation"], items=data["items"])
     fit_seconds = time.perf_counter() - started
@@ -61,7 +67,7 @@ def run_variant(data: dict, model, *, k: int, weight: bool) -> dict:
     started = time.perf_counter()
     scored = tuned.model.refitted(tuned.config, history, items=data["items"])
     refit_seconds = time.perf_counter() - started
-    values, _ = per_user_values(scored, name, history, data["test"], EvalConfig(k=k, n_boot=100))
+    values, _ = per_user_values(scored, name, history, data["test"], EvalConfig(k=k, n_boot=100), cold_candidates=cold)
     ndcg = values[values.metric == "ndcg"]
     return {
         "model": name,
@@ -94,7 +100,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from readers.errors import InputError
-    from tasks.split import load_split
+    from tasks.split import load_split, split_protocol
     from tasks.store import connect
 
     db = args.workspace / "reclab.duckdb"
@@ -109,6 +115,7 @@ def main(argv=None) -> None:
     try:
         with connect(db, read_only=True) as con:
             data = load_split(con, args.split)
+            cold = split_protocol(con, args.split) == "cold_items"
     except InputError as err:
         raise SystemExit(f"error: {err}") from None
 
@@ -118,8 +125,12 @@ def main(argv=None) -> None:
     )
     print(f"{args.model} on {args.split} of {args.workspace} (NDCG@{args.k}; test: refitted on training + validation)")
     for label, settings in variants:
-        model = build(args.model, settings, k=args.k, workspace=args.workspace)
-        row = {"variant": label, "settings": settings, **run_variant(data, model, k=args.k, weight=not args.no_weight)}
+        model = build(args.model, dict(settings), k=args.k, workspace=args.workspace, cold=cold)
+        row = {
+            "variant": label,
+            "settings": settings,
+            **run_variant(data, model, k=args.k, weight=not args.no_weight, cold=cold),
+        }
         rows.append(row)
         if len(rows) == 1:
             print(header)

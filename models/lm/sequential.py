@@ -42,7 +42,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from models.base import Ids, Recommender
+from models.base import Ids, Recommender, rows_at
 from models.progress import duration
 from models.recommenders.sequential import Sequences, _threads
 from models.tuning import SearchSpace
@@ -51,11 +51,12 @@ LOG = logging.getLogger("reclab.lm_sequential")  # forwarded to the Prefect run'
 POPULARITY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 # the space the tuner draws ``trials`` random configurations from, besides the model as built
 SEARCH_SPACE = {
-    "epochs": (20, 30, 50),
+    "epochs": (30, 60, 100),
     "factors": (32, 64, 128),
     "blocks": (1, 2),
     "dropout": (0.2, 0.5),
     "max_len": (20, 50),
+    "reviews": (False, True),
 }
 
 
@@ -86,14 +87,17 @@ class LMSequential(Sequences, Recommender):
         history it reads (the most recent ``max_len`` items).
     epochs, batch_size, learning_rate : training (Adam).
     full_softmax_items, negatives : the loss's candidates (see the module's docstring).
+    rating_pairs : the most training pairs (seeded sample) the rating readout is fitted on.
     trials : random configurations of :data:`SEARCH_SPACE` tried on validation besides this one (each a fit).
     cold_validation : judge on items without training interactions (the cold-item protocol).
     text_cache : the workspace's per-text cache folder (None: nothing kept between fits).
+    reviews : item text from metadata and training reviews (True) or from metadata alone (the default:
+        validation prefers it on the default dataset, docs/lm.md).
     threads : torch's CPU threads (1: exactly reproducible).
     """
 
     name = "lm_sequential"
-    tasks = ("ranking",)
+    tasks = ("rating", "ranking")
     text_input: ClassVar[bool] = True  # False: the id-only twin (the text vectors zeroed)
     # the validation interactions join the sequences at scoring time, as they do the two-tower LM's histories
     test_time = "history"
@@ -111,6 +115,9 @@ class LMSequential(Sequences, Recommender):
         "max_len",
         "threads",
         "popularity_weight_",
+        "_readout",
+        "_user_stats",
+        "_item_stats",
     )
     summary_fields = ("epochs", "factors", "blocks", "dropout", "max_len", "ordered_", "metrics_")
 
@@ -122,17 +129,19 @@ class LMSequential(Sequences, Recommender):
         k: int = 10,
         factors: int = 64,
         blocks: int = 2,
-        heads: int = 2,
-        dropout: float = 0.2,
+        heads: int = 1,
+        dropout: float = 0.5,
         max_len: int = 20,
-        epochs: int = 30,
+        epochs: int = 60,
         batch_size: int = 128,
-        learning_rate: float = 3e-3,
+        learning_rate: float = 1e-3,
         full_softmax_items: int = 20_000,
         negatives: int = 2048,
+        rating_pairs: int = 200_000,
         trials: int = 0,
         cold_validation: bool = False,
         text_cache=None,
+        reviews: bool = False,
         threads: int = 1,
     ):
         from models.lm.config import profile_fields
@@ -151,9 +160,11 @@ class LMSequential(Sequences, Recommender):
         self.learning_rate = learning_rate
         self.full_softmax_items = full_softmax_items
         self.negatives = negatives
+        self.rating_pairs = rating_pairs
         self.trials = trials
         self.cold_validation = cold_validation
         self.text_cache = text_cache
+        self.reviews = reviews
         self.threads = threads
         self.popularity_weight_ = 0.0
 
@@ -180,6 +191,8 @@ class LMSequential(Sequences, Recommender):
         self.ordered_ = self._ordered
         frame = self._sequences(train)
         self._has_id = (self.item_counts > 0).astype(np.float32)
+        self._user_stats, self._item_stats = _rating_stats(frame, len(self.user_ids), len(self.item_ids))
+        self._readout = {}
         self.metrics_ = {}
         if not self._ordered:
             LOG.warning(f"{self.name}: the interactions have no timestamps, so no order to learn: it ranks nothing")
@@ -201,6 +214,8 @@ class LMSequential(Sequences, Recommender):
             losses = self._train(network, windows, texts, config)
         self._weights = {name: value.detach().numpy().copy() for name, value in network.state_dict().items()}
         self._net = network.eval()
+        with _threads(self.threads):
+            self._readout = self._fit_readout(network, windows, texts, frame, validation, config)
         self.metrics_ = {
             "encoder": config.encoder if config.encoder_config is None else "random (encoder_config)",
             "recipe": (
@@ -211,6 +226,11 @@ class LMSequential(Sequences, Recommender):
             "parameters": int(sum(p.numel() for p in network.parameters())),
             **counts,
             "windows": len(windows[0]),
+            **{
+                f"readout_{key}": round(float(self._readout[key]), 4)
+                for key in ("stats_val_mse", "vector_val_mse")
+                if key in self._readout
+            },
             "first_loss": round(losses[0], 4),
             "last_loss": round(losses[-1], 4),
             "seconds": round(time.perf_counter() - start, 2),
@@ -242,6 +262,8 @@ class LMSequential(Sequences, Recommender):
         position = {t: n for n, t in enumerate(texts)}
         rows = np.stack([_profile_vector(vectors, [position[t] for t in p]) for p in pieces]).astype(np.float32)
         rows = rows.reshape(len(variants), len(catalogue), -1)
+        if not self.reviews:  # every variant reads the item's metadata alone
+            rows = np.broadcast_to(rows[-1], rows.shape).copy()
         if self.text_input:
             # centred and scaled over the catalogue (UniSRec's whitening, its scalar form): a frozen encoder's
             # vectors of one domain share most of their direction, which would drown what tells items apart
@@ -260,9 +282,10 @@ class LMSequential(Sequences, Recommender):
         return out, {"pieces": len(texts), **{k: counts[k] for k in ("cached", "encoded")}}
 
     def _windows(self):
-        """(inputs, targets, users) of each training window: each user's sequence cut from its end into windows
-        of ``max_len`` + 1 items (inputs: all but the last; targets: all but the first), left-padded with -1."""
-        inputs, targets, owners = [], [], []
+        """(inputs, targets, users, target positions) of each training window: each user's sequence cut from its
+        end into windows of ``max_len`` + 1 items (inputs: all but the last; targets: all but the first, and their
+        positions in the sequence arrays), left-padded with -1."""
+        inputs, targets, owners, where = [], [], [], []
         length = self.max_len
         for user in range(len(self.user_ids)):
             begin, stop = self._sequence_starts[user], self._sequence_starts[user + 1]
@@ -272,12 +295,13 @@ class LMSequential(Sequences, Recommender):
                 pad = np.full(length - (len(items) - 1), -1)
                 inputs.append(np.r_[pad, items[:-1]])
                 targets.append(np.r_[pad, items[1:]])
+                where.append(np.r_[pad, np.arange(first + 1, stop)])
                 owners.append(user)
                 stop = first + 1  # the next window ends where this one began: every transition once
         if not inputs:
             empty = np.zeros((0, length), dtype=np.int64)
-            return empty, empty, np.zeros(0, dtype=np.int64)
-        return np.stack(inputs), np.stack(targets), np.array(owners, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.int64), empty
+        return np.stack(inputs), np.stack(targets), np.array(owners, dtype=np.int64), np.stack(where)
 
     def _build(self, text_dim: int):
         return _network(len(self.item_ids), text_dim, self.factors, self.blocks, self.heads, self.dropout, self.max_len)
@@ -287,7 +311,7 @@ class LMSequential(Sequences, Recommender):
         catalogue) through the items' fold-f profiles, which hold no review of that user."""
         import torch
 
-        inputs, target_items, owners = (torch.from_numpy(a) for a in windows)
+        inputs, target_items, owners = (torch.from_numpy(a) for a in windows[:3])
         if len(inputs) == 0:
             return [float("nan")]
         by_fold = torch.from_numpy(texts.folds)
@@ -352,6 +376,75 @@ class LMSequential(Sequences, Recommender):
         LOG.info(f"{self.name}: trained in {elapsed}, loss {losses[0]:.3f} → {losses[-1]:.3f}")
         return losses
 
+    def _fit_readout(self, network, windows, texts: _Texts, frame: pd.DataFrame, validation, config) -> dict:
+        """The rating head: the LM's two-stage closed-form readout (``models.lm.readout.fit_readout``: a ridge
+        regression on the rating statistics of the user and the item, then one on [state, item vector,
+        state ⊙ item vector] of what it leaves), each strength chosen on validation MSE. A training pair is a
+        training rating read as the network read it in training: the state of the user's sequence before that
+        item (the window's state one position earlier), the item's fold vector, the user's ratings before it
+        and the item's ratings by users of the other folds (at most ``rating_pairs`` of them, seeded). A
+        validation pair: the state of the user's whole training sequence, the item's full vector, all their
+        training ratings. {} when the interactions have no ratings."""
+        import torch
+
+        ratings = frame["rating"].to_numpy(np.float64)
+        inputs, targets, owners, where = windows
+        if not len(inputs) or not np.isfinite(ratings).all():
+            return {}
+        n_items = len(self.item_ids)
+        row_fold = texts.user_fold[frame["user"].to_numpy()]
+        item_of = frame["item"].to_numpy()
+        has_id = torch.from_numpy(self._has_id)
+        window_fold = texts.user_fold[owners]
+        states, vectors, position = [], [], []
+        for fold in np.unique(window_fold):
+            rows = np.flatnonzero(window_fold == fold)
+            with torch.inference_mode():
+                catalogue = network.items(torch.from_numpy(texts.folds[fold]), has_id)
+                for start in range(0, len(rows), 512):
+                    part = rows[start : start + 512]
+                    keep = targets[part] >= 0
+                    out = network(torch.from_numpy(inputs[part]), catalogue).numpy()
+                    states.append(out[keep])
+                    vectors.append(catalogue.numpy()[targets[part][keep]])
+                    position.append(where[part][keep])
+        states, vectors, position = np.concatenate(states), np.concatenate(vectors), np.concatenate(position)
+        if len(position) > self.rating_pairs:
+            pick = np.sort(np.random.default_rng(config.seed).choice(len(position), self.rating_pairs, replace=False))
+            states, vectors, position = states[pick], vectors[pick], position[pick]
+        # the user's ratings before the pair, the item's by the other folds' users
+        cumulative = np.r_[0.0, np.cumsum(ratings)]
+        first = self._sequence_starts[frame["user"].to_numpy()[position]]
+        user_stats = np.column_stack([cumulative[position] - cumulative[first], position - first])
+        item = item_of[position]
+        item_stats = np.zeros((len(position), 2))
+        for fold in np.unique(row_fold[position]):
+            others = row_fold != fold
+            total = np.bincount(item_of[others], ratings[others], n_items)
+            count = np.bincount(item_of[others], minlength=n_items)
+            mine = row_fold[position] == fold
+            item_stats[mine] = np.column_stack([total[item[mine]], count[item[mine]]])
+        pairs = {"train": (states, vectors, user_stats, item_stats, ratings[position])}
+        pairs["validation"] = self._validation_pairs(validation)
+        return _readout(pairs)
+
+    def _validation_pairs(self, validation) -> tuple:
+        """(states, item vectors, user stats, item stats, ratings) of the validation ratings of known users with
+        a sequence and catalogue items."""
+        width = self.factors
+        empty = (np.zeros((0, width)), np.zeros((0, width)), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
+        if validation is None or not len(validation) or "rating" not in validation:
+            return empty
+        users = self.user_index(validation["user_id"].astype(str))
+        items = self.item_index(validation["item_id"].astype(str))
+        states, catalogue, has_state = self._states(users)
+        keep = has_state & (items >= 0)
+        if not keep.any():
+            return empty
+        u, i = users[keep], items[keep]
+        ratings = validation["rating"].to_numpy(np.float64)[keep]
+        return states[keep], catalogue[i], self._user_stats[u], self._item_stats[i], ratings
+
     # --- history and scoring -------------------------------------------------------------------------------
     def with_history(self, history: pd.DataFrame) -> LMSequential:
         """The base's copy (seen items, counts, users) whose sequences also hold ``history`` in time order."""
@@ -360,7 +453,8 @@ class LMSequential(Sequences, Recommender):
             known = history[history["item_id"].astype(str).isin(set(self.item_ids))]
             if "timestamp" not in known or known["timestamp"].isna().any():
                 return out
-            out._sequences(known)  # on the base's copy: this model's own sequences stay as they are
+            frame = out._sequences(known)  # on the base's copy: this model's own sequences stay as they are
+            out._user_stats, out._item_stats = _rating_stats(frame, len(out.user_ids), len(out.item_ids))
         return out
 
     def score(self, users: Ids) -> np.ndarray:
@@ -370,25 +464,53 @@ class LMSequential(Sequences, Recommender):
         out = self.popularity_scores(len(positions))  # what a user without a sequence gets
         if not self._ordered:
             return np.zeros_like(out)
-        network = self._network()
-        with _threads(self.threads), torch.inference_mode():
-            catalogue = network.items(torch.from_numpy(self._item_text), torch.from_numpy(self._has_id))
-            known = np.flatnonzero(positions >= 0)
-            for start in range(0, len(known), 256):
-                rows = known[start : start + 256]
-                x = np.full((len(rows), self.max_len), -1, dtype=np.int64)
-                for n, row in enumerate(rows):
-                    seq = self.sequence(positions[row])[-self.max_len :]
-                    if len(seq):
-                        x[n, -len(seq) :] = seq
-                with_seq = (x >= 0).any(axis=1)
-                if not with_seq.any():
-                    continue
-                states = network(torch.from_numpy(x[with_seq]), catalogue)[:, -1]
-                out[rows[with_seq]] = (states @ catalogue.T).numpy().astype(np.float64)
+        states, catalogue, has_state = self._states(positions)
+        out[has_state] = (states[has_state] @ catalogue.T).astype(np.float64)
         if self.popularity_weight_:
             out[positions >= 0] += self.popularity_weight_ * np.log1p(self.item_counts)
         return out
+
+    def _states(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last state of each user's known sequence (users by position in ``user_ids``, -1 unknown), the
+        catalogue's item vectors (full profiles) and whether the user has a state (a known user with a sequence;
+        the others' rows are zeros)."""
+        import torch
+
+        network = self._network()
+        states = np.zeros((len(positions), self.factors), dtype=np.float32)
+        has_state = np.zeros(len(positions), dtype=bool)
+        with _threads(self.threads), torch.inference_mode():
+            catalogue = network.items(torch.from_numpy(self._item_text), torch.from_numpy(self._has_id))
+            unique, back = np.unique(positions, return_inverse=True)
+            for start in range(0, len(unique), 256):
+                rows = unique[start : start + 256]
+                x = np.full((len(rows), self.max_len), -1, dtype=np.int64)
+                for n, row in enumerate(rows):
+                    seq = self.sequence(row)[-self.max_len :] if row >= 0 else ()
+                    if len(seq):
+                        x[n, -len(seq) :] = seq
+                with_seq = (x >= 0).any(axis=1)
+                if with_seq.any():
+                    block = network(torch.from_numpy(x[with_seq]), catalogue)[:, -1].numpy()
+                    for n, value in zip(np.flatnonzero(with_seq), block, strict=True):
+                        hit = back == start + n
+                        states[hit], has_state[hit] = value, True
+        return states, catalogue.numpy(), has_state
+
+    def predict(self, users: Ids, items: Ids) -> np.ndarray:
+        """Ratings from the readout (see :meth:`_fit_readout`); the training mean where the interactions had no
+        ratings or order. An unknown user has no state and no ratings; an item outside the catalogue no vector."""
+        from models.lm.readout import apply_readout
+
+        u, i = self.user_index(users), self.item_index(items)
+        if not self._readout:
+            return np.full(len(u), self.global_mean)
+        states, catalogue, has_state = self._states(u)
+        vectors = np.where((i >= 0)[:, None], catalogue[np.maximum(i, 0)], 0.0)
+        states = np.where(has_state[:, None], states, 0.0)
+        return apply_readout(
+            self._readout, states, vectors, rows_at(self._user_stats, u, 0.0), rows_at(self._item_stats, i, 0.0)
+        )
 
     def _network(self):
         """The fitted network (rebuilt from the saved weights for a model loaded from a bundle)."""
@@ -414,6 +536,38 @@ class LMSequentialIds(LMSequential):
 
     name = "lm_sequential_ids"
     text_input = False
+
+
+def _rating_stats(frame: pd.DataFrame, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's and item's (rating sum, count) over ``frame`` (the sorted sequences); zeros without
+    ratings."""
+    ratings = frame["rating"].to_numpy(np.float64)
+    if not np.isfinite(ratings).all():
+        return np.zeros((n_users, 2)), np.zeros((n_items, 2))
+    user, item = frame["user"].to_numpy(), frame["item"].to_numpy()
+    users = np.column_stack([np.bincount(user, ratings, n_users), np.bincount(user, minlength=n_users)])
+    items = np.column_stack([np.bincount(item, ratings, n_items), np.bincount(item, minlength=n_items)])
+    return users.astype(np.float64), items.astype(np.float64)
+
+
+def _readout(pairs: dict) -> dict:
+    """``models.lm.readout.fit_readout`` over (states, item vectors, user stats, item stats, ratings) of the
+    training and validation pairs (its rows: each pair's state, then its item vector)."""
+    from types import SimpleNamespace
+
+    from models.lm.readout import fit_readout
+
+    vectors, stats, sets, offset = [], [], {}, 0
+    for name, (u, v, us, its, y) in pairs.items():
+        n = len(y)
+        vectors += [u, v]
+        stats += [us, its]
+        sets[name] = SimpleNamespace(
+            users=offset + np.arange(n), items=offset + n + np.arange(n), ratings=np.asarray(y, np.float64)
+        )
+        offset += 2 * n
+    readout = fit_readout(np.concatenate(vectors).astype(np.float64), np.concatenate(stats), sets, [])
+    return {key: value for key, value in readout.items() if key != "head_val_mse"}
 
 
 def _seen_before(x, candidates, n_items: int | None = None):

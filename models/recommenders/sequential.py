@@ -55,12 +55,14 @@ class Sequences:
     and ``_ordered`` (whether the interactions have timestamps)."""
 
     def _sequences(self, train: pd.DataFrame) -> pd.DataFrame:
-        """Each user's known items in time order (ties by item id); kept as CSR-like arrays over the catalogue."""
+        """Each user's known items in time order (ties by item id); kept as CSR-like arrays over the catalogue.
+        Returns the sorted frame (user, item, time and rating positions)."""
         frame = pd.DataFrame(
             {
                 "user": self.user_index(train["user_id"].astype(str)),
                 "item": self.item_index(train["item_id"].astype(str)),
                 "time": train["timestamp"].to_numpy() if self._ordered else np.zeros(len(train)),
+                "rating": train["rating"].to_numpy(np.float64) if "rating" in train else np.nan,
             }
         )
         frame = frame.sort_values(["user", "time", "item"], kind="stable").reset_index(drop=True)
