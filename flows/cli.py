@@ -85,7 +85,8 @@ MODELS_GROUP = _fields(
     *_fields(
         "",
         "train.lightfm_loss train.lightfm_threads train.lightfm_trials train.lightfm_max_epochs "
-        "train.lightfm_params train.sequential_protocols train.sequential_trials train.lm_profile",
+        "train.lightfm_params train.sequential_protocols train.sequential_trials train.lm_sequential_trials "
+        "train.lm_profile",
     ).options,  # fmt: skip
     Option(
         "--lm-encoder",

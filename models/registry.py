@@ -69,6 +69,8 @@ class ModelSpec:
     fuse: tuple[Task, ...] = ()
     floor: bool = False
     ablation_of: str | None = None  # the model it is an ablation of: that model's difference from it is judged
+    ablates: str = ""  # what the ablation takes away, in words: "What {ablates} adds" heads its question
+    label: str = ""  # a contender's name in the report's sentences ("the fine-tuned LM"); "" : its registry name
     sequential: bool = False  # reads each user's items in time order: fitted on TrainConfig.sequential_protocols
     default: bool = True  # among TrainConfig.models' default (False: trained when named in --models)
 
@@ -155,13 +157,13 @@ def _text_frozen(cls, config: TrainConfig, context: BuildContext):
 
 
 def _lm_sequential(cls, config: TrainConfig, context: BuildContext):
-    """The sequential LM and its id-only twin: the LM's profile and overrides (encoder, profiles, seed), the
-    sequential models' number of random configurations."""
+    """The sequential LM and its id-only twin: the LM's profile and overrides (encoder, profiles, seed), their
+    number of random configurations."""
     return cls(
         config.lm_profile,
         _lm_settings(config, context),
         k=context.k,
-        trials=config.sequential_trials,
+        trials=config.lm_sequential_trials,
         cold_validation=context.protocol == "cold_items",
         text_cache=context.text_cache,
     )
@@ -298,6 +300,7 @@ REGISTRY: dict[str, ModelSpec] = {
             reads_text=True,
             build=_lm,
             fuse=("rating", "ranking"),
+            label="the fine-tuned LM",
         ),
         # the same encoder frozen: what fine-tuning adds is the LM's difference from it (models/lm/frozen.py)
         ModelSpec(
@@ -308,9 +311,10 @@ REGISTRY: dict[str, ModelSpec] = {
             build=_text_frozen,
             fuse=("rating", "ranking"),
             ablation_of="lm_two_tower",
+            ablates="fine-tuning",
         ),
         # item text and ids read in the user's order by a causal transformer (models/lm/sequential.py), and the
-        # same network with its text zeroed: what text adds to a sequence model. Not yet among the defaults
+        # same network with its text zeroed: what text adds to a sequence model
         ModelSpec(
             "lm_sequential",
             "models.lm.sequential:LMSequential",
@@ -318,7 +322,7 @@ REGISTRY: dict[str, ModelSpec] = {
             reads_text=True,
             build=_lm_sequential,
             fuse=("ranking",),
-            default=False,
+            label="the sequential LM",
         ),
         ModelSpec(
             "lm_sequential_ids",
@@ -327,7 +331,7 @@ REGISTRY: dict[str, ModelSpec] = {
             reads_text=False,
             build=_lm_sequential,
             ablation_of="lm_sequential",
-            default=False,
+            ablates="text to a sequence model",
         ),
         # fitted last: it blends the models fitted before it, learned on validation
         ModelSpec("fusion", "models.recommenders.fusion:Fusion", "fusion", reads_text=False, build=_fusion),
@@ -340,6 +344,8 @@ TRADITIONAL: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if 
 LANGUAGE: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.family == "language")
 # ablation -> the model it ablates (text_frozen -> lm_two_tower): "what does fine-tuning add"
 ABLATIONS: dict[str, str] = {name: spec.ablation_of for name, spec in REGISTRY.items() if spec.ablation_of}
+# ablation -> what it takes away ("fine-tuning", "text to a sequence model"): the question's words
+ABLATED: dict[str, str] = {name: spec.ablates or "the ablated part" for name, spec in REGISTRY.items() if spec.ablation_of}
 # the traditional models a language model or the fusion is compared with ("the best traditional model")
 CONTENDERS: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
 
@@ -439,7 +445,13 @@ class TrainConfig(BaseModel):
     sequential_trials: int = Field(
         1,
         ge=0,
-        description="random SASRec / BERT4Rec / lm_sequential configurations tried on validation besides the default",
+        description="random SASRec / BERT4Rec configurations tried on validation besides the default",
+    )
+    lm_sequential_trials: int = Field(
+        0,
+        ge=0,
+        description="random lm_sequential / lm_sequential_ids configurations tried on validation besides the "
+        "default (each a fit of about a minute per split on the default dataset, one core)",
     )
     seed: int = Field(0, description="model initialisation seed")
     overlap: bool = Field(

@@ -36,7 +36,12 @@ from models.evaluation.comparisons import (
 
 LM = registry.LANGUAGE[0] if registry.LANGUAGE else None  # the fine-tuned transformer
 FUSION = registry.FUSION
-CONTENDERS = ((FUSION, "the fusion"), (LM, "the fine-tuned LM"))
+# the primary family's contenders and their names in the sentences: the fusion, then each language model that
+# is not an ablation (the fine-tuned LM, the sequential LM)
+CONTENDERS = (
+    (FUSION, "the fusion"),
+    *((m, registry.REGISTRY[m].label or m) for m in registry.LANGUAGE if m not in registry.ABLATIONS),
+)
 TASKS = tuple(PRIMARY_METRIC.items())  # (task, the metric that answers it)
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
 GLOSSARY = (
@@ -48,8 +53,9 @@ GLOSSARY = (
     "Reference: per unit and task, the traditional model (every model but the text models and the fusion, "
     "and not the global mean) with the best validation value, chosen before any test value is looked at; "
     "'best on test' is shown beside it and never chosen.",
-    "Primary family: the fine-tuned LM and the fusion against the reference, and the fine-tuned LM against the "
-    "same encoder frozen (text_frozen: what fine-tuning adds), on MSE and NDCG@10, over every "
+    "Primary family: the language models and the fusion against the reference, the fine-tuned LM against the "
+    "same encoder frozen (text_frozen: what fine-tuning adds) and the sequential LM, where run, against its "
+    "id-only twin (lm_sequential_ids: what text adds to a sequence model), on MSE and NDCG@10, over every "
     "judged unit of the run: the experiment's pre-registered questions, Holm-corrected among themselves. "
     "Secondary family: every other comparison (other models, metrics, segments, the fusion against its "
     "components): exploratory, Benjamini–Hochberg-corrected (q: the false discovery rate at which a row is "
@@ -184,20 +190,24 @@ def primary(diffs: pd.DataFrame, kind: str = BEST_TRADITIONAL) -> pd.DataFrame:
 
 
 def ablation_sentences(diffs: pd.DataFrame) -> list[str]:
-    """What fine-tuning adds, in words: per task, the fine-tuned LM against the same encoder frozen
-    (``text_frozen``), per judged unit, with the CI and what the test could detect (primary questions)."""
+    """What each ablated part adds, in words: per ablation (``registry.ABLATED``: the fine-tuned LM against the
+    same encoder frozen, ``text_frozen``, "what fine-tuning adds"; the sequential LM against its id-only twin,
+    "what text adds to a sequence model") and task, per judged unit, with the CI and what the test could detect
+    (primary questions)."""
     rows = primary(diffs, ABLATION)
     lines = []
-    for task, metric in TASKS:
-        here = rows[rows["metric"] == metric].sort_values("split_id")
-        if here.empty:
-            continue
-        pairs = ", ".join(sorted({f"{m} against {r}" for m, r in zip(here["model"], here["reference"], strict=True)}))
-        lines.append(
-            f"What fine-tuning adds, {task} ({metric.upper()}; {pairs}): "
-            + "; ".join(sentence(r) for _, r in here.iterrows())
-            + "."
-        )
+    for ablation in sorted(rows["reference"].unique()) if not rows.empty else ():
+        for task, metric in TASKS:
+            here = rows[(rows["metric"] == metric) & (rows["reference"] == ablation)].sort_values("split_id")
+            if here.empty:
+                continue
+            pairs = ", ".join(sorted({f"{m} against {ablation}" for m in here["model"]}))
+            part = registry.ABLATED.get(ablation, "the ablated part")
+            lines.append(
+                f"What {part} adds, {task} ({metric.upper()}; {pairs}): "
+                + "; ".join(sentence(r) for _, r in here.iterrows())
+                + "."
+            )
     return lines
 
 

@@ -287,8 +287,9 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
 
 
 def _name(model: str) -> str:
-    if " vs " in model:  # an ablation: the fine-tuned LM against its frozen encoder
-        return f"the fine-tuned LM against {model.split(' vs ')[1]}"
+    if " vs " in model:  # an ablation: a language model against its ablation (the frozen encoder, the id twin)
+        ablated, ablation = model.split(" vs ")
+        return f"{dict(CONTENDERS).get(ablated, ablated)} against {ablation}"
     return dict(CONTENDERS).get(model, model)
 
 

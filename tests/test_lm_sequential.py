@@ -13,9 +13,9 @@ from test_sequential import toy_log
 from models.lm.sequential import LMSequential, LMSequentialIds
 
 OVERRIDES = {"encoder_config": TINY_BERT, "max_length": 32, "folds": 2}
-# a fast learner for tiny logs, reading reviews (the default reads metadata alone)
+# a fast learner for tiny logs
 SMALL = {"factors": 16, "blocks": 1, "max_len": 8, "epochs": 30, "batch_size": 32, "learning_rate": 3e-3}
-SMALL |= {"heads": 2, "dropout": 0.2, "reviews": True}
+SMALL |= {"heads": 2, "dropout": 0.2}
 
 
 def with_text(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,9 +141,9 @@ def test_no_item_profile_a_window_reads_holds_its_users_review():
             assert not any(p.startswith(f"by {user} of") for p in pieces)
 
 
-def test_registered_beside_its_twin_outside_the_defaults():
+def test_registered_beside_its_twin_among_the_defaults():
     """lm_sequential is a contender of the language family (the fusion may blend its ranking), its id-only twin
-    its ablation (judged against it, a primary question); neither is trained unless named in --models."""
+    its ablation (judged against it, a primary question: "what text adds to a sequence model"); both default."""
     from models.registry import ABLATIONS, DEFAULT_MODELS, LANGUAGE, REGISTRY, TrainConfig, fusion_candidates
     from tasks.evaluate import CONTENDERS
 
@@ -151,7 +151,11 @@ def test_registered_beside_its_twin_outside_the_defaults():
     assert "lm_sequential" in CONTENDERS and "lm_sequential_ids" not in CONTENDERS
     assert "lm_sequential" in fusion_candidates("ranking") and "lm_sequential_ids" not in fusion_candidates("ranking")
     assert REGISTRY["lm_sequential"].reads_text and not REGISTRY["lm_sequential_ids"].reads_text
-    assert TrainConfig().models == DEFAULT_MODELS and not {"lm_sequential", "lm_sequential_ids"} & set(DEFAULT_MODELS)
+    from models.registry import ABLATED
+
+    assert TrainConfig().models == DEFAULT_MODELS and {"lm_sequential", "lm_sequential_ids"} <= set(DEFAULT_MODELS)
+    assert ABLATED == {"text_frozen": "fine-tuning", "lm_sequential_ids": "text to a sequence model"}
+    assert TrainConfig().lm_sequential_trials == 0 and TrainConfig(lm_sequential_trials=2).lm_sequential_trials == 2
 
 
 def test_a_run_with_the_sequential_lm_alone_writes_no_lm_vector_tables():
@@ -232,9 +236,9 @@ def test_without_ratings_it_predicts_the_training_mean():
     assert np.all(model.predict(["u0", "u1"], ["A", "B"]) == model.global_mean)
 
 
-def test_by_default_item_text_is_the_metadata_alone():
-    """reviews=False (the default): the items' vectors read their metadata, and changing every review changes
-    nothing; with reviews=True the same change moves the scores."""
+def test_without_reviews_item_text_is_the_metadata_alone():
+    """reviews=False: the items' vectors read their metadata, and changing every review changes nothing; with
+    reviews=True (the default) the same change moves the scores."""
     log, items = with_text(toy_log(30))
     settings = {**SMALL, "epochs": 3}
     for reviews, moves in ((False, False), (True, True)):
@@ -243,4 +247,4 @@ def test_by_default_item_text_is_the_metadata_alone():
         other = LMSequential(None, OVERRIDES, **settings).fit(log.assign(review_text="other words"), items=items)
         same = np.array_equal(one.score(one.user_ids), other.score(other.user_ids))
         assert same != moves
-    assert LMSequential(None, OVERRIDES).reviews is False
+    assert LMSequential(None, OVERRIDES).reviews is True
