@@ -31,6 +31,8 @@ __all__ = ["COMMANDS", "UNSET", "build_params", "main", "parser_for", "run_cli"]
 # switch off), except for the short names below; help, default, type and choices are the field's --------------
 FLAGS = {  # field path -> its flag, where the field's own name is not the flag
     "mapping": "--map",
+    "items_mapping": "--items-map",
+    "users_mapping": "--users-map",
     "validation.max_quarantine_fraction": "--max-quarantine",
     "seeds": "--split-seeds",
     "refresh_cache": "--refresh",
@@ -47,6 +49,8 @@ FLAGS = {  # field path -> its flag, where the field's own name is not the flag
 }
 METAVARS = {
     "mapping": "FIELD=COLUMN,...",
+    "items_mapping": "FIELD=COLUMN,...",
+    "users_mapping": "FIELD=COLUMN,...",
     "rating_scale": ("LOW", "HIGH"),
     "validation.max_quarantine_fraction": "FRACTION",
     "validation.min_item_coverage": "FRACTION",
@@ -66,7 +70,9 @@ def _fields(title: str, paths: str, *extra: Option) -> Group:
 
 
 SWITCHED_OFF = {"validation.data_docs", "train.overlap", "publish"}  # True by default: the flag turns them off
-DATASET = _fields("dataset", "data format items users tags mapping rating_scale delimiter name workspace")
+DATASET = _fields(
+    "dataset", "data format items users tags mapping items_mapping users_mapping rating_scale delimiter name workspace"
+)
 DATASETS = Group("datasets", (Option("--data", "data", metavar="PATH"), Option("--workspaces", "workspaces")))
 INGEST = _fields(
     "ingest and validation",

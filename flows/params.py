@@ -16,7 +16,7 @@ from data_checks import DataCardConfig, ValidationConfig
 from models.evaluation import DEFAULT_SPLITS, EvalConfig, SplitConfig
 from models.registry import TrainConfig
 from models.serving import RETENTION_DAYS, PromotionConfig
-from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
+from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, ItemMapping, UserMapping, resolve_dataset
 from readers.spec import Format
 from tasks import IngestConfig
 from tasks.store import Workspace
@@ -71,14 +71,32 @@ class PrepareParams(BaseModel):
         "once into the cache and verified) (default: the embedded Amazon Musical Instruments 5-core)",
     )
     format: Format | None = Field(None, description="input format (default: detected from the path)")
-    items: str | None = Field(None, description="item metadata file, e.g. an Amazon meta_*.json.gz (default: detected)")
-    users: str | None = Field(None, description="user attributes file, e.g. MovieLens 100K u.user (default: detected)")
+    items: str | None = Field(
+        None,
+        description="item metadata file: an Amazon meta_*.json.gz, or for tabular input a CSV/Parquet table of items "
+        "(id, title, description, brand, categories, genres, price; see --items-map) (default: detected)",
+    )
+    users: str | None = Field(
+        None,
+        description="user attributes file: MovieLens 100K u.user, or for tabular input a CSV/Parquet table of users "
+        "(id, age, gender, occupation, zip_code; see --users-map) (default: detected)",
+    )
     tags: str | None = Field(None, description="MovieLens tags.csv (default: detected)")
     mapping: str | None = Field(
         None,
         description="tabular input: canonical field to input column, e.g. "
         "'user_id=reviewer,item_id=product,rating=stars,timestamp=time,review_text=body' (default: the canonical "
         "names)",
+    )
+    items_mapping: str | None = Field(
+        None,
+        description="tabular items table: canonical field to column, e.g. 'item_id=sku,title=name,description=body,"
+        "categories=cat' (default: each field reads the column of its own name when there is one)",
+    )
+    users_mapping: str | None = Field(
+        None,
+        description="tabular users table: canonical field to column, e.g. 'user_id=customer,age=years' (default: "
+        "each field reads the column of its own name when there is one)",
     )
     rating_scale: tuple[float, float] | None = Field(
         None, description="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)"
@@ -110,6 +128,8 @@ class PrepareParams(BaseModel):
             rating_scale=self.rating_scale,
             delimiter=self.delimiter,
             name=self.name,
+            items_mapping=ItemMapping.parse(self.items_mapping) if self.items_mapping else None,
+            users_mapping=UserMapping.parse(self.users_mapping) if self.users_mapping else None,
         )
 
     def workspace_for(self, spec: DatasetSpec) -> Workspace:

@@ -8,11 +8,13 @@ coercions they share, ``records.py`` how files split into records, ``schema.py``
 from readers.errors import InputError, Reject
 from readers.formats import parser_for
 from readers.records import Record, iter_records
-from readers.spec import DEFAULT_DATASET, ColumnMapping, DatasetSpec, resolve_dataset
+from readers.spec import DEFAULT_DATASET, ColumnMapping, DatasetSpec, ItemMapping, UserMapping, resolve_dataset
 
 __all__ = [
     "DEFAULT_DATASET",
     "ColumnMapping",
+    "ItemMapping",
+    "UserMapping",
     "DatasetSpec",
     "InputError",
     "Record",

@@ -84,4 +84,13 @@ def parser_for(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> 
     module = format_module(spec.format)
     if role not in module.ROLES:
         raise InputError(f"format {spec.format!r} has no {role} file; roles it reads: {list(module.ROLES)}")
-    return module.parser(spec, role, header, now)
+    try:
+        return module.parser(spec, role, header, now)
+    except InputError as err:
+        if not spec.detected or spec.format == "tabular":
+            raise
+        name = spec.files[INTERACTIONS].name
+        raise InputError(
+            f"{err} (the format {spec.format!r} was detected from the name {name}; if the file is not "
+            f"{spec.format}, pass --format tabular, or a --map of its columns)"
+        ) from None
