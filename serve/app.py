@@ -86,6 +86,22 @@ class BoundedBodies:
         return await self.app(scope, replayed, send)
 
 
+class Error(BaseModel):
+    detail: str | list = Field(description="what was wrong (a list of field errors for a 422)")
+
+
+def _answers(*codes: int) -> dict:
+    """The error statuses an endpoint may answer, documented in its OpenAPI operation."""
+    words = {
+        400: "the request cannot be read (a body that is not JSON text, an id the model cannot take)",
+        413: "the body is over the size limit",
+        422: "a parameter or the body does not match the schema",
+        500: "an unexpected server error (logged)",
+        503: "no model is loaded yet",
+    }
+    return {code: {"model": Error, "description": words[code]} for code in codes}
+
+
 class Health(BaseModel):
     status: str = Field(description='"ok" once a model is loaded ("unavailable", with a 503, before)')
     model_version: str | None = Field(None, description="the champion's registry version")
@@ -307,14 +323,14 @@ def create_app(
 
     # Endpoints are async: each answer is a fraction of a millisecond of numpy, cheaper inline on the event
     # loop than handed to a thread pool.
-    @app.get("/health", response_model=Health, response_model_exclude_none=True)
+    @app.get("/health", response_model=Health, response_model_exclude_none=True, responses=_answers(413, 500, 503))
     async def health():
         current = champion.current
         if current is None:
             return JSONResponse({"status": "unavailable", "detail": champion.error}, status_code=503)
         return {"status": "ok", "model_version": current.version}
 
-    @app.get("/model", response_model=ModelInfo)
+    @app.get("/model", response_model=ModelInfo, responses=_answers(413, 500, 503))
     async def model_info():
         current = model()
         _, challenger, share = champion.arms
@@ -330,7 +346,7 @@ def create_app(
             **ab,
         }
 
-    @app.get("/recommend", response_model=Recommendations)
+    @app.get("/recommend", response_model=Recommendations, responses=_answers(400, 413, 422, 500, 503))
     async def recommend(
         user_id: str = Query(min_length=1, max_length=MAX_ID_LENGTH, description="the user to recommend for"),
         k: int = Query(10, ge=1, le=MAX_K, description="how many items"),
@@ -360,7 +376,7 @@ def create_app(
             }
         )
 
-    @app.post("/predict", response_model=Predictions)
+    @app.post("/predict", response_model=Predictions, responses=_answers(400, 413, 422, 500, 503))
     async def predict(body: PredictRequest):
         start = time.perf_counter()
         current = model()  # ratings come from the champion: the A/B test compares what users are shown

@@ -308,3 +308,70 @@ def test_the_ab_comparison_says_which_period_it_covers():
     later = pd.DataFrame({"user_id": [], "item_id": [], "timestamp": []})
     period = compare_arms(served, later)["period"]
     assert period == {"first_request": "2026-11-01T10:00:00", "last_request": "2026-11-20T09:30:00"}
+
+
+def test_every_status_the_service_answers_is_in_its_schema(registry):
+    """Requests generated from the service's own OpenAPI schema (hypothesis-jsonschema: valid bodies and
+    parameters), arbitrary JSON, and bytes that are not JSON at all: every status answered is one the schema
+    documents for that operation, and no answer is a server error."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis_jsonschema import from_schema
+
+    with TestClient(create_app(registry[0], poll_s=0.05), raise_server_exceptions=False) as client:
+        schema = client.get("/openapi.json").json()
+        documented = {
+            (path, method.upper()): {int(code) for code in op["responses"]}
+            for path, ops in schema["paths"].items()
+            for method, op in ops.items()
+        }
+        seen: dict[tuple[str, str], set[int]] = {key: set() for key in documented}
+
+        def check(method: str, path: str, response) -> None:
+            assert response.status_code in documented[(path, method)], (method, path, response.status_code)
+            assert response.status_code < 500, response.text
+            seen[(path, method)].add(response.status_code)
+
+        operation = schema["paths"]["/predict"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"] | {"components": schema["components"]}
+        json_values = st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+            max_leaves=6,
+        )
+        fuzz = settings(max_examples=40, deadline=None, database=None, derandomize=True)
+
+        @fuzz
+        @given(from_schema(body) | json_values)
+        def predict(value):
+            check("POST", "/predict", client.post("/predict", json=value))
+
+        @fuzz
+        @given(st.binary(max_size=40))
+        def predict_raw(raw):
+            headers = {"content-type": "application/json"}
+            check("POST", "/predict", client.post("/predict", content=raw, headers=headers))
+
+        params = schema["paths"]["/recommend"]["get"]["parameters"]
+        query = {
+            "type": "object",
+            "properties": {p["name"]: p["schema"] for p in params},
+            "required": [p["name"] for p in params if p.get("required")],
+            "additionalProperties": False,
+        }
+
+        @fuzz
+        @given(from_schema(query) | st.dictionaries(st.sampled_from(["user_id", "k", "explain"]), st.text(max_size=4)))
+        def recommend(values):
+            values = {k: str(v).lower() if isinstance(v, bool) else v for k, v in values.items()}
+            check("GET", "/recommend", client.get("/recommend", params=values))
+
+        predict()
+        predict_raw()
+        recommend()
+        for path in ("/health", "/model"):
+            check("GET", path, client.get(path))
+        big = {"content-type": "application/json", "content-length": str(10**9)}
+        check("POST", "/predict", client.post("/predict", content=b"{}", headers=big))
+    assert seen[("/predict", "POST")] >= {200, 413, 422}
+    assert seen[("/recommend", "GET")] >= {200, 422}
