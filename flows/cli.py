@@ -51,6 +51,7 @@ METAVARS = {
     "mapping": "FIELD=COLUMN,...",
     "items_mapping": "FIELD=COLUMN,...",
     "users_mapping": "FIELD=COLUMN,...",
+    "na_values": "TEXT",
     "rating_scale": ("LOW", "HIGH"),
     "validation.max_quarantine_fraction": "FRACTION",
     "validation.min_item_coverage": "FRACTION",
@@ -71,7 +72,8 @@ def _fields(title: str, paths: str, *extra: Option) -> Group:
 
 SWITCHED_OFF = {"validation.data_docs", "train.overlap", "publish"}  # True by default: the flag turns them off
 DATASET = _fields(
-    "dataset", "data format items users tags mapping items_mapping users_mapping rating_scale delimiter name workspace"
+    "dataset",
+    "data format items users tags mapping items_mapping users_mapping rating_scale delimiter na_values name workspace",
 )
 DATASETS = Group("datasets", (Option("--data", "data", metavar="PATH"), Option("--workspaces", "workspaces")))
 INGEST = _fields(

@@ -102,6 +102,11 @@ class PrepareParams(BaseModel):
         None, description="declared rating scale (default: the format's, e.g. 1 5 or 0.5 5)"
     )
     delimiter: str = Field(",", description="tabular CSV field delimiter")
+    na_values: tuple[str, ...] = Field(
+        (),
+        description="tabular input: cells read as absent in every table, e.g. NA '(no genres listed)' (a rating "
+        "cell so marked is a missing rating: the row is quarantined)",
+    )
     name: str | None = Field(None, description="dataset name; names the default workspace (default: from the path)")
     workspace: str | None = Field(
         None,
@@ -130,6 +135,7 @@ class PrepareParams(BaseModel):
             name=self.name,
             items_mapping=ItemMapping.parse(self.items_mapping) if self.items_mapping else None,
             users_mapping=UserMapping.parse(self.users_mapping) if self.users_mapping else None,
+            na_values=self.na_values,
         )
 
     def workspace_for(self, spec: DatasetSpec) -> Workspace:

@@ -122,6 +122,7 @@ class DatasetSpec(BaseModel):
     items_mapping: ItemMapping | None = None  # tabular only: the items table's columns
     users_mapping: UserMapping | None = None  # tabular only: the users table's columns
     delimiter: str = ","  # tabular CSV only
+    na_values: tuple[str, ...] = ()  # tabular only: cells read as absent (pandas' na_values), in every table
     detected: bool = False  # the format was guessed from the path (its errors say so, and how to override it)
 
     @field_validator("files")
@@ -168,6 +169,7 @@ def resolve_dataset(
     name: str | None = None,
     items_mapping: ItemMapping | None = None,
     users_mapping: UserMapping | None = None,
+    na_values: tuple[str, ...] = (),
 ) -> DatasetSpec:
     """Turn a user's path (file or folder) into a :class:`DatasetSpec`.
 
@@ -187,11 +189,11 @@ def resolve_dataset(
         path = locate(str(path))  # a dataset by name: fetched once into the cache, verified
     path = Path(path)
     flags = (("--map", mapping), ("--items-map", items_mapping), ("--users-map", users_mapping))
-    mapped = [flag for flag, given in flags if given is not None]
+    mapped = [flag for flag, given in (*flags, ("--na-values", na_values or None)) if given is not None]
     if mapped and format not in (None, "tabular"):
         raise InputError(
-            f"{' and '.join(mapped)} describe(s) the columns of tabular input, but --format {format} was given: "
-            "drop --format (a mapping means tabular) or drop the mapping"
+            f"{' and '.join(mapped)} describe(s) tabular input, but --format {format} was given: drop --format "
+            "(a mapping means tabular) or drop the mapping"
         )
     fmt = format or ("tabular" if mapped else detect_format(path))
     module = format_module(fmt)
@@ -212,5 +214,6 @@ def resolve_dataset(
         items_mapping=items_mapping,
         users_mapping=users_mapping,
         delimiter=delimiter,
+        na_values=tuple(na_values),
         detected=format is None and not mapped,
     )

@@ -1,5 +1,6 @@
 """Any CSV/TSV or Parquet file of interactions, its columns named by a mapping (``--map``: canonical field to
-input column) and its rating scale declared (``--rating-scale``, default 1-5); optionally a table of items
+input column), its rating scale declared (``--rating-scale``, default 1-5) and the cells that mean "absent"
+(``--na-values``, in every table); optionally a table of items
 (``--items``, columns by ``--items-map``: id, title, description, brand, categories, genres, price) and one of
 users (``--users``, ``--users-map``: id, age, gender, occupation, zip code), each CSV or Parquet. Item text
 reaches the language models' item profiles and the cold-item protocol; categories and genres LightFM's item
@@ -105,6 +106,11 @@ def parser(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> Pars
     else:
         read = require(parquet_columns(source), mapping, role, source)
         decode = json_object
+    if spec.na_values:  # cells that mean "absent" (--na-values), as pandas' na_values
+        absent, parse = set(spec.na_values), decode
+
+        def decode(raw: bytes) -> dict:
+            return {k: None if isinstance(v, str) and v in absent else v for k, v in parse(raw).items()}
 
     def value(fields: dict, field: str):
         return fields.get(read[field]) if field in read else None
@@ -146,7 +152,7 @@ def _text(value: object, column: str | None) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)  # a zip code or brand Parquet stored as a number
     text = to_text(value, column or "")
-    return text.strip() or None if text is not None else None
+    return text if text and text.strip() else None  # kept as written, as the other readers keep text
 
 
 def _joined(value: object, column: str | None) -> str | None:
