@@ -16,3 +16,7 @@ class Reject(Exception):
         super().__init__(reason)
         self.reason = reason
         self.column = column
+
+
+class MissingColumns(InputError):
+    """A table lacks a column its format or mapping requires (the message names them and the header)."""

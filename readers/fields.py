@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from readers.errors import InputError, Reject
+from readers.errors import InputError, MissingColumns, Reject
 
 # Earliest plausible interaction: 1990-01-01 UTC (MovieLens starts 1995, Amazon reviews 1996).
 MIN_TIMESTAMP = 631_152_000
@@ -198,7 +198,7 @@ def header_columns(header: bytes | None, delimiter: str, source: Path) -> list[s
 def require_columns(available: list[str], needed: dict[str, str | None], source: Path) -> None:
     missing = [col for col in needed.values() if col is not None and col not in available]
     if missing:
-        raise InputError(f"{source}: required column(s) {missing} are missing; the header has {available}")
+        raise MissingColumns(f"{source}: required column(s) {missing} are missing; the header has {available}")
 
 
 def parquet_columns(path: Path) -> list[str]:

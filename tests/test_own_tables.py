@@ -276,3 +276,12 @@ def test_movielens_through_the_tabular_path_reads_the_same_items():
     assert (own.format, tabular.format) == ("movielens", "tabular")
     assert parse_all(tabular, "items") == parse_all(own, "items")
     assert parse_all(tabular, "interactions") == parse_all(own, "interactions")
+
+
+def test_a_repeated_item_id_follows_the_duplicate_policy(tmp_path, ingest):
+    """Two rows for one item: the later line wins under the default policy, and the count says so."""
+    ratings, items = write_pair(tmp_path)
+    items.write_text("item_id,title\ni1,Old title\ni2,Blue Pen\ni1,New title\n")
+    con, accounting = ingest(resolve_dataset(ratings, mapping=ColumnMapping.parse("timestamp="), items=items))
+    assert accounting["items"]["kept"] == 2 and accounting["items"]["superseded"] == 1
+    assert con.execute("SELECT title FROM items WHERE item_id = 'i1'").fetchone()[0] == "New title"

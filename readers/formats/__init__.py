@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from readers.errors import InputError
+from readers.errors import InputError, MissingColumns
 from readers.schema import INTERACTIONS
 
 if TYPE_CHECKING:
@@ -86,8 +86,8 @@ def parser_for(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> 
         raise InputError(f"format {spec.format!r} has no {role} file; roles it reads: {list(module.ROLES)}")
     try:
         return module.parser(spec, role, header, now)
-    except InputError as err:
-        if not spec.detected or spec.format == "tabular":
+    except MissingColumns as err:  # the format may be the wrong guess: say what was guessed from what
+        if not spec.detected or spec.format == "tabular" or role != INTERACTIONS:
             raise
         name = spec.files[INTERACTIONS].name
         raise InputError(

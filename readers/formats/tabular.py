@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from readers.errors import InputError, Reject
+from readers.errors import InputError, MissingColumns, Reject
 from readers.fields import (
     Parser,
     csv_fields,
@@ -87,7 +87,7 @@ def require(available: list[str], mapping, role: str, source: Path) -> dict[str,
             hints.append(f"{field.capitalize()}: name the column that holds it ({flag} {field}=<column>) or leave it out")
         else:
             hints.append(f"{field.capitalize()}: name the column that holds it, {flag} {field}=<column>")
-    raise InputError(
+    raise MissingColumns(
         f"{source}: required column(s) {list(missing.values())} are missing; the header has {available}. "
         + "; ".join(hints)
     )
