@@ -49,7 +49,18 @@ def main(argv=None) -> None:
     pairs = [(args.metric, k, model, reference, "exploratory") for model, reference in args.pair]
     table = paired_differences(pooled, pairs)
     table = table[table["segment"] == "all"]
-    columns = ["model", "reference", "n_users", "value", "reference_value", "diff", "ci_low", "ci_high", "t_p", "wilcoxon_p"]
+    columns = [
+        "model",
+        "reference",
+        "n_users",
+        "value",
+        "reference_value",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "t_p",
+        "wilcoxon_p",
+    ]
     rows = table[columns].to_dict("records")
     label = f"{args.metric.upper()}@{k}" if k else args.metric.upper()
     print(f"{args.unit} of {args.workspace}, {label}, {values['split_id'].nunique()} split(s) pooled (exploratory)")
@@ -60,7 +71,9 @@ def main(argv=None) -> None:
             f"{r['model']:<20} {r['reference']:<20} {r['n_users']:>6} {r['value']:>8.4f} {r['reference_value']:>8.4f} "
             f"{ci:>28} {r['t_p']:>9.2g}"
         )
-    write_json(args.json or ROOT / "bench" / "results" / "paired.json", {"unit": args.unit, "metric": label, "rows": rows})
+    write_json(
+        args.json or ROOT / "bench" / "results" / "paired.json", {"unit": args.unit, "metric": label, "rows": rows}
+    )
 
 
 if __name__ == "__main__":

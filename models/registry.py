@@ -345,7 +345,9 @@ LANGUAGE: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spe
 # ablation -> the model it ablates (text_frozen -> lm_two_tower): "what does fine-tuning add"
 ABLATIONS: dict[str, str] = {name: spec.ablation_of for name, spec in REGISTRY.items() if spec.ablation_of}
 # ablation -> what it takes away ("fine-tuning", "text to a sequence model"): the question's words
-ABLATED: dict[str, str] = {name: spec.ablates or "the ablated part" for name, spec in REGISTRY.items() if spec.ablation_of}
+ABLATED: dict[str, str] = {
+    name: spec.ablates or "the ablated part" for name, spec in REGISTRY.items() if spec.ablation_of
+}
 # the traditional models a language model or the fusion is compared with ("the best traditional model")
 CONTENDERS: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
 

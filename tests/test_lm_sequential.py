@@ -225,7 +225,9 @@ def test_a_training_pair_reads_only_the_ratings_before_it():
     mine = np.isin(np.round(user_stats[:, 0], 9), np.round(np.cumsum(u0["rating"].to_numpy())[:-1], 9))
     counts = sorted(user_stats[mine, 1].astype(int))
     assert counts == list(range(1, len(u0)))
-    assert (item_stats[:, 1] < np.bincount(model.item_index(log["item_id"]))[model.item_index(log["item_id"])].max()).all()
+    assert (
+        item_stats[:, 1] < np.bincount(model.item_index(log["item_id"]))[model.item_index(log["item_id"])].max()
+    ).all()
     assert len(states) == len(vectors) == len(ratings)
 
 

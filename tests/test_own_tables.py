@@ -129,7 +129,10 @@ def test_an_item_row_without_its_id_is_quarantined(tmp_path, ingest):
     ratings, items = write_pair(tmp_path)
     items.write_text("sku,name\ni1,Red Book\n,Nameless\n")
     spec = resolve_dataset(
-        ratings, mapping=ColumnMapping.parse("timestamp="), items=items, items_mapping=ItemMapping.parse("item_id=sku,title=name")
+        ratings,
+        mapping=ColumnMapping.parse("timestamp="),
+        items=items,
+        items_mapping=ItemMapping.parse("item_id=sku,title=name"),
     )
     con, accounting = ingest(spec)
     assert accounting["items"]["quarantined"] == 1
@@ -179,7 +182,10 @@ def test_a_mapping_with_another_format_is_refused(tmp_path):
 def test_a_named_items_column_that_is_missing_is_named(tmp_path):
     ratings, items = write_pair(tmp_path)
     spec = resolve_dataset(
-        ratings, mapping=ColumnMapping.parse("timestamp="), items=items, items_mapping=ItemMapping.parse("item_id=sku,title=label")
+        ratings,
+        mapping=ColumnMapping.parse("timestamp="),
+        items=items,
+        items_mapping=ItemMapping.parse("item_id=sku,title=label"),
     )
     with pytest.raises(InputError) as err:
         parse_all(spec, "items")

@@ -462,7 +462,6 @@ class LMSequential(Sequences, Recommender):
         return out
 
     def score(self, users: Ids) -> np.ndarray:
-        import torch
 
         positions = self.user_index(users)
         out = self.popularity_scores(len(positions))  # what a user without a sequence gets

@@ -76,7 +76,7 @@ def require(available: list[str], mapping, role: str, source: Path) -> dict[str,
             f"rating, name its columns with {flag} user_id=<column>,item_id=<column>"
         )
     hints = []
-    for field, column in missing.items():
+    for field in missing:
         if field == "timestamp":
             hints.append(
                 f"If the file has no timestamps, declare it with {flag} timestamp= (the temporal protocol then "
@@ -84,7 +84,9 @@ def require(available: list[str], mapping, role: str, source: Path) -> dict[str,
                 f"{flag} timestamp=<column>"
             )
         elif field in mapping.OPTIONAL_IF_ABSENT or field in ("review_text", "summary"):
-            hints.append(f"{field.capitalize()}: name the column that holds it ({flag} {field}=<column>) or leave it out")
+            hints.append(
+                f"{field.capitalize()}: name the column that holds it ({flag} {field}=<column>) or leave it out"
+            )
         else:
             hints.append(f"{field.capitalize()}: name the column that holds it, {flag} {field}=<column>")
     raise MissingColumns(
