@@ -23,6 +23,13 @@ def parse_all(spec, role):
     return [parse(r.raw) for r in iter_records(path, layout)]
 
 
+def error_of(spec, role: str) -> str:
+    """The message reading ``role`` of ``spec`` stops with."""
+    with pytest.raises(InputError) as err:
+        parse_all(spec, role)
+    return str(err.value)
+
+
 def write_pair(folder):
     """ratings.csv (no timestamps: a warehouse export) and items.csv (its own column names)."""
     (folder / "ratings.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu1,i2,3\nu2,i1,4\nu2,i3,2\n")
@@ -147,9 +154,7 @@ def test_a_file_named_like_movielens_without_its_columns_says_what_was_detected(
     ratings, _ = write_pair(tmp_path)
     spec = resolve_dataset(ratings)
     assert spec.format == "movielens" and spec.detected
-    with pytest.raises(InputError) as err:
-        parse_all(spec, "interactions")
-    assert str(err.value) == (
+    assert error_of(spec, "interactions") == (
         f"{ratings}: required column(s) ['userId', 'movieId', 'timestamp'] are missing; the header has "
         "['user_id', 'item_id', 'rating'] (the format 'movielens' was detected from the name ratings.csv; if the "
         "file is not movielens, pass --format tabular, or a --map of its columns)"
@@ -159,9 +164,7 @@ def test_a_file_named_like_movielens_without_its_columns_says_what_was_detected(
 def test_a_missing_timestamp_says_how_to_declare_it_absent(tmp_path):
     ratings, _ = write_pair(tmp_path)
     spec = resolve_dataset(ratings, "tabular")
-    with pytest.raises(InputError) as err:
-        parse_all(spec, "interactions")
-    assert str(err.value) == (
+    assert error_of(spec, "interactions") == (
         f"{ratings}: required column(s) ['timestamp'] are missing; the header has ['user_id', 'item_id', "
         "'rating']. If the file has no timestamps, declare it with --map timestamp= (the temporal protocol then "
         "cannot run: split with --protocols kfold random cold_items); if another column holds them, --map "
@@ -187,9 +190,7 @@ def test_a_named_items_column_that_is_missing_is_named(tmp_path):
         items=items,
         items_mapping=ItemMapping.parse("item_id=sku,title=label"),
     )
-    with pytest.raises(InputError) as err:
-        parse_all(spec, "items")
-    assert str(err.value) == (
+    assert error_of(spec, "items") == (
         f"{items}: required column(s) ['label'] are missing; the header has ['sku', 'name', 'body', 'cat']. "
         "Title: name the column that holds it (--items-map title=<column>) or leave it out"
     )
@@ -198,9 +199,7 @@ def test_a_named_items_column_that_is_missing_is_named(tmp_path):
 def test_an_items_table_without_its_id_column_says_which_flag_names_it(tmp_path):
     ratings, items = write_pair(tmp_path)
     spec = resolve_dataset(ratings, mapping=ColumnMapping.parse("timestamp="), items=items)
-    with pytest.raises(InputError) as err:
-        parse_all(spec, "items")
-    assert str(err.value) == (
+    assert error_of(spec, "items") == (
         f"{items}: required column(s) ['item_id'] are missing; the header has ['sku', 'name', 'body', 'cat']. "
         "Item_id: name the column that holds it, --items-map item_id=<column>"
     )
@@ -211,9 +210,7 @@ def test_a_dense_matrix_is_refused_with_how_to_reshape_it(tmp_path):
     header = "user," + ",".join(f"joke{j}" for j in range(12))
     path.write_text(header + "\n" + "u1," + ",".join(["99", "3.5"] * 6) + "\n")
     spec = resolve_dataset(path, "tabular")
-    with pytest.raises(InputError) as err:
-        parse_all(spec, "interactions")
-    assert str(err.value) == (
+    assert error_of(spec, "interactions") == (
         f"{path}: no item_id or user_id column among 13 columns (['user', 'joke0', 'joke1', 'joke2'] ...): this "
         "looks like a user × item matrix, and reclab reads one row per rating. Reshape it first, e.g. with "
         "pandas: df.melt(id_vars=[<the user column>], var_name='item_id', value_name='rating'), then drop the "
