@@ -30,8 +30,11 @@ by dot product with its vector; cold items are ranked from their text alone, and
 interactions), chosen on validation NDCG@k, may be added. A user without a sequence is ranked by popularity. A
 dataset without timestamps has no order: it ranks nothing (a constant score) and says so.
 
+Ratings: the two-tower LM's closed-form readout on the sequence state, the item vector and the rating
+statistics (:meth:`LMSequential._fit_readout`); the training mean where the interactions have no ratings.
+
 ``lm_sequential_ids`` (:class:`LMSequentialIds`) is the same network with its text input zeroed: what text adds
-to a sequence model. Ranking only (no rating head yet). Runs in the calling process (torch imported at fit).
+to a sequence model. Runs in the calling process (torch imported at fit).
 """
 
 from __future__ import annotations
