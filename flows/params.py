@@ -105,7 +105,7 @@ class PrepareParams(BaseModel):
     na_values: tuple[str, ...] = Field(
         (),
         description="tabular input: cells read as absent in every table, e.g. NA '(no genres listed)' (a rating "
-        "cell so marked is a missing rating: the row is quarantined)",
+        "cell so marked is a missing rating: the row is quarantined) (default: none)",
     )
     name: str | None = Field(None, description="dataset name; names the default workspace (default: from the path)")
     workspace: str | None = Field(
