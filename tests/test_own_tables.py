@@ -87,7 +87,7 @@ def test_a_csv_pair_reads_item_text_and_categories(tmp_path):
     assert [r["timestamp"] for r in parse_all(spec, "interactions")] == [None] * 4
 
 
-def test_parquet_tables_with_a_list_column_and_users(tmp_path):
+def test_parquet_tables_with_a_list_column_and_users(tmp_path, ingest):
     """Parquet items with several categories in a list column, and a users table with its attributes."""
     pq.write_table(pa.table({"u": ["a", "b"], "i": ["x", "y"], "r": [4.0, 2.0]}), tmp_path / "r.parquet")
     pq.write_table(
@@ -113,6 +113,13 @@ def test_parquet_tables_with_a_list_column_and_users(tmp_path):
         {"user_id": "a", "age": 31, "gender": "F", "occupation": None, "zip_code": None},
         {"user_id": "b", "age": None, "gender": "M", "occupation": None, "zip_code": None},
     ]
+    con, accounting = ingest(spec)
+    assert accounting["users"]["kept"] == 2 and con.execute("SELECT count(*) FROM raw_users").fetchone()[0] == 2
+    assert con.execute("SELECT user_id, age, gender FROM users ORDER BY user_id").fetchall() == [
+        ("a", 31, "F"),
+        ("b", None, "M"),
+    ]
+    assert con.execute("SELECT category FROM items WHERE item_id = 'x'").fetchone()[0] == "one|two"
 
 
 def test_ingest_keeps_the_items_table_and_accounts_for_it(tmp_path, ingest):
