@@ -195,10 +195,15 @@ def header_columns(header: bytes | None, delimiter: str, source: Path) -> list[s
     return [n.strip() for n in names]
 
 
-def require_columns(available: list[str], needed: dict[str, str | None], source: Path) -> None:
-    missing = [col for col in needed.values() if col is not None and col not in available]
+def require_columns(available: list[str], needed: dict[str, str | None], source: Path, hint=None) -> None:
+    """Raise :class:`MissingColumns` naming the ``needed`` columns (field -> column) the header lacks;
+    ``hint(missing)``, given the missing fields and their columns, adds what to do (". " before it)."""
+    missing = {field: col for field, col in needed.items() if col is not None and col not in available}
     if missing:
-        raise MissingColumns(f"{source}: required column(s) {missing} are missing; the header has {available}")
+        advice = f". {hint(missing)}" if hint else ""
+        raise MissingColumns(
+            f"{source}: required column(s) {list(missing.values())} are missing; the header has {available}{advice}"
+        )
 
 
 def parquet_columns(path: Path) -> list[str]:

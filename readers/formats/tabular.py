@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from readers.errors import InputError, MissingColumns, Reject
+from readers.errors import InputError, Reject
 from readers.fields import (
     Parser,
     csv_fields,
@@ -20,6 +20,7 @@ from readers.fields import (
     json_object,
     parquet_columns,
     price,
+    require_columns,
     to_id,
     to_rating,
     to_text,
@@ -75,24 +76,26 @@ def require(available: list[str], mapping, role: str, source: Path) -> dict[str,
             "value_name='rating'), then drop the rows holding the missing-value marker; or, if it is one row per "
             f"rating, name its columns with {flag} user_id=<column>,item_id=<column>"
         )
-    hints = []
-    for field in missing:
-        if field == "timestamp":
-            hints.append(
-                f"If the file has no timestamps, declare it with {flag} timestamp= (the temporal protocol then "
-                f"cannot run: split with --protocols kfold random cold_items); if another column holds them, "
-                f"{flag} timestamp=<column>"
-            )
-        elif field in mapping.OPTIONAL_IF_ABSENT or field in ("review_text", "summary"):
-            hints.append(
-                f"{field.capitalize()}: name the column that holds it ({flag} {field}=<column>) or leave it out"
-            )
-        else:
-            hints.append(f"{field.capitalize()}: name the column that holds it, {flag} {field}=<column>")
-    raise MissingColumns(
-        f"{source}: required column(s) {list(missing.values())} are missing; the header has {available}. "
-        + "; ".join(hints)
-    )
+
+    def hints(missing: dict[str, str]) -> str:
+        out = []
+        for field in missing:
+            if field == "timestamp":
+                out.append(
+                    f"If the file has no timestamps, declare it with {flag} timestamp= (the temporal protocol then "
+                    f"cannot run: split with --protocols kfold random cold_items); if another column holds them, "
+                    f"{flag} timestamp=<column>"
+                )
+            elif field in mapping.OPTIONAL_IF_ABSENT or field in ("review_text", "summary"):
+                out.append(
+                    f"{field.capitalize()}: name the column that holds it ({flag} {field}=<column>) or leave it out"
+                )
+            else:
+                out.append(f"{field.capitalize()}: name the column that holds it, {flag} {field}=<column>")
+        return "; ".join(out)
+
+    require_columns(available, wanted, source, hints)
+    return wanted
 
 
 def parser(spec: DatasetSpec, role: str, header: bytes | None, now: int) -> Parser:
