@@ -78,12 +78,11 @@ class Recommender:
         *,
         items: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
-        share_cores: Path | None = None,
     ):
         """Start fitting in another process and return at once, or return None where the model fits only in
         this one (the default). A model that can returns a handle whose ``finish()`` waits for the fit,
-        completes this model and returns its CPU seconds; while the file ``share_cores`` exists, the other
-        process leaves a core to this one (``models.experiment`` fits the in-process models meanwhile)."""
+        completes this model and returns its CPU seconds (``models.experiment`` fits the in-process models
+        meanwhile)."""
         return None
 
     def predict(self, users: Ids, items: Ids) -> np.ndarray:

@@ -165,7 +165,6 @@ def fit_split_models(
     order = list(run_models(config, protocol))  # the fusion last
     kept: dict[str, Kept] = {}
     position = {name: n for n, name in enumerate(order, start=1)}
-    share = Path(work_dir) / ".share_cores"  # exists while a fit runs in this process beside a background one
 
     def evaluate(name: str, tuned: Tuned, wall: float, cpu: float, peak, extras_in: dict | None = None):
         chosen = tuned.model
@@ -239,12 +238,10 @@ def fit_split_models(
     for name, model in todo.items():
         if name in in_process or not config.overlap or not in_process:
             continue
-        share.parent.mkdir(parents=True, exist_ok=True)
-        share.touch()
         LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)}) in its own process, beside the rest")
         start = time.perf_counter()
         handle = model.fit_in_background(
-            data["train"], data["validation"], items=data["items"], users=data["users"], share_cores=share
+            data["train"], data["validation"], items=data["items"], users=data["users"]
         )
         background[name] = (handle, start)
         break  # one trainer beside the in-process fits; a further one (an encoder variant) runs after them
@@ -262,8 +259,6 @@ def fit_split_models(
         for handle, _ in background.values():
             handle.cancel()  # no trainer left running after a failed split
         raise
-    finally:
-        share.unlink(missing_ok=True)  # the background fit takes every core from here
     for name, (handle, start) in background.items():
         cpu = handle.finish()
         tuned = tune(todo[name], data["train"], data["validation"], items=data["items"], fitted=todo[name])

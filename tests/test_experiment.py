@@ -98,29 +98,21 @@ def test_the_lm_trains_in_its_own_process_beside_the_other_fits_with_the_same_re
     columns = ["model", "metric", "k", "user_id", "item_segment"]
     got = runs[True].per_user.sort_values(columns).reset_index(drop=True)
     want = runs[False].per_user.sort_values(columns).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, want, rtol=1e-4)  # threads change float sums in the last digits at most
-    assert not (tmp_path / "True" / ".share_cores").exists()
+    # the trainer's thread count is fixed for the whole fit, so beside the others or alone: the same numbers
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
-def test_the_trainer_takes_one_core_while_a_fit_runs_beside_it_and_both_after(tmp_path):
-    import torch
+def test_the_trainers_thread_count_is_fixed_by_its_settings_never_by_the_machines_load(monkeypatch):
+    from models.lm.config import LMConfig
+    from models.lm.train import trainer_threads
 
-    from models.lm.train import CoreShare
-
-    before = torch.get_num_threads()
-    flag = tmp_path / ".share_cores"
-    share = CoreShare(str(flag), threads=2)
-    try:
-        flag.touch()
-        share.adjust()
-        assert torch.get_num_threads() == 1
-        flag.unlink()
-        share.adjust()
-        assert torch.get_num_threads() == 2
-        CoreShare(None, threads=1).adjust()  # no file named: the thread count is left alone
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    assert trainer_threads(LMConfig(num_threads=3)) == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert trainer_threads(LMConfig()) == 4  # half the cores: the other half for the fits beside it
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert trainer_threads(LMConfig()) == 1
+    with pytest.raises(ValueError):
+        LMConfig(num_threads=-1)
 
 
 def test_encoder_variants_are_named_apart_built_with_their_encoder_and_refit_nothing_else(tmp_path):

@@ -81,9 +81,9 @@ class LMConfig(BaseModel):
     # "auto": bf16-mixed on GPU, 32-true on CPU; "bf16-mixed" on a CPU without native bfloat16 (AMX or
     # AVX512-BF16, which oneDNN uses) runs 32-true, and says so
     precision: str = "auto"
-    num_threads: int = 0  # torch CPU threads (0: torch's default)
-    # while this file exists the trainer uses one thread: another fit runs beside it (models.experiment)
-    share_cores: str | None = None
+    # the trainer's torch CPU threads, fixed for the whole fit (0: half the cores, the other half left to the
+    # fits beside it; models.lm.train.trainer_threads)
+    num_threads: int = Field(0, ge=0)
     num_workers: int = 0  # DataLoader worker processes (0: batches are built in the training process)
     # training batches of similar profile lengths (less padding): that many batches per length-sorted chunk
     length_buckets: int = Field(0, ge=0)

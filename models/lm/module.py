@@ -44,7 +44,7 @@ class PieceStates:
 
     @classmethod
     def compute(
-        cls, net, tokens, cache=None, batch: int = 64, dtype: torch.dtype = torch.float16, pieces=None, between=None
+        cls, net, tokens, cache=None, batch: int = 64, dtype: torch.dtype = torch.float16, pieces=None
     ) -> tuple[PieceStates, dict]:
         """The states of ``pieces`` (rows of ``tokens.pieces``; default: every piece a profile uses): read from
         ``cache`` (a ``TextStateCache``) where it holds them, the rest encoded by ``net``'s frozen layers (each
@@ -56,7 +56,7 @@ class PieceStates:
         hashes = {int(p): text_hash(tokens.piece_texts[p]) for p in wanted}
         stored = cache.load(list(hashes.values())) if cache is not None else {}
         missing = [int(p) for p in wanted if hashes[int(p)] not in stored]
-        fresh = _encode_pieces(net, tokens, missing, batch, dtype, between)
+        fresh = _encode_pieces(net, tokens, missing, batch, dtype)
         if cache is not None and missing:
             cache.save([hashes[p] for p in missing], [fresh[p].astype(np.float16) for p in missing])
         offsets = np.zeros(len(tokens.pieces) + 1, dtype=np.int64)
@@ -91,7 +91,7 @@ class PieceStates:
 
 
 def _encode_pieces(
-    net, tokens, pieces: list[int], batch: int, dtype=torch.float16, between=None
+    net, tokens, pieces: list[int], batch: int, dtype=torch.float16
 ) -> dict[int, np.ndarray]:
     """The frozen states (``dtype``) of each of ``pieces`` (rows of ``tokens.pieces``), each encoded alone."""
     from models.lm.data import pad_sequences
@@ -103,8 +103,6 @@ def _encode_pieces(
     device = next(net.parameters()).device
     began = last = time.perf_counter()
     for start in range(0, len(order), batch):
-        if between is not None:
-            between()
         if time.perf_counter() - last > PROGRESS_SECONDS:
             last, done = time.perf_counter(), start / len(order)
             print(
@@ -214,20 +212,20 @@ class TwoTowerModule(L.LightningModule):
         self._pieces: PieceStates | None = None  # the frozen layers' states of the attached tokens' pieces
         self._tokens = None  # the ProfileTokens whose profiles batches address by row (attach_tokens)
 
-    def attach_tokens(self, tokens, cache=None, keep: bool = True, batch: int = 64, between=None) -> dict | None:
+    def attach_tokens(self, tokens, cache=None, keep: bool = True, batch: int = 64) -> dict | None:
         """Read ``tokens``' profiles (a ``ProfileTokens``) piece by piece: the frozen lower layers see each piece
         alone, the trainable layers the concatenation (:class:`PieceStates`). ``keep``: compute every piece's
         states once now (from ``cache``, a ``TextStateCache``, where it holds them) and reuse them at every step;
         otherwise each batch computes its pieces' states afresh (the same numbers, no storage). Batches whose
         rows index ``tokens`` then take this path. Returns the count of pieces by origin when states were
         kept, None when the encoder cannot be split (no frozen layers, or not BERT-style: profiles are then
-        encoded whole). ``between``: called between batches of pieces encoded."""
+        encoded whole)."""
         if not self.net.can_split():
             return None
         self._tokens = tokens
         if not keep:
             return {"pieces": 0, "encoded": 0}
-        self._pieces, counts = PieceStates.compute(self.net, tokens, cache, batch, between=between)
+        self._pieces, counts = PieceStates.compute(self.net, tokens, cache, batch)
         return counts
 
     def cache_frozen_states(self, tokens, batch: int = 64) -> bool:

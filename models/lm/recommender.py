@@ -121,14 +121,11 @@ class LMTwoTower(Recommender):
         self.fit_in_background(train, validation, items=items, users=users).finish()
         return self
 
-    def fit_in_background(self, train, validation=None, *, items=None, users=None, share_cores=None):
+    def fit_in_background(self, train, validation=None, *, items=None, users=None):
         """Write the trainer's inputs, start ``python -m models.lm.train`` and return a :class:`Training` handle
-        at once (``finish()`` waits, loads what it exported and chooses the popularity weight). ``share_cores``:
-        a file whose existence tells the trainer to use one thread (another fit runs in this process)."""
+        at once (``finish()`` waits, loads what it exported and chooses the popularity weight)."""
         self._index(train, items)
         config = self.config()
-        if share_cores is not None:
-            config = config.model_copy(update={"share_cores": str(share_cores)})
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         columns = [c for c in ("user_id", "item_id", "rating", "timestamp", "summary", "review_text") if c in train]

@@ -49,28 +49,18 @@ def _precision(config: LMConfig) -> str:
     return config.precision
 
 
-class CoreShare:
-    """One thread while the file ``path`` exists (a fit runs beside the trainer in its parent process), the
-    full count once it is gone: checked between batches, so the second core is never idle nor fought over."""
-
-    def __init__(self, path: str | None, threads: int):
-        self.path, self.threads, self.current = path, max(1, threads), None
-
-    def adjust(self) -> None:
-        if self.path is None:
-            return
-        import torch
-
-        shared = os.path.exists(self.path)
-        wanted = 1 if shared else self.threads
-        if wanted != self.current:
-            torch.set_num_threads(wanted)
-            self.current = wanted
-            print(
-                f"[lm] {wanted} thread(s): {'a fit runs beside the trainer' if shared else 'the cores are free'}",
-                file=sys.stderr,
-                flush=True,
-            )
+def trainer_threads(config: LMConfig) -> int:
+    """The trainer's torch threads, fixed for the whole fit: ``num_threads`` when set, else half this process's
+    cores (at least one), the other half left to the fits that run beside it in the flow's process
+    (``models.experiment``). Never changed mid-fit: thread counts change float sums in their last digits, so a
+    count that followed when the other fits end would make a rerun's numbers depend on the machine's load."""
+    if config.num_threads:
+        return config.num_threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def cpu_has_bf16() -> bool:
@@ -100,10 +90,8 @@ def train(config: LMConfig) -> dict:
 
     L.seed_everything(config.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them; no effect on CPU
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    share = CoreShare(config.share_cores, torch.get_num_threads())
-    share.adjust()
+    torch.set_num_threads(trainer_threads(config))
+    print(f"[lm] {torch.get_num_threads()} thread(s) for the whole fit", file=sys.stderr, flush=True)
     data, out = Path(config.data_dir), Path(config.output_dir)
     empty = pd.DataFrame(
         {"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str), "rating": pd.Series(dtype=float)}
@@ -145,7 +133,7 @@ def train(config: LMConfig) -> dict:
     if config.freeze_layers > 0:
         start = time.perf_counter()
         cache = text_state_cache(config, module, datamodule.tokenizer) if config.cache_frozen else None
-        counts = module.attach_tokens(datamodule.tokens, cache, keep=config.cache_frozen, between=share.adjust)
+        counts = module.attach_tokens(datamodule.tokens, cache, keep=config.cache_frozen)
         if counts and config.cache_frozen:
             tokens = datamodule.tokens
             print(
@@ -172,10 +160,6 @@ def train(config: LMConfig) -> dict:
         if 0 < config.max_steps < steps_per_epoch
         else None
     )
-
-    class ShareCores(Callback):
-        def on_train_batch_start(self, *args):
-            share.adjust()
 
     class FailAfter(Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -216,7 +200,6 @@ def train(config: LMConfig) -> dict:
             last,
             EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience, check_on_train_epoch_end=False),
             FailAfter(),
-            ShareCores(),
             ProgressLog(config.log_every_n_steps, total_steps, config.batch_size),
         ],
         val_check_interval=val_check,
@@ -259,7 +242,6 @@ def train(config: LMConfig) -> dict:
         / max(seconds, 1e-9),
     }
     if trainer.is_global_zero:
-        share.adjust()
         start = time.perf_counter()
         metrics.update(
             export(
@@ -422,7 +404,7 @@ def inputs_fingerprint(config: LMConfig) -> str:
 
     digest = hashlib.sha256(
         config.model_dump_json(
-            exclude={"output_dir", "progress_bar", "num_workers", "text_cache", "share_cores"}
+            exclude={"output_dir", "progress_bar", "num_workers", "text_cache"}
         ).encode()
     )
     for path in sorted(Path(config.data_dir).glob("*.parquet")):
