@@ -49,7 +49,8 @@ class SplitResult:
 class Trained:
     """A train run: each split's evaluation, the pre-registered comparisons judged over the run (the
     ``eval_differences`` rows), the published version and the promotion gate's decision (None when nothing was
-    published) and how many users were erased since the previous training."""
+    published) and how many users were erased since the previous training; ``planned_folds``: K of each k-fold
+    unit of the workspace (a run may train fewer of its folds)."""
 
     run_id: str
     database: str
@@ -58,6 +59,7 @@ class Trained:
     erased_since_last_training: int
     published: Published | None = None
     promotion: dict | None = None
+    planned_folds: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from tasks.erasure import erased_since_last_training
 from tasks.evaluate import evaluate_models, judge_run
 from tasks.registry import challenge_champion, choose_publish_split, headline_metrics, publish_model
 from tasks.runs import finish_run, start_run
+from tasks.split import planned_folds
 from tasks.store import DEFAULT_WORKSPACE, Workspace
 from tasks.train import FitOutputsMissing, SplitOutputs, fit_split, record_fits
 
@@ -82,4 +83,6 @@ def train(params: TrainParams = TrainParams()) -> Trained:
         differences = judge_run(workspace.db, run_id, params.evaluation)
         erased = erased_since_last_training(workspace.db, run_id)
         finish_run(workspace.db, run_id, {"splits": list(params.splits), "erased_since_last_training": erased})
-        return Trained(run_id, str(workspace.db), splits, differences, erased, published, promotion)
+        return Trained(
+            run_id, str(workspace.db), splits, differences, erased, published, promotion, planned_folds(workspace.db)
+        )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np

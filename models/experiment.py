@@ -240,9 +240,7 @@ def fit_split_models(
             continue
         LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)}) in its own process, beside the rest")
         start = time.perf_counter()
-        handle = model.fit_in_background(
-            data["train"], data["validation"], items=data["items"], users=data["users"]
-        )
+        handle = model.fit_in_background(data["train"], data["validation"], items=data["items"], users=data["users"])
         background[name] = (handle, start)
         break  # one trainer beside the in-process fits; a further one (an encoder variant) runs after them
     try:

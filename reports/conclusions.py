@@ -542,6 +542,10 @@ def for_whom(diffs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table.reset_index(drop=True), small.reset_index(drop=True)
 
 
+def _span(values) -> str:
+    return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
+
+
 def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
     """Per model: mean fit (wall) and CPU seconds and evaluation seconds over the run's splits, the fit time
     relative to all traditional models together, and how it was trained where that matters (the LM's
@@ -551,12 +555,21 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
     extras = [json_field(e) for e in fits["extras"]] if "extras" in fits else [{}] * len(fits)
     fits = fits.assign(cpu_seconds=[e.get("cpu_seconds", np.nan) for e in extras])
     mean = fits.groupby("model")[["fit_seconds", "eval_seconds", "cpu_seconds"]].mean()
-    recipes = {}
+    recipes, budgeted = {}, {}
     if "params" in fits:
         for model, params in zip(fits["model"], fits["params"], strict=True):
-            recipe = (json_field(params).get("metrics_") or {}).get("recipe")
-            if recipe:
-                recipes.setdefault(model, recipe)
+            metrics = json_field(params).get("metrics_") or {}
+            if metrics.get("recipe"):
+                recipes.setdefault(model, metrics["recipe"])
+            if metrics.get("train_pairs_trained", 0) < metrics.get("train_pairs", 0):
+                budgeted.setdefault(model, []).append((metrics["train_pairs_trained"], metrics["train_pairs"]))
+    for model, cuts in budgeted.items():
+        trained, total = ([c[n] for c in cuts] for n in (0, 1))
+        note = (
+            f"budgeted: trained on {_span(trained)} of {_span(total)} training pairs per epoch on {len(cuts)} of "
+            f"{int((fits['model'] == model).sum())} splits (max_train_pairs; stratified by user, seeded)"
+        )
+        recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
     reused, beside = {}, {}
     for model, extra in zip(fits["model"], extras, strict=True):
         reused[model] = reused.get(model, 0) + bool(extra.get("reused"))  # restored: seconds of its first fit

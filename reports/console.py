@@ -79,9 +79,15 @@ def print_evaluation(trained) -> None:
                 by_metric = rows.set_index("metric")
                 print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
     for unit, ids in folds.items():
-        print(
-            f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: every rating tested once (see the report)"
-        )
+        planned = (getattr(trained, "planned_folds", None) or {}).get(unit, 0)
+        if len(ids) >= planned:
+            tested = "every rating tested once"
+        else:  # a run trained only some of the unit's folds (--splits)
+            tested = (
+                f"only {len(ids)} of its {planned} folds trained, so about {len(ids)}/{planned} of the ratings are "
+                f"tested, not every one (train every fold for that)"
+            )
+        print(f"\n{unit}: {len(ids)} folds ({', '.join(ids)}), judged pooled: {tested} (see the report)")
     differences = trained.differences
     if differences is not None and not differences.empty:
         from reports.conclusions import bottom_line, task_sentences

@@ -159,6 +159,20 @@ def split_protocol(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
     return row[0]
 
 
+def planned_folds(db: Path) -> dict[str, int]:
+    """K of each k-fold unit of the workspace (``kfold_s0``: 5), from its splits' stored parameters."""
+    from models.evaluation import judged_unit
+
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT split_id, CAST(parameters->>'folds' AS INTEGER) FROM {tables.SPLITS} WHERE protocol = 'kfold'"
+        ).fetchall()
+    planned: dict[str, int] = {}
+    for split_id, folds in rows:
+        planned[judged_unit(split_id)] = max(planned.get(judged_unit(split_id), 0), int(folds or 0))
+    return planned
+
+
 def split_fingerprint(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
     """A digest of everything a split's models read: fold assignments with ratings and times, the training
     reviews' text, the items (and tags) tables. Order-independent (XOR of row hashes; rows are unique)."""

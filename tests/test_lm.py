@@ -558,6 +558,53 @@ def test_user_groups_cover_every_pair_once():
     assert all(len(set(users[g])) == 1 and len(g) <= 2 for g in dataset.groups)
 
 
+def test_a_pair_budget_keeps_one_pair_per_user_then_a_share_of_each_users_pairs():
+    from models.lm.data import budget_rows
+
+    users = np.repeat([0, 1, 2, 3], [1, 3, 6, 10])  # 20 pairs, four users
+    assert budget_rows(users, None) is None and budget_rows(users, 20) is None  # no budget, or one that fits
+    kept = budget_rows(users, 10, seed=0)
+    assert len(kept) == 10 and len(set(kept)) == 10
+    per_user = np.bincount(users[kept], minlength=4)
+    # one pair each, then 6 more spread over the other 16 pairs (0, 2, 5, 9 of them) in proportion: 0, 0.75,
+    # 1.9, 3.4 -> every user within one of its share
+    assert per_user[0] == 1 and per_user.sum() == 10
+    assert all(abs(per_user[u] - 1 - share) < 1 for u, share in zip((1, 2, 3), (0.75, 1.875, 3.375), strict=True))
+    np.testing.assert_array_equal(kept, budget_rows(users, 10, seed=0))  # seeded
+    assert not np.array_equal(kept, budget_rows(users, 10, seed=1))
+    few = budget_rows(users, 3, seed=0)  # fewer pairs than users: three users, one pair each
+    assert len(few) == 3 and len(set(users[few])) == 3
+
+
+def test_a_budgeted_dataset_trains_on_the_kept_pairs_and_keeps_every_pair_for_the_readout():
+    from models.lm.data import PairDataset
+
+    users = np.repeat([0, 1, 2], [2, 3, 5])
+    keep = np.array([0, 2, 3, 5, 9])
+    dataset = PairDataset(users, np.arange(10), np.ones(10), group=2, keep=keep)
+    assert sorted(np.concatenate(dataset.groups).tolist()) == keep.tolist() and dataset.pairs == 5
+    assert len(dataset.users) == 10  # what the readout reads: every pair
+    assert all(len(set(users[g])) == 1 for g in dataset.groups)
+    whole = PairDataset(users, np.arange(10), np.ones(10), group=2)
+    assert whole.pairs == 10 and [g.tolist() for g in whole.groups] == [
+        g.tolist() for g in PairDataset(users, np.arange(10), np.ones(10), group=2, keep=np.arange(10)).groups
+    ]  # no budget: the groups of before, draw for draw
+
+
+@pytest.mark.slow
+def test_the_trainer_under_a_pair_budget_says_how_many_pairs_it_trained_on(tmp_path):
+    config, out = _write_run(tmp_path, max_train_pairs=20, max_epochs=1)
+    run = _launch(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    train = pd.read_parquet(tmp_path / "data" / "train.parquet")
+    assert metrics["train_pairs"] == len(train) > 20 and metrics["train_pairs_trained"] == 20
+    assert metrics["global_step"] == 3  # 20 pairs in batches of 8
+    assert f"training on 20 of {len(train)} training pairs per epoch" in run.stderr
+    oof = pd.read_parquet(out / "predictions_train_oof.parquet")
+    assert len(oof) == len(train)  # the readout still reads every training pair
+
+
 def test_the_lm_mixes_popularity_into_its_ranking_only_where_validation_prefers_it(tmp_path):
     from builders import fake_lm, ratings
 

@@ -447,6 +447,18 @@ def test_the_cost_section_names_the_lms_fine_tuning_recipe():
     )
 
 
+def test_the_cost_section_names_a_budgeted_model_and_how_many_pairs_it_trained_on():
+    fits = fits_rows()
+    metrics = {"recipe": "top layer", "train_pairs": 1_270_000, "train_pairs_trained": 100_000}
+    fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": metrics})
+    cost = report(fits=fits).split("## Cost")[1].split("\n## ")[0]
+    lm_row = next(line for line in cost.splitlines() if line.startswith("| lm_two_tower"))
+    assert "budgeted: trained on 100,000 of 1,270,000 training pairs per epoch on 1 of 1 splits" in lm_row
+    unbudgeted = {"recipe": "top layer", "train_pairs": 9_000, "train_pairs_trained": 9_000}
+    fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": unbudgeted})
+    assert "budgeted" not in report(fits=fits).split("## Cost")[1].split("\n## ")[0]
+
+
 def test_a_run_without_families_asks_to_be_judged_again():
     old = differences().drop(columns=["family"])
     assert "re-run `python -m flows.train`" in report(old)
@@ -528,3 +540,20 @@ def test_the_sparsity_axis_is_a_table_a_curve_and_sentences_per_unit_and_questio
     frozen_rows = [line for line in text.splitlines() if "| text_frozen vs reference |" in line]
     assert len(frozen_rows) == 2 and all("better (exploratory, BH)" in line for line in frozen_rows)
     assert "Less training data" not in report()  # a run without reduced splits has no such section
+
+
+def test_the_console_says_when_a_kfold_unit_is_judged_from_fewer_folds_than_k(capsys):
+    from flows.results import SplitResult, Trained
+    from reports.console import print_evaluation
+
+    def trained(ids, planned):
+        empty = pd.DataFrame(columns=["model", "metric", "k", "segment", "value", "ci_low", "ci_high"])
+        splits = {s: SplitResult("kfold", empty, []) for s in ids}
+        return Trained("r", "ws.duckdb", splits, pd.DataFrame(), 0, planned_folds={"kfold_s0": planned})
+
+    print_evaluation(trained(["kfold_s0_f1"], 5))
+    out = capsys.readouterr().out
+    assert "kfold_s0: 1 folds (kfold_s0_f1), judged pooled: only 1 of its 5 folds trained" in out
+    assert "every rating tested once" not in out
+    print_evaluation(trained([f"kfold_s0_f{n}" for n in range(1, 6)], 5))
+    assert "judged pooled: every rating tested once" in capsys.readouterr().out

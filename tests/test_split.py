@@ -159,6 +159,11 @@ def test_kfold_splits_are_stored_one_per_fold(tmp_path, ingest):
     assert sum(s["test"] for s in sizes.values()) == n
     rows = con.execute("SELECT DISTINCT protocol, seed FROM splits").fetchall()
     assert rows == [("kfold", 2)]
+    split_workspace(con, SplitConfig(protocols=("kfold", "random"), folds=3, seed=5))
+    con.close()
+    from tasks.split import planned_folds
+
+    assert planned_folds(tmp_path / "k.duckdb") == {"kfold_s2": 4, "kfold_s5": 3}  # K of each k-fold unit
 
 
 def test_train_fractions_nest_keep_every_user_and_leave_validation_and_test_untouched():

@@ -35,6 +35,10 @@ class LMConfig(BaseModel):
     # folds of the readout's out-of-fold predictions of the training pairs (what the fusion's stacking
     # blender learns from; models.lm.readout.cross_fit_readout)
     readout_folds: int = Field(5, ge=2)
+    # the most training pairs an epoch trains on, drawn once per fit (seeded, stratified by user:
+    # models.lm.data.budget_rows); None: every pair. Profiles still read every training review and the readout
+    # every pair. The cpu profiles set it (the LM's cost then stops growing with the data); the gpu ones lift it.
+    max_train_pairs: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=2)  # training pairs per batch
     pairs_per_user: int = Field(4, ge=1)  # training pairs sharing a user profile kept together (fewer encodes)
     max_epochs: int = Field(2, ge=1)
@@ -92,6 +96,11 @@ class LMConfig(BaseModel):
     log_every_n_steps: int = Field(50, ge=1)  # a progress line (step, loss, samples/s, ETA) every N steps
 
 
+# Training pairs per fit on the cpu profiles: at the cpu profile's ~200 pairs/s on 2 cores about 8 minutes, so
+# that a million-rating split's fine-tuning is bounded (docs/benchmarks.md "A million ratings"); the default
+# dataset's largest training fold (9,291 pairs) is far below it.
+CPU_PAIR_BUDGET = 100_000
+
 PROFILES: dict[str, dict] = {
     # Fits on 2 CPU cores in about a minute: shorter profiles, one epoch, all but the top layer frozen (each
     # text piece's states computed once per workspace, see cache_frozen / text_cache), of the top layer only
@@ -108,10 +117,18 @@ PROFILES: dict[str, dict] = {
         "trainable": "ffn",
         "dropout": 0.0,
         "precision": "bf16-mixed",
+        "max_train_pairs": CPU_PAIR_BUDGET,
     },
     # Parameter-efficient: LoRA adapters (rank 8 on the attention's query and value) on every layer, the
     # pretrained weights frozen; otherwise as "cpu".
-    "cpu-lora": {"max_length": 64, "max_reviews": 4, "max_epochs": 1, "batch_size": 32, "lora_rank": 8},
+    "cpu-lora": {
+        "max_length": 64,
+        "max_reviews": 4,
+        "max_epochs": 1,
+        "batch_size": 32,
+        "lora_rank": 8,
+        "max_train_pairs": CPU_PAIR_BUDGET,
+    },
     # Full fine-tuning in bf16 on every GPU of the machine.
     "gpu": {
         "max_length": 256,
@@ -124,6 +141,7 @@ PROFILES: dict[str, dict] = {
         "precision": "bf16-mixed",
         "length_buckets": 50,
         "num_workers": 4,
+        "max_train_pairs": None,
     },
 }
 # LoRA on the GPU: the "gpu" profile with adapters instead of full fine-tuning

@@ -83,6 +83,27 @@ def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
+def budget_rows(users: np.ndarray, budget: int | None, seed: int = 0) -> np.ndarray | None:
+    """At most ``budget`` of the pairs whose user codes are ``users``, stratified by user: every user keeps one
+    pair (when the budget covers the users), the rest of the budget is spread over the other pairs in
+    proportion to each user's count (a systematic sample over the pairs grouped by user, in a seeded random
+    order within each user). Returns the kept rows, sorted, or None when the budget does not bind."""
+    n = len(users)
+    if budget is None or budget >= n:
+        return None
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(n), users))  # grouped by user, a random order within each
+    grouped = users[order]
+    first = np.r_[True, grouped[1:] != grouped[:-1]]
+    kept = order[first] if first.sum() <= budget else order[first][rng.permutation(int(first.sum()))[:budget]]
+    rest, left = order[~first], budget - len(kept)
+    if left > 0 and len(rest):
+        step = len(rest) / left  # >= 1: one pick in each window of that many pairs
+        picks = np.floor((np.arange(left) + rng.random()) * step).astype(np.int64)
+        kept = np.r_[kept, rest[np.minimum(picks, len(rest) - 1)]]
+    return np.sort(kept)
+
+
 class PairDataset(Dataset):
     """Pairs grouped by user profile: each element is up to ``group`` pairs sharing one user profile.
 
@@ -91,12 +112,24 @@ class PairDataset(Dataset):
     samplers (including DDP's) shuffle and shard whole groups.
     """
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, group: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        group: int = 1,
+        seed: int = 0,
+        keep: np.ndarray | None = None,
+    ):
+        """``keep``: the rows (pair indices) that form groups, the others left out of every epoch (a pair
+        budget, :func:`budget_rows`); ``users``/``items``/``ratings`` stay whole (the readout reads them)."""
         ratings = ratings.astype(np.float32)
+        rows = np.arange(len(users)) if keep is None else np.asarray(keep, dtype=np.int64)
         if group <= 1:
-            self.groups = [np.array([n]) for n in range(len(users))]
+            self.groups = [np.array([n]) for n in rows]
         else:  # by user profile, shuffled (seeded) within each, cut into groups of at most ``group``
-            order = np.lexsort((np.random.default_rng(seed).random(len(users)), users))
+            shuffled = np.random.default_rng(seed).random(len(users))[rows]
+            order = rows[np.lexsort((shuffled, users[rows]))]
             by_user = users[order]
             starts = np.flatnonzero(np.r_[True, by_user[1:] != by_user[:-1]])
             ends = np.r_[starts[1:], len(order)]
@@ -106,6 +139,7 @@ class PairDataset(Dataset):
                 for k in range(start, end, group)
             ]
         self.users, self.items, self.ratings = users, items, ratings
+        self.pairs = int(sum(len(g) for g in self.groups))  # the pairs an epoch trains on
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -227,7 +261,9 @@ class PairDataModule(L.LightningDataModule):
     ``length_buckets`` > 0: training batches of similar profile lengths (:class:`LengthBuckets`, that many
     batches per sorted chunk); ``pin_memory``: page-locked batches for a faster copy to the GPU;
     ``item_metadata_dropout``: the share of training pairs whose item (when it has metadata) reads its
-    metadata-only profile, so that training sees items as cold ones look (:func:`pair_keys`).
+    metadata-only profile, so that training sees items as cold ones look (:func:`pair_keys`);
+    ``max_train_pairs``: the most training pairs an epoch trains on (:func:`budget_rows`; None: all of them;
+    the readout still reads every one).
     """
 
     def __init__(
@@ -245,9 +281,10 @@ class PairDataModule(L.LightningDataModule):
         length_buckets: int = 0,
         pin_memory: bool = False,
         item_metadata_dropout: float = 0.0,
+        max_train_pairs: int | None = None,
     ):
         super().__init__()
-        self.item_metadata_dropout = item_metadata_dropout
+        self.item_metadata_dropout, self.max_train_pairs = item_metadata_dropout, max_train_pairs
         self.mixed_negatives = mixed_negatives
         self.length_buckets, self.pin_memory = length_buckets, pin_memory
         self.extra_keys = list(extra_keys)
@@ -270,15 +307,18 @@ class PairDataModule(L.LightningDataModule):
                 keys[name] = pair_keys(frame, None)
         needed = [k for users, items in keys.values() for k in (*users, *items)] + self.extra_keys
         self.tokens = ProfileTokens.build(self.profiles, needed, self.tokenizer, self.max_length)
+        user_codes = {name: np.array([self.tokens.keys[k] for k in users]) for name, (users, _) in keys.items()}
+        entity = {name: pd.factorize(self.frames[name]["user_id"].astype(str))[0] for name in keys}
         self.datasets = {
             name: PairDataset(
-                np.array([self.tokens.keys[k] for k in users]),
+                user_codes[name],
                 np.array([self.tokens.keys[k] for k in items]),
                 self.frames[name]["rating"].to_numpy(),
                 group=self.pairs_per_user if name == "train" else 1,
                 seed=self.seed,
+                keep=budget_rows(entity[name], self.max_train_pairs, self.seed) if name == "train" else None,
             )
-            for name, (users, items) in keys.items()
+            for name, (_, items) in keys.items()
         }
         # entities (a profile's fold variants share one) and each item row's smoothed share of training pairs
         codes: dict[tuple[str, str], int] = {}
@@ -298,7 +338,7 @@ class PairDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[name]
-        mean_group = len(dataset.users) / max(1, len(dataset))  # batch_size counts pairs; a loader counts groups
+        mean_group = dataset.pairs / max(1, len(dataset))  # batch_size counts pairs; a loader counts groups
         groups_per_batch = max(1, round(self.batch_size / mean_group))
         if name == "train" and self.length_buckets > 0:
             lengths = np.array([len(ids) for ids in self.tokens.ids])

@@ -90,9 +90,7 @@ class PieceStates:
         return out
 
 
-def _encode_pieces(
-    net, tokens, pieces: list[int], batch: int, dtype=torch.float16
-) -> dict[int, np.ndarray]:
+def _encode_pieces(net, tokens, pieces: list[int], batch: int, dtype=torch.float16) -> dict[int, np.ndarray]:
     """The frozen states (``dtype``) of each of ``pieces`` (rows of ``tokens.pieces``), each encoded alone."""
     from models.lm.data import pad_sequences
 

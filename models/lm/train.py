@@ -104,6 +104,14 @@ def train(config: LMConfig) -> dict:
     items = pd.read_parquet(items_path) if items_path.exists() else None
     profiles, datamodule, users, item_ids = data_module(config, frames, items)
     datamodule.setup("fit")
+    pairs = {"train_pairs": len(frames["train"]), "train_pairs_trained": datamodule.datasets["train"].pairs}
+    if pairs["train_pairs_trained"] < pairs["train_pairs"]:
+        print(
+            f"[lm] training on {pairs['train_pairs_trained']:,} of {pairs['train_pairs']:,} training pairs per epoch "
+            f"(max_train_pairs, stratified by user, seeded); profiles and the readout read all of them",
+            file=sys.stderr,
+            flush=True,
+        )
     phases["profiles"] = time.perf_counter() - began
     module = TwoTowerModule(
         encoder=config.encoder,
@@ -225,6 +233,7 @@ def train(config: LMConfig) -> dict:
         "best_checkpoint": best.best_model_path,
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
+        **pairs,
         "resumed": resuming,
         "train_seconds": seconds,
         "world_size": trainer.world_size,
@@ -394,6 +403,7 @@ def data_module(config: LMConfig, frames: dict, items):
         length_buckets=config.length_buckets,
         pin_memory=config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and _cuda()),
         item_metadata_dropout=config.item_metadata_dropout,
+        max_train_pairs=config.max_train_pairs,
     )
     return profiles, datamodule, users, item_ids
 
@@ -403,9 +413,7 @@ def inputs_fingerprint(config: LMConfig) -> str:
     import hashlib
 
     digest = hashlib.sha256(
-        config.model_dump_json(
-            exclude={"output_dir", "progress_bar", "num_workers", "text_cache"}
-        ).encode()
+        config.model_dump_json(exclude={"output_dir", "progress_bar", "num_workers", "text_cache"}).encode()
     )
     for path in sorted(Path(config.data_dir).glob("*.parquet")):
         digest.update(path.name.encode())
