@@ -20,6 +20,7 @@ from models.evaluation.comparisons import judge, pool_folds, unit_differences, u
 from models.evaluation.harness import aggregate, significance
 from tasks import tables
 from tasks.datacard import latest_card
+from tasks.logs import forward_to_run_logger
 from tasks.store import connect, ensure, replace_run_rows
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,9 @@ def judge_run(db: Path, run_id: str, config: EvalConfig) -> pd.DataFrame:
         ).df()
         fits = run_fits(con, run_id)
         card = latest_card(con)
-    diffs, pooled = judge_evaluations(per_user, fits, card, config)
+    with forward_to_run_logger():  # progress lines of the paired differences and CIs reach the run's log
+        diffs, pooled = judge_evaluations(per_user, fits, card, config)
+        pooled = {unit: aggregate(values, config) for unit, values in pooled.items()}
     with connect(db) as con:
         ensure(con, tables.EVAL_DIFFERENCES)
         con.begin()
@@ -132,8 +135,8 @@ def judge_run(db: Path, run_id: str, config: EvalConfig) -> pd.DataFrame:
             con.execute(f"DELETE FROM {tables.EVAL_DIFFERENCES} WHERE run_id = ?", [run_id])
             for unit, part in diffs.groupby("split_id", sort=False):
                 replace_run_rows(con, tables.EVAL_DIFFERENCES, run_id, unit, part.drop(columns=["split_id"]))
-            for unit, values in pooled.items():
-                replace_run_rows(con, tables.EVAL_RESULTS, run_id, unit, aggregate(values, config))
+            for unit, aggregated in pooled.items():
+                replace_run_rows(con, tables.EVAL_RESULTS, run_id, unit, aggregated)
         except BaseException:
             con.rollback()
             raise
@@ -144,5 +147,5 @@ def judge_run(db: Path, run_id: str, config: EvalConfig) -> pd.DataFrame:
 @task(cache_policy=NONE)
 def evaluate_models(db: Path, run_id: str, split_id: str, per_user: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
     """Aggregate and test one split's per-user values; store them in the evaluation tables."""
-    with connect(db) as con:
+    with connect(db) as con, forward_to_run_logger():  # the bootstrap's progress lines reach the run's log
         return store_evaluation(con, run_id, split_id, per_user, config)

@@ -168,3 +168,45 @@ def test_planted_text_twins_withhold_the_lms_win(tmp_path, ingest):
         "Bottom line: nothing was judged. 1 comparisons on random_s0 are not judged: the data card condemns them "
         "(see Not judged)."
     )
+
+
+def test_bootstrap_draws_are_made_once_per_user_count_and_give_the_cis_a_fresh_draw_gives():
+    from models.evaluation import stats
+
+    rng = np.random.default_rng(3)
+    num, den = rng.random(300) * rng.integers(0, 5, 300), rng.integers(1, 10, 300).astype(float)
+
+    def by_hand(n_boot):  # the documented draw: rng.multinomial counts, 200 draws at a time, Σnum/Σden each
+        draw_rng, draws = np.random.default_rng(0), []
+        for start in range(0, n_boot, 200):
+            counts = draw_rng.multinomial(300, np.full(300, 1 / 300), size=min(200, n_boot - start))
+            draws.extend((counts @ num) / (counts @ den))
+        return tuple(float(v) for v in np.percentile(draws, [2.5, 97.5]))
+
+    stats._COUNTS.clear()
+    first = stats.bootstrap_ci(num, den, n_boot=500, seed=0)
+    assert list(stats._COUNTS) == [(300, 500, 0)]  # kept for the next CI over as many users
+    assert first == by_hand(500) == stats.bootstrap_ci(num, den, n_boot=500, seed=0)  # bit for bit
+    other = stats.bootstrap_ci(num[::-1], den[::-1], n_boot=500, seed=0)  # the same draws, other values
+    assert other != first and len(stats._COUNTS) == 1
+    stats.bootstrap_ci(num[:100], den[:100], n_boot=500, seed=0)
+    assert set(stats._COUNTS) == {(300, 500, 0), (100, 500, 0)}
+
+
+def test_the_evaluation_stages_say_how_far_they_are(values, monkeypatch, caplog):
+    import functools
+    import logging
+
+    import pandas as pd
+
+    from models.evaluation import harness
+    from models.progress import Progress
+
+    frame = pd.concat(values[2].values())
+    monkeypatch.setattr(harness, "Progress", functools.partial(Progress, every=0))  # a line at every step
+    with caplog.at_level(logging.INFO, logger="reclab.progress"):
+        aggregate(frame, EvalConfig(n_boot=100))
+        significance(frame)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("bootstrap CIs: ") and "CIs/s, ETA" in line for line in lines)
+    assert any(line.startswith("paired tests: ") and "metrics/s" in line for line in lines)

@@ -48,6 +48,7 @@ from models.evaluation.inference import (
     paired_difference,
 )
 from models.evaluation.stats import holm, paired_bootstrap_ci, paired_tests
+from models.progress import Progress
 
 LOWER_IS_BETTER = frozenset({"rmse", "mse", "mae", "popularity_bias"})
 # the metrics judged in the comparisons (beyond-accuracy metrics are described, not judged)
@@ -260,10 +261,15 @@ def paired_differences(
     segments for :data:`SEGMENTED` metrics only): the measured columns of :data:`DIFFERENCE_COLUMNS`, up to
     the raw p-values (the reference columns and family left empty: :func:`unit_differences` fills them)."""
     rows = []
+    by_key = {(m, int(mk)): g for (m, mk), g in values.groupby(["metric", "k"], sort=False)}  # sliced once
+    progress = Progress("paired differences", len(pairs), "comparisons")
     for metric, k, model, reference, kind in pairs:
-        frame = values[(values["metric"] == metric) & (values["k"] == k) & values["model"].isin([model, reference])]
+        frame = by_key.get((metric, int(k)), values.iloc[0:0])
+        frame = frame[frame["model"].isin([model, reference])]
         for segment, part in _segments(frame, metric):
             rows.append(_compare(part, metric, k, segment, model, reference, kind, n_boot, seed, min_users))
+        progress.advance()
+    progress.finish()
     return pd.DataFrame(rows, columns=_MEASURED)
 
 

@@ -238,8 +238,12 @@ def aggregate(values: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
     groups = [("all", overall_items)]
     groups += [(f"users:{s}", g) for s, g in overall_items.groupby("user_segment")]
     groups += [(f"items:{s}", g) for s, g in values[values["item_segment"] != "all"].groupby("item_segment")]
+    progress = Progress(
+        "bootstrap CIs", sum(f[["model", "metric", "k"]].drop_duplicates().shape[0] for _, f in groups), "CIs"
+    )
     for segment, frame in groups:
         for (model, metric, k), g in frame.groupby(["model", "metric", "k"]):
+            progress.advance()
             num, den = g["num"].to_numpy(), g["den"].to_numpy()
             keep = np.isfinite(num)
             value = float(num[keep].sum() / den[keep].sum()) if keep.any() else float("nan")
@@ -258,6 +262,7 @@ def aggregate(values: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
                         int(keep.sum()),
                     )
                 )
+    progress.finish()
     return pd.DataFrame(rows, columns=["model", "metric", "k", "segment", "value", "ci_low", "ci_high", "n_users"])
 
 
@@ -266,7 +271,9 @@ def significance(values: pd.DataFrame) -> pd.DataFrame:
     (metric, k) across the pairs compared. Rating metrics compare per-user mean errors."""
     overall = values[values["item_segment"] == "all"].assign(value=lambda f: f["num"] / f["den"])
     rows = []
+    progress = Progress("paired tests", overall[["metric", "k"]].drop_duplicates().shape[0], "metrics")
     for (metric, k), g in overall.groupby(["metric", "k"]):
+        progress.advance()
         table = g.pivot_table(index="user_id", columns="model", values="value", aggfunc="first")
         pairs = list(itertools.combinations(sorted(table.columns), 2))
         results = [paired_tests(table[a].to_numpy(), table[b].to_numpy()) for a, b in pairs]
@@ -276,4 +283,5 @@ def significance(values: pd.DataFrame) -> pd.DataFrame:
         w_holm = holm([r["wilcoxon_p"] for r in results])
         for (a, b), r, th, wh in zip(pairs, results, t_holm, w_holm, strict=True):
             rows.append((metric, int(k), a, b, r["mean_diff"], r["n"], r["t_p"], r["wilcoxon_p"], float(th), float(wh)))
+    progress.finish()
     return pd.DataFrame(rows, columns=TEST_COLUMNS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 from scipy import stats
 
@@ -33,15 +36,51 @@ def _percentile_ci(columns: tuple[np.ndarray, ...], statistic, n_boot: int, seed
     n = len(columns[0])
     if n == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
     draws = np.empty(n_boot)
-    for start in range(0, n_boot, 200):  # (200, n) resampling counts at a time
-        size = min(200, n_boot - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        draws[start : start + size] = statistic(*(counts @ column for column in columns))
+    for start, counts in _resampling_counts(n, n_boot, seed):
+        draws[start : start + len(counts)] = statistic(*(counts @ column for column in columns))
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(draws, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+_CHUNK = 200  # resampling draws made at a time: (200, n) counts
+_COUNTS_BUDGET = 256 * 2**20  # bytes of resampling counts kept between calls
+_COUNTS: OrderedDict[tuple[int, int, int], list[np.ndarray]] = OrderedDict()
+_COUNTS_LOCK = threading.Lock()
+
+
+def _resampling_counts(n: int, n_boot: int, seed: int):
+    """(start, counts) chunks of ``n_boot`` bootstrap draws over ``n`` rows: how often each draw takes each row.
+
+    They depend only on (n, n_boot, seed), and every CI of a run uses one seed, so the draws are made once per
+    row count and kept, as bytes (up to ``_COUNTS_BUDGET``, the most recently used kept first): drawing them was
+    most of the evaluation stage's time (a CI per model, metric and segment, each over the same users). Each
+    chunk is those ``rng.multinomial`` draws as float64 (exact: small integers), so every sum is what it was."""
+    key = (n, n_boot, seed)
+    with _COUNTS_LOCK:
+        chunks = _COUNTS.get(key)
+        if chunks is not None:
+            _COUNTS.move_to_end(key)
+    if chunks is None:
+        rng = np.random.default_rng(seed)
+        drawn = [
+            rng.multinomial(n, np.full(n, 1.0 / n), size=min(_CHUNK, n_boot - start))
+            for start in range(0, n_boot, _CHUNK)
+        ]
+        if max(int(c.max()) for c in drawn) > 255:  # a row drawn over 255 times in one draw (tiny n): no bytes
+            chunks = drawn
+        else:
+            chunks = [c.astype(np.uint8) for c in drawn]
+            if n * n_boot <= _COUNTS_BUDGET:
+                with _COUNTS_LOCK:
+                    _COUNTS[key] = chunks
+                    while sum(k[0] * k[1] for k in _COUNTS) > _COUNTS_BUDGET:
+                        _COUNTS.popitem(last=False)
+    start = 0
+    for counts in chunks:
+        yield start, counts.astype(np.float64)
+        start += len(counts)
 
 
 def paired_bootstrap_ci(
