@@ -156,12 +156,14 @@ def run_cli(body: Callable[[], object]) -> int:
     """Run ``body``; the errors a user can cause end in one clear message and exit status 2 (Prefect's log of a
     failed task or flow keeps the message and drops the traceback for them)."""
     from data_checks import ValidationFailed
+    from flows.stop import stop_promptly
     from models.serving.bundle import BundleError
     from models.serving.model import RequestError
     from readers import InputError
     from tasks.store import WorkspaceBusy
 
     errors = (InputError, ValidationFailed, WorkspaceBusy, BundleError, RequestError, ConfigError)
+    stop_promptly()  # until a flow starts (Prefect's server starting, say) as well as inside each flow
     return guarded(body, errors, loggers=("prefect.flow_runs", "prefect.task_runs"))
 
 

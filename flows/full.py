@@ -27,12 +27,14 @@ from flows.params import FullParams
 from flows.prepare import prepare
 from flows.report import report
 from flows.results import Experiment
+from flows.stop import stop_promptly
 from flows.train import train
 
 
 @flow(name="reclab-experiment")
 def full(params: FullParams = FullParams()) -> Experiment:
     """Run the experiment end to end and return each stage's result."""
+    stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     with params.prepare.workspace_for(params.prepare.dataset()).lock("flow full"):  # the stages re-enter it
         # prepare: ingest, validate, split
         prepared = prepare(params.prepare)

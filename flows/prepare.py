@@ -18,6 +18,7 @@ from prefect import flow, runtime
 
 from flows.params import PrepareParams
 from flows.results import Prepared
+from flows.stop import stop_promptly
 from tasks.datacard import describe_data
 from tasks.ingest import build_canonical, count_tables, load_raw
 from tasks.runs import finish_run, record_inputs, record_outcome, start_run
@@ -38,6 +39,7 @@ def _record_failure(flow, flow_run, state) -> None:
 @flow(name="reclab-prepare", on_failure=[_record_failure])
 def prepare(params: PrepareParams = PrepareParams()) -> Prepared:
     """Ingest a dataset into DuckDB, validate it with Great Expectations, and split it reproducibly."""
+    stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     spec = params.dataset()
     workspace = params.workspace_for(spec)
     with workspace.lock("flow prepare"):  # one run at a time per workspace

@@ -19,6 +19,7 @@ from prefect import flow
 
 from flows.params import ReportParams
 from flows.results import Written
+from flows.stop import stop_promptly
 from tasks.report import latest_evaluated_run, write_report
 from tasks.store import DEFAULT_WORKSPACE, Workspace
 
@@ -26,6 +27,7 @@ from tasks.store import DEFAULT_WORKSPACE, Workspace
 @flow(name="reclab-report")
 def report(params: ReportParams = ReportParams()) -> Written:
     """Write the run's report files and publish its artifacts; return their paths."""
+    stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow report"):  # one run at a time per workspace
         run_id = params.run_id or latest_evaluated_run(workspace.db)

@@ -24,6 +24,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, runtime
 
 from flows.params import SearchParams
+from flows.stop import stop_promptly
 from models.tuning import best_of
 from tasks.search import lightfm_candidates, lightfm_trial, record_trials
 from tasks.store import DEFAULT_WORKSPACE, Workspace
@@ -32,6 +33,7 @@ from tasks.store import DEFAULT_WORKSPACE, Workspace
 @flow(name="reclab-lightfm-search")
 def search(params: SearchParams = SearchParams()) -> dict:
     """Run every trial on the task runner; record them; return them with the best."""
+    stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow lightfm-search"):  # one run at a time per workspace
         configs = lightfm_candidates(params.train, params.trials, params.seed)

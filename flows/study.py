@@ -28,6 +28,7 @@ from prefect.cache_policies import NONE
 
 from flows.full import full
 from flows.params import FullParams, StudyParams
+from flows.stop import stop_promptly
 from readers import InputError
 from tasks.report import latest_evaluated_run
 from tasks.store import DEFAULT_WORKSPACES, Workspace
@@ -63,6 +64,7 @@ def latest_outcome(params: FullParams) -> dict:
 @flow(name="reclab-study")
 def study(params: StudyParams = StudyParams()) -> dict:
     """Run the experiment on every dataset, then write the cross-dataset report."""
+    stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     experiments = {}
     for path in params.datasets():
         prepare = params.experiment.prepare.model_copy(update={"data": path, "workspace": None, "name": None})

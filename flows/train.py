@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, runtime
 
 from flows.params import TrainParams
 from flows.results import SplitResult, Trained
+from flows.stop import stop_promptly
 from models.registry import FUSION
 from tasks.erasure import erased_since_last_training
 from tasks.evaluate import evaluate_models, judge_run
@@ -33,6 +34,7 @@ from tasks.train import FitOutputsMissing, SplitOutputs, fit_split, record_fits
 @flow(name="reclab-train")
 def train(params: TrainParams = TrainParams()) -> Trained:
     """Train and evaluate every configured model on each split; results land in the eval_* tables."""
+    stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow train"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)

@@ -200,3 +200,67 @@ def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
     per_user.assign(num=0.0).to_parquet(summary["files"]["per_user"]["path"], index=False)
     with pytest.raises(FitOutputsMissing, match="per_user.parquet is missing or was altered"):
         SplitOutputs.load(summary)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_within_seconds_and_the_rerun_refits_nothing_already_fitted(tmp_path):
+    """SIGTERM (a timeout, a cancellation) while the LM trains beside the other fits: the run exits within 10 s
+    with no process of its own left (the trainer, Prefect's temporary server), and the same command again
+    restores the fits already made instead of refitting them."""
+    import json
+
+    import psutil
+    from builders import TINY_BERT
+
+    records = [
+        review(f"u{i // 10}", f"i{(i * 7) % 25}", 1 + (i * 3) % 5, ts=1_400_000_000 + i * 3600) for i in range(300)
+    ]
+    data = write_lines(tmp_path / "r.json", records)
+    # the LM's trainer made long (many epochs of a tiny encoder): it is still training when the signal comes
+    slow_lm = {"encoder_config": TINY_BERT, "max_length": 32, "max_epochs": 400, "patience": 400}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"train": {"train": {"lm_overrides": slow_lm}}}))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    command = [sys.executable, "-m", "flows.full", "--config", str(config), "--data", str(data)]
+    command += ["--workspace", str(tmp_path / "ws"), "--protocols", "random", "--no-data-docs", "--no-publish"]
+    command += ["--models", "global_mean", "bias_als", "lm_two_tower"]
+
+    def start_and_stop_once(ready: str) -> tuple[list[str], float, list]:
+        run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lines.extend, args=(iter(run.stdout.readline, ""),), daemon=True).start()
+        deadline = time.monotonic() + 400
+        while not any(ready in line for line in lines) and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.1)
+        assert any(ready in line for line in lines), "".join(lines)[-3000:]
+
+        def trainer_running() -> list:
+            children = psutil.Process(run.pid).children(recursive=True)
+            return children if any("models.lm.train" in " ".join(c.cmdline()) for c in children) else []
+
+        while not trainer_running() and time.monotonic() < deadline:  # it starts just after that line
+            time.sleep(0.1)
+        children = trainer_running()
+        assert children, "".join(lines)[-3000:]
+        start = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        try:
+            assert run.wait(timeout=30) == 128 + signal.SIGTERM
+        finally:
+            if run.poll() is None:
+                kill_with_children(run)
+        took = time.monotonic() - start
+        time.sleep(0.5)
+        return lines, took, [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+    lines, took, left = start_and_stop_once("random_s0: bias_als fitted in")
+    assert took < 10, f"{took:.1f} s to stop"
+    assert not left, f"left running: {[c.cmdline() for c in left]}"
+    assert any("SIGTERM received: stopping now" in line for line in lines)
+
+    lines, took, left = start_and_stop_once("random_s0: fitting lm_two_tower (3 of 3)")
+    assert took < 10 and not left
+    log = "".join(lines)
+    assert "random_s0: global_mean (1 of 3) restored from the fit store" in log
+    assert "random_s0: bias_als (2 of 3) restored from the fit store" in log
+    assert "fitting bias_als" not in log and "fitting global_mean" not in log  # nothing fitted twice

@@ -169,6 +169,14 @@ def train(config: LMConfig) -> dict:
         else None
     )
 
+    parent = os.getppid()
+
+    class ParentGone(Callback):  # the run that started this trainer is gone (killed): stop, do not train on
+        def on_train_batch_start(self, *args):
+            if os.getppid() != parent:
+                print("[lm] the run that started this trainer is gone: stopping", file=sys.stderr, flush=True)
+                os._exit(143)
+
     class FailAfter(Callback):
         def on_train_batch_end(self, trainer, *args):
             limit = int(os.environ.get(FAIL_AFTER_STEPS_ENV, "0"))
@@ -208,6 +216,7 @@ def train(config: LMConfig) -> dict:
             last,
             EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience, check_on_train_epoch_end=False),
             FailAfter(),
+            ParentGone(),
             ProgressLog(config.log_every_n_steps, total_steps, config.batch_size),
         ],
         val_check_interval=val_check,
