@@ -70,6 +70,12 @@ class Recommender:
     # whether fit_in_background starts another process (then models.experiment fits this model beside the rest)
     background: ClassVar[bool] = False
 
+    def too_costly(self, train: pd.DataFrame, items: pd.DataFrame | None = None) -> str | None:
+        """Why this model is not fitted on data this large, or None when it is. A model whose cost grows faster
+        than the data (a dense items x items matrix) says so before it starts, and a run skips it with this
+        reason, in its log and report, instead of running out of memory inside its library."""
+        return None
+
     def fit_in_background(
         self,
         train: pd.DataFrame,
@@ -261,6 +267,25 @@ class Recommender:
 
 
 SMALL_LOOKUP = 32
+
+
+def catalogue_size(train: pd.DataFrame, items: pd.DataFrame | None = None) -> int:
+    """The items a model indexes: those of the training fold and of the items table."""
+    known = set(train["item_id"].astype(str))
+    if items is not None and "item_id" in items:
+        known |= set(items["item_id"].astype(str))
+    return len(known)
+
+
+def dense_items_limit(name: str, n_items: int, limit: int, bytes_per_pair: int) -> str | None:
+    """The skip reason of a model holding ``bytes_per_pair`` bytes per (item, item) pair, past ``limit`` items."""
+    if n_items <= limit:
+        return None
+    gib = n_items**2 * bytes_per_pair / 2**30
+    return (
+        f"{name} skipped: {n_items:,} items, and its dense items x items matrices would take about {gib:,.0f} GiB "
+        f"(it runs up to {limit:,} items)"
+    )
 
 
 def positions(index: pd.Index, ids: Ids) -> np.ndarray:

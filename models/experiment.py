@@ -44,7 +44,8 @@ class SplitFit:
     reference is chosen, measured on the fit chosen there, before any refit; ``test_time``: "refit" or
     "history"; ``refit_seconds``: the refit's share of ``fit_seconds``); ``models``: the models scored on test
     by name, each knowing the training and validation interactions (the fusion holds the others as
-    components)."""
+    components). A model skipped as too costly for the data (``Recommender.too_costly``) has a fit record
+    with its reason in ``extras.skipped`` and nothing else."""
 
     protocol: str
     per_user: pd.DataFrame
@@ -211,14 +212,21 @@ def fit_split_models(
         if keys.get(name) is not None:
             store.keep(name, kept[name], keys[name])
 
-    # restore what the fit store holds; build the rest (the fusion after every other model)
+    # restore what the fit store holds; build the rest (the fusion after every other model); skip a model too
+    # costly for data this large (Recommender.too_costly)
     keys: dict[str, str | None] = {}
+    skipped: dict[str, str] = {}
     todo: dict[str, Recommender] = {}
     for name in order:
         if name == FUSION:
             continue
         context = BuildContext(protocol, Path(work_dir), eval_config.k, text_cache=text_cache)
         model = build_model(name, config, context)
+        reason = model.too_costly(data["train"], data["items"])
+        if reason is not None:  # its cost grows faster than the data: said, recorded, never half-run
+            LOG.warning(f"{split_id}: {reason}")
+            skipped[name] = reason
+            continue
         keys[name] = store.key(name, config) if store is not None else None
         restored = store.restore(name, model, keys[name], history) if keys[name] is not None else None
         if restored is None:
@@ -276,12 +284,18 @@ def fit_split_models(
         tuned = tune(model, data["train"], data["validation"], items=data["items"], users=data["users"])
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         evaluate(name, tuned, wall, cpu, peak_memory_gib())
+    fitted = [n for n in order if n in kept]
     return SplitFit(
         protocol,
-        pd.concat([kept[n].values for n in order], ignore_index=True),
-        [kept[n].fit for n in order],
-        {n: kept[n].scored for n in order},
+        pd.concat([kept[n].values for n in fitted], ignore_index=True),
+        [kept[n].fit if n in kept else _skipped_fit(n, skipped[n]) for n in order],
+        {n: kept[n].scored for n in fitted},
     )
+
+
+def _skipped_fit(name: str, reason: str) -> dict:
+    """The fit record of a model skipped as too costly: no values, its reason in ``extras.skipped``."""
+    return {"model": name, "params": {}, "fit_seconds": 0.0, "eval_seconds": 0.0, "extras": {"skipped": reason}}
 
 
 def _fits_in_background(model: Recommender) -> bool:

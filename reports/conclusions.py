@@ -570,8 +570,11 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
             f"{int((fits['model'] == model).sum())} splits (max_train_pairs; stratified by user, seeded)"
         )
         recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
-    reused, beside = {}, {}
+    reused, beside, skipped = {}, {}, {}
     for model, extra in zip(fits["model"], extras, strict=True):
+        if extra.get("skipped"):
+            skipped.setdefault(model, []).append(extra["skipped"])
+            continue
         reused[model] = reused.get(model, 0) + bool(extra.get("reused"))  # restored: seconds of its first fit
         if extra.get("overlapped_with") and not extra.get("reused"):
             beside.setdefault(model, []).append(len(extra["overlapped_with"]))
@@ -588,6 +591,9 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
         if n:
             note = f"restored from the fit store on {n} of {splits[model]} splits (seconds: its first fit's)"
             recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
+    for model, reasons in skipped.items():
+        note = f"{reasons[-1]}, on {len(reasons)} of {splits[model]} splits"
+        recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
     traditional = mean.loc[mean.index.isin(registry.TRADITIONAL), "fit_seconds"].sum()
     order = [m for m in registry.REGISTRY if m in mean.index] + [m for m in mean.index if m not in registry.REGISTRY]
     mean = mean.reindex(order)

@@ -224,3 +224,25 @@ def test_the_sequential_models_are_fitted_on_their_protocols_only():
     assert run_models(config, "kfold") == ("popularity", "ease", "fusion")
     wider = config.model_copy(update={"sequential_protocols": ("temporal", "kfold")})
     assert run_models(wider, "kfold") == ("popularity", "ease", "sasrec", "bert4rec", "fusion")
+
+
+def test_a_model_too_costly_for_the_catalogue_is_skipped_with_its_reason_and_the_rest_run(split, tmp_path, caplog):
+    from models.recommenders.field import EASE
+
+    assert EASE().too_costly(split["train"], split["items"]) is None  # 40 items: far below its limit
+    EASE.MAX_ITEMS = 10
+    try:
+        reason = EASE().too_costly(split["train"], split["items"])
+        with caplog.at_level(logging.WARNING, logger="reclab.experiment"):
+            out = run(split, FIRST, tmp_path)
+    finally:
+        EASE.MAX_ITEMS = 15_000
+    # 40 items: 40² pairs x 28 bytes
+    assert reason == (
+        "ease skipped: 40 items, and its dense items x items matrices would take about 0 GiB (it runs up to 10 items)"
+    )
+    assert any(reason in r.getMessage() for r in caplog.records)
+    ease = next(f for f in out.fits if f["model"] == "ease")
+    assert ease["extras"] == {"skipped": reason} and [f["model"] for f in out.fits] == list(FIRST)
+    assert "ease" not in set(out.per_user["model"]) and "ease" not in out.models
+    assert {"global_mean", "bias_als", "fusion"} <= set(out.per_user["model"])  # the others, the fusion too

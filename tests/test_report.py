@@ -459,6 +459,17 @@ def test_the_cost_section_names_a_budgeted_model_and_how_many_pairs_it_trained_o
     assert "budgeted" not in report(fits=fits).split("## Cost")[1].split("\n## ")[0]
 
 
+def test_the_cost_section_names_a_skipped_model_and_why():
+    fits = fits_rows()
+    reason = "ease skipped: 155,872 items, and its dense items x items matrices would take about 634 GiB"
+    skipped = pd.DataFrame(
+        [("random_s0", "ease", "{}", 0.0, 0.0, json.dumps({"skipped": reason}))], columns=fits.columns
+    )
+    cost = report(fits=pd.concat([fits, skipped], ignore_index=True)).split("## Cost")[1].split("\n## ")[0]
+    row = next(line for line in cost.splitlines() if line.startswith("| ease"))
+    assert f"{reason}, on 1 of 1 splits" in row
+
+
 def test_a_run_without_families_asks_to_be_judged_again():
     old = differences().drop(columns=["family"])
     assert "re-run `python -m flows.train`" in report(old)

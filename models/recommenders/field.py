@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.base import Ids, Recommender, rows_at
+from models.base import Ids, Recommender, catalogue_size, dense_items_limit, rows_at
 from models.recommenders.baselines import biased_factor_predictions
 from models.tuning import SearchSpace
 
@@ -89,6 +89,12 @@ class EASE(_CornacRanker):
 
     def search_space(self) -> SearchSpace:
         return SearchSpace(grid={"lamb": self.LAMBDAS})
+
+    # B (float32) here and, inside Cornac, the Gram matrix, its inverse and B in float64: 28 bytes per item pair
+    MAX_ITEMS = 15_000
+
+    def too_costly(self, train, items=None) -> str | None:
+        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 28)
 
     def fit(self, train, validation=None, *, items=None, users=None) -> EASE:
         import cornac
@@ -379,6 +385,12 @@ class SurpriseKNNBaseline(_SurpriseRater):
 
     def search_space(self) -> SearchSpace:
         return SearchSpace(grid={"k": self.NEIGHBOURS})
+
+    # item-item similarities, Surprise's and the exported copy, float64: 16 bytes per item pair
+    MAX_ITEMS = 15_000
+
+    def too_costly(self, train, items=None) -> str | None:
+        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 16)
 
     def fit(self, train, validation=None, *, items=None, users=None) -> SurpriseKNNBaseline:
         from surprise import KNNBaseline
