@@ -561,13 +561,13 @@ def cost_rows(fits: pd.DataFrame) -> pd.DataFrame:
             metrics = json_field(params).get("metrics_") or {}
             if metrics.get("recipe"):
                 recipes.setdefault(model, metrics["recipe"])
-            if metrics.get("train_pairs_trained", 0) < metrics.get("train_pairs", 0):
-                budgeted.setdefault(model, []).append((metrics["train_pairs_trained"], metrics["train_pairs"]))
+            if metrics.get("budget"):  # {"trained", "of", "unit", "setting"}: a model that trained on a share
+                budgeted.setdefault(model, []).append(metrics["budget"])
     for model, cuts in budgeted.items():
-        trained, total = ([c[n] for c in cuts] for n in (0, 1))
+        trained, total = [c["trained"] for c in cuts], [c["of"] for c in cuts]
         note = (
-            f"budgeted: trained on {_span(trained)} of {_span(total)} training pairs per epoch on {len(cuts)} of "
-            f"{int((fits['model'] == model).sum())} splits (max_train_pairs; stratified by user, seeded)"
+            f"budgeted: trained on {_span(trained)} of {_span(total)} {cuts[0]['unit']} on {len(cuts)} of "
+            f"{int((fits['model'] == model).sum())} splits ({cuts[0]['setting']}; stratified by user, seeded)"
         )
         recipes[model] = f"{recipes[model]}; {note}" if model in recipes else note
     reused, beside, skipped = {}, {}, {}

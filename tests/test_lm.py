@@ -599,6 +599,12 @@ def test_the_trainer_under_a_pair_budget_says_how_many_pairs_it_trained_on(tmp_p
     metrics = json.loads((out / "metrics.json").read_text())
     train = pd.read_parquet(tmp_path / "data" / "train.parquet")
     assert metrics["train_pairs"] == len(train) > 20 and metrics["train_pairs_trained"] == 20
+    assert metrics["budget"] == {
+        "trained": 20,
+        "of": len(train),
+        "unit": "training pairs per epoch",
+        "setting": "max_train_pairs",
+    }
     assert metrics["global_step"] == 3  # 20 pairs in batches of 8
     assert f"training on 20 of {len(train)} training pairs per epoch" in run.stderr
     oof = pd.read_parquet(out / "predictions_train_oof.parquet")

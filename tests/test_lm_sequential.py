@@ -250,3 +250,22 @@ def test_without_reviews_item_text_is_the_metadata_alone():
         same = np.array_equal(one.score(one.user_ids), other.score(other.user_ids))
         assert same != moves
     assert LMSequential(None, OVERRIDES).reviews is True
+
+
+def test_a_window_budget_trains_on_a_share_of_the_windows_and_says_so():
+    """Under ``max_windows`` it trains on that many windows (one per user at least) and its metrics say so; a
+    budget above the windows binds nothing: the same fit as without one."""
+    log, items = with_text(toy_log(60))
+    whole = LMSequential(None, OVERRIDES, **SMALL, max_windows=None).fit(log, items=items)
+    windows = whole.metrics_["windows"]
+    assert "budget" not in whole.metrics_
+    cut = LMSequential(None, OVERRIDES, **SMALL, max_windows=windows // 2).fit(log, items=items)
+    assert cut.metrics_["budget"] == {
+        "trained": windows // 2,
+        "of": windows,
+        "unit": "windows per epoch",
+        "setting": "max_windows",
+    }
+    loose = LMSequential(None, OVERRIDES, **SMALL, max_windows=windows + 1).fit(log, items=items)
+    assert "budget" not in loose.metrics_
+    np.testing.assert_array_equal(loose.score(["u0", "u1"]), whole.score(["u0", "u1"]))

@@ -449,12 +449,13 @@ def test_the_cost_section_names_the_lms_fine_tuning_recipe():
 
 def test_the_cost_section_names_a_budgeted_model_and_how_many_pairs_it_trained_on():
     fits = fits_rows()
-    metrics = {"recipe": "top layer", "train_pairs": 1_270_000, "train_pairs_trained": 100_000}
+    budget = {"trained": 100_000, "of": 1_270_000, "unit": "training pairs per epoch", "setting": "max_train_pairs"}
+    metrics = {"recipe": "top layer", "budget": budget}
     fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": metrics})
     cost = report(fits=fits).split("## Cost")[1].split("\n## ")[0]
     lm_row = next(line for line in cost.splitlines() if line.startswith("| lm_two_tower"))
     assert "budgeted: trained on 100,000 of 1,270,000 training pairs per epoch on 1 of 1 splits" in lm_row
-    unbudgeted = {"recipe": "top layer", "train_pairs": 9_000, "train_pairs_trained": 9_000}
+    unbudgeted = {"recipe": "top layer"}
     fits.loc[fits["model"] == "lm_two_tower", "params"] = json.dumps({"metrics_": unbudgeted})
     assert "budgeted" not in report(fits=fits).split("## Cost")[1].split("\n## ")[0]
 

@@ -54,6 +54,10 @@ from models.tuning import SearchSpace
 
 LOG = logging.getLogger("reclab.lm_sequential")  # forwarded to the Prefect run's log inside a flow
 POPULARITY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+# The most training windows an epoch trains on (seeded, stratified by user: models.lm.data.budget_rows), so that
+# its cost stops growing with the data: the default dataset has about 1,400 windows and MovieLens latest-small
+# about 5,000 (both far below); a million ratings about 80,000. None: every window.
+MAX_WINDOWS = 20_000
 # the space the tuner draws ``trials`` random configurations from, besides the model as built
 SEARCH_SPACE = {
     "epochs": (30, 60, 100),
@@ -93,6 +97,7 @@ class LMSequential(Sequences, Recommender):
     epochs, batch_size, learning_rate : training (Adam).
     full_softmax_items, negatives : the loss's candidates (see the module's docstring).
     rating_pairs : the most training pairs (seeded sample) the rating readout is fitted on.
+    max_windows : the most training windows an epoch trains on (:data:`MAX_WINDOWS`; None: all).
     trials : random configurations of :data:`SEARCH_SPACE` tried on validation besides this one (each a fit).
     cold_validation : judge on items without training interactions (the cold-item protocol).
     text_cache : the workspace's per-text cache folder (None: nothing kept between fits).
@@ -143,6 +148,7 @@ class LMSequential(Sequences, Recommender):
         full_softmax_items: int = 20_000,
         negatives: int = 2048,
         rating_pairs: int = 200_000,
+        max_windows: int | None = MAX_WINDOWS,
         trials: int = 0,
         cold_validation: bool = False,
         text_cache=None,
@@ -166,6 +172,7 @@ class LMSequential(Sequences, Recommender):
         self.full_softmax_items = full_softmax_items
         self.negatives = negatives
         self.rating_pairs = rating_pairs
+        self.max_windows = max_windows
         self.trials = trials
         self.cold_validation = cold_validation
         self.text_cache = text_cache
@@ -197,7 +204,7 @@ class LMSequential(Sequences, Recommender):
         frame = self._sequences(train)
         self._has_id = (self.item_counts > 0).astype(np.float32)
         self._user_stats, self._item_stats = _rating_stats(frame, len(self.user_ids), len(self.item_ids))
-        self._readout = {}
+        self._readout, self._budget = {}, None
         self.metrics_ = {}
         if not self._ordered:
             LOG.warning(f"{self.name}: the interactions have no timestamps, so no order to learn: it ranks nothing")
@@ -231,6 +238,7 @@ class LMSequential(Sequences, Recommender):
             "parameters": int(sum(p.numel() for p in network.parameters())),
             **counts,
             "windows": len(windows[0]),
+            **({"budget": {**self._budget, "setting": "max_windows"}} if self._budget else {}),
             **{
                 f"readout_{key}": round(float(self._readout[key]), 4)
                 for key in ("stats_val_mse", "vector_val_mse")
@@ -318,7 +326,13 @@ class LMSequential(Sequences, Recommender):
         catalogue) through the items' fold-f profiles, which hold no review of that user."""
         import torch
 
-        inputs, target_items, owners = (torch.from_numpy(a) for a in windows[:3])
+        from models.lm.data import budget_rows
+
+        kept = budget_rows(windows[2], self.max_windows, int(config.seed))  # None: the budget does not bind
+        inputs, target_items, owners = (torch.from_numpy(a if kept is None else a[kept]) for a in windows[:3])
+        if kept is not None:
+            self._budget = {"trained": len(kept), "of": len(windows[2]), "unit": "windows per epoch"}
+            LOG.info(f"{self.name}: training on {len(kept):,} of {len(windows[2]):,} windows (max_windows, by user)")
         if len(inputs) == 0:
             return [float("nan")]
         by_fold = torch.from_numpy(texts.folds)
