@@ -72,7 +72,9 @@ def review_terms(
     text_cols = [c for c in ("summary", "review_text") if c in train.columns]
     if not text_cols or len(train) == 0:
         return {}
-    text = train[text_cols].fillna("").astype(str).agg(" ".join, axis=1)
+    text = train[text_cols[0]].fillna("").astype(str)  # the columns joined by a space, as " ".join does
+    for column in text_cols[1:]:
+        text = text + " " + train[column].fillna("").astype(str)
     docs = text.groupby(train[key].astype(str)).agg(" ".join)
     docs = docs[docs.str.strip().str.len() > 0]
     if docs.empty:
