@@ -73,3 +73,22 @@ def test_biased_mf_learns_taste_beyond_biases():
 def test_top_k_orders_best_first_and_breaks_ties_by_index():
     scores = np.array([[0.1, 0.9, 0.5, 0.9], [3.0, 1.0, 2.0, 0.0]])
     assert top_k(scores, 3).tolist() == [[1, 3, 2], [0, 2, 1]]
+
+
+def test_review_terms_by_hand_a_missing_summary_adds_no_word():
+    import pandas as pd
+
+    from models.recommenders.features import review_terms
+
+    train = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "summary": ["Red strap", None, "red"],
+            "review_text": ["red red", "blue strap", "blue"],
+        }
+    )
+    terms = review_terms(train)
+    # every word is in two of the three documents (min_df 2); a says red three times, strap once
+    assert terms["a"][0] == "review:red" and set(terms["a"]) == {"review:red", "review:strap"}
+    assert set(terms["b"]) == {"review:blue", "review:strap"} and set(terms["c"]) == {"review:red", "review:blue"}
+    assert review_terms(train.drop(columns=["summary", "review_text"])) == {}
