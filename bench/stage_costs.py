@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = args.stages or [*DATA_STAGES, *args.models, "statistics"]
     out = ROOT / "bench" / "results" / "stage_costs.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     stored = json.loads(out.read_text()) if out.exists() else {}
     for factor in args.factors:
         work = args.work / f"x{factor}"

@@ -139,3 +139,40 @@ def test_verdict_change_reads_the_primary_rows_and_says_why_a_unit_is_not_judged
     withheld = verdict_change._cell(rows[("random_s0", "ranking", "lm_two_tower")], True)
     assert withheld == "ease -0.0300: not judged (text_twins)"
     assert verdict_change._cell(None, False) == "—"
+
+
+def test_synth_enlarges_a_movielens_folder_keeping_each_users_and_items_counts(tmp_path):
+    import pandas as pd
+
+    synth = _script("synth")
+    source = tmp_path / "ml"
+    source.mkdir()
+    ratings = pd.DataFrame(
+        {"userId": [1, 1, 2], "movieId": [10, 20, 10], "rating": [4.0, 3.5, 5.0], "timestamp": [100, 200, 300]}
+    )
+    ratings.to_csv(source / "ratings.csv", index=False)
+    pd.DataFrame({"movieId": [10, 20], "title": ["A (1999)", "B (2001)"], "genres": ["Drama", "Comedy"]}).to_csv(
+        source / "movies.csv", index=False
+    )
+    counts = synth.enlarge_movielens(source, tmp_path / "x3", 3)
+    assert counts == {"interactions": 9, "users": 6, "items": 6}
+    out = pd.read_csv(tmp_path / "x3" / "ratings.csv")
+    assert sorted(out["userId"].unique()) == [3, 4, 5, 6, 7, 8]  # u * 3 + k
+    assert out.groupby("userId").size().to_dict() == {3: 2, 4: 2, 5: 2, 6: 1, 7: 1, 8: 1}  # each copy as many
+    assert sorted(out["rating"]) == sorted(list(ratings["rating"]) * 3)
+    assert not out.duplicated(["userId", "movieId"]).any()
+    assert out.groupby("movieId").size().sum() == 9 and set(out["movieId"]) <= {30, 31, 32, 60, 61, 62}
+    assert (out["timestamp"] - 200).abs().max() <= 100 + 86_400  # a jitter of at most a day
+    movies = pd.read_csv(tmp_path / "x3" / "movies.csv")
+    assert list(movies["movieId"]) == [30, 31, 32, 60, 61, 62] and list(movies["title"][:3]) == ["A (1999)"] * 3
+
+
+def test_stage_costs_table_gives_each_sizes_time_over_the_previous():
+    costs = _script("stage_costs")
+    stored = {
+        "1": {"ingest": {"seconds": 2.0, "peak_rss_mib": 300}},
+        "4": {"ingest": {"seconds": 8.0, "peak_rss_mib": 400}},
+    }
+    lines = costs.table(stored, [1, 4], ["ingest", "statistics"]).splitlines()
+    assert lines[1].split() == ["ingest", "2.0", "300", "8.0", "400", "4.00"]  # linear: 4x the data, 4x the time
+    assert lines[2].split() == ["statistics", "-", "-", "-", "-", "-"]
