@@ -106,6 +106,11 @@ def stage(name: str, data_dir: Path, work: Path) -> dict:
         fitted = fit_split_models(data, protocol, SPLIT, config, EvalConfig(), work / "runs")
         fit = fitted.fits[0]
         out["load_s"] = loaded - start
+        if fit["extras"].get("skipped"):  # too costly for data this large: its reason, no values
+            out["skipped"] = fit["extras"]["skipped"]
+            out["seconds"] = time.perf_counter() - loaded
+            out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            return out
         out["fit_s"], out["eval_s"] = fit["fit_seconds"], fit["eval_seconds"]
         out["training"] = len(data["train"])
         (work / "per_user").mkdir(exist_ok=True)
@@ -165,10 +170,12 @@ def table(stored: dict, factors: list[int], stages: list[str]) -> str:
     for name in stages:
         cells = [stored.get(str(f), {}).get(name) for f in factors]
         line = f"{name:<14}" + "".join(
-            f"{c['seconds']:>10.1f}{c['peak_rss_mib']:>7.0f}" if c else f"{'-':>10}{'-':>7}" for c in cells
+            f"{c['seconds']:>10.1f}{c['peak_rss_mib']:>7.0f}" if c and not c.get("skipped") else f"{'-':>10}{'-':>7}"
+            for c in cells
         )
         for a, b in zip(cells, cells[1:], strict=False):
-            line += f"{b['seconds'] / max(a['seconds'], 1e-3):>10.2f}" if a and b else f"{'-':>10}"
+            both = a and b and not a.get("skipped") and not b.get("skipped")
+            line += f"{b['seconds'] / max(a['seconds'], 1e-3):>10.2f}" if both else f"{'-':>10}"
         rows.append(line)
     return "\n".join(rows)
 

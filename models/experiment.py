@@ -24,7 +24,7 @@ import pandas as pd
 
 from models.base import Recommender
 from models.evaluation import EvalConfig
-from models.evaluation.harness import known_before_test, per_user_values, validation_summary
+from models.evaluation.harness import PER_USER_COLUMNS, known_before_test, per_user_values, validation_summary
 from models.progress import duration
 from models.recommenders.features import item_vectors, metadata_tokens, review_terms
 from models.registry import FUSION, BuildContext, TrainConfig, build_model, encoder_variants, run_models, spec_of
@@ -285,9 +285,10 @@ def fit_split_models(
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         evaluate(name, tuned, wall, cpu, peak_memory_gib())
     fitted = [n for n in order if n in kept]
+    values = [kept[n].values for n in fitted]
     return SplitFit(
         protocol,
-        pd.concat([kept[n].values for n in fitted], ignore_index=True),
+        pd.concat(values, ignore_index=True) if values else pd.DataFrame(columns=PER_USER_COLUMNS),
         [kept[n].fit if n in kept else _skipped_fit(n, skipped[n]) for n in order],
         {n: kept[n].scored for n in fitted},
     )

@@ -236,8 +236,8 @@ def test_a_model_too_costly_for_the_catalogue_is_skipped_with_its_reason_and_the
         with caplog.at_level(logging.WARNING, logger="reclab.experiment"):
             out = run(split, FIRST, tmp_path)
     finally:
-        EASE.MAX_ITEMS = 15_000
-    # 40 items: 40² pairs x 28 bytes
+        EASE.MAX_ITEMS = 12_000
+    # 40 items: 40² pairs x 58 bytes
     assert reason == (
         "ease skipped: 40 items, and its dense items x items matrices would take about 0 GiB (it runs up to 10 items)"
     )

@@ -55,8 +55,8 @@ from models.tuning import SearchSpace
 LOG = logging.getLogger("reclab.lm_sequential")  # forwarded to the Prefect run's log inside a flow
 POPULARITY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 # The most training windows an epoch trains on (seeded, stratified by user: models.lm.data.budget_rows), so that
-# its cost stops growing with the data: the default dataset has about 1,400 windows and MovieLens latest-small
-# about 5,000 (both far below); a million ratings about 80,000. None: every window.
+# its cost stops growing with the data: the default dataset has about 1,430 windows and MovieLens latest-small
+# about 5,600 (both far below); a million ratings of the same statistics about 80,000. None: every window.
 MAX_WINDOWS = 20_000
 # the space the tuner draws ``trials`` random configurations from, besides the model as built
 SEARCH_SPACE = {

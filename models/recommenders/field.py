@@ -90,11 +90,13 @@ class EASE(_CornacRanker):
     def search_space(self) -> SearchSpace:
         return SearchSpace(grid={"lamb": self.LAMBDAS})
 
-    # B (float32) here and, inside Cornac, the Gram matrix, its inverse and B in float64: 28 bytes per item pair
-    MAX_ITEMS = 15_000
+    # B (float32) here and, inside Cornac, the Gram matrix, its inverse and B in float64: 58 bytes per item pair
+    # at the peak, measured (5.5 GiB and 276 s for the 4-value search at MovieLens latest-small's 9,742 items:
+    # python bench/stage_costs.py); the time grows with the cube of the items, so 12,000 is about 9 minutes
+    MAX_ITEMS = 12_000
 
     def too_costly(self, train, items=None) -> str | None:
-        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 28)
+        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 58)
 
     def fit(self, train, validation=None, *, items=None, users=None) -> EASE:
         import cornac
@@ -386,11 +388,12 @@ class SurpriseKNNBaseline(_SurpriseRater):
     def search_space(self) -> SearchSpace:
         return SearchSpace(grid={"k": self.NEIGHBOURS})
 
-    # item-item similarities, Surprise's and the exported copy, float64: 16 bytes per item pair
-    MAX_ITEMS = 15_000
+    # Surprise's pearson_baseline keeps four items x items arrays besides the similarities (float64), and the
+    # export a copy: about 56 bytes per item pair (an estimate from its code, not measured)
+    MAX_ITEMS = 12_000
 
     def too_costly(self, train, items=None) -> str | None:
-        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 16)
+        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 56)
 
     def fit(self, train, validation=None, *, items=None, users=None) -> SurpriseKNNBaseline:
         from surprise import KNNBaseline
