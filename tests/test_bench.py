@@ -176,3 +176,41 @@ def test_stage_costs_table_gives_each_sizes_time_over_the_previous():
     lines = costs.table(stored, [1, 4], ["ingest", "statistics"]).splitlines()
     assert lines[1].split() == ["ingest", "2.0", "300", "8.0", "400", "4.00"]  # linear: 4x the data, 4x the time
     assert lines[2].split() == ["statistics", "-", "-", "-", "-", "-"]
+
+
+def test_paired_reads_one_runs_values_and_can_take_the_references_from_another(tmp_path, capsys):
+    import json
+
+    import duckdb
+    import pandas as pd
+
+    paired = _script("paired")
+    users = [f"u{n}" for n in range(30)]
+    rows = []
+    for run, shift in (("run-old", 0.5), ("run-new", 0.0)):  # the old run's values would move every mean
+        for model, base in (("a", 0.4), ("b", 0.3)):
+            for n, user in enumerate(users):
+                rows.append((run, "temporal_s0", model, "ndcg", 10, user, "all", "all", base + shift + n / 1000, 1.0))
+    frame = pd.DataFrame(
+        rows,
+        columns=["run_id", "split_id", "model", "metric", "k", "user_id", "user_segment", "item_segment", "num", "den"],
+    )
+    with duckdb.connect(str(tmp_path / "reclab.duckdb")) as con:
+        con.register("frame_view", frame)
+        con.execute("CREATE TABLE eval_per_user AS SELECT * FROM frame_view")
+        con.execute("CREATE TABLE eval_results AS SELECT DISTINCT run_id FROM frame_view")
+        con.execute(
+            "CREATE TABLE runs AS SELECT * FROM (VALUES ('run-old', TIMESTAMP '2026-01-01'), "
+            "('run-new', TIMESTAMP '2026-02-01')) t(run_id, started_at)"
+        )
+    out = tmp_path / "p.json"
+    paired.main(["--workspace", str(tmp_path), "--unit", "temporal_s0", "--pair", "a", "b", "--json", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["n_users"] == 30 and abs(row["value"] - 0.4145) < 1e-9 and abs(row["diff"] - 0.1) < 1e-9  # run-new only
+    paired.main(
+        ["--workspace", str(tmp_path), "--unit", "temporal_s0", "--pair", "a", "a", "--run", "run-new"]
+        + ["--reference-run", "run-old", "--json", str(out)]
+    )
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["reference"] == "a@run-old" and abs(row["diff"] + 0.5) < 1e-9  # the same model, the other run
+    assert "run run-new" in capsys.readouterr().out
