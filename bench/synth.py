@@ -95,11 +95,14 @@ def enlarge_movielens(folder: Path, out: Path, factor: int, seed: int = 0) -> di
     ]
     out.mkdir(parents=True, exist_ok=True)
     enlarged = pd.concat(copies, ignore_index=True)
-    enlarged.to_csv(out / "ratings.csv", index=False)
     catalogue = pd.concat(
         [movies.assign(movieId=movies["movieId"] * factor + c) for c in range(factor)], ignore_index=True
     )
-    catalogue.sort_values("movieId").to_csv(out / "movies.csv", index=False)
+    # each file written aside and renamed: a stopped run leaves none half written (ratings.csv last: its
+    # presence says the folder is complete)
+    for name, frame in (("movies.csv", catalogue.sort_values("movieId")), ("ratings.csv", enlarged)):
+        frame.to_csv(out / f".{name}.partial", index=False)
+        (out / f".{name}.partial").rename(out / name)
     return {"interactions": len(enlarged), "users": len(users) * factor, "items": len(catalogue)}
 
 
