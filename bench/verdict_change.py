@@ -56,7 +56,7 @@ def before_rows(old, per_user, fits, config) -> dict[tuple[str, str, str], dict]
         silent = {f["model"] for f in here if old.ranks_nothing(f.get("extras"))}
         pairs = old.comparisons(
             aggregate(values, config),
-            traditional=registry.CONTENDERS,
+            reference_candidates=registry.REFERENCE_CANDIDATES,
             fusion=registry.FUSION,
             components=fusion_components(here),
             no_ranking=silent,

@@ -348,8 +348,12 @@ ABLATIONS: dict[str, str] = {name: spec.ablation_of for name, spec in REGISTRY.i
 ABLATED: dict[str, str] = {
     name: spec.ablates or "the ablated part" for name, spec in REGISTRY.items() if spec.ablation_of
 }
-# the traditional models a language model or the fusion is compared with ("the best traditional model")
-CONTENDERS: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
+# the traditional models the reference ("the best traditional model") is chosen among, on validation: every
+# traditional model but the floors
+REFERENCE_CANDIDATES: tuple[str, ...] = tuple(name for name in TRADITIONAL if not REGISTRY[name].floor)
+# the contenders the primary family judges against the reference: the fusion, then each language model that is
+# not an ablation (an ablation is judged against the model it ablates instead: ABLATIONS)
+CONTENDERS: tuple[str, ...] = (FUSION, *(name for name in LANGUAGE if name not in ABLATIONS))
 
 
 # LM variants, one per further encoder (TrainConfig.lm_encoders): "lm_two_tower@<encoder's short name>"

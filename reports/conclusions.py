@@ -36,11 +36,9 @@ from models.evaluation.comparisons import (
 
 LM = registry.LANGUAGE[0] if registry.LANGUAGE else None  # the fine-tuned transformer
 FUSION = registry.FUSION
-# the primary family's contenders and their names in the sentences: the fusion, then each language model that
-# is not an ablation (the fine-tuned LM, the sequential LM)
-CONTENDERS = (
-    (FUSION, "the fusion"),
-    *((m, registry.REGISTRY[m].label or m) for m in registry.LANGUAGE if m not in registry.ABLATIONS),
+# the primary family's contenders (registry.CONTENDERS) and their names in the sentences
+CONTENDER_NAMES: tuple[tuple[str, str], ...] = tuple(
+    (m, "the fusion" if m == FUSION else registry.REGISTRY[m].label or m) for m in registry.CONTENDERS
 )
 TASKS = tuple(PRIMARY_METRIC.items())  # (task, the metric that answers it)
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
@@ -267,7 +265,7 @@ def task_sentences(diffs: pd.DataFrame) -> list[str]:
     rows = primary(diffs)
     lines = []
     for task, metric in TASKS:
-        for model, words in CONTENDERS:
+        for model, words in CONTENDER_NAMES:
             here = rows[(rows["model"] == model) & (rows["metric"] == metric)].sort_values("split_id")
             if here.empty:
                 continue
@@ -288,7 +286,7 @@ def bottom_line(diffs: pd.DataFrame) -> str:
     if rows.empty:
         return "Bottom line: no primary comparison was made (the LM and the fusion were not both trained against a reference)."
     parts = []
-    for model, words in CONTENDERS:
+    for model, words in CONTENDER_NAMES:
         here = rows[rows["model"] == model]
         judged = here[~here["verdict"].isin([NOT_JUDGED, TOO_FEW])]
         if judged.empty:

@@ -51,7 +51,7 @@ from models.evaluation.inference import (
 from models.evaluation.stats import holm
 from models.registry import FUSION, LANGUAGE, REGISTRY
 from reports.conclusions import (
-    CONTENDERS,
+    CONTENDER_NAMES,
     json_field,
     metric_label,
     percent,
@@ -253,7 +253,7 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
             f"of {m['judged']} judged datasets on {m['protocol']} {m['task']} (partial conjunction, Fisher, α/M)."
         )
     for task, metric in PRIMARY_METRIC.items():
-        for model, words in CONTENDERS:
+        for model, words in CONTENDER_NAMES:
             here = rows[(rows["model"] == model) & (rows["metric"] == metric)]
             if here.empty:
                 continue
@@ -289,8 +289,8 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
 def _name(model: str) -> str:
     if " vs " in model:  # an ablation: a language model against its ablation (the frozen encoder, the id twin)
         ablated, ablation = model.split(" vs ")
-        return f"{dict(CONTENDERS).get(ablated, ablated)} against {ablation}"
-    return dict(CONTENDERS).get(model, model)
+        return f"{dict(CONTENDER_NAMES).get(ablated, ablated)} against {ablation}"
+    return dict(CONTENDER_NAMES).get(model, model)
 
 
 def _against(model: str) -> str:

@@ -24,9 +24,6 @@ from tasks.logs import forward_to_run_logger
 from tasks.store import connect, ensure, replace_run_rows
 
 log = logging.getLogger(__name__)
-# what the primary family judges against the reference (an ablation, the frozen encoder, is judged against the
-# model it ablates instead: registry.ABLATIONS)
-CONTENDERS = (*(m for m in registry.LANGUAGE if m not in registry.ABLATIONS), registry.FUSION)
 
 
 def fusion_components(fits: list[dict]) -> dict[str, list[str]]:
@@ -98,8 +95,8 @@ def judge_evaluations(
         rows = unit_differences(
             values,
             unit_fits,
-            traditional=registry.CONTENDERS,
-            contenders=CONTENDERS,
+            reference_candidates=registry.REFERENCE_CANDIDATES,
+            contenders=registry.CONTENDERS,
             fusion=registry.FUSION,
             components=fusion_components(unit_fits),
             k=config.k,

@@ -178,7 +178,7 @@ def test_the_reference_is_chosen_on_validation_never_on_test():
     out = unit_differences(
         _unit(values, ranking),
         fits,
-        traditional=("svd", "biased_mf", "ease", "popularity"),
+        reference_candidates=("svd", "biased_mf", "ease", "popularity"),
         contenders=("lm", "fusion"),
         fusion="fusion",
         components={"rating": ["svd", "biased_mf", "lm"], "ranking": ["ease", "lm"]},

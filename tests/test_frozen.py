@@ -64,8 +64,7 @@ def test_the_text_cache_spares_a_second_fit_every_forward_pass(tmp_path):
 
 def test_registered_as_the_lms_ablation_and_judged_against_it():
     from models.evaluation.comparisons import ABLATION, comparisons
-    from models.registry import ABLATIONS, LANGUAGE, REGISTRY, fusion_candidates
-    from tasks.evaluate import CONTENDERS
+    from models.registry import ABLATIONS, CONTENDERS, LANGUAGE, REGISTRY, fusion_candidates
 
     assert ABLATIONS["text_frozen"] == "lm_two_tower" and "text_frozen" in LANGUAGE
     assert "text_frozen" not in CONTENDERS and "lm_two_tower" in CONTENDERS  # judged against the LM instead

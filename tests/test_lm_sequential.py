@@ -144,8 +144,15 @@ def test_no_item_profile_a_window_reads_holds_its_users_review():
 def test_registered_beside_its_twin_among_the_defaults():
     """lm_sequential is a contender of the language family (the fusion may blend its ranking), its id-only twin
     its ablation (judged against it, a primary question: "what text adds to a sequence model"); both default."""
-    from models.registry import ABLATIONS, DEFAULT_MODELS, LANGUAGE, REGISTRY, TrainConfig, fusion_candidates
-    from tasks.evaluate import CONTENDERS
+    from models.registry import (
+        ABLATIONS,
+        CONTENDERS,
+        DEFAULT_MODELS,
+        LANGUAGE,
+        REGISTRY,
+        TrainConfig,
+        fusion_candidates,
+    )
 
     assert ABLATIONS["lm_sequential_ids"] == "lm_sequential" and "lm_sequential" in LANGUAGE
     assert "lm_sequential" in CONTENDERS and "lm_sequential_ids" not in CONTENDERS

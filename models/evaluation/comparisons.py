@@ -313,7 +313,7 @@ def unit_differences(
     per_user: pd.DataFrame,
     fits: list[dict],
     *,
-    traditional,
+    reference_candidates,
     contenders,
     fusion: str | None,
     components: dict[str, list[str]],
@@ -326,7 +326,8 @@ def unit_differences(
     """One unit's paired differences (measured columns, the reference's columns and the family), from its
     per-user values (pooled, :func:`pool_folds`) and its fit records (validation values, which models rank).
 
-    ``traditional``: the reference's candidates; ``contenders``: the models the primary family judges
+    ``reference_candidates``: the models the reference is chosen among (the traditional ones but the floors);
+    ``contenders``: the models the primary family judges
     against the reference; ``ablations`` (ablation -> model): each model against its ablation, also primary
     (on the task's metric, all users)."""
     no_ranking = {f["model"] for f in fits if ranks_nothing(f.get("extras"))}
@@ -335,7 +336,7 @@ def unit_differences(
     test_values: dict[tuple[str, int], dict[str, float]] = {}
     for (metric, mk, model), row in sums.iterrows():
         test_values.setdefault((metric, int(mk)), {})[model] = row["num"] / row["den"] if row["den"] else np.nan
-    references = choose_references(test_values, pooled_validation(fits), traditional, no_ranking, k)
+    references = choose_references(test_values, pooled_validation(fits), reference_candidates, no_ranking, k)
     pairs = comparisons(
         test_values, references, fusion=fusion, components=components, no_ranking=no_ranking, ablations=ablations
     )
