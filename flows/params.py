@@ -224,8 +224,8 @@ class FullParams(BaseModel):
 
     @model_validator(mode="after")
     def _one_k(self) -> FullParams:
-        """One ranking cut-off per experiment: the data card warns about too few candidates for the K the
-        evaluation ranks at (``--k 20`` used to leave the card judging K = 10)."""
+        """One ranking cut-off per experiment: the data card judges its candidates at the K the evaluation
+        ranks at."""
         k = self.train.evaluation.k
         if self.prepare.data_card.k != k:
             card = self.prepare.data_card.model_copy(update={"k": k})
