@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: a dataset prepared into DuckDB without Prefect, percentiles, and the
-JSON file each script writes beside the table it prints."""
+"""What the benchmark scripts share: a dataset prepared into DuckDB without Prefect, a stage run in its own
+process, percentiles, and the JSON file each script writes beside the table it prints."""
 
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def prepared(
 
     split_workspace(con, SplitConfig(seed=0, protocols=protocols or DEFAULT_PROTOCOLS))
     return con
+
+
+def stage_in_process(cmd: list[str], label: str, cwd: Path | None = None) -> dict:
+    """Run one benchmark stage as its own process (``cmd``, which prints ``RESULT <json>``; its peak memory is
+    its own) and return that JSON; on failure print its stderr's tail and stop, naming ``label``."""
+    import subprocess
+
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    if done.returncode or not lines:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"stage {label} failed")
+    return json.loads(lines[-1][7:])
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

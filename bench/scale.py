@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT  # noqa: E402
+from common import ROOT, stage_in_process  # noqa: E402
 
 STAGES = ("prepare", "lightfm", "evaluate", "lm_profiles", "lm_encode")
 
@@ -168,12 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--ranking-users",
                 str(args.ranking_users),
             ]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-            if done.returncode or not lines:
-                print(done.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"stage {name} at x{factor} failed")
-            results.setdefault(str(factor), {})[name] = json.loads(lines[-1][7:])
+            results.setdefault(str(factor), {})[name] = stage_in_process(cmd, f"{name} at x{factor}")
             print(f"x{factor} {name}: {results[str(factor)][name]}", flush=True)
     out = ROOT / "bench" / "results" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT  # noqa: E402
+from common import ROOT, stage_in_process  # noqa: E402
 
 DATA_STAGES = ("ingest", "validate", "split", "datacard")
 MODELS = ("global_mean", "bias_als", "popularity", "svd", "implicit_als", "bpr", "lightfm_cf")
@@ -150,12 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"x{factor}: {enlarge_movielens(args.data, data_dir, factor)}", flush=True)
         for name in stages:
             cmd = [sys.executable, __file__, "--stage", name, "--data-dir", str(data_dir), "--work", str(work)]
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-            if done.returncode or not lines:
-                print(done.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"stage {name} at x{factor} failed")
-            stored.setdefault(str(factor), {})[name] = json.loads(lines[-1][7:])
+            stored.setdefault(str(factor), {})[name] = stage_in_process(cmd, f"{name} at x{factor}", cwd=ROOT)
             print(f"x{factor} {name}: {stored[str(factor)][name]}", flush=True)
             out.write_text(json.dumps(stored, indent=2))
     print(table(stored, args.factors, stages))
