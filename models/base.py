@@ -219,10 +219,7 @@ class Recommender:
         if len(train) == 0:
             raise ValueError("cannot fit on an empty training set")
         self.user_ids = np.sort(train["user_id"].astype(str).unique())
-        catalogue = train["item_id"].astype(str).unique()
-        if items is not None:
-            catalogue = np.union1d(catalogue, items["item_id"].astype(str).unique())
-        self.item_ids = np.sort(catalogue)
+        self.item_ids = catalogue(train, items)
         self._user_pos = pd.Index(self.user_ids)
         self._item_pos = pd.Index(self.item_ids)
         u = self._user_pos.get_indexer(train["user_id"].astype(str))
@@ -269,12 +266,12 @@ class Recommender:
 SMALL_LOOKUP = 32
 
 
-def catalogue_size(train: pd.DataFrame, items: pd.DataFrame | None = None) -> int:
-    """The items a model indexes: those of the training fold and of the items table."""
-    known = set(train["item_id"].astype(str))
-    if items is not None and "item_id" in items:
-        known |= set(items["item_id"].astype(str))
-    return len(known)
+def catalogue(train: pd.DataFrame, items: pd.DataFrame | None = None) -> np.ndarray:
+    """The item ids a model indexes, sorted: those of the training fold and of the items table."""
+    known = train["item_id"].astype(str).unique()
+    if items is not None:
+        known = np.union1d(known, items["item_id"].astype(str).unique())
+    return np.sort(known)
 
 
 def dense_items_limit(name: str, n_items: int, limit: int, bytes_per_pair: int) -> str | None:

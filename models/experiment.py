@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.base import Recommender
+from models.base import Recommender, catalogue
 from models.evaluation import EvalConfig
 from models.evaluation.harness import PER_USER_COLUMNS, known_before_test, per_user_values, validation_summary
 from models.progress import duration
@@ -337,5 +337,5 @@ def diversity_vectors(data: dict[str, pd.DataFrame], seed: int) -> pd.DataFrame:
     tokens = metadata_tokens(data["items"])
     for key, terms in review_terms(data["train"], "item_id").items():
         tokens.setdefault(key, []).extend(terms)
-    catalogue = np.sort(np.union1d(data["train"]["item_id"].astype(str).unique(), data["items"]["item_id"].astype(str)))
-    return pd.DataFrame(item_vectors(catalogue, tokens, seed=seed), index=catalogue)
+    ids = catalogue(data["train"], data["items"])
+    return pd.DataFrame(item_vectors(ids, tokens, seed=seed), index=ids)

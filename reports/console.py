@@ -79,7 +79,7 @@ def print_evaluation(trained) -> None:
                 by_metric = rows.set_index("metric")
                 print(f"  {model.ljust(16)}" + "".join(_cell(by_metric, m) for m in shown))
     for unit, ids in folds.items():
-        planned = (getattr(trained, "planned_folds", None) or {}).get(unit, 0)
+        planned = (trained.planned_folds or {}).get(unit, 0)
         if len(ids) >= planned:
             tested = "every rating tested once"
         else:  # a run trained only some of the unit's folds (--splits)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from models.evaluation import judged_unit
 from models.evaluation.comparisons import ABLATION, BETTER, NOT_JUDGED, TOO_FEW, WORSE
+from models.evaluation.split import planned_folds
 from models.registry import FUSION, REGISTRY
 from reports.conclusions import (
     GLOSSARY,
@@ -477,12 +478,13 @@ def _appendix(results, diffs, fits, splits) -> list:
         table = summary.pivot_table(index=["protocol", "model"], columns="metric", values="mean ± sd", aggfunc="first")
         blocks += [("h3", "Across seeds (mean ± standard deviation)"), ("table", _flat(table.reset_index()))]
     has_family = not diffs.empty and "family" in diffs
+    planned = planned_folds(splits)  # K of each k-fold unit
     for unit in units:
         if unit not in set(results["split_id"]):
             continue  # a k-fold unit whose pooled rows were not written (an interrupted judge)
         silent = no_ranking(fits, unit)
         folds = sorted({s for s in results["split_id"] if judged_unit(s) == unit and s != unit})
-        expected = _folds_planned(splits, unit)
+        expected = planned.get(unit, 0)
         pooled = ""
         if folds and len(folds) >= expected:
             pooled = f", {len(folds)} folds pooled: each rating tested once"
@@ -543,15 +545,6 @@ def _appendix(results, diffs, fits, splits) -> list:
         if not ranking.empty:
             blocks += [("p", "Fusion ranking weights of the standardised component scores:"), ("table", ranking)]
     return blocks
-
-
-def _folds_planned(splits: pd.DataFrame, unit: str) -> int:
-    """K of a k-fold unit, from its splits' stored parameters (0 when unknown)."""
-    if splits.empty or "parameters" not in splits:
-        return 0
-    rows = splits[splits["split_id"].map(judged_unit) == unit]
-    planned = [json_field(p).get("folds", 0) for p in rows["parameters"]]
-    return int(max(planned, default=0))
 
 
 def _md_table(frame: pd.DataFrame) -> str:

@@ -161,16 +161,10 @@ def split_protocol(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
 
 def planned_folds(db: Path) -> dict[str, int]:
     """K of each k-fold unit of the workspace (``kfold_s0``: 5), from its splits' stored parameters."""
-    from models.evaluation import judged_unit
+    from models.evaluation.split import planned_folds as of_splits
 
     with connect(db, read_only=True) as con:
-        rows = con.execute(
-            f"SELECT split_id, CAST(parameters->>'folds' AS INTEGER) FROM {tables.SPLITS} WHERE protocol = 'kfold'"
-        ).fetchall()
-    planned: dict[str, int] = {}
-    for split_id, folds in rows:
-        planned[judged_unit(split_id)] = max(planned.get(judged_unit(split_id), 0), int(folds or 0))
-    return planned
+        return of_splits(con.execute(f"SELECT split_id, parameters FROM {tables.SPLITS}").df())
 
 
 def split_fingerprint(con: duckdb.DuckDBPyConnection, split_id: str) -> str:

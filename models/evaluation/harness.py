@@ -238,11 +238,10 @@ def aggregate(values: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
     groups = [("all", overall_items)]
     groups += [(f"users:{s}", g) for s, g in overall_items.groupby("user_segment")]
     groups += [(f"items:{s}", g) for s, g in values[values["item_segment"] != "all"].groupby("item_segment")]
-    progress = Progress(
-        "bootstrap CIs", sum(f[["model", "metric", "k"]].drop_duplicates().shape[0] for _, f in groups), "CIs"
-    )
-    for segment, frame in groups:
-        for (model, metric, k), g in frame.groupby(["model", "metric", "k"]):
+    groups = [(segment, frame.groupby(["model", "metric", "k"])) for segment, frame in groups]
+    progress = Progress("bootstrap CIs", sum(grouped.ngroups for _, grouped in groups), "CIs")
+    for segment, grouped in groups:
+        for (model, metric, k), g in grouped:
             progress.advance()
             num, den = g["num"].to_numpy(), g["den"].to_numpy()
             keep = np.isfinite(num)
@@ -271,8 +270,9 @@ def significance(values: pd.DataFrame) -> pd.DataFrame:
     (metric, k) across the pairs compared. Rating metrics compare per-user mean errors."""
     overall = values[values["item_segment"] == "all"].assign(value=lambda f: f["num"] / f["den"])
     rows = []
-    progress = Progress("paired tests", overall[["metric", "k"]].drop_duplicates().shape[0], "metrics")
-    for (metric, k), g in overall.groupby(["metric", "k"]):
+    grouped = overall.groupby(["metric", "k"])
+    progress = Progress("paired tests", grouped.ngroups, "metrics")
+    for (metric, k), g in grouped:
         progress.advance()
         table = g.pivot_table(index="user_id", columns="model", values="value", aggfunc="first")
         pairs = list(itertools.combinations(sorted(table.columns), 2))

@@ -23,6 +23,8 @@ When to use which:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -35,6 +37,23 @@ from models.evaluation import (  # noqa: F401
     SplitConfig,
     with_fraction,
 )
+
+
+def planned_folds(splits: pd.DataFrame) -> dict[str, int]:
+    """K of each k-fold unit (``kfold_s0``: 5) from its splits' stored parameters (``splits``: ``split_id`` and
+    ``parameters``, the ``SplitConfig`` as JSON text or a dict, as the ``splits`` table holds them)."""
+    from models.evaluation import judged_unit
+
+    planned: dict[str, int] = {}
+    if splits.empty or "parameters" not in splits:
+        return planned
+    for split_id, parameters in zip(splits["split_id"], splits["parameters"], strict=True):
+        unit = judged_unit(split_id)
+        if unit == split_id:  # not a fold of a k-fold unit
+            continue
+        folds = (json.loads(parameters) if isinstance(parameters, str) else parameters or {}).get("folds", 0)
+        planned[unit] = max(planned.get(unit, 0), int(folds or 0))
+    return planned
 
 
 def _canonical_order(frame: pd.DataFrame) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.base import Ids, Recommender, catalogue_size, dense_items_limit, rows_at
+from models.base import Ids, Recommender, catalogue, dense_items_limit, rows_at
 from models.recommenders.baselines import biased_factor_predictions
 from models.tuning import SearchSpace
 
@@ -96,7 +96,7 @@ class EASE(_CornacRanker):
     MAX_ITEMS = 12_000
 
     def too_costly(self, train, items=None) -> str | None:
-        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 58)
+        return dense_items_limit(self.name, len(catalogue(train, items)), self.MAX_ITEMS, 58)
 
     def fit(self, train, validation=None, *, items=None, users=None) -> EASE:
         import cornac
@@ -393,7 +393,7 @@ class SurpriseKNNBaseline(_SurpriseRater):
     MAX_ITEMS = 12_000
 
     def too_costly(self, train, items=None) -> str | None:
-        return dense_items_limit(self.name, catalogue_size(train, items), self.MAX_ITEMS, 56)
+        return dense_items_limit(self.name, len(catalogue(train, items)), self.MAX_ITEMS, 56)
 
     def fit(self, train, validation=None, *, items=None, users=None) -> SurpriseKNNBaseline:
         from surprise import KNNBaseline
