@@ -59,7 +59,7 @@ def main() -> None:
 
     from models.evaluation import EvalConfig
     from models.evaluation.harness import aggregate, significance
-    from models.experiment import fit_split_models
+    from models.experiment import fit_split
     from models.registry import LANGUAGE, TrainConfig
     from tasks.split import load_split, split_protocol
 
@@ -78,7 +78,7 @@ def main() -> None:
         for split_id in ("random_s0", "temporal_s0", "cold_items_s0"):
             start = time.perf_counter()
             data = load_split(con, split_id)
-            out = fit_split_models(
+            out = fit_split(
                 data,
                 split_protocol(con, split_id),
                 split_id,

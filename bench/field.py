@@ -1,6 +1,6 @@
 """The field's models beside reclab's, side by side from one run on reclab's own stored splits of a dataset:
 every model's test MSE on random seeds 0, 1, 2 and its mean, NDCG@10 on leave-last-out (seed 0), and fit
-seconds, each model tuned on validation as in the flows (``models.experiment.fit_split_models``). With the
+seconds, each model tuned on validation as in the flows (``models.experiment.fit_split``). With the
 fusion: per split, the fusion against the best single model (paired t-test on per-user values, Holm-corrected
 over every single model, bootstrap CI of the difference), the rating blender it chose, and how correlated
 the rating components' test errors are (what limits what a blend can gain).
@@ -33,7 +33,7 @@ def main() -> None:
     from models.evaluation import EvalConfig
     from models.evaluation.harness import aggregate
     from models.evaluation.split import SplitConfig
-    from models.experiment import fit_split_models
+    from models.experiment import fit_split
     from models.registry import LANGUAGE, MODELS, TrainConfig
     from readers import DEFAULT_DATASET
     from tasks.split import load_split, split_workspace, write_training_reviews
@@ -49,7 +49,7 @@ def main() -> None:
         for split_id in SPLITS:
             start = time.perf_counter()
             print(f"[field] {split_id}: fitting {len(models)} models ...", flush=True)
-            fit = fit_split_models(
+            fit = fit_split(
                 load_split(con, split_id),
                 split_id.rsplit("_", 1)[0],
                 split_id,

@@ -43,7 +43,7 @@ def main() -> None:
 
     from models.evaluation import EvalConfig
     from models.evaluation.harness import aggregate
-    from models.experiment import fit_split_models
+    from models.experiment import fit_split
     from models.registry import TrainConfig
     from readers import DEFAULT_DATASET
     from tasks.split import load_split, split_protocol, write_training_reviews
@@ -63,9 +63,7 @@ def main() -> None:
                 config = TrainConfig(models=models, lm_profile=profile, lm_overrides=overrides)
                 start = time.perf_counter()
                 print(f"[lm-retrieval] {split_id}: {variant} ...", flush=True)
-                fit = fit_split_models(
-                    data, protocol, split_id, config, EvalConfig(), Path(work) / f"{split_id}_{variant}"
-                )
+                fit = fit_split(data, protocol, split_id, config, EvalConfig(), Path(work) / f"{split_id}_{variant}")
                 seconds = time.perf_counter() - start
                 results = aggregate(fit.per_user, EvalConfig(n_boot=200))
                 row = results[(results["segment"] == "all") & (results["metric"] == metric) & (results["k"] == k)].iloc[

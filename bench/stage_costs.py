@@ -7,7 +7,7 @@ per-user and per-item statistics), stage by stage, each in its own process (its 
 Stages: ``ingest`` (raw tables, canonical tables), ``validate`` (the Great Expectations suites), ``split`` (the
 default protocols: 5-fold, leave-last-out, cold items), ``datacard``, then on the leave-last-out split one stage
 per model of ``--models`` (its fit, tuned on validation as in a run, the refit on training + validation, and its
-per-user test values: ``models.experiment.fit_split_models`` with that model alone), and ``statistics`` (the
+per-user test values: ``models.experiment.fit_split`` with that model alone), and ``statistics`` (the
 bootstrap CIs and all-pairs tests of the evaluation stage, then the judge's paired differences, over every
 model measured). Printed as a table (seconds, peak resident memory, the growth from one size to the next: 4.0
 at 4x the data is linear) and written to bench/results/stage_costs.json (a rerun of some stages keeps the
@@ -94,7 +94,7 @@ def stage(name: str, data_dir: Path, work: Path) -> dict:
         out["models"], out["rows"], out["comparisons"] = len(parts), len(per_user), len(judged)
     else:  # a model
         from models.evaluation import EvalConfig
-        from models.experiment import fit_split_models
+        from models.experiment import fit_split
         from models.registry import TrainConfig
         from tasks.split import load_split, split_protocol
 
@@ -102,7 +102,7 @@ def stage(name: str, data_dir: Path, work: Path) -> dict:
             data, protocol = load_split(con, SPLIT), split_protocol(con, SPLIT)
         loaded = time.perf_counter()
         config = TrainConfig(models=(name,), lightfm_trials=0)
-        fitted = fit_split_models(data, protocol, SPLIT, config, EvalConfig(), work / "runs")
+        fitted = fit_split(data, protocol, SPLIT, config, EvalConfig(), work / "runs")
         fit = fitted.fits[0]
         out["load_s"] = loaded - start
         if fit["extras"].get("skipped"):  # too costly for data this large: its reason, no values

@@ -152,7 +152,9 @@ class TrainParams(BaseModel):
     train: TrainConfig = Field(TrainConfig(), description="which models to train and how")
     evaluation: EvalConfig = Field(EvalConfig(), description="how models are evaluated and compared")
     refresh_cache: bool = Field(
-        False, description="refit even when a cached fit of the same split, configs and code exists"
+        False,
+        description="refit every model even where the workspace's fit store holds a fit of the same split, "
+        "settings and code (and keep the fresh fits there)",
     )
     publish: bool = Field(
         True, description="publish the fused model to the workspace's registry (the first becomes champion)"

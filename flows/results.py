@@ -36,7 +36,7 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class SplitResult:
+class SplitEvaluation:
     """One split's evaluation: its protocol, every model's metrics with CIs (the ``eval_results`` rows) and its
     fit records (``model_fits``)."""
 
@@ -54,7 +54,7 @@ class Trained:
 
     run_id: str
     database: str
-    splits: dict[str, SplitResult]
+    splits: dict[str, SplitEvaluation]
     differences: pd.DataFrame
     erased_since_last_training: int
     published: Published | None = None

@@ -19,7 +19,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 from prefect import flow, get_run_logger, runtime
 
 from flows.params import TrainParams
-from flows.results import SplitResult, Trained
+from flows.results import SplitEvaluation, Trained
 from flows.stop import stop_promptly
 from models.registry import FUSION
 from tasks.erasure import erased_since_last_training
@@ -28,7 +28,7 @@ from tasks.registry import challenge_champion, choose_publish_split, headline_me
 from tasks.runs import finish_run, start_run
 from tasks.split import planned_folds
 from tasks.store import DEFAULT_WORKSPACE, Workspace
-from tasks.train import FitOutputsMissing, SplitOutputs, fit_split, record_fits
+from tasks.train import SavedSplitFit, fit_split, record_fits
 
 
 @flow(name="reclab-train")
@@ -46,12 +46,11 @@ def train(params: TrainParams = TrainParams()) -> Trained:
                 "among the models trained (add it to --models, or pass --no-publish)"
             )
             publish = None
-        fit = fit_split.with_options(refresh_cache=params.refresh_cache)
         splits, published, promotion = {}, None, None
         with params.runner.build() as runner:
             # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
-            # Each fits every model on the split's training fold, tunes on validation, scores test (cached by the
-            # split's content, the configs and the model code)
+            # Each fits every model on the split's training fold, tunes on validation, scores test (a model whose
+            # split content, settings and code are unchanged is restored from the workspace's fit store)
             inputs = {
                 split_id: {
                     "db": workspace.db,
@@ -59,20 +58,17 @@ def train(params: TrainParams = TrainParams()) -> Trained:
                     "config": params.train,
                     "eval_config": params.evaluation,
                     "work_dir": workspace.run_dir(run_id),
+                    "refresh": params.refresh_cache,
                 }
                 for split_id in params.splits
             }
-            futures = {split_id: runner.submit(fit, parameters=inputs[split_id]) for split_id in params.splits}
+            futures = {split_id: runner.submit(fit_split, parameters=inputs[split_id]) for split_id in params.splits}
             for split_id in params.splits:  # in split order: recorded, evaluated, and (one split) published
-                try:
-                    outputs = SplitOutputs.load(futures[split_id].result())
-                except FitOutputsMissing as err:  # a cached fit whose run folder was deleted: fit it again
-                    get_run_logger().warning("%s; refitting %s", err, split_id)
-                    outputs = SplitOutputs.load(fit_split.with_options(refresh_cache=True)(**inputs[split_id]))
+                outputs = SavedSplitFit.load(futures[split_id].result())
                 record_fits(workspace.db, run_id, outputs)
                 # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
                 results = evaluate_models(workspace.db, run_id, split_id, outputs.per_user, params.evaluation)
-                splits[split_id] = SplitResult(outputs.protocol, results, outputs.fits)
+                splits[split_id] = SplitEvaluation(outputs.protocol, results, outputs.fits)
                 if split_id == publish:
                     # publish: the fused model of this split becomes a registry version (champion if the first)
                     published = publish_model(

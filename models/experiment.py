@@ -10,12 +10,14 @@ text and the validation/test folds *without* any text, so no model can read a he
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,28 +61,46 @@ class FitStore:
     the evaluation settings (``base_key``, from the train stage) and the model's name and training settings:
     a model whose key is unchanged is restored, with its test values and fit record, instead of refitted. So
     adding one model to a run fits only that model and the fusion; changing a model's settings, the data or
-    the code refits. The fusion is never kept: it blends every component, and is refitted whenever the split
-    is. Files: ``<root>/<model>-<key>/`` with the fit chosen on validation (``model``: a bundle with its
-    ``reuse_fields``; the fusion's components), the model scored on test (``refit``: refitted on training +
-    validation; absent for a model that extends its history instead, which is cheap to repeat), its per-user
-    test values and its fit record, each checksummed; an altered or partial entry is refitted."""
+    the code refits. The fusion's key is made of its components' keys too (:meth:`key`'s ``components``): it
+    is restored when every model it blends is, and kept without them (its components are their own entries).
+    This is the only cache of fits: a rerun with unchanged inputs restores every model. ``refresh``: restore
+    nothing, and replace what is kept with the fresh fits. Files: ``<root>/<model>-<key>/`` with the fit
+    chosen on validation (``model``: a bundle with its ``reuse_fields``; the fusion's without components), the
+    model scored on test (``refit``: refitted on training + validation; absent for a model that extends its
+    history instead, which is cheap to repeat, and for the fusion, whose scored blend is its weights over the
+    scored components), its per-user test values and its fit record, each checksummed; an altered or
+    partial entry is refitted."""
 
     root: Path
     base_key: str
+    refresh: bool = False
 
-    def key(self, name: str, config: TrainConfig) -> str:
+    def key(self, name: str, config: TrainConfig, components: dict[str, str] | None = None) -> str:
+        """``name``'s key under ``config``; ``components``: the keys of the models it blends (the fusion)."""
         # the list of models is not a model's setting, nor whether fits overlap, nor the other encoders' variants
         settings = config.model_dump_json(exclude={"models", "overlap", "lm_encoders", "sequential_protocols"})
         encoder = encoder_variants(config).get(name, "")  # an encoder variant's own encoder
-        return hashlib.sha256(f"{self.base_key}|{name}|{settings}|{encoder}".encode()).hexdigest()[:24]
+        blended = json.dumps(sorted((components or {}).items()))
+        return hashlib.sha256(f"{self.base_key}|{name}|{settings}|{encoder}|{blended}".encode()).hexdigest()[:24]
 
-    def restore(self, name: str, model: Recommender, key: str, history: pd.DataFrame) -> Kept | None:
+    def restore(
+        self,
+        name: str,
+        model: Recommender,
+        key: str,
+        history: pd.DataFrame,
+        scored_by: Callable[[Recommender], Recommender] | None = None,
+    ) -> Kept | None:
         """Restore the kept fit of ``name`` into copies of ``model`` (unfitted, built from the same settings)
-        with the configuration its tuning chose, or None when there is none (or it was altered). ``history``:
-        the training and validation interactions, which a model that does not refit joins to its users'
-        histories again."""
+        with the configuration its tuning chose, or None when there is none (or it was altered, or the store
+        refreshes). ``history``: the training and validation interactions, which a model that does not refit
+        joins to its users' histories again; ``scored_by``: how the model scored on test is made from the
+        restored one where it is neither refitted nor given the history (the fusion: its weights over the
+        scored components, ``Fusion.over``)."""
         from models.serving.bundle import BundleError, load_model, sha256
 
+        if self.refresh:
+            return None
         folder = self.root / f"{name}-{key}"
         try:
             record = json.loads((folder / "record.json").read_text())
@@ -90,7 +110,9 @@ class FitStore:
             constructor = model.params()
             model = model.with_params(**{k: v for k, v in chosen.items() if k in constructor}) if chosen else model
             load_model(folder / "model", into=model)
-            if model.test_time == "refit":
+            if scored_by is not None:
+                scored = scored_by(model)
+            elif model.test_time == "refit":
                 scored = model.with_params(**model.fold_params())
                 load_model(folder / "refit", into=scored)
             else:
@@ -104,17 +126,23 @@ class FitStore:
         from models.serving.bundle import save_model, sha256
 
         folder = self.root / f"{name}-{key}"
-        if folder.exists():
+        if folder.exists() and not self.refresh:
             return
         temporary = self.root / f".{name}-{key}.{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
-        save_model(kept.chosen, temporary / "model", extra_fields=type(kept.chosen).reuse_fields)
-        if kept.chosen.test_time == "refit":
+        chosen, blends = kept.chosen, bool(getattr(kept.chosen, "components", None))
+        if blends:  # the fusion: its own state; its components are kept as their own entries
+            chosen = copy.copy(chosen)
+            chosen.components = {}
+        save_model(chosen, temporary / "model", extra_fields=type(chosen).reuse_fields)
+        if chosen.test_time == "refit" and not blends:
             save_model(kept.scored, temporary / "refit", extra_fields=type(kept.scored).reuse_fields)
         kept.values.to_parquet(temporary / "per_user.parquet", index=False)
         files = {"per_user.parquet": sha256(temporary / "per_user.parquet")}
         record = {"fit": json.loads(json.dumps(kept.fit, default=_plain)), "files": files}
         (temporary / "record.json").write_text(json.dumps(record))
+        if self.refresh and folder.exists():
+            shutil.rmtree(folder)
         try:
             temporary.rename(folder)
         except OSError:  # kept meanwhile by a concurrent run of the same split
@@ -139,7 +167,7 @@ def _plain(value):
     raise TypeError(f"a fit record holds a {type(value).__name__}")
 
 
-def fit_split_models(
+def fit_split(
     data: dict[str, pd.DataFrame],
     protocol: str,
     split_id: str,
@@ -277,13 +305,28 @@ def fit_split_models(
         components = {n: k.chosen for n, k in kept.items()}  # the training-only fits: its weights learn from them
         context = BuildContext(protocol, Path(work_dir), eval_config.k, components=components, text_cache=text_cache)
         model = build_model(name, config, context)
-        keys[name] = None
-        LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
-        reset_peak_memory()
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        tuned = tune(model, data["train"], data["validation"], items=data["items"], users=data["users"])
-        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-        evaluate(name, tuned, wall, cpu, peak_memory_gib())
+        # kept under its components' keys: restored when every model it blends was (their fits unchanged)
+        blended = {n: keys.get(n) for n in kept}
+        keys[name] = store.key(name, config, blended) if store is not None and all(blended.values()) else None
+
+        def scored_by(fusion):
+            return fusion.over({n: k.scored for n, k in kept.items()}, history, data["items"])
+
+        restored = store.restore(name, model, keys[name], history, scored_by) if keys[name] is not None else None
+        if restored is not None:
+            restored.fit["extras"]["reused"] = True
+            LOG.info(
+                f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
+                f"(its first fit took {duration(restored.fit['fit_seconds'])})"
+            )
+            kept[name] = restored
+        else:
+            LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
+            reset_peak_memory()
+            start, cpu = time.perf_counter(), _cpu_seconds()
+            tuned = tune(model, data["train"], data["validation"], items=data["items"], users=data["users"])
+            wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+            evaluate(name, tuned, wall, cpu, peak_memory_gib())
     fitted = [n for n in order if n in kept]
     values = [kept[n].values for n in fitted]
     return SplitFit(

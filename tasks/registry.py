@@ -39,7 +39,7 @@ from tasks.store import Workspace, connect, ensure, utc_now, write_atomically
 if TYPE_CHECKING:  # the operator's commands import this module: nothing heavy at its top but Prefect
     from models.evaluation import EvalConfig
     from models.serving import PromotionConfig
-    from tasks.train import SplitOutputs
+    from tasks.train import SavedSplitFit
 
 
 # --- publishing and the promotion gate (the train flow's tasks) --------------------------------------------
@@ -54,7 +54,7 @@ class Published:
 
 @task(cache_policy=NONE)
 def publish_model(
-    workspace: Workspace, run_id: str, outputs: SplitOutputs, metrics: dict, parameters: dict
+    workspace: Workspace, run_id: str, outputs: SavedSplitFit, metrics: dict, parameters: dict
 ) -> Published:
     """Publish one split's fitted fusion bundle as a new registry version; the first one becomes champion."""
     bundle, split_id = outputs.bundle, outputs.split_id
@@ -121,7 +121,7 @@ def headline_metrics(results: pd.DataFrame, model: str = FUSION) -> dict[str, fl
 
 @task(cache_policy=NONE)
 def challenge_champion(
-    workspace: Workspace, published: Published, outputs: SplitOutputs, eval_config: EvalConfig, config: PromotionConfig
+    workspace: Workspace, published: Published, outputs: SavedSplitFit, eval_config: EvalConfig, config: PromotionConfig
 ) -> dict:
     """The promotion gate for a newly published model: evaluate the current champion on the same split's test
     users, decide (``models.serving.promotion.decide``), record the decision in ``promotions`` (and move the champion
@@ -156,7 +156,7 @@ def challenge_champion(
     return decision
 
 
-def _judged(workspace: Workspace, outputs: SplitOutputs, current: dict, eval_config, config) -> dict:
+def _judged(workspace: Workspace, outputs: SavedSplitFit, current: dict, eval_config, config) -> dict:
     """The gate's decision on the metrics: the champion evaluated on the split's test users beside the
     challenger (``models.serving.promotion.decide``)."""
     if config.k is None:

@@ -1,8 +1,9 @@
-"""Train: fit every configured model on one split (``models.experiment``), cached by content, and persist the
-outputs: per-user test values, the fits' parameters and times, the LM's vectors and predictions, and the
-fused model's bundle.
+"""Train: fit every configured model on one split (``models.experiment``), each restored from the workspace's
+fit store when its inputs are unchanged (the one cache of fits), and persist the outputs: per-user test values,
+the fits' parameters and times, the LM's vectors and predictions, and the fused model's bundle.
 
-The cache stores JSON naming Parquet files with their sha256 (no pickle is ever written or read back).
+A split's outputs travel from the fit to the tables as JSON naming Parquet files with their sha256 (no pickle
+is ever written or read back).
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ class LMTables:
 
 
 @dataclass(frozen=True)
-class SplitOutputs:
+class SavedSplitFit:
     """One split's fit, in the one shape it keeps from the fit to the tables: every model's per-user test values
     (``eval_per_user``, after evaluation), the fit records (``model_fits``: chosen configuration, seconds,
     extras), the LM's rows (None without the LM) and the fused model's bundle folder (None without the fusion),
-    which publishing installs. :meth:`save` writes it as Parquet files beside the bundle and returns the JSON the
-    fit cache keeps (no pickle is ever written or read back); :meth:`load` reads it back, every file checked."""
+    which publishing installs. :meth:`save` writes it as Parquet files beside the bundle in the run's folder and
+    returns their JSON (what the task runner hands back: no pickle); :meth:`load` reads it back, every file
+    checked."""
 
     split_id: str
     protocol: str
@@ -79,38 +81,42 @@ class SplitOutputs:
         return json.loads(json.dumps({**saved, "files": files}, default=_plain))  # plain JSON: nothing to rebuild
 
     @classmethod
-    def load(cls, saved: dict) -> SplitOutputs:
+    def load(cls, saved: dict) -> SavedSplitFit:
         frames = {}
         for name, entry in saved["files"].items():
             path = Path(entry["path"])
             if not path.exists() or sha256(path) != entry["sha256"]:
-                raise FitOutputsMissing(f"the cached fit output {path} is missing or was altered since it was written")
+                raise FitOutputsAltered(f"the fit output {path} is missing or was altered since this run wrote it")
             frames[name] = pd.read_parquet(path)
         lm = LMTables(frames["lm_embeddings"], frames["lm_predictions"]) if "lm_embeddings" in frames else None
         fields = {key: saved[key] for key in ("split_id", "protocol", "fits", "bundle")}
         return cls(per_user=frames["per_user"], lm=lm, **fields)
 
 
-@task(cache_key_fn=lambda context, parameters: fit_cache_key(parameters), persist_result=True, result_serializer="json")
-def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalConfig, work_dir: Path) -> dict:
+@task(cache_policy=NONE)
+def fit_split(
+    db: Path, split_id: str, config: TrainConfig, eval_config: EvalConfig, work_dir: Path, refresh: bool = False
+) -> dict:
     """Fit the configured models on one split and compute their per-user test values; returns the JSON of
-    :meth:`SplitOutputs.save` (its tables in ``<work_dir>/<split>/outputs``; read them with
-    :meth:`SplitOutputs.load`).
+    :meth:`SavedSplitFit.save` (its tables in ``<work_dir>/<split>/outputs``; read them with
+    :meth:`SavedSplitFit.load`).
 
-    Cached by content: a rerun on the same split data, configs and model code returns the stored summary
-    without fitting (``refresh_cache=True`` forces a refit). The cache holds JSON only."""
-    from models.experiment import FitStore, fit_split_models
+    Every model whose split data, settings and code are unchanged is restored from the workspace's fit store
+    (``models.experiment.FitStore``, the fusion included) instead of refitted; ``refresh``: refit every model
+    and replace what the store keeps."""
+    from models import experiment  # the pure fit of the same name
 
     with connect(db, read_only=True) as con:  # released before the (long) fits
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-        store = FitStore(Path(db).parent / FIT_STORE / split_id, fit_store_key(con, split_id, protocol, eval_config))
+        key = fit_store_key(con, split_id, protocol, eval_config)
+        store = experiment.FitStore(Path(db).parent / FIT_STORE / split_id, key, refresh=refresh)
     folder = Path(work_dir) / split_id
     with forward_to_run_logger():  # the LM trainer's progress lines reach the run's log
-        fitted = fit_split_models(
+        fitted = experiment.fit_split(
             data, protocol, split_id, config, eval_config, folder, store, Path(db).parent / TEXT_STATES
         )
     lm = exporting_lm(fitted.models)
-    outputs = SplitOutputs(
+    saved = SavedSplitFit(
         split_id,
         protocol,
         fitted.per_user,
@@ -118,11 +124,11 @@ def fit_split(db: Path, split_id: str, config: TrainConfig, eval_config: EvalCon
         lm_tables(lm, data) if lm is not None else None,
         save_bundle(fitted.models.get(FUSION), folder / "bundle"),
     )
-    return outputs.save(folder / "outputs")
+    return saved.save(folder / "outputs")
 
 
 @task(cache_policy=NONE)
-def record_fits(db: Path, run_id: str, outputs: SplitOutputs) -> None:
+def record_fits(db: Path, run_id: str, outputs: SavedSplitFit) -> None:
     """Write one split's fits (and the LM's embeddings and predictions) under this run."""
     with connect(db) as con:
         write_fits(con, run_id, outputs.split_id, outputs.fits, outputs.lm)
@@ -190,7 +196,7 @@ def write_fits(
     replace_run_rows(con, tables.MODEL_FITS, run_id, split_id, frame)
 
 
-# --- the fit cache -------------------------------------------------------------------------------------------
+# --- the fit store's key -------------------------------------------------------------------------------------------
 def source_fingerprint() -> str:
     """sha256 of the Python sources in ``CACHE_SOURCES`` (a README or flow change keeps the cache)."""
     digest = hashlib.sha256()
@@ -204,14 +210,6 @@ def source_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def fit_cache_key(parameters: dict) -> str:
-    """Prefect cache key of :func:`fit_split`: the split's content, the configs and the model code."""
-    with connect(parameters["db"], read_only=True) as con:
-        data = split_fingerprint(con, parameters["split_id"])
-    configs = parameters["config"].model_dump_json() + parameters["eval_config"].model_dump_json(exclude=JUDGED_LATER)
-    return hashlib.sha256(f"{data}|{configs}|{source_fingerprint()}".encode()).hexdigest()
-
-
 def fit_store_key(con: duckdb.DuckDBPyConnection, split_id: str, protocol: str, eval_config: EvalConfig) -> str:
     """What every kept fit of a split depends on besides its own settings: the split's content, its protocol,
     the evaluation settings that shape its test values, and the model code."""
@@ -220,8 +218,8 @@ def fit_store_key(con: duckdb.DuckDBPyConnection, split_id: str, protocol: str, 
     return hashlib.sha256(f"{data}|{protocol}|{evaluation}|{source_fingerprint()}".encode()).hexdigest()
 
 
-class FitOutputsMissing(RuntimeError):
-    """A cached fit's output files were deleted or altered since the fit wrote them."""
+class FitOutputsAltered(RuntimeError):
+    """A split's output files were deleted or altered between the fit that wrote them and the train flow."""
 
 
 def _plain(value):

@@ -11,7 +11,7 @@ import pytest
 from builders import genre_world
 
 from models.evaluation import EvalConfig
-from models.experiment import FitStore, fit_split_models
+from models.experiment import FitStore, fit_split
 from models.registry import BuildContext, TrainConfig, build_model
 
 FIRST = ("global_mean", "bias_als", "biased_mf", "popularity", "svd", "ease", "fusion")
@@ -36,7 +36,7 @@ def split():
 
 def run(split, models, tmp_path, store=None, caplog=None):
     config = TrainConfig(models=models, lightfm_trials=0)
-    return fit_split_models(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path, store)
+    return fit_split(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path, store)
 
 
 def test_adding_a_model_fits_only_it_and_the_fusion(split, tmp_path, caplog):
@@ -59,11 +59,56 @@ def test_adding_a_model_fits_only_it_and_the_fusion(split, tmp_path, caplog):
     assert fusion["params"] == next(f for f in fresh.fits if f["model"] == "fusion")["params"]
 
 
+def test_an_unchanged_rerun_restores_every_model_and_the_fusion_and_refresh_refits_them(split, tmp_path, caplog):
+    store = FitStore(tmp_path / "fits", "the split, its protocol, the code")
+    first = run(split, FIRST, tmp_path / "a", store)
+    assert any(p.name.startswith("fusion-") for p in (tmp_path / "fits").iterdir())  # the fusion is kept too
+    with caplog.at_level(logging.INFO, logger="reclab.experiment"):
+        again = run(split, FIRST, tmp_path / "b", store)
+    assert not [r for r in caplog.records if ": fitting " in r.getMessage()]  # nothing refitted
+    assert {f["model"] for f in again.fits if f["extras"].get("reused")} == set(FIRST)
+    columns = ["model", "metric", "k", "user_id", "item_segment"]
+    got = again.per_user.sort_values(columns).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, first.per_user.sort_values(columns).reset_index(drop=True))
+    # the restored fusion blends the restored scored components as the fresh one did: the same predictions
+    users, items = split["test"]["user_id"], split["test"]["item_id"]
+    np.testing.assert_array_equal(
+        again.models["fusion"].predict(users, items), first.models["fusion"].predict(users, items)
+    )
+    assert set(again.models["fusion"].components) == set(first.models["fusion"].components)
+    # a component's fit changed (its own entry gone): the fusion is refitted with it, the rest restored
+    for entry in (tmp_path / "fits").glob("bias_als-*"):
+        import shutil
+
+        shutil.rmtree(entry)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="reclab.experiment"):
+        run(split, FIRST, tmp_path / "c", store)
+    fitting = [
+        r.getMessage().split(": fitting ")[1].split(" (")[0] for r in caplog.records if ": fitting " in r.getMessage()
+    ]
+    assert fitting == ["bias_als"]  # the same fit again: the same key, so the kept fusion still matches it
+    # refresh: every model refitted, and the store's entries replaced
+    refreshed = FitStore(tmp_path / "fits", "the split, its protocol, the code", refresh=True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="reclab.experiment"):
+        fresh = run(split, FIRST, tmp_path / "d", refreshed)
+    assert not any(f["extras"].get("reused") for f in fresh.fits)
+    fitting = [
+        r.getMessage().split(": fitting ")[1].split(" (")[0] for r in caplog.records if ": fitting " in r.getMessage()
+    ]
+    assert sorted(fitting) == sorted(FIRST)
+    pd.testing.assert_frame_equal(
+        fresh.per_user.sort_values(columns).reset_index(drop=True),
+        first.per_user.sort_values(columns).reset_index(drop=True),
+    )
+
+
 def test_a_changed_setting_refits_every_model(split, tmp_path):
     store = FitStore(tmp_path / "fits", "the split, its protocol, the code")
     run(split, FIRST, tmp_path / "a", store)
     config = TrainConfig(models=FIRST, lightfm_trials=0, seed=1)
-    again = fit_split_models(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path / "b", store)
+    again = fit_split(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path / "b", store)
     assert not any(f["extras"].get("reused") for f in again.fits)
     other = FitStore(tmp_path / "fits", "another split or code")
     third = run(split, FIRST, tmp_path / "c", other)
@@ -80,7 +125,7 @@ def test_the_lm_trains_in_its_own_process_beside_the_other_fits_with_the_same_re
     for overlap in (True, False):
         config = TrainConfig(models=models, lightfm_trials=0, lm_overrides=tiny, overlap=overlap)
         with caplog.at_level(logging.INFO):
-            runs[overlap] = fit_split_models(
+            runs[overlap] = fit_split(
                 split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path / str(overlap)
             )
     fits = {f["model"]: f for f in runs[True].fits}
@@ -144,7 +189,7 @@ def test_two_encoder_variants_on_a_tiny_model_get_their_own_rows(split, tmp_path
     config = TrainConfig(
         models=("global_mean", "lm_two_tower", "fusion"), lm_overrides=tiny, lm_encoders=("tiny-a", "tiny-b")
     )
-    fitted = fit_split_models(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path)
+    fitted = fit_split(split, "random", "random_s0", config, EvalConfig(k=5, n_boot=100), tmp_path)
     names = [f["model"] for f in fitted.fits]
     assert names == ["global_mean", "lm_two_tower", "lm_two_tower@tiny-a", "lm_two_tower@tiny-b", "fusion"]
     for name in names:

@@ -148,21 +148,23 @@ def test_killed_runs_rerun_to_the_same_metrics_and_concurrent_runs_do_not_collid
         statuses = [s for (s,) in con.execute("SELECT status FROM runs ORDER BY started_at").fetchall()]
     assert "running" not in statuses and statuses.count("interrupted") >= 2 and statuses[-1] == "completed"
 
-    # the cached fits' output files deleted with the run folders: the cache hit is refused and refit
+    # the run folders deleted: the fit store (the one cache of fits) restores every model, the fusion included
     shutil.rmtree(killed / "runs")
     rerun = _full(data, killed, tmp_path / "ph3")
     out = rerun.communicate(timeout=600)[0]
-    assert rerun.returncode == 0 and "is missing or was altered since it was written; refitting" in out, out[-3000:]
+    assert rerun.returncode == 0 and "fusion (" in out and "restored from the fit store" in out, out[-3000:]
+    assert ": fitting " not in out, out[-3000:]  # nothing refitted
     assert _final_metrics(killed)[-1] == reference
 
 
 def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
-    """What the fit cache stores is a JSON-able summary naming Parquet files with their sha256: no pickle."""
+    """What a split's fit hands from the task runner to the flow is a JSON-able summary naming Parquet files
+    with their sha256: no pickle."""
 
     import numpy as np
     import pandas as pd
 
-    from tasks.train import FitOutputsMissing, LMTables, SplitOutputs
+    from tasks.train import FitOutputsAltered, LMTables, SavedSplitFit
 
     per_user = pd.DataFrame(
         {
@@ -185,21 +187,21 @@ def test_fit_outputs_round_trip_as_parquet_and_refuse_altered_files(tmp_path):
             "extras": {"coverage": np.float64(0.5)},
         }
     ]
-    outputs = SplitOutputs("random_s0", "random", per_user, fits, LMTables(vectors, per_user[["user_id"]]), None)
+    outputs = SavedSplitFit("random_s0", "random", per_user, fits, LMTables(vectors, per_user[["user_id"]]), None)
     summary = outputs.save(tmp_path / "outputs")
     from prefect.serializers import JSONSerializer
 
     serializer = JSONSerializer()
-    assert serializer.loads(serializer.dumps(summary)) == summary  # what Prefect's result cache stores
+    assert serializer.loads(serializer.dumps(summary)) == summary  # as Prefect's JSON serializer keeps it
     assert "__class__" not in serializer.dumps(summary).decode()  # plain JSON: no object to rebuild
-    loaded = SplitOutputs.load(summary)
+    loaded = SavedSplitFit.load(summary)
     assert (loaded.split_id, loaded.protocol, loaded.bundle) == ("random_s0", "random", None)
     assert loaded.per_user.equals(per_user) and loaded.fits == fits
     assert type(loaded.fits[0]["params"]["n_"]) is int
     assert list(loaded.lm.embeddings["vector"][0]) == [0.5, -1.0]
     per_user.assign(num=0.0).to_parquet(summary["files"]["per_user"]["path"], index=False)
-    with pytest.raises(FitOutputsMissing, match="per_user.parquet is missing or was altered"):
-        SplitOutputs.load(summary)
+    with pytest.raises(FitOutputsAltered, match="per_user.parquet is missing or was altered"):
+        SavedSplitFit.load(summary)
 
 
 @pytest.mark.slow

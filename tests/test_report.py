@@ -555,12 +555,12 @@ def test_the_sparsity_axis_is_a_table_a_curve_and_sentences_per_unit_and_questio
 
 
 def test_the_console_says_when_a_kfold_unit_is_judged_from_fewer_folds_than_k(capsys):
-    from flows.results import SplitResult, Trained
+    from flows.results import SplitEvaluation, Trained
     from reports.console import print_evaluation
 
     def trained(ids, planned):
         empty = pd.DataFrame(columns=["model", "metric", "k", "segment", "value", "ci_low", "ci_high"])
-        splits = {s: SplitResult("kfold", empty, []) for s in ids}
+        splits = {s: SplitEvaluation("kfold", empty, []) for s in ids}
         return Trained("r", "ws.duckdb", splits, pd.DataFrame(), 0, planned_folds={"kfold_s0": planned})
 
     print_evaluation(trained(["kfold_s0_f1"], 5))
