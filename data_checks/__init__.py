@@ -50,7 +50,6 @@ class DataCardConfig(BaseModel):
         100, ge=1, description="Warn when a validation or test fold has fewer ratings or users than this."
     )
     min_fold_users: int = Field(20, ge=1, description="a validation or test fold with fewer users is flagged")
-    k: int = Field(10, ge=1, description="Warn when a split has fewer ranking candidates than the ranking cut-off K.")
     min_cold_content: float = Field(
         0.5,
         ge=0.0,

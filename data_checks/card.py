@@ -11,12 +11,13 @@ the split assignments), computed by prepare and stored in DuckDB (``tasks.dataca
     measures memorisation, not recommendation;
   - ``text_twins``: held-out pairs (validation, test) whose normalised text also appears in the training fold
     by the same user, or by any user (copied or templated reviews);
-  - ``small_fold``: a validation or test fold with fewer ratings or users than can be judged;
-  - ``few_candidates``: fewer ranking candidates than the cut-off K (every model then gets recall 1).
+  - ``small_fold``: a validation or test fold with fewer ratings or users than can be judged.
 
 A warning changes the conclusion, not only the page: :func:`verdict_gates` turns the warnings that make a
-split's metrics unable to judge (``text_twins``, ``small_fold``; and fewer ranking candidates than the
-evaluation's K) into the reason its verdict is withheld (the report's "not judged", with what to do).
+split's metrics unable to judge (``text_twins``, ``small_fold``) into the reason its verdict is withheld (the
+report's "not judged", with what to do). It also withholds ``few_candidates``: a split with fewer ranking
+candidates (counted here, per split) than the run's cut-off K, which is the evaluation's setting
+(``EvalConfig.k``) and so is judged when the run is, not when the data is prepared.
 :func:`unit_sizes` gives each judged unit's test users before anything is trained, and with them the smallest
 paired effect a primary test of that size could detect (in units of the per-user spread).
 
@@ -266,17 +267,6 @@ def threats(card: dict, per_split: dict[str, dict], config: DataCardConfig) -> l
                         f"{split_id}: {cold['with_metadata']:,} of {cold['items']:,} cold test items have metadata, "
                         f"under {config.min_cold_content:.0%}: a model that reads text sees the same empty profile "
                         "for the rest, so its cold-item figures measure nothing of the text."
-                    ),
-                }
-            )
-        if s["ranking_candidates"] < config.k:
-            out.append(
-                {
-                    "code": "few_candidates",
-                    "splits": [split_id],
-                    "message": (
-                        f"{split_id}: only {s['ranking_candidates']} items are ranking candidates, fewer than K = "
-                        f"{config.k}: every model recalls everything at K, so ranking metrics say nothing."
                     ),
                 }
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from data_checks import DataCardConfig, ValidationConfig
@@ -223,16 +223,6 @@ class FullParams(BaseModel):
     def _as_stage(cls, value):
         """A train or report flow's parameters are accepted for its stage (their fields as values)."""
         return value.model_dump() if isinstance(value, TrainParams | ReportParams) else value
-
-    @model_validator(mode="after")
-    def _one_k(self) -> FullParams:
-        """One ranking cut-off per experiment: the data card judges its candidates at the K the evaluation
-        ranks at."""
-        k = self.train.evaluation.k
-        if self.prepare.data_card.k != k:
-            card = self.prepare.data_card.model_copy(update={"k": k})
-            self.prepare = self.prepare.model_copy(update={"data_card": card})
-        return self
 
 
 class StudyPrepareParams(PrepareParams):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.evaluation import Protocol
+from models.evaluation import RANKING_CUTOFF, Protocol
 from models.lm.config import Profile, profile_fields
 from models.recommenders import LightFMLoss
 
@@ -43,7 +43,7 @@ class BuildContext:
 
     protocol: str  # the split's protocol ("random", "temporal", "cold_items")
     work_dir: Path  # where a model writes files (the LM's trainer inputs, checkpoints and outputs)
-    k: int = 10  # the evaluation's ranking cut-off
+    k: int = RANKING_CUTOFF  # the run's ranking cut-off (EvalConfig.k)
     components: dict[str, Recommender] = field(default_factory=dict)  # models fitted before it (the fusion's)
     text_cache: Path | None = None  # the workspace's per-text encoder states, shared by its splits (the LM's)
 
@@ -170,8 +170,10 @@ def _lm_sequential(cls, config: TrainConfig, context: BuildContext):
 
 
 def _fusion(cls, config: TrainConfig, context: BuildContext):
-    fusion = {"k": context.k, "cold_candidates": context.protocol == "cold_items", "seed": config.seed}  # FusionConfig
-    return cls(context.components, fusion)
+    from models.recommenders.fusion import FusionConfig
+
+    settings = FusionConfig(k=context.k, cold_candidates=context.protocol == "cold_items", seed=config.seed)
+    return cls(context.components, settings)
 
 
 REGISTRY: dict[str, ModelSpec] = {

@@ -159,8 +159,6 @@ def challenge_champion(
 def _judged(workspace: Workspace, outputs: SavedSplitFit, current: dict, eval_config, config) -> dict:
     """The gate's decision on the metrics: the champion evaluated on the split's test users beside the
     challenger (``models.serving.promotion.decide``)."""
-    if config.k is None:
-        config = config.model_copy(update={"k": eval_config.k})
     # imported here: the registry's commands do not need them
     from models.evaluation.harness import known_before_test, per_user_values
     from models.serving.promotion import decide
@@ -183,7 +181,7 @@ def _judged(workspace: Workspace, outputs: SavedSplitFit, current: dict, eval_co
         eval_config,
         cold_candidates=protocol == "cold_items",
     )
-    return decide(pd.concat([values, challenger], ignore_index=True), config)
+    return decide(pd.concat([values, challenger], ignore_index=True), config, eval_config.k)
 
 
 def decision_markdown(decision: dict) -> str:

@@ -238,8 +238,22 @@ def test_the_shipped_config_files_are_valid_parameters():
 
 
 def test_one_k_for_the_evaluation_and_the_data_card():
-    """``--k 20`` ranks at 20 and the data card's 'fewer candidates than K' warning judges 20, not 10."""
-    for flow in ("full", "study"):
+    """``--k 20`` ranks at 20, and the experiment's parameters hold one ranking cut-off: the evaluation's (the data
+    card's gates, the builders, the fusion and the promotion gate are passed it)."""
+    from pydantic import BaseModel
+
+    def k_fields(model: BaseModel, prefix: str = "") -> list[str]:
+        found = []
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                found += k_fields(value, f"{prefix}{name}.")
+            elif name == "k":
+                found.append(prefix + name)
+        return found
+
+    for flow, where in (("full", "train.evaluation.k"), ("study", "experiment.train.evaluation.k")):
         params = build_params(COMMANDS[flow], vars(parser_for(flow).parse_args(["--k", "20"])))
+        assert k_fields(params) == [where]
         experiment = params if flow == "full" else params.experiment
-        assert experiment.train.evaluation.k == experiment.prepare.data_card.k == 20
+        assert experiment.train.evaluation.k == 20

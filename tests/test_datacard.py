@@ -12,7 +12,7 @@ from data_checks.card import data_card, describe, normalise_text, split_checks, 
 from readers import InputError, resolve_dataset
 from tasks import tables
 
-CONFIG = DataCardConfig(min_fold_ratings=2, min_fold_users=1, k=3)
+CONFIG = DataCardConfig(min_fold_ratings=2, min_fold_users=1)
 SAME = "This strap fits every guitar I own, great!"  # 43 characters
 
 
@@ -77,7 +77,11 @@ def test_held_out_twins_fold_sizes_and_candidates_by_hand():
     codes = {(w["code"], tuple(w["splits"])) for w in card["warnings"]}
     assert ("variant_duplicates", ("random_s0",)) in codes and ("text_twins", ("random_s0",)) in codes
     assert ("small_fold", ("random_s0",)) in codes  # validation has 1 rating, under 2
-    assert not any(code == "few_candidates" for code, _ in codes)  # 3 candidates, K = 3
+    # the run's K judges the candidates when the run is judged: 3 are enough at K = 3, not at K = 4
+    at_three = verdict_gates(card, ["random_s0"], k=3)["random_s0"]["ranking"]  # withheld for small_fold only
+    assert "few_candidates" not in at_three and "small_fold" in at_three
+    few = verdict_gates(card, ["random_s0"], k=4)["random_s0"]["ranking"]
+    assert "few_candidates: random_s0: only 3 items are ranking candidates, fewer than K = 4" in few
 
 
 def test_text_copied_by_another_user_is_flagged_too():
@@ -92,7 +96,7 @@ def test_text_copied_by_another_user_is_flagged_too():
         }
     }
     card = {"variant_duplicates": {"share": 0.0, "interactions": 0, "groups": 0}}
-    found = threats(card, per_split, DataCardConfig(k=10))
+    found = threats(card, per_split, DataCardConfig())
     assert [w["code"] for w in found] == ["text_twins"] and "(any user: 30%)" in found[0]["message"]
 
 
@@ -108,9 +112,10 @@ def test_degenerate_protocols_are_flagged():
         }
     }
     card = {"variant_duplicates": {"share": 0.0, "interactions": 0, "groups": 0}}
-    found = threats(card, per_split, DataCardConfig(k=10))
-    assert [w["code"] for w in found] == ["small_fold", "small_fold", "few_candidates"]
-    assert "only 8 items are ranking candidates, fewer than K = 10" in found[-1]["message"]
+    found = threats(card, per_split, DataCardConfig())
+    assert [w["code"] for w in found] == ["small_fold", "small_fold"]
+    gates = verdict_gates({"warnings": found, "splits": per_split}, ["cold_items_s0"], k=10)["cold_items_s0"]
+    assert "only 8 items are ranking candidates, fewer than K = 10" in gates["ranking"]
     assert "validation fold has 3 ratings" in found[0]["message"]
 
 
@@ -211,7 +216,7 @@ def test_cold_items_without_metadata_withhold_only_the_text_models_verdicts():
         columns=["split_id", "user_id", "item_id", "fold"],
     )
     splits = pd.DataFrame({"split_id": ["cold_items_s0"], "protocol": ["cold_items"]})
-    config = DataCardConfig(min_fold_ratings=1, min_fold_users=1, k=2)
+    config = DataCardConfig(min_fold_ratings=1, min_fold_users=1)
     items = pd.DataFrame({"item_id": ["red", "green", "blue"], "title": ["Red strap", None, " "], "brand": [None] * 3})
     card = data_card(INTERACTIONS, items, assignments, splits, config)
     cold = card["splits"]["cold_items_s0"]["cold_test_items"]

@@ -129,12 +129,18 @@ class SplitConfig(BaseModel):
 DEFAULT_SPLITS: tuple[str, ...] = tuple(s for p in DEFAULT_PROTOCOLS for s in SplitConfig().split_ids(p))
 
 
+# The experiment's ranking cut-off K: its one definition. EvalConfig.k is the setting; whoever ranks at K (the data
+# card's gates, the builders, the fusion, the promotion gate) is passed the run's value, and a model's own default
+# is this.
+RANKING_CUTOFF = 10
+
+
 class EvalConfig(BaseModel):
     """How models are evaluated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    k: int = Field(10, ge=1, description="ranking cut-off K")
+    k: int = Field(RANKING_CUTOFF, ge=1, description="ranking cut-off K")
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples behind every 95% CI")
     seed: int = Field(0, description="bootstrap seed")
     head_share: float = Field(0.2, gt=0, lt=1, description="share of items (by training popularity) in the head")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.evaluation import judged_unit
+from models.evaluation import RANKING_CUTOFF, judged_unit
 from models.evaluation.inference import (
     POWER,
     benjamini_hochberg,
@@ -184,7 +184,7 @@ def choose_references(
     validation: dict[str, dict[str, float]],
     candidates,
     no_ranking=(),
-    k: int = 10,
+    k: int = RANKING_CUTOFF,
 ) -> dict[str, Reference]:
     """Task -> its :class:`Reference` among ``candidates`` (traditional models, the floor excluded).
 

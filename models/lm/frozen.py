@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Recommender
+from models.evaluation import RANKING_CUTOFF
 from models.lm.recommender import LMTwoTower
 
 PROGRESS_SECONDS = 30.0
@@ -60,7 +61,7 @@ class TextFrozen(LMTwoTower):
         profile: str | None = "cpu",
         overrides: dict | None = None,
         *,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         cold_validation: bool = False,
         text_cache: str | Path | None = None,
         batch_size: int = 64,

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Ids, Recommender, positions, rows_at
+from models.evaluation import RANKING_CUTOFF
 from models.lm.config import LMConfig, profile_fields
 from models.tuning import SearchSpace
 
@@ -97,7 +98,7 @@ class LMTwoTower(Recommender):
         profile: str | None = "cpu",
         overrides: dict | None = None,
         *,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         cold_validation: bool = False,
         text_cache: str | Path | None = None,
     ):

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Ids, Recommender, rows_at
+from models.evaluation import RANKING_CUTOFF
 from models.progress import duration
 from models.recommenders.sequential import Sequences, _threads
 from models.tuning import SearchSpace
@@ -136,7 +137,7 @@ class LMSequential(Sequences, Recommender):
         profile: str | None = "cpu",
         overrides: dict | None = None,
         *,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         factors: int = 64,
         blocks: int = 2,
         heads: int = 1,

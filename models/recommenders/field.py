@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Ids, Recommender, catalogue, dense_items_limit, rows_at
+from models.evaluation import RANKING_CUTOFF
 from models.recommenders.baselines import biased_factor_predictions
 from models.tuning import SearchSpace
 
@@ -82,7 +83,7 @@ class EASE(_CornacRanker):
     summary_fields = ("lamb_", "library_")
     LAMBDAS = (20.0, 100.0, 300.0, 1000.0)
 
-    def __init__(self, lamb: float = 300.0, k: int = 10, seed: int = 0):
+    def __init__(self, lamb: float = 300.0, k: int = RANKING_CUTOFF, seed: int = 0):
         self.lamb = lamb
         self.k = k
         self.seed = seed
@@ -139,7 +140,7 @@ class BPR(_CornacRanker):
         lambda_reg: float = 0.01,
         max_iter: int = 200,
         learning_rate: float = 0.05,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         seed: int = 0,
     ):
         self.factors = factors
@@ -204,7 +205,7 @@ class ImplicitALS(Recommender):
         regularization: float = 0.1,
         alpha: float = 1.0,
         iterations: int = 15,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         seed: int = 0,
     ):
         self.factors = factors

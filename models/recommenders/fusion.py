@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.base import Ids, Recommender
+from models.evaluation import RANKING_CUTOFF
 from models.evaluation.harness import ranking_targets
 from models.evaluation.metrics import ndcg_at_k, user_blocks
 from models.evaluation.stats import activity_segment, popularity_segment
@@ -65,7 +66,7 @@ class FusionConfig(BaseModel):
     folds: int = Field(5, ge=2)  # cross-fitting folds over validation users
     # out-of-fold folds of the training ratings the stacked blender learns from (0: validation blenders only)
     stacking_folds: int = Field(5, ge=0)
-    k: int = Field(10, ge=1)  # ranking weights maximise validation NDCG@k
+    k: int = Field(RANKING_CUTOFF, ge=1)  # ranking weights maximise validation NDCG@k (the run's K)
     grid_points: int = Field(300, ge=2)  # at most this many weight vectors tried on the simplex
     cold_candidates: bool = False  # rank only items without training interactions (cold-item protocol)
     seed: int = 0

@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Ids, Recommender
+from models.evaluation import RANKING_CUTOFF
 from models.evaluation.metrics import ndcg_at_k, user_blocks
 from models.progress import Progress
 from models.recommenders import LightFMLoss
@@ -119,7 +120,7 @@ class LightFMHybrid(Recommender):
         max_epochs: int = 30,
         eval_every: int = 5,
         search_trials: int = 2,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         cold_validation: bool = False,
         num_threads: int = 1,
         seed: int = 0,

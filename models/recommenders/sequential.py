@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Ids, Recommender
+from models.evaluation import RANKING_CUTOFF
 from models.progress import duration
 from models.tuning import SearchSpace
 
@@ -123,7 +124,7 @@ class SequentialRecommender(Sequences, Recommender):
     def __init__(
         self,
         *,
-        k: int = 10,
+        k: int = RANKING_CUTOFF,
         factors: int = 64,
         blocks: int = 2,
         heads: int = 1,

@@ -25,7 +25,6 @@ class PromotionConfig(BaseModel):
     metric: str = Field(
         "ndcg", description="the metric the challenger must improve (per-user values, paired over users)"
     )
-    k: int | None = Field(None, ge=1, description="cut-off of ranking metrics (None: the evaluation's K)")
     test: Literal["wilcoxon", "t"] = Field("wilcoxon", description="the paired test on the same test users")
     alpha: float = Field(0.05, gt=0, lt=1, description="the promotion gate's significance level")
     guards: tuple[str, ...] = Field(

@@ -36,22 +36,24 @@ def _aggregate(num: pd.Series, den: pd.Series, metric: str) -> float:
 
 
 def decide(
-    values: pd.DataFrame, config: PromotionConfig, challenger: str = "challenger", champion: str = "champion"
+    values: pd.DataFrame,
+    config: PromotionConfig,
+    k: int,
+    challenger: str = "challenger",
+    champion: str = "champion",
 ) -> dict:
     """The decision on per-user values (``models.evaluation.PER_USER_COLUMNS``) of both models on the same
     test set. Returns {"promote", "reason", "metric", values, p-value, users, "guards": {...}}."""
     out: dict = {
-        "metric": config.metric if config.metric in LOWER_IS_BETTER else f"{config.metric}@{config.k}",
+        "metric": config.metric if config.metric in LOWER_IS_BETTER else f"{config.metric}@{k}",
         "test": config.test,
         "alpha": config.alpha,
         "tolerance": config.tolerance,
     }
-    if config.k is None:
-        raise ValueError("PromotionConfig.k is unset: pass the evaluation's K")
     if config.mode != "gate":
         return {**out, "promote": config.mode == "always", "reason": f"promotion mode {config.mode!r}"}
-    a_num, a_den = _per_user(values, challenger, config.metric, config.k)
-    b_num, b_den = _per_user(values, champion, config.metric, config.k)
+    a_num, a_den = _per_user(values, challenger, config.metric, k)
+    b_num, b_den = _per_user(values, champion, config.metric, k)
     if a_num.empty or b_num.empty:
         return {**out, "promote": False, "reason": f"{out['metric']} is missing for one of the models"}
     users = a_num.index.intersection(b_num.index)
@@ -67,7 +69,7 @@ def decide(
     )
     guards = {}
     for guard in config.guards:
-        g_a, g_b = _per_user(values, challenger, guard, config.k), _per_user(values, champion, guard, config.k)
+        g_a, g_b = _per_user(values, challenger, guard, k), _per_user(values, champion, guard, k)
         if g_a[0].empty or g_b[0].empty:
             continue
         new, old = _aggregate(*g_a, guard), _aggregate(*g_b, guard)
