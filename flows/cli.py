@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from importlib import import_module
 
-from flows.options import UNSET, Command, ConfigError, Group, Option, build_params, fields, guarded, offered
+from flows.options import UNSET, Command, ConfigError, Group, Option, build_params, fields, guarded
 from flows.options import parser_for as _parser
 
 __all__ = ["COMMANDS", "UNSET", "build_params", "main", "parser_for", "run_cli"]
@@ -145,7 +145,7 @@ def main(flow: str, description: str | None, argv: list[str] | None = None) -> i
     def body() -> None:
         params = build_params(command, given, config)
         if show:
-            print(json.dumps(offered(params), indent=2))
+            print(json.dumps(params.model_dump(mode="json"), indent=2))
             return
         command.run(params, given)
 
@@ -170,8 +170,10 @@ def run_cli(body: Callable[[], object]) -> int:
 # --- each flow's command ---------------------------------------------------------------------------------------
 def _runs(flow: str, printer: str, *, existing: bool = True, check: Callable | None = None) -> Callable:
     """How ``python -m flows.<flow>`` runs: ``check`` its inputs before Prefect's server starts (a bad path stops
-    there), require its workspace to exist (prepare must have filled it), run the flow (imported only now: this
-    module never imports the flows at the top), print its result with ``reports.console.<printer>``."""
+    there; the dataset it resolves is resolved for the run: ``PrepareParams.dataset``), require its workspace to
+    exist (prepare must have filled it), run the flow (imported only now: this module never imports the flows at
+    the top) on its settings and inputs (a flat command-line model taken apart: ``TrainParams.settings()``,
+    ``.inputs()``), print its result with ``reports.console.<printer>``."""
 
     def run(params, given: dict) -> None:
         if check is not None:
@@ -181,7 +183,11 @@ def _runs(flow: str, printer: str, *, existing: bool = True, check: Callable | N
 
             root = Workspace.existing(params.workspace or DEFAULT_WORKSPACE).root
             params = params.model_copy(update={"workspace": str(root)})
-        result = getattr(import_module(f"flows.{flow}"), flow)(params)
+        stage = getattr(import_module(f"flows.{flow}"), flow)
+        if hasattr(params, "inputs"):  # a stage: its settings and its inputs
+            result = stage(params.settings(), params.inputs())
+        else:
+            result = stage(params)
         getattr(import_module("reports.console"), printer)(result)
 
     return run
@@ -208,8 +214,10 @@ def _run_recommend(params, given: dict) -> None:
 
 
 def _check_study(params) -> None:
+    from flows.params import PrepareParams
+
     for path in params.datasets():
-        params.experiment.prepare.model_copy(update={"data": path}).dataset()
+        PrepareParams(data=path, **params.experiment.prepare.model_dump()).dataset()
 
 
 def _under(prefix: str, mount: str) -> str:

@@ -23,7 +23,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 
 from prefect import flow
 
-from flows.params import FullParams
+from flows.params import FullParams, ReportInputs, TrainInputs
 from flows.prepare import prepare
 from flows.report import report
 from flows.results import Experiment
@@ -33,13 +33,14 @@ from flows.train import train
 
 @flow(name="reclab-experiment")
 def full(params: FullParams = FullParams()) -> Experiment:
-    """Run the experiment end to end and return each stage's result."""
+    """Run the experiment end to end and return each stage's result: each stage takes its settings from
+    ``params`` and its inputs from the stage before."""
     stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     with params.prepare.workspace_for(params.prepare.dataset()).lock("flow full"):  # the stages re-enter it
         # prepare: ingest, validate, split
         prepared = prepare(params.prepare)
         # train: every model trained and evaluated on every split prepare made; the fused model published
-        trained = train(params.train.on(prepared))
+        trained = train(params.train, TrainInputs.of(prepared))
         # report: conclusions, tables and plots of this run; Prefect artifacts
-        written = report(params.report.of(prepared, trained))
+        written = report(params.report, ReportInputs.of(prepared, trained))
         return Experiment(prepared, trained, written)

@@ -216,24 +216,6 @@ def build_params(command: Command, given: dict, config: str | None = None):
     return command.model_class().model_validate(values)
 
 
-def offered(params) -> dict:
-    """The parameters as JSON values, without the fields the flow sets itself (hidden from the UI's form by
-    ``SkipJsonSchema``, e.g. the full experiment's train-stage workspace): what a config file holds."""
-    from pydantic import BaseModel
-    from pydantic.json_schema import SkipJsonSchema
-
-    def prune(model: BaseModel, dumped: dict) -> dict:
-        return {
-            name: prune(getattr(model, name), dumped[name])
-            if isinstance(getattr(model, name), BaseModel)
-            else dumped[name]
-            for name, info in type(model).model_fields.items()
-            if not any(isinstance(mark, SkipJsonSchema) for mark in info.metadata)
-        }
-
-    return prune(params, params.model_dump(mode="json"))
-
-
 def parser_for(command: Command, prog: str, description: str | None = None) -> argparse.ArgumentParser:
     """The command's parser; options given are the only attributes of its namespace."""
     parser = argparse.ArgumentParser(

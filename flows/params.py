@@ -1,16 +1,21 @@
 """The flows' parameter models: what each flow takes, validated, with a working default for every field.
 
-One model per flow, made of the components' typed configs (``IngestConfig``, ``ValidationConfig``,
-``SplitConfig``, ``TrainConfig``, ``EvalConfig``, ``PromotionConfig``, ``RunnerConfig``); the command line
+Each stage takes two things: its **settings**, how to run it (``PrepareSettings``, ``TrainSettings``,
+``ReportSettings``: made of the components' typed configs, each concept once), and its **inputs**, what it runs
+on (``TrainInputs``: a prepared workspace and its split ids; ``ReportInputs``: a workspace and an evaluated run).
+Inside the full experiment the inputs are what the previous stage made (``flows/full.py`` builds them from its
+result), so the experiment's parameters (``FullParams``, and each dataset's ``ExperimentSettings`` in a study)
+are settings only; a stage run on its own is pointed at its inputs by the user. The command line
 (``flows/cli.py``), the deployments (``prefect.yaml``) and the Prefect UI's forms all build these.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
 from data_checks import DataCardConfig, ValidationConfig
 from models.evaluation import DEFAULT_SPLITS, EvalConfig, SplitConfig
@@ -20,9 +25,6 @@ from readers import DEFAULT_DATASET, ColumnMapping, DatasetSpec, ItemMapping, Us
 from readers.spec import Format
 from tasks import IngestConfig
 from tasks.store import Workspace
-
-if TYPE_CHECKING:
-    from flows.results import Prepared, Trained
 
 
 class RunnerConfig(BaseModel):
@@ -60,8 +62,8 @@ class RunnerConfig(BaseModel):
         return DaskTaskRunner(cluster_kwargs={"n_workers": self.workers, "threads_per_worker": 1, "processes": True})
 
 
-class PrepareParams(BaseModel):
-    """Everything the prepare flow needs; every field has a working default."""
+class DatasetParams(BaseModel):
+    """Which dataset, read how, and which workspace it is prepared in."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -112,17 +114,16 @@ class PrepareParams(BaseModel):
         None,
         description="folder holding reclab.duckdb and run outputs (default: workspace/ and the dataset's name, in the project folder)",
     )
-    ingest: IngestConfig = Field(IngestConfig(), description="how repeated pairs and duplicate texts are handled")
-    validation: ValidationConfig = Field(ValidationConfig(), description="the quarantine and coverage gates")
-    data_card: DataCardConfig = Field(DataCardConfig(), description="thresholds of the data card's warnings")
-    split: SplitConfig = Field(SplitConfig(), description="which splits to make and how")
-    seeds: tuple[int, ...] | None = Field(
-        None,
-        description="split seeds: every protocol is split once per seed (e.g. 0 1 2; the report adds mean ± sd) "
-        "(default: the split's seed, 0)",
-    )
 
     def dataset(self) -> DatasetSpec:
+        """The dataset these fields name, resolved (a catalogue name fetched and verified, a format detected)
+        once per process for the same fields and unchanged input files: the command line's check, the full
+        experiment and its prepare stage share one resolution."""
+        fields = self.model_dump_json(include=set(DatasetParams.model_fields) - {"workspace"})
+        return _resolved(fields, _stamp(self.data, self.items, self.users, self.tags))
+
+    def resolve(self) -> DatasetSpec:
+        """The dataset resolved afresh (:meth:`dataset` caches this)."""
         return resolve_dataset(
             self.data or str(DEFAULT_DATASET),
             self.format,
@@ -142,13 +143,65 @@ class PrepareParams(BaseModel):
         return Workspace.for_dataset(spec.name, self.workspace)
 
 
-class TrainParams(BaseModel):
-    """Which workspace and splits, which models and how, how to evaluate, what to publish."""
+@lru_cache(maxsize=32)
+def _resolved(fields: str, stamp: tuple) -> DatasetSpec:
+    return DatasetParams.model_validate_json(fields).resolve()
+
+
+def _stamp(*paths: str | None) -> tuple:
+    """What tells a changed input file from an unchanged one: each existing path's files' names, sizes and
+    modification times (a folder's files one level down)."""
+    out = []
+    for given in paths:
+        path = Path(given) if given else None
+        if path is None or not path.exists():
+            out.append(given)
+            continue
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        out.append(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
+    return tuple(out)
+
+
+class PrepareSettings(BaseModel):
+    """How a dataset is prepared: its ingestion, validation, data card and splits."""
 
     model_config = ConfigDict(extra="forbid")
 
+    ingest: IngestConfig = Field(IngestConfig(), description="how repeated pairs and duplicate texts are handled")
+    validation: ValidationConfig = Field(ValidationConfig(), description="the quarantine and coverage gates")
+    data_card: DataCardConfig = Field(DataCardConfig(), description="thresholds of the data card's warnings")
+    split: SplitConfig = Field(SplitConfig(), description="which splits to make and how")
+    seeds: tuple[int, ...] | None = Field(
+        None,
+        description="split seeds: every protocol is split once per seed (e.g. 0 1 2; the report adds mean ± sd) "
+        "(default: the split's seed, 0)",
+    )
+
+
+class PrepareParams(PrepareSettings, DatasetParams):
+    """Everything the prepare flow needs: the dataset and how it is prepared; every field has a working default."""
+
+
+class TrainInputs(BaseModel):
+    """What the train stage runs on: a prepared workspace and the split ids prepare made there (inside the full
+    experiment: the prepare stage's, :meth:`of`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     splits: tuple[str, ...] = Field(DEFAULT_SPLITS, description="split ids made by prepare")
+
+    @classmethod
+    def of(cls, prepared) -> TrainInputs:
+        """What the prepare stage made: its workspace and every split (``flows.results.Prepared``)."""
+        return cls(workspace=prepared.workspace, splits=tuple(prepared.splits))
+
+
+class TrainSettings(BaseModel):
+    """Which models and how, how to evaluate, what to publish, where the fits run."""
+
+    model_config = ConfigDict(extra="forbid")
+
     train: TrainConfig = Field(TrainConfig(), description="which models to train and how")
     evaluation: EvalConfig = Field(EvalConfig(), description="how models are evaluated and compared")
     refresh_cache: bool = Field(
@@ -168,79 +221,78 @@ class TrainParams(BaseModel):
     )
 
 
-class ReportParams(BaseModel):
-    """Which run to report and where to write it."""
+class TrainParams(TrainSettings, TrainInputs):
+    """``python -m flows.train``'s parameters, one flat model (its flags and ``--config`` file): the inputs
+    (which workspace and splits), then the settings; the flow takes them apart (:meth:`inputs`,
+    :meth:`settings`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+    def inputs(self) -> TrainInputs:
+        return TrainInputs.model_validate(self.model_dump(include=set(TrainInputs.model_fields)))
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings.model_validate(self.model_dump(include=set(TrainSettings.model_fields)))
+
+
+class ReportInputs(BaseModel):
+    """What the report stage reports: a workspace and one of its evaluated runs (inside the full experiment: the
+    train stage's, titled with the prepared dataset's name, :meth:`of`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
     run_id: str | None = Field(None, description="an evaluated run (default: the latest one)")
+    dataset: str | None = Field(None, description="the dataset's name (default: the workspace folder's name)")
+
+    @classmethod
+    def of(cls, prepared, trained) -> ReportInputs:
+        """The run the earlier stages made (``flows.results.Prepared``, ``Trained``)."""
+        return cls(workspace=prepared.workspace, run_id=trained.run_id, dataset=prepared.dataset)
+
+
+class ReportSettings(BaseModel):
+    """Where the report goes and how it is titled."""
+
+    model_config = ConfigDict(extra="forbid")
+
     output: str | None = Field(
         None, description="folder for report.md/report.html (default: `<workspace>/reports/<run_id>`)"
     )
     dataset: str | None = Field(None, description="the title's dataset name (default: the workspace folder's name)")
 
 
-class StageTrainParams(TrainParams):
-    """The train stage inside the full experiment: its workspace and splits are the prepare stage's, so they
-    are not offered as parameters."""
+class ReportParams(ReportSettings):
+    """``python -m flows.report``'s parameters, one flat model: which workspace and run, then where the report
+    goes; the flow takes them apart (:meth:`inputs`, :meth:`settings`)."""
 
-    workspace: SkipJsonSchema[str | None] = None
-    splits: SkipJsonSchema[tuple[str, ...]] = DEFAULT_SPLITS
+    workspace: str | None = Field(None, description="a prepared workspace folder (default: the default dataset's)")
+    run_id: str | None = Field(None, description="an evaluated run (default: the latest one)")
 
-    def on(self, prepared: Prepared) -> StageTrainParams:
-        """These parameters on what the prepare stage made: its workspace and every split."""
-        return self.model_copy(update={"workspace": prepared.workspace, "splits": tuple(prepared.splits)})
+    def inputs(self) -> ReportInputs:
+        return ReportInputs(workspace=self.workspace, run_id=self.run_id)
 
-
-class StageReportParams(ReportParams):
-    """The report stage inside the full experiment: it reports the run the earlier stages made."""
-
-    workspace: SkipJsonSchema[str | None] = None
-    run_id: SkipJsonSchema[str | None] = None
-
-    def of(self, prepared: Prepared, trained: Trained) -> StageReportParams:
-        """These parameters for the run the earlier stages made (titled with the dataset's name unless given)."""
-        run = {"workspace": prepared.workspace, "run_id": trained.run_id, "dataset": self.dataset or prepared.dataset}
-        return self.model_copy(update=run)
+    def settings(self) -> ReportSettings:
+        return ReportSettings.model_validate(self.model_dump(include=set(ReportSettings.model_fields)))
 
 
-class FullParams(BaseModel):
-    """Parameters of the whole experiment, one model per stage."""
+class ExperimentSettings(BaseModel):
+    """How each stage of the experiment runs, one model per stage (settings only: each stage's inputs are the
+    previous stage's result). A study gives every dataset these."""
 
     model_config = ConfigDict(extra="forbid")
 
+    prepare: PrepareSettings = Field(
+        PrepareSettings(), description="each dataset's ingestion, validation, data card and splits"
+    )
+    train: TrainSettings = Field(TrainSettings(), description="models, evaluation, publishing")
+    report: ReportSettings = Field(ReportSettings(), description="where the report goes")
+
+
+class FullParams(ExperimentSettings):
+    """Parameters of the whole experiment: the dataset, then how each stage runs."""
+
     prepare: PrepareParams = Field(PrepareParams(), description="the dataset, its ingestion, validation and splits")
-    train: StageTrainParams = Field(
-        StageTrainParams(), description="models, evaluation, publishing (workspace and splits: the prepare stage's)"
-    )
-    report: StageReportParams = Field(
-        StageReportParams(), description="where the report goes (its workspace and run: the earlier stages')"
-    )
-
-    @field_validator("train", "report", mode="before")
-    @classmethod
-    def _as_stage(cls, value):
-        """A train or report flow's parameters are accepted for its stage (their fields as values)."""
-        return value.model_dump() if isinstance(value, TrainParams | ReportParams) else value
-
-
-class StudyPrepareParams(PrepareParams):
-    """The prepare stage of each dataset in a study: its path comes from the study's ``data``, its name from
-    the path and its workspace from ``workspaces``, so those are not offered as parameters."""
-
-    data: SkipJsonSchema[str | None] = None
-    name: SkipJsonSchema[str | None] = None
-    workspace: SkipJsonSchema[str | None] = None
-
-
-class StudyExperimentParams(FullParams):
-    """The experiment each dataset of a study gets."""
-
-    prepare: StudyPrepareParams = Field(
-        StudyPrepareParams(),
-        description="each dataset's ingestion, validation and splits (its path, name and workspace: the study's)",
-    )
 
 
 class StudyParams(BaseModel):
@@ -253,9 +305,9 @@ class StudyParams(BaseModel):
         description="dataset files, folders or catalogue names (python -m flows.prepare --list-datasets) (default: "
         "the embedded default dataset alone)",
     )
-    experiment: StudyExperimentParams = Field(
-        StudyExperimentParams(),
-        description="the experiment each dataset gets (its dataset path, name and workspace are set per dataset)",
+    experiment: ExperimentSettings = Field(
+        ExperimentSettings(),
+        description="how each dataset's experiment runs (its dataset and workspace: data and workspaces)",
     )
     runner: RunnerConfig = Field(
         RunnerConfig(), description="where the datasets' experiments run: in turn, threads, or Dask"
@@ -270,14 +322,6 @@ class StudyParams(BaseModel):
         False,
         description="train nothing: write the report from each dataset's latest evaluated run in its workspace",
     )
-
-    @field_validator("experiment", mode="before")
-    @classmethod
-    def _as_experiment(cls, value):
-        """A full experiment's parameters are accepted (the study sets their dataset path, name and workspace)."""
-        if isinstance(value, FullParams) and not isinstance(value, StudyExperimentParams):
-            return value.model_dump(exclude={"prepare": {"data", "name", "workspace"}})
-        return value
 
     def datasets(self) -> tuple[str, ...]:
         return self.data or (str(DEFAULT_DATASET),)

@@ -40,7 +40,7 @@ def _record_failure(flow, flow_run, state) -> None:
 def prepare(params: PrepareParams = PrepareParams()) -> Prepared:
     """Ingest a dataset into DuckDB, validate it with Great Expectations, and split it reproducibly."""
     stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
-    spec = params.dataset()
+    spec = params.dataset()  # resolved once per run (PrepareParams.dataset)
     workspace = params.workspace_for(spec)
     with workspace.lock("flow prepare"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)

@@ -17,7 +17,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 
 from prefect import flow
 
-from flows.params import ReportParams
+from flows.params import ReportInputs, ReportSettings
 from flows.results import Written
 from flows.stop import stop_promptly
 from tasks.report import latest_evaluated_run, write_report
@@ -25,13 +25,14 @@ from tasks.store import DEFAULT_WORKSPACE, Workspace
 
 
 @flow(name="reclab-report")
-def report(params: ReportParams = ReportParams()) -> Written:
-    """Write the run's report files and publish its artifacts; return their paths."""
+def report(settings: ReportSettings = ReportSettings(), inputs: ReportInputs = ReportInputs()) -> Written:
+    """Write the report files of ``inputs``' run (a workspace's evaluated run) as ``settings`` say, and publish its
+    artifacts; return their paths."""
     stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
-    workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
+    workspace = Workspace.existing(inputs.workspace or DEFAULT_WORKSPACE)
     with workspace.lock("flow report"):  # one run at a time per workspace
-        run_id = params.run_id or latest_evaluated_run(workspace.db)
-        out = params.output or str(workspace.root / "reports" / run_id)
-        meta = {"dataset": params.dataset or workspace.root.name}
+        run_id = inputs.run_id or latest_evaluated_run(workspace.db)
+        out = settings.output or str(workspace.root / "reports" / run_id)
+        meta = {"dataset": settings.dataset or inputs.dataset or workspace.root.name}
         paths = write_report(workspace.db, run_id, out, meta)
         return Written(run_id, markdown=paths["markdown"], html=paths["html"])

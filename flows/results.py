@@ -1,6 +1,6 @@
 """What each stage flow returns, typed: what ``flows/full.py`` passes from one stage to the next, what the
 study collects per dataset, and what ``reports/console.py`` prints. A stage's parameters for the next come from
-these (``StageTrainParams.on(prepared)``, ``StageReportParams.of(prepared, trained)``), never from re-packed dicts.
+these (``TrainInputs.of(prepared)``, ``ReportInputs.of(prepared, trained)``), never from re-packed dicts.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from prefect import flow, runtime, task
 from prefect.cache_policies import NONE
 
 from flows.full import full
-from flows.params import FullParams, StudyParams
+from flows.params import FullParams, PrepareParams, StudyParams
 from flows.stop import stop_promptly
 from readers import InputError
 from tasks.report import latest_evaluated_run
@@ -66,14 +66,17 @@ def study(params: StudyParams = StudyParams()) -> dict:
     """Run the experiment on every dataset, then write the cross-dataset report."""
     stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
     experiments = {}
+    root = Path(params.workspaces) if params.workspaces else DEFAULT_WORKSPACES
     for path in params.datasets():
-        prepare = params.experiment.prepare.model_copy(update={"data": path, "workspace": None, "name": None})
-        name = prepare.dataset().name
-        root = Path(params.workspaces) if params.workspaces else DEFAULT_WORKSPACES
-        prepare = prepare.model_copy(update={"workspace": str(root / name)})
-        if name in experiments:
-            raise ValueError(f"dataset {name!r} is given twice (--data {path})")
-        experiments[name] = params.experiment.model_copy(update={"prepare": prepare})
+        # each dataset's experiment: the study's settings, on this dataset, in <workspaces>/<its name>
+        prepare = PrepareParams(data=path, **params.experiment.prepare.model_dump())
+        spec = prepare.dataset()  # resolved once per run (PrepareParams.dataset): the experiment reuses it
+        if spec.name in experiments:
+            raise ValueError(f"dataset {spec.name!r} is given twice (--data {path})")
+        prepare = prepare.model_copy(update={"workspace": str(root / spec.name)})
+        experiments[spec.name] = FullParams(
+            prepare=prepare, train=params.experiment.train, report=params.experiment.report
+        )
     if params.report_only:
         outcomes = {name: latest_outcome(p) for name, p in experiments.items()}
     else:
@@ -86,7 +89,6 @@ def study(params: StudyParams = StudyParams()) -> dict:
             outcomes = {name: future.result() for name, future in futures.items()}
     datasets = [collect_dataset(name, outcome) for name, outcome in outcomes.items()]
     study_id = str(runtime.flow_run.id)
-    root = Path(params.workspaces) if params.workspaces else DEFAULT_WORKSPACES
     out_dir = Path(params.output) if params.output else root / "studies" / study_id
     paths = write_study_report(datasets, out_dir, study_id)
     return {"study_id": study_id, "datasets": outcomes, **paths}

@@ -18,7 +18,7 @@ if __name__ == "__main__":  # the command line, before the imports below: --help
 
 from prefect import flow, get_run_logger, runtime
 
-from flows.params import TrainParams
+from flows.params import TrainInputs, TrainSettings
 from flows.results import SplitEvaluation, Trained
 from flows.stop import stop_promptly
 from models.registry import FUSION
@@ -32,55 +32,57 @@ from tasks.train import SavedSplitFit, fit_split, record_fits
 
 
 @flow(name="reclab-train")
-def train(params: TrainParams = TrainParams()) -> Trained:
-    """Train and evaluate every configured model on each split; results land in the eval_* tables."""
+def train(settings: TrainSettings = TrainSettings(), inputs: TrainInputs = TrainInputs()) -> Trained:
+    """Train and evaluate every configured model on each split of ``inputs`` (a prepared workspace and its split
+    ids) as ``settings`` say; results land in the eval_* tables."""
     stop_promptly()  # SIGTERM / Ctrl-C: exit within seconds, fits kept (flows/stop.py)
-    workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
+    workspace, split_ids = Workspace.existing(inputs.workspace or DEFAULT_WORKSPACE), inputs.splits
     with workspace.lock("flow train"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)
-        start_run(workspace.db, run_id, "train", params.model_dump(mode="json"))
-        publish = choose_publish_split(workspace.db, params.splits, params.publish_split) if params.publish else None
-        if publish and FUSION not in params.train.models:
+        record = {**inputs.model_dump(mode="json"), **settings.model_dump(mode="json")}  # the run's parameters
+        start_run(workspace.db, run_id, "train", record)
+        publish = choose_publish_split(workspace.db, split_ids, settings.publish_split) if settings.publish else None
+        if publish and FUSION not in settings.train.models:
             get_run_logger().warning(
                 "nothing is published: the fused model is what gets published and served, and 'fusion' is not "
                 "among the models trained (add it to --models, or pass --no-publish)"
             )
             publish = None
-        splits, published, promotion = {}, None, None
-        with params.runner.build() as runner:
+        evaluated, published, promotion = {}, None, None
+        with settings.runner.build() as runner:
             # train: every split's fit is independent (seeds, protocols): all submitted to the task runner at once.
             # Each fits every model on the split's training fold, tunes on validation, scores test (a model whose
             # split content, settings and code are unchanged is restored from the workspace's fit store)
-            inputs = {
-                split_id: {
-                    "db": workspace.db,
-                    "split_id": split_id,
-                    "config": params.train,
-                    "eval_config": params.evaluation,
-                    "work_dir": workspace.run_dir(run_id),
-                    "refresh": params.refresh_cache,
-                }
-                for split_id in params.splits
+            futures = {
+                split_id: runner.submit(
+                    fit_split,
+                    parameters={
+                        "db": workspace.db,
+                        "split_id": split_id,
+                        "config": settings.train,
+                        "eval_config": settings.evaluation,
+                        "work_dir": workspace.run_dir(run_id),
+                        "refresh": settings.refresh_cache,
+                    },
+                )
+                for split_id in split_ids
             }
-            futures = {split_id: runner.submit(fit_split, parameters=inputs[split_id]) for split_id in params.splits}
-            for split_id in params.splits:  # in split order: recorded, evaluated, and (one split) published
-                outputs = SavedSplitFit.load(futures[split_id].result())
-                record_fits(workspace.db, run_id, outputs)
+            for split_id in split_ids:  # in split order: recorded, evaluated, and (one split) published
+                saved = SavedSplitFit.load(futures[split_id].result())
+                record_fits(workspace.db, run_id, saved)
                 # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
-                results = evaluate_models(workspace.db, run_id, split_id, outputs.per_user, params.evaluation)
-                splits[split_id] = SplitEvaluation(outputs.protocol, results, outputs.fits)
+                results = evaluate_models(workspace.db, run_id, split_id, saved.per_user, settings.evaluation)
+                evaluated[split_id] = SplitEvaluation(saved.protocol, results, saved.fits)
                 if split_id == publish:
                     # publish: the fused model of this split becomes a registry version (champion if the first)
-                    published = publish_model(
-                        workspace, run_id, outputs, headline_metrics(results), params.model_dump(mode="json")
-                    )
+                    published = publish_model(workspace, run_id, saved, headline_metrics(results), record)
                     # promotion gate: the champion scored on the same test users; promote on a significant gain
-                    promotion = challenge_champion(workspace, published, outputs, params.evaluation, params.promotion)
+                    promotion = challenge_champion(workspace, published, saved, settings.evaluation, settings.promotion)
         # judge: the pre-registered comparisons of every unit (a k-fold split's folds pooled), gated by the
         # data card, corrected within their family
-        differences = judge_run(workspace.db, run_id, params.evaluation)
+        differences = judge_run(workspace.db, run_id, settings.evaluation)
         erased = erased_since_last_training(workspace.db, run_id)
-        finish_run(workspace.db, run_id, {"splits": list(params.splits), "erased_since_last_training": erased})
+        finish_run(workspace.db, run_id, {"splits": list(split_ids), "erased_since_last_training": erased})
         return Trained(
-            run_id, str(workspace.db), splits, differences, erased, published, promotion, planned_folds(workspace.db)
+            run_id, str(workspace.db), evaluated, differences, erased, published, promotion, planned_folds(workspace.db)
         )

@@ -113,7 +113,8 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
     schedules = _prefect(env, "deployment", "schedule", "ls", "reclab-experiment/retrain-weekly")
     assert "0 3 * * 1" in schedules  # the weekly schedule ships, switched off
     # the UI's parameter forms: every field described, no path of the deploying machine baked in, and the
-    # fields the full experiment sets itself (its train and report stages' workspace, splits, run) not offered
+    # experiment's form made of settings only (its train and report stages' inputs, the workspace, splits and
+    # run, are the earlier stages' results, not parameters); a stage deployed alone asks for its inputs
     api = env["PREFECT_API_URL"]
     for name in names:
         with urllib.request.urlopen(f"{api}/deployments/name/{name}", timeout=10) as response:
@@ -129,11 +130,14 @@ def test_deploy_and_run_the_full_experiment_through_a_worker(prefect_server, tmp
         assert not undescribed, (name, undescribed)
         if name == "reclab-experiment/full-experiment":
             stages = schema["definitions"]
-            assert "workspace" not in stages["StageTrainParams"]["properties"]
-            assert "splits" not in stages["StageTrainParams"]["properties"]
-            assert "run_id" not in stages["StageReportParams"]["properties"]
+            assert set(schema["properties"]) == {"params"}
+            assert not {"workspace", "splits"} & set(stages["TrainSettings"]["properties"])
+            assert not {"workspace", "run_id"} & set(stages["ReportSettings"]["properties"])
+        if name == "reclab-train/train":  # alone, the stage asks which workspace and splits, apart
+            assert set(schema["properties"]) == {"settings", "inputs"}
+            assert set(schema["definitions"]["TrainInputs"]["properties"]) == {"workspace", "splits"}
         if name == "reclab-study/study":  # each dataset's path, name and workspace are the study's
-            prepare = schema["definitions"]["StudyPrepareParams"]["properties"]
+            prepare = schema["definitions"]["PrepareSettings"]["properties"]
             assert not {"data", "name", "workspace"} & set(prepare) and "split" in prepare
 
     records = [review(f"u{i // 8}", f"i{(i * 5) % 12}", 1 + (i * 7) % 5, ts=1_400_000_000 + i) for i in range(64)]

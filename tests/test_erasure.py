@@ -46,7 +46,7 @@ def erased(prefect_harness, tmp_path_factory):
     per-table counts of u1's and everyone's rows before and after, the erasure's summary, the full flow's
     parameters)."""
     from flows.full import full
-    from flows.params import FullParams, PrepareParams, TrainParams
+    from flows.params import FullParams, PrepareParams, TrainSettings
     from models.evaluation import EvalConfig
     from models.registry import TrainConfig
 
@@ -63,7 +63,7 @@ def erased(prefect_harness, tmp_path_factory):
             split={"protocols": ("random",)},
             validation={"max_quarantine_fraction": 0.05},  # the one bad line of u1's, 1 in 50
         ),
-        train=TrainParams(train=TrainConfig(models=models, lm_overrides=tiny_lm), evaluation=EvalConfig(n_boot=100)),
+        train=TrainSettings(train=TrainConfig(models=models, lm_overrides=tiny_lm), evaluation=EvalConfig(n_boot=100)),
     )
     full(params)
     workspace = Workspace(tmp_path / "ws")

@@ -57,7 +57,7 @@ MODELS = ("global_mean", "bias_als", "popularity", "lightfm_hybrid", "lm_two_tow
 def experiment(prefect_harness, tmp_path_factory):
     """The full flow once on 64 reviews with a tiny transformer: (its parameters, its summary, workspace).
     User u0 wrote one text on all 8 of its items (planted variant duplicates: 12.5% of interactions)."""
-    from flows.params import FullParams, PrepareParams, TrainParams
+    from flows.params import FullParams, PrepareParams, TrainSettings
     from models.evaluation import EvalConfig
     from models.registry import TrainConfig
 
@@ -75,7 +75,7 @@ def experiment(prefect_harness, tmp_path_factory):
         prepare=PrepareParams(
             data=str(path), workspace=str(tmp_path / "ws"), split={"protocols": ("random", "temporal")}
         ),
-        train=TrainParams(
+        train=TrainSettings(
             train=TrainConfig(models=MODELS, lightfm_max_epochs=5, lightfm_trials=0, lm_overrides=tiny_lm),
             evaluation=EvalConfig(n_boot=100),
         ),
@@ -369,7 +369,7 @@ def test_cli_report_needs_an_evaluated_run(tmp_path):
 def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harness, tmp_path):
     """prefect-dask on a local cluster: the splits' fits and the LightFM search trials run on worker processes
     and give exactly what the sequential runner gives."""
-    from flows.params import PrepareParams, RunnerConfig, SearchParams, TrainParams
+    from flows.params import PrepareParams, RunnerConfig, SearchParams, TrainInputs, TrainSettings
     from flows.prepare import prepare
     from flows.search import search
     from flows.train import train as train_flow
@@ -397,15 +397,14 @@ def test_dask_runner_fits_splits_in_parallel_with_the_same_results(prefect_harne
     runs = {}
     for kind in ("sequential", "dask"):
         out = train_flow(
-            TrainParams(
-                workspace=workspace,
-                splits=tuple(prepared.splits),
+            TrainSettings(
                 train=train,
                 evaluation=EvalConfig(n_boot=100),
                 publish=False,
                 refresh_cache=True,
                 runner=RunnerConfig(kind=kind, workers=2),
-            )
+            ),
+            TrainInputs.of(prepared),
         )
         runs[kind] = out.run_id
     with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
@@ -440,7 +439,7 @@ def test_train_fractions_make_reduced_splits_that_are_trained_and_judged_as_unit
 ):
     """--train-fractions 0.5 1.0: prepare makes random_s0 and random_s0_t50 (half of each user's training
     ratings, the same test fold), train fits both, and each is a judged unit with its own primary rows."""
-    from flows.params import PrepareParams, TrainParams
+    from flows.params import PrepareParams, TrainInputs, TrainSettings
     from flows.prepare import prepare
     from flows.train import train as train_flow
     from models.evaluation import EvalConfig
@@ -461,13 +460,12 @@ def test_train_fractions_make_reduced_splits_that_are_trained_and_judged_as_unit
     assert (half["validation"], half["test"]) == (full["validation"], full["test"])
     assert full["train"] / 2 <= half["train"] < full["train"] / 2 + 30  # ceil per user (30 users)
     out = train_flow(
-        TrainParams(
-            workspace=workspace,
-            splits=tuple(prepared.splits),
+        TrainSettings(
             train=TrainConfig(models=("global_mean", "bias_als", "popularity", "fusion"), lightfm_trials=0),
             evaluation=EvalConfig(n_boot=100),
             publish=False,
-        )
+        ),
+        TrainInputs.of(prepared),
     )
     with duckdb.connect(str(tmp_path / "ws" / "reclab.duckdb"), read_only=True) as con:
         units = con.execute(

@@ -149,7 +149,7 @@ MODELS = ("global_mean", "bias_als", "popularity", "lm_two_tower", "fusion")
 
 @pytest.mark.slow
 def test_the_study_runs_every_dataset_and_reports_a_failed_one(prefect_harness, tmp_path):
-    from flows.params import FullParams, PrepareParams, StudyParams, TrainParams
+    from flows.params import ExperimentSettings, PrepareSettings, StudyParams, TrainSettings
     from flows.study import study
     from models.evaluation import EvalConfig
     from models.registry import TrainConfig
@@ -171,12 +171,12 @@ def test_the_study_runs_every_dataset_and_reports_a_failed_one(prefect_harness, 
     tiny_lm = {"encoder_config": TINY_BERT, "max_length": 32, "batch_size": 8, "max_epochs": 1}
     params = StudyParams(
         data=(str(good), str(broken)),
-        experiment=FullParams(
+        experiment=ExperimentSettings(
             # 64 ratings: fold-size thresholds this small, so that the tiny dataset's verdicts are not withheld
-            prepare=PrepareParams(
+            prepare=PrepareSettings(
                 split={"protocols": ("random", "temporal")}, data_card={"min_fold_ratings": 2, "min_fold_users": 2}
             ),
-            train=TrainParams(
+            train=TrainSettings(
                 train=TrainConfig(models=MODELS, lm_overrides=tiny_lm), evaluation=EvalConfig(n_boot=100)
             ),
         ),

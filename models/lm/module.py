@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.lm.config import LMConfig
 from models.lm.network import TwoTower, build_encoder
 
 PROGRESS_SECONDS = 30.0  # long loops print a progress line at most this often
@@ -161,51 +162,54 @@ class TwoTowerModule(L.LightningModule):
 
     Loss = MSE(rating) + ``ranking_weight`` × :func:`retrieval_loss` over the batch's item columns, with
     temperature ``temperature`` and positives rated at or above ``positive_threshold``.
-    """
+
+    Its settings are the LM's config, whole (``config``: an :class:`LMConfig` or its fields as a dict; single
+    fields may be given as keywords, ``TwoTowerModule(encoder_config=..., freeze_layers=1)``); besides it, what
+    the training data decides: ``rating_mean`` (the rating head's starting bias) and ``positive_threshold``
+    (the config's, capped at the highest training rating; None: the config's). Lightning keeps them with every
+    checkpoint (``save_hyperparameters``: the config as JSON values, so checkpoints load with
+    ``weights_only=True``)."""
 
     def __init__(
         self,
-        encoder: str = "minilm",
-        encoder_config: dict | None = None,
+        config: LMConfig | dict | None = None,
+        *,
         rating_mean: float = 0.0,
-        lr: float = 5e-5,
-        head_lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
-        ranking_weight: float = 0.5,
-        temperature: float = 0.05,
-        freeze_layers: int = 0,
+        positive_threshold: float | None = None,
         head_hidden: int = 256,
-        positive_threshold: float = 4.0,
-        lora_rank: int = 0,
-        lora_alpha: float = 16.0,
-        lora_dropout: float = 0.1,
-        lora_targets: tuple[str, ...] = ("query", "value"),
-        logq_correction: bool = True,
-        dropout: float | None = None,
-        trainable: str = "all",
+        **settings,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.net = TwoTower(build_encoder(encoder, encoder_config), head_hidden=head_hidden, rating_mean=rating_mean)
+        base = config.model_dump() if isinstance(config, LMConfig) else dict(config or {})
+        self.config = config = LMConfig.model_validate({**base, **settings})
+        threshold = config.positive_threshold if positive_threshold is None else float(positive_threshold)
+        self.save_hyperparameters(
+            {
+                "config": config.model_dump(mode="json"),
+                "rating_mean": rating_mean,
+                "positive_threshold": threshold,
+                "head_hidden": head_hidden,
+            }
+        )
+        self.net = TwoTower(
+            build_encoder(config.encoder, config.encoder_config), head_hidden=head_hidden, rating_mean=rating_mean
+        )
         self.net.train()  # from_pretrained returns the encoder in eval mode (dropout off)
-        if lora_rank > 0:
-            if freeze_layers:
+        if config.lora_rank > 0:
+            if config.freeze_layers:
                 raise ValueError("LoRA freezes every pretrained weight itself: set freeze_layers to 0 with lora_rank")
-            self.net.add_lora(lora_rank, lora_alpha, lora_dropout, tuple(lora_targets))
-        self.net.freeze_lower_layers(freeze_layers)
-        if trainable == "ffn":  # the unfrozen layers' attention stays as pretrained: no backward through it
-            if lora_rank > 0:
+            self.net.add_lora(config.lora_rank, config.lora_alpha, config.lora_dropout, tuple(config.lora_targets))
+        self.net.freeze_lower_layers(config.freeze_layers)
+        if config.trainable == "ffn":  # the unfrozen layers' attention stays as pretrained: no backward through it
+            if config.lora_rank > 0:
                 raise ValueError('trainable="ffn" freezes attention weights; LoRA adapts them: use one or the other')
             for layer in self.net.encoder.encoder.layer[self.net.frozen :]:
                 for p in layer.attention.parameters():
                     p.requires_grad_(False)
-        elif trainable != "all":
-            raise ValueError(f'trainable must be "all" or "ffn", not {trainable!r}')
-        if dropout is not None:  # the encoder's and the head's dropout (not LoRA's own)
+        if config.dropout is not None:  # the encoder's and the head's dropout (not LoRA's own)
             for name, module in self.net.named_modules():
                 if isinstance(module, nn.Dropout) and "lora_" not in name:
-                    module.p = float(dropout)
+                    module.p = float(config.dropout)
         self._sums: dict[str, torch.Tensor] = {}
         self._pieces: PieceStates | None = None  # the frozen layers' states of the attached tokens' pieces
         self._tokens = None  # the ProfileTokens whose profiles batches address by row (attach_tokens)
@@ -280,16 +284,16 @@ class TwoTowerModule(L.LightningModule):
         pred, u, items = self(batch)
         mse = nn.functional.mse_loss(pred, batch["rating"])
         ranking = retrieval_loss(
-            self.net.similarity(u, items) / self.hparams.temperature,
+            self.net.similarity(u, items) / self.config.temperature,
             batch["item_index"],
             batch["rating"],
             batch["user_entity"],
             batch["item_entity"],
             batch["column_entity"],
-            batch["column_logq"] if self.hparams.logq_correction else torch.zeros_like(batch["column_logq"]),
+            batch["column_logq"] if self.config.logq_correction else torch.zeros_like(batch["column_logq"]),
             self.hparams.positive_threshold,
         )
-        loss = mse + self.hparams.ranking_weight * ranking
+        loss = mse + self.config.ranking_weight * ranking
         n = batch["rating"].shape[0]
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
         self.log(f"{stage}_mse", mse, batch_size=n, sync_dist=stage != "train")
@@ -324,12 +328,12 @@ class TwoTowerModule(L.LightningModule):
     def recipe(self) -> str:
         """The fine-tuning recipe in words, with its trainable share (the report's cost section names it)."""
         trainable, total = self.net.trainable_parameters()
-        h = self.hparams
+        h = self.config
         if h.lora_rank > 0:
             name = f"LoRA r={h.lora_rank} on {', '.join(h.lora_targets)}"
         elif h.freeze_layers > 0:
             name = f"lower {h.freeze_layers} layers frozen"
-            if h.get("trainable", "all") == "ffn" and h.freeze_layers < len(self.net.encoder.encoder.layer):
+            if h.trainable == "ffn" and h.freeze_layers < len(self.net.encoder.encoder.layer):
                 name += ", the feed-forward blocks above them trained"
         else:
             name = "full fine-tuning"
@@ -349,14 +353,14 @@ class TwoTowerModule(L.LightningModule):
                 groups["decay"].append(param)
         optimizer = torch.optim.AdamW(
             [
-                {"params": groups["decay"], "weight_decay": self.hparams.weight_decay},
+                {"params": groups["decay"], "weight_decay": self.config.weight_decay},
                 {"params": groups["no_decay"], "weight_decay": 0.0},
-                {"params": groups["head"], "weight_decay": self.hparams.weight_decay, "lr": self.hparams.head_lr},
+                {"params": groups["head"], "weight_decay": self.config.weight_decay, "lr": self.config.head_lr},
             ],
-            lr=self.hparams.lr,
+            lr=self.config.lr,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(total * self.hparams.warmup_ratio)
+        warmup = int(total * self.config.warmup_ratio)
 
         def schedule(step: int) -> float:
             if step < warmup:

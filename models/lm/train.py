@@ -75,24 +75,87 @@ def cpu_has_bf16() -> bool:
 
 
 def train(config: LMConfig) -> dict:
-    """Fit, then (on global rank 0) export embeddings, predictions and metrics. Returns the metrics."""
+    """Fit, then (on global rank 0) export embeddings, predictions and metrics. Returns the metrics.
+
+    In phases, each timed (``metrics.json`` "phase_seconds"): read the inputs and build the profiles
+    (:func:`_inputs`), build the module and its frozen layers' text states (:func:`_module`), build the trainer
+    (:func:`_trainer`), fit (resuming a checkpoint of the same inputs), then export (:func:`export`)."""
     import lightning as L
-    import pandas as pd
     import torch
-    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
-    from models.lm.module import TwoTowerModule
-
-    ProgressLog = progress_callback()
     began = time.perf_counter()
-    phases: dict[str, float] = {}  # wall seconds of the trainer's phases (metrics.json "phase_seconds")
-
+    phases: dict[str, float] = {}
     L.seed_everything(config.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them; no effect on CPU
     torch.set_num_threads(trainer_threads(config))
     print(f"[lm] {torch.get_num_threads()} thread(s) for the whole fit", file=sys.stderr, flush=True)
-    data, out = Path(config.data_dir), Path(config.output_dir)
+
+    frames, profiles, datamodule, users, item_ids, pairs = _inputs(config)
+    phases["profiles"] = time.perf_counter() - began
+    module, text_seconds = _module(config, frames, datamodule)
+    phases["start"] = time.perf_counter() - began - phases["profiles"] - (text_seconds or 0.0)
+    if text_seconds is not None:
+        phases["text_states"] = text_seconds
+    trainer, best, resume, resuming = _trainer(config, datamodule)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None, weights_only=True)  # no pickle
+    seconds = phases["train"] = time.perf_counter() - start
+    metrics = {
+        "best_val_rmse": float(best.best_model_score) if best.best_model_score is not None else None,
+        "best_checkpoint": best.best_model_path,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        **pairs,
+        "resumed": resuming,
+        "train_seconds": seconds,
+        "world_size": trainer.world_size,
+        "precision": _precision(config),
+        "recipe": module.recipe(),
+        "encoder": config.encoder if config.encoder_config is None else "random (encoder_config)",
+        "parameters": module.net.trainable_parameters()[1],
+        "trainable_parameters": module.net.trainable_parameters()[0],
+        "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "peak_rss_gib": _peak_rss_gib(),
+        "train_samples_per_second": trainer.global_step
+        * config.batch_size
+        * config.accumulate_grad_batches
+        * trainer.world_size
+        / max(seconds, 1e-9),
+    }
+    if trainer.is_global_zero:
+        start = time.perf_counter()
+        out = Path(config.output_dir)
+        exported = export(
+            module,
+            datamodule,
+            profiles,
+            frames,
+            users,
+            item_ids,
+            best.best_model_path or str(resume),
+            out,
+            readout_folds=config.readout_folds,
+            seed=config.seed,
+            device=str(trainer.strategy.root_device),
+            bf16=_precision(config).startswith("bf16"),
+        )
+        metrics.update(exported)
+        phases["export"] = time.perf_counter() - start
+        metrics["peak_rss_gib"] = _peak_rss_gib()  # export holds every profile's vector: its peak counts too
+        metrics["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
+        metrics["cpu_seconds"] = time.process_time()  # every thread of this process, from its start
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _inputs(config: LMConfig):
+    """The folds and items from ``data_dir``, the profiles and the data module set up for fitting, and the
+    training pairs' counts (with the budget, when ``max_train_pairs`` trains fewer: the report's cost table
+    says so)."""
+    import pandas as pd
+
+    data = Path(config.data_dir)
     empty = pd.DataFrame(
         {"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str), "rating": pd.Series(dtype=float)}
     )
@@ -105,7 +168,7 @@ def train(config: LMConfig) -> dict:
     profiles, datamodule, users, item_ids = data_module(config, frames, items)
     datamodule.setup("fit")
     pairs = {"train_pairs": len(frames["train"]), "train_pairs_trained": datamodule.datasets["train"].pairs}
-    if pairs["train_pairs_trained"] < pairs["train_pairs"]:  # what the report's cost table says of it
+    if pairs["train_pairs_trained"] < pairs["train_pairs"]:
         pairs["budget"] = {
             "trained": pairs["train_pairs_trained"],
             "of": pairs["train_pairs"],
@@ -118,47 +181,51 @@ def train(config: LMConfig) -> dict:
             file=sys.stderr,
             flush=True,
         )
-    phases["profiles"] = time.perf_counter() - began
-    module = TwoTowerModule(
-        encoder=config.encoder,
-        encoder_config=config.encoder_config,
+    return frames, profiles, datamodule, users, item_ids, pairs
+
+
+def _module(config: LMConfig, frames: dict, datamodule):
+    """The Lightning module (the config whole, and what the training ratings decide), with its frozen layers'
+    text states computed or read from the text-state cache; and the seconds those took (None: no frozen
+    layers)."""
+    from models.lm.module import TwoTowerModule
+
+    module = TwoTowerModule(  # the config whole; besides it, what the training ratings decide
+        config,
         rating_mean=float(frames["train"]["rating"].mean()),
-        lr=config.lr,
-        head_lr=config.head_lr,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        ranking_weight=config.ranking_weight,
-        temperature=config.temperature,
-        freeze_layers=config.freeze_layers,
         positive_threshold=min(config.positive_threshold, float(frames["train"]["rating"].max())),
-        lora_rank=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        lora_targets=config.lora_targets,
-        logq_correction=config.logq_correction,
-        dropout=config.dropout,
-        trainable=config.trainable,
     )
     precision = _precision(config)
     if precision != config.precision and config.precision != "auto":
         print(f"[lm] {config.precision} asked, {precision} used: this CPU has no native bfloat16", file=sys.stderr)
     print(f"[lm] recipe: {module.recipe()}, {precision}", file=sys.stderr, flush=True)
-    phases["start"] = time.perf_counter() - began - phases["profiles"]
-    if config.freeze_layers > 0:
-        start = time.perf_counter()
-        cache = text_state_cache(config, module, datamodule.tokenizer) if config.cache_frozen else None
-        counts = module.attach_tokens(datamodule.tokens, cache, keep=config.cache_frozen)
-        if counts and config.cache_frozen:
-            tokens = datamodule.tokens
-            print(
-                f"[lm] {len(tokens.ids)} profiles from {counts['pieces']} text pieces: {counts['encoded']} encoded by "
-                f"the {config.freeze_layers} frozen layers, {counts['pieces'] - counts['encoded']} read from the "
-                f"text-state cache{'' if cache is not None else ' (none: states kept for this run only)'}, "
-                f"in {time.perf_counter() - start:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-        phases["text_states"] = time.perf_counter() - start
+    if config.freeze_layers <= 0:
+        return module, None
+    start = time.perf_counter()
+    cache = text_state_cache(config, module, datamodule.tokenizer) if config.cache_frozen else None
+    counts = module.attach_tokens(datamodule.tokens, cache, keep=config.cache_frozen)
+    if counts and config.cache_frozen:
+        tokens = datamodule.tokens
+        print(
+            f"[lm] {len(tokens.ids)} profiles from {counts['pieces']} text pieces: {counts['encoded']} encoded by "
+            f"the {config.freeze_layers} frozen layers, {counts['pieces'] - counts['encoded']} read from the "
+            f"text-state cache{'' if cache is not None else ' (none: states kept for this run only)'}, "
+            f"in {time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return module, time.perf_counter() - start
+
+
+def _trainer(config: LMConfig, datamodule):
+    """The Lightning trainer (checkpoints, early stopping on validation RMSE, loggers, the progress lines and
+    the guards that stop it), its best-checkpoint callback, the resume checkpoint and whether it resumes (a
+    ``last.ckpt`` of the same inputs and settings; any other is removed)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    out = Path(config.output_dir)
     batches = len(datamodule.train_dataloader())
     if isinstance(config.limit_train_batches, float):
         batches = max(1, int(batches * config.limit_train_batches))
@@ -223,7 +290,7 @@ def train(config: LMConfig) -> dict:
             EarlyStopping(monitor="val_rmse", mode="min", patience=config.patience, check_on_train_epoch_end=False),
             FailAfter(),
             ParentGone(),
-            ProgressLog(config.log_every_n_steps, total_steps, config.batch_size),
+            progress_callback()(config.log_every_n_steps, total_steps, config.batch_size),
         ],
         val_check_interval=val_check,
         logger=loggers,
@@ -240,55 +307,7 @@ def train(config: LMConfig) -> dict:
         shutil.rmtree(checkpoints)  # checkpoints of other inputs or settings: never resume from those
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule, ckpt_path=str(resume) if resuming else None, weights_only=True)  # no pickle
-    seconds = phases["train"] = time.perf_counter() - start
-    metrics = {
-        "best_val_rmse": float(best.best_model_score) if best.best_model_score is not None else None,
-        "best_checkpoint": best.best_model_path,
-        "global_step": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        **pairs,
-        "resumed": resuming,
-        "train_seconds": seconds,
-        "world_size": trainer.world_size,
-        "precision": _precision(config),
-        "recipe": module.recipe(),
-        "encoder": config.encoder if config.encoder_config is None else "random (encoder_config)",
-        "parameters": module.net.trainable_parameters()[1],
-        "trainable_parameters": module.net.trainable_parameters()[0],
-        "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "peak_rss_gib": _peak_rss_gib(),
-        "train_samples_per_second": trainer.global_step
-        * config.batch_size
-        * config.accumulate_grad_batches
-        * trainer.world_size
-        / max(seconds, 1e-9),
-    }
-    if trainer.is_global_zero:
-        start = time.perf_counter()
-        metrics.update(
-            export(
-                module,
-                datamodule,
-                profiles,
-                frames,
-                users,
-                item_ids,
-                best.best_model_path or str(resume),
-                out,
-                readout_folds=config.readout_folds,
-                seed=config.seed,
-                device=str(trainer.strategy.root_device),
-                bf16=_precision(config).startswith("bf16"),
-            )
-        )
-        phases["export"] = time.perf_counter() - start
-        metrics["peak_rss_gib"] = _peak_rss_gib()  # export holds every profile's vector: its peak counts too
-        metrics["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
-        metrics["cpu_seconds"] = time.process_time()  # every thread of this process, from its start
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    return trainer, best, resume, resuming
 
 
 def text_state_cache(config: LMConfig, module, tokenizer):
