@@ -30,4 +30,4 @@ from tasks.store import DEFAULT_WORKSPACE, Workspace
 def forget(params: ForgetParams) -> dict:
     """Erase one user's data from the workspace; what was removed (counts, never the id)."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
-    return erase(workspace.root, params.user_id)
+    return erase(workspace, params.user_id)

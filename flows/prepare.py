@@ -44,25 +44,25 @@ def prepare(params: PrepareParams = PrepareParams()) -> Prepared:
     workspace = params.workspace_for(spec)
     with workspace.lock("flow prepare"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)
-        start_run(workspace.db, run_id, "prepare", params.model_dump(mode="json"))
+        start_run(workspace, run_id, "prepare", params.model_dump(mode="json"))
 
         # ingest: files -> immutable raw tables -> canonical tables (+ quarantine, duplicates, accounting)
-        raw = load_raw(workspace.db, spec)
-        fingerprint = record_inputs(workspace.db, run_id, spec)
-        accounting = build_canonical(workspace.db, spec, params.ingest, params.data_card.text_min_chars)
+        raw = load_raw(workspace, spec)
+        fingerprint = record_inputs(workspace, run_id, spec)
+        accounting = build_canonical(workspace, spec, params.ingest, params.data_card.text_min_chars)
 
         # validate: GX suites per canonical table and the quarantine threshold; Data Docs in the run folder
         data_docs = workspace.run_dir(run_id) / "data_docs"
-        validate_tables(workspace.db, spec, params.validation, run_id, data_docs)
+        validate_tables(workspace, spec, params.validation, run_id, data_docs)
 
         # split: seeded fold assignments, then the training-only review text
         splits = {}
         for seed in params.seeds or (params.split.seed,):
-            splits |= split_interactions(workspace.db, params.split.model_copy(update={"seed": seed}))
-        train_reviews = collect_training_reviews(workspace.db)
+            splits |= split_interactions(workspace, params.split.model_copy(update={"seed": seed}))
+        train_reviews = collect_training_reviews(workspace)
 
         # describe: the data card (distribution, coverage, threats to validity), stored and warned about
-        card = describe_data(workspace.db, spec, params.data_card, run_id)
+        card = describe_data(workspace, spec, params.data_card, run_id)
 
         prepared = Prepared(
             dataset=spec.name,
@@ -72,11 +72,11 @@ def prepare(params: PrepareParams = PrepareParams()) -> Prepared:
             input_fingerprint=fingerprint,
             raw_records=raw,
             accounting=accounting,
-            tables=count_tables(workspace.db),
+            tables=count_tables(workspace),
             splits=splits,
             train_reviews=train_reviews,
             data_docs=str(data_docs / "index.html") if params.validation.data_docs else None,
             data_card=card,
         )
-        finish_run(workspace.db, run_id, prepared.record())
+        finish_run(workspace, run_id, prepared.record())
         return prepared

@@ -27,5 +27,5 @@ from tasks.store import DEFAULT_WORKSPACE, Workspace
 def prune(params: PruneParams = PruneParams()) -> dict:
     """Remove the serving log's requests older than the retention period; return how many."""
     workspace = Workspace.existing(params.workspace or DEFAULT_WORKSPACE)
-    removed = prune_serving_log(workspace.root, params.retention_days)
+    removed = prune_serving_log(workspace, params.retention_days)
     return {"workspace": workspace.root.name, "removed": removed, "retention_days": params.retention_days}

@@ -34,5 +34,5 @@ def report(settings: ReportSettings = ReportSettings(), inputs: ReportInputs = R
         run_id = inputs.run_id or latest_evaluated_run(workspace.db)
         out = settings.output or str(workspace.root / "reports" / run_id)
         meta = {"dataset": settings.dataset or inputs.dataset or workspace.root.name}
-        paths = write_report(workspace.db, run_id, out, meta)
+        paths = write_report(workspace, run_id, out, meta)
         return Written(run_id, markdown=paths["markdown"], html=paths["html"])

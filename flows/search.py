@@ -42,7 +42,7 @@ def search(params: SearchParams = SearchParams()) -> dict:
                 runner.submit(
                     lightfm_trial,
                     parameters={
-                        "db": workspace.db,
+                        "workspace": workspace,
                         "split_id": params.split,
                         "trial": n,
                         "config": config,
@@ -52,6 +52,6 @@ def search(params: SearchParams = SearchParams()) -> dict:
                 for n, config in enumerate(configs)
             ]
             trials = [future.result() for future in futures]
-        record_trials(workspace.db, str(runtime.flow_run.id), params.split, trials)
+        record_trials(workspace, str(runtime.flow_run.id), params.split, trials)
         best = trials[best_of([(t["config"], t["validation_ndcg"]) for t in trials], lower_is_better=False)]
         return {"run_id": str(runtime.flow_run.id), "split": params.split, "trials": trials, "best": best}

@@ -40,7 +40,7 @@ def train(settings: TrainSettings = TrainSettings(), inputs: TrainInputs = Train
     with workspace.lock("flow train"):  # one run at a time per workspace
         run_id = str(runtime.flow_run.id)
         record = {**inputs.model_dump(mode="json"), **settings.model_dump(mode="json")}  # the run's parameters
-        start_run(workspace.db, run_id, "train", record)
+        start_run(workspace, run_id, "train", record)
         publish = choose_publish_split(workspace.db, split_ids, settings.publish_split) if settings.publish else None
         if publish and FUSION not in settings.train.models:
             get_run_logger().warning(
@@ -57,7 +57,7 @@ def train(settings: TrainSettings = TrainSettings(), inputs: TrainInputs = Train
                 split_id: runner.submit(
                     fit_split,
                     parameters={
-                        "db": workspace.db,
+                        "workspace": workspace,
                         "split_id": split_id,
                         "config": settings.train,
                         "eval_config": settings.evaluation,
@@ -69,9 +69,9 @@ def train(settings: TrainSettings = TrainSettings(), inputs: TrainInputs = Train
             }
             for split_id in split_ids:  # in split order: recorded, evaluated, and (one split) published
                 saved = SavedSplitFit.load(futures[split_id].result())
-                record_fits(workspace.db, run_id, saved)
+                record_fits(workspace, run_id, saved)
                 # evaluate: per-user values -> metrics with bootstrap CIs and paired tests, stored in DuckDB
-                results = evaluate_models(workspace.db, run_id, split_id, saved.per_user, settings.evaluation)
+                results = evaluate_models(workspace, run_id, split_id, saved.per_user, settings.evaluation)
                 evaluated[split_id] = SplitEvaluation(saved.protocol, results, saved.fits)
                 if split_id == publish:
                     # publish: the fused model of this split becomes a registry version (champion if the first)
@@ -80,9 +80,9 @@ def train(settings: TrainSettings = TrainSettings(), inputs: TrainInputs = Train
                     promotion = challenge_champion(workspace, published, saved, settings.evaluation, settings.promotion)
         # judge: the pre-registered comparisons of every unit (a k-fold split's folds pooled), gated by the
         # data card, corrected within their family
-        differences = judge_run(workspace.db, run_id, settings.evaluation)
-        erased = erased_since_last_training(workspace.db, run_id)
-        finish_run(workspace.db, run_id, {"splits": list(split_ids), "erased_since_last_training": erased})
+        differences = judge_run(workspace, run_id, settings.evaluation)
+        erased = erased_since_last_training(workspace, run_id)
+        finish_run(workspace, run_id, {"splits": list(split_ids), "erased_since_last_training": erased})
         return Trained(
             run_id, str(workspace.db), evaluated, differences, erased, published, promotion, planned_folds(workspace.db)
         )

@@ -170,10 +170,8 @@ def _lm_sequential(cls, config: TrainConfig, context: BuildContext):
 
 
 def _fusion(cls, config: TrainConfig, context: BuildContext):
-    from models.recommenders.fusion import FusionConfig
-
-    settings = FusionConfig(k=context.k, cold_candidates=context.protocol == "cold_items", seed=config.seed)
-    return cls(context.components, settings)
+    settings = cls.Config(k=context.k, cold_candidates=context.protocol == "cold_items", seed=config.seed)
+    return cls(context.components, settings)  # typed: Fusion.Config is its FusionConfig
 
 
 REGISTRY: dict[str, ModelSpec] = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import duckdb
 from prefect import task
@@ -15,7 +14,7 @@ from data_checks.card import data_card, warning_paragraph
 from readers import DatasetSpec
 from readers.schema import INTERACTIONS, ITEMS
 from tasks import tables
-from tasks.store import connect, ensure, table_exists, utc_now
+from tasks.store import Workspace, connect, ensure, table_exists, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,9 @@ def latest_card(con: duckdb.DuckDBPyConnection) -> dict | None:
 
 
 @task(cache_policy=NONE)
-def describe_data(db: Path, spec: DatasetSpec, config: DataCardConfig, run_id: str) -> dict:
+def describe_data(workspace: Workspace, spec: DatasetSpec, config: DataCardConfig, run_id: str) -> dict:
     """Compute, store and announce the data card; its warnings go to the log as one paragraph."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         card = card_for_workspace(con, spec, config)
         store_card(con, run_id, card)
     paragraph = warning_paragraph(card)

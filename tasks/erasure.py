@@ -45,9 +45,9 @@ PER_USER_FOLDERS = ("fits", "runs", "text_states")  # recomputed on the next run
 
 
 @task(cache_policy=NONE)
-def erase(workspace_root: str | Path, user_id: str) -> dict:
-    """Erase ``user_id`` from the workspace at ``workspace_root`` (:func:`forget_user`)."""
-    return forget_user(Workspace.existing(workspace_root), user_id)
+def erase(workspace: Workspace, user_id: str) -> dict:
+    """Erase ``user_id`` from ``workspace`` (:func:`forget_user`)."""
+    return forget_user(workspace, user_id)
 
 
 def forget_user(workspace: Workspace, user_id: str) -> dict:
@@ -208,10 +208,10 @@ def _holds_user(bundle: Path, ids: set[str]) -> bool:
 
 
 @task(cache_policy=NONE)
-def erased_since_last_training(db: Path, run_id: str) -> int:
+def erased_since_last_training(workspace: Workspace, run_id: str) -> int:
     """Users erased since the last completed training before run ``run_id`` started (ever, before the first):
     what the run record states, so that a reader knows whose data the previous models still hold."""
-    with connect(db, read_only=True) as con:
+    with connect(workspace.db, read_only=True) as con:
         if not table_exists(con, tables.ERASURES):
             return 0
         (since,) = con.execute(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -21,7 +20,7 @@ from models.evaluation.harness import aggregate, significance
 from tasks import tables
 from tasks.datacard import latest_card
 from tasks.logs import forward_to_run_logger
-from tasks.store import connect, ensure, replace_run_rows
+from tasks.store import Workspace, connect, ensure, replace_run_rows
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +112,10 @@ def judge_evaluations(
 
 
 @task(cache_policy=NONE)
-def judge_run(db: Path, run_id: str, config: EvalConfig) -> pd.DataFrame:
+def judge_run(workspace: Workspace, run_id: str, config: EvalConfig) -> pd.DataFrame:
     """Judge every unit of the run (its splits already evaluated) and store the verdicts in
     ``eval_differences`` (and a k-fold unit's pooled aggregates in ``eval_results``, under the unit's id)."""
-    with connect(db, read_only=True) as con:
+    with connect(workspace.db, read_only=True) as con:
         per_user = con.execute(
             f"SELECT * EXCLUDE (run_id) FROM {tables.EVAL_PER_USER} WHERE run_id = ? ORDER BY ALL", [run_id]
         ).df()
@@ -125,7 +124,7 @@ def judge_run(db: Path, run_id: str, config: EvalConfig) -> pd.DataFrame:
     with forward_to_run_logger():  # progress lines of the paired differences and CIs reach the run's log
         diffs, pooled = judge_evaluations(per_user, fits, card, config)
         pooled = {unit: aggregate(values, config) for unit, values in pooled.items()}
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         ensure(con, tables.EVAL_DIFFERENCES)
         con.begin()
         try:
@@ -142,7 +141,9 @@ def judge_run(db: Path, run_id: str, config: EvalConfig) -> pd.DataFrame:
 
 
 @task(cache_policy=NONE)
-def evaluate_models(db: Path, run_id: str, split_id: str, per_user: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+def evaluate_models(
+    workspace: Workspace, run_id: str, split_id: str, per_user: pd.DataFrame, config: EvalConfig
+) -> pd.DataFrame:
     """Aggregate and test one split's per-user values; store them in the evaluation tables."""
-    with connect(db) as con, forward_to_run_logger():  # the bootstrap's progress lines reach the run's log
+    with connect(workspace.db) as con, forward_to_run_logger():  # the bootstrap's progress lines reach the run's log
         return store_evaluation(con, run_id, split_id, per_user, config)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -23,7 +22,7 @@ from readers.records import read_header, sha256
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, KEYS, ORDER_BY, ROLES, USERS
 from tasks import IngestConfig, tables
 from tasks.logs import forward_to_run_logger
-from tasks.store import connect, ensure, utc_now
+from tasks.store import Workspace, connect, ensure, utc_now
 
 CHUNK = 50_000  # records per insert: bounds memory whatever the file size
 
@@ -324,26 +323,26 @@ def _write_canonical(con, spec: DatasetSpec, accounting: dict[str, dict[str, int
 
 
 @task(cache_policy=NONE)
-def load_raw(db: Path, spec: DatasetSpec) -> dict[str, int]:
+def load_raw(workspace: Workspace, spec: DatasetSpec) -> dict[str, int]:
     """Copy input files into immutable raw tables (reused when the same file is already there)."""
-    with connect(db) as con, forward_to_run_logger():  # progress lines of large files
+    with connect(workspace.db) as con, forward_to_run_logger():  # progress lines of large files
         return load_raw_tables(con, spec)
 
 
 @task(cache_policy=NONE)
 def build_canonical(
-    db: Path, spec: DatasetSpec, config: IngestConfig, text_min_chars: int = DataCardConfig().text_min_chars
+    workspace: Workspace, spec: DatasetSpec, config: IngestConfig, text_min_chars: int = DataCardConfig().text_min_chars
 ) -> dict[str, dict[str, int]]:
     """Parse raw records into canonical tables; quarantine and collapse with full accounting.
     ``text_min_chars``: the shortest normalised text that counts as a duplicate (the data card's)."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         return build_canonical_tables(con, spec, config, text_min_chars=text_min_chars)
 
 
 @task(cache_policy=NONE)
-def count_tables(db: Path) -> dict[str, int]:
+def count_tables(workspace: Workspace) -> dict[str, int]:
     """Rows of each canonical table plus distinct users and items with interactions."""
-    with connect(db, read_only=True) as con:
+    with connect(workspace.db, read_only=True) as con:
         counts = {role: con.execute(f"SELECT count(*) FROM {tables.CANONICAL[role]}").fetchone()[0] for role in ROLES}
         users, items = con.execute(
             f"SELECT count(DISTINCT user_id), count(DISTINCT item_id) FROM {tables.CANONICAL[INTERACTIONS]}"

@@ -12,7 +12,7 @@ from models.evaluation.comparisons import DIFFERENCE_COLUMNS
 from readers import InputError
 from tasks import tables
 from tasks.datacard import latest_card
-from tasks.store import connect, table_exists, write_atomically
+from tasks.store import Workspace, connect, table_exists, write_atomically
 
 ARTIFACT_KEY = "reclab-report"
 
@@ -94,12 +94,12 @@ def publish_artifacts(blocks: list, paths: dict, verdict: pd.DataFrame | None = 
 
 
 @task(cache_policy=NONE)
-def write_report(db: Path, run_id: str, out_dir: Path, meta: dict) -> dict:
+def write_report(workspace: Workspace, run_id: str, out_dir: Path, meta: dict) -> dict:
     """Build the run's report from DuckDB, write it under ``out_dir`` and publish it as artifacts."""
-    frames = load_run_tables(db, run_id)
+    frames = load_run_tables(workspace.db, run_id)
     if frames["results"].empty:
-        raise InputError(f"run {run_id} has no evaluation results in {db}: nothing to report")
-    with connect(db, read_only=True) as con:
+        raise InputError(f"run {run_id} has no evaluation results in {workspace.db}: nothing to report")
+    with connect(workspace.db, read_only=True) as con:
         started = con.execute(f"SELECT started_at FROM {tables.RUNS} WHERE run_id = ?", [run_id]).fetchone()
     created = f"started {started[0]:%Y-%m-%d %H:%M} UTC" if started and started[0] else ""
     written = write_report_files(frames, Path(out_dir), {"created": created, **meta, "run_id": run_id})

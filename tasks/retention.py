@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 from prefect.cache_policies import NONE
 
 from tasks.serving_log import SERVING_DB, prune
+from tasks.store import Workspace
 
 
 @task(cache_policy=NONE)
-def prune_serving_log(workspace_root: str | Path, retention_days: int) -> int:
+def prune_serving_log(workspace: Workspace, retention_days: int) -> int:
     """Remove ``<workspace>/serving.duckdb``'s requests older than ``retention_days``; return how many."""
-    return prune(Path(workspace_root) / SERVING_DB, retention_days)
+    return prune(workspace.root / SERVING_DB, retention_days)

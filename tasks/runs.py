@@ -13,7 +13,7 @@ from prefect.cache_policies import NONE
 from readers import DatasetSpec
 from tasks import tables
 from tasks.ingest import input_fingerprint
-from tasks.store import PROJECT_ROOT, connect, ensure, utc_now
+from tasks.store import PROJECT_ROOT, Workspace, connect, ensure, utc_now
 
 
 def code_version() -> str:
@@ -41,12 +41,12 @@ def code_version() -> str:
 
 
 @task(cache_policy=NONE)
-def start_run(db: Path, run_id: str, flow: str, parameters: dict) -> None:
+def start_run(workspace: Workspace, run_id: str, flow: str, parameters: dict) -> None:
     """Record that a run started, with its parameters and code version.
 
     Runs still marked ``running`` are marked ``interrupted``: the workspace lock (held by every flow) means
     none of them can still be going, so each was killed or crashed before it recorded an outcome."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         ensure(con, tables.RUNS)
         con.execute(
             f"UPDATE {tables.RUNS} SET status = 'interrupted', summary = ? WHERE status = 'running' AND run_id <> ?",
@@ -61,9 +61,9 @@ def start_run(db: Path, run_id: str, flow: str, parameters: dict) -> None:
 
 
 @task(cache_policy=NONE)
-def record_inputs(db: Path, run_id: str, spec: DatasetSpec) -> str:
+def record_inputs(workspace: Workspace, run_id: str, spec: DatasetSpec) -> str:
     """Record the sha256 fingerprint of the run's input files (as soon as they are read)."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         fingerprint = input_fingerprint(con, spec)
         con.execute(f"UPDATE {tables.RUNS} SET input_fingerprint = ? WHERE run_id = ?", [fingerprint, run_id])
     return fingerprint
@@ -80,6 +80,6 @@ def record_outcome(db: Path, run_id: str, status: str, summary: dict) -> None:
 
 
 @task(cache_policy=NONE)
-def finish_run(db: Path, run_id: str, summary: dict) -> None:
+def finish_run(workspace: Workspace, run_id: str, summary: dict) -> None:
     """Record that a run completed, with its summary."""
-    record_outcome(db, run_id, "completed", summary)
+    record_outcome(workspace.db, run_id, "completed", summary)

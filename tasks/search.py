@@ -16,7 +16,7 @@ from models.tuning import candidates, judge_fit
 from tasks import tables
 from tasks.logs import forward_to_run_logger
 from tasks.split import load_split, split_protocol
-from tasks.store import connect, replace_run_rows
+from tasks.store import Workspace, connect, replace_run_rows
 
 
 def lightfm_candidates(train: TrainConfig, trials: int, seed: int) -> list[dict]:
@@ -28,12 +28,12 @@ def lightfm_candidates(train: TrainConfig, trials: int, seed: int) -> list[dict]
 
 
 @task(cache_policy=NONE, task_run_name="lightfm-trial-{trial}")
-def lightfm_trial(db: Path, split_id: str, trial: int, config: dict, train: TrainConfig) -> dict:
+def lightfm_trial(workspace: Workspace, split_id: str, trial: int, config: dict, train: TrainConfig) -> dict:
     """One candidate of the tuner: the LightFM hybrid with ``config`` fitted on the split's training fold,
     early-stopped and judged on validation NDCG@K (test is never read)."""
-    with connect(db, read_only=True) as con:
+    with connect(workspace.db, read_only=True) as con:
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
-    model = build_model("lightfm_hybrid", train, BuildContext(protocol, Path(db).parent))
+    model = build_model("lightfm_hybrid", train, BuildContext(protocol, workspace.root))
     start = time.perf_counter()
     with forward_to_run_logger():  # LightFM's epoch progress
         fitted, score = judge_fit(
@@ -55,8 +55,8 @@ def lightfm_trial(db: Path, split_id: str, trial: int, config: dict, train: Trai
 
 
 @task(cache_policy=NONE)
-def record_trials(db: Path, run_id: str, split_id: str, trials: list[dict]) -> None:
+def record_trials(workspace: Workspace, run_id: str, split_id: str, trials: list[dict]) -> None:
     """Write the search's trials under this run (the only writer of ``lightfm_trials``)."""
     frame = pd.DataFrame(trials).assign(config=lambda f: f["config"].map(json.dumps))
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         replace_run_rows(con, tables.LIGHTFM_TRIALS, run_id, split_id, frame)

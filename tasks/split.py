@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 from models.evaluation.split import SplitConfig, split_all
 from readers import InputError
 from tasks import tables
-from tasks.store import connect, ensure, utc_now
+from tasks.store import Workspace, connect, ensure, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +188,14 @@ def split_fingerprint(con: duckdb.DuckDBPyConnection, split_id: str) -> str:
 
 
 @task(cache_policy=NONE)
-def split_interactions(db: Path, config: SplitConfig) -> dict[str, dict[str, int]]:
+def split_interactions(workspace: Workspace, config: SplitConfig) -> dict[str, dict[str, int]]:
     """Assign every interaction to a fold under each requested protocol."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         return split_workspace(con, config)
 
 
 @task(cache_policy=NONE)
-def collect_training_reviews(db: Path) -> int:
+def collect_training_reviews(workspace: Workspace) -> int:
     """Materialise the training folds' review text (the only text later stages may read)."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         return write_training_reviews(con)

@@ -26,7 +26,7 @@ from models.serving.bundle import save_model, sha256
 from tasks import tables
 from tasks.logs import forward_to_run_logger
 from tasks.split import load_split, split_fingerprint, split_protocol
-from tasks.store import PROJECT_ROOT, connect, replace_run_rows
+from tasks.store import PROJECT_ROOT, Workspace, connect, replace_run_rows
 
 # Code whose change invalidates cached fits: the models and how they are trained and fed.
 CACHE_SOURCES = ("models", "tasks/train.py", "tasks/split.py")
@@ -95,7 +95,12 @@ class SavedSplitFit:
 
 @task(cache_policy=NONE)
 def fit_split(
-    db: Path, split_id: str, config: TrainConfig, eval_config: EvalConfig, work_dir: Path, refresh: bool = False
+    workspace: Workspace,
+    split_id: str,
+    config: TrainConfig,
+    eval_config: EvalConfig,
+    work_dir: Path,
+    refresh: bool = False,
 ) -> dict:
     """Fit the configured models on one split and compute their per-user test values; returns the JSON of
     :meth:`SavedSplitFit.save` (its tables in ``<work_dir>/<split>/outputs``; read them with
@@ -106,14 +111,14 @@ def fit_split(
     and replace what the store keeps."""
     from models import experiment  # the pure fit of the same name
 
-    with connect(db, read_only=True) as con:  # released before the (long) fits
+    with connect(workspace.db, read_only=True) as con:  # released before the (long) fits
         protocol, data = split_protocol(con, split_id), load_split(con, split_id)
         key = fit_store_key(con, split_id, protocol, eval_config)
-        store = experiment.FitStore(Path(db).parent / FIT_STORE / split_id, key, refresh=refresh)
+        store = experiment.FitStore(workspace.root / FIT_STORE / split_id, key, refresh=refresh)
     folder = Path(work_dir) / split_id
     with forward_to_run_logger():  # the LM trainer's progress lines reach the run's log
         fitted = experiment.fit_split(
-            data, protocol, split_id, config, eval_config, folder, store, Path(db).parent / TEXT_STATES
+            data, protocol, split_id, config, eval_config, folder, store, workspace.root / TEXT_STATES
         )
     lm = exporting_lm(fitted.models)
     saved = SavedSplitFit(
@@ -128,9 +133,9 @@ def fit_split(
 
 
 @task(cache_policy=NONE)
-def record_fits(db: Path, run_id: str, outputs: SavedSplitFit) -> None:
+def record_fits(workspace: Workspace, run_id: str, outputs: SavedSplitFit) -> None:
     """Write one split's fits (and the LM's embeddings and predictions) under this run."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         write_fits(con, run_id, outputs.split_id, outputs.fits, outputs.lm)
 
 

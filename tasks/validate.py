@@ -14,7 +14,7 @@ from data_checks import ValidationConfig
 from readers import DatasetSpec
 from readers.schema import COLUMNS, INTERACTIONS, ITEMS, ROLES
 from tasks import tables
-from tasks.store import connect, ensure
+from tasks.store import Workspace, connect, ensure
 
 FREE_TEXT = {"review_text", "summary", "description", "title"}  # VARCHAR columns of unbounded length
 
@@ -90,8 +90,8 @@ def validate_workspace(
 
 @task(cache_policy=NONE)
 def validate_tables(
-    db: Path, spec: DatasetSpec, config: ValidationConfig, run_id: str, docs_dir: Path
+    workspace: Workspace, spec: DatasetSpec, config: ValidationConfig, run_id: str, docs_dir: Path
 ) -> dict[str, int]:
     """Run the GX suites and the quarantine gate; fail the flow with a clear message if either fails."""
-    with connect(db) as con:
+    with connect(workspace.db) as con:
         return validate_workspace(con, spec, config, run_id, docs_dir)

@@ -220,6 +220,10 @@ def test_a_rerun_reuses_the_cached_fits_and_the_gate_keeps_the_champion(experime
         published = con.execute("SELECT split_id FROM model_registry ORDER BY published_at").fetchall()
     first, second = (fits[fits.run_id == r].drop(columns="run_id").sort_values(["split_id", "model"]) for r in runs)
     assert len(first) == 2 * len(MODELS) and first.to_numpy().tolist() == second.to_numpy().tolist()  # cached
+    with duckdb.connect(out.prepare.database, read_only=True) as con:
+        extras = con.execute("SELECT model, extras FROM model_fits WHERE run_id = ?", [rerun.train.run_id]).fetchall()
+    # every model of the rerun, the fusion included, restored from the fit store: nothing refitted
+    assert len(extras) == 2 * len(MODELS) and all(json.loads(e).get("reused") for _, e in extras), extras
     # each run published its temporal split's fused model; the second (same fits) was gated out: no gain
     assert published == [("temporal_s0",), ("temporal_s0",)]
     assert rerun.train.published.champion == out.train.published.version

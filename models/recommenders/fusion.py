@@ -81,6 +81,7 @@ class Fusion(Recommender):
     """
 
     name = "fusion"
+    Config = FusionConfig  # its settings' type (the registry's builder makes one)
     # components are bundled beside it (models.serving.bundle)
     user_keyed_fields = ("_activity",)  # training ratings per user id (its segments)
     state_fields = (
