@@ -81,13 +81,13 @@ def main() -> int:
     report = {"databases": [str(db) for db in dbs], "runs": runs, "tables": {}}
     print(f"A: {dbs[0]} run {runs[0]}\nB: {dbs[1]} run {runs[1]}\n")
     print(
-        f"{'table':<16}{'rows A':>9}{'rows B':>9}{'equal':>9}{'differ':>8}{'only A':>8}{'only B':>8}{'max |diff|':>12}"
+        f"{'table':<16}{'rows A':>11}{'rows B':>11}{'equal':>11}{'differ':>8}{'only A':>8}{'only B':>8}{'max |diff|':>12}"
     )
     for table in args.tables:
         result = compare(rows(cons[0], table, runs[0]), rows(cons[1], table, runs[1]))
         report["tables"][table] = result
         print(
-            f"{table:<16}{result['rows_a']:>9,}{result['rows_b']:>9,}{result['equal']:>9,}{result['differing']:>8,}"
+            f"{table:<16}{result['rows_a']:>11,}{result['rows_b']:>11,}{result['equal']:>11,}{result['differing']:>8,}"
             f"{result['only_a']:>8,}{result['only_b']:>8,}{result['max_abs_diff']:>12.3g}"
         )
     identical = all(r["differing"] == r["only_a"] == r["only_b"] == 0 for r in report["tables"].values())
