@@ -278,6 +278,68 @@ def task_sentences(diffs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _label(model: str) -> str:
+    """A model's name in plain words (the registry's label, else its name)."""
+    spec = registry.REGISTRY.get(model)
+    return (spec.label if spec is not None else None) or model
+
+
+def _in_short_task(rows: pd.DataFrame, task: str) -> str | None:
+    """One contender's primary rows of one task (its judged units) in a few plain words with one number: the
+    largest significant change where there is one, else the largest difference the tests could have seen."""
+    verb = "rates" if task == "rating" else "ranks"
+    judged = rows[~rows["verdict"].isin([NOT_JUDGED, TOO_FEW])]
+    if judged.empty:
+        return None
+    better, worse = judged[judged["verdict"] == BETTER], judged[judged["verdict"] == WORSE]
+    of = f" in {{n}} of {len(judged)} units" if len(judged) > 1 else ""
+
+    def one(frame: pd.DataFrame, words: str) -> str:
+        row = frame.loc[frame["diff"].abs().idxmax()] if len(frame) > 1 else frame.iloc[0]
+        change = relative(row)[0]
+        where = f" on {row['split_id']}" if len(judged) > 1 else ""
+        return (
+            f"{verb} {percent(change, False)} {words} than {_label(row['reference'])} "
+            f"({metric_label(row['metric'], int(row['k']))} {percent(change)}{where}; significant"
+            f"{of.format(n=len(frame))})"
+        )
+
+    if len(better) and len(worse):
+        return one(better, "better") + ", but " + one(worse, "worse").split(" ", 1)[1]
+    if len(better):
+        return one(better, "better")
+    if len(worse):
+        return one(worse, "worse")
+    references = ", ".join(dict.fromkeys(_label(r) for r in judged["reference"]))
+    sizes = [abs(relative(r)[3]) for _, r in judged.iterrows() if not identical(r)]
+    if not sizes:
+        return f"{verb} exactly as {references} does (the same value for every user)"
+    return f"{verb} as well as {references} (no difference as large as {percent(max(sizes), False)}, what the tests could see)"
+
+
+def in_short(diffs: pd.DataFrame) -> list[str]:
+    """The answer a person reads first: one line per contender (the fusion, the fine-tuned LM, the sequential
+    LM, where run), what it does for rating and for ranking against the best traditional model, with one
+    number each and whether it is significant; then one line counting the comparisons not judged. Made from the
+    same primary rows as the verdict (``eval_differences``), never written by hand."""
+    rows = primary(diffs)
+    lines = []
+    for model, words in CONTENDER_NAMES:
+        here = rows[rows["model"] == model]
+        if here.empty:
+            continue
+        said = [
+            text for task, metric in TASKS if (text := _in_short_task(here[here["metric"] == metric], task)) is not None
+        ]
+        name = f"{words[0].upper()}{words[1:]}"
+        lines.append(f"{name} " + ("; ".join(said) if said else "is not judged on any unit") + ".")
+    withheld = rows[rows["verdict"] == NOT_JUDGED]
+    if len(withheld):
+        units = ", ".join(sorted(set(withheld["split_id"])))
+        lines.append(f"Not judged: {len(withheld)} comparisons on {units}, withheld by the data card (see Not judged).")
+    return lines
+
+
 def bottom_line(diffs: pd.DataFrame) -> str:
     """The answer in one sentence: per contender, on how many judged primary comparisons it is better, worse,
     or not detectably different (with the largest detectable size among the last), and how many the data card

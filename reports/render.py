@@ -30,6 +30,7 @@ from reports.conclusions import (
     GLOSSARY,
     HEADLINE,
     LOWER_IS_BETTER,
+    TASKS,
     ablation_sentences,
     bottom_line,
     cost_rows,
@@ -37,6 +38,7 @@ from reports.conclusions import (
     fmt,
     for_whom,
     fusion_alone,
+    in_short,
     json_field,
     metric_label,
     no_ranking,
@@ -54,6 +56,8 @@ from reports.conclusions import (
     verdict_rows,
 )
 
+# sections the HTML report opens collapsed (<details>): the detail a first reading does not need
+COLLAPSED = ("Appendix", "Glossary")
 ACTIVITY_ORDER = ("users:≤3", "users:4-10", "users:11-25", "users:>25")
 ITEM_ORDER = ("items:head", "items:tail", "items:cold")
 PALETTE = (  # 20 colours told apart at a glance; in registry order, the LM black and the fusion magenta
@@ -222,34 +226,68 @@ def _points_with_ci(ax, rows: pd.DataFrame, column: str, labels, filled=None) ->
     ax.grid(axis="x", alpha=0.3)
 
 
+def _forest_rows(diffs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = primary(diffs)
+    rows = rows[(rows["metric"] == metric) & (rows["verdict"] != NOT_JUDGED)].dropna(subset=["ci_low"])
+    return rows.sort_values(["split_id", "model"]).reset_index(drop=True)
+
+
+def _forest_axes(ax, rows: pd.DataFrame, metric: str, title: str | None = None) -> None:
+    """One task's primary rows on ``ax``: each difference with its 95% CI, the band of ± what its test could
+    detect in grey, filled (and * in the label) where significant."""
+    significant = rows["verdict"].isin([BETTER, WORSE]).to_numpy()
+    labels = [
+        f"{'* ' if sig else ''}{s}: {m} vs {r}"
+        for s, m, r, sig in zip(rows["split_id"], rows["model"], rows["reference"], significant, strict=True)
+    ]
+    for y, mdd in enumerate(rows["mdd"]):  # what each test could see: a grey band of ± its detectable size
+        if np.isfinite(mdd):
+            ax.plot([-mdd, mdd], [y, y], lw=7, color="#e3e3e3", solid_capstyle="butt", zorder=0)
+    _points_with_ci(ax, rows, "diff", labels, filled=significant)
+    ax.axvline(0, color="#444", lw=1)
+    better = "left" if metric in LOWER_IS_BETTER else "right"
+    ax.set_xlabel(
+        f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better})\n"
+        "filled, *: significant (Holm); grey: ± detectable difference"
+    )
+    if title:
+        ax.set_title(title, loc="left", fontsize=11)
+
+
 def forest(diffs: pd.DataFrame, metric: str) -> bytes | None:
     """The primary family on one task: the LM's and the fusion's difference from the reference, per unit,
     with 95% CIs; filled markers (and a * in the label) where the Holm-corrected test is significant, hollow
     where not; units the data card withheld are left out."""
-    rows = primary(diffs)
-    rows = rows[(rows["metric"] == metric) & (rows["verdict"] != NOT_JUDGED)].dropna(subset=["ci_low"])
+    rows = _forest_rows(diffs, metric)
     if rows.empty:
         return None
-    rows = rows.sort_values(["split_id", "model"]).reset_index(drop=True)
-    significant = rows["verdict"].isin([BETTER, WORSE]).to_numpy()
+    return draw_png(lambda ax: _forest_axes(ax, rows, metric), 1.2 + 0.32 * len(rows))
 
-    def draw(ax):
-        labels = [
-            f"{'* ' if sig else ''}{s}: {m} vs {r}"
-            for s, m, r, sig in zip(rows["split_id"], rows["model"], rows["reference"], significant, strict=True)
-        ]
-        for y, mdd in enumerate(rows["mdd"]):  # what each test could see: a grey band of ± its detectable size
-            if np.isfinite(mdd):
-                ax.plot([-mdd, mdd], [y, y], lw=7, color="#e3e3e3", solid_capstyle="butt", zorder=0)
-        _points_with_ci(ax, rows, "diff", labels, filled=significant)
-        ax.axvline(0, color="#444", lw=1)
-        better = "left" if metric in LOWER_IS_BETTER else "right"
-        ax.set_xlabel(
-            f"{metric_label(metric, int(rows['k'].iloc[0]))} difference, 95% CI (better to the {better})\n"
-            "filled, *: significant (Holm); grey: ± detectable difference"
-        )
 
-    return draw_png(draw, 1.2 + 0.32 * len(rows))
+def forest_both(diffs: pd.DataFrame) -> bytes | None:
+    """Every primary comparison against the reference in one figure: rating (MSE) above, ranking (NDCG@K)
+    below, each unit and contender a row with its 95% CI, the detectable band, significant ones filled. What the
+    report's first screen shows under its "In short" lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(metric, task, _forest_rows(diffs, metric)) for task, metric in TASKS]
+    panels = [(m, t, r) for m, t, r in panels if not r.empty]
+    if not panels:
+        return None
+    heights = [1.0 + 0.3 * len(rows) for _, _, rows in panels]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(9.0, sum(heights)), dpi=100, gridspec_kw={"height_ratios": heights}, squeeze=False
+    )
+    for ax, (metric, task, rows) in zip(axes[:, 0], panels, strict=True):
+        _forest_axes(ax, rows, metric, f"{task}: the contenders minus the best traditional model")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def sparsity_blocks(diffs: pd.DataFrame, title: str = "Less training data: does the LM need less?") -> list:
@@ -373,6 +411,25 @@ def fusion_weights(fits: pd.DataFrame, unit: str) -> tuple[pd.DataFrame, pd.Data
     return _flat(rating), _flat(ranking)
 
 
+def in_short_blocks(diffs: pd.DataFrame) -> list:
+    """The first block of every report: "In short", one plain line per contender (``in_short``), then every
+    primary comparison in one figure (``forest_both``); nothing when the run has no primary comparison."""
+    if diffs.empty or "family" not in diffs:
+        return []
+    lines = in_short(diffs)
+    if not lines:
+        return []
+    blocks: list = [("h2", "In short"), ("ul", lines)]
+    figure = forest_both(diffs)
+    if figure:
+        caption = (
+            "Every primary comparison: the contenders minus the best traditional model, per unit, rating above "
+            "and ranking below (95% CI; filled: significant after Holm; grey: what the test could detect)"
+        )
+        blocks.append(("figure", "in_short", caption, figure))
+    return blocks
+
+
 def build(
     results: pd.DataFrame,
     diffs: pd.DataFrame,
@@ -385,6 +442,10 @@ def build(
     from data_checks.card import card_lines
 
     blocks: list = [("h1", f"reclab experiment — {meta.get('dataset', '?')}")]
+    blocks += in_short_blocks(diffs)
+    warnings = (card or {}).get("warnings", [])
+    if warnings:  # right under the answer: a warning changes it
+        blocks.append(("warn", [f"Data card: {w['message']}" for w in warnings]))
     blocks.append(
         (
             "p",
@@ -399,9 +460,6 @@ def build(
             "interactions to their users' histories), and no user's earlier item is a candidate.",
         )
     )
-    warnings = (card or {}).get("warnings", [])
-    if warnings:
-        blocks.append(("warn", [f"Data card: {w['message']}" for w in warnings]))
     blocks.append(("h2", "Verdict"))
     if diffs.empty or "family" not in diffs:
         blocks.append(
@@ -422,11 +480,6 @@ def build(
         withheld = not_judged_rows(diffs, splits)
         if not withheld.empty:
             blocks += [("h3", "Not judged"), ("table", withheld)]
-        for metric in ("mse", "ndcg"):
-            figure = forest(diffs, metric)
-            if figure:
-                caption = f"{metric.upper()}: the LM and the fusion minus the reference, per unit (95% CI; filled: significant)"
-                blocks.append(("figure", f"verdict_{metric}", caption, figure))
         blocks += sparsity_blocks(diffs)
         found, small = for_whom(diffs)
         blocks.append(("h2", "For whom (exploratory)"))
@@ -582,9 +635,16 @@ def to_markdown(blocks: list, figure_dir: str = "figures") -> tuple[str, dict[st
 def to_html(blocks: list) -> str:
     """One self-contained HTML page (inline CSS, figures as data URIs)."""
     body = []
+    collapsed = False  # inside a <details> section (COLLAPSED), closed at the next h2 or at the end
     for block in blocks:
         kind = block[0]
-        if kind in ("h1", "h2", "h3"):
+        if kind == "h2" and collapsed:
+            body.append("</details>")
+            collapsed = False
+        if kind == "h2" and block[1] in COLLAPSED:
+            body.append(f"<details><summary><h2>{html.escape(block[1])}</h2></summary>")
+            collapsed = True
+        elif kind in ("h1", "h2", "h3"):
             body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
         elif kind == "p":
             body.append(f"<p>{html.escape(block[1])}</p>")
@@ -607,7 +667,10 @@ def to_html(blocks: list) -> str:
                 f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
             )
+    if collapsed:
+        body.append("</details>")
     style = (
+        "summary h2{display:inline;cursor:pointer}details{margin:1em 0}"
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
         "th{background:#f3f3f3;text-align:left}td{vertical-align:top}figure{margin:1em 0}img{max-width:100%}"

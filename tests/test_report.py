@@ -290,7 +290,9 @@ def test_data_card_warnings_open_the_report():
         "splits": {},
     }
     blocks = build(result_rows(), differences(), fits_rows(), pd.DataFrame(), {"dataset": "toy"}, card)
-    assert blocks[2] == ("warn", ["Data card: random_s0: 90% of held-out pairs..."])
+    # right under the "In short" lines and figure, before the detail
+    assert [b[0] for b in blocks[:5]] == ["h1", "h2", "ul", "figure", "warn"]
+    assert blocks[4] == ("warn", ["Data card: random_s0: 90% of held-out pairs..."])
     markdown, _ = to_markdown(blocks)
     assert markdown.index("> **Warning.** Data card") < markdown.index("## Verdict") < markdown.index("## Data card")
 
@@ -569,3 +571,48 @@ def test_the_console_says_when_a_kfold_unit_is_judged_from_fewer_folds_than_k(ca
     assert "every rating tested once" not in out
     print_evaluation(trained([f"kfold_s0_f{n}" for n in range(1, 6)], 5))
     assert "judged pooled: every rating tested once" in capsys.readouterr().out
+
+
+def test_the_report_opens_in_short_with_a_line_per_contender_and_one_figure_its_numbers_the_primary_rows():
+    """The first block of every report is "In short": one plain line per contender, each number read from the
+    primary rows (a significant change relative to the reference's value; for no detectable difference, the
+    detectable size relative to it), then the figure of every primary comparison; the appendix and glossary
+    open collapsed in the HTML."""
+    diffs = differences()
+    blocks = build(result_rows(), diffs, fits_rows(), pd.DataFrame(), {"dataset": "toy"})
+    assert blocks[1] == ("h2", "In short") and blocks[2][0] == "ul" and blocks[3][:2] == ("figure", "in_short")
+    fusion, lm = blocks[2][1]
+    rows = diffs[(diffs["family"] == "primary") & (diffs["segment"] == "all")].set_index(["model", "metric"])
+    mse = rows.loc[("fusion", "mse")]
+    change = 100 * mse["diff"] / mse["reference_value"]  # (0.90 - 0.95) / 0.95: -5.3%
+    assert fusion.startswith(
+        f"The fusion rates {abs(change):.1f}% better than bias_als (MSE {change:+.1f}%; significant)"
+    )
+    ndcg = rows.loc[("fusion", "ndcg")]
+    seen = 100 * ndcg["mdd"] / ndcg["reference_value"]
+    assert f"ranks as well as lightfm_hybrid (no difference as large as {seen:.1f}%" in fusion
+    lm_mse = rows.loc[("lm_two_tower", "mse")]
+    assert (
+        f"rates as well as bias_als (no difference as large as {100 * lm_mse['mdd'] / lm_mse['reference_value']:.1f}%"
+        in lm
+    )
+    lm_ndcg = rows.loc[("lm_two_tower", "ndcg")]
+    worse = 100 * lm_ndcg["diff"] / lm_ndcg["reference_value"]
+    assert f"ranks {abs(worse):.1f}% worse than lightfm_hybrid (NDCG@10 {worse:+.1f}%; significant)" in lm
+    page = to_html(blocks)
+    body = page[page.index("<body>") :]
+    first = re.findall(r"<(h1|h2|ul|figure|p)\b", body)[:4]
+    assert first == ["h1", "h2", "ul", "figure"] and "<h2>In short</h2>" in body.split("<ul>")[0]
+    assert body.count("<li>", body.index("In short"), body.index("<figure>")) == 2
+    assert "<details><summary><h2>Appendix</h2></summary>" in body and body.count("<details>") == body.count(
+        "</details>"
+    )
+    markdown = to_markdown(blocks)[0]
+    assert markdown.split("\n\n")[1:3] == ["## In short", "\n".join(f"- {line}" for line in (fusion, lm))]
+    # a comparison the data card withheld is counted in one line
+    withheld = diffs.assign(verdict=lambda f: f["verdict"].where(f["model"] != "lm_two_tower", "not judged"))
+    from reports.conclusions import in_short
+
+    lines = in_short(withheld)
+    assert lines[1] == "The fine-tuned LM is not judged on any unit."
+    assert lines[-1].startswith("Not judged: 2 comparisons on random_s0")  # its MSE and NDCG rows
