@@ -286,6 +286,64 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
     return lines
 
 
+def in_short(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
+    """The study's answer a person reads first: one plain line per contender, for rating and for ranking, from
+    the pooled analyses (the largest significant pooled change, or the largest pooled difference the tests
+    could see), else, where no analysis could pool, each dataset's own verdicts counted; then what was not
+    judged or did not complete. Made from the same rows as the verdict, never written by hand."""
+    from reports.conclusions import TASKS
+
+    rows = _protocol_rows(datasets)
+    if rows.empty:
+        return ["No dataset produced primary comparisons: nothing can be concluded."]
+    meta = meta_analysis(datasets, alpha)
+    lines = []
+    for model, words in CONTENDER_NAMES:
+        said = []
+        for task, metric in TASKS:
+            verb = "rates" if task == "rating" else "ranks"
+            here = meta[(meta["contender"] == model) & (meta["metric"] == metric)] if not meta.empty else meta
+            if here.empty:
+                continue
+            pooled = here[here["pooled"]]
+            significant = pooled[pooled["holm_p"] < alpha]
+            if len(significant):
+                m = significant.loc[significant["estimate"].abs().idxmax()]
+                lower = m["metric"] in LOWER_IS_BETTER
+                helps = (m["estimate"] < 0) if lower else (m["estimate"] > 0)
+                said.append(
+                    f"{verb} {percent(m['estimate'], False)} {'better' if helps else 'worse'} than the reference, "
+                    f"pooled over {m['judged']} datasets ({m['protocol']} {m['task']} {percent(m['estimate'])}; "
+                    "significant)"
+                )
+            elif len(pooled):
+                seen = pooled["detectable"].abs().max()
+                said.append(
+                    f"{verb} as well as the reference, pooled over datasets (no difference as large as "
+                    f"{percent(seen, False)}, what the pooled tests could see)"
+                )
+            else:
+                own = rows[(rows["model"] == model) & (rows["metric"] == metric)]
+                judged = own[~own["verdict"].isin([NOT_JUDGED, TOO_FEW])]
+                if judged.empty:
+                    continue
+                better, worse = (int((judged["verdict"] == v).sum()) for v in (BETTER, WORSE))
+                said.append(
+                    f"{verb} better on {better} and worse on {worse} of {len(judged)} judged units (each dataset's own "
+                    "test: too few datasets to pool)"
+                )
+        name = f"{words[0].upper()}{words[1:]}"
+        if said or not rows[rows["model"] == model].empty:
+            lines.append(f"{name} " + ("; ".join(said) if said else "is not judged on any dataset") + ".")
+    withheld = rows[rows["verdict"] == NOT_JUDGED]
+    if len(withheld):
+        lines.append(f"Not judged: {len(withheld)} comparisons, withheld by their data cards (see Not judged).")
+    failed = [d["name"] for d in datasets if d["status"] != "completed"]
+    if failed:
+        lines.append(f"Not compared (their experiment did not complete): {', '.join(failed)}.")
+    return lines
+
+
 def _name(model: str) -> str:
     if " vs " in model:  # an ablation: a language model against its ablation (the frozen encoder, the id twin)
         ablated, ablation = model.split(" vs ")
@@ -501,6 +559,7 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
 
     names = [d["name"] for d in datasets]
     blocks: list = [("h1", f"reclab study — {len(datasets)} dataset(s): {', '.join(names)}")]
+    blocks += [("h2", "In short"), ("ul", in_short(datasets))]
     blocks.append(
         (
             "p",

@@ -144,6 +144,29 @@ def test_conclusions_lead_with_a_pooled_gain_and_its_replication():
     assert "The fusion is better than the reference on at least 3 of 3 judged datasets" in lines[1]
 
 
+def test_the_study_report_opens_in_short_from_the_pooled_rows():
+    from reports.study import in_short, meta_analysis, study_blocks
+
+    datasets = _three([-0.05, -0.04, -0.03], ["better"] * 3)
+    pooled = meta_analysis(datasets).iloc[0]["estimate"]  # reference value 1: relative = absolute
+    lines = in_short(datasets)
+    assert lines == [
+        f"The fusion rates {100 * abs(pooled):.1f}% better than the reference, pooled over 3 datasets (random "
+        f"rating (MSE) {100 * pooled:+.1f}%; significant)."
+    ]
+    blocks = study_blocks(datasets, {"study_id": "s"})
+    assert blocks[1] == ("h2", "In short") and blocks[2] == ("ul", lines)
+    # nothing significant: the largest difference the pooled tests could see; a failure named
+    flat = _three([0.01, -0.01, 0.0], ["no detectable difference"] * 3)
+    seen = meta_analysis(flat).iloc[0]["detectable"]
+    lines = in_short([*flat, {"name": "broken", "status": "failed", "error": "x"}])
+    assert lines[0] == (
+        f"The fusion rates as well as the reference, pooled over datasets (no difference as large as "
+        f"{100 * abs(seen):.1f}%, what the pooled tests could see)."
+    )
+    assert lines[-1] == "Not compared (their experiment did not complete): broken."
+
+
 MODELS = ("global_mean", "bias_als", "popularity", "lm_two_tower", "fusion")
 
 
