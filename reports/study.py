@@ -560,6 +560,13 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
     names = [d["name"] for d in datasets]
     blocks: list = [("h1", f"reclab study — {len(datasets)} dataset(s): {', '.join(names)}")]
     blocks += [("h2", "In short"), ("ul", in_short(datasets))]
+    for metric in ("mse", "ndcg"):  # under the lines: each contender per dataset and pooled, per task
+        figure = study_forest(datasets, metric)
+        if figure:
+            caption = (
+                f"{metric.upper()}: the LM and the fusion relative to the reference per dataset, and pooled (diamonds)"
+            )
+            blocks.append(("figure", f"study_{metric}", caption, figure))
     blocks.append(
         (
             "p",
@@ -593,13 +600,6 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
     withheld = not_judged(datasets)
     if not withheld.empty:
         blocks += [("h3", "Not judged"), ("table", withheld)]
-    for metric in ("mse", "ndcg"):
-        figure = study_forest(datasets, metric)
-        if figure:
-            caption = (
-                f"{metric.upper()}: the LM and the fusion relative to the reference per dataset, and pooled (diamonds)"
-            )
-            blocks.append(("figure", f"study_{metric}", caption, figure))
     curves, table = sparsity(datasets)
     if not table.empty:
         from reports.render import sparsity_curve
