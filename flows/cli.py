@@ -214,10 +214,8 @@ def _run_recommend(params, given: dict) -> None:
 
 
 def _check_study(params) -> None:
-    from flows.params import PrepareParams
-
     for path in params.datasets():
-        PrepareParams(data=path, **params.experiment.prepare.model_dump()).dataset()
+        params.prepare_for(path).dataset()
 
 
 def _under(prefix: str, mount: str) -> str:

@@ -229,10 +229,10 @@ class TrainParams(TrainSettings, TrainInputs):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
     def inputs(self) -> TrainInputs:
-        return TrainInputs.model_validate(self.model_dump(include=set(TrainInputs.model_fields)))
+        return _part(self, TrainInputs)
 
     def settings(self) -> TrainSettings:
-        return TrainSettings.model_validate(self.model_dump(include=set(TrainSettings.model_fields)))
+        return _part(self, TrainSettings)
 
 
 class ReportInputs(BaseModel):
@@ -270,10 +270,15 @@ class ReportParams(ReportSettings):
     run_id: str | None = Field(None, description="an evaluated run (default: the latest one)")
 
     def inputs(self) -> ReportInputs:
-        return ReportInputs(workspace=self.workspace, run_id=self.run_id)
+        return _part(self, ReportInputs)
 
     def settings(self) -> ReportSettings:
-        return ReportSettings.model_validate(self.model_dump(include=set(ReportSettings.model_fields)))
+        return _part(self, ReportSettings)
+
+
+def _part(params: BaseModel, model: type[BaseModel]):
+    """The fields of ``model`` that the flat command-line ``params`` hold, as a ``model``."""
+    return model.model_validate(params.model_dump(include=set(model.model_fields) & set(type(params).model_fields)))
 
 
 class ExperimentSettings(BaseModel):
@@ -325,6 +330,10 @@ class StudyParams(BaseModel):
 
     def datasets(self) -> tuple[str, ...]:
         return self.data or (str(DEFAULT_DATASET),)
+
+    def prepare_for(self, path: str) -> PrepareParams:
+        """The prepare parameters of one dataset of the study: its path and the study's settings."""
+        return PrepareParams(data=path, **self.experiment.prepare.model_dump())
 
 
 class SearchParams(BaseModel):

@@ -27,7 +27,7 @@ from prefect import flow, runtime, task
 from prefect.cache_policies import NONE
 
 from flows.full import full
-from flows.params import FullParams, PrepareParams, StudyParams
+from flows.params import FullParams, StudyParams
 from flows.stop import stop_promptly
 from readers import InputError
 from tasks.report import latest_evaluated_run
@@ -69,7 +69,7 @@ def study(params: StudyParams = StudyParams()) -> dict:
     root = Path(params.workspaces) if params.workspaces else DEFAULT_WORKSPACES
     for path in params.datasets():
         # each dataset's experiment: the study's settings, on this dataset, in <workspaces>/<its name>
-        prepare = PrepareParams(data=path, **params.experiment.prepare.model_dump())
+        prepare = params.prepare_for(path)
         spec = prepare.dataset()  # resolved once per run (PrepareParams.dataset): the experiment reuses it
         if spec.name in experiments:
             raise ValueError(f"dataset {spec.name!r} is given twice (--data {path})")
