@@ -12,6 +12,7 @@ and every other comparison are the exploratory secondary family (Benjamini–Hoc
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,19 @@ FUSION = registry.FUSION
 CONTENDER_NAMES: tuple[tuple[str, str], ...] = tuple(
     (m, "the fusion" if m == FUSION else registry.REGISTRY[m].label or m) for m in registry.CONTENDERS
 )
+
+
+def slug(title: str) -> str:
+    """A section's anchor, the way GitHub's Markdown makes one (lower case, spaces to hyphens, punctuation
+    gone); ``reports.render.to_html`` gives its headings the same ids."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
+
+
+def see(section: str) -> str:
+    """ "(see <section>)" as a Markdown link to the section (``reports.render.to_html`` makes it a hyperlink)."""
+    return f"(see [{section}](#{slug(section)}))"
+
+
 TASKS = tuple(PRIMARY_METRIC.items())  # (task, the metric that answers it)
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
 GLOSSARY = (
@@ -336,7 +350,9 @@ def in_short(diffs: pd.DataFrame) -> list[str]:
     withheld = rows[rows["verdict"] == NOT_JUDGED]
     if len(withheld):
         units = ", ".join(sorted(set(withheld["split_id"])))
-        lines.append(f"Not judged: {len(withheld)} comparisons on {units}, withheld by the data card (see Not judged).")
+        lines.append(
+            f"Not judged: {len(withheld)} comparisons on {units}, withheld by the data card {see('Not judged')}."
+        )
     return lines
 
 

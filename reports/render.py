@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ from reports.conclusions import (
     protocol_of,
     relative,
     seed_summary,
+    slug,
     sparsity_frame,
     sparsity_rows,
     sparsity_sentences,
@@ -167,20 +169,32 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def draw_png(draw, height: float = 3.6) -> bytes:
-    """A PNG of one matplotlib axes drawn by ``draw(ax)``, 7.5 inches wide (Agg: no display needed)."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, height), dpi=100)
-    draw(ax)
-    fig.tight_layout()
+    return plt
+
+
+def png_of(fig, tight: bool = True) -> bytes:
+    """``fig`` as PNG bytes (laid out tightly first unless ``tight`` is False: its caller laid it out); the
+    figure is closed."""
+    if tight:
+        fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
+
+
+def draw_png(draw, height: float = 3.6) -> bytes:
+    """A PNG of one matplotlib axes drawn by ``draw(ax)``, 7.5 inches wide."""
+    fig, ax = pyplot().subplots(figsize=(7.5, height), dpi=100)
+    draw(ax)
+    return png_of(fig)
 
 
 def points_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int, silent=()) -> bytes | None:
@@ -268,26 +282,17 @@ def forest_both(diffs: pd.DataFrame) -> bytes | None:
     """Every primary comparison against the reference in one figure: rating (MSE) above, ranking (NDCG@K)
     below, each unit and contender a row with its 95% CI, the detectable band, significant ones filled. What the
     report's first screen shows under its "In short" lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [(metric, task, _forest_rows(diffs, metric)) for task, metric in TASKS]
     panels = [(m, t, r) for m, t, r in panels if not r.empty]
     if not panels:
         return None
     heights = [1.0 + 0.3 * len(rows) for _, _, rows in panels]
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         len(panels), 1, figsize=(9.0, sum(heights)), dpi=100, gridspec_kw={"height_ratios": heights}, squeeze=False
     )
     for ax, (metric, task, rows) in zip(axes[:, 0], panels, strict=True):
         _forest_axes(ax, rows, metric, f"{task}: the contenders minus the best traditional model")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_of(fig)
 
 
 def sparsity_blocks(diffs: pd.DataFrame, title: str = "Less training data: does the LM need less?") -> list:
@@ -632,6 +637,11 @@ def to_markdown(blocks: list, figure_dir: str = "figures") -> tuple[str, dict[st
     return "\n\n".join(parts) + "\n", files
 
 
+def _linked(text: str) -> str:
+    """``text`` escaped for HTML, its Markdown links to a section (``[words](#anchor)``) made hyperlinks."""
+    return re.sub(r"\[([^\]]+)\]\(#([\w-]+)\)", r'<a href="#\2">\1</a>', html.escape(text))
+
+
 def to_html(blocks: list) -> str:
     """One self-contained HTML page (inline CSS, figures as data URIs)."""
     body = []
@@ -642,14 +652,14 @@ def to_html(blocks: list) -> str:
             body.append("</details>")
             collapsed = False
         if kind == "h2" and block[1] in COLLAPSED:
-            body.append(f"<details><summary><h2>{html.escape(block[1])}</h2></summary>")
+            body.append(f'<details><summary><h2 id="{slug(block[1])}">{html.escape(block[1])}</h2></summary>')
             collapsed = True
         elif kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+            body.append(f'<{kind} id="{slug(block[1])}">{html.escape(block[1])}</{kind}>')
         elif kind == "p":
-            body.append(f"<p>{html.escape(block[1])}</p>")
+            body.append(f"<p>{_linked(block[1])}</p>")
         elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in block[1]) + "</ul>")
+            body.append("<ul>" + "".join(f"<li>{_linked(line)}</li>" for line in block[1]) + "</ul>")
         elif kind == "warn":
             body.append(
                 "".join(f'<p class="warn"><strong>Warning.</strong> {html.escape(line)}</p>' for line in block[1])

@@ -56,6 +56,7 @@ from reports.conclusions import (
     metric_label,
     percent,
     primary,
+    see,
     sparsity_frame,
     sparsity_rows,
     unit_protocols,
@@ -337,7 +338,7 @@ def in_short(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
             lines.append(f"{name} " + ("; ".join(said) if said else "is not judged on any dataset") + ".")
     withheld = rows[rows["verdict"] == NOT_JUDGED]
     if len(withheld):
-        lines.append(f"Not judged: {len(withheld)} comparisons, withheld by their data cards (see Not judged).")
+        lines.append(f"Not judged: {len(withheld)} comparisons, withheld by their data cards {see('Not judged')}.")
     failed = [d["name"] for d in datasets if d["status"] != "completed"]
     if failed:
         lines.append(f"Not compared (their experiment did not complete): {', '.join(failed)}.")
@@ -453,60 +454,93 @@ def pooled_segments(datasets: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def study_forest(datasets: list[dict], metric: str) -> bytes | None:
-    """Each dataset's relative difference (contender − reference, over the reference) with its 95% CI, per
-    protocol and contender, and the random-effects pooled estimate as a diamond; filled markers where the
-    dataset's own test is significant; units the data card withheld are left out."""
-    from reports.render import colour_of, draw_png
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")  # one per dataset, in name order (cycled past nine)
+
+
+def study_forest(datasets: list[dict], alpha: float = ALPHA) -> bytes | None:
+    """The study's first figure: rating (MSE) left, ranking (NDCG@K) right, one row per protocol and contender
+    (the primary questions, each against its dataset's validation-chosen reference). In a row, each dataset's
+    relative difference (contender − reference, over the reference) with its 95% CI, a marker of its own,
+    filled where its dataset's test is significant; under them the random-effects pooled estimate as a diamond
+    over ± what the pooled test could detect (grey), filled where significant after Holm over the study's
+    analyses. Units the data card withheld are left out."""
+    from reports.conclusions import TASKS
+    from reports.render import colour_of, png_of, pyplot
 
     rows = _protocol_rows(datasets)
     if rows.empty:
         return None
-    rows = rows[(rows["metric"] == metric) & ~rows["verdict"].isin([NOT_JUDGED, TOO_FEW])].dropna(subset=["se"])
+    contenders = [m for m, _ in CONTENDER_NAMES]
+    rows = rows[rows["model"].isin(contenders) & ~rows["verdict"].isin([NOT_JUDGED, TOO_FEW])].dropna(subset=["se"])
     rows = rows[rows["reference_value"].abs() > 0]
     if rows.empty:
         return None
-    lines = []  # (label, estimate, low, high, model, kind) top to bottom
-    for (protocol, model), part in rows.groupby(["protocol", "model"], sort=True):
-        scale = part["reference_value"].abs()
-        for (_, r), s in zip(part.sort_values("dataset").iterrows(), scale, strict=True):
-            kind = "significant" if r["verdict"] in (BETTER, WORSE) else "dataset"
-            lines.append(
-                (
-                    f"{protocol} · {model} · {r['dataset']}",
-                    r["diff"] / s,
-                    r["ci_low"] / s,
-                    r["ci_high"] / s,
-                    model,
-                    kind,
-                )
-            )
-        if len(part) >= 2:
-            pooled = random_effects(part["diff"] / scale, part["se"] / scale)
-            label = f"{protocol} · {model} · pooled (I² {pooled['i2']:.0%})"
-            lines.append((label, pooled["estimate"], pooled["ci_low"], pooled["ci_high"], model, "pooled"))
-
-    def draw(ax):
-        for y, (_, est, lo, hi, model, kind) in enumerate(lines):
+    meta = meta_analysis(datasets, alpha).set_index(["protocol", "metric", "contender"])
+    groups = sorted(
+        {(p, m) for p, m in zip(rows["protocol"], rows["model"], strict=True)},
+        key=lambda g: (g[0], contenders.index(g[1])),
+    )
+    names = sorted(rows["dataset"].unique())
+    slots = np.linspace(-0.36, 0.36, len(names) + 1)  # each dataset's place in its row, the pooled diamond last
+    panels = [(task, metric) for task, metric in TASKS if (rows["metric"] == metric).any()]
+    plt = pyplot()
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(11.0, 1.9 + 0.55 * len(groups)), dpi=100, sharey=True, squeeze=False
+    )
+    for ax, (task, metric) in zip(axes[0], panels, strict=True):
+        for g, (protocol, model) in enumerate(groups):
             colour = colour_of(model)
-            if kind == "pooled":
-                ax.fill([lo, est, hi, est], [y, y - 0.3, y, y + 0.3], color=colour, alpha=0.8)
-            else:
-                face = colour if kind == "significant" else "white"
-                xerr = [[max(est - lo, 0)], [max(hi - est, 0)]]
-                ax.errorbar(est, y, xerr=xerr, fmt="o", color=colour, markerfacecolor=face, capsize=3)
-        ax.set_yticks(range(len(lines)), [line[0] for line in lines], fontsize=8)
-        ax.invert_yaxis()
+            part = rows[(rows["protocol"] == protocol) & (rows["model"] == model) & (rows["metric"] == metric)]
+            for _, r in part.iterrows():
+                i, scale = names.index(r["dataset"]), abs(r["reference_value"])
+                est, lo, hi = r["diff"] / scale, r["ci_low"] / scale, r["ci_high"] / scale
+                face = colour if r["verdict"] in (BETTER, WORSE) else "white"
+                ax.errorbar(
+                    est,
+                    g + slots[i],
+                    xerr=[[max(est - lo, 0)], [max(hi - est, 0)]],
+                    fmt=MARKERS[i % len(MARKERS)],
+                    ms=5,
+                    color=colour,
+                    markerfacecolor=face,
+                    capsize=2,
+                )
+            pooled = meta.loc[(protocol, metric, model)] if (protocol, metric, model) in meta.index else None
+            if pooled is not None and pooled["pooled"]:
+                y, est, lo, hi = g + slots[-1], pooled["estimate"], pooled["ci_low"], pooled["ci_high"]
+                if np.isfinite(pooled["detectable"]):
+                    ax.plot(
+                        [-pooled["detectable"], pooled["detectable"]],
+                        [y, y],
+                        lw=6,
+                        color="#e3e3e3",
+                        solid_capstyle="butt",
+                        zorder=0,
+                    )
+                face = colour if pooled["holm_p"] < alpha else "white"
+                ax.fill([lo, est, hi, est], [y, y - 0.1, y, y + 0.1], facecolor=face, edgecolor=colour, lw=1.5)
+            if g:
+                ax.axhline(g - 0.5, color="#ddd", lw=0.8)
         ax.axvline(0, color="#444", lw=1)
         ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:+.0f}%")
         ax.grid(axis="x", alpha=0.3)
+        k = int(rows.loc[rows["metric"] == metric, "k"].iloc[0])
         better = "left" if metric in LOWER_IS_BETTER else "right"
-        ax.set_xlabel(
-            f"{metric.upper()} relative difference from the reference, 95% CI (better to the {better})\n"
-            "diamond: random-effects pooled; filled: significant in its dataset"
-        )
-
-    return draw_png(draw, 1.2 + 0.3 * len(lines))
+        ax.set_title(f"{task} ({metric_label(metric, k)})", loc="left", fontsize=11)
+        ax.set_xlabel(f"relative difference from the reference,\n95% CI (better to the {better})")
+    axes[0, 0].set_yticks(range(len(groups)), [f"{p} · {_name(m).removeprefix('the ')}" for p, m in groups])
+    axes[0, 0].set_ylim(len(groups) - 0.5, -0.5)
+    handles = [
+        plt.Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="#555", markerfacecolor="white", label=n)
+        for i, n in enumerate(names)
+    ]
+    handles.append(plt.Line2D([], [], ls="", marker="D", color="#555", label="pooled (random effects)"))
+    columns = min(len(handles), 4)
+    legend_rows = -(-len(handles) // columns)
+    height = fig.get_figheight()
+    fig.legend(handles=handles, loc="upper center", ncol=columns, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.1 + 0.25 * legend_rows) / height))
+    return png_of(fig, tight=False)
 
 
 def cost(datasets: list[dict]) -> pd.DataFrame:
@@ -560,13 +594,15 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
     names = [d["name"] for d in datasets]
     blocks: list = [("h1", f"reclab study — {len(datasets)} dataset(s): {', '.join(names)}")]
     blocks += [("h2", "In short"), ("ul", in_short(datasets))]
-    for metric in ("mse", "ndcg"):  # under the lines: each contender per dataset and pooled, per task
-        figure = study_forest(datasets, metric)
-        if figure:
-            caption = (
-                f"{metric.upper()}: the LM and the fusion relative to the reference per dataset, and pooled (diamonds)"
-            )
-            blocks.append(("figure", f"study_{metric}", caption, figure))
+    figure = study_forest(datasets)
+    if figure:
+        caption = (
+            "Every contender against each dataset's reference, per protocol: each dataset's relative difference "
+            "(95% CI; filled: significant in its dataset after Holm) and the random-effects pooled estimate "
+            "(diamond; filled: significant after Holm over the study's analyses; grey: ± what it could detect); "
+            "rating left, ranking right"
+        )
+        blocks.append(("figure", "study_in_short", caption, figure))
     blocks.append(
         (
             "p",

@@ -602,9 +602,9 @@ def test_the_report_opens_in_short_with_a_line_per_contender_and_one_figure_its_
     page = to_html(blocks)
     body = page[page.index("<body>") :]
     first = re.findall(r"<(h1|h2|ul|figure|p)\b", body)[:4]
-    assert first == ["h1", "h2", "ul", "figure"] and "<h2>In short</h2>" in body.split("<ul>")[0]
+    assert first == ["h1", "h2", "ul", "figure"] and '<h2 id="in-short">In short</h2>' in body.split("<ul>")[0]
     assert body.count("<li>", body.index("In short"), body.index("<figure>")) == 2
-    assert "<details><summary><h2>Appendix</h2></summary>" in body and body.count("<details>") == body.count(
+    assert '<details><summary><h2 id="appendix">Appendix</h2></summary>' in body and body.count("<details>") == body.count(
         "</details>"
     )
     markdown = to_markdown(blocks)[0]
@@ -615,4 +615,8 @@ def test_the_report_opens_in_short_with_a_line_per_contender_and_one_figure_its_
 
     lines = in_short(withheld)
     assert lines[1] == "The fine-tuned LM is not judged on any unit."
-    assert lines[-1].startswith("Not judged: 2 comparisons on random_s0")  # its MSE and NDCG rows
+    assert lines[-1] == (  # its MSE and NDCG rows, and a link to why
+        "Not judged: 2 comparisons on random_s0, withheld by the data card (see [Not judged](#not-judged))."
+    )
+    html_line = to_html([("h1", "r"), ("ul", lines[-1:]), ("h3", "Not judged")])
+    assert '(see <a href="#not-judged">Not judged</a>)' in html_line and '<h3 id="not-judged">' in html_line

@@ -156,6 +156,12 @@ def test_the_study_report_opens_in_short_from_the_pooled_rows():
     ]
     blocks = study_blocks(datasets, {"study_id": "s"})
     assert blocks[1] == ("h2", "In short") and blocks[2] == ("ul", lines)
+    figure = blocks[3]  # one figure under the lines: both tasks, every dataset and the pooled diamond
+    assert figure[:2] == ("figure", "study_in_short") and figure[3].startswith(b"\x89PNG")
+    assert sum(b[0] == "figure" for b in blocks) == 1
+    from reports.study import study_forest
+
+    assert study_forest(_three([-0.05, -0.04, -0.03], ["better"] * 3, (False, False, False))) is None  # none judged
     # nothing significant: the largest difference the pooled tests could see; a failure named
     flat = _three([0.01, -0.01, 0.0], ["no detectable difference"] * 3)
     seen = meta_analysis(flat).iloc[0]["detectable"]
