@@ -240,6 +240,20 @@ def fit_split(
         if keys.get(name) is not None:
             store.keep(name, kept[name], keys[name])
 
+    def restore(name: str, model: Recommender, scored_by=None) -> bool:
+        """Keep ``name`` as the fit store holds it under ``keys[name]`` (marked reused, said in the log); False
+        when the store holds no such fit."""
+        restored = store.restore(name, model, keys[name], history, scored_by) if keys[name] is not None else None
+        if restored is None:
+            return False
+        restored.fit["extras"]["reused"] = True
+        LOG.info(
+            f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
+            f"(its first fit took {duration(restored.fit['fit_seconds'])})"
+        )
+        kept[name] = restored
+        return True
+
     # restore what the fit store holds; build the rest (the fusion after every other model); skip a model too
     # costly for data this large (Recommender.too_costly)
     keys: dict[str, str | None] = {}
@@ -256,16 +270,8 @@ def fit_split(
             skipped[name] = reason
             continue
         keys[name] = store.key(name, config) if store is not None else None
-        restored = store.restore(name, model, keys[name], history) if keys[name] is not None else None
-        if restored is None:
+        if not restore(name, model):
             todo[name] = model
-            continue
-        restored.fit["extras"]["reused"] = True
-        LOG.info(
-            f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
-            f"(its first fit took {duration(restored.fit['fit_seconds'])})"
-        )
-        kept[name] = restored
 
     # a model that fits in its own process (the LM) starts first and runs beside the in-process fits (the first
     # such model only: two trainers beside each other would share two cores three ways)
@@ -312,15 +318,7 @@ def fit_split(
         def scored_by(fusion):
             return fusion.over({n: k.scored for n, k in kept.items()}, history, data["items"])
 
-        restored = store.restore(name, model, keys[name], history, scored_by) if keys[name] is not None else None
-        if restored is not None:
-            restored.fit["extras"]["reused"] = True
-            LOG.info(
-                f"{split_id}: {name} ({position[name]} of {len(order)}) restored from the fit store "
-                f"(its first fit took {duration(restored.fit['fit_seconds'])})"
-            )
-            kept[name] = restored
-        else:
+        if not restore(name, model, scored_by):
             LOG.info(f"{split_id}: fitting {name} ({position[name]} of {len(order)})")
             reset_peak_memory()
             start, cpu = time.perf_counter(), _cpu_seconds()
