@@ -309,3 +309,33 @@ def test_a_model_ranks_nothing_only_when_every_user_saw_constant_scores():
 
     assert ranks_nothing({"constant_share": 1.0, "coverage": 0.1})
     assert not ranks_nothing({"constant_share": 0.99}) and not ranks_nothing({}) and not ranks_nothing(None)
+
+
+def test_each_pair_and_segment_reads_the_users_both_models_have_as_a_pivot_table_would():
+    """The paired differences read every model's per-user sums once per segment (``_Sums``); each pair's users
+    and sums are the ones pandas' pivot table of that pair alone gives (a user missing for one model left
+    out, several rows of a user summed), segment by segment, the segments those two
+    models' rows reach (a third model's segment adds none)."""
+    from models.evaluation.comparisons import _Sums
+
+    rows = pd.DataFrame(
+        {
+            "model": ["a", "a", "a", "a", "b", "b", "b", "c", "c"],
+            "user_id": ["u1", "u1", "u2", "u3", "u1", "u2", "u4", "u1", "u5"],
+            "user_segment": ["1-3", "1-3", "4-10", "4-10", "1-3", "4-10", "4-10", "1-3", "11+"],
+            "item_segment": ["all", "all", "all", "all", "all", "all", "all", "all", "all"],
+            "num": [1.0, 2.0, 0.5, 4.0, 2.0, 3.0, 1.0, 3.0, 1.0],
+            "den": [1.0, 1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0],
+        }
+    )
+    sums = _Sums(rows)
+    assert sums.segments("mse", ("a", "b")) == ["all", "users:1-3", "users:4-10"]  # c's 11+ is not theirs
+    for segment, part in [("all", rows), ("users:1-3", rows[rows["user_segment"] == "1-3"])]:
+        pair = part[part["model"].isin(["a", "b"])]
+        table = pair.pivot_table(index="user_id", columns="model", values=["num", "den"], aggfunc="sum").dropna()
+        expected = (table["num"]["a"], table["den"]["a"], table["num"]["b"], table["den"]["b"])
+        for got, want in zip(sums.pair(segment, "a", "b"), expected, strict=True):
+            np.testing.assert_array_equal(got, want.to_numpy())
+    # by hand: u1 and u2 are the users both have on 'all' (u3 is a's only, u4 b's), a's two rows of u1 summed
+    assert [list(x) for x in sums.pair("all", "a", "b")] == [[3.0, 0.5], [2.0, 1.0], [2.0, 3.0], [2.0, 1.0]]
+    assert all(len(x) == 0 for x in sums.pair("users:11+", "a", "b"))  # neither model reaches it

@@ -122,16 +122,7 @@ def test_float_noise_between_two_paths_to_one_prediction_is_no_difference():
     assert (same["diff"], same["se"], same["t_p"]) == (0.0, 0.0, 1.0)
     real = paired_difference(errors + 1e-3 + rng.normal(0, 1e-4, 3000), np.ones(3000), errors, np.ones(3000))
     assert real["t_p"] < 1e-6 and real["diff"] == pytest.approx(1e-3, rel=0.05)
-    import pandas as pd
-
-    part = pd.DataFrame(
-        {
-            "user_id": np.tile(np.arange(3000), 2),
-            "model": ["lm_two_tower"] * 3000 + ["text_frozen"] * 3000,
-            "num": np.concatenate([noise, errors]),
-            "den": 1.0,
-        }
-    )
-    row = _compare(part, "mse", 0, "all", "lm_two_tower", "text_frozen", "vs_ablation", 100, 0, 20)
+    arrays = (noise, np.ones(3000), errors, np.ones(3000))  # the two models' per-user sums, user by user
+    row = _compare(arrays, "mse", 0, "all", "lm_two_tower", "text_frozen", "vs_ablation", 100, 0, 20)
     diff, se, low, high, t_p, wilcoxon_p = row[13], row[14], row[15], row[16], row[21], row[22]
     assert (diff, se, low, high, t_p, wilcoxon_p) == (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)

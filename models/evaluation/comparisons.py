@@ -261,38 +261,64 @@ def paired_differences(
     segments for :data:`SEGMENTED` metrics only): the measured columns of :data:`DIFFERENCE_COLUMNS`, up to
     the raw p-values (the reference columns and family left empty: :func:`unit_differences` fills them)."""
     rows = []
-    by_key = {(m, int(mk)): g for (m, mk), g in values.groupby(["metric", "k"], sort=False)}  # sliced once
+    tables = {(m, int(mk)): _Sums(g) for (m, mk), g in values.groupby(["metric", "k"], sort=False)}  # sliced once
     progress = Progress("paired differences", len(pairs), "comparisons")
     for metric, k, model, reference, kind in pairs:
-        frame = by_key.get((metric, int(k)), values.iloc[0:0])
-        frame = frame[frame["model"].isin([model, reference])]
-        for segment, part in _segments(frame, metric):
-            rows.append(_compare(part, metric, k, segment, model, reference, kind, n_boot, seed, min_users))
+        sums = tables.get((metric, int(k)), _Sums(values.iloc[0:0]))
+        for segment in sums.segments(metric, (model, reference)):
+            arrays = sums.pair(segment, model, reference)
+            rows.append(_compare(arrays, metric, k, segment, model, reference, kind, n_boot, seed, min_users))
         progress.advance()
     progress.finish()
     return pd.DataFrame(rows, columns=_MEASURED)
 
 
-def _segments(frame: pd.DataFrame, metric: str):
-    overall = frame[frame["item_segment"] == "all"]
-    yield "all", overall
-    if metric in SEGMENTED:
-        for segment, part in overall.groupby("user_segment"):
-            yield f"users:{segment}", part
-        for segment, part in frame[frame["item_segment"] != "all"].groupby("item_segment"):
-            yield f"items:{segment}", part
+class _Sums:
+    """One metric's per-user values: every model's per-user ``num`` and ``den`` sums side by side, per segment
+    (made once, on first use, for all the pairs that read them), and the segments each model's rows reach."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame, self.overall = frame, frame[frame["item_segment"] == "all"]
+        self.wide: dict[str, pd.DataFrame] = {}
+
+    def segments(self, metric: str, models: tuple[str, str]) -> list[str]:
+        """``all``, then (a :data:`SEGMENTED` metric) the user-activity and item-popularity segments that the
+        rows of ``models`` reach, each in sorted order."""
+        if metric not in SEGMENTED:
+            return ["all"]
+        users = self.overall.loc[self.overall["model"].isin(models), "user_segment"].dropna().unique()
+        rest = self.frame[self.frame["item_segment"] != "all"]
+        items = rest.loc[rest["model"].isin(models), "item_segment"].dropna().unique()
+        return ["all", *(f"users:{s}" for s in sorted(users)), *(f"items:{s}" for s in sorted(items))]
+
+    def pair(self, segment: str, model: str, reference: str) -> tuple[np.ndarray, ...]:
+        """(num, den of ``model``, num, den of ``reference``) over the users with values of both in
+        ``segment``, in user id order."""
+        if segment not in self.wide:
+            if segment == "all":
+                part = self.overall
+            elif segment.startswith("users:"):
+                part = self.overall[self.overall["user_segment"] == segment.removeprefix("users:")]
+            else:
+                part = self.frame[self.frame["item_segment"] == segment.removeprefix("items:")]
+            wide = part.groupby(["user_id", "model"])[["num", "den"]].sum().unstack("model")
+            self.wide[segment] = {m: (wide[("num", m)].to_numpy(), wide[("den", m)].to_numpy()) for m in wide["num"]}
+        wide = self.wide[segment]
+        if model not in wide or reference not in wide:
+            return (np.empty(0),) * 4
+        columns = (*wide[model], *wide[reference])
+        both = ~np.isnan(np.vstack(columns)).any(axis=0)
+        return tuple(c[both] for c in columns)
 
 
-def _compare(part, metric, k, segment, model, reference, kind, n_boot, seed, min_users) -> tuple:
-    table = part.pivot_table(index="user_id", columns="model", values=["num", "den"], aggfunc="sum").dropna()
-    if model not in table["num"] or reference not in table["num"]:
-        table = table.iloc[0:0]
-    n = len(table)
+def _compare(arrays, metric, k, segment, model, reference, kind, n_boot, seed, min_users) -> tuple:
+    """One pair on one segment: ``arrays`` are the two models' per-user sums over the users with values of
+    both (``_Sums.pair``)."""
+    num_a, den_a, num_b, den_b = arrays
+    n = len(num_a)
     head = (metric, k, segment, model, reference, kind, None, None, np.nan, None, n)
     if n == 0:
         return (*head, *[np.nan] * 12)
-    num_a, den_a = table["num"][model].to_numpy(), table["den"][model].to_numpy()
-    num_b, den_b = table["num"][reference].to_numpy(), table["den"][reference].to_numpy()
     value, ref_value = num_a.sum() / den_a.sum(), num_b.sum() / den_b.sum()
     per_user = num_a / den_a - num_b / den_b
     lower = metric in LOWER_IS_BETTER
