@@ -221,23 +221,27 @@ def points_with_ci(results: pd.DataFrame, split_id: str, metric: str, k: int, si
 
 def _points_with_ci(ax, rows: pd.DataFrame, column: str, labels, filled=None) -> None:
     """One point per row (``column``, coloured by its model) with its 95% CI whiskers, first row on top;
-    ``filled`` (one flag per row): a filled marker where True, hollow elsewhere. A percentile CI need not
-    contain its point estimate (skewed resamples): whiskers are never negative."""
+    ``filled`` (one flag per row): a filled marker where True, hollow elsewhere."""
     for y, row in rows.iterrows():
-        colour = colour_of(row["model"])
         solid = True if filled is None else bool(filled[y])
-        ax.errorbar(
-            row[column],
-            y,
-            xerr=[[max(row[column] - row["ci_low"], 0)], [max(row["ci_high"] - row[column], 0)]],
-            fmt="o",
-            color=colour,
-            markerfacecolor=colour if solid else "white",
-            capsize=3,
-        )
+        ci_point(ax, row[column], y, row["ci_low"], row["ci_high"], colour_of(row["model"]), solid, capsize=3)
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
+
+
+def ci_point(ax, x, y, low, high, colour: str, filled: bool = True, marker: str = "o", **style) -> None:
+    """A point at (x, y) with its CI whiskers from ``low`` to ``high`` (never negative: a percentile CI need
+    not contain its point estimate), filled or hollow."""
+    xerr = [[max(x - low, 0)], [max(high - x, 0)]]
+    face = colour if filled else "white"
+    ax.errorbar(x, y, xerr=xerr, fmt=marker, color=colour, markerfacecolor=face, **style)
+
+
+def detectable_band(ax, y, size: float, width: float = 7) -> None:
+    """A grey band of ± ``size`` (what a test could detect) at height ``y``, under the points."""
+    if np.isfinite(size):
+        ax.plot([-size, size], [y, y], lw=width, color="#e3e3e3", solid_capstyle="butt", zorder=0)
 
 
 def _forest_rows(diffs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -254,9 +258,8 @@ def _forest_axes(ax, rows: pd.DataFrame, metric: str, title: str | None = None) 
         f"{'* ' if sig else ''}{s}: {m} vs {r}"
         for s, m, r, sig in zip(rows["split_id"], rows["model"], rows["reference"], significant, strict=True)
     ]
-    for y, mdd in enumerate(rows["mdd"]):  # what each test could see: a grey band of ± its detectable size
-        if np.isfinite(mdd):
-            ax.plot([-mdd, mdd], [y, y], lw=7, color="#e3e3e3", solid_capstyle="butt", zorder=0)
+    for y, mdd in enumerate(rows["mdd"]):  # what each test could see
+        detectable_band(ax, y, mdd)
     _points_with_ci(ax, rows, "diff", labels, filled=significant)
     ax.axvline(0, color="#444", lw=1)
     better = "left" if metric in LOWER_IS_BETTER else "right"

@@ -465,7 +465,7 @@ def study_forest(datasets: list[dict], alpha: float = ALPHA) -> bytes | None:
     over ± what the pooled test could detect (grey), filled where significant after Holm over the study's
     analyses. Units the data card withheld are left out."""
     from reports.conclusions import TASKS
-    from reports.render import colour_of, png_of, pyplot
+    from reports.render import ci_point, colour_of, detectable_band, png_of, pyplot
 
     rows = _protocol_rows(datasets)
     if rows.empty:
@@ -494,29 +494,13 @@ def study_forest(datasets: list[dict], alpha: float = ALPHA) -> bytes | None:
             for _, r in part.iterrows():
                 i, scale = names.index(r["dataset"]), abs(r["reference_value"])
                 est, lo, hi = r["diff"] / scale, r["ci_low"] / scale, r["ci_high"] / scale
-                face = colour if r["verdict"] in (BETTER, WORSE) else "white"
-                ax.errorbar(
-                    est,
-                    g + slots[i],
-                    xerr=[[max(est - lo, 0)], [max(hi - est, 0)]],
-                    fmt=MARKERS[i % len(MARKERS)],
-                    ms=5,
-                    color=colour,
-                    markerfacecolor=face,
-                    capsize=2,
-                )
+                significant = r["verdict"] in (BETTER, WORSE)
+                marker = MARKERS[i % len(MARKERS)]
+                ci_point(ax, est, g + slots[i], lo, hi, colour, significant, marker, ms=5, capsize=2)
             pooled = meta.loc[(protocol, metric, model)] if (protocol, metric, model) in meta.index else None
             if pooled is not None and pooled["pooled"]:
                 y, est, lo, hi = g + slots[-1], pooled["estimate"], pooled["ci_low"], pooled["ci_high"]
-                if np.isfinite(pooled["detectable"]):
-                    ax.plot(
-                        [-pooled["detectable"], pooled["detectable"]],
-                        [y, y],
-                        lw=6,
-                        color="#e3e3e3",
-                        solid_capstyle="butt",
-                        zorder=0,
-                    )
+                detectable_band(ax, y, pooled["detectable"], width=6)
                 face = colour if pooled["holm_p"] < alpha else "white"
                 ax.fill([lo, est, hi, est], [y, y - 0.1, y, y + 0.1], facecolor=face, edgecolor=colour, lw=1.5)
             if g:
