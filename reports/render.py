@@ -179,11 +179,10 @@ def pyplot():
     return plt
 
 
-def png_of(fig, tight: bool = True) -> bytes:
-    """``fig`` as PNG bytes (laid out tightly first unless ``tight`` is False: its caller laid it out); the
-    figure is closed."""
-    if tight:
-        fig.tight_layout()
+def png_of(fig, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> bytes:
+    """``fig`` laid out tightly within ``rect`` (figure fractions: left, bottom, right, top; the rest left to a
+    legend, say), as PNG bytes; the figure is closed."""
+    fig.tight_layout(rect=rect)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     pyplot().close(fig)

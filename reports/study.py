@@ -523,8 +523,7 @@ def study_forest(datasets: list[dict], alpha: float = ALPHA) -> bytes | None:
     legend_rows = -(-len(handles) // columns)
     height = fig.get_figheight()
     fig.legend(handles=handles, loc="upper center", ncol=columns, frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - (0.1 + 0.25 * legend_rows) / height))
-    return png_of(fig, tight=False)
+    return png_of(fig, rect=(0, 0, 1, 1 - (0.1 + 0.25 * legend_rows) / height))
 
 
 def cost(datasets: list[dict]) -> pd.DataFrame:

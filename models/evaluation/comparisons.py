@@ -279,17 +279,23 @@ class _Sums:
 
     def __init__(self, frame: pd.DataFrame):
         self.frame, self.overall = frame, frame[frame["item_segment"] == "all"]
-        self.wide: dict[str, pd.DataFrame] = {}
+        self.wide: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        # the user-activity and item-popularity segments each model's rows reach
+        rest = frame[frame["item_segment"] != "all"]
+        self.reach = {
+            kind: {m: set(part.dropna()) for m, part in rows.groupby("model")[column]}
+            for kind, rows, column in (("users", self.overall, "user_segment"), ("items", rest, "item_segment"))
+        }
 
     def segments(self, metric: str, models: tuple[str, str]) -> list[str]:
         """``all``, then (a :data:`SEGMENTED` metric) the user-activity and item-popularity segments that the
         rows of ``models`` reach, each in sorted order."""
         if metric not in SEGMENTED:
             return ["all"]
-        users = self.overall.loc[self.overall["model"].isin(models), "user_segment"].dropna().unique()
-        rest = self.frame[self.frame["item_segment"] != "all"]
-        items = rest.loc[rest["model"].isin(models), "item_segment"].dropna().unique()
-        return ["all", *(f"users:{s}" for s in sorted(users)), *(f"items:{s}" for s in sorted(items))]
+        reached = {
+            kind: set().union(*(by_model.get(m, set()) for m in models)) for kind, by_model in self.reach.items()
+        }
+        return ["all", *(f"{kind}:{s}" for kind in ("users", "items") for s in sorted(reached[kind]))]
 
     def pair(self, segment: str, model: str, reference: str) -> tuple[np.ndarray, ...]:
         """(num, den of ``model``, num, den of ``reference``) over the users with values of both in
