@@ -413,8 +413,7 @@ class TrainConfig(BaseModel):
 
     models: tuple[Literal[MODELS], ...] = Field(  # type: ignore[valid-type]
         DEFAULT_MODELS,
-        description="the registered models to train (the fusion blends those trained before it; default: every "
-        "registered model but lm_sequential and lm_sequential_ids)",
+        description="the registered models to train (the fusion blends those trained before it)",
     )
     lightfm_loss: LightFMLoss = Field("warp", description="LightFM's loss")
     lightfm_threads: int = Field(1, ge=1, description="LightFM threads (1: exactly reproducible; more is faster)")

@@ -10,7 +10,7 @@ import sys
 import pytest
 from pydantic_core import PydanticUndefined
 
-from flows.cli import COMMANDS, UNSET, build_params, parser_for
+from flows.cli import COMMANDS, build_params, parser_for
 
 
 def _field_default(model, path: str):
@@ -76,11 +76,11 @@ CONCEPTS = {
 def test_one_flag_per_concept_across_the_flows():
     seen: dict[str, set[str]] = {}
     for flow, command in COMMANDS.items():
-        flags = [option.flag for option, _ in command.options()]
+        flags = [option.flag for _, option in command.options()]
         assert len(flags) == len(set(flags)), (flow, flags)
         assert "--seed" not in flags and "-k" not in flags  # which seed, which K: always said
-        for option, mount in command.options():
-            leaves = {path.rsplit(".", 1)[-1].removesuffix("s") for path in option.paths(mount)}
+        for _, option in command.options():
+            leaves = {path.rsplit(".", 1)[-1].removesuffix("s") for path in option.paths}
             seen.setdefault(option.flag, set()).update(leaves)
     for flag, leaves in seen.items():
         assert len(leaves) == 1, (flag, leaves)
@@ -96,12 +96,12 @@ def test_one_flag_per_concept_across_the_flows():
 @pytest.mark.parametrize("flow", sorted(COMMANDS))
 def test_help_defaults_are_the_parameter_models(flow):
     model = _model(flow)
-    for option, mount in COMMANDS[flow].options():
-        for path in option.paths(mount):
-            if option.const is not UNSET:
+    for _, option in COMMANDS[flow].options():
+        for path in option.paths:
+            if "const" in option.kwargs:  # a switch
                 continue
             default = _field_default(model, path) if "lm_overrides." not in path else None
-            if option.default is UNSET:  # none, empty or required: the help says what happens
+            if option.default in (None, (), {}):  # none, empty or required: the help says what happens
                 assert default in (None, {}, ()) or default is PydanticUndefined, (flow, option.flag, path, default)
             else:
                 shown = tuple(option.default) if isinstance(option.default, list | tuple) else option.default
@@ -114,14 +114,15 @@ def test_every_option_sets_its_field(flow):
     """Each option given on the command line lands in the field its path names, validated by the model."""
     samples = {int: 700, float: 0.25}  # within every bound
     parser = parser_for(flow)
-    for option, mount in COMMANDS[flow].options():
+    dicts = {"--lightfm-params": '{"no_components": 8}', "--lm-overrides": '{"max_epochs": 2}'}
+    for _, option in COMMANDS[flow].options():
         action = next(a for a in parser._actions if option.flag in a.option_strings)
-        if option.const is not UNSET:
+        if "const" in option.kwargs:
             argv = [option.flag]
         elif action.choices:
             argv = [option.flag, list(action.choices)[-1]]
-        elif option.flag == "--lightfm-params":
-            argv = [option.flag, '{"no_components": 8}']
+        elif option.flag in dicts:
+            argv = [option.flag, dicts[option.flag]]
         elif option.flag == "--fractions":
             argv = [option.flag, "0.6", "0.2", "0.2"]
         elif option.flag == "--folds":
@@ -131,12 +132,12 @@ def test_every_option_sets_its_field(flow):
         elif option.flag == "--map":
             argv = [option.flag, "user_id=a,item_id=b,rating=c"]
         else:
-            value = samples.get(option.type, "x7")
+            value = samples.get(option.kwargs.get("type"), "x7")
             argv = [option.flag, str(value)]
         required = {"recommend": "--user", "forget": "--user-id"}.get(flow)  # no default: given with every sample
         given = vars(parser.parse_args(argv + ([required, "u"] if required and option.flag != required else [])))
         params = build_params(COMMANDS[flow], given)
-        for path in option.paths(mount):
+        for path in option.paths:
             value = params
             for name in path.split("."):
                 value = value[name] if isinstance(value, dict) else getattr(value, name)
@@ -155,8 +156,8 @@ def test_a_config_file_is_the_ui_form_and_the_command_line_overrides_it(tmp_path
     yaml_file.write_text(
         "prepare:\n"
         "  data: ../shared/data/amazon2018-gift-cards\n"
-        "  data_card: {max_twin_share: 0.1}   # not on the command line: the file reaches every field\n"
-        "  split: {protocols: [random, temporal]}\n"
+        "  data_card: {max_twin_share: 0.1}\n"
+        "  split: {protocols: [random, temporal], seed: 3}   # split.seed is not on the command line: a file sets it\n"
         "train:\n"
         "  train: {models: [bias_als, lightfm_hybrid]}\n"
         "  evaluation: {k: 20, n_boot: 500}\n"
@@ -164,6 +165,7 @@ def test_a_config_file_is_the_ui_form_and_the_command_line_overrides_it(tmp_path
     full = COMMANDS["full"]
     from_file = build_params(full, {}, str(yaml_file))
     assert from_file.prepare.data_card.max_twin_share == 0.1 and from_file.train.evaluation.k == 20
+    assert from_file.prepare.split.seed == 3
     assert from_file.train.train.models == ("bias_als", "lightfm_hybrid")
     # options given on the command line override the file, field by field
     given = vars(parser_for("full").parse_args(["--k", "5", "--lm-encoder", "/models/x"]))
@@ -257,3 +259,34 @@ def test_one_k_for_the_evaluation_and_the_data_card():
         assert k_fields(params) == [where]
         experiment = params if flow == "full" else params.experiment
         assert experiment.train.evaluation.k == 20
+
+
+def test_every_field_is_an_option_unless_kept_off():
+    """A field of a command's parameter model is on its command line unless ``FLAGS`` (``split.seed``: the
+    seeds are ``--split-seeds``) or the command keeps it off: a setting added to a component's config is an
+    option of every command that holds it."""
+    from pydantic import BaseModel
+
+    def leaves(model, prefix: str = ""):
+        for name, info in model.model_fields.items():
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                yield from leaves(info.annotation, f"{prefix}{name}.")
+            else:
+                yield prefix + name
+
+    searched_not = "models lightfm_trials lightfm_params lm_profile lm_overrides lm_encoders sequential_protocols "
+    searched_not += "sequential_trials lm_sequential_trials overlap"
+    kept_off = {
+        "prepare": {"split.seed"},
+        "full": {"prepare.split.seed"},
+        "search": {f"train.{name}" for name in searched_not.split()},  # the search tunes LightFM only
+        "study": {"experiment.prepare.split.seed", "experiment.report.output", "experiment.report.dataset"}
+        | {f"experiment.train.runner.{name}" for name in ("kind", "workers", "address")},  # the study's runner
+    }
+    for flow, command in COMMANDS.items():
+        offered = {path for _, option in command.options() for path in option.paths}
+        assert set(leaves(command.model_class())) - offered == kept_off.get(flow, set()), flow
+    # --lm-encoder: a key of the LM's settings, an option of its own
+    encoder = {"train": "train", "full": "train.train", "study": "experiment.train.train"}
+    for flow, mount in encoder.items():
+        assert f"{mount}.lm_overrides.encoder" in {p for _, o in COMMANDS[flow].options() for p in o.paths}, flow
