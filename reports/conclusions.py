@@ -43,17 +43,6 @@ CONTENDER_NAMES: tuple[tuple[str, str], ...] = tuple(
 )
 
 
-def slug(title: str) -> str:
-    """A section's anchor, the way GitHub's Markdown makes one (lower case, spaces to hyphens, punctuation
-    gone); ``reports.render.to_html`` gives its headings the same ids."""
-    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
-
-
-def see(section: str) -> str:
-    """ "(see <section>)" as a Markdown link to the section (``reports.render.to_html`` makes it a hyperlink)."""
-    return f"(see [{section}](#{slug(section)}))"
-
-
 TASKS = tuple(PRIMARY_METRIC.items())  # (task, the metric that answers it)
 HEADLINE = ("rmse", "mse", "mae", "ndcg", "recall", "hit_rate", "map", "mrr", "auc")
 GLOSSARY = (
@@ -91,6 +80,17 @@ GLOSSARY = (
 
 def metric_label(metric: str, k: int) -> str:
     return f"{metric.upper()}@{k}" if k and metric != "auc" else metric.upper()
+
+
+def slug(title: str) -> str:
+    """A section's anchor, the way GitHub's Markdown makes one (lower case, spaces to hyphens, punctuation
+    gone); ``reports.render.to_html`` gives its headings the same ids."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
+
+
+def see(section: str) -> str:
+    """ "(see <section>)" as a Markdown link to the section (``reports.render.to_html`` makes it a hyperlink)."""
+    return f"(see [{section}](#{slug(section)}))"
 
 
 def number(value: float, signed: bool = False) -> str:

@@ -209,13 +209,14 @@ def _p(p: float) -> str:
     return p_value(p)
 
 
-def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
+def conclusions(datasets: list[dict], alpha: float = ALPHA, pooled: pd.DataFrame | None = None) -> list[str]:
     """The study's answer: a bottom line from the pooled analyses and the replicability counts, then per task
-    and contender the datasets' own verdicts counted; honest when nothing is significant."""
+    and contender the datasets' own verdicts counted; honest when nothing is significant. ``pooled``:
+    :func:`meta_analysis` of ``datasets`` where the caller has it (the same for :func:`in_short`, :func:`study_forest`)."""
     rows = _protocol_rows(datasets)
     if rows.empty:
         return ["No dataset produced primary comparisons: nothing can be concluded."]
-    meta = meta_analysis(datasets, alpha)
+    meta = meta_analysis(datasets, alpha) if pooled is None else pooled
     found = []
     for _, m in meta.iterrows():
         if m["pooled"] and m["holm_p"] < alpha:
@@ -287,7 +288,7 @@ def conclusions(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
     return lines
 
 
-def in_short(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
+def in_short(datasets: list[dict], alpha: float = ALPHA, pooled: pd.DataFrame | None = None) -> list[str]:
     """The study's answer a person reads first: one plain line per contender, for rating and for ranking, from
     the pooled analyses (the largest significant pooled change, or the largest pooled difference the tests
     could see), else, where no analysis could pool, each dataset's own verdicts counted; then what was not
@@ -297,7 +298,7 @@ def in_short(datasets: list[dict], alpha: float = ALPHA) -> list[str]:
     rows = _protocol_rows(datasets)
     if rows.empty:
         return ["No dataset produced primary comparisons: nothing can be concluded."]
-    meta = meta_analysis(datasets, alpha)
+    meta = meta_analysis(datasets, alpha) if pooled is None else pooled
     lines = []
     for model, words in CONTENDER_NAMES:
         said = []
@@ -457,7 +458,7 @@ def pooled_segments(datasets: list[dict]) -> pd.DataFrame:
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")  # one per dataset, in name order (cycled past nine)
 
 
-def study_forest(datasets: list[dict], alpha: float = ALPHA) -> bytes | None:
+def study_forest(datasets: list[dict], alpha: float = ALPHA, pooled: pd.DataFrame | None = None) -> bytes | None:
     """The study's first figure: rating (MSE) left, ranking (NDCG@K) right, one row per protocol and contender
     (the primary questions, each against its dataset's validation-chosen reference). In a row, each dataset's
     relative difference (contender − reference, over the reference) with its 95% CI, a marker of its own,
@@ -475,7 +476,7 @@ def study_forest(datasets: list[dict], alpha: float = ALPHA) -> bytes | None:
     rows = rows[rows["reference_value"].abs() > 0]
     if rows.empty:
         return None
-    meta = meta_analysis(datasets, alpha).set_index(["protocol", "metric", "contender"])
+    meta = (meta_analysis(datasets, alpha) if pooled is None else pooled).set_index(["protocol", "metric", "contender"])
     groups = sorted(
         {(p, m) for p, m in zip(rows["protocol"], rows["model"], strict=True)},
         key=lambda g: (g[0], contenders.index(g[1])),
@@ -576,8 +577,9 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
 
     names = [d["name"] for d in datasets]
     blocks: list = [("h1", f"reclab study — {len(datasets)} dataset(s): {', '.join(names)}")]
-    blocks += [("h2", "In short"), ("ul", in_short(datasets))]
-    figure = study_forest(datasets)
+    pooled = meta_analysis(datasets)  # the pooled rows behind the lines, the figure, the verdict and its table
+    blocks += [("h2", "In short"), ("ul", in_short(datasets, pooled=pooled))]
+    figure = study_forest(datasets, pooled=pooled)
     if figure:
         caption = (
             "Every contender against each dataset's reference, per protocol: each dataset's relative difference "
@@ -606,8 +608,8 @@ def study_blocks(datasets: list[dict], meta: dict) -> list:
         warn += [f"{d['name']}: data card: {w['message']}" for w in (d["card"] or {}).get("warnings", [])]
     if warn:
         blocks.append(("warn", warn))
-    blocks += [("h2", "Verdict"), ("ul", conclusions(datasets))]
-    meta_rows = meta_table(meta_analysis(datasets))
+    blocks += [("h2", "Verdict"), ("ul", conclusions(datasets, pooled=pooled))]
+    meta_rows = meta_table(pooled)
     if not meta_rows.empty:
         blocks += [
             ("p", "Pooled across datasets (random effects), per protocol, task and contender:"),
