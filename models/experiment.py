@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,11 @@ def fit_split(
     models write files (the LM's trainer run); ``store``: fits kept from earlier runs of this split, restored
     instead of refitted (and fresh fits kept there); ``text_cache``: the workspace's per-text encoder states
     (the LM's, shared by every split)."""
-    vectors = diversity_vectors(data, config.seed)
+
+    @cache
+    def vectors() -> pd.DataFrame:  # intra-list diversity's item vectors: only a fresh fit is evaluated with them
+        return diversity_vectors(data, config.seed)
+
     history = known_before_test(data["train"], data["validation"])
     cold = protocol == "cold_items"
     order = list(run_models(config, protocol))  # the fusion last
@@ -211,7 +216,7 @@ def fit_split(
             data["test"],
             eval_config,
             cold_candidates=cold,
-            item_vectors=vectors.reindex(scored.item_ids).fillna(0.0).to_numpy(),
+            item_vectors=vectors().reindex(scored.item_ids).fillna(0.0).to_numpy(),
         )
         if spec_of(name).traditional:  # the reference is chosen among these, on validation, before any refit
             extras["validation"] = validation_summary(

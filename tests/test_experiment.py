@@ -104,6 +104,21 @@ def test_an_unchanged_rerun_restores_every_model_and_the_fusion_and_refresh_refi
     )
 
 
+def test_the_diversity_vectors_are_made_only_for_a_fresh_fit(split, tmp_path, monkeypatch):
+    """Intra-list diversity's item vectors (TF-IDF + SVD, seconds on a real split) are made once per split where a
+    model is fitted, and not at all where every fit is restored (its stored values hold its diversity)."""
+    import models.experiment
+
+    made = []
+    real = models.experiment.diversity_vectors
+    monkeypatch.setattr(models.experiment, "diversity_vectors", lambda *a: made.append(1) or real(*a))
+    store = FitStore(tmp_path / "fits", "the split, its protocol, the code")
+    first = run(split, FIRST, tmp_path / "a", store)
+    assert len(made) == 1 and (first.per_user["metric"] == "diversity").any()
+    run(split, FIRST, tmp_path / "b", store)
+    assert len(made) == 1  # every model restored: none made
+
+
 def test_a_changed_setting_refits_every_model(split, tmp_path):
     store = FitStore(tmp_path / "fits", "the split, its protocol, the code")
     run(split, FIRST, tmp_path / "a", store)
