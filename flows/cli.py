@@ -26,9 +26,9 @@ from typing import Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-# a field's "--flag [METAVAR ...]" where its name is not its flag, keyed by its path's last parts (the longest
-# match wins: ``train.seed`` before ``seed``; or its model's name and path); "": not on the command line (``--config`` sets it). The fields a
-# command gives one flag are set together.
+# a field's "--flag [METAVAR ...]" where its name is not its flag, keyed by its model's name and path, else by
+# its path's last parts (the longest match wins: ``train.seed`` before ``seed``); "": not on the command line
+# (``--config`` sets it). The fields a command gives one flag are set together.
 FLAGS = {
     "mapping": "--map FIELD=COLUMN,...",
     "items_mapping": "--items-map FIELD=COLUMN,...",

@@ -212,7 +212,7 @@ def _p(p: float) -> str:
 def conclusions(datasets: list[dict], alpha: float = ALPHA, pooled: pd.DataFrame | None = None) -> list[str]:
     """The study's answer: a bottom line from the pooled analyses and the replicability counts, then per task
     and contender the datasets' own verdicts counted; honest when nothing is significant. ``pooled``:
-    :func:`meta_analysis` of ``datasets`` where the caller has it (the same for :func:`in_short`, :func:`study_forest`)."""
+    :func:`meta_analysis` of ``datasets`` where the caller has it (so too :func:`in_short`, :func:`study_forest`)."""
     rows = _protocol_rows(datasets)
     if rows.empty:
         return ["No dataset produced primary comparisons: nothing can be concluded."]

@@ -604,9 +604,9 @@ def test_the_report_opens_in_short_with_a_line_per_contender_and_one_figure_its_
     first = re.findall(r"<(h1|h2|ul|figure|p)\b", body)[:4]
     assert first == ["h1", "h2", "ul", "figure"] and '<h2 id="in-short">In short</h2>' in body.split("<ul>")[0]
     assert body.count("<li>", body.index("In short"), body.index("<figure>")) == 2
-    assert '<details><summary><h2 id="appendix">Appendix</h2></summary>' in body and body.count("<details>") == body.count(
-        "</details>"
-    )
+    assert '<details><summary><h2 id="appendix">Appendix</h2></summary>' in body and body.count(
+        "<details>"
+    ) == body.count("</details>")
     markdown = to_markdown(blocks)[0]
     assert markdown.split("\n\n")[1:3] == ["## In short", "\n".join(f"- {line}" for line in (fusion, lm))]
     # a comparison the data card withheld is counted in one line
